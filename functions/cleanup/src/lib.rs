@@ -1,0 +1,250 @@
+//! `cleanup`: what Cloud Scheduler (or `runway`'s timer) calls so nothing is lost or left behind.
+//!
+//! - Releases queued for too long are published again (the outbox sweep: a failed publish
+//!   cannot strand a release).
+//! - Builds whose end was never announced are asked for their status (the poll fallback for
+//!   lost notifications); builds the builder no longer knows fail with a reason.
+//! - Releases stuck deploying (the worker died mid-way) fail with a reason.
+//! - Webhooks whose removal failed when their app was deleted are removed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use runway_shared::domain::{Release, ReleaseState, ReleaseUpdate, RepoUrl};
+use runway_shared::http::{ApiResult, Params, Request, Router, authenticate, json};
+use runway_shared::ports::{
+    BuildStatus, Forge, ForgeError, Identity, ImageBuilder, Queue, Store, StoreError, Topic,
+};
+use runway_shared::pubsub::{BuildNotification, BuildResults, BuiltImage, FailureInfo};
+use runway_shared::releases::publish;
+use serde::Serialize;
+
+#[derive(Clone)]
+pub struct State {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub builder: Arc<dyn ImageBuilder>,
+    pub forge: Arc<dyn Forge>,
+    /// Who may call: Cloud Scheduler's OIDC identity, or `runway`'s timer.
+    pub caller: Arc<dyn Identity>,
+    /// How long a release may sit in one state before cleanup acts on it.
+    pub stale_after: Duration,
+}
+
+impl State {
+    pub fn embedded(e: &runway_shared::local::Embedded) -> Self {
+        Self {
+            store: e.store.clone(),
+            queue: Arc::new(e.queue.clone()),
+            builder: e.builder.clone(),
+            forge: e.forge.clone(),
+            caller: Arc::new(e.push_token.clone()),
+            stale_after: e.config.stale_after,
+        }
+    }
+}
+
+pub fn router(state: State) -> Router {
+    Router::new().route(Method::POST, "/cleanup/run", state, run_handler)
+}
+
+/// What one run did.
+#[derive(Debug, Default, PartialEq, Serialize)]
+pub struct Report {
+    pub republished: usize,
+    pub builds_polled: usize,
+    pub interrupted: usize,
+    pub hooks_removed: usize,
+    pub errors: Vec<String>,
+}
+
+async fn run_handler(state: State, request: Request, _: Params) -> ApiResult {
+    authenticate(state.caller.as_ref(), &request).await?;
+    let report = run(&state).await;
+    let status = if report.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    Ok(json(status, &report))
+}
+
+/// One sweep; each part goes on even if another fails, and the report says what failed.
+pub async fn run(state: &State) -> Report {
+    let mut report = Report::default();
+    let before = chrono::Utc::now()
+        - chrono::Duration::from_std(state.stale_after).unwrap_or(chrono::Duration::minutes(2));
+    if let Err(error) = republish_queued(state, before, &mut report).await {
+        report.errors.push(format!("queued releases: {error}"));
+    }
+    if let Err(error) = poll_builds(state, before, &mut report).await {
+        report.errors.push(format!("building releases: {error}"));
+    }
+    if let Err(error) = fail_stuck_deploys(state, before, &mut report).await {
+        report.errors.push(format!("deploying releases: {error}"));
+    }
+    if let Err(error) = remove_orphan_hooks(state, &mut report).await {
+        report.errors.push(format!("webhooks: {error}"));
+    }
+    if report != Report::default() {
+        tracing::info!(?report, "cleanup acted");
+    }
+    report
+}
+
+async fn republish_queued(
+    state: &State,
+    before: chrono::DateTime<chrono::Utc>,
+    report: &mut Report,
+) -> Result<(), StoreError> {
+    for release in state
+        .store
+        .releases_in_state(ReleaseState::Queued, before)
+        .await?
+    {
+        match publish(state.queue.as_ref(), &release).await {
+            Ok(_) => report.republished += 1,
+            Err(error) => report
+                .errors
+                .push(format!("publishing {}: {error}", release.id)),
+        }
+    }
+    Ok(())
+}
+
+async fn poll_builds(
+    state: &State,
+    before: chrono::DateTime<chrono::Utc>,
+    report: &mut Report,
+) -> Result<(), StoreError> {
+    for release in state
+        .store
+        .releases_in_state(ReleaseState::Building, before)
+        .await?
+    {
+        let Some(build_id) = release.build_id.clone() else {
+            // The worker died between claiming it and starting the build: queue it again.
+            state
+                .store
+                .transition(
+                    &release.id,
+                    ReleaseState::Building,
+                    ReleaseState::Queued,
+                    ReleaseUpdate::default(),
+                )
+                .await?;
+            let _ = publish(state.queue.as_ref(), &release).await;
+            report.republished += 1;
+            continue;
+        };
+        let notification = match state.builder.status(&build_id).await {
+            Ok(BuildStatus::Running) => continue,
+            Ok(BuildStatus::Succeeded { image }) => BuildNotification {
+                status: "SUCCESS".into(),
+                results: Some(BuildResults {
+                    images: vec![BuiltImage {
+                        name: image,
+                        digest: String::new(),
+                    }],
+                }),
+                ..notification_for(&release, &build_id)
+            },
+            Ok(BuildStatus::Failed { status, detail }) => BuildNotification {
+                status,
+                failure_info: Some(FailureInfo {
+                    kind: String::new(),
+                    detail,
+                }),
+                ..notification_for(&release, &build_id)
+            },
+            Ok(BuildStatus::Lost) => {
+                interrupt(state, &release, ReleaseState::Building, "the build was interrupted (Runway restarted while it ran); redeploy to try again", report).await?;
+                continue;
+            }
+            Err(error) => {
+                report.errors.push(format!("build {build_id}: {error}"));
+                continue;
+            }
+        };
+        // The worker finishes it, exactly as if the notification had arrived.
+        match state
+            .queue
+            .publish(
+                Topic::BuildEvents,
+                notification.to_message(release.app.as_str()),
+            )
+            .await
+        {
+            Ok(_) => report.builds_polled += 1,
+            Err(error) => report.errors.push(format!("build {build_id}: {error}")),
+        }
+    }
+    Ok(())
+}
+
+fn notification_for(release: &Release, build_id: &str) -> BuildNotification {
+    BuildNotification {
+        id: build_id.to_owned(),
+        log_url: release.log_url.clone(),
+        tags: vec![BuildNotification::release_tag(&release.id)],
+        ..Default::default()
+    }
+}
+
+async fn fail_stuck_deploys(
+    state: &State,
+    before: chrono::DateTime<chrono::Utc>,
+    report: &mut Report,
+) -> Result<(), StoreError> {
+    for release in state
+        .store
+        .releases_in_state(ReleaseState::Deploying, before)
+        .await?
+    {
+        interrupt(state, &release, ReleaseState::Deploying, "the deploy was interrupted and did not finish; the previous version keeps serving. Redeploy to try again", report).await?;
+    }
+    Ok(())
+}
+
+async fn interrupt(
+    state: &State,
+    release: &Release,
+    from: ReleaseState,
+    message: &str,
+    report: &mut Report,
+) -> Result<(), StoreError> {
+    let update = ReleaseUpdate {
+        message: Some(message.to_owned()),
+        ..Default::default()
+    };
+    match state
+        .store
+        .transition(&release.id, from, ReleaseState::Failed, update)
+        .await
+    {
+        Ok(_) => report.interrupted += 1,
+        Err(StoreError::Conflict(_)) => {} // It moved on by itself meanwhile.
+        Err(error) => return Err(error),
+    }
+    Ok(())
+}
+
+async fn remove_orphan_hooks(state: &State, report: &mut Report) -> Result<(), StoreError> {
+    for (repo, hook_id) in state.store.orphan_hooks().await? {
+        let Ok(repo_url) = RepoUrl::parse(&repo, true) else {
+            state.store.remove_orphan_hook(&repo, &hook_id).await?;
+            continue;
+        };
+        match state.forge.delete_webhook(&repo_url, &hook_id).await {
+            Ok(()) | Err(ForgeError::NotFound(_)) => {
+                state.store.remove_orphan_hook(&repo, &hook_id).await?;
+                report.hooks_removed += 1;
+            }
+            Err(error) => report
+                .errors
+                .push(format!("hook {hook_id} on {repo}: {error}")),
+        }
+    }
+    Ok(())
+}

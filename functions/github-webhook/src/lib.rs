@@ -1,0 +1,177 @@
+//! `github-webhook`: the ingress for GitHub push events. Verifies the signature before reading
+//! anything else, answers fast, records every delivery with what was done with it (so a push
+//! that did not redeploy says why), and queues a release for each app watching the branch.
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use runway_shared::domain::{CommitSha, Delivery, NewRelease, Trigger};
+use runway_shared::http::{
+    ApiError, ApiResult, Params, Request, Router, json, parse_json, read_body,
+};
+use runway_shared::ports::{Queue, Store};
+use runway_shared::releases::{audit, enqueue};
+use runway_shared::webhook::{self, PushEvent};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+/// GitHub caps payloads at 25 MB.
+const BODY_LIMIT: usize = 25 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct State {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub secret: SecretString,
+}
+
+impl State {
+    pub fn embedded(e: &runway_shared::local::Embedded) -> Self {
+        Self {
+            store: e.store.clone(),
+            queue: Arc::new(e.queue.clone()),
+            secret: e.webhook_secret.clone(),
+        }
+    }
+}
+
+pub fn router(state: State) -> Router {
+    Router::new().route(Method::POST, "/github/webhook", state, receive)
+}
+
+fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tracing::instrument(skip_all, fields(delivery))]
+async fn receive(state: State, request: Request, _: Params) -> ApiResult {
+    let signature = header(&request, "x-hub-signature-256").map(str::to_owned);
+    let event = header(&request, "x-github-event")
+        .unwrap_or_default()
+        .to_owned();
+    let delivery_id = header(&request, "x-github-delivery")
+        .unwrap_or_default()
+        .to_owned();
+    tracing::Span::current().record("delivery", delivery_id.as_str());
+    let body = read_body(request, BODY_LIMIT).await?;
+    let Some(signature) = signature else {
+        return Err(ApiError::Unauthorized(
+            "X-Hub-Signature-256 is missing".into(),
+        ));
+    };
+    if !webhook::verify(state.secret.expose_secret().as_bytes(), &body, &signature) {
+        return Err(ApiError::Unauthorized(
+            "X-Hub-Signature-256 does not match the body; check the webhook secret".into(),
+        ));
+    }
+    if delivery_id.is_empty() || delivery_id.len() > 100 {
+        return Err(ApiError::bad_request(
+            "X-GitHub-Delivery",
+            "X-GitHub-Delivery is missing",
+        ));
+    }
+    match event.as_str() {
+        "ping" => Ok(json(StatusCode::OK, &json!({ "status": "pong" }))),
+        "push" => push(state, delivery_id, &body).await,
+        other => Ok(json(
+            StatusCode::ACCEPTED,
+            &json!({ "status": "ignored", "reason": format!("Runway acts on push events, not '{other}'") }),
+        )),
+    }
+}
+
+async fn push(state: State, delivery_id: String, body: &[u8]) -> ApiResult {
+    let event: PushEvent = parse_json(body)?;
+    let mut delivery = Delivery {
+        id: delivery_id,
+        event: "push".into(),
+        repo_id: Some(event.repository.id),
+        git_ref: Some(event.git_ref.clone()),
+        commit: Some(event.after.clone()),
+        received_at: chrono::Utc::now(),
+        outcome: String::new(),
+    };
+    // Decide first, then record once: a replayed delivery id is refused before it acts.
+    let branch = event.git_ref.strip_prefix("refs/heads/");
+    let commit = CommitSha::parse(&event.after).ok();
+    let watching = match (branch, event.deleted, &commit) {
+        (None, _, _) => Err(format!("{} is not a branch", event.git_ref)),
+        (Some(branch), true, _) => Err(format!("branch {branch} was deleted")),
+        (Some(_), false, None) => Err(format!("'{}' is not a commit id", event.after)),
+        (Some(branch), false, Some(_)) => {
+            let apps: Vec<_> = state
+                .store
+                .deployments_of_repo(event.repository.id)
+                .await?
+                .into_iter()
+                .filter(|d| d.branch.as_str() == branch)
+                .collect();
+            if apps.is_empty() {
+                Err(format!(
+                    "no app deploys branch {branch} of {}",
+                    event.repository.full_name
+                ))
+            } else {
+                Ok(apps)
+            }
+        }
+    };
+    delivery.outcome = match &watching {
+        Ok(apps) => format!(
+            "queued a release of {}",
+            apps.iter()
+                .map(|d| d.app.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(reason) => format!("ignored: {reason}"),
+    };
+    if !state.store.record_delivery(&delivery).await? {
+        return Ok(json(
+            StatusCode::OK,
+            &json!({ "status": "duplicate", "reason": format!("delivery {} was already received", delivery.id) }),
+        ));
+    }
+    let apps = match watching {
+        Ok(apps) => apps,
+        Err(reason) => {
+            tracing::info!(%reason, "push ignored");
+            return Ok(json(
+                StatusCode::ACCEPTED,
+                &json!({ "status": "ignored", "reason": reason }),
+            ));
+        }
+    };
+    let actor = event
+        .pusher
+        .as_ref()
+        .map_or_else(|| "github".to_owned(), |p| format!("{} (push)", p.name));
+    let mut queued = Vec::new();
+    for deployment in apps {
+        let release = enqueue(
+            state.store.as_ref(),
+            state.queue.as_ref(),
+            NewRelease {
+                app: deployment.app.clone(),
+                trigger: Trigger::Push,
+                actor: actor.clone(),
+                commit: commit.clone(),
+                rollback_of: None,
+            },
+        )
+        .await?;
+        audit(
+            state.store.as_ref(),
+            &actor,
+            "push",
+            Some(deployment.app.as_str()),
+            format!("delivery {} commit {}", delivery.id, event.after),
+        )
+        .await;
+        queued.push(json!({ "app": deployment.app, "release_id": release.id }));
+    }
+    Ok(json(
+        StatusCode::ACCEPTED,
+        &json!({ "status": "queued", "releases": queued }),
+    ))
+}

@@ -1,0 +1,154 @@
+//! `runway`: every Runway function in one process on the embedded adapters — the API, the
+//! ingress, the worker fed by the local queue, cleanup on a timer, and the proxy that serves
+//! each app at `http://APP.localhost:PORT/`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runway_shared::domain::ReleaseState;
+use runway_shared::http::{Router, serve};
+use runway_shared::local::proxy::{Proxy, app_from_host};
+use runway_shared::local::{Embedded, EmbeddedConfig, PushSubscription, RetryPolicy};
+use runway_shared::ports::{DeploySpec, Platform, SecretStore, Store, Topic};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Every function's routes.
+pub fn router(embedded: &Embedded) -> Router {
+    runway_submit::router(runway_submit::State::embedded(embedded))
+        .merge(runway_github_webhook::router(
+            runway_github_webhook::State::embedded(embedded),
+        ))
+        .merge(runway_status::router(runway_status::State::embedded(
+            embedded,
+        )))
+        .merge(runway_worker::router(runway_worker::State::embedded(
+            embedded,
+        )))
+        .merge(runway_cleanup::router(runway_cleanup::State::embedded(
+            embedded,
+        )))
+}
+
+/// Runs Runway on `listener` until `shutdown` resolves, then stops every app.
+pub async fn run(
+    config: EmbeddedConfig,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let port = listener.local_addr()?.port();
+    let embedded = Embedded::open(config, port)?;
+    let router = Arc::new(router(&embedded));
+    let proxy = Proxy::new(embedded.routes.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let subscription = |name: &str, path: &str| PushSubscription {
+        name: name.to_owned(),
+        endpoint: format!("{}{path}", embedded.public_url),
+        token: embedded.push_token.token().to_owned(),
+    };
+    let subscriptions = HashMap::from([
+        (
+            Topic::DeployRequests,
+            subscription("worker-deploy-requests", "/pubsub/deploy-requests"),
+        ),
+        (
+            Topic::BuildEvents,
+            subscription("worker-build-events", "/pubsub/build-events"),
+        ),
+    ]);
+    let dispatcher = tokio::spawn(embedded.queue.clone().run_dispatcher(
+        subscriptions,
+        RetryPolicy::default(),
+        stopped(stop_rx.clone()),
+    ));
+    let cleanup = tokio::spawn(cleanup_timer(embedded.clone(), stopped(stop_rx.clone())));
+    tokio::spawn(restore_live_apps(embedded.clone()));
+
+    println!("runway: listening on {}", embedded.public_url);
+    println!("runway: apps are served at http://APP.localhost:{port}/");
+    serve(
+        listener,
+        move |request, peer| {
+            let (router, proxy) = (router.clone(), proxy.clone());
+            async move {
+                let host = request
+                    .headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                match app_from_host(&host) {
+                    Some(app) => proxy.forward(app, request, peer).await,
+                    None => router.handle(request).await,
+                }
+            }
+        },
+        shutdown,
+        Duration::from_secs(10),
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(dispatcher, cleanup);
+    embedded.platform.shutdown().await;
+    tracing::info!("runway stopped");
+    Ok(())
+}
+
+async fn cleanup_timer(embedded: Embedded, stop: impl std::future::Future<Output = ()>) {
+    let state = runway_cleanup::State::embedded(&embedded);
+    let mut interval = tokio::time::interval(embedded.config.cleanup_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = interval.tick() => { runway_cleanup::run(&state).await; }
+        }
+    }
+}
+
+/// After a restart, serves every app's live release again.
+async fn restore_live_apps(embedded: Embedded) {
+    let deployments = match embedded.store.deployments().await {
+        Ok(deployments) => deployments,
+        Err(error) => {
+            tracing::error!(%error, "could not list apps to restore");
+            return;
+        }
+    };
+    for deployment in deployments {
+        let Some(live_id) = &deployment.live_release else {
+            continue;
+        };
+        let Ok(Some(release)) = embedded.store.release(live_id).await else {
+            continue;
+        };
+        let (Some(image), ReleaseState::Live) = (release.image.clone(), release.state) else {
+            continue;
+        };
+        let secrets = embedded
+            .secrets
+            .reference(&deployment.app)
+            .await
+            .ok()
+            .flatten();
+        let spec = DeploySpec {
+            app: deployment.app.clone(),
+            release_id: release.id.clone(),
+            image,
+            main_file: deployment.main_file.clone(),
+            region: deployment.region.clone(),
+            resources: deployment.resources,
+            secrets,
+        };
+        match embedded.platform.deploy(spec).await {
+            Ok(deployed) => tracing::info!(app = %deployment.app, url = %deployed.url, "restored"),
+            Err(error) => tracing::error!(app = %deployment.app, %error, "could not restore"),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! `status`: what every app is doing — its releases with their states, timings and build logs,
+//! and the last webhook deliveries with what was done with each.
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use runway_shared::domain::{AppName, Deployment, Release};
+use runway_shared::http::{
+    ApiError, ApiResult, Params, Request, Router, authenticate, json, with_type,
+};
+use runway_shared::ports::{Identity, ImageBuilder, Store};
+use serde_json::{Value, json};
+
+const RELEASES_SHOWN: usize = 20;
+const DELIVERIES_SHOWN: usize = 10;
+
+#[derive(Clone)]
+pub struct State {
+    pub store: Arc<dyn Store>,
+    pub builder: Arc<dyn ImageBuilder>,
+    pub identity: Arc<dyn Identity>,
+}
+
+impl State {
+    pub fn embedded(e: &runway_shared::local::Embedded) -> Self {
+        Self {
+            store: e.store.clone(),
+            builder: e.builder.clone(),
+            identity: e.identity.clone(),
+        }
+    }
+}
+
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route(Method::GET, "/api/deployments", state.clone(), list)
+        .route(Method::GET, "/api/deployments/{app}", state.clone(), show)
+        .route(
+            Method::GET,
+            "/api/builds/{build}/log",
+            state.clone(),
+            build_log,
+        )
+        .route(Method::GET, "/api/audit", state, audit_trail)
+}
+
+fn deployment_json(deployment: &Deployment, latest: Option<&Release>) -> Value {
+    json!({
+        "app": deployment.app,
+        "repo_url": deployment.repo,
+        "branch": deployment.branch,
+        "main_file": deployment.main_file,
+        "region": deployment.region,
+        "memory": deployment.resources.memory().as_str(),
+        "cpu": deployment.resources.cpu().as_str(),
+        "owner": deployment.owner,
+        "url": deployment.url,
+        "live_release": deployment.live_release,
+        "latest_release": latest.map(release_json),
+        "created_at": deployment.created_at,
+        "updated_at": deployment.updated_at,
+    })
+}
+
+fn release_json(release: &Release) -> Value {
+    let seconds = release
+        .finished_at
+        .map(|end| (end - release.queued_at).num_milliseconds() as f64 / 1000.0);
+    json!({
+        "id": release.id,
+        "seq": release.seq,
+        "state": release.state,
+        "trigger": release.trigger,
+        "actor": release.actor,
+        "commit": release.commit,
+        "build_id": release.build_id,
+        "log_url": release.log_url,
+        "revision": release.revision,
+        "url": release.url,
+        "message": release.message,
+        "rollback_of": release.rollback_of,
+        "queued_at": release.queued_at,
+        "updated_at": release.updated_at,
+        "finished_at": release.finished_at,
+        "duration_seconds": seconds,
+    })
+}
+
+async fn list(state: State, request: Request, _: Params) -> ApiResult {
+    let caller = authenticate(state.identity.as_ref(), &request).await?;
+    let mut apps = Vec::new();
+    for deployment in state.store.deployments().await? {
+        if !caller.may_manage(&deployment) {
+            continue;
+        }
+        let latest = state.store.releases(&deployment.app, 1).await?;
+        apps.push(deployment_json(&deployment, latest.first()));
+    }
+    Ok(json(StatusCode::OK, &json!({ "deployments": apps })))
+}
+
+async fn show(state: State, request: Request, params: Params) -> ApiResult {
+    let caller = authenticate(state.identity.as_ref(), &request).await?;
+    let app = AppName::parse(params.get("app"))?;
+    let deployment = state
+        .store
+        .deployment(&app)
+        .await?
+        .filter(|d| caller.may_manage(d))
+        .ok_or_else(|| ApiError::NotFound(format!("no app named '{app}'")))?;
+    let releases = state.store.releases(&app, RELEASES_SHOWN).await?;
+    let deliveries = state
+        .store
+        .deliveries_of_repo(deployment.repo_id, DELIVERIES_SHOWN)
+        .await?;
+    let mut body = deployment_json(&deployment, releases.first());
+    body["releases"] = releases.iter().map(release_json).collect();
+    body["deliveries"] = serde_json::to_value(deliveries).map_err(anyhow::Error::from)?;
+    Ok(json(StatusCode::OK, &body))
+}
+
+async fn build_log(state: State, request: Request, params: Params) -> ApiResult {
+    let caller = authenticate(state.identity.as_ref(), &request).await?;
+    let build_id = params.get("build");
+    let release = state
+        .store
+        .release_by_build(build_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no build {build_id}")))?;
+    let deployment = state.store.deployment(&release.app).await?;
+    if !deployment.is_some_and(|d| caller.may_manage(&d)) {
+        return Err(ApiError::NotFound(format!("no build {build_id}")));
+    }
+    let log = state.builder.log(build_id).await?;
+    Ok(with_type(StatusCode::OK, "text/plain; charset=utf-8", log))
+}
+
+async fn audit_trail(state: State, request: Request, _: Params) -> ApiResult {
+    let caller = authenticate(state.identity.as_ref(), &request).await?;
+    if !caller.admin {
+        return Err(ApiError::Forbidden("the audit trail is for admins".into()));
+    }
+    let app = request
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("app=")))
+        .map(AppName::parse)
+        .transpose()?;
+    let entries = state.store.audit(app.as_ref(), 200).await?;
+    Ok(json(StatusCode::OK, &json!({ "entries": entries })))
+}

@@ -1,0 +1,512 @@
+//! `submit`: the form and the API that create, update, redeploy, roll back and delete apps.
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use runway_shared::config::Policy;
+use runway_shared::domain::{
+    AppName, Branch, Caller, Cpu, Deployment, MainFile, Memory, NewRelease, Region, Release,
+    ReleaseState, RepoUrl, Resources, SecretsToml, Trigger,
+};
+use runway_shared::http::{
+    ApiError, ApiResult, Params, Request, Router, authenticate, forge_error, json, parse_json,
+    read_body, with_type,
+};
+use runway_shared::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
+use runway_shared::releases::{audit, enqueue};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::json;
+
+/// Requests are small; the cap leaves room for the largest secrets TOML (64 KiB).
+const BODY_LIMIT: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct State {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub forge: Arc<dyn Forge>,
+    pub builder: Arc<dyn ImageBuilder>,
+    pub platform: Arc<dyn Platform>,
+    pub identity: Arc<dyn Identity>,
+    pub policy: Policy,
+    /// Where GitHub (or the local hook) delivers push events.
+    pub webhook_url: String,
+    pub webhook_secret: SecretString,
+}
+
+impl State {
+    pub fn embedded(e: &runway_shared::local::Embedded) -> Self {
+        Self {
+            store: e.store.clone(),
+            queue: Arc::new(e.queue.clone()),
+            secrets: e.secrets.clone(),
+            forge: e.forge.clone(),
+            builder: e.builder.clone(),
+            platform: Arc::new(e.platform.clone()),
+            identity: e.identity.clone(),
+            policy: e.policy.clone(),
+            webhook_url: e.webhook_url(),
+            webhook_secret: e.webhook_secret.clone(),
+        }
+    }
+}
+
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route(Method::GET, "/", state.clone(), form)
+        .route(
+            Method::POST,
+            "/api/deployments",
+            state.clone(),
+            create_or_update,
+        )
+        .route(
+            Method::POST,
+            "/api/deployments/{app}/redeploy",
+            state.clone(),
+            redeploy,
+        )
+        .route(
+            Method::POST,
+            "/api/deployments/{app}/rollback",
+            state.clone(),
+            rollback,
+        )
+        .route(Method::DELETE, "/api/deployments/{app}", state, delete)
+}
+
+async fn form(state: State, request: Request, _: Params) -> ApiResult {
+    authenticate(state.identity.as_ref(), &request).await?;
+    let page = include_str!("form.html")
+        .replace(
+            "{{regions}}",
+            &options(&state.policy.allowed_regions, &state.policy.default_region),
+        )
+        .replace(
+            "{{memory}}",
+            &options(&Memory::ALL.map(|m| m.as_str().to_owned()), "1Gi"),
+        )
+        .replace(
+            "{{cpu}}",
+            &options(&Cpu::ALL.map(|c| c.as_str().to_owned()), "1"),
+        );
+    Ok(with_type(StatusCode::OK, "text/html; charset=utf-8", page))
+}
+
+fn options(values: &[String], selected: &str) -> String {
+    values
+        .iter()
+        .map(|value| {
+            let mark = if value == selected { " selected" } else { "" };
+            format!("<option{mark}>{value}</option>")
+        })
+        .collect()
+}
+
+/// The form's fields, all optional here so each missing one gets its own message.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentForm {
+    repo_url: Option<String>,
+    main_file: Option<String>,
+    branch: Option<String>,
+    app_name: Option<String>,
+    region: Option<String>,
+    memory: Option<String>,
+    cpu: Option<String>,
+    /// Omitted on an update: the app keeps the secrets it has.
+    secrets: Option<SecretsToml>,
+}
+
+fn required<'a>(value: &'a Option<String>, field: &'static str) -> Result<&'a str, ApiError> {
+    match value.as_deref().map(str::trim) {
+        Some(value) if !value.is_empty() => Ok(value),
+        _ => Err(ApiError::bad_request(field, format!("{field} is required"))),
+    }
+}
+
+fn present(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// A form, validated: every field parsed into its domain type.
+struct Validated {
+    app: AppName,
+    repo: RepoUrl,
+    branch: Option<Branch>,
+    main_file: MainFile,
+    region: Region,
+    resources: Resources,
+    secrets: Option<SecretsToml>,
+}
+
+impl DeploymentForm {
+    fn validate(self, policy: &Policy) -> Result<Validated, ApiError> {
+        let app = AppName::parse(required(&self.app_name, "app_name")?)?;
+        let repo = RepoUrl::parse(
+            required(&self.repo_url, "repo_url")?,
+            policy.allow_local_repos,
+        )?;
+        let main_file = MainFile::parse(required(&self.main_file, "main_file")?)?;
+        let branch = present(&self.branch).map(Branch::parse).transpose()?;
+        let region = Region::parse(
+            present(&self.region).unwrap_or(&policy.default_region),
+            &policy.allowed_regions,
+        )?;
+        let memory = present(&self.memory).map(Memory::parse).transpose()?;
+        let cpu = present(&self.cpu).map(Cpu::parse).transpose()?;
+        let defaults = Resources::default();
+        let resources = Resources::new(
+            memory.unwrap_or(defaults.memory()),
+            cpu.unwrap_or(defaults.cpu()),
+        )?;
+        Ok(Validated {
+            app,
+            repo,
+            branch,
+            main_file,
+            region,
+            resources,
+            secrets: self.secrets,
+        })
+    }
+}
+
+/// JSON, or the form encoding a plain HTML form posts.
+async fn read_form(request: Request) -> Result<DeploymentForm, ApiError> {
+    let content_type = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = read_body(request, BODY_LIMIT).await?;
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        let mut fields = serde_json::Map::new();
+        for (key, value) in url::form_urlencoded::parse(&body) {
+            fields.insert(key.into_owned(), value.into_owned().into());
+        }
+        serde_json::from_value(fields.into()).map_err(|e| ApiError::BadRequest {
+            field: None,
+            message: format!("the form is not valid: {e}"),
+        })
+    } else if content_type.is_empty() || content_type.starts_with("application/json") {
+        parse_json(&body)
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "send application/json or application/x-www-form-urlencoded".into(),
+        ))
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn create_or_update(state: State, request: Request, _: Params) -> ApiResult {
+    let caller = authenticate(state.identity.as_ref(), &request).await?;
+    let form = read_form(request).await?.validate(&state.policy)?;
+    let existing = state.store.deployment(&form.app).await?;
+    if let Some(existing) = &existing {
+        if !caller.may_manage(existing) {
+            return Err(ApiError::Forbidden(format!(
+                "the app name '{}' is taken by {}; choose another name",
+                form.app, existing.owner
+            )));
+        }
+        if existing.repo != form.repo {
+            return Err(ApiError::Conflict(format!(
+                "the app '{}' deploys {}; delete it first or choose another name",
+                form.app, existing.repo
+            )));
+        }
+    }
+    let repository = state
+        .forge
+        .repository(&form.repo)
+        .await
+        .map_err(|e| forge_error("repo_url", e))?;
+    let branch = form.branch.unwrap_or(repository.default_branch);
+    let commit = state
+        .forge
+        .resolve_commit(&form.repo, &branch)
+        .await
+        .map_err(|e| forge_error("branch", e))?;
+
+    // Side effects outside the store first; a new app's are undone if a later step fails, so
+    // a failed submit leaves no secret and no hook behind.
+    let is_new = existing.is_none();
+    if let Some(secrets) = &form.secrets {
+        state.secrets.put(&form.app, secrets).await?;
+    }
+    let created = async {
+        let webhook_id = state
+            .forge
+            .ensure_webhook(&form.repo, &state.webhook_url, &state.webhook_secret)
+            .await
+            .map_err(|e| forge_error("repo_url", e))?;
+        let now = chrono::Utc::now();
+        let deployment = Deployment {
+            app: form.app.clone(),
+            repo: form.repo.clone(),
+            repo_id: repository.id,
+            branch: branch.clone(),
+            main_file: form.main_file.clone(),
+            region: form.region.to_string(),
+            resources: form.resources,
+            owner: existing
+                .as_ref()
+                .map_or(caller.email.clone(), |d| d.owner.clone()),
+            webhook_id: Some(webhook_id),
+            live_release: existing.as_ref().and_then(|d| d.live_release.clone()),
+            url: existing.as_ref().and_then(|d| d.url.clone()),
+            created_at: existing.as_ref().map_or(now, |d| d.created_at),
+            updated_at: now,
+        };
+        state.store.put_deployment(&deployment).await?;
+        Ok::<_, ApiError>(deployment)
+    }
+    .await;
+    let deployment = match created {
+        Ok(deployment) => deployment,
+        Err(error) => {
+            if is_new {
+                undo_new_app(&state, &form.app, &form.repo).await;
+            }
+            return Err(error);
+        }
+    };
+    let release = enqueue(
+        state.store.as_ref(),
+        state.queue.as_ref(),
+        NewRelease {
+            app: deployment.app.clone(),
+            trigger: Trigger::Manual,
+            actor: caller.email.clone(),
+            commit: Some(commit.clone()),
+            rollback_of: None,
+        },
+    )
+    .await?;
+    let action = if is_new { "create" } else { "update" };
+    audit(
+        state.store.as_ref(),
+        &caller.email,
+        action,
+        Some(deployment.app.as_str()),
+        format!(
+            "{} branch {} file {} commit {}{}",
+            deployment.repo,
+            deployment.branch,
+            deployment.main_file,
+            commit.short(),
+            if form.secrets.is_some() {
+                ", secrets replaced"
+            } else {
+                ""
+            }
+        ),
+    )
+    .await;
+    Ok(accepted(&release))
+}
+
+/// Removes what a failed create wrote outside the store.
+async fn undo_new_app(state: &State, app: &AppName, repo: &RepoUrl) {
+    if let Err(error) = state.secrets.delete(app).await {
+        tracing::error!(%app, %error, "could not remove the secrets of a failed create");
+    }
+    let others_use_repo = match state.forge.repository(repo).await {
+        Ok(repository) => state
+            .store
+            .deployments_of_repo(repository.id)
+            .await
+            .map(|deployments| deployments.iter().any(|d| &d.app != app))
+            .unwrap_or(true),
+        Err(_) => true,
+    };
+    if !others_use_repo && let Ok(hooks) = state.forge.webhooks(repo).await {
+        for hook in hooks.into_iter().filter(|h| h.url == state.webhook_url) {
+            let _ = state.forge.delete_webhook(repo, &hook.id).await;
+        }
+    }
+}
+
+/// 202: the release is queued; its progress is at the status URL.
+fn accepted(release: &Release) -> runway_shared::http::Response {
+    json(
+        StatusCode::ACCEPTED,
+        &json!({
+            "app": release.app,
+            "release_id": release.id,
+            "state": release.state,
+            "commit": release.commit,
+            "status_url": format!("/api/deployments/{}", release.app),
+        }),
+    )
+}
+
+async fn managed(state: &State, caller: &Caller, app: &str) -> Result<Deployment, ApiError> {
+    let app = AppName::parse(app)?;
+    let deployment = state
+        .store
+        .deployment(&app)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no app named '{app}'")))?;
+    if !caller.may_manage(&deployment) {
+        return Err(ApiError::Forbidden(format!(
+            "only {} or an admin may change '{app}'",
+            deployment.owner
+        )));
+    }
+    Ok(deployment)
+}
+
+#[tracing::instrument(skip_all, fields(app = params.get("app")))]
+async fn redeploy(state: State, request: Request, params: Params) -> ApiResult {
+    let caller = authenticate(state.identity.as_ref(), &request).await?;
+    let deployment = managed(&state, &caller, params.get("app")).await?;
+    let commit = state
+        .forge
+        .resolve_commit(&deployment.repo, &deployment.branch)
+        .await
+        .map_err(|e| forge_error("branch", e))?;
+    let release = enqueue(
+        state.store.as_ref(),
+        state.queue.as_ref(),
+        NewRelease {
+            app: deployment.app.clone(),
+            trigger: Trigger::Manual,
+            actor: caller.email.clone(),
+            commit: Some(commit.clone()),
+            rollback_of: None,
+        },
+    )
+    .await?;
+    audit(
+        state.store.as_ref(),
+        &caller.email,
+        "redeploy",
+        Some(deployment.app.as_str()),
+        format!("commit {}", commit.short()),
+    )
+    .await;
+    Ok(accepted(&release))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackForm {
+    /// The release to bring back; default: the one live before the current.
+    release_id: Option<String>,
+}
+
+#[tracing::instrument(skip_all, fields(app = params.get("app")))]
+async fn rollback(state: State, request: Request, params: Params) -> ApiResult {
+    let caller = authenticate(state.identity.as_ref(), &request).await?;
+    let deployment = managed(&state, &caller, params.get("app")).await?;
+    let body = read_body(request, BODY_LIMIT).await?;
+    let form: RollbackForm = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackForm::default()
+    } else {
+        parse_json(&body)?
+    };
+    let releases = state.store.releases(&deployment.app, 200).await?;
+    let current = deployment.live_release.as_deref();
+    let was_live = |r: &&Release| r.state == ReleaseState::Live && r.image.is_some();
+    let target = match &form.release_id {
+        Some(id) => {
+            let target = releases.iter().find(|r| &r.id == id).ok_or_else(|| {
+                ApiError::bad_request(
+                    "release_id",
+                    format!("'{}' has no release {id}", deployment.app),
+                )
+            })?;
+            if !was_live(&target) {
+                return Err(ApiError::bad_request(
+                    "release_id",
+                    format!(
+                        "release {id} never went live ({}); only a release that was live can come back",
+                        target.state
+                    ),
+                ));
+            }
+            if Some(id.as_str()) == current {
+                return Err(ApiError::bad_request(
+                    "release_id",
+                    format!("release {id} is already live"),
+                ));
+            }
+            target.clone()
+        }
+        None => releases
+            .iter()
+            .filter(was_live)
+            .find(|r| Some(r.id.as_str()) != current)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::Conflict(format!(
+                    "'{}' has no earlier live release to roll back to",
+                    deployment.app
+                ))
+            })?,
+    };
+    let release = enqueue(
+        state.store.as_ref(),
+        state.queue.as_ref(),
+        NewRelease {
+            app: deployment.app.clone(),
+            trigger: Trigger::Rollback,
+            actor: caller.email.clone(),
+            commit: target.commit.clone(),
+            rollback_of: Some(target.clone()),
+        },
+    )
+    .await?;
+    audit(
+        state.store.as_ref(),
+        &caller.email,
+        "rollback",
+        Some(deployment.app.as_str()),
+        format!("to release {} (seq {})", target.id, target.seq),
+    )
+    .await;
+    Ok(accepted(&release))
+}
+
+/// Stops the app, then removes its images, secrets, webhook and records, in that order: a step
+/// that fails leaves the later ones undone and the request can be repeated. A hook that cannot be
+/// removed is handed to cleanup, so it is never orphaned.
+#[tracing::instrument(skip_all, fields(app = params.get("app")))]
+async fn delete(state: State, request: Request, params: Params) -> ApiResult {
+    let caller = authenticate(state.identity.as_ref(), &request).await?;
+    let deployment = managed(&state, &caller, params.get("app")).await?;
+    let app = &deployment.app;
+    state.platform.delete(app).await?;
+    state.builder.delete_app(app).await?;
+    state.secrets.delete(app).await?;
+    if let Some(hook_id) = &deployment.webhook_id {
+        let shared = state
+            .store
+            .deployments_of_repo(deployment.repo_id)
+            .await?
+            .iter()
+            .any(|other| &other.app != app && other.webhook_id.as_ref() == Some(hook_id));
+        if !shared && let Err(error) = state.forge.delete_webhook(&deployment.repo, hook_id).await {
+            tracing::warn!(%app, %error, "could not remove the webhook; cleanup will retry");
+            state
+                .store
+                .add_orphan_hook(&deployment.repo.to_string(), hook_id)
+                .await?;
+        }
+    }
+    state.store.delete_deployment(app).await?;
+    audit(
+        state.store.as_ref(),
+        &caller.email,
+        "delete",
+        Some(app.as_str()),
+        format!("{} branch {}", deployment.repo, deployment.branch),
+    )
+    .await;
+    Ok(json(StatusCode::OK, &json!({ "deleted": app })))
+}

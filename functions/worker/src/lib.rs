@@ -1,0 +1,514 @@
+//! `worker`: Pub/Sub push endpoints that move releases along.
+//!
+//! - `/pubsub/deploy-requests`: claims a queued release and hands its build to the builder, then
+//!   answers at once (Pub/Sub must not wait for a build).
+//! - `/pubsub/build-events`: Cloud Build's notifications; a finished build's image goes to the
+//!   platform, and the release goes live or fails with a reason.
+//!
+//! Every step is a compare-and-set on the release's state, so a redelivered or duplicated
+//! message never builds or deploys twice. Permanent failures are acknowledged (2xx) and recorded
+//! on the release; transient ones answer 503 so Pub/Sub redelivers.
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use runway_shared::domain::{Release, ReleaseState, ReleaseUpdate};
+use runway_shared::http::{
+    ApiResult, Params, Request, Response, Router, authenticate, json, parse_json, read_body,
+};
+use runway_shared::ports::{
+    BuildError, BuildRequest, DeploySpec, Forge, ForgeError, Identity, ImageBuilder, Platform,
+    PlatformError, SecretStore, Store, StoreError,
+};
+use runway_shared::pubsub::{BuildNotification, DeployRequest, PushEnvelope};
+use runway_shared::releases::audit;
+use serde_json::json;
+
+const BODY_LIMIT: usize = 10 * 1024 * 1024;
+/// How much of a failed build's log a release's message carries.
+const LOG_EXCERPT_LINES: usize = 20;
+
+#[derive(Clone)]
+pub struct State {
+    pub store: Arc<dyn Store>,
+    pub forge: Arc<dyn Forge>,
+    pub builder: Arc<dyn ImageBuilder>,
+    pub platform: Arc<dyn Platform>,
+    pub secrets: Arc<dyn SecretStore>,
+    /// Who may push to us: Pub/Sub's OIDC identity, or the local queue's token.
+    pub pusher: Arc<dyn Identity>,
+}
+
+impl State {
+    pub fn embedded(e: &runway_shared::local::Embedded) -> Self {
+        Self {
+            store: e.store.clone(),
+            forge: e.forge.clone(),
+            builder: e.builder.clone(),
+            platform: Arc::new(e.platform.clone()),
+            secrets: e.secrets.clone(),
+            pusher: Arc::new(e.push_token.clone()),
+        }
+    }
+}
+
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route(
+            Method::POST,
+            "/pubsub/deploy-requests",
+            state.clone(),
+            deploy_request,
+        )
+        .route(Method::POST, "/pubsub/build-events", state, build_event)
+}
+
+/// What became of a message, and so what Pub/Sub hears.
+#[derive(Debug)]
+enum Outcome {
+    /// Done, or nothing to do (a duplicate): acknowledge.
+    Done(String),
+    /// Can never succeed; recorded on the release where there is one. Acknowledge.
+    Permanent(String),
+    /// Try again later: 503 makes Pub/Sub redeliver with backoff.
+    Retry(String),
+}
+
+impl Outcome {
+    fn into_response(self) -> Response {
+        match self {
+            Outcome::Done(message) => {
+                tracing::info!(%message, "message handled");
+                json(
+                    StatusCode::OK,
+                    &json!({ "status": "done", "message": message }),
+                )
+            }
+            Outcome::Permanent(message) => {
+                tracing::error!(%message, "message failed for good");
+                json(
+                    StatusCode::OK,
+                    &json!({ "status": "failed", "message": message }),
+                )
+            }
+            Outcome::Retry(message) => {
+                tracing::warn!(%message, "message will be retried");
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({ "status": "retry", "message": message }),
+                )
+            }
+        }
+    }
+}
+
+impl From<StoreError> for Outcome {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(message) => Outcome::Retry(message),
+            other => Outcome::Retry(format!("{other:#}")),
+        }
+    }
+}
+
+async fn read_envelope(
+    state: &State,
+    request: Request,
+) -> Result<(PushEnvelope, Vec<u8>), Response> {
+    if let Err(error) = authenticate(state.pusher.as_ref(), &request).await {
+        return Err(error.into_response());
+    }
+    let body = read_body(request, BODY_LIMIT)
+        .await
+        .map_err(|e| e.into_response())?;
+    let envelope: PushEnvelope = parse_json(&body).map_err(|e| e.into_response())?;
+    // A message we cannot decode will never decode: acknowledge it rather than loop.
+    let payload = envelope.message.payload().map_err(|error| {
+        Outcome::Permanent(format!(
+            "message {} is not base64: {error}",
+            envelope.message.message_id
+        ))
+        .into_response()
+    })?;
+    Ok((envelope, payload))
+}
+
+#[tracing::instrument(skip_all, fields(release))]
+async fn deploy_request(state: State, request: Request, _: Params) -> ApiResult {
+    let (envelope, payload) = match read_envelope(&state, request).await {
+        Ok(read) => read,
+        Err(response) => return Ok(response),
+    };
+    let outcome = match serde_json::from_slice::<DeployRequest>(&payload) {
+        Ok(deploy) => {
+            tracing::Span::current().record("release", deploy.release_id.as_str());
+            start_release(&state, &deploy.release_id)
+                .await
+                .unwrap_or_else(|o| o)
+        }
+        Err(error) => Outcome::Permanent(format!(
+            "message {} is not a deploy request: {error}",
+            envelope.message.message_id
+        )),
+    };
+    Ok(outcome.into_response())
+}
+
+/// Queued → building (or, for a rollback, straight to deploying).
+async fn start_release(state: &State, release_id: &str) -> Result<Outcome, Outcome> {
+    let Some(release) = state.store.release(release_id).await? else {
+        return Ok(Outcome::Done(format!(
+            "release {release_id} no longer exists"
+        )));
+    };
+    if release.state != ReleaseState::Queued {
+        return Ok(Outcome::Done(format!(
+            "release {release_id} is already {}",
+            release.state
+        )));
+    }
+    let Some(deployment) = state.store.deployment(&release.app).await? else {
+        return Ok(Outcome::Done(format!(
+            "the app {} was deleted",
+            release.app
+        )));
+    };
+    if release.rollback_of.is_some() {
+        let release = claim(
+            state,
+            &release,
+            ReleaseState::Deploying,
+            ReleaseUpdate::default(),
+        )
+        .await?;
+        return Ok(go_live(state, release).await);
+    }
+    let commit = match &release.commit {
+        Some(commit) => commit.clone(),
+        None => match state
+            .forge
+            .resolve_commit(&deployment.repo, &deployment.branch)
+            .await
+        {
+            Ok(commit) => commit,
+            Err(ForgeError::NotFound(message) | ForgeError::Rejected(message)) => {
+                return Ok(fail(state, &release, ReleaseState::Queued, message).await);
+            }
+            Err(error) => return Err(Outcome::Retry(format!("resolving the commit: {error:#}"))),
+        },
+    };
+    // Claim it first, so a duplicate message finds it building and stops.
+    let release = claim(
+        state,
+        &release,
+        ReleaseState::Building,
+        ReleaseUpdate {
+            commit: Some(commit.clone()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let started = state
+        .builder
+        .start(BuildRequest {
+            app: release.app.clone(),
+            release_id: release.id.clone(),
+            repo: deployment.repo.clone(),
+            commit,
+            main_file: deployment.main_file.clone(),
+        })
+        .await;
+    match started {
+        Ok(build) => {
+            state
+                .store
+                .transition(
+                    &release.id,
+                    ReleaseState::Building,
+                    ReleaseState::Building,
+                    ReleaseUpdate {
+                        build_id: Some(build.build_id.clone()),
+                        log_url: Some(build.log_url),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            Ok(Outcome::Done(format!("build {} started", build.build_id)))
+        }
+        Err(BuildError::Unavailable(message)) => {
+            // Hand it back to the queue so the redelivery can claim it again.
+            state
+                .store
+                .transition(
+                    &release.id,
+                    ReleaseState::Building,
+                    ReleaseState::Queued,
+                    ReleaseUpdate::default(),
+                )
+                .await?;
+            Err(Outcome::Retry(message))
+        }
+        Err(error) => Ok(fail(
+            state,
+            &release,
+            ReleaseState::Building,
+            format!("the build could not start: {error}"),
+        )
+        .await),
+    }
+}
+
+async fn claim(
+    state: &State,
+    release: &Release,
+    to: ReleaseState,
+    update: ReleaseUpdate,
+) -> Result<Release, Outcome> {
+    match state
+        .store
+        .transition(&release.id, release.state, to, update)
+        .await
+    {
+        Ok(release) => Ok(release),
+        Err(StoreError::Conflict(message)) => {
+            Err(Outcome::Done(format!("already handled: {message}")))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn fail(state: &State, release: &Release, from: ReleaseState, message: String) -> Outcome {
+    let update = ReleaseUpdate {
+        message: Some(message.clone()),
+        ..Default::default()
+    };
+    match state
+        .store
+        .transition(&release.id, from, ReleaseState::Failed, update)
+        .await
+    {
+        Ok(_) => {
+            audit(
+                state.store.as_ref(),
+                "runway",
+                "release-failed",
+                Some(release.app.as_str()),
+                format!("release {}: {}", release.id, first_line(&message)),
+            )
+            .await;
+            Outcome::Permanent(format!(
+                "release {} failed: {}",
+                release.id,
+                first_line(&message)
+            ))
+        }
+        Err(StoreError::Conflict(why)) => Outcome::Done(format!("already handled: {why}")),
+        Err(error) => error.into(),
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+#[tracing::instrument(skip_all, fields(build))]
+async fn build_event(state: State, request: Request, _: Params) -> ApiResult {
+    let (envelope, payload) = match read_envelope(&state, request).await {
+        Ok(read) => read,
+        Err(response) => return Ok(response),
+    };
+    let outcome = match serde_json::from_slice::<BuildNotification>(&payload) {
+        Ok(build) => {
+            tracing::Span::current().record("build", build.id.as_str());
+            finish_build(&state, build).await.unwrap_or_else(|o| o)
+        }
+        Err(error) => Outcome::Permanent(format!(
+            "message {} is not a build notification: {error}",
+            envelope.message.message_id
+        )),
+    };
+    Ok(outcome.into_response())
+}
+
+/// Building → deploying → live, or failed with the log's last lines.
+async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome, Outcome> {
+    if !build.is_finished() {
+        return Ok(Outcome::Done(format!(
+            "build {} is {}",
+            build.id, build.status
+        )));
+    }
+    let release = match build.release_id() {
+        Some(release_id) => state.store.release(release_id).await?,
+        None => state.store.release_by_build(&build.id).await?,
+    };
+    let Some(release) = release else {
+        return Ok(Outcome::Done(format!(
+            "build {} belongs to no release",
+            build.id
+        )));
+    };
+    match release.state {
+        ReleaseState::Building => {}
+        // A redelivery after the platform step failed transiently: try that step again.
+        ReleaseState::Deploying => return Ok(go_live(state, release).await),
+        other => {
+            return Ok(Outcome::Done(format!(
+                "release {} is already {other}",
+                release.id
+            )));
+        }
+    }
+    if build.status != "SUCCESS" {
+        let excerpt = state
+            .builder
+            .log_tail(&build.id, LOG_EXCERPT_LINES)
+            .await
+            .unwrap_or_default();
+        let detail = build
+            .failure_info
+            .map(|info| info.detail)
+            .filter(|detail| !detail.is_empty())
+            .unwrap_or_else(|| build.status.clone());
+        let message = format!(
+            "build {} ({detail}); the previous version keeps serving. Log:\n{excerpt}",
+            build.status.to_lowercase()
+        );
+        return Ok(fail(state, &release, ReleaseState::Building, message).await);
+    }
+    let Some(image) = build.results.and_then(|r| r.images.into_iter().next()) else {
+        return Ok(fail(
+            state,
+            &release,
+            ReleaseState::Building,
+            "the build succeeded but produced no image".into(),
+        )
+        .await);
+    };
+    let image = if image.digest.is_empty() {
+        image.name
+    } else {
+        format!("{}@{}", image.name, image.digest)
+    };
+    let release = claim(
+        state,
+        &release,
+        ReleaseState::Deploying,
+        ReleaseUpdate {
+            image: Some(image),
+            build_id: Some(build.id.clone()),
+            log_url: build.log_url.clone(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(go_live(state, release).await)
+}
+
+/// Deploying → live on the platform, unless a newer release is already live.
+async fn go_live(state: &State, release: Release) -> Outcome {
+    let deployment = match state.store.deployment(&release.app).await {
+        Ok(Some(deployment)) => deployment,
+        Ok(None) => return Outcome::Done(format!("the app {} was deleted", release.app)),
+        Err(error) => return error.into(),
+    };
+    if let Some(live_id) = &deployment.live_release {
+        match state.store.release(live_id).await {
+            Ok(Some(live)) if live.seq > release.seq => {
+                let message = format!("the newer release {} is already live", live.id);
+                let update = ReleaseUpdate {
+                    message: Some(message.clone()),
+                    ..Default::default()
+                };
+                return match state
+                    .store
+                    .transition(
+                        &release.id,
+                        ReleaseState::Deploying,
+                        ReleaseState::Superseded,
+                        update,
+                    )
+                    .await
+                {
+                    Ok(_) | Err(StoreError::Conflict(_)) => Outcome::Done(message),
+                    Err(error) => error.into(),
+                };
+            }
+            Err(error) => return error.into(),
+            _ => {}
+        }
+    }
+    let Some(image) = release.image.clone() else {
+        return fail(
+            state,
+            &release,
+            ReleaseState::Deploying,
+            "the release has no image to deploy".into(),
+        )
+        .await;
+    };
+    let secrets = match state.secrets.reference(&release.app).await {
+        Ok(secrets) => secrets,
+        Err(error) => return Outcome::Retry(format!("reading the secret reference: {error}")),
+    };
+    let deployed = state
+        .platform
+        .deploy(DeploySpec {
+            app: release.app.clone(),
+            release_id: release.id.clone(),
+            image,
+            main_file: deployment.main_file.clone(),
+            region: deployment.region.clone(),
+            resources: deployment.resources,
+            secrets,
+        })
+        .await;
+    match deployed {
+        Ok(deployed) => {
+            let update = ReleaseUpdate {
+                url: Some(deployed.url.clone()),
+                revision: Some(deployed.revision),
+                ..Default::default()
+            };
+            match state
+                .store
+                .transition(
+                    &release.id,
+                    ReleaseState::Deploying,
+                    ReleaseState::Live,
+                    update,
+                )
+                .await
+            {
+                Ok(_) => {
+                    audit(
+                        state.store.as_ref(),
+                        "runway",
+                        "release-live",
+                        Some(release.app.as_str()),
+                        format!("release {} at {}", release.id, deployed.url),
+                    )
+                    .await;
+                    Outcome::Done(format!(
+                        "release {} is live at {}",
+                        release.id, deployed.url
+                    ))
+                }
+                Err(StoreError::Conflict(message)) => {
+                    Outcome::Done(format!("not marked live: {message}"))
+                }
+                Err(error) => error.into(),
+            }
+        }
+        Err(PlatformError::NotReady(message)) => fail(
+            state,
+            &release,
+            ReleaseState::Deploying,
+            format!(
+                "the new version never became ready; the previous version keeps serving. {message}"
+            ),
+        )
+        .await,
+        Err(error) => Outcome::Retry(format!("deploying: {error:#}")),
+    }
+}

@@ -1,0 +1,220 @@
+//! The records Runway keeps: one `Deployment` per app, one `Release` per deploy attempt, the
+//! webhook deliveries it received and the audit trail.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{AppName, Branch, CommitSha, MainFile, RepoUrl, Resources};
+
+pub type Timestamp = DateTime<Utc>;
+
+/// An app: where its code lives and how it runs. Secrets are never part of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub app: AppName,
+    pub repo: RepoUrl,
+    /// The forge's stable id of the repository: names change, ids don't.
+    pub repo_id: u64,
+    pub branch: Branch,
+    pub main_file: MainFile,
+    pub region: String,
+    pub resources: Resources,
+    pub owner: String,
+    /// The push webhook on the repository, once created.
+    pub webhook_id: Option<String>,
+    /// The release currently serving, and where.
+    pub live_release: Option<String>,
+    pub url: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseState {
+    Queued,
+    Building,
+    Deploying,
+    Live,
+    Failed,
+    Superseded,
+}
+
+impl ReleaseState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Building => "building",
+            Self::Deploying => "deploying",
+            Self::Live => "live",
+            Self::Failed => "failed",
+            Self::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Queued,
+            Self::Building,
+            Self::Deploying,
+            Self::Live,
+            Self::Failed,
+            Self::Superseded,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Live | Self::Failed | Self::Superseded)
+    }
+
+    /// States only move forward: `queued → building → deploying → live | failed | superseded`.
+    /// A rollback skips the build (`queued → deploying`); a build that fails to start may be
+    /// handed back to the queue (`building → queued`) so it is retried, never lost.
+    pub fn can_move_to(self, next: Self) -> bool {
+        use ReleaseState::*;
+        matches!(
+            (self, next),
+            (Queued, Building | Deploying | Failed | Superseded)
+                | (Building, Queued | Deploying | Failed | Superseded)
+                | (Deploying, Live | Failed | Superseded)
+        )
+    }
+}
+
+impl std::fmt::Display for ReleaseState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Manual,
+    Push,
+    Rollback,
+}
+
+/// One deploy attempt of an app.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub id: String,
+    pub app: AppName,
+    /// Per-app order, assigned when queued: a release never replaces a newer live one.
+    pub seq: u64,
+    pub trigger: Trigger,
+    pub actor: String,
+    pub state: ReleaseState,
+    /// Resolved when the build starts for manual deploys; known up front for pushes.
+    pub commit: Option<CommitSha>,
+    pub build_id: Option<String>,
+    pub log_url: Option<String>,
+    pub image: Option<String>,
+    pub revision: Option<String>,
+    pub url: Option<String>,
+    /// Why the release failed or was superseded, in words a person can act on.
+    pub message: Option<String>,
+    /// For a rollback: the release whose image it brings back.
+    pub rollback_of: Option<String>,
+    pub queued_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// What a caller asks for when queueing a release; the store assigns id, sequence and times.
+#[derive(Clone, Debug)]
+pub struct NewRelease {
+    pub app: AppName,
+    pub trigger: Trigger,
+    pub actor: String,
+    pub commit: Option<CommitSha>,
+    /// For a rollback: the release to bring back (its image and build are reused).
+    pub rollback_of: Option<Release>,
+}
+
+/// The changes a state transition writes along with the new state.
+#[derive(Clone, Debug, Default)]
+pub struct ReleaseUpdate {
+    pub commit: Option<CommitSha>,
+    pub build_id: Option<String>,
+    pub log_url: Option<String>,
+    pub image: Option<String>,
+    pub revision: Option<String>,
+    pub url: Option<String>,
+    pub message: Option<String>,
+}
+
+/// A webhook delivery and what Runway did with it, so that a push that did not redeploy says why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: String,
+    pub event: String,
+    pub repo_id: Option<u64>,
+    pub git_ref: Option<String>,
+    pub commit: Option<String>,
+    pub received_at: Timestamp,
+    /// What Runway did with it: the apps it queued releases of, or why it was ignored.
+    pub outcome: String,
+}
+
+/// Who did what, when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub app: Option<String>,
+    pub detail: String,
+}
+
+/// The authenticated caller of an API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub email: String,
+    pub admin: bool,
+}
+
+impl Caller {
+    /// Deployers act on their own apps; admins on every app.
+    pub fn may_manage(&self, deployment: &Deployment) -> bool {
+        self.admin || deployment.owner == self.email
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReleaseState::*;
+    use super::*;
+
+    #[test]
+    fn release_states_only_move_forward() {
+        assert!(Queued.can_move_to(Building));
+        assert!(Building.can_move_to(Deploying));
+        assert!(Deploying.can_move_to(Live));
+        assert!(Deploying.can_move_to(Failed));
+        assert!(Queued.can_move_to(Superseded));
+        assert!(!Live.can_move_to(Queued));
+        assert!(!Live.can_move_to(Building));
+        assert!(!Failed.can_move_to(Live));
+        assert!(!Deploying.can_move_to(Building));
+        assert!(!Superseded.can_move_to(Queued));
+    }
+
+    #[test]
+    fn terminal_states_have_no_way_out() {
+        let all = [Queued, Building, Deploying, Live, Failed, Superseded];
+        for from in all.into_iter().filter(|s| s.is_terminal()) {
+            assert!(all.iter().all(|to| !from.can_move_to(*to)), "{from} moved");
+        }
+    }
+
+    #[test]
+    fn a_state_reads_back_from_its_name() {
+        for state in [Queued, Building, Deploying, Live, Failed, Superseded] {
+            assert_eq!(ReleaseState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(ReleaseState::parse("done"), None);
+    }
+}

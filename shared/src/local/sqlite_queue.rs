@@ -1,0 +1,335 @@
+//! `Queue` as a table in the store's SQLite file, with a dispatcher that behaves like a Pub/Sub
+//! push subscription: it POSTs the push envelope to the subscriber's endpoint, counts any non-2xx
+//! as a failed attempt, retries with exponential backoff, keeps per-key order and moves a message
+//! to the dead letters after `max_attempts`. Messages survive a restart.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::Utc;
+use rusqlite::{Connection, params};
+use tokio::sync::Notify;
+
+use crate::local::sqlite_store::open_database;
+use crate::ports::{OutboundMessage, Queue, QueueError, Topic};
+use crate::pubsub::{PushEnvelope, PushMessage};
+
+const SCHEMA: &str = r#"
+    CREATE TABLE IF NOT EXISTS queue_messages (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic           TEXT NOT NULL,
+        data            BLOB NOT NULL,
+        attributes      TEXT NOT NULL,
+        ordering_key    TEXT,
+        publish_time    TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        dead            INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT
+    );
+    CREATE INDEX IF NOT EXISTS queue_due ON queue_messages (dead, next_attempt_ms);
+"#;
+
+/// Where a topic's messages are pushed.
+#[derive(Clone, Debug)]
+pub struct PushSubscription {
+    pub name: String,
+    pub endpoint: String,
+    /// Sent as `Authorization: Bearer …`, standing in for Pub/Sub's OIDC token.
+    pub token: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_attempts: u32,
+    /// How long a push may take before it counts as failed (Pub/Sub's ack deadline).
+    pub ack_deadline: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            first_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            max_attempts: 8,
+            ack_deadline: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SqliteQueue {
+    connection: Arc<Mutex<Connection>>,
+    wake: Arc<Notify>,
+}
+
+struct Due {
+    id: i64,
+    topic: String,
+    data: Vec<u8>,
+    attributes: BTreeMap<String, String>,
+    ordering_key: Option<String>,
+    publish_time: String,
+    attempts: u32,
+}
+
+impl SqliteQueue {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let connection = open_database(path)?;
+        connection
+            .execute_batch(SCHEMA)
+            .context("creating the queue table")?;
+        Ok(Self {
+            connection: Arc::new(Mutex::new(connection)),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = connection
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the queue's lock was poisoned"))?;
+            Ok(work(&connection)?)
+        })
+        .await?
+    }
+
+    /// Messages that exhausted their attempts, as (topic, last error).
+    pub async fn dead_letters(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut statement = c.prepare(
+                "SELECT topic, COALESCE(last_error, '') FROM queue_messages WHERE dead = 1",
+            )?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Delivers messages until `shutdown` resolves. Messages with an ordering key go one at a
+    /// time per key, in publish order; the rest go as soon as they are due.
+    pub async fn run_dispatcher(
+        self,
+        subscriptions: HashMap<Topic, PushSubscription>,
+        policy: RetryPolicy,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let client = reqwest::Client::builder()
+            .timeout(policy.ack_deadline)
+            .build()
+            .expect("an HTTP client builds");
+        let subscriptions: HashMap<String, PushSubscription> = subscriptions
+            .into_iter()
+            .map(|(topic, subscription)| (topic.name().to_owned(), subscription))
+            .collect();
+        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        tokio::pin!(shutdown);
+        loop {
+            let wait = match self
+                .dispatch_due(&client, &subscriptions, &policy, &in_flight)
+                .await
+            {
+                Ok(wait) => wait,
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "queue dispatch failed");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = self.wake.notified() => {},
+                () = tokio::time::sleep(wait) => {},
+            }
+        }
+    }
+
+    /// Starts every due message that may go now; returns how long until the next is due.
+    async fn dispatch_due(
+        &self,
+        client: &reqwest::Client,
+        subscriptions: &HashMap<String, PushSubscription>,
+        policy: &RetryPolicy,
+        in_flight: &Arc<Mutex<HashSet<i64>>>,
+    ) -> anyhow::Result<Duration> {
+        let now_ms = Utc::now().timestamp_millis();
+        let (pending, next_due) = self
+            .with(move |c| {
+                let mut statement = c.prepare_cached(
+                    "SELECT id, topic, data, attributes, ordering_key, publish_time, attempts,
+                            next_attempt_ms
+                     FROM queue_messages WHERE dead = 0 ORDER BY id",
+                )?;
+                let rows = statement.query_map([], |row| {
+                    Ok((
+                        Due {
+                            id: row.get(0)?,
+                            topic: row.get(1)?,
+                            data: row.get(2)?,
+                            attributes: serde_json::from_str(&row.get::<_, String>(3)?)
+                                .unwrap_or_default(),
+                            ordering_key: row.get(4)?,
+                            publish_time: row.get(5)?,
+                            attempts: row.get(6)?,
+                        },
+                        row.get::<_, i64>(7)?,
+                    ))
+                })?;
+                let mut due = Vec::new();
+                let mut next_due: Option<i64> = None;
+                let mut blocked_keys = HashSet::new();
+                for row in rows {
+                    let (message, next_attempt_ms) = row?;
+                    // Only the oldest pending message of a key may go.
+                    if let Some(key) = &message.ordering_key
+                        && !blocked_keys.insert((message.topic.clone(), key.clone()))
+                    {
+                        continue;
+                    }
+                    if next_attempt_ms <= now_ms {
+                        due.push(message);
+                    } else {
+                        next_due =
+                            Some(next_due.map_or(next_attempt_ms, |n| n.min(next_attempt_ms)));
+                    }
+                }
+                Ok((due, next_due))
+            })
+            .await?;
+        for message in pending {
+            if !in_flight.lock().expect("in-flight set").insert(message.id) {
+                continue;
+            }
+            let Some(subscription) = subscriptions.get(&message.topic).cloned() else {
+                in_flight.lock().expect("in-flight set").remove(&message.id);
+                continue; // No subscriber yet: it waits, as Pub/Sub keeps it for one.
+            };
+            let (queue, client, policy, in_flight) = (
+                self.clone(),
+                client.clone(),
+                policy.clone(),
+                in_flight.clone(),
+            );
+            tokio::spawn(async move {
+                let id = message.id;
+                let outcome = push(&client, &subscription, &message).await;
+                if let Err(error) = queue.settle(&message, outcome, &policy).await {
+                    tracing::error!(error = format!("{error:#}"), "could not record a delivery");
+                }
+                in_flight.lock().expect("in-flight set").remove(&id);
+                queue.wake.notify_one();
+            });
+        }
+        let wait = next_due.map_or(Duration::from_secs(3600), |due| {
+            Duration::from_millis((due - now_ms).max(0) as u64)
+        });
+        Ok(wait)
+    }
+
+    async fn settle(
+        &self,
+        message: &Due,
+        outcome: Result<(), String>,
+        policy: &RetryPolicy,
+    ) -> anyhow::Result<()> {
+        let id = message.id;
+        match outcome {
+            Ok(()) => {
+                self.with(move |c| c.execute("DELETE FROM queue_messages WHERE id = ?1", [id]))
+                    .await?;
+            }
+            Err(error) => {
+                let attempts = message.attempts + 1;
+                let dead = attempts >= policy.max_attempts;
+                let backoff = policy
+                    .first_backoff
+                    .saturating_mul(2u32.saturating_pow(attempts - 1))
+                    .min(policy.max_backoff);
+                let next = Utc::now().timestamp_millis() + backoff.as_millis() as i64;
+                if dead {
+                    tracing::error!(topic = %message.topic, attempts, %error, "message dead-lettered");
+                } else {
+                    tracing::warn!(topic = %message.topic, attempts, %error, ?backoff, "push failed; will retry");
+                }
+                self.with(move |c| {
+                    c.execute(
+                        "UPDATE queue_messages SET attempts = ?2, next_attempt_ms = ?3, dead = ?4,
+                                last_error = ?5 WHERE id = ?1",
+                        params![id, attempts, next, dead, error],
+                    )
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn push(
+    client: &reqwest::Client,
+    subscription: &PushSubscription,
+    message: &Due,
+) -> Result<(), String> {
+    let envelope = PushEnvelope {
+        message: PushMessage {
+            data: PushMessage::encode(&message.data),
+            attributes: message.attributes.clone(),
+            message_id: message.id.to_string(),
+            publish_time: message.publish_time.clone(),
+            ordering_key: message.ordering_key.clone(),
+        },
+        subscription: format!("projects/local/subscriptions/{}", subscription.name),
+        delivery_attempt: Some(message.attempts + 1),
+    };
+    let response = client
+        .post(&subscription.endpoint)
+        .bearer_auth(&subscription.token)
+        .json(&envelope)
+        .send()
+        .await
+        .map_err(|e| format!("push to {} failed: {e}", subscription.endpoint))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("push answered {}", response.status()))
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn publish(&self, topic: Topic, message: OutboundMessage) -> Result<String, QueueError> {
+        let attributes = serde_json::to_string(&message.attributes).map_err(anyhow::Error::from)?;
+        let now = Utc::now();
+        let id = self
+            .with(move |c| {
+                c.execute(
+                    "INSERT INTO queue_messages
+                        (topic, data, attributes, ordering_key, publish_time, next_attempt_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        topic.name(),
+                        message.data,
+                        attributes,
+                        message.ordering_key,
+                        now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        now.timestamp_millis()
+                    ],
+                )?;
+                Ok(c.last_insert_rowid())
+            })
+            .await
+            .map_err(|e| QueueError::Unavailable(format!("{e:#}")))?;
+        self.wake.notify_one();
+        Ok(id.to_string())
+    }
+}

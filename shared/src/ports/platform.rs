@@ -1,0 +1,42 @@
+use async_trait::async_trait;
+
+use crate::domain::{AppName, MainFile, Resources};
+use crate::ports::SecretRef;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// The new revision never became ready; the previous one keeps serving.
+    #[error("{0}")]
+    NotReady(String),
+    #[error("platform unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+#[derive(Clone, Debug)]
+pub struct DeploySpec {
+    pub app: AppName,
+    pub release_id: String,
+    pub image: String,
+    pub main_file: MainFile,
+    pub region: String,
+    pub resources: Resources,
+    pub secrets: Option<SecretRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployed {
+    pub url: String,
+    pub revision: String,
+}
+
+/// Runs a build's output at a stable URL per app.
+#[async_trait]
+pub trait Platform: Send + Sync {
+    /// Starts the new revision and moves traffic to it once it is ready; if it never gets
+    /// ready, the previous revision keeps serving and the error says why.
+    async fn deploy(&self, spec: DeploySpec) -> Result<Deployed, PlatformError>;
+    /// Stops and removes everything of the app. Deleting an unknown app is not an error.
+    async fn delete(&self, app: &AppName) -> Result<(), PlatformError>;
+}

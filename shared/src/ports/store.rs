@@ -1,0 +1,80 @@
+use async_trait::async_trait;
+
+use crate::domain::{
+    AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
+    Timestamp,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A compare-and-set lost: the record is not in the state the caller expected.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Deployments, releases, webhook deliveries and the audit trail. Every read-modify-write is
+/// atomic, so concurrent workers never lose an update.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Creates or replaces the deployment record of `deployment.app`.
+    async fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError>;
+    async fn deployment(&self, app: &AppName) -> Result<Option<Deployment>, StoreError>;
+    async fn deployments(&self) -> Result<Vec<Deployment>, StoreError>;
+    /// The deployments built from this repository (any branch).
+    async fn deployments_of_repo(&self, repo_id: u64) -> Result<Vec<Deployment>, StoreError>;
+    /// Removes the deployment and its releases. Deliveries and audit entries stay.
+    async fn delete_deployment(&self, app: &AppName) -> Result<(), StoreError>;
+
+    /// Queues a release: assigns the next per-app sequence number and supersedes the app's
+    /// older releases still queued, in one transaction.
+    async fn queue_release(&self, release: NewRelease) -> Result<Release, StoreError>;
+    async fn release(&self, id: &str) -> Result<Option<Release>, StoreError>;
+    /// The app's releases, newest first.
+    async fn releases(&self, app: &AppName, limit: usize) -> Result<Vec<Release>, StoreError>;
+    async fn release_by_build(&self, build_id: &str) -> Result<Option<Release>, StoreError>;
+    /// Releases in `state` whose last change is older than `before`, oldest first.
+    async fn releases_in_state(
+        &self,
+        state: ReleaseState,
+        before: Timestamp,
+    ) -> Result<Vec<Release>, StoreError>;
+    /// Compare-and-set: moves the release from `from` to `to` (or, with `from == to`, updates it
+    /// in place) and writes `update`. `Conflict`
+    /// if it is no longer in `from`, or if `to` is `Live` and a newer release of the app is
+    /// already live. Going live also points the deployment at this release.
+    async fn transition(
+        &self,
+        id: &str,
+        from: ReleaseState,
+        to: ReleaseState,
+        update: ReleaseUpdate,
+    ) -> Result<Release, StoreError>;
+
+    /// Records a webhook delivery; `false` if its id was seen before (a replay).
+    async fn record_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError>;
+    async fn deliveries_of_repo(
+        &self,
+        repo_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Newest first; `app` narrows it to one app.
+    async fn audit(
+        &self,
+        app: Option<&AppName>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Webhooks whose removal failed when their app was deleted, as (repo, hook id): cleanup
+    /// retries them so that no hook is orphaned.
+    async fn add_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError>;
+    async fn orphan_hooks(&self) -> Result<Vec<(String, String)>, StoreError>;
+    async fn remove_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError>;
+}

@@ -1,0 +1,144 @@
+//! The Pub/Sub push wire format, shared by the worker (which receives it on Cloud Run and from
+//! the local dispatcher alike) and the local queue (which sends it), plus the messages Runway
+//! puts inside.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+
+use crate::ports::OutboundMessage;
+
+/// `{"message": {...}, "subscription": "projects/P/subscriptions/S"}`, as Pub/Sub POSTs it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushEnvelope {
+    pub message: PushMessage,
+    pub subscription: String,
+    #[serde(
+        rename = "deliveryAttempt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delivery_attempt: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushMessage {
+    /// Base64 of the payload.
+    #[serde(default)]
+    pub data: String,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    #[serde(rename = "publishTime")]
+    pub publish_time: String,
+    #[serde(
+        rename = "orderingKey",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ordering_key: Option<String>,
+}
+
+impl PushMessage {
+    pub fn payload(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        BASE64.decode(&self.data)
+    }
+
+    pub fn encode(data: &[u8]) -> String {
+        BASE64.encode(data)
+    }
+}
+
+/// The body of a message on `Topic::DeployRequests`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub release_id: String,
+    pub app: String,
+}
+
+impl DeployRequest {
+    pub fn to_message(&self) -> OutboundMessage {
+        OutboundMessage {
+            data: serde_json::to_vec(self).expect("a deploy request serializes"),
+            attributes: BTreeMap::from([
+                ("app".to_owned(), self.app.clone()),
+                ("releaseId".to_owned(), self.release_id.clone()),
+            ]),
+            ordering_key: Some(self.app.clone()),
+        }
+    }
+}
+
+/// The part of Cloud Build's `Build` resource that its `cloud-builds` notifications carry and
+/// Runway reads. The local builder publishes the same shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildNotification {
+    pub id: String,
+    /// QUEUED, WORKING, SUCCESS, FAILURE, INTERNAL_ERROR, TIMEOUT, CANCELLED, EXPIRED.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<BuildResults>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_info: Option<FailureInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<String>,
+    /// Runway tags each build `release-<id>`, so a notification finds its release even if it
+    /// arrives before the build id was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BuildResults {
+    #[serde(default)]
+    pub images: Vec<BuiltImage>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BuiltImage {
+    pub name: String,
+    #[serde(default)]
+    pub digest: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailureInfo {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl BuildNotification {
+    pub fn release_tag(release_id: &str) -> String {
+        format!("release-{release_id}")
+    }
+
+    /// The release this build was made for, from its tags.
+    pub fn release_id(&self) -> Option<&str> {
+        self.tags
+            .iter()
+            .find_map(|tag| tag.strip_prefix("release-"))
+    }
+
+    pub fn is_finished(&self) -> bool {
+        !matches!(self.status.as_str(), "QUEUED" | "WORKING" | "PENDING")
+    }
+
+    pub fn to_message(&self, app: &str) -> OutboundMessage {
+        OutboundMessage {
+            data: serde_json::to_vec(self).expect("a build notification serializes"),
+            attributes: BTreeMap::from([
+                ("buildId".to_owned(), self.id.clone()),
+                ("status".to_owned(), self.status.clone()),
+            ]),
+            ordering_key: Some(app.to_owned()),
+        }
+    }
+}
