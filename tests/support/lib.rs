@@ -1,1 +1,327 @@
+//! Helpers for the end-to-end tests: the real `runway` binary in a process of its own, real git
+//! repositories pushed with `git push`, and an HTTP client that reaches `APP.localhost` names.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// The `runway` binary: `RUNWAY_BIN`, or the one cargo built next to this test.
+pub fn runway_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("RUNWAY_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("the test's path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/debug");
+    dir.join("runway")
+}
+
+/// uv, as `scripts/test` installed it.
+pub fn uv_bin() -> PathBuf {
+    std::env::var_os("RUNWAY_UV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/uv"))
+}
+
+/// A running `runway`, stopped (SIGTERM, as a person's Ctrl-C) when dropped.
+pub struct Runway {
+    child: Child,
+    pub data_dir: PathBuf,
+    pub base_url: String,
+    pub port: u16,
+    pub log: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl Runway {
+    /// Starts `runway` on 127.0.0.1:0 with its data under `dir`.
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        let data_dir = dir.join("data");
+        let log = dir.join("runway.log");
+        let cache = std::env::temp_dir().join("runway-test-uv-cache");
+        let mut child = Command::new(runway_bin())
+            .env("RUNWAY_LISTEN", "127.0.0.1:0")
+            .env("RUNWAY_DATA_DIR", &data_dir)
+            .env("RUNWAY_UV", uv_bin())
+            .env("RUNWAY_UV_CACHE_DIR", cache)
+            .env("RUNWAY_USER", "ada@example.com")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", runway_bin().display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().context("runway printed nothing")??;
+        let base_url = first
+            .strip_prefix("runway: listening on ")
+            .with_context(|| format!("unexpected first line: {first}"))?
+            .to_owned();
+        std::thread::spawn(move || lines.for_each(drop));
+        let port: u16 = base_url.rsplit(':').next().unwrap_or_default().parse()?;
+        Ok(Self {
+            child,
+            data_dir,
+            base_url,
+            port,
+            log,
+            client: client(port),
+        })
+    }
+
+    pub fn app_url(&self, app: &str) -> String {
+        format!("http://{app}.localhost:{}", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let response = self.client.post(self.url(path)).json(body).send().await?;
+        Ok((response.status().as_u16(), response.json().await?))
+    }
+
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self.client.get(self.url(path)).send().await?;
+        Ok((response.status().as_u16(), response.json().await?))
+    }
+
+    pub async fn status(&self, app: &str) -> anyhow::Result<Value> {
+        let (code, body) = self.get_json(&format!("/api/deployments/{app}")).await?;
+        if code != 200 {
+            bail!("status of {app}: {code} {body}");
+        }
+        Ok(body)
+    }
+
+    /// Waits until `release_id` of `app` reaches a terminal state, and returns it.
+    pub async fn wait_for_release(
+        &self,
+        app: &str,
+        release_id: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(app).await?;
+            let release = status["releases"]
+                .as_array()
+                .and_then(|all| all.iter().find(|r| r["id"] == release_id))
+                .cloned();
+            if let Some(release) = release {
+                if matches!(
+                    release["state"].as_str(),
+                    Some("live" | "failed" | "superseded")
+                ) {
+                    return Ok(release);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "release {release_id} of {app} did not finish: {status:#}\nlog:\n{}",
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits for a release of `app` triggered by a push of `commit`, and returns its id.
+    pub async fn wait_for_push_release(
+        &self,
+        app: &str,
+        commit: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(app).await?;
+            if let Some(release) = status["releases"].as_array().and_then(|all| {
+                all.iter()
+                    .find(|r| r["commit"] == commit && r["trigger"] == "push")
+            }) {
+                return Ok(release["id"].as_str().unwrap_or_default().to_owned());
+            }
+            if Instant::now() > deadline {
+                bail!("no release of {app} for commit {commit}: {status:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The install-wide webhook secret (a test stands in for GitHub, which knows it too).
+    pub fn webhook_secret(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("webhook-secret"))
+            .expect("webhook secret")
+            .trim()
+            .to_owned()
+    }
+
+    /// Stops runway and waits for it, like Ctrl-C.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Runway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A client that sends `*.localhost` to loopback, as browsers and curl do by themselves.
+pub fn client(port: u16) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    for app in ["hello", "e2e", "browser", "errors", "bench", "other"] {
+        builder = builder.resolve(
+            &format!("{app}.localhost"),
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        );
+    }
+    builder.build().expect("an HTTP client")
+}
+
+/// A bare repository (what runway deploys from) and a working clone to commit and push with.
+pub struct GitRepo {
+    pub bare: PathBuf,
+    pub work: PathBuf,
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Ada")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()?;
+    if !output.status.success() {
+        bail!("git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    ))
+}
+
+impl GitRepo {
+    /// A repository whose `main` holds `files`.
+    pub fn create(dir: &Path, files: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let bare = dir.join("app.git");
+        let work = dir.join("work");
+        std::fs::create_dir_all(&bare)?;
+        git(&bare, &["init", "-q", "--bare", "-b", "main"])?;
+        git(
+            dir,
+            &[
+                "clone",
+                "-q",
+                bare.to_str().unwrap(),
+                work.to_str().unwrap(),
+            ],
+        )?;
+        git(&work, &["checkout", "-q", "-b", "main"])?;
+        let repo = Self { bare, work };
+        repo.commit(files, "first version")?;
+        git(&repo.work, &["push", "-q", "origin", "main"])?;
+        Ok(repo)
+    }
+
+    /// Writes `files`, commits, and returns the commit id.
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) -> anyhow::Result<String> {
+        for (path, contents) in files {
+            let path = self.work.join(path);
+            std::fs::create_dir_all(path.parent().unwrap())?;
+            std::fs::write(path, contents)?;
+        }
+        git(&self.work, &["add", "-A"])?;
+        git(&self.work, &["commit", "-q", "-m", message])?;
+        Ok(git(&self.work, &["rev-parse", "HEAD"])?.trim().to_owned())
+    }
+
+    /// `git push origin HEAD:branch`; returns what git printed (the hook's report included).
+    pub fn push(&self, branch: &str) -> anyhow::Result<String> {
+        git(
+            &self.work,
+            &["push", "origin", &format!("HEAD:refs/heads/{branch}")],
+        )
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.bare.display())
+    }
+}
+
+/// A Streamlit app that shows a value from `st.secrets` under a title.
+pub fn streamlit_app(title: &str) -> String {
+    format!(
+        "import streamlit as st\n\nst.title({title:?})\nst.write('greeting: ' + st.secrets['greeting'])\n"
+    )
+}
+
+/// Processes whose command line mentions `needle` (e.g. a data dir), other than runway itself.
+pub fn processes_mentioning(needle: &str, except: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != except && *pid != std::process::id())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|cmd| String::from_utf8_lossy(&cmd).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Every file below `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}

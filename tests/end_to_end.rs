@@ -1,0 +1,287 @@
+//! The whole flow on the embedded default, with real parts only: a bare git repository pushed
+//! with `git push` (its post-receive hook sends the signed event), the `runway` binary, uv
+//! installing real requirements, and Streamlit serving the app through runway's proxy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use runway_tests::{GitRepo, Runway, files_containing, processes_mentioning, streamlit_app};
+use serde_json::json;
+
+const SECRET: &str = "s3cr3t-greeting-7f4e1b";
+const LIVE_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("app/main.py", &streamlit_app("Version one")),
+            ("requirements.txt", "streamlit\n"),
+        ],
+    )?;
+    let runway = Runway::start(dir.path())?;
+
+    // Submit with a secret: 202 and a status URL.
+    let (code, submitted) = runway
+        .post_json(
+            "/api/deployments",
+            &json!({
+                "repo_url": repo.url(),
+                "main_file": "app/main.py",
+                "app_name": "e2e",
+                "secrets": format!("greeting = \"{SECRET}\"\n"),
+            }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{submitted}");
+    assert_eq!(submitted["status_url"], "/api/deployments/e2e");
+    let first = runway
+        .wait_for_release(
+            "e2e",
+            submitted["release_id"].as_str().unwrap(),
+            LIVE_TIMEOUT,
+        )
+        .await?;
+    assert_eq!(first["state"], "live", "{first}");
+    assert_eq!(first["trigger"], "manual");
+    assert_eq!(first["actor"], "ada@example.com");
+
+    // The app answers at its stable URL, through the proxy.
+    let app = runway.app_url("e2e");
+    let health = runway
+        .client
+        .get(format!("{app}/_stcore/health"))
+        .send()
+        .await?;
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await?, "ok");
+    let page = runway
+        .client
+        .get(format!("{app}/"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        page.contains("<title>Streamlit</title>"),
+        "not the Streamlit page: {page:.300}"
+    );
+
+    // Poll the app all through the next deploy: not one request may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let poller = {
+        let (client, url) = (runway.client.clone(), format!("{app}/_stcore/health"));
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => served.fetch_add(1, Ordering::SeqCst),
+                    other => {
+                        eprintln!("failed during the swap: {other:?}");
+                        failed.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let second_commit = repo.commit(&[("app/main.py", &streamlit_app("Version two"))], "two")?;
+    let pushed = repo.push("main")?;
+    assert!(
+        pushed.contains("delivered"),
+        "the hook did not deliver: {pushed}"
+    );
+    let second_id = runway
+        .wait_for_push_release("e2e", &second_commit, LIVE_TIMEOUT)
+        .await?;
+    let second = runway
+        .wait_for_release("e2e", &second_id, LIVE_TIMEOUT)
+        .await?;
+    // Keep polling past the old process's shutdown.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    poller.await?;
+    assert_eq!(second["state"], "live", "{second}");
+    assert_eq!(second["commit"], second_commit.as_str());
+    assert_eq!(second["trigger"], "push");
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "requests failed during the swap"
+    );
+    assert!(served.load(Ordering::SeqCst) > 20, "the poller hardly ran");
+    assert_ne!(second["revision"], first["revision"]);
+
+    // A commit whose requirements cannot install fails with a log excerpt; the app still serves.
+    let broken = repo.commit(
+        &[(
+            "requirements.txt",
+            "streamlit\nrunway-no-such-package-4f1c==9.9.9\n",
+        )],
+        "broken requirements",
+    )?;
+    repo.push("main")?;
+    let broken_id = runway
+        .wait_for_push_release("e2e", &broken, LIVE_TIMEOUT)
+        .await?;
+    let failed_release = runway
+        .wait_for_release("e2e", &broken_id, LIVE_TIMEOUT)
+        .await?;
+    assert_eq!(failed_release["state"], "failed", "{failed_release}");
+    let message = failed_release["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("runway-no-such-package-4f1c"),
+        "no log excerpt in: {message}"
+    );
+    let health = runway
+        .client
+        .get(format!("{app}/_stcore/health"))
+        .send()
+        .await?;
+    assert_eq!(health.text().await?, "ok");
+    let status = runway.status("e2e").await?;
+    assert_eq!(
+        status["live_release"],
+        second_id.as_str(),
+        "the previous version must keep serving"
+    );
+    let log_url = failed_release["log_url"].as_str().expect("a build log URL");
+    let build_log = runway.client.get(log_url).send().await?.text().await?;
+    assert!(
+        build_log.contains("runway-no-such-package-4f1c"),
+        "{build_log}"
+    );
+
+    // A push to another branch is ignored, and says why.
+    let releases_before = status["releases"].as_array().unwrap().len();
+    repo.commit(&[("notes.md", "elsewhere")], "on a feature branch")?;
+    repo.push("feature")?;
+    let status = runway.status("e2e").await?;
+    let delivery = &status["deliveries"][0];
+    assert_eq!(delivery["git_ref"], "refs/heads/feature", "{status:#}");
+    assert!(
+        delivery["outcome"]
+            .as_str()
+            .unwrap()
+            .starts_with("ignored: no app deploys branch feature")
+    );
+    assert_eq!(
+        status["releases"].as_array().unwrap().len(),
+        releases_before
+    );
+
+    // Replaying a delivery id queues nothing; a bad or missing signature is refused.
+    let secret = runway.webhook_secret();
+    let replay = json!({
+        "ref": "refs/heads/main", "before": second_commit, "after": broken, "deleted": false,
+        "repository": { "id": status["deliveries"][1]["repo_id"], "full_name": "replay" },
+    })
+    .to_string();
+    let replayed_id = status["deliveries"][1]["id"].as_str().unwrap().to_owned();
+    let send = |signature: Option<String>, delivery: String| {
+        let mut request = runway
+            .client
+            .post(runway.url("/github/webhook"))
+            .header("x-github-event", "push")
+            .header("x-github-delivery", delivery)
+            .body(replay.clone());
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        request.send()
+    };
+    let response = send(Some(sign(&secret, replay.as_bytes())), replayed_id).await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<serde_json::Value>().await?["status"],
+        "duplicate"
+    );
+    assert_eq!(
+        runway.status("e2e").await?["releases"]
+            .as_array()
+            .unwrap()
+            .len(),
+        releases_before
+    );
+    let response = send(
+        Some(sign("not-the-secret", replay.as_bytes())),
+        "fresh-1".into(),
+    )
+    .await?;
+    assert_eq!(response.status(), 401);
+    let response = send(None, "fresh-2".into()).await?;
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        runway.status("e2e").await?["releases"]
+            .as_array()
+            .unwrap()
+            .len(),
+        releases_before
+    );
+
+    // The secret is in no log line, status response or build log.
+    let data = runway.data_dir.display().to_string();
+    assert!(
+        !runway.log_text().contains(SECRET),
+        "the secret is in runway's log"
+    );
+    let (_, list) = runway.get_json("/api/deployments").await?;
+    assert!(!list.to_string().contains(SECRET) && !status.to_string().contains(SECRET));
+    let builds = runway.data_dir.join("builds");
+    for build in std::fs::read_dir(&builds)?.flatten() {
+        let leaks = files_containing(&build.path().join("src"), SECRET);
+        assert!(leaks.is_empty(), "the secret is in a build: {leaks:?}");
+        let log = std::fs::read_to_string(build.path().join("log.txt"))?;
+        assert!(!log.contains(SECRET), "the secret is in a build log");
+    }
+    let secret_file = runway.data_dir.join("secrets/e2e.toml");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&secret_file)?.permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Delete: process, hook, secret, builds and records are gone.
+    assert!(
+        !processes_mentioning(&data, runway.pid()).is_empty(),
+        "no app process to remove"
+    );
+    let response = runway
+        .client
+        .delete(runway.url("/api/deployments/e2e"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    assert!(
+        processes_mentioning(&data, runway.pid()).is_empty(),
+        "an app process survived"
+    );
+    assert!(
+        !repo.bare.join("hooks/post-receive").exists(),
+        "the hook survived"
+    );
+    assert!(
+        !repo.bare.join("runway-webhooks").exists(),
+        "the hook's config survived"
+    );
+    assert!(!secret_file.exists(), "the secret file survived");
+    assert_eq!(std::fs::read_dir(&builds)?.count(), 0, "builds survived");
+    let (code, _) = runway.get_json("/api/deployments/e2e").await?;
+    assert_eq!(code, 404);
+    let gone = runway
+        .client
+        .get(format!("{app}/_stcore/health"))
+        .send()
+        .await?;
+    assert_eq!(gone.status(), 404);
+    Ok(())
+}
