@@ -1,0 +1,127 @@
+//! A real browser on the app's stable URL: headless Chromium (Debian's, driven over WebDriver by
+//! chromedriver) loads the page through runway's proxy, and Streamlit renders the secret's value
+//! over its websocket — before and after a redeploy.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use runway_tests::{GitRepo, Runway, streamlit_app};
+use serde_json::json;
+
+const SECRET: &str = "browser-sees-9c2d";
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+struct ChromeDriver(Child);
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_chromedriver() -> anyhow::Result<(ChromeDriver, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child =
+        Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!("chromedriver is not installed (scripts/test installs it): {e}")
+            })?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((ChromeDriver(child), format!("http://127.0.0.1:{port}")))
+}
+
+async fn wait_for_text(browser: &fantoccini::Client, text: &str) -> anyhow::Result<()> {
+    let xpath = format!("//*[self::p or self::h1][contains(., '{text}')]");
+    browser
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::XPath(&xpath))
+        .await
+        .map_err(|e| anyhow::anyhow!("the page never showed {text:?}: {e}"))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_sees_the_secret_rendered_before_and_after_a_redeploy() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[("streamlit_app.py", &streamlit_app("Version one"))],
+    )?;
+    let runway = Runway::start(dir.path())?;
+    let (code, submitted) = runway
+        .post_json(
+            "/api/deployments",
+            &json!({
+                "repo_url": repo.url(),
+                "main_file": "streamlit_app.py",
+                "app_name": "browser",
+                "secrets": format!("greeting = \"{SECRET}\""),
+            }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{submitted}");
+    let release = runway
+        .wait_for_release(
+            "browser",
+            submitted["release_id"].as_str().unwrap(),
+            TIMEOUT,
+        )
+        .await?;
+    assert_eq!(release["state"], "live", "{release}");
+
+    let (_driver, driver_url) = start_chromedriver()?;
+    let profile = dir.path().join("chromium-profile");
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }
+    });
+    let browser = ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities.as_object().unwrap().clone())
+        .connect(&driver_url)
+        .await?;
+    let url = format!("{}/", runway.app_url("browser"));
+    let outcome = async {
+        browser.goto(&url).await?;
+        wait_for_text(&browser, "Version one").await?;
+        wait_for_text(&browser, &format!("greeting: {SECRET}")).await?;
+
+        let commit = repo.commit(
+            &[("streamlit_app.py", &streamlit_app("Version two"))],
+            "two",
+        )?;
+        repo.push("main")?;
+        let id = runway
+            .wait_for_push_release("browser", &commit, TIMEOUT)
+            .await?;
+        let release = runway.wait_for_release("browser", &id, TIMEOUT).await?;
+        assert_eq!(release["state"], "live", "{release}");
+        browser.goto(&url).await?;
+        wait_for_text(&browser, "Version two").await?;
+        wait_for_text(&browser, &format!("greeting: {SECRET}")).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await?;
+    outcome
+}
