@@ -105,8 +105,9 @@ fn options(values: &[String], selected: &str) -> String {
         .collect()
 }
 
-/// The form's fields, all optional here so each missing one gets its own message.
-#[derive(Debug, Deserialize)]
+/// The form's fields, all optional here so each missing one gets its own message. No `Debug`:
+/// it holds the secrets as sent.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeploymentForm {
     repo_url: Option<String>,
@@ -117,7 +118,7 @@ struct DeploymentForm {
     memory: Option<String>,
     cpu: Option<String>,
     /// Omitted on an update: the app keeps the secrets it has.
-    secrets: Option<SecretsToml>,
+    secrets: Option<String>,
 }
 
 fn required<'a>(value: &'a Option<String>, field: &'static str) -> Result<&'a str, ApiError> {
@@ -169,7 +170,7 @@ impl DeploymentForm {
             main_file,
             region,
             resources,
-            secrets: self.secrets,
+            secrets: self.secrets.map(SecretsToml::parse).transpose()?,
         })
     }
 }

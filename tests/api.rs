@@ -1,0 +1,244 @@
+//! The API against bad input: every mistake gets a 4xx that names the field and says what is
+//! allowed, and a refused submit leaves nothing behind (no record, no hook, no secret file).
+
+use runway_tests::{GitRepo, Runway, streamlit_app};
+use serde_json::{Value, json};
+
+fn valid(repo: &GitRepo) -> Value {
+    json!({
+        "repo_url": repo.url(),
+        "main_file": "streamlit_app.py",
+        "app_name": "errors",
+        "secrets": "greeting = \"hi\"",
+    })
+}
+
+fn with(mut body: Value, field: &str, value: Value) -> Value {
+    body[field] = value;
+    body
+}
+
+#[tokio::test]
+async fn every_bad_field_gets_a_4xx_naming_it_and_leaves_nothing_behind() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("streamlit_app.py", &streamlit_app("x"))])?;
+    let runway = Runway::start(dir.path())?;
+    let base = valid(&repo);
+    let missing = |field: &str| {
+        let mut body = base.clone();
+        body.as_object_mut().unwrap().remove(field);
+        body
+    };
+    let cases: Vec<(Value, u16, &str, &str)> = vec![
+        (missing("app_name"), 400, "app_name", "required"),
+        (
+            with(base.clone(), "app_name", json!("My_App")),
+            400,
+            "app_name",
+            "lowercase",
+        ),
+        (
+            with(
+                base.clone(),
+                "app_name",
+                json!("a-very-long-app-name-over-thirty-chars"),
+            ),
+            400,
+            "app_name",
+            "30",
+        ),
+        (missing("repo_url"), 400, "repo_url", "required"),
+        (
+            with(base.clone(), "repo_url", json!("https://gitlab.com/a/b")),
+            400,
+            "repo_url",
+            "github",
+        ),
+        (
+            with(base.clone(), "repo_url", json!("relative/path")),
+            400,
+            "repo_url",
+            "",
+        ),
+        (
+            with(base.clone(), "repo_url", json!("/no/such/repo.git")),
+            400,
+            "repo_url",
+            "no git repository",
+        ),
+        (missing("main_file"), 400, "main_file", "required"),
+        (
+            with(base.clone(), "main_file", json!("../etc/passwd.py")),
+            400,
+            "main_file",
+            "..",
+        ),
+        (
+            with(base.clone(), "main_file", json!("app.txt")),
+            400,
+            "main_file",
+            ".py",
+        ),
+        (
+            with(base.clone(), "branch", json!("bad..branch")),
+            400,
+            "branch",
+            "",
+        ),
+        (
+            with(base.clone(), "branch", json!("no-such-branch")),
+            400,
+            "branch",
+            "does not exist",
+        ),
+        (
+            with(base.clone(), "region", json!("mars-north1")),
+            400,
+            "region",
+            "local",
+        ),
+        (
+            with(base.clone(), "memory", json!("3Gi")),
+            400,
+            "memory",
+            "512Mi",
+        ),
+        (with(base.clone(), "cpu", json!("3")), 400, "cpu", "1"),
+        (
+            with(
+                with(base.clone(), "memory", json!("8Gi")),
+                "cpu",
+                json!("1"),
+            ),
+            400,
+            "memory",
+            "CPU",
+        ),
+        (
+            with(
+                base.clone(),
+                "secrets",
+                json!("key = \"unterminated-secret-value"),
+            ),
+            400,
+            "secrets",
+            "line 1",
+        ),
+    ];
+    for (body, status, field, hint) in cases {
+        let (code, answer) = runway.post_json("/api/deployments", &body).await?;
+        assert_eq!(code, status, "{body} -> {answer}");
+        assert_eq!(answer["field"], field, "{body} -> {answer}");
+        let message = answer["error"].as_str().unwrap_or_default();
+        assert!(
+            message.to_lowercase().contains(&hint.to_lowercase()),
+            "message for {field} should mention {hint:?}: {message}"
+        );
+        assert!(
+            !message.contains("unterminated-secret-value"),
+            "the error echoes the secret: {message}"
+        );
+    }
+
+    // Not JSON, unknown fields and wrong media types are refused too.
+    let response = runway
+        .client
+        .post(runway.url("/api/deployments"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await?;
+    assert_eq!(response.status(), 400);
+    let (code, answer) = runway
+        .post_json(
+            "/api/deployments",
+            &with(base.clone(), "colour", json!("red")),
+        )
+        .await?;
+    assert_eq!(code, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("colour"),
+        "{answer}"
+    );
+    let response = runway
+        .client
+        .post(runway.url("/api/deployments"))
+        .header("content-type", "text/csv")
+        .body("a,b")
+        .send()
+        .await?;
+    assert_eq!(response.status(), 415);
+    let response = runway
+        .client
+        .post(runway.url("/api/deployments"))
+        .body(vec![b' '; 300 * 1024])
+        .send()
+        .await?;
+    assert_eq!(response.status(), 413);
+    let response = runway
+        .client
+        .put(runway.url("/api/deployments"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 405);
+
+    // Actions on an app that does not exist.
+    let response = runway
+        .client
+        .post(runway.url("/api/deployments/nope/redeploy"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 404);
+    let response = runway
+        .client
+        .delete(runway.url("/api/deployments/Bad_Name"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 400);
+
+    // Nothing was left behind by the refused submits.
+    let (_, list) = runway.get_json("/api/deployments").await?;
+    assert_eq!(list["deployments"], json!([]));
+    assert!(
+        !repo.bare.join("hooks/post-receive").exists(),
+        "a refused submit left a hook"
+    );
+    let secrets = std::fs::read_dir(runway.data_dir.join("secrets"))?.count();
+    assert_eq!(secrets, 0, "a refused submit left a secret file");
+
+    // The form is served and posts to the API.
+    let page = runway
+        .client
+        .get(runway.url("/"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        page.contains("<form")
+            && page.contains("/api/deployments")
+            && page.contains("name=\"secrets\"")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_form_encoding_is_accepted_as_well_as_json() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("streamlit_app.py", &streamlit_app("x"))])?;
+    let runway = Runway::start(dir.path())?;
+    let response = runway
+        .client
+        .post(runway.url("/api/deployments"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "repo_url={}&main_file=streamlit_app.py&app_name=other&branch=nope",
+            repo.url()
+        ))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await?;
+    assert_eq!(answer["field"], "branch", "{answer}");
+    Ok(())
+}
