@@ -333,3 +333,143 @@ impl Queue for SqliteQueue {
         Ok(id.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::http::{self, Request};
+
+    /// A push endpoint on loopback answering `status` to each push, recording the envelopes.
+    async fn endpoint(status: u16) -> (String, Arc<Mutex<Vec<PushEnvelope>>>, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/push", listener.local_addr().unwrap());
+        let seen: Arc<Mutex<Vec<PushEnvelope>>> = Arc::default();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (seen2, hits2) = (seen.clone(), hits.clone());
+        tokio::spawn(http::serve(
+            listener,
+            move |request: Request, _| {
+                let (seen, hits) = (seen2.clone(), hits2.clone());
+                async move {
+                    assert_eq!(request.headers()["authorization"], "Bearer token");
+                    let body = http::read_body(request, 1 << 20).await.unwrap();
+                    seen.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap());
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    http::json(::http::StatusCode::from_u16(status).unwrap(), &"")
+                }
+            },
+            std::future::pending(),
+            Duration::from_secs(1),
+        ));
+        (url, seen, hits)
+    }
+
+    fn subscription(endpoint: &str) -> HashMap<Topic, PushSubscription> {
+        HashMap::from([(
+            Topic::DeployRequests,
+            PushSubscription {
+                name: "test".into(),
+                endpoint: endpoint.into(),
+                token: "token".into(),
+            },
+        )])
+    }
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            first_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(40),
+            max_attempts: 3,
+            ack_deadline: Duration::from_secs(5),
+        }
+    }
+
+    fn message(text: &str) -> OutboundMessage {
+        OutboundMessage {
+            data: text.as_bytes().to_vec(),
+            attributes: BTreeMap::from([("app".into(), "demo".into())]),
+            ordering_key: Some("demo".into()),
+        }
+    }
+
+    async fn until(condition: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_the_pubsub_push_envelope_in_publish_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = SqliteQueue::open(&dir.path().join("q.db")).unwrap();
+        let (url, seen, _) = endpoint(200).await;
+        for text in ["one", "two", "three"] {
+            queue
+                .publish(Topic::DeployRequests, message(text))
+                .await
+                .unwrap();
+        }
+        tokio::spawn(queue.clone().run_dispatcher(
+            subscription(&url),
+            fast(),
+            std::future::pending(),
+        ));
+        until(|| seen.lock().unwrap().len() == 3).await;
+        let seen = seen.lock().unwrap();
+        let payloads: Vec<Vec<u8>> = seen.iter().map(|e| e.message.payload().unwrap()).collect();
+        assert_eq!(
+            payloads,
+            [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
+        assert_eq!(seen[0].subscription, "projects/local/subscriptions/test");
+        assert_eq!(seen[0].message.attributes["app"], "demo");
+        assert_eq!(seen[0].message.ordering_key.as_deref(), Some("demo"));
+    }
+
+    #[tokio::test]
+    async fn retries_a_failing_push_and_then_dead_letters_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = SqliteQueue::open(&dir.path().join("q.db")).unwrap();
+        let (url, _, hits) = endpoint(503).await;
+        queue
+            .publish(Topic::DeployRequests, message("doomed"))
+            .await
+            .unwrap();
+        tokio::spawn(queue.clone().run_dispatcher(
+            subscription(&url),
+            fast(),
+            std::future::pending(),
+        ));
+        until(|| hits.load(Ordering::SeqCst) >= 3).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            3,
+            "pushed again after the last attempt"
+        );
+        let dead = queue.dead_letters().await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].1.contains("503"), "{dead:?}");
+    }
+
+    #[tokio::test]
+    async fn a_message_published_before_a_restart_is_delivered_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        SqliteQueue::open(&path)
+            .unwrap()
+            .publish(Topic::DeployRequests, message("kept"))
+            .await
+            .unwrap();
+        let reopened = SqliteQueue::open(&path).unwrap();
+        let (url, seen, _) = endpoint(200).await;
+        tokio::spawn(reopened.run_dispatcher(subscription(&url), fast(), std::future::pending()));
+        until(|| seen.lock().unwrap().len() == 1).await;
+    }
+}
