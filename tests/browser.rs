@@ -62,26 +62,14 @@ async fn a_browser_sees_the_secret_rendered_before_and_after_a_redeploy() -> any
         &[("streamlit_app.py", &streamlit_app("Version one"))],
     )?;
     let runway = Runway::start(dir.path())?;
-    let (code, submitted) = runway
-        .post_json(
-            "/api/deployments",
-            &json!({
-                "repo_url": repo.url(),
-                "main_file": "streamlit_app.py",
-                "app_name": "browser",
-                "secrets": format!("greeting = \"{SECRET}\""),
-            }),
-        )
-        .await?;
-    assert_eq!(code, 202, "{submitted}");
-    let release = runway
-        .wait_for_release(
+    runway
+        .deploy(
             "browser",
-            submitted["release_id"].as_str().unwrap(),
-            TIMEOUT,
+            &repo,
+            "streamlit_app.py",
+            &format!("greeting = \"{SECRET}\""),
         )
         .await?;
-    assert_eq!(release["state"], "live", "{release}");
 
     let (_driver, driver_url) = start_chromedriver()?;
     let profile = dir.path().join("chromium-profile");

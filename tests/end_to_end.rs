@@ -31,28 +31,15 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
     )?;
     let runway = Runway::start(dir.path())?;
 
-    // Submit with a secret: 202 and a status URL.
-    let (code, submitted) = runway
-        .post_json(
-            "/api/deployments",
-            &json!({
-                "repo_url": repo.url(),
-                "main_file": "app/main.py",
-                "app_name": "e2e",
-                "secrets": format!("greeting = \"{SECRET}\"\n"),
-            }),
-        )
-        .await?;
-    assert_eq!(code, 202, "{submitted}");
-    assert_eq!(submitted["status_url"], "/api/deployments/e2e");
+    // Submit with a secret: 202 and a status URL, then live.
     let first = runway
-        .wait_for_release(
+        .deploy(
             "e2e",
-            submitted["release_id"].as_str().unwrap(),
-            LIVE_TIMEOUT,
+            &repo,
+            "app/main.py",
+            &format!("greeting = \"{SECRET}\"\n"),
         )
         .await?;
-    assert_eq!(first["state"], "live", "{first}");
     assert_eq!(first["trigger"], "manual");
     assert_eq!(first["actor"], "ada@example.com");
 

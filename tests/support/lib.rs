@@ -103,6 +103,40 @@ impl Runway {
         Ok(body)
     }
 
+    /// Submits `app` from `repo` with `secrets` and waits for its first release to go live.
+    pub async fn deploy(
+        &self,
+        app: &str,
+        repo: &GitRepo,
+        main_file: &str,
+        secrets: &str,
+    ) -> anyhow::Result<Value> {
+        let body = serde_json::json!({
+            "repo_url": repo.url(),
+            "main_file": main_file,
+            "app_name": app,
+            "secrets": secrets,
+        });
+        let (code, submitted) = self.post_json("/api/deployments", &body).await?;
+        if code != 202 {
+            bail!("submit answered {code}: {submitted}");
+        }
+        if submitted["status_url"] != format!("/api/deployments/{app}") {
+            bail!("unexpected status URL: {submitted}");
+        }
+        let id = submitted["release_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let release = self
+            .wait_for_release(app, &id, Duration::from_secs(180))
+            .await?;
+        if release["state"] != "live" {
+            bail!("the first release did not go live: {release:#}");
+        }
+        Ok(release)
+    }
+
     /// Waits until `release_id` of `app` reaches a terminal state, and returns it.
     pub async fn wait_for_release(
         &self,
@@ -117,13 +151,13 @@ impl Runway {
                 .as_array()
                 .and_then(|all| all.iter().find(|r| r["id"] == release_id))
                 .cloned();
-            if let Some(release) = release {
-                if matches!(
+            if let Some(release) = release
+                && matches!(
                     release["state"].as_str(),
                     Some("live" | "failed" | "superseded")
-                ) {
-                    return Ok(release);
-                }
+                )
+            {
+                return Ok(release);
             }
             if Instant::now() > deadline {
                 bail!(

@@ -137,15 +137,7 @@ async fn restore_live_apps(embedded: Embedded) {
             .await
             .ok()
             .flatten();
-        let spec = DeploySpec {
-            app: deployment.app.clone(),
-            release_id: release.id.clone(),
-            image,
-            main_file: deployment.main_file.clone(),
-            region: deployment.region.clone(),
-            resources: deployment.resources,
-            secrets,
-        };
+        let spec = DeploySpec::new(&deployment, &release.id, image, secrets);
         match embedded.platform.deploy(spec).await {
             Ok(deployed) => tracing::info!(app = %deployment.app, url = %deployed.url, "restored"),
             Err(error) => tracing::error!(app = %deployment.app, %error, "could not restore"),

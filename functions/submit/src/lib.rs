@@ -5,8 +5,8 @@ use std::sync::Arc;
 use http::{Method, StatusCode};
 use runway_shared::config::Policy;
 use runway_shared::domain::{
-    AppName, Branch, Caller, Cpu, Deployment, MainFile, Memory, NewRelease, Region, Release,
-    ReleaseState, RepoUrl, Resources, SecretsToml, Trigger,
+    AppName, Branch, Caller, CommitSha, Cpu, Deployment, MainFile, Memory, NewRelease, Region,
+    Release, ReleaseState, RepoUrl, Resources, SecretsToml, Trigger,
 };
 use runway_shared::http::{
     ApiError, ApiResult, Params, Request, Router, authenticate, forge_error, json, parse_json,
@@ -276,18 +276,7 @@ async fn create_or_update(state: State, request: Request, _: Params) -> ApiResul
             return Err(error);
         }
     };
-    let release = enqueue(
-        state.store.as_ref(),
-        state.queue.as_ref(),
-        NewRelease {
-            app: deployment.app.clone(),
-            trigger: Trigger::Manual,
-            actor: caller.email.clone(),
-            commit: Some(commit.clone()),
-            rollback_of: None,
-        },
-    )
-    .await?;
+    let release = queue_manual(&state, &deployment, &caller, &commit).await?;
     let action = if is_new { "create" } else { "update" };
     audit(
         state.store.as_ref(),
@@ -309,6 +298,22 @@ async fn create_or_update(state: State, request: Request, _: Params) -> ApiResul
     )
     .await;
     Ok(accepted(&release))
+}
+
+async fn queue_manual(
+    state: &State,
+    deployment: &Deployment,
+    caller: &Caller,
+    commit: &CommitSha,
+) -> Result<Release, ApiError> {
+    let release = NewRelease {
+        app: deployment.app.clone(),
+        trigger: Trigger::Manual,
+        actor: caller.email.clone(),
+        commit: Some(commit.clone()),
+        rollback_of: None,
+    };
+    Ok(enqueue(state.store.as_ref(), state.queue.as_ref(), release).await?)
 }
 
 /// Removes what a failed create wrote outside the store.
@@ -371,18 +376,7 @@ async fn redeploy(state: State, request: Request, params: Params) -> ApiResult {
         .resolve_commit(&deployment.repo, &deployment.branch)
         .await
         .map_err(|e| forge_error("branch", e))?;
-    let release = enqueue(
-        state.store.as_ref(),
-        state.queue.as_ref(),
-        NewRelease {
-            app: deployment.app.clone(),
-            trigger: Trigger::Manual,
-            actor: caller.email.clone(),
-            commit: Some(commit.clone()),
-            rollback_of: None,
-        },
-    )
-    .await?;
+    let release = queue_manual(&state, &deployment, &caller, &commit).await?;
     audit(
         state.store.as_ref(),
         &caller.email,

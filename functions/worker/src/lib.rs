@@ -453,15 +453,7 @@ async fn go_live(state: &State, release: Release) -> Outcome {
     };
     let deployed = state
         .platform
-        .deploy(DeploySpec {
-            app: release.app.clone(),
-            release_id: release.id.clone(),
-            image,
-            main_file: deployment.main_file.clone(),
-            region: deployment.region.clone(),
-            resources: deployment.resources,
-            secrets,
-        })
+        .deploy(DeploySpec::new(&deployment, &release.id, image, secrets))
         .await;
     match deployed {
         Ok(deployed) => {

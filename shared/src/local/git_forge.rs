@@ -102,6 +102,16 @@ fn file_url(path: &Path) -> String {
     format!("file://{}", path.display())
 }
 
+/// Where git looks for the repository's post-receive hook (honours `core.hooksPath`).
+async fn post_receive_path(git_dir: &Path) -> Result<PathBuf, ForgeError> {
+    let hooks = git(
+        Some(git_dir),
+        &["rev-parse", "--path-format=absolute", "--git-path", "hooks"],
+    )
+    .await?;
+    Ok(PathBuf::from(hooks.trim()).join("post-receive"))
+}
+
 fn hooks_dir(git_dir: &Path) -> PathBuf {
     git_dir.join(HOOKS_DIR)
 }
@@ -217,15 +227,7 @@ impl Forge for GitForge {
         secret: &SecretString,
     ) -> Result<String, ForgeError> {
         let git_dir = git_dir(repo).await?;
-        let hooks_path = PathBuf::from(
-            git(
-                Some(&git_dir),
-                &["rev-parse", "--path-format=absolute", "--git-path", "hooks"],
-            )
-            .await?
-            .trim(),
-        );
-        let script_path = hooks_path.join("post-receive");
+        let script_path = post_receive_path(&git_dir).await?;
         if let Ok(existing) = std::fs::read_to_string(&script_path)
             && !existing.contains(HOOK_MARKER)
         {
@@ -258,7 +260,9 @@ impl Forge for GitForge {
              in {HOOKS_DIR}/.\nexec {} post-receive\n",
             shell_quote(&self.runway_bin.display().to_string())
         );
-        std::fs::create_dir_all(&hooks_path).context("creating the hooks folder")?;
+        if let Some(hooks) = script_path.parent() {
+            std::fs::create_dir_all(hooks).context("creating the hooks folder")?;
+        }
         std::fs::write(&script_path, script).context("writing post-receive")?;
         std::fs::set_permissions(
             &script_path,
@@ -281,15 +285,7 @@ impl Forge for GitForge {
             _ => {}
         }
         if read_hooks(&git_dir)?.is_empty() {
-            let hooks_path = PathBuf::from(
-                git(
-                    Some(&git_dir),
-                    &["rev-parse", "--path-format=absolute", "--git-path", "hooks"],
-                )
-                .await?
-                .trim(),
-            );
-            let script_path = hooks_path.join("post-receive");
+            let script_path = post_receive_path(&git_dir).await?;
             if std::fs::read_to_string(&script_path).is_ok_and(|s| s.contains(HOOK_MARKER)) {
                 std::fs::remove_file(&script_path).context("removing post-receive")?;
             }

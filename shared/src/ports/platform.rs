@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use crate::domain::{AppName, MainFile, Resources};
+use crate::domain::{AppName, Deployment, MainFile, Resources};
 use crate::ports::SecretRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,26 @@ pub struct DeploySpec {
     pub region: String,
     pub resources: Resources,
     pub secrets: Option<SecretRef>,
+}
+
+impl DeploySpec {
+    /// Runs `image` of release `release_id` with the deployment's settings.
+    pub fn new(
+        deployment: &Deployment,
+        release_id: &str,
+        image: String,
+        secrets: Option<SecretRef>,
+    ) -> Self {
+        Self {
+            app: deployment.app.clone(),
+            release_id: release_id.to_owned(),
+            image,
+            main_file: deployment.main_file.clone(),
+            region: deployment.region.clone(),
+            resources: deployment.resources,
+            secrets,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
