@@ -116,9 +116,11 @@ impl ProcessPlatform {
             .append(true)
             .open(&launch.log)
             .with_context(|| format!("opening {}", launch.log.display()))?;
-        let mut command = Command::new(launch.image.join("venv/bin/python"));
+        // The venv's script, not `python -m streamlit`: that would put the checkout first on
+        // sys.path, and a `streamlit.py` in the repo would shadow Streamlit itself.
+        let mut command = Command::new(launch.image.join("venv/bin/streamlit"));
         command
-            .args(["-m", "streamlit", "run", &launch.main_file])
+            .args(["run", &launch.main_file])
             .arg(format!("--server.port={port}"))
             .arg("--server.address=127.0.0.1")
             .arg("--server.headless=true")
@@ -312,7 +314,7 @@ impl Platform for ProcessPlatform {
             log: app_dir.join(format!("{revision}.log")),
             pid_file: app_dir.join(format!("{revision}.pid")),
         };
-        if !launch.image.join("venv/bin/python").exists() {
+        if !launch.image.join("venv/bin/streamlit").exists() {
             return Err(PlatformError::NotReady(format!(
                 "the image {} is gone; build the release again",
                 spec.image

@@ -1,0 +1,120 @@
+//! runway as a supervisor: an app process that dies is started again; stopping runway stops
+//! every app; starting it again on the same data dir serves the live apps again.
+
+use std::time::{Duration, Instant};
+
+use runway_tests::{GitRepo, Runway, processes_mentioning, streamlit_app};
+
+async fn healthy(runway: &Runway, app: &str) -> bool {
+    let url = format!("{}/_stcore/health", runway.app_url(app));
+    match runway.client.get(url).send().await {
+        Ok(response) => response.text().await.is_ok_and(|body| body == "ok"),
+        Err(_) => false,
+    }
+}
+
+async fn until_healthy(runway: &Runway, app: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !healthy(runway, app).await {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{app} did not come back:\n{}",
+            runway.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+fn kill(pid: u32) {
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_are_restarted_stopped_with_runway_and_restored_after_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("streamlit_app.py", &streamlit_app("Up"))])?;
+    let mut runway = Runway::start(dir.path())?;
+    runway
+        .deploy("other", &repo, "streamlit_app.py", "greeting = \"x\"")
+        .await?;
+    let data = runway.data_dir.display().to_string();
+
+    // A crash: the supervisor starts the app again and the proxy follows it.
+    let before = processes_mentioning(&data, runway.pid());
+    assert_eq!(before.len(), 1, "expected one app process: {before:?}");
+    kill(before[0]);
+    until_healthy(&runway, "other").await?;
+    let after = processes_mentioning(&data, runway.pid());
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "the same process cannot have come back");
+
+    // Stopping runway stops its apps.
+    runway.stop();
+    assert!(
+        processes_mentioning(&data, 0).is_empty(),
+        "an app outlived runway"
+    );
+
+    // Started again on the same data, it serves the live app again, without a new release.
+    let runway = Runway::start(dir.path())?;
+    until_healthy(&runway, "other").await?;
+    let status = runway.status("other").await?;
+    assert_eq!(
+        status["releases"].as_array().unwrap().len(),
+        1,
+        "{status:#}"
+    );
+    assert_eq!(status["releases"][0]["state"], "live");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_that_never_gets_ready_fails_and_the_previous_one_keeps_serving()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("streamlit_app.py", &streamlit_app("Up"))])?;
+    let runway = Runway::start(dir.path())?;
+    let first = runway
+        .deploy("other", &repo, "streamlit_app.py", "greeting = \"x\"")
+        .await?;
+
+    // Streamlit refuses to start with this config: the new process exits before it is ready.
+    let commit = repo.commit(
+        &[(
+            ".streamlit/config.toml",
+            "[global]\ndevelopmentMode = true\n",
+        )],
+        "a config Streamlit refuses",
+    )?;
+    repo.push("main")?;
+    let id = runway
+        .wait_for_push_release("other", &commit, Duration::from_secs(120))
+        .await?;
+    let release = runway
+        .wait_for_release("other", &id, Duration::from_secs(120))
+        .await?;
+
+    assert_eq!(release["state"], "failed", "{release:#}");
+    let message = release["message"].as_str().unwrap_or_default();
+    assert!(message.contains("never became ready"), "{message}");
+    assert!(
+        message.contains("developmentMode"),
+        "no log excerpt in: {message}"
+    );
+    assert!(
+        healthy(&runway, "other").await,
+        "the previous version stopped serving"
+    );
+    assert_eq!(runway.status("other").await?["live_release"], first["id"]);
+    let data = runway.data_dir.display().to_string();
+    assert_eq!(
+        processes_mentioning(&data, runway.pid()).len(),
+        1,
+        "the failed revision still runs"
+    );
+    Ok(())
+}
