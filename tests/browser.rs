@@ -1,6 +1,6 @@
-//! A real browser on the app's stable URL: headless Chromium (Debian's, driven over WebDriver by
-//! chromedriver) loads the page through runway's proxy, and Streamlit renders the secret's value
-//! over its websocket — before and after a redeploy.
+//! A real browser: headless Chromium (Debian's, driven over WebDriver by chromedriver) deploys an
+//! app through runway's form, then loads the app's stable URL through the proxy and sees Streamlit
+//! render the secret's value over its websocket — before and after a redeploy.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,22 +55,14 @@ async fn wait_for_text(browser: &fantoccini::Client, text: &str) -> anyhow::Resu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_browser_sees_the_secret_rendered_before_and_after_a_redeploy() -> anyhow::Result<()> {
+async fn a_browser_deploys_with_the_form_and_sees_the_secret_before_and_after_a_redeploy()
+-> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let repo = GitRepo::create(
         dir.path(),
         &[("streamlit_app.py", &streamlit_app("Version one"))],
     )?;
     let runway = Runway::start(dir.path())?;
-    runway
-        .deploy(
-            "browser",
-            &repo,
-            "streamlit_app.py",
-            &format!("greeting = \"{SECRET}\""),
-        )
-        .await?;
-
     let (_driver, driver_url) = start_chromedriver()?;
     let profile = dir.path().join("chromium-profile");
     let capabilities = json!({
@@ -90,6 +82,39 @@ async fn a_browser_sees_the_secret_rendered_before_and_after_a_redeploy() -> any
         .await?;
     let url = format!("{}/", runway.app_url("browser"));
     let outcome = async {
+        // Deploy through the form, as a person would: a mistake first, shown on its field.
+        browser.goto(&runway.url("/")).await?;
+        let fill = |id: &'static str, text: String| {
+            let browser = browser.clone();
+            async move {
+                let field = browser.find(Locator::Id(id)).await?;
+                field.clear().await?;
+                field.send_keys(&text).await
+            }
+        };
+        fill("repo_url", repo.url()).await?;
+        fill("main_file", "streamlit_app.py".into()).await?;
+        fill("app_name", "Browser_App".into()).await?;
+        fill("secrets", format!("greeting = \"{SECRET}\"")).await?;
+        let submit = Locator::Css("button[type=submit]");
+        browser.find(submit).await?.click().await?;
+        let error = browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#result.error"))
+            .await?;
+        let shown = error.text().await?;
+        assert!(shown.contains("lowercase"), "{shown}");
+        browser.find(Locator::Css("#app_name.field-error")).await?;
+        fill("app_name", "browser".into()).await?;
+        browser.find(submit).await?.click().await?;
+        let link = browser
+            .wait()
+            .at_most(TIMEOUT)
+            .for_element(Locator::Css("#result a"))
+            .await?;
+        assert_eq!(link.attr("href").await?.as_deref(), Some(url.as_str()));
+
         browser.goto(&url).await?;
         wait_for_text(&browser, "Version one").await?;
         wait_for_text(&browser, &format!("greeting: {SECRET}")).await?;
