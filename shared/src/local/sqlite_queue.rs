@@ -105,6 +105,17 @@ impl SqliteQueue {
         .await?
     }
 
+    /// Messages waiting for delivery, as (topic, data), oldest first.
+    pub async fn pending(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        self.with(|c| {
+            let mut statement =
+                c.prepare("SELECT topic, data FROM queue_messages WHERE dead = 0 ORDER BY id")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// Messages that exhausted their attempts, as (topic, last error).
     pub async fn dead_letters(&self) -> anyhow::Result<Vec<(String, String)>> {
         self.with(|c| {

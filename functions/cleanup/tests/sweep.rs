@@ -1,0 +1,142 @@
+//! Cleanup against the real embedded adapters (SQLite store and queue, a real git repository).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runway_cleanup::{State, run};
+use runway_shared::domain::{AppName, NewRelease, ReleaseState, ReleaseUpdate, RepoUrl, Trigger};
+use runway_shared::local::{
+    GitForge, PushToken, SqliteQueue, SqliteStore, UvBuilder, UvBuilderConfig,
+};
+use runway_shared::ports::{Forge, Store};
+use runway_shared::pubsub::DeployRequest;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    queue: SqliteQueue,
+    forge: Arc<GitForge>,
+    state: State,
+    repo: RepoUrl,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runway.db");
+    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    let queue = SqliteQueue::open(&db).unwrap();
+    let forge = Arc::new(GitForge::new("/usr/bin/true".into()));
+    let builder = Arc::new(UvBuilder::new(
+        UvBuilderConfig {
+            dir: dir.path().join("builds"),
+            uv: "uv".into(),
+            python: "python3".into(),
+            uv_cache_dir: dir.path().join("cache"),
+            public_url: "http://127.0.0.1:1".into(),
+            timeout: Duration::from_secs(60),
+        },
+        forge.clone(),
+        Arc::new(queue.clone()),
+    ));
+    let bare = dir.path().join("repo.git");
+    let status = Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let state = State {
+        store: store.clone(),
+        queue: Arc::new(queue.clone()),
+        builder,
+        forge: forge.clone(),
+        caller: Arc::new(PushToken::random("test")),
+        stale_after: Duration::ZERO,
+    };
+    Fixture {
+        repo: RepoUrl::parse(bare.to_str().unwrap(), true).unwrap(),
+        _dir: dir,
+        store,
+        queue,
+        forge,
+        state,
+    }
+}
+
+fn release() -> NewRelease {
+    NewRelease {
+        app: AppName::parse("demo").unwrap(),
+        trigger: Trigger::Manual,
+        actor: "ada".into(),
+        commit: None,
+        rollback_of: None,
+    }
+}
+
+#[tokio::test]
+async fn a_release_whose_publish_was_lost_is_published_again() {
+    let f = fixture();
+    // Recorded but never published, as when the queue was down at submit time.
+    let queued = f.store.queue_release(release()).await.unwrap();
+
+    let report = run(&f.state).await;
+
+    assert_eq!(report.republished, 1, "{report:?}");
+    let pending = f.queue.pending().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let request: DeployRequest = serde_json::from_slice(&pending[0].1).unwrap();
+    assert_eq!(request.release_id, queued.id);
+}
+
+#[tokio::test]
+async fn a_build_the_builder_lost_fails_with_a_reason() {
+    let f = fixture();
+    let queued = f.store.queue_release(release()).await.unwrap();
+    let update = ReleaseUpdate {
+        build_id: Some("demo-gone".into()),
+        ..Default::default()
+    };
+    f.store
+        .transition(
+            &queued.id,
+            ReleaseState::Queued,
+            ReleaseState::Building,
+            update,
+        )
+        .await
+        .unwrap();
+
+    let report = run(&f.state).await;
+
+    assert_eq!(report.interrupted, 1, "{report:?}");
+    let release = f.store.release(&queued.id).await.unwrap().unwrap();
+    assert_eq!(release.state, ReleaseState::Failed);
+    assert!(release.message.unwrap().contains("interrupted"));
+}
+
+#[tokio::test]
+async fn a_hook_left_by_a_deleted_app_is_removed() {
+    let f = fixture();
+    let secret = secrecy::SecretString::from("s".to_owned());
+    let hook = f
+        .forge
+        .ensure_webhook(&f.repo, "http://127.0.0.1:1/github/webhook", &secret)
+        .await
+        .unwrap();
+    f.store
+        .add_orphan_hook(&f.repo.to_string(), &hook)
+        .await
+        .unwrap();
+
+    let report = run(&f.state).await;
+
+    assert_eq!(report.hooks_removed, 1, "{report:?}");
+    assert!(f.forge.webhooks(&f.repo).await.unwrap().is_empty());
+    assert!(f.store.orphan_hooks().await.unwrap().is_empty());
+    let RepoUrl::Local { path } = &f.repo else {
+        unreachable!()
+    };
+    assert!(!Path::new(path).join("hooks/post-receive").exists());
+}

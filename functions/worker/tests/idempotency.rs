@@ -1,0 +1,165 @@
+//! The worker's push endpoint, served on loopback with the real embedded adapters: a deploy
+//! request delivered twice (Pub/Sub delivers at least once) starts exactly one build.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runway_shared::domain::{
+    AppName, Branch, Deployment, MainFile, NewRelease, ReleaseState, RepoUrl, Resources, Trigger,
+};
+use runway_shared::local::{Embedded, EmbeddedConfig};
+use runway_shared::ports::{Forge, Store};
+use runway_shared::pubsub::{DeployRequest, PushEnvelope, PushMessage};
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+fn envelope(data: &[u8]) -> PushEnvelope {
+    PushEnvelope {
+        message: PushMessage {
+            data: PushMessage::encode(data),
+            attributes: Default::default(),
+            message_id: "1".into(),
+            publish_time: "2026-11-23T00:00:00Z".into(),
+            ordering_key: None,
+        },
+        subscription: "projects/local/subscriptions/test".into(),
+        delivery_attempt: Some(1),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_deploy_request_never_builds_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bare, work) = (dir.path().join("app.git"), dir.path().join("work"));
+    std::fs::create_dir_all(&work).unwrap();
+    git(
+        dir.path(),
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    git(&work, &["init", "-q", "-b", "main"]);
+    std::fs::write(work.join("app.py"), "import streamlit as st\n").unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-qm", "one"]);
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "main"]);
+
+    let mut config = EmbeddedConfig::from_env().unwrap();
+    config.data_dir = dir.path().join("data");
+    let embedded = Embedded::open(config, 1).unwrap();
+    let repo = RepoUrl::parse(bare.to_str().unwrap(), true).unwrap();
+    let branch = Branch::parse("main").unwrap();
+    let now = chrono::Utc::now();
+    let app = AppName::parse("demo").unwrap();
+    embedded
+        .store
+        .put_deployment(&Deployment {
+            app: app.clone(),
+            repo_id: embedded.forge.repository(&repo).await.unwrap().id,
+            repo: repo.clone(),
+            branch: branch.clone(),
+            main_file: MainFile::parse("app.py").unwrap(),
+            region: "local".into(),
+            resources: Resources::default(),
+            owner: "t@t".into(),
+            webhook_id: None,
+            live_release: None,
+            url: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    let commit = embedded.forge.resolve_commit(&repo, &branch).await.unwrap();
+    let release = embedded
+        .store
+        .queue_release(NewRelease {
+            app: app.clone(),
+            trigger: Trigger::Manual,
+            actor: "t@t".into(),
+            commit: Some(commit),
+            rollback_of: None,
+        })
+        .await
+        .unwrap();
+
+    let router = Arc::new(runway_worker::router(runway_worker::State::embedded(
+        &embedded,
+    )));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/pubsub/deploy-requests",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(runway_shared::http::serve(
+        listener,
+        move |request, _| {
+            let router = router.clone();
+            async move { router.handle(request).await }
+        },
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    let request = DeployRequest {
+        release_id: release.id.clone(),
+        app: app.to_string(),
+    };
+    let body = envelope(&serde_json::to_vec(&request).unwrap());
+    let client = reqwest::Client::new();
+    let token = embedded.push_token.token().to_owned();
+    let push = |body: PushEnvelope, token: String| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let response = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+
+    // The same message twice at once, then once more: one build.
+    let (a, b) = tokio::join!(
+        push(body.clone(), token.clone()),
+        push(body.clone(), token.clone())
+    );
+    let c = push(body.clone(), token.clone()).await;
+    for (status, text) in [&a, &b, &c] {
+        assert_eq!(*status, 200, "{text}");
+    }
+    let started = [&a, &b, &c]
+        .iter()
+        .filter(|(_, t)| t.contains("started"))
+        .count();
+    assert_eq!(started, 1, "{a:?} {b:?} {c:?}");
+    let builds = std::fs::read_dir(dir.path().join("data/builds"))
+        .unwrap()
+        .count();
+    assert_eq!(builds, 1);
+    let stored = embedded.store.release(&release.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, ReleaseState::Building);
+    assert!(stored.build_id.is_some());
+
+    // Without the push token: refused. An undecodable message: acknowledged, not retried forever.
+    assert_eq!(push(body.clone(), "wrong".into()).await.0, 401);
+    let mut garbage = envelope(b"");
+    garbage.message.data = "%%%".into();
+    let (status, text) = push(garbage, token).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("failed"), "{text}");
+}

@@ -1,0 +1,105 @@
+//! Rollback, redeploy and the audit trail, through the API.
+
+use std::time::Duration;
+
+use runway_tests::{GitRepo, Runway, streamlit_app};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_brings_back_an_earlier_release_and_a_redeploy_the_branch_head()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("streamlit_app.py", &streamlit_app("One"))])?;
+    let runway = Runway::start(dir.path())?;
+    let first = runway
+        .deploy("other", &repo, "streamlit_app.py", "greeting = \"x\"")
+        .await?;
+    let head = repo.commit(&[("streamlit_app.py", &streamlit_app("Two"))], "two")?;
+    repo.push("main")?;
+    let second = runway
+        .wait_for_push_release("other", &head, TIMEOUT)
+        .await?;
+    assert_eq!(
+        runway.wait_for_release("other", &second, TIMEOUT).await?["state"],
+        "live"
+    );
+
+    // Nothing but a release that was live can come back.
+    let (code, answer) = runway
+        .post_json(
+            "/api/deployments/other/rollback",
+            &json!({ "release_id": "no-such-release" }),
+        )
+        .await?;
+    assert_eq!(
+        (code, answer["field"].as_str()),
+        (400, Some("release_id")),
+        "{answer}"
+    );
+    let (code, answer) = runway
+        .post_json(
+            "/api/deployments/other/rollback",
+            &json!({ "release_id": second }),
+        )
+        .await?;
+    assert_eq!(code, 400, "rolling back to the live release: {answer}");
+
+    // Default: the release live before the current one, without building again.
+    let (code, answer) = runway
+        .post_json("/api/deployments/other/rollback", &json!({}))
+        .await?;
+    assert_eq!(code, 202, "{answer}");
+    let rollback_id = answer["release_id"].as_str().unwrap().to_owned();
+    let rollback = runway
+        .wait_for_release("other", &rollback_id, TIMEOUT)
+        .await?;
+    assert_eq!(rollback["state"], "live", "{rollback:#}");
+    assert_eq!(rollback["trigger"], "rollback");
+    assert_eq!(rollback["rollback_of"], first["id"]);
+    assert_eq!(rollback["commit"], first["commit"]);
+    assert_eq!(
+        rollback["build_id"], first["build_id"],
+        "a rollback must not build again"
+    );
+    assert_eq!(
+        runway.status("other").await?["live_release"],
+        rollback_id.as_str()
+    );
+
+    // A redeploy builds the branch head again.
+    let (code, answer) = runway
+        .post_json("/api/deployments/other/redeploy", &json!({}))
+        .await?;
+    assert_eq!(code, 202, "{answer}");
+    let redeploy = runway
+        .wait_for_release("other", answer["release_id"].as_str().unwrap(), TIMEOUT)
+        .await?;
+    assert_eq!(
+        (redeploy["state"].as_str(), redeploy["trigger"].as_str()),
+        (Some("live"), Some("manual"))
+    );
+    assert_eq!(redeploy["commit"], head.as_str());
+
+    // Every action is in the audit trail, with who did it.
+    let (code, audit) = runway.get_json("/api/audit?app=other").await?;
+    assert_eq!(code, 200);
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    for action in ["create", "push", "rollback", "redeploy", "release-live"] {
+        assert!(actions.contains(&action), "no {action} in {actions:?}");
+    }
+    assert!(
+        audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "ada@example.com")
+    );
+    Ok(())
+}
