@@ -45,13 +45,7 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
 
     // The app answers at its stable URL, through the proxy.
     let app = runway.app_url("e2e");
-    let health = runway
-        .client
-        .get(format!("{app}/_stcore/health"))
-        .send()
-        .await?;
-    assert_eq!(health.status(), 200);
-    assert_eq!(health.text().await?, "ok");
+    assert_eq!(runway.health("e2e").await?, (200, "ok".into()));
     let page = runway
         .client
         .get(format!("{app}/"))
@@ -131,12 +125,7 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
         message.contains("runway-no-such-package-4f1c"),
         "no log excerpt in: {message}"
     );
-    let health = runway
-        .client
-        .get(format!("{app}/_stcore/health"))
-        .send()
-        .await?;
-    assert_eq!(health.text().await?, "ok");
+    assert_eq!(runway.health("e2e").await?, (200, "ok".into()));
     let status = runway.status("e2e").await?;
     assert_eq!(
         status["live_release"],
@@ -264,11 +253,6 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
     assert_eq!(std::fs::read_dir(&builds)?.count(), 0, "builds survived");
     let (code, _) = runway.get_json("/api/deployments/e2e").await?;
     assert_eq!(code, 404);
-    let gone = runway
-        .client
-        .get(format!("{app}/_stcore/health"))
-        .send()
-        .await?;
-    assert_eq!(gone.status(), 404);
+    assert_eq!(runway.health("e2e").await?.0, 404);
     Ok(())
 }

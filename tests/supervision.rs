@@ -6,11 +6,10 @@ use std::time::{Duration, Instant};
 use runway_tests::{GitRepo, Runway, processes_mentioning, streamlit_app};
 
 async fn healthy(runway: &Runway, app: &str) -> bool {
-    let url = format!("{}/_stcore/health", runway.app_url(app));
-    match runway.client.get(url).send().await {
-        Ok(response) => response.text().await.is_ok_and(|body| body == "ok"),
-        Err(_) => false,
-    }
+    runway
+        .health(app)
+        .await
+        .is_ok_and(|(status, body)| status == 200 && body == "ok")
 }
 
 async fn until_healthy(runway: &Runway, app: &str) -> anyhow::Result<()> {

@@ -315,6 +315,20 @@ pub async fn serve<S, F>(
     }
 }
 
+/// Serves `router` alone on `listener` until `shutdown`: what a function binary does.
+pub async fn serve_router(
+    router: Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let router = Arc::new(router);
+    let service = move |request, _peer| {
+        let router = router.clone();
+        async move { router.handle(request).await }
+    };
+    serve(listener, service, shutdown, Duration::from_secs(10)).await;
+}
+
 /// Resolves on SIGTERM (what Cloud Run sends) or Ctrl-C.
 pub async fn shutdown_signal() {
     let terminate = async {

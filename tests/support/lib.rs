@@ -77,6 +77,13 @@ impl Runway {
         format!("http://{app}.localhost:{}", self.port)
     }
 
+    /// The app's `/_stcore/health` through the proxy: (status, body).
+    pub async fn health(&self, app: &str) -> anyhow::Result<(u16, String)> {
+        let url = format!("{}/_stcore/health", self.app_url(app));
+        let response = self.client.get(url).send().await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }

@@ -3,8 +3,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Duration;
 
 use runway_shared::domain::{
     AppName, Branch, Deployment, MainFile, NewRelease, ReleaseState, RepoUrl, Resources, Trigger,
@@ -95,22 +93,16 @@ async fn a_redelivered_deploy_request_never_builds_twice() {
         .await
         .unwrap();
 
-    let router = Arc::new(runway_worker::router(runway_worker::State::embedded(
-        &embedded,
-    )));
+    let router = runway_worker::router(runway_worker::State::embedded(&embedded));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "http://{}/pubsub/deploy-requests",
         listener.local_addr().unwrap()
     );
-    tokio::spawn(runway_shared::http::serve(
+    tokio::spawn(runway_shared::http::serve_router(
+        router,
         listener,
-        move |request, _| {
-            let router = router.clone();
-            async move { router.handle(request).await }
-        },
         std::future::pending(),
-        Duration::from_secs(1),
     ));
     let request = DeployRequest {
         release_id: release.id.clone(),

@@ -186,18 +186,8 @@ pub fn serve_function(name: &str, build: impl FnOnce(&Embedded) -> Router) -> an
         let port: u16 = config::parse_or("PORT", 8080)?;
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
         let embedded = Embedded::open(EmbeddedConfig::from_env()?, listener.local_addr()?.port())?;
-        let router = Arc::new(build(&embedded));
         tracing::info!(function = name, port, "serving");
-        crate::http::serve(
-            listener,
-            move |request, _peer| {
-                let router = router.clone();
-                async move { router.handle(request).await }
-            },
-            crate::http::shutdown_signal(),
-            Duration::from_secs(10),
-        )
-        .await;
+        crate::http::serve_router(build(&embedded), listener, crate::http::shutdown_signal()).await;
         Ok(())
     })
 }
