@@ -117,8 +117,9 @@ struct DeploymentForm {
     region: Option<String>,
     memory: Option<String>,
     cpu: Option<String>,
-    /// Omitted on an update: the app keeps the secrets it has.
-    secrets: Option<String>,
+    /// Omitted on an update: the app keeps the secrets it has. Any JSON type is read here, so
+    /// a wrong one is refused by us without serde quoting the value back.
+    secrets: Option<serde_json::Value>,
 }
 
 fn required<'a>(value: &'a Option<String>, field: &'static str) -> Result<&'a str, ApiError> {
@@ -170,7 +171,16 @@ impl DeploymentForm {
             main_file,
             region,
             resources,
-            secrets: self.secrets.map(SecretsToml::parse).transpose()?,
+            secrets: match self.secrets {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(toml)) => Some(SecretsToml::parse(toml)?),
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        "secrets",
+                        "secrets must be a string holding a TOML document",
+                    ));
+                }
+            },
         })
     }
 }
