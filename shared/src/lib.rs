@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod gcp;
 pub mod http;
 pub mod local;
 pub mod ports;
