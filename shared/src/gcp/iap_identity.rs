@@ -4,16 +4,14 @@
 //! caller's email from it. Without this check anyone who reaches the service directly could
 //! claim any identity.
 
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::HeaderMap;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+use super::google_jwt::{GoogleJwtVerifier, JwtRules};
 use crate::domain::Caller;
 use crate::ports::{Identity, IdentityError};
 
@@ -46,80 +44,29 @@ impl IapConfig {
 }
 
 pub struct IapIdentity {
-    config: IapConfig,
-    http: reqwest::Client,
-    keys: RwLock<Option<CachedKeys>>,
-}
-
-struct CachedKeys {
-    set: JwkSet,
-    fetched: Instant,
-}
-
-/// Google rotates IAP keys rarely; refetch hourly, or when a token names an unknown key (but at
-/// most once a minute, so forged key ids cannot make us hammer the endpoint).
-const KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
-const MIN_REFETCH: Duration = Duration::from_secs(60);
-
-#[derive(Deserialize)]
-struct Claims {
-    email: Option<String>,
-    iat: u64,
-}
-
-fn refused(message: &str) -> IdentityError {
-    IdentityError::Unauthenticated(message.to_owned())
+    verifier: GoogleJwtVerifier,
+    admins: Vec<String>,
 }
 
 impl IapIdentity {
     pub fn new(config: IapConfig) -> Self {
         Self {
-            config,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("an HTTP client builds"),
-            keys: RwLock::new(None),
+            verifier: GoogleJwtVerifier::new(JwtRules {
+                what: "IAP assertion",
+                algorithm: Algorithm::ES256,
+                keys_url: config.keys_url,
+                issuers: vec![config.issuer],
+                audience: config.audience,
+                leeway: config.leeway,
+            }),
+            admins: config.admins,
         }
     }
+}
 
-    async fn key(&self, kid: &str) -> Result<DecodingKey, IdentityError> {
-        let refetch = {
-            let cached = self.keys.read().expect("keys lock");
-            match cached.as_ref() {
-                Some(keys)
-                    if keys.fetched.elapsed() < KEYS_MAX_AGE && keys.set.find(kid).is_some() =>
-                {
-                    return DecodingKey::from_jwk(keys.set.find(kid).expect("found"))
-                        .map_err(|e| IdentityError::Other(e.into()));
-                }
-                Some(keys) => keys.fetched.elapsed() >= MIN_REFETCH,
-                None => true,
-            }
-        };
-        if refetch {
-            let set: JwkSet = self
-                .http
-                .get(&self.config.keys_url)
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| IdentityError::Other(anyhow::anyhow!("fetching IAP keys: {e}")))?
-                .json()
-                .await
-                .map_err(|e| IdentityError::Other(anyhow::anyhow!("IAP keys: {e}")))?;
-            *self.keys.write().expect("keys lock") = Some(CachedKeys {
-                set,
-                fetched: Instant::now(),
-            });
-        }
-        let cached = self.keys.read().expect("keys lock");
-        let jwk = cached
-            .as_ref()
-            .and_then(|keys| keys.set.find(kid))
-            .ok_or_else(|| refused("the IAP assertion is signed with an unknown key"))?;
-        DecodingKey::from_jwk(jwk).map_err(|e| IdentityError::Other(e.into()))
-    }
+#[derive(Deserialize)]
+struct Claims {
+    email: Option<String>,
 }
 
 #[async_trait]
@@ -129,45 +76,17 @@ impl Identity for IapIdentity {
             .get(IAP_HEADER)
             .and_then(|value| value.to_str().ok())
             .ok_or_else(|| {
-                refused("no IAP assertion: requests must come through Identity-Aware Proxy")
+                IdentityError::Unauthenticated(
+                    "no IAP assertion: requests must come through Identity-Aware Proxy".into(),
+                )
             })?;
-        let header = decode_header(token).map_err(|_| refused("the IAP assertion is not a JWT"))?;
-        if header.alg != Algorithm::ES256 {
-            return Err(refused("the IAP assertion must be signed with ES256"));
-        }
-        let kid = header
-            .kid
-            .ok_or_else(|| refused("the IAP assertion names no key"))?;
-        let key = self.key(&kid).await?;
-        let mut validation = Validation::new(Algorithm::ES256);
-        validation.set_audience(&[&self.config.audience]);
-        validation.set_issuer(&[&self.config.issuer]);
-        validation.set_required_spec_claims(&["exp", "iat", "aud", "iss"]);
-        validation.leeway = self.config.leeway.as_secs();
-        let claims = decode::<Claims>(token, &key, &validation)
-            .map_err(|error| {
-                refused(match error.kind() {
-                    ErrorKind::ExpiredSignature => "the IAP assertion has expired",
-                    ErrorKind::InvalidAudience => "the IAP assertion is for another audience",
-                    ErrorKind::InvalidIssuer => "the IAP assertion has the wrong issuer",
-                    ErrorKind::InvalidSignature => "the IAP assertion's signature does not verify",
-                    _ => "the IAP assertion is not valid",
-                })
-            })?
-            .claims;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        if claims.iat > now + self.config.leeway.as_secs() {
-            return Err(refused("the IAP assertion was issued in the future"));
-        }
+        let claims: Claims = self.verifier.verify(token).await?;
         let email = claims
             .email
             .filter(|email| !email.is_empty())
-            .ok_or_else(|| refused("the IAP assertion carries no email"))?;
+            .ok_or_else(|| self.verifier.refused("carries no email"))?;
         Ok(Caller {
-            admin: self.config.admins.contains(&email),
+            admin: self.admins.contains(&email),
             email,
         })
     }
@@ -175,12 +94,10 @@ impl Identity for IapIdentity {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use http::Method;
     use jsonwebtoken::{EncodingKey, Header, encode};
     use p256::ecdsa::SigningKey;
     use p256::pkcs8::{EncodePrivateKey, LineEnding};
@@ -188,7 +105,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::http::{Router, json as json_response, serve_router};
 
     const AUDIENCE: &str = "/projects/123/global/backendServices/456";
 
@@ -217,24 +133,7 @@ mod tests {
         }
     }
 
-    /// Serves a JWK set on loopback, counting fetches.
-    async fn key_server(jwks: Vec<serde_json::Value>) -> (String, Arc<AtomicUsize>) {
-        let fetches = Arc::new(AtomicUsize::new(0));
-        let set = json!({ "keys": jwks });
-        let router = Router::new().route(
-            Method::GET,
-            "/jwk",
-            (fetches.clone(), set),
-            |(fetches, set): (Arc<AtomicUsize>, serde_json::Value), _, _| async move {
-                fetches.fetch_add(1, Ordering::SeqCst);
-                Ok(json_response(http::StatusCode::OK, &set))
-            },
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/jwk", listener.local_addr().unwrap());
-        tokio::spawn(serve_router(router, listener, std::future::pending()));
-        (url, fetches)
-    }
+    use crate::gcp::google_jwt::serve_jwks as key_server;
 
     fn now() -> i64 {
         chrono::Utc::now().timestamp()

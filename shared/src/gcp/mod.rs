@@ -1,5 +1,9 @@
 //! Google Cloud adapters.
 
+mod google_jwt;
 mod iap_identity;
+mod oidc_identity;
 
+pub use google_jwt::{GoogleJwtVerifier, JwtRules};
 pub use iap_identity::{IapConfig, IapIdentity};
+pub use oidc_identity::{OidcConfig, OidcIdentity};
