@@ -85,6 +85,13 @@ impl SqliteQueue {
         connection
             .execute_batch(SCHEMA)
             .context("creating the queue table")?;
+        // Leases held by a previous process died with it: everything pending is due again.
+        connection
+            .execute(
+                "UPDATE queue_messages SET next_attempt_ms = ?1 WHERE next_attempt_ms > ?1",
+                [Utc::now().timestamp_millis()],
+            )
+            .context("releasing the queue's leases")?;
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
             wake: Arc::new(Notify::new()),
@@ -144,13 +151,9 @@ impl SqliteQueue {
             .into_iter()
             .map(|(topic, subscription)| (topic.name().to_owned(), subscription))
             .collect();
-        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
         tokio::pin!(shutdown);
         loop {
-            let wait = match self
-                .dispatch_due(&client, &subscriptions, &policy, &in_flight)
-                .await
-            {
+            let wait = match self.dispatch_due(&client, &subscriptions, &policy).await {
                 Ok(wait) => wait,
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "queue dispatch failed");
@@ -171,7 +174,6 @@ impl SqliteQueue {
         client: &reqwest::Client,
         subscriptions: &HashMap<String, PushSubscription>,
         policy: &RetryPolicy,
-        in_flight: &Arc<Mutex<HashSet<i64>>>,
     ) -> anyhow::Result<Duration> {
         let now_ms = Utc::now().timestamp_millis();
         let (pending, next_due) = self
@@ -218,26 +220,19 @@ impl SqliteQueue {
             })
             .await?;
         for message in pending {
-            if !in_flight.lock().expect("in-flight set").insert(message.id) {
-                continue;
-            }
             let Some(subscription) = subscriptions.get(&message.topic).cloned() else {
-                in_flight.lock().expect("in-flight set").remove(&message.id);
                 continue; // No subscriber yet: it waits, as Pub/Sub keeps it for one.
             };
-            let (queue, client, policy, in_flight) = (
-                self.clone(),
-                client.clone(),
-                policy.clone(),
-                in_flight.clone(),
-            );
+            let lease = now_ms + policy.ack_deadline.as_millis() as i64;
+            if !self.claim(&message, now_ms, lease).await? {
+                continue;
+            }
+            let (queue, client, policy) = (self.clone(), client.clone(), policy.clone());
             tokio::spawn(async move {
-                let id = message.id;
                 let outcome = push(&client, &subscription, &message).await;
                 if let Err(error) = queue.settle(&message, outcome, &policy).await {
                     tracing::error!(error = format!("{error:#}"), "could not record a delivery");
                 }
-                in_flight.lock().expect("in-flight set").remove(&id);
                 queue.wake.notify_one();
             });
         }
@@ -245,6 +240,22 @@ impl SqliteQueue {
             Duration::from_millis((due - now_ms).max(0) as u64)
         });
         Ok(wait)
+    }
+
+    /// Leases a due message until `lease` (Pub/Sub's ack deadline), unless another dispatch
+    /// pass took or settled it since it was read: only the claimant pushes it.
+    async fn claim(&self, message: &Due, now_ms: i64, lease: i64) -> anyhow::Result<bool> {
+        let (id, attempts) = (message.id, message.attempts);
+        let claimed = self
+            .with(move |c| {
+                c.execute(
+                    "UPDATE queue_messages SET next_attempt_ms = ?4
+                     WHERE id = ?1 AND attempts = ?2 AND dead = 0 AND next_attempt_ms <= ?3",
+                    params![id, attempts, now_ms, lease],
+                )
+            })
+            .await?;
+        Ok(claimed == 1)
     }
 
     async fn settle(
