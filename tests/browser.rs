@@ -124,10 +124,7 @@ async fn a_browser_deploys_with_the_form_and_sees_the_secret_before_and_after_a_
             "two",
         )?;
         repo.push("main")?;
-        let id = runway
-            .wait_for_push_release("browser", &commit, TIMEOUT)
-            .await?;
-        let release = runway.wait_for_release("browser", &id, TIMEOUT).await?;
+        let release = runway.wait_for_push("browser", &commit, TIMEOUT).await?;
         assert_eq!(release["state"], "live", "{release}");
         browser.goto(&url).await?;
         wait_for_text(&browser, "Version two").await?;

@@ -83,12 +83,10 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
         pushed.contains("delivered"),
         "the hook did not deliver: {pushed}"
     );
-    let second_id = runway
-        .wait_for_push_release("e2e", &second_commit, LIVE_TIMEOUT)
-        .await?;
     let second = runway
-        .wait_for_release("e2e", &second_id, LIVE_TIMEOUT)
+        .wait_for_push("e2e", &second_commit, LIVE_TIMEOUT)
         .await?;
+    let second_id = second["id"].as_str().unwrap_or_default().to_owned();
     // Keep polling past the old process's shutdown.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::SeqCst);
@@ -113,12 +111,7 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
         "broken requirements",
     )?;
     repo.push("main")?;
-    let broken_id = runway
-        .wait_for_push_release("e2e", &broken, LIVE_TIMEOUT)
-        .await?;
-    let failed_release = runway
-        .wait_for_release("e2e", &broken_id, LIVE_TIMEOUT)
-        .await?;
+    let failed_release = runway.wait_for_push("e2e", &broken, LIVE_TIMEOUT).await?;
     assert_eq!(failed_release["state"], "failed", "{failed_release}");
     let message = failed_release["message"].as_str().unwrap_or_default();
     assert!(

@@ -90,11 +90,8 @@ async fn a_revision_that_never_gets_ready_fails_and_the_previous_one_keeps_servi
         "a config Streamlit refuses",
     )?;
     repo.push("main")?;
-    let id = runway
-        .wait_for_push_release("other", &commit, Duration::from_secs(120))
-        .await?;
     let release = runway
-        .wait_for_release("other", &id, Duration::from_secs(120))
+        .wait_for_push("other", &commit, Duration::from_secs(120))
         .await?;
 
     assert_eq!(release["state"], "failed", "{release:#}");

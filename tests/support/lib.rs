@@ -176,8 +176,19 @@ impl Runway {
         }
     }
 
+    /// Waits for the release a push of `commit` queued for `app` to finish, and returns it.
+    pub async fn wait_for_push(
+        &self,
+        app: &str,
+        commit: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let id = self.wait_for_push_release(app, commit, timeout).await?;
+        self.wait_for_release(app, &id, timeout).await
+    }
+
     /// Waits for a release of `app` triggered by a push of `commit`, and returns its id.
-    pub async fn wait_for_push_release(
+    async fn wait_for_push_release(
         &self,
         app: &str,
         commit: &str,

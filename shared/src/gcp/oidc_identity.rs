@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::google_jwt::{GoogleJwtVerifier, JwtRules};
 use crate::domain::Caller;
-use crate::ports::{Identity, IdentityError};
+use crate::ports::{Identity, IdentityError, bearer_token};
 
 pub const GOOGLE_CERTS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 
@@ -70,13 +70,9 @@ impl OidcIdentity {
 #[async_trait]
 impl Identity for OidcIdentity {
     async fn caller(&self, headers: &HeaderMap) -> Result<Caller, IdentityError> {
-        let token = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                IdentityError::Unauthenticated("a Google OIDC bearer token is required".into())
-            })?;
+        let token = bearer_token(headers).ok_or_else(|| {
+            IdentityError::Unauthenticated("a Google OIDC bearer token is required".into())
+        })?;
         let claims: Claims = self.verifier.verify(token).await?;
         match claims.email {
             Some(email) if claims.email_verified && email == self.service_account => {

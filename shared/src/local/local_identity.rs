@@ -3,7 +3,7 @@ use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
 use crate::domain::Caller;
-use crate::ports::{Identity, IdentityError};
+use crate::ports::{Identity, IdentityError, bearer_token};
 
 /// The person at the laptop: one configured user, an admin. Stands in for IAP.
 #[derive(Clone, Debug)]
@@ -49,10 +49,7 @@ impl PushToken {
 #[async_trait]
 impl Identity for PushToken {
     async fn caller(&self, headers: &HeaderMap) -> Result<Caller, IdentityError> {
-        let presented = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+        let presented = bearer_token(headers)
             .ok_or_else(|| IdentityError::Unauthenticated("a bearer token is required".into()))?;
         if bool::from(presented.as_bytes().ct_eq(self.token.as_bytes())) {
             Ok(Caller {

@@ -17,3 +17,11 @@ pub enum IdentityError {
 pub trait Identity: Send + Sync {
     async fn caller(&self, headers: &HeaderMap) -> Result<Caller, IdentityError>;
 }
+
+/// The token of an `Authorization: Bearer …` header, if there is one.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+}
