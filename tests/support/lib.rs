@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod emulators;
+
 use anyhow::{Context, bail};
 use serde_json::Value;
 
