@@ -123,6 +123,68 @@ pub struct Release {
     pub finished_at: Option<Timestamp>,
 }
 
+impl Release {
+    /// The release a `NewRelease` becomes once the store numbered it. A rollback starts with
+    /// its target's image and build, so it needs no build of its own.
+    pub fn queued(new: NewRelease, id: String, seq: u64, now: Timestamp) -> Self {
+        let (image, build_id, log_url, rollback_of) = match &new.rollback_of {
+            Some(target) => (
+                target.image.clone(),
+                target.build_id.clone(),
+                target.log_url.clone(),
+                Some(target.id.clone()),
+            ),
+            None => (None, None, None, None),
+        };
+        Release {
+            id,
+            app: new.app,
+            seq,
+            trigger: new.trigger,
+            actor: new.actor,
+            state: ReleaseState::Queued,
+            commit: new.commit,
+            build_id,
+            log_url,
+            image,
+            revision: None,
+            url: None,
+            message: None,
+            rollback_of,
+            queued_at: now,
+            updated_at: now,
+            finished_at: None,
+        }
+    }
+
+    /// Moves the release to `to`, writing what `update` sets and keeping what it leaves out.
+    /// The store checks that the move is allowed.
+    pub fn apply(&mut self, to: ReleaseState, update: ReleaseUpdate) {
+        let now = chrono::Utc::now();
+        self.state = to;
+        self.updated_at = now;
+        if to.is_terminal() {
+            self.finished_at = Some(now);
+        }
+        let ReleaseUpdate {
+            commit,
+            build_id,
+            log_url,
+            image,
+            revision,
+            url,
+            message,
+        } = update;
+        self.commit = commit.or(self.commit.take());
+        self.build_id = build_id.or(self.build_id.take());
+        self.log_url = log_url.or(self.log_url.take());
+        self.image = image.or(self.image.take());
+        self.revision = revision.or(self.revision.take());
+        self.url = url.or(self.url.take());
+        self.message = message.or(self.message.take());
+    }
+}
+
 /// What a caller asks for when queueing a release; the store assigns id, sequence and times.
 #[derive(Clone, Debug)]
 pub struct NewRelease {

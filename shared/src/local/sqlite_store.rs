@@ -200,8 +200,18 @@ fn load_deployment(connection: &Connection, app: &str) -> Result<Option<Deployme
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
-        let deployment = deployment.clone();
-        self.with(move |c| save_deployment(c, &deployment)).await
+        let mut deployment = deployment.clone();
+        self.with(move |c| {
+            let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(stored) = load_deployment(&transaction, deployment.app.as_str())? {
+                deployment.live_release = stored.live_release;
+                deployment.url = stored.url;
+            }
+            save_deployment(&transaction, &deployment)?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn deployment(&self, app: &AppName) -> Result<Option<Deployment>, StoreError> {
@@ -263,34 +273,7 @@ impl Store for SqliteStore {
                 older.finished_at = Some(now);
                 save_release(&transaction, &older)?;
             }
-            let (image, build_id, log_url, rollback_of) = match &new.rollback_of {
-                Some(target) => (
-                    target.image.clone(),
-                    target.build_id.clone(),
-                    target.log_url.clone(),
-                    Some(target.id.clone()),
-                ),
-                None => (None, None, None, None),
-            };
-            let release = Release {
-                id,
-                app: new.app,
-                seq: seq as u64,
-                trigger: new.trigger,
-                actor: new.actor,
-                state: ReleaseState::Queued,
-                commit: new.commit,
-                build_id,
-                log_url,
-                image,
-                revision: None,
-                url: None,
-                message: None,
-                rollback_of,
-                queued_at: now,
-                updated_at: now,
-                finished_at: None,
-            };
+            let release = Release::queued(new, id, seq as u64, now);
             save_release(&transaction, &release)?;
             transaction.commit()?;
             Ok(release)
@@ -386,28 +369,7 @@ impl Store for SqliteStore {
                 current.updated_at = Utc::now();
                 deployment = Some(current);
             }
-            let now = Utc::now();
-            release.state = to;
-            release.updated_at = now;
-            if to.is_terminal() {
-                release.finished_at = Some(now);
-            }
-            let ReleaseUpdate {
-                commit,
-                build_id,
-                log_url,
-                image,
-                revision,
-                url,
-                message,
-            } = update;
-            release.commit = commit.or(release.commit);
-            release.build_id = build_id.or(release.build_id);
-            release.log_url = log_url.or(release.log_url);
-            release.image = image.or(release.image);
-            release.revision = revision.or(release.revision);
-            release.url = url.or(release.url);
-            release.message = message.or(release.message);
+            release.apply(to, update);
             save_release(&transaction, &release)?;
             if let Some(deployment) = deployment {
                 save_deployment(&transaction, &deployment)?;
@@ -518,10 +480,12 @@ impl Store for SqliteStore {
     }
 }
 
+/// The behaviour every `Store` shares is checked by the contract suite in
+/// `tests/contract_store.rs`; what is SQLite's own is checked here.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Branch, MainFile, RepoUrl, Resources, Trigger};
+    use crate::domain::Trigger;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -533,28 +497,6 @@ mod tests {
         AppName::parse("demo").unwrap()
     }
 
-    async fn with_deployment(store: &SqliteStore) {
-        let now = Utc::now();
-        store
-            .put_deployment(&Deployment {
-                app: app(),
-                repo: RepoUrl::parse("/srv/demo.git", true).unwrap(),
-                repo_id: 7,
-                branch: Branch::parse("main").unwrap(),
-                main_file: MainFile::parse("app.py").unwrap(),
-                region: "local".into(),
-                resources: Resources::default(),
-                owner: "ada@example.com".into(),
-                webhook_id: None,
-                live_release: None,
-                url: None,
-                created_at: now,
-                updated_at: now,
-            })
-            .await
-            .unwrap();
-    }
-
     fn new_release() -> NewRelease {
         NewRelease {
             app: app(),
@@ -563,170 +505,6 @@ mod tests {
             commit: None,
             rollback_of: None,
         }
-    }
-
-    async fn to_deploying(store: &SqliteStore, id: &str) {
-        use ReleaseState::*;
-        let none = ReleaseUpdate::default;
-        store
-            .transition(id, Queued, Building, none())
-            .await
-            .unwrap();
-        store
-            .transition(id, Building, Deploying, none())
-            .await
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn sequence_numbers_grow_per_app() {
-        let (_dir, store) = store();
-        let first = store.queue_release(new_release()).await.unwrap();
-        let second = store.queue_release(new_release()).await.unwrap();
-        assert_eq!((first.seq, second.seq), (1, 2));
-    }
-
-    #[tokio::test]
-    async fn a_newer_queued_release_supersedes_older_queued_ones() {
-        let (_dir, store) = store();
-        let older = store.queue_release(new_release()).await.unwrap();
-        let newer = store.queue_release(new_release()).await.unwrap();
-        let older = store.release(&older.id).await.unwrap().unwrap();
-        assert_eq!(older.state, ReleaseState::Superseded);
-        assert!(older.message.unwrap().contains(&newer.id));
-        assert_eq!(newer.state, ReleaseState::Queued);
-    }
-
-    #[tokio::test]
-    async fn an_older_release_never_goes_live_over_a_newer_live_one() {
-        let (_dir, store) = store();
-        with_deployment(&store).await;
-        let older = store.queue_release(new_release()).await.unwrap();
-        to_deploying(&store, &older.id).await;
-        let newer = store.queue_release(new_release()).await.unwrap();
-        to_deploying(&store, &newer.id).await;
-        let live = ReleaseState::Live;
-        store
-            .transition(
-                &newer.id,
-                ReleaseState::Deploying,
-                live,
-                ReleaseUpdate::default(),
-            )
-            .await
-            .unwrap();
-
-        let result = store
-            .transition(
-                &older.id,
-                ReleaseState::Deploying,
-                live,
-                ReleaseUpdate::default(),
-            )
-            .await;
-
-        assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
-        let deployment = store.deployment(&app()).await.unwrap().unwrap();
-        assert_eq!(deployment.live_release.as_deref(), Some(newer.id.as_str()));
-    }
-
-    #[tokio::test]
-    async fn a_transition_from_a_state_the_release_left_is_refused() {
-        let (_dir, store) = store();
-        let release = store.queue_release(new_release()).await.unwrap();
-        let update = ReleaseUpdate::default;
-        store
-            .transition(
-                &release.id,
-                ReleaseState::Queued,
-                ReleaseState::Building,
-                update(),
-            )
-            .await
-            .unwrap();
-        let again = store
-            .transition(
-                &release.id,
-                ReleaseState::Queued,
-                ReleaseState::Building,
-                update(),
-            )
-            .await;
-        assert!(matches!(again, Err(StoreError::Conflict(_))));
-        let backwards = store
-            .transition(
-                &release.id,
-                ReleaseState::Building,
-                ReleaseState::Live,
-                update(),
-            )
-            .await;
-        assert!(matches!(backwards, Err(StoreError::Conflict(_))));
-    }
-
-    #[tokio::test]
-    async fn concurrent_claims_of_one_release_let_exactly_one_win() {
-        let (_dir, store) = store();
-        let release = store.queue_release(new_release()).await.unwrap();
-        let claims = (0..16).map(|_| {
-            let (store, id) = (store.clone(), release.id.clone());
-            tokio::spawn(async move {
-                store
-                    .transition(
-                        &id,
-                        ReleaseState::Queued,
-                        ReleaseState::Building,
-                        ReleaseUpdate::default(),
-                    )
-                    .await
-                    .is_ok()
-            })
-        });
-        let wins = futures_util::future::join_all(claims)
-            .await
-            .into_iter()
-            .filter(|won| *won.as_ref().unwrap())
-            .count();
-        assert_eq!(wins, 1);
-    }
-
-    #[tokio::test]
-    async fn concurrent_queueing_loses_no_release_and_reuses_no_sequence_number() {
-        let (_dir, store) = store();
-        let queued = (0..20).map(|_| {
-            let store = store.clone();
-            tokio::spawn(async move { store.queue_release(new_release()).await.unwrap().seq })
-        });
-        let mut seqs: Vec<u64> = futures_util::future::join_all(queued)
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
-        seqs.sort_unstable();
-        assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
-        let releases = store.releases(&app(), 100).await.unwrap();
-        let still_queued = releases
-            .iter()
-            .filter(|r| r.state == ReleaseState::Queued)
-            .count();
-        assert_eq!((releases.len(), still_queued), (20, 1));
-    }
-
-    #[tokio::test]
-    async fn a_delivery_id_is_recorded_once() {
-        let (_dir, store) = store();
-        let delivery = Delivery {
-            id: "d-1".into(),
-            event: "push".into(),
-            repo_id: Some(7),
-            git_ref: Some("refs/heads/main".into()),
-            commit: None,
-            received_at: Utc::now(),
-            outcome: "queued".into(),
-        };
-        assert!(store.record_delivery(&delivery).await.unwrap());
-        assert!(!store.record_delivery(&delivery).await.unwrap());
-        assert_eq!(store.deliveries_of_repo(7, 10).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -22,7 +22,9 @@ pub enum StoreError {
 /// atomic, so concurrent workers never lose an update.
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// Creates or replaces the deployment record of `deployment.app`.
+    /// Creates or replaces the deployment record of `deployment.app`, keeping the stored
+    /// `live_release` and `url`: only `transition` moves those, so a settings change that read
+    /// the deployment before a release went live cannot put the old release back.
     async fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError>;
     async fn deployment(&self, app: &AppName) -> Result<Option<Deployment>, StoreError>;
     async fn deployments(&self) -> Result<Vec<Deployment>, StoreError>;

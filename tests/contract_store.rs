@@ -1,0 +1,584 @@
+//! The `Store` port's contract, written once and run against every adapter: `SqliteStore` (the
+//! embedded default) and `FirestoreStore` on Google's Firestore emulator (started by
+//! `scripts/emulators`; each test gets a project of its own).
+//!
+//! The concurrent checks are the point: many tasks race on one release or one app, and no
+//! update may be lost.
+
+use std::sync::Arc;
+
+use ReleaseState::*;
+use chrono::Utc;
+use futures_util::future::join_all;
+use runway_shared::domain::{
+    AppName, AuditEntry, Branch, Delivery, Deployment, MainFile, NewRelease, ReleaseState,
+    ReleaseUpdate, RepoUrl, Resources, Trigger,
+};
+use runway_shared::gcp::{FirestoreConfig, FirestoreStore};
+use runway_shared::local::SqliteStore;
+use runway_shared::ports::{Store, StoreError};
+use runway_tests::emulators;
+
+/// How many separate store instances (as on separate worker instances, each with its own
+/// connection) the concurrent checks spread their tasks over.
+const INSTANCES: usize = 3;
+
+/// Store instances over one database, and whatever must live as long as they do.
+struct Subject {
+    instances: Vec<Arc<dyn Store>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Subject {
+    fn store(&self) -> Arc<dyn Store> {
+        self.instances[0].clone()
+    }
+
+    /// The instance the `task`th concurrent task uses.
+    fn instance(&self, task: usize) -> Arc<dyn Store> {
+        self.instances[task % self.instances.len()].clone()
+    }
+}
+
+async fn sqlite() -> Subject {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runway.db");
+    let instances = (0..INSTANCES)
+        .map(|_| Arc::new(SqliteStore::open(&path).unwrap()) as Arc<dyn Store>)
+        .collect();
+    Subject {
+        instances,
+        _dir: Some(dir),
+    }
+}
+
+async fn firestore() -> Subject {
+    let config = FirestoreConfig {
+        project: emulators::unique_project(),
+        database: "(default)".into(),
+        emulator: Some(emulators::firestore()),
+    };
+    let mut instances: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..INSTANCES {
+        instances.push(Arc::new(FirestoreStore::connect(&config).await.unwrap()));
+    }
+    Subject {
+        instances,
+        _dir: None,
+    }
+}
+
+/// Each check runs once per adapter, as `sqlite::name` and `firestore::name`.
+macro_rules! contract {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                super::$check(&super::sqlite().await).await;
+            })*
+        }
+        mod firestore {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                super::$check(&super::firestore().await).await;
+            })*
+        }
+    };
+}
+
+contract!(
+    deployments_round_trip_and_are_found_by_repo,
+    deleting_a_deployment_removes_its_releases,
+    sequence_numbers_grow_per_app_and_survive_deletion,
+    a_newer_queued_release_supersedes_older_queued_ones,
+    a_rollback_starts_with_its_targets_image,
+    transitions_write_their_update_and_keep_the_rest,
+    a_transition_from_a_state_the_release_left_is_refused,
+    an_older_release_never_goes_live_over_a_newer_live_one,
+    a_settings_change_keeps_the_live_release,
+    releases_are_found_by_build_and_by_stale_state,
+    a_delivery_id_is_recorded_once,
+    the_audit_trail_is_newest_first_and_narrows_to_an_app,
+    orphan_hooks_are_kept_until_removed,
+    concurrent_claims_of_one_release_let_exactly_one_win,
+    concurrent_queueing_loses_no_release_and_reuses_no_sequence_number,
+    concurrent_go_lives_leave_the_newest_release_live,
+);
+
+fn app(name: &str) -> AppName {
+    AppName::parse(name).unwrap()
+}
+
+fn deployment(name: &str, repo_id: u64) -> Deployment {
+    let now = Utc::now();
+    Deployment {
+        app: app(name),
+        repo: RepoUrl::parse(&format!("https://github.com/ada/{name}"), false).unwrap(),
+        repo_id,
+        branch: Branch::parse("main").unwrap(),
+        main_file: MainFile::parse("app.py").unwrap(),
+        region: "europe-west1".into(),
+        resources: Resources::default(),
+        owner: "ada@example.com".into(),
+        webhook_id: Some("17".into()),
+        live_release: None,
+        url: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn new_release(name: &str) -> NewRelease {
+    NewRelease {
+        app: app(name),
+        trigger: Trigger::Push,
+        actor: "ada@example.com".into(),
+        commit: None,
+        rollback_of: None,
+    }
+}
+
+fn none() -> ReleaseUpdate {
+    ReleaseUpdate::default()
+}
+
+async fn to_deploying(store: &dyn Store, id: &str) {
+    store
+        .transition(id, Queued, Building, none())
+        .await
+        .unwrap();
+    store
+        .transition(id, Building, Deploying, none())
+        .await
+        .unwrap();
+}
+
+async fn deployments_round_trip_and_are_found_by_repo(subject: &Subject) {
+    let store = subject.store();
+    let (first, second, other) = (
+        deployment("beta", 7),
+        deployment("alpha", 7),
+        deployment("gamma", 8),
+    );
+    for d in [&first, &second, &other] {
+        store.put_deployment(d).await.unwrap();
+    }
+    assert_eq!(store.deployment(&app("beta")).await.unwrap(), Some(first));
+    assert_eq!(store.deployment(&app("nope")).await.unwrap(), None);
+    let names = |ds: Vec<Deployment>| {
+        ds.into_iter()
+            .map(|d| d.app.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.deployments().await.unwrap()),
+        ["alpha", "beta", "gamma"]
+    );
+    assert_eq!(
+        names(store.deployments_of_repo(7).await.unwrap()),
+        ["alpha", "beta"]
+    );
+    assert!(store.deployments_of_repo(9).await.unwrap().is_empty());
+}
+
+async fn deleting_a_deployment_removes_its_releases(subject: &Subject) {
+    let store = subject.store();
+    store.put_deployment(&deployment("demo", 7)).await.unwrap();
+    store.put_deployment(&deployment("kept", 7)).await.unwrap();
+    let gone = store.queue_release(new_release("demo")).await.unwrap();
+    let kept = store.queue_release(new_release("kept")).await.unwrap();
+
+    store.delete_deployment(&app("demo")).await.unwrap();
+
+    assert_eq!(store.deployment(&app("demo")).await.unwrap(), None);
+    assert_eq!(store.release(&gone.id).await.unwrap(), None);
+    assert!(store.releases(&app("demo"), 10).await.unwrap().is_empty());
+    assert_eq!(store.release(&kept.id).await.unwrap(), Some(kept));
+    // Deleting what is gone is not an error.
+    store.delete_deployment(&app("demo")).await.unwrap();
+}
+
+async fn sequence_numbers_grow_per_app_and_survive_deletion(subject: &Subject) {
+    let store = subject.store();
+    let first = store.queue_release(new_release("demo")).await.unwrap();
+    let second = store.queue_release(new_release("demo")).await.unwrap();
+    let other = store.queue_release(new_release("other")).await.unwrap();
+    assert_eq!((first.seq, second.seq, other.seq), (1, 2, 1));
+
+    store.delete_deployment(&app("demo")).await.unwrap();
+    let after = store.queue_release(new_release("demo")).await.unwrap();
+    assert_eq!(after.seq, 3, "numbers are never reused");
+}
+
+async fn a_newer_queued_release_supersedes_older_queued_ones(subject: &Subject) {
+    let store = subject.store();
+    let building = store.queue_release(new_release("demo")).await.unwrap();
+    store
+        .transition(&building.id, Queued, Building, none())
+        .await
+        .unwrap();
+    let older = store.queue_release(new_release("demo")).await.unwrap();
+    let newer = store.queue_release(new_release("demo")).await.unwrap();
+
+    let older = store.release(&older.id).await.unwrap().unwrap();
+    assert_eq!(older.state, Superseded);
+    assert!(older.message.unwrap().contains(&newer.id));
+    assert!(older.finished_at.is_some());
+    assert_eq!(newer.state, Queued);
+    let building = store.release(&building.id).await.unwrap().unwrap();
+    assert_eq!(
+        building.state, Building,
+        "only queued releases are superseded"
+    );
+    let listed: Vec<u64> = store
+        .releases(&app("demo"), 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(listed, [3, 2], "newest first, limited");
+}
+
+async fn a_rollback_starts_with_its_targets_image(subject: &Subject) {
+    let store = subject.store();
+    let target = store.queue_release(new_release("demo")).await.unwrap();
+    let update = ReleaseUpdate {
+        build_id: Some("b-1".into()),
+        log_url: Some("https://logs/b-1".into()),
+        image: Some("registry/demo@sha256:aa".into()),
+        ..none()
+    };
+    let target = store
+        .transition(&target.id, Queued, Building, update)
+        .await
+        .unwrap();
+    let rollback = store
+        .queue_release(NewRelease {
+            trigger: Trigger::Rollback,
+            rollback_of: Some(target.clone()),
+            ..new_release("demo")
+        })
+        .await
+        .unwrap();
+    assert_eq!(rollback.rollback_of.as_deref(), Some(target.id.as_str()));
+    assert_eq!(rollback.image, target.image);
+    assert_eq!(rollback.build_id, target.build_id);
+    assert_eq!(rollback.trigger, Trigger::Rollback);
+}
+
+async fn transitions_write_their_update_and_keep_the_rest(subject: &Subject) {
+    let store = subject.store();
+    let release = store.queue_release(new_release("demo")).await.unwrap();
+    let with_build = ReleaseUpdate {
+        build_id: Some("b-1".into()),
+        log_url: Some("https://logs/b-1".into()),
+        ..none()
+    };
+    store
+        .transition(&release.id, Queued, Building, with_build)
+        .await
+        .unwrap();
+    // In place: same state, more facts.
+    let with_message = ReleaseUpdate {
+        message: Some("installing".into()),
+        ..none()
+    };
+    let updated = store
+        .transition(&release.id, Building, Building, with_message)
+        .await
+        .unwrap();
+    assert_eq!(updated.build_id.as_deref(), Some("b-1"));
+    assert_eq!(updated.message.as_deref(), Some("installing"));
+    assert_eq!(store.release(&release.id).await.unwrap(), Some(updated));
+    // Terminal states take no in-place update.
+    let failed = store
+        .transition(&release.id, Building, Failed, none())
+        .await
+        .unwrap();
+    assert!(failed.finished_at.is_some());
+    let result = store.transition(&release.id, Failed, Failed, none()).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+}
+
+async fn a_transition_from_a_state_the_release_left_is_refused(subject: &Subject) {
+    let store = subject.store();
+    let release = store.queue_release(new_release("demo")).await.unwrap();
+    store
+        .transition(&release.id, Queued, Building, none())
+        .await
+        .unwrap();
+    let again = store
+        .transition(&release.id, Queued, Building, none())
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let backwards = store.transition(&release.id, Building, Live, none()).await;
+    assert!(
+        matches!(backwards, Err(StoreError::Conflict(_))),
+        "{backwards:?}"
+    );
+    let unknown = store
+        .transition("no-such-release", Queued, Building, none())
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound(_))),
+        "{unknown:?}"
+    );
+}
+
+async fn an_older_release_never_goes_live_over_a_newer_live_one(subject: &Subject) {
+    let store = subject.store();
+    store.put_deployment(&deployment("demo", 7)).await.unwrap();
+    let older = store.queue_release(new_release("demo")).await.unwrap();
+    to_deploying(store.as_ref(), &older.id).await;
+    let newer = store.queue_release(new_release("demo")).await.unwrap();
+    to_deploying(store.as_ref(), &newer.id).await;
+    let live = ReleaseUpdate {
+        url: Some("https://demo.run.app".into()),
+        ..none()
+    };
+    store
+        .transition(&newer.id, Deploying, Live, live)
+        .await
+        .unwrap();
+
+    let result = store.transition(&older.id, Deploying, Live, none()).await;
+
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    let deployment = store.deployment(&app("demo")).await.unwrap().unwrap();
+    assert_eq!(deployment.live_release.as_deref(), Some(newer.id.as_str()));
+    assert_eq!(deployment.url.as_deref(), Some("https://demo.run.app"));
+}
+
+async fn a_settings_change_keeps_the_live_release(subject: &Subject) {
+    let store = subject.store();
+    let stale = deployment("demo", 7);
+    store.put_deployment(&stale).await.unwrap();
+    let release = store.queue_release(new_release("demo")).await.unwrap();
+    to_deploying(store.as_ref(), &release.id).await;
+    let live = ReleaseUpdate {
+        url: Some("https://demo.run.app".into()),
+        ..none()
+    };
+    store
+        .transition(&release.id, Deploying, Live, live)
+        .await
+        .unwrap();
+
+    // A form submitted with the deployment as it was read before the release went live.
+    let changed = Deployment {
+        main_file: MainFile::parse("other.py").unwrap(),
+        ..stale
+    };
+    store.put_deployment(&changed).await.unwrap();
+
+    let stored = store.deployment(&app("demo")).await.unwrap().unwrap();
+    assert_eq!(stored.main_file.as_str(), "other.py");
+    assert_eq!(stored.live_release.as_deref(), Some(release.id.as_str()));
+    assert_eq!(stored.url.as_deref(), Some("https://demo.run.app"));
+}
+
+async fn releases_are_found_by_build_and_by_stale_state(subject: &Subject) {
+    let store = subject.store();
+    let first = store.queue_release(new_release("demo")).await.unwrap();
+    let build = ReleaseUpdate {
+        build_id: Some("b-42".into()),
+        ..none()
+    };
+    store
+        .transition(&first.id, Queued, Building, build)
+        .await
+        .unwrap();
+    let queued = store.queue_release(new_release("other")).await.unwrap();
+
+    let by_build = store.release_by_build("b-42").await.unwrap().unwrap();
+    assert_eq!(by_build.id, first.id);
+    assert_eq!(store.release_by_build("b-0").await.unwrap(), None);
+
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    let stale_building = store.releases_in_state(Building, later).await.unwrap();
+    assert_eq!(stale_building.len(), 1);
+    assert_eq!(stale_building[0].id, first.id);
+    let stale_queued = store.releases_in_state(Queued, later).await.unwrap();
+    assert_eq!(stale_queued.len(), 1);
+    assert_eq!(stale_queued[0].id, queued.id);
+    let earlier = Utc::now() - chrono::Duration::seconds(60);
+    assert!(
+        store
+            .releases_in_state(Queued, earlier)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_delivery_id_is_recorded_once(subject: &Subject) {
+    let store = subject.store();
+    let delivery = |id: &str, seconds_ago: i64| Delivery {
+        id: id.into(),
+        event: "push".into(),
+        repo_id: Some(7),
+        git_ref: Some("refs/heads/main".into()),
+        commit: Some("a".repeat(40)),
+        received_at: Utc::now() - chrono::Duration::seconds(seconds_ago),
+        outcome: "queued demo".into(),
+    };
+    assert!(store.record_delivery(&delivery("d-1", 10)).await.unwrap());
+    assert!(!store.record_delivery(&delivery("d-1", 0)).await.unwrap());
+    assert!(store.record_delivery(&delivery("d-2", 5)).await.unwrap());
+    let ids: Vec<String> = store
+        .deliveries_of_repo(7, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, ["d-2", "d-1"], "newest first");
+    assert!(store.deliveries_of_repo(8, 10).await.unwrap().is_empty());
+}
+
+async fn the_audit_trail_is_newest_first_and_narrows_to_an_app(subject: &Subject) {
+    let store = subject.store();
+    let start = Utc::now();
+    for (i, app) in ["demo", "other", "demo"].iter().enumerate() {
+        let entry = AuditEntry {
+            at: start + chrono::Duration::milliseconds(i as i64),
+            actor: "ada@example.com".into(),
+            action: format!("action-{i}"),
+            app: Some((*app).into()),
+            detail: String::new(),
+        };
+        store.append_audit(&entry).await.unwrap();
+    }
+    let actions =
+        |entries: Vec<AuditEntry>| entries.into_iter().map(|e| e.action).collect::<Vec<_>>();
+    assert_eq!(
+        actions(store.audit(None, 10).await.unwrap()),
+        ["action-2", "action-1", "action-0"]
+    );
+    assert_eq!(
+        actions(store.audit(Some(&app("demo")), 10).await.unwrap()),
+        ["action-2", "action-0"]
+    );
+    assert_eq!(actions(store.audit(None, 1).await.unwrap()), ["action-2"]);
+}
+
+async fn orphan_hooks_are_kept_until_removed(subject: &Subject) {
+    let store = subject.store();
+    store.add_orphan_hook("ada/demo", "1").await.unwrap();
+    store.add_orphan_hook("ada/demo", "1").await.unwrap();
+    store.add_orphan_hook("ada/other", "2").await.unwrap();
+    let mut hooks = store.orphan_hooks().await.unwrap();
+    hooks.sort();
+    assert_eq!(
+        hooks,
+        [
+            ("ada/demo".into(), "1".into()),
+            ("ada/other".into(), "2".into())
+        ]
+    );
+    store.remove_orphan_hook("ada/demo", "1").await.unwrap();
+    assert_eq!(
+        store.orphan_hooks().await.unwrap(),
+        [("ada/other".to_owned(), "2".to_owned())]
+    );
+}
+
+async fn concurrent_claims_of_one_release_let_exactly_one_win(subject: &Subject) {
+    let store = subject.store();
+    let release = store.queue_release(new_release("demo")).await.unwrap();
+    let claims = (0..16).map(|worker| {
+        let (store, id) = (subject.instance(worker), release.id.clone());
+        tokio::spawn(async move {
+            let claim = ReleaseUpdate {
+                build_id: Some(format!("b-{worker}")),
+                ..none()
+            };
+            store.transition(&id, Queued, Building, claim).await
+        })
+    });
+    let results: Vec<_> = join_all(claims)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, StoreError::Conflict(_))),
+        "losers hear Conflict: {results:?}"
+    );
+    let stored = store.release(&release.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.build_id, winners[0].build_id,
+        "the winner's write stands"
+    );
+}
+
+async fn concurrent_queueing_loses_no_release_and_reuses_no_sequence_number(subject: &Subject) {
+    let store = subject.store();
+    let queued = (0..12).map(|task| {
+        let store = subject.instance(task);
+        tokio::spawn(async move { store.queue_release(new_release("demo")).await.unwrap().seq })
+    });
+    let mut seqs: Vec<u64> = join_all(queued)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+    let releases = store.releases(&app("demo"), 100).await.unwrap();
+    let still_queued: Vec<_> = releases.iter().filter(|r| r.state == Queued).collect();
+    assert_eq!(releases.len(), 12);
+    assert_eq!(still_queued.len(), 1);
+    assert_eq!(still_queued[0].seq, 12, "the newest is the one left queued");
+}
+
+async fn concurrent_go_lives_leave_the_newest_release_live(subject: &Subject) {
+    let store = subject.store();
+    store.put_deployment(&deployment("demo", 7)).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let release = store.queue_release(new_release("demo")).await.unwrap();
+        to_deploying(store.as_ref(), &release.id).await;
+        ids.push(release.id);
+    }
+    let go_lives = ids.iter().cloned().enumerate().map(|(task, id)| {
+        let store = subject.instance(task);
+        tokio::spawn(async move {
+            let url = ReleaseUpdate {
+                url: Some(format!("https://{id}.run.app")),
+                ..none()
+            };
+            store.transition(&id, Deploying, Live, url).await
+        })
+    });
+    let results: Vec<_> = join_all(go_lives)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    let newest = ids.last().unwrap();
+    assert!(
+        results.last().unwrap().is_ok(),
+        "the newest always goes live"
+    );
+    let deployment = store.deployment(&app("demo")).await.unwrap().unwrap();
+    assert_eq!(deployment.live_release.as_ref(), Some(newest));
+    assert_eq!(deployment.url, Some(format!("https://{newest}.run.app")));
+    for (id, result) in ids.iter().zip(&results) {
+        let stored = store.release(id).await.unwrap().unwrap();
+        match result {
+            Ok(_) => assert_eq!(stored.state, Live),
+            Err(error) => {
+                assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+                assert_eq!(stored.state, Deploying, "a refused go-live changes nothing");
+            }
+        }
+    }
+}
