@@ -1,0 +1,430 @@
+//! `CloudRunPlatform` through the official `google-cloud-run-v2` client against the fake Cloud
+//! Run Admin API (`runway_tests::fake_cloud_run`; Cloud Run has no emulator).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use runway_shared::domain::{AppName, Cpu, MainFile, Memory, Resources};
+use runway_shared::gcp::{CloudRunConfig, CloudRunPlatform};
+use runway_shared::ports::{DeploySpec, Deployed, Platform, PlatformError, SecretRef};
+use runway_tests::fake_cloud_run::{FakeCloudRun, served, service_name};
+use runway_tests::platform_contract::{self, Fixture};
+use serde_json::Value;
+
+const PROJECT: &str = "runway-test";
+const REGION: &str = "europe-west1";
+const RUNTIME_SA: &str = "apps@runway-test.iam.gserviceaccount.com";
+const GOOD: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:1111";
+const BETTER: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:2222";
+const BROKEN: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:dead";
+const BROKEN_WHY: &str = "The user-provided container failed to start and listen on the port \
+                          defined provided by the PORT=8080 environment variable.";
+
+struct Setup {
+    fake: FakeCloudRun,
+    platform: CloudRunPlatform,
+}
+
+impl Setup {
+    async fn start() -> anyhow::Result<Self> {
+        let fake = FakeCloudRun::start().await?;
+        fake.fail_image(BROKEN, BROKEN_WHY);
+        let mut config = CloudRunConfig::new(PROJECT, RUNTIME_SA, vec![REGION.into()]);
+        config.endpoint = Some(fake.endpoint());
+        config.anonymous = true;
+        config.poll_initial_delay = Duration::from_millis(10);
+        config.poll_max_delay = Duration::from_millis(50);
+        config.operation_timeout = Duration::from_secs(10);
+        let platform = CloudRunPlatform::new(config).await?;
+        Ok(Self { fake, platform })
+    }
+
+    async fn deploy(&self, release: &str, image: &str) -> Result<Deployed, PlatformError> {
+        self.platform.deploy(spec(release, image, None)).await
+    }
+
+    fn service(&self) -> anyhow::Result<Value> {
+        self.fake
+            .service(&service_name(PROJECT, REGION, "hello"))
+            .context("the service exists in the fake")
+    }
+}
+
+fn app() -> AppName {
+    AppName::parse("hello").expect("a valid app name")
+}
+
+fn spec(release: &str, image: &str, secrets: Option<&str>) -> DeploySpec {
+    DeploySpec {
+        app: app(),
+        release_id: release.to_owned(),
+        image: image.to_owned(),
+        main_file: MainFile::parse("streamlit_app.py").expect("a valid main file"),
+        region: REGION.to_owned(),
+        resources: Resources::new(Memory::Gi2, Cpu::One).expect("allowed resources"),
+        secrets: secrets.map(|name| SecretRef(name.to_owned())),
+    }
+}
+
+/// Which revision and image answer at the app's URL.
+async fn serving(deployed: &Deployed) -> anyhow::Result<(String, String)> {
+    let answer = served(&deployed.url).await?;
+    let field = |name: &str| answer[name].as_str().unwrap_or_default().to_owned();
+    Ok((field("revision"), field("image")))
+}
+
+#[tokio::test]
+async fn a_first_deploy_creates_the_service_and_serves_it_at_its_url() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+
+    let deployed = setup.deploy("r1", GOOD).await?;
+
+    let service = setup.service()?;
+    assert_eq!(deployed.url, service["uri"]);
+    assert!(
+        deployed.revision.starts_with("hello-00001-"),
+        "{deployed:?}"
+    );
+    assert_eq!(
+        serving(&deployed).await?,
+        (deployed.revision.clone(), GOOD.into())
+    );
+    assert_eq!(service["labels"]["managed-by"], "runway");
+    assert_eq!(
+        service["template"]["annotations"]["runway/release-id"],
+        "r1"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deploy_upserts_and_waits_for_the_operation() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    setup.fake.set_pending_polls(3);
+
+    setup.deploy("r1", GOOD).await?;
+
+    let requests = setup.fake.requests();
+    let patch = &requests[0];
+    assert_eq!(
+        (patch.method.as_str(), patch.path.as_str()),
+        (
+            "PATCH",
+            "/v2/projects/runway-test/locations/europe-west1/services/hello"
+        )
+    );
+    assert_eq!(patch.param("allowMissing"), Some("true"));
+    assert_eq!(
+        patch.param("updateMask"),
+        None,
+        "a deploy replaces the whole service"
+    );
+    let polls = requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/operations/"))
+        .count();
+    assert_eq!(polls, 3, "polled until done: {requests:#?}");
+    let last = requests.last().context("a last request")?;
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        (
+            "GET",
+            "/v2/projects/runway-test/locations/europe-west1/services/hello"
+        ),
+        "reads the service once the operation is done"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_update_makes_a_new_revision_and_moves_traffic_to_it() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    let first = setup.deploy("r1", GOOD).await?;
+
+    let second = setup.deploy("r2", BETTER).await?;
+
+    assert_eq!(second.url, first.url);
+    assert!(second.revision.starts_with("hello-00002-"), "{second:?}");
+    assert_eq!(
+        serving(&second).await?,
+        (second.revision.clone(), BETTER.into())
+    );
+    let service = setup.service()?;
+    assert_eq!(
+        service["traffic"],
+        serde_json::json!([{ "type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "percent": 100 }])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_broken_image_is_not_ready_and_the_previous_revision_keeps_serving() -> anyhow::Result<()>
+{
+    let setup = Setup::start().await?;
+    let good = setup.deploy("r1", GOOD).await?;
+
+    let error = setup.deploy("r2", BROKEN).await.unwrap_err();
+
+    let PlatformError::NotReady(message) = &error else {
+        panic!("expected NotReady, got {error:?}");
+    };
+    assert!(message.contains(BROKEN_WHY), "{message}");
+    assert!(
+        message.contains("hello-00002-"),
+        "names the failed revision: {message}"
+    );
+    assert_eq!(serving(&good).await?, (good.revision.clone(), GOOD.into()));
+    let service = setup.service()?;
+    assert_eq!(service["terminalCondition"]["state"], "CONDITION_FAILED");
+    assert!(
+        service["latestReadyRevision"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(&good.revision)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_broken_first_deploy_is_not_ready_and_serves_nothing() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+
+    let error = setup.deploy("r1", BROKEN).await.unwrap_err();
+
+    assert!(matches!(error, PlatformError::NotReady(_)), "{error:?}");
+    let uri = setup.service()?["uri"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(served(&uri).await.is_err(), "no revision serves");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rollback_pins_an_older_revision_and_the_next_deploy_returns_to_latest()
+-> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    let first = setup.deploy("r1", GOOD).await?;
+    let second = setup.deploy("r2", BETTER).await?;
+
+    let rolled_back = setup
+        .platform
+        .route_to(&app(), REGION, &first.revision)
+        .await?;
+
+    assert_eq!(
+        rolled_back,
+        Deployed {
+            url: first.url.clone(),
+            revision: first.revision.clone()
+        }
+    );
+    assert_eq!(
+        serving(&rolled_back).await?,
+        (first.revision.clone(), GOOD.into())
+    );
+    assert_eq!(
+        setup
+            .fake
+            .revisions(&service_name(PROJECT, REGION, "hello"))
+            .len(),
+        2,
+        "routing traffic makes no revision"
+    );
+
+    let third = setup.deploy("r3", BETTER).await?;
+
+    assert_ne!(third.revision, second.revision);
+    assert_eq!(
+        serving(&third).await?,
+        (third.revision.clone(), BETTER.into())
+    );
+    assert_eq!(
+        setup.service()?["traffic"][0]["type"],
+        "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rollback_to_a_revision_that_never_got_ready_is_not_ready() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    let good = setup.deploy("r1", GOOD).await?;
+    setup.deploy("r2", BROKEN).await.unwrap_err();
+    let broken = setup
+        .fake
+        .revisions(&service_name(PROJECT, REGION, "hello"))
+        .last()
+        .map(|revision| revision.name.clone())
+        .context("the broken revision")?;
+
+    let error = setup
+        .platform
+        .route_to(&app(), REGION, &broken)
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(&error, PlatformError::NotReady(m) if m.contains(&broken)),
+        "{error:?}"
+    );
+    assert_eq!(serving(&good).await?, (good.revision.clone(), GOOD.into()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn secrets_are_mounted_as_the_file_streamlit_is_pointed_at() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    let version = format!("projects/{PROJECT}/secrets/app-hello/versions/4");
+
+    setup
+        .platform
+        .deploy(spec("r1", GOOD, Some(&version)))
+        .await?;
+
+    let template = setup.service()?["template"].clone();
+    let container = &template["containers"][0];
+    assert_eq!(
+        template["volumes"],
+        serde_json::json!([{
+            "name": "secrets",
+            "secret": {
+                "secret": "app-hello",
+                "items": [{ "path": "secrets.toml", "version": "4" }],
+            },
+        }])
+    );
+    assert_eq!(
+        container["volumeMounts"],
+        serde_json::json!([{ "name": "secrets", "mountPath": "/secrets" }])
+    );
+    assert_eq!(
+        container["env"],
+        serde_json::json!([{ "name": "STREAMLIT_SECRETS_FILES", "value": "/secrets/secrets.toml" }])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_secret_in_another_project_is_named_in_full() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    let version = "projects/vault/secrets/app-hello/versions/latest";
+
+    setup
+        .platform
+        .deploy(spec("r1", GOOD, Some(version)))
+        .await?;
+
+    let volume = &setup.service()?["template"]["volumes"][0]["secret"];
+    assert_eq!(volume["secret"], "projects/vault/secrets/app-hello");
+    assert_eq!(volume["items"][0]["version"], "latest");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_revision_has_resources_affinity_scaling_and_its_identity() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+
+    setup.deploy("r1", GOOD).await?;
+
+    let template = setup.service()?["template"].clone();
+    let container = &template["containers"][0];
+    assert_eq!(container["image"], GOOD);
+    assert_eq!(
+        container["resources"]["limits"],
+        serde_json::json!({ "memory": "2Gi", "cpu": "1" })
+    );
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    assert_eq!(
+        container["startupProbe"]["httpGet"]["path"],
+        "/_stcore/health"
+    );
+    assert_eq!(template["sessionAffinity"], true);
+    assert_eq!(template["scaling"]["maxInstanceCount"], 3);
+    assert_eq!(template["serviceAccount"], RUNTIME_SA);
+    assert!(template.get("volumes").is_none(), "no secrets, no volume");
+    Ok(())
+}
+
+#[tokio::test]
+async fn delete_removes_the_service_and_deleting_again_is_fine() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    let deployed = setup.deploy("r1", GOOD).await?;
+
+    setup.platform.delete(&app()).await?;
+
+    assert!(
+        setup
+            .fake
+            .service(&service_name(PROJECT, REGION, "hello"))
+            .is_none()
+    );
+    assert!(served(&deployed.url).await.is_err());
+    setup.platform.delete(&app()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_permission_names_the_role_to_grant() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    setup.fake.fail_next(
+        "PATCH",
+        403,
+        "PERMISSION_DENIED",
+        "Permission 'run.services.update' denied on resource",
+    );
+
+    let error = setup.deploy("r1", GOOD).await.unwrap_err();
+
+    let PlatformError::Other(error) = error else {
+        panic!("a permission problem is not transient: {error:?}");
+    };
+    let message = format!("{error:#}");
+    assert!(message.contains("run.services.update"), "{message}");
+    assert!(message.contains("roles/run.developer"), "{message}");
+    assert!(message.contains(RUNTIME_SA), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unavailable_cloud_run_is_worth_retrying() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    setup.fake.fail_next(
+        "PATCH",
+        503,
+        "UNAVAILABLE",
+        "The service is currently unavailable.",
+    );
+
+    let error = setup.deploy("r1", GOOD).await.unwrap_err();
+
+    assert!(matches!(error, PlatformError::Unavailable(_)), "{error:?}");
+    setup
+        .deploy("r1", GOOD)
+        .await
+        .context("the retry succeeds")?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_platform_contract_holds_on_cloud_run() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    let fixture = Fixture {
+        good: [GOOD.into(), BETTER.into()],
+        broken: BROKEN.into(),
+        region: REGION.into(),
+        serving: Box::new(|url| {
+            Box::pin(async move {
+                let answer = served(&url).await?;
+                Ok(answer["image"].as_str().unwrap_or_default().to_owned())
+            })
+        }),
+    };
+
+    platform_contract::deploys_updates_survives_a_broken_release_and_deletes(
+        &setup.platform,
+        &fixture,
+        &app(),
+    )
+    .await
+}

@@ -1,0 +1,83 @@
+//! What every `Platform` must do, as functions over `&dyn Platform`, so each adapter is held to
+//! the same behaviour. An adapter's test supplies a [`Fixture`]: images that start, one that
+//! never gets ready, and a way to ask an app's URL which image answers.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use anyhow::{Context, bail, ensure};
+use runway_shared::domain::{AppName, MainFile, Resources};
+use runway_shared::ports::{DeploySpec, Platform, PlatformError};
+
+pub type Probe = Box<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = anyhow::Result<String>> + Send>> + Send + Sync,
+>;
+
+pub struct Fixture {
+    /// Two images that become ready, distinct so the probe can tell them apart.
+    pub good: [String; 2],
+    /// An image whose revision never becomes ready.
+    pub broken: String,
+    pub region: String,
+    /// Given a deployed URL, the image that answers there.
+    pub serving: Probe,
+}
+
+impl Fixture {
+    pub fn spec(&self, app: &AppName, release_id: &str, image: &str) -> DeploySpec {
+        DeploySpec {
+            app: app.clone(),
+            release_id: release_id.to_owned(),
+            image: image.to_owned(),
+            main_file: MainFile::parse("streamlit_app.py").expect("a valid main file"),
+            region: self.region.clone(),
+            resources: Resources::default(),
+            secrets: None,
+        }
+    }
+}
+
+/// Deploy, redeploy, survive a broken release with the previous one serving, delete twice.
+pub async fn deploys_updates_survives_a_broken_release_and_deletes(
+    platform: &dyn Platform,
+    fixture: &Fixture,
+    app: &AppName,
+) -> anyhow::Result<()> {
+    let [good, better] = &fixture.good;
+    let first = platform.deploy(fixture.spec(app, "r1", good)).await?;
+    ensure!(!first.url.is_empty(), "a live app has a URL");
+    ensure!((fixture.serving)(first.url.clone()).await? == *good);
+
+    let second = platform.deploy(fixture.spec(app, "r2", better)).await?;
+    ensure!(second.url == first.url, "the URL is stable per app");
+    ensure!(
+        second.revision != first.revision,
+        "each release is a new revision"
+    );
+    ensure!((fixture.serving)(second.url.clone()).await? == *better);
+
+    match platform
+        .deploy(fixture.spec(app, "r3", &fixture.broken))
+        .await
+    {
+        Err(PlatformError::NotReady(message)) => {
+            ensure!(!message.is_empty(), "NotReady says why")
+        }
+        other => bail!("a broken release must be NotReady, got {other:?}"),
+    }
+    let serving = (fixture.serving)(second.url.clone())
+        .await
+        .context("the previous release keeps serving")?;
+    ensure!(
+        serving == *better,
+        "after a broken release {serving} serves"
+    );
+
+    platform.delete(app).await?;
+    ensure!(
+        (fixture.serving)(second.url.clone()).await.is_err(),
+        "a deleted app no longer answers"
+    );
+    platform.delete(app).await.context("deleting twice")?;
+    Ok(())
+}
