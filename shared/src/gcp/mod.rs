@@ -5,9 +5,16 @@ mod firestore_store;
 mod google_jwt;
 mod iap_identity;
 mod oidc_identity;
+mod pubsub_queue;
 
 pub use cloud_run::{CloudRunConfig, CloudRunPlatform};
 pub use firestore_store::{FirestoreConfig, FirestoreStore};
 pub use google_jwt::{GoogleJwtVerifier, JwtRules};
 pub use iap_identity::{IapConfig, IapIdentity};
 pub use oidc_identity::{OidcConfig, OidcIdentity};
+pub use pubsub_queue::{PubSubConfig, PubSubQueue};
+
+/// Credentials that send nothing: for the emulators and the fakes in `tests/`.
+pub(crate) fn anonymous_credentials() -> google_cloud_auth::credentials::Credentials {
+    google_cloud_auth::credentials::anonymous::Builder::new().build()
+}
