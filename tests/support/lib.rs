@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod emulators;
+pub mod fake_github;
 
 use anyhow::{Context, bail};
 use serde_json::Value;

@@ -53,7 +53,8 @@ impl Api {
             .default_headers(headers)
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
+            // Per read, not per request: a large tarball may take minutes, a stalled one may not.
+            .read_timeout(Duration::from_secs(60))
             .build()?;
         Ok(Self { http, base })
     }
