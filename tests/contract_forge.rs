@@ -486,6 +486,45 @@ mod github {
     }
 
     #[tokio::test]
+    async fn a_revoked_installation_token_is_replaced_without_failing_the_call()
+    -> anyhow::Result<()> {
+        let s = Subject::github_app().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        s.forge().repository(&url).await?;
+        github.revoke_installation_tokens();
+
+        s.forge().repository(&url).await?;
+
+        ensure!(
+            github.token_exchanges() == 2,
+            "{}",
+            github.token_exchanges()
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_missing_permission_is_named() -> anyhow::Result<()> {
+        let s = Subject::github_token().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        github.forbid_webhooks();
+
+        let result = s.forge().ensure_webhook(&url, HOOK_URL, &secret("s")).await;
+
+        let Err(ForgeError::Rejected(message)) = result else {
+            bail!("expected Rejected, got {result:?}");
+        };
+        ensure!(
+            message.contains("403 Resource not accessible by integration"),
+            "{message}"
+        );
+        ensure!(message.contains("Webhooks: read and write"), "{message}");
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn an_app_with_a_configured_installation_does_not_look_it_up() -> anyhow::Result<()> {
         let github = FakeGitHub::start().await?;
         let forge = app_forge(&github, true)?;

@@ -79,6 +79,7 @@ struct State {
     repos: Vec<Repo>,
     next_id: u64,
     rate_limit_reset: Option<i64>,
+    hooks_forbidden: bool,
     page_cap: Option<usize>,
     downloads: HashMap<String, (u64, String)>,
     codeload_requests: usize,
@@ -232,6 +233,17 @@ impl FakeGitHub {
     /// `x-ratelimit-reset: reset` (UTC epoch seconds), as GitHub does when the limit is used up.
     pub fn exhaust_rate_limit(&self, reset: i64) {
         self.state().rate_limit_reset = Some(reset);
+    }
+
+    /// From now on the hook endpoints answer 403 "Resource not accessible by integration", as
+    /// GitHub does for an App or token without the Webhooks permission.
+    pub fn forbid_webhooks(&self) {
+        self.state().hooks_forbidden = true;
+    }
+
+    /// Revokes every installation token issued so far; GitHub then answers 401.
+    pub fn revoke_installation_tokens(&self) {
+        self.state().installation_tokens.clear();
     }
 
     /// Lists at most `per_page` items a page, so a test can see pagination with a few hooks.
@@ -626,6 +638,12 @@ fn repo_installation(state: &mut State, owner: &str, name: &str) -> Response {
 
 async fn repo_route(state: &Mutex<State>, id: u64, rest: &[&str], request: Request) -> Response {
     let method = request.method().clone();
+    if rest.first() == Some(&"hooks") && lock(state).hooks_forbidden {
+        return error(
+            StatusCode::FORBIDDEN,
+            "Resource not accessible by integration",
+        );
+    }
     match (rest, &method) {
         ([], &Method::GET) => get_repo(state, id).await,
         (["branches", branch @ ..], &Method::GET) if !branch.is_empty() => {

@@ -95,13 +95,14 @@ impl AppAuth {
         Ok(fresh.token)
     }
 
-    /// Drops the cached token for `repo`'s installation after GitHub refused it (revoked, or
-    /// the App was reinstalled), so the next request mints a new one.
+    /// Drops what Runway remembered for `repo` after GitHub refused its token (revoked, or the
+    /// App was reinstalled under a new installation id), so the next request starts afresh.
     pub async fn forget(&self, repo: &Repo<'_>) {
-        let installation = self
-            .installation_id
-            .or_else(|| self.cached_installation(repo));
-        if let Some(installation) = installation {
+        let looked_up = {
+            let mut cache = self.installations.lock().unwrap_or_else(|e| e.into_inner());
+            cache.remove(&repo.key())
+        };
+        if let Some(installation) = self.installation_id.or(looked_up) {
             self.tokens.lock().await.remove(&installation);
         }
     }

@@ -164,6 +164,8 @@ impl GitHubForge {
     }
 
     /// Sends a request about `repo` with the credentials for it, returning a successful answer.
+    /// A GitHub App's token that GitHub refuses (revoked, or the App was reinstalled) is
+    /// replaced once, so a person never sees a failure Runway could fix by itself.
     async fn send(
         &self,
         repo: &Repo<'_>,
@@ -172,24 +174,30 @@ impl GitHubForge {
         body: Option<&Value>,
         op: &Op,
     ) -> Result<reqwest::Response, ForgeError> {
-        let token = match &self.credentials {
-            Credentials::Token(token) => token.clone(),
-            Credentials::App(app) => app.token(&self.api, repo).await?,
-        };
-        let call = Call {
-            method,
-            url,
-            body,
-            auth: Some(&token),
-            op,
-        };
-        let response = self.api.send(call).await?;
-        if response.status() == http::StatusCode::UNAUTHORIZED
-            && let Credentials::App(app) = &self.credentials
-        {
-            app.forget(repo).await;
+        let mut retried = false;
+        loop {
+            let token = match &self.credentials {
+                Credentials::Token(token) => token.clone(),
+                Credentials::App(app) => app.token(&self.api, repo).await?,
+            };
+            let call = Call {
+                method: method.clone(),
+                url: url.clone(),
+                body,
+                auth: Some(&token),
+                op,
+            };
+            let response = self.api.send(call).await?;
+            if response.status() == http::StatusCode::UNAUTHORIZED
+                && !retried
+                && let Credentials::App(app) = &self.credentials
+            {
+                app.forget(repo).await;
+                retried = true;
+                continue;
+            }
+            return self.api.check(response, op).await;
         }
-        self.api.check(response, op).await
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(
