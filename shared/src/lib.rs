@@ -5,6 +5,7 @@
 pub mod config;
 pub mod domain;
 pub mod gcp;
+pub mod github;
 pub mod http;
 pub mod local;
 pub mod ports;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub mod emulators;
 pub mod fake_cloud_run;
 pub mod platform_contract;
+pub mod fake_github;
 
 use anyhow::{Context, bail};
 use serde_json::Value;

@@ -236,14 +236,13 @@ impl Forge for GitForge {
                 git_dir.display()
             )));
         }
-        if let Some(hook) = read_hooks(&git_dir)?
+        // A hook to the same URL keeps its id and takes the new secret, as GitHub's PATCH does.
+        let id = read_hooks(&git_dir)?
             .into_iter()
             .find(|hook| hook.url == url)
-        {
-            return Ok(hook.id);
-        }
+            .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), |hook| hook.id);
         let hook = HookFile {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id,
             url: url.to_owned(),
             secret: secret.expose_secret().to_owned(),
             events: vec!["push".into()],

@@ -49,7 +49,8 @@ pub trait Forge: Send + Sync {
         dest: &Path,
     ) -> Result<(), ForgeError>;
     /// Makes sure a push webhook to `url`, signed with `secret`, exists; returns its id. An
-    /// existing hook to the same URL is reused, so repositories shared by apps get one hook.
+    /// existing hook to the same URL is reused, so repositories shared by apps get one hook, and
+    /// takes `secret`, so calling this again is how a hook's secret is changed.
     async fn ensure_webhook(
         &self,
         repo: &RepoUrl,

@@ -1,0 +1,657 @@
+//! The `Forge` contract: one set of behaviour checks, written once and run against every adapter
+//! (local git repositories, and GitHub, by token and as a GitHub App, on the fake GitHub), so both
+//! worlds keep the same promises. After the contract, the GitHub-only behaviour: rate limits,
+//! refused credentials, validation errors, App token caching, renamed repositories.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::{Context, bail, ensure};
+use runway_shared::domain::{Branch, CommitSha, RepoUrl};
+use runway_shared::github::{GitHubAuth, GitHubConfig, GitHubForge};
+use runway_shared::local::GitForge;
+use runway_shared::ports::{Forge, ForgeError};
+use runway_tests::fake_github::FakeGitHub;
+use runway_tests::{GitRepo, git};
+use secrecy::SecretString;
+
+const OWNER: &str = "acme";
+const TOKEN: &str = "github_pat_contract_1234567890";
+const HOOK_URL: &str = "https://runway.example.com/github/webhook";
+
+/// One adapter under test, with what the checks need to arrange repositories and to look behind
+/// the adapter (where a hook's secret really ended up).
+struct Subject {
+    forge: Box<dyn Forge>,
+    github: Option<FakeGitHub>,
+    dir: tempfile::TempDir,
+}
+
+impl Subject {
+    async fn local() -> anyhow::Result<Self> {
+        Ok(Self {
+            // No push happens in these checks, so the hook script's program never runs.
+            forge: Box::new(GitForge::new("/usr/bin/true".into())),
+            github: None,
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    async fn github_token() -> anyhow::Result<Self> {
+        let github = FakeGitHub::start().await?;
+        github.accept_token(TOKEN);
+        let forge = token_forge(&github, TOKEN)?;
+        Self::on_github(github, forge)
+    }
+
+    /// As a GitHub App with no configured installation: it is looked up per repository.
+    async fn github_app() -> anyhow::Result<Self> {
+        let github = FakeGitHub::start().await?;
+        let forge = app_forge(&github, false)?;
+        Self::on_github(github, forge)
+    }
+
+    fn on_github(github: FakeGitHub, forge: GitHubForge) -> anyhow::Result<Self> {
+        Ok(Self {
+            forge: Box::new(forge),
+            github: Some(github),
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    fn forge(&self) -> &dyn Forge {
+        self.forge.as_ref()
+    }
+
+    /// A new repository whose `main` holds `files`: its URL for the forge, and a working clone
+    /// to commit and push with.
+    fn repo(&self, name: &str, files: &[(&str, &str)]) -> anyhow::Result<(RepoUrl, GitRepo)> {
+        let repo = GitRepo::create(&self.dir.path().join(name), files)?;
+        let url = match &self.github {
+            None => RepoUrl::parse(&repo.url(), true)?,
+            Some(github) => {
+                github.add_repo(OWNER, name, &repo.bare);
+                RepoUrl::parse(&format!("https://github.com/{OWNER}/{name}"), false)?
+            }
+        };
+        Ok((url, repo))
+    }
+
+    fn missing_repo(&self) -> anyhow::Result<RepoUrl> {
+        Ok(match &self.github {
+            None => RepoUrl::parse(&format!("{}/missing.git", self.dir.path().display()), true)?,
+            Some(_) => RepoUrl::parse(&format!("https://github.com/{OWNER}/missing"), false)?,
+        })
+    }
+
+    /// The secret the forge will sign pushes with, read where the forge keeps it.
+    fn hook_secret(&self, repo: &GitRepo, hook_id: &str) -> anyhow::Result<Option<String>> {
+        match &self.github {
+            Some(github) => {
+                let name = repo_name(repo)?;
+                Ok(github
+                    .hooks(OWNER, &name)
+                    .into_iter()
+                    .find(|hook| hook.id.to_string() == hook_id)
+                    .and_then(|hook| hook.secret))
+            }
+            None => {
+                let file = repo
+                    .bare
+                    .join("runway-webhooks")
+                    .join(format!("{hook_id}.json"));
+                let Ok(text) = std::fs::read_to_string(file) else {
+                    return Ok(None);
+                };
+                let hook: serde_json::Value = serde_json::from_str(&text)?;
+                Ok(hook["secret"].as_str().map(str::to_owned))
+            }
+        }
+    }
+}
+
+fn repo_name(repo: &GitRepo) -> anyhow::Result<String> {
+    let dir = repo.bare.parent().and_then(Path::file_name);
+    Ok(dir
+        .context("a repository folder")?
+        .to_string_lossy()
+        .into_owned())
+}
+
+fn token_forge(github: &FakeGitHub, token: &str) -> anyhow::Result<GitHubForge> {
+    GitHubForge::new(GitHubConfig {
+        api_base: github.api_base(),
+        auth: GitHubAuth::Token(SecretString::from(token)),
+    })
+}
+
+/// A GitHub App installed on the fake; with `configured`, the forge is told its installation id.
+fn app_forge(github: &FakeGitHub, configured: bool) -> anyhow::Result<GitHubForge> {
+    let app = github.install_app()?;
+    GitHubForge::new(GitHubConfig {
+        api_base: github.api_base(),
+        auth: GitHubAuth::App {
+            app_id: app.app_id,
+            private_key: SecretString::from(app.private_key_pem),
+            installation_id: configured.then_some(app.installation_id),
+        },
+    })
+}
+
+fn branch(name: &str) -> Branch {
+    Branch::parse(name).expect("a valid branch name")
+}
+
+fn sha(text: &str) -> anyhow::Result<CommitSha> {
+    Ok(CommitSha::parse(text.trim())?)
+}
+
+fn secret(text: &str) -> SecretString {
+    SecretString::from(text)
+}
+
+/// The message of a `NotFound`, or why the result was something else.
+fn not_found<T: std::fmt::Debug>(result: Result<T, ForgeError>) -> anyhow::Result<String> {
+    match result {
+        Err(ForgeError::NotFound(message)) => Ok(message),
+        other => bail!("expected NotFound, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The contract
+
+async fn reports_a_stable_id_and_the_default_branch_the_repository_names(
+    s: &Subject,
+) -> anyhow::Result<()> {
+    let (url, repo) = s.repo("app", &[("app.py", "print('hi')")])?;
+    repo.push("trunk")?;
+    git(&repo.bare, &["symbolic-ref", "HEAD", "refs/heads/trunk"])?;
+    let (other, _) = s.repo("other", &[("app.py", "")])?;
+
+    let first = s.forge().repository(&url).await?;
+    let again = s.forge().repository(&url).await?;
+    let different = s.forge().repository(&other).await?;
+
+    ensure!(first.default_branch == branch("trunk"), "{first:?}");
+    ensure!(
+        first.id == again.id,
+        "the id changed: {first:?} then {again:?}"
+    );
+    ensure!(first.id != different.id, "two repositories share an id");
+    ensure!(!first.full_name.is_empty());
+    Ok(())
+}
+
+async fn resolves_the_head_of_a_branch_that_is_not_the_default(s: &Subject) -> anyhow::Result<()> {
+    let (url, repo) = s.repo("app", &[("app.py", "one")])?;
+    let main = git(&repo.work, &["rev-parse", "HEAD"])?;
+    let feature = repo.commit(&[("app.py", "two")], "on a feature branch")?;
+    repo.push("feature/login")?;
+
+    let resolved = s
+        .forge()
+        .resolve_commit(&url, &branch("feature/login"))
+        .await?;
+    let resolved_main = s.forge().resolve_commit(&url, &branch("main")).await?;
+
+    ensure!(resolved == sha(&feature)?, "{resolved} is not {feature}");
+    ensure!(
+        resolved_main == sha(&main)?,
+        "{resolved_main} is not {main}"
+    );
+    Ok(())
+}
+
+async fn checks_out_exactly_the_commit_asked_for_not_the_head(s: &Subject) -> anyhow::Result<()> {
+    let (url, repo) = s.repo("app", &[("app.py", "one"), ("pages/a.py", "page a")])?;
+    std::fs::write(repo.work.join("run.sh"), "#!/bin/sh\n")?;
+    std::fs::set_permissions(repo.work.join("run.sh"), PermissionsExt::from_mode(0o755))?;
+    std::os::unix::fs::symlink("app.py", repo.work.join("link.py"))?;
+    let old = repo.commit(&[], "script and link")?;
+    std::fs::remove_file(repo.work.join("pages/a.py"))?;
+    repo.commit(&[("app.py", "two")], "the head")?;
+    repo.push("main")?;
+    let dest = s.dir.path().join("checkout");
+
+    s.forge().checkout(&url, &sha(&old)?, &dest).await?;
+
+    ensure!(std::fs::read_to_string(dest.join("app.py"))? == "one");
+    ensure!(std::fs::read_to_string(dest.join("pages/a.py"))? == "page a");
+    ensure!(std::fs::read_link(dest.join("link.py"))? == Path::new("app.py"));
+    let mode = std::fs::metadata(dest.join("run.sh"))?.permissions().mode();
+    ensure!(
+        mode & 0o111 != 0,
+        "run.sh lost its executable bit: {mode:o}"
+    );
+    ensure!(!dest.join(".git").exists(), "a checkout is the tree only");
+    Ok(())
+}
+
+async fn an_unknown_repository_is_not_found(s: &Subject) -> anyhow::Result<()> {
+    let missing = s.missing_repo()?;
+
+    not_found(s.forge().repository(&missing).await)?;
+    not_found(s.forge().resolve_commit(&missing, &branch("main")).await)?;
+    Ok(())
+}
+
+async fn an_unknown_branch_is_not_found_and_named(s: &Subject) -> anyhow::Result<()> {
+    let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+
+    let message = not_found(s.forge().resolve_commit(&url, &branch("no-such")).await)?;
+
+    ensure!(message.contains("no-such"), "{message}");
+    Ok(())
+}
+
+async fn checking_out_an_unknown_commit_is_not_found(s: &Subject) -> anyhow::Result<()> {
+    let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+    let unknown = sha("0123456789abcdef0123456789abcdef01234567")?;
+
+    not_found(
+        s.forge()
+            .checkout(&url, &unknown, &s.dir.path().join("c"))
+            .await,
+    )?;
+    Ok(())
+}
+
+async fn ensuring_a_webhook_twice_keeps_one_hook_with_the_newer_secret(
+    s: &Subject,
+) -> anyhow::Result<()> {
+    let (url, repo) = s.repo("app", &[("app.py", "")])?;
+
+    let first = s
+        .forge()
+        .ensure_webhook(&url, HOOK_URL, &secret("first-secret"))
+        .await?;
+    let second = s
+        .forge()
+        .ensure_webhook(&url, HOOK_URL, &secret("second-secret"))
+        .await?;
+
+    ensure!(
+        first == second,
+        "a second hook was made: {first} and {second}"
+    );
+    let hooks = s.forge().webhooks(&url).await?;
+    ensure!(hooks.len() == 1, "{hooks:?}");
+    ensure!(
+        hooks[0].id == first && hooks[0].url == HOOK_URL,
+        "{hooks:?}"
+    );
+    let stored = s.hook_secret(&repo, &first)?;
+    ensure!(
+        stored.as_deref() == Some("second-secret"),
+        "the hook signs with {stored:?}"
+    );
+    Ok(())
+}
+
+async fn deleting_a_webhook_removes_it_and_deleting_it_again_is_fine(
+    s: &Subject,
+) -> anyhow::Result<()> {
+    let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+    let id = s
+        .forge()
+        .ensure_webhook(&url, HOOK_URL, &secret("s"))
+        .await?;
+
+    s.forge().delete_webhook(&url, &id).await?;
+    s.forge().delete_webhook(&url, &id).await?;
+
+    let hooks = s.forge().webhooks(&url).await?;
+    ensure!(hooks.is_empty(), "{hooks:?}");
+    Ok(())
+}
+
+async fn lists_every_webhook_with_its_url(s: &Subject) -> anyhow::Result<()> {
+    let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+    let other_url = "https://other.example.com/hook";
+    let a = s
+        .forge()
+        .ensure_webhook(&url, HOOK_URL, &secret("a"))
+        .await?;
+    let b = s
+        .forge()
+        .ensure_webhook(&url, other_url, &secret("b"))
+        .await?;
+
+    let mut hooks: Vec<(String, String)> = s
+        .forge()
+        .webhooks(&url)
+        .await?
+        .into_iter()
+        .map(|hook| (hook.id, hook.url))
+        .collect();
+    hooks.sort();
+
+    let mut expected = vec![(a, HOOK_URL.to_owned()), (b, other_url.to_owned())];
+    expected.sort();
+    ensure!(hooks == expected, "{hooks:?}");
+    Ok(())
+}
+
+/// Runs every check against every adapter: `git_forge::check`, `github_token::check`, ...
+macro_rules! contract {
+    (adapters: [$($adapter:ident => $subject:path),* $(,)?], checks: $checks:tt) => {
+        $( contract!(@adapter $adapter $subject $checks); )*
+    };
+    (@adapter $adapter:ident $subject:path [$($check:ident),* $(,)?]) => {
+        mod $adapter {
+            $(
+                #[tokio::test]
+                async fn $check() -> anyhow::Result<()> {
+                    super::$check(&$subject().await?).await
+                }
+            )*
+        }
+    };
+}
+
+contract! {
+    adapters: [
+        git_forge => super::Subject::local,
+        github_token => super::Subject::github_token,
+        github_app => super::Subject::github_app,
+    ],
+    checks: [
+        reports_a_stable_id_and_the_default_branch_the_repository_names,
+        resolves_the_head_of_a_branch_that_is_not_the_default,
+        checks_out_exactly_the_commit_asked_for_not_the_head,
+        an_unknown_repository_is_not_found,
+        an_unknown_branch_is_not_found_and_named,
+        checking_out_an_unknown_commit_is_not_found,
+        ensuring_a_webhook_twice_keeps_one_hook_with_the_newer_secret,
+        deleting_a_webhook_removes_it_and_deleting_it_again_is_fine,
+        lists_every_webhook_with_its_url,
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// GitHub only
+
+mod github {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_exhausted_rate_limit_is_unavailable_and_names_the_reset() -> anyhow::Result<()> {
+        let s = Subject::github_token().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        github.exhaust_rate_limit(4_102_444_800); // 2100-01-01T00:00:00Z
+
+        let result = s.forge().repository(&url).await;
+
+        let Err(ForgeError::Unavailable(message)) = result else {
+            bail!("expected Unavailable, got {result:?}");
+        };
+        ensure!(message.contains("rate limit"), "{message}");
+        ensure!(message.contains("2100-01-01 00:00:00 UTC"), "{message}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_says_so_without_showing_it() -> anyhow::Result<()> {
+        let github = FakeGitHub::start().await?;
+        github.accept_token(TOKEN);
+        let wrong = "ghp_wrong_token_0987654321";
+        let forge = token_forge(&github, wrong)?;
+        let url = RepoUrl::parse("https://github.com/acme/app", false)?;
+
+        let error = forge
+            .repository(&url)
+            .await
+            .expect_err("a wrong token is refused");
+
+        let shown = format!("{error} {error:?} {forge:?}");
+        ensure!(matches!(error, ForgeError::Rejected(_)), "{error:?}");
+        ensure!(shown.contains("401"), "{shown}");
+        ensure!(shown.contains("invalid or has expired"), "{shown}");
+        ensure!(!shown.contains(wrong), "the token leaked: {shown}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn configuration_debug_output_shows_no_credentials() -> anyhow::Result<()> {
+        let github = FakeGitHub::start().await?;
+        let app = github.install_app()?;
+        let configs = [
+            GitHubAuth::Token(SecretString::from(TOKEN)),
+            GitHubAuth::App {
+                app_id: app.app_id,
+                private_key: SecretString::from(app.private_key_pem.clone()),
+                installation_id: None,
+            },
+        ];
+        for auth in configs {
+            let config = GitHubConfig {
+                api_base: github.api_base(),
+                auth,
+            };
+            let forge = GitHubForge::new(config.clone())?;
+
+            let shown = format!("{config:?} {forge:?}");
+
+            ensure!(!shown.contains(TOKEN), "{shown}");
+            ensure!(!shown.contains("PRIVATE KEY"), "{shown}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_hook_url_github_refuses_is_rejected_with_github_s_reason() -> anyhow::Result<()> {
+        let s = Subject::github_token().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+
+        let result = s
+            .forge()
+            .ensure_webhook(
+                &url,
+                "ftp://runway.example.com/hook",
+                &secret("hook-secret"),
+            )
+            .await;
+
+        let Err(ForgeError::Rejected(message)) = result else {
+            bail!("expected Rejected, got {result:?}");
+        };
+        ensure!(message.contains("422 Validation Failed"), "{message}");
+        ensure!(
+            message.contains("not a valid HTTP or HTTPS URL"),
+            "{message}"
+        );
+        ensure!(!message.contains("hook-secret"), "{message}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_app_mints_one_installation_token_and_reuses_it() -> anyhow::Result<()> {
+        let s = Subject::github_app().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+
+        s.forge().repository(&url).await?;
+        s.forge().resolve_commit(&url, &branch("main")).await?;
+        s.forge().webhooks(&url).await?;
+
+        ensure!(
+            github.token_exchanges() == 1,
+            "{}",
+            github.token_exchanges()
+        );
+        ensure!(github.installation_lookups() == 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_revoked_installation_token_is_replaced_without_failing_the_call()
+    -> anyhow::Result<()> {
+        let s = Subject::github_app().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        s.forge().repository(&url).await?;
+        github.revoke_installation_tokens();
+
+        s.forge().repository(&url).await?;
+
+        ensure!(
+            github.token_exchanges() == 2,
+            "{}",
+            github.token_exchanges()
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_missing_permission_is_named() -> anyhow::Result<()> {
+        let s = Subject::github_token().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        github.forbid_webhooks();
+
+        let result = s.forge().ensure_webhook(&url, HOOK_URL, &secret("s")).await;
+
+        let Err(ForgeError::Rejected(message)) = result else {
+            bail!("expected Rejected, got {result:?}");
+        };
+        ensure!(
+            message.contains("403 Resource not accessible by integration"),
+            "{message}"
+        );
+        ensure!(message.contains("Webhooks: read and write"), "{message}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_app_with_a_configured_installation_does_not_look_it_up() -> anyhow::Result<()> {
+        let github = FakeGitHub::start().await?;
+        let forge = app_forge(&github, true)?;
+        let s = Subject::on_github(github, forge)?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+
+        s.forge().repository(&url).await?;
+        s.forge().repository(&url).await?;
+
+        ensure!(github.installation_lookups() == 0);
+        ensure!(github.token_exchanges() == 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_token_within_five_minutes_of_expiry_is_replaced() -> anyhow::Result<()> {
+        let s = Subject::github_app().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        github.set_installation_token_lifetime(chrono::Duration::minutes(4));
+
+        s.forge().repository(&url).await?;
+        s.forge().repository(&url).await?;
+
+        ensure!(
+            github.token_exchanges() == 2,
+            "{}",
+            github.token_exchanges()
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_renamed_repository_keeps_its_id_and_still_answers_by_its_old_name()
+    -> anyhow::Result<()> {
+        let s = Subject::github_token().await?;
+        let (old_url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        let before = s.forge().repository(&old_url).await?;
+        github.rename_repo(OWNER, "app", "dashboard");
+
+        let after = s.forge().repository(&old_url).await?;
+        let head = s.forge().resolve_commit(&old_url, &branch("main")).await;
+        let hook = s
+            .forge()
+            .ensure_webhook(&old_url, HOOK_URL, &secret("s"))
+            .await;
+
+        ensure!(after.id == before.id, "{before:?} -> {after:?}");
+        ensure!(after.full_name == "acme/dashboard", "{after:?}");
+        head?;
+        hook?;
+        ensure!(github.hooks(OWNER, "dashboard").len() == 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_tarball_download_never_carries_credentials_to_codeload() -> anyhow::Result<()> {
+        let s = Subject::github_token().await?;
+        let (url, repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        let head = sha(&git(&repo.work, &["rev-parse", "HEAD"])?)?;
+
+        s.forge()
+            .checkout(&url, &head, &s.dir.path().join("c"))
+            .await?;
+
+        let (downloads, with_credentials) = github.codeload_requests();
+        ensure!(downloads == 1, "{downloads}");
+        ensure!(with_credentials == 0, "credentials went to codeload");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn webhooks_follow_github_s_pages() -> anyhow::Result<()> {
+        let s = Subject::github_token().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        github.cap_page_size(2);
+        for n in 0..5 {
+            let hook_url = format!("https://runway{n}.example.com/hook");
+            s.forge()
+                .ensure_webhook(&url, &hook_url, &secret("s"))
+                .await?;
+        }
+
+        let hooks = s.forge().webhooks(&url).await?;
+
+        ensure!(hooks.len() == 5, "{hooks:?}");
+        ensure!(github.hooks(OWNER, "app").len() == 5);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_new_hook_is_a_json_push_hook_with_tls_verification() -> anyhow::Result<()> {
+        let s = Subject::github_token().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+
+        s.forge()
+            .ensure_webhook(&url, HOOK_URL, &secret("s3cret"))
+            .await?;
+
+        let hooks = github.hooks(OWNER, "app");
+        ensure!(hooks.len() == 1, "{hooks:?}");
+        let hook = &hooks[0];
+        ensure!(hook.events == ["push"] && hook.active, "{hook:?}");
+        ensure!(
+            hook.content_type == "json" && hook.insecure_ssl == "0",
+            "{hook:?}"
+        );
+        ensure!(hook.secret.as_deref() == Some("s3cret"), "{hook:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_local_repository_is_refused_with_a_reason() -> anyhow::Result<()> {
+        let s = Subject::github_token().await?;
+        let local = RepoUrl::parse("/srv/repos/app.git", true)?;
+
+        let result = s.forge().repository(&local).await;
+
+        ensure!(
+            matches!(&result, Err(ForgeError::Rejected(m)) if m.contains("GitHub repositories only")),
+            "{result:?}"
+        );
+        Ok(())
+    }
+}

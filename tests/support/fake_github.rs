@@ -1,0 +1,1054 @@
+//! A fake GitHub REST API for the `GitHubForge` tests.
+//!
+//! A fake is allowed here only because GitHub has no runnable peer: there is no emulator or
+//! self-hostable GitHub to test against. So this one stays honest in two ways. It follows
+//! GitHub's documented REST shapes field by field (API version 2022-11-28: "Get a repository",
+//! "Get a branch", "Download a repository archive (tar)", "List/Create/Get/Update/Delete a
+//! repository webhook", "Get a repository installation for the authenticated app", "Create an
+//! installation access token for an app"), including errors (`{"message", "documentation_url",
+//! "status"}`, 422 `errors`), rate-limit headers, `Link` pagination with `/repositories/{id}`
+//! URLs, 301/307 for renamed repositories and the 302 from `tarball` to codeload. And everything
+//! git is real: each repository is a bare git repository on disk; default branches come from
+//! `git symbolic-ref HEAD`, heads from `git rev-parse`, tarballs from `git archive` with
+//! GitHub's `OWNER-REPO-SHA7/` folder.
+//!
+//! Codeload listens on a second port (another origin, as codeload.github.com is), so a test can
+//! check that credentials never follow the redirect. Hooks live in memory; tests read them back,
+//! secrets included. Authentication is checked: a configured token, or an installation token this
+//! fake issued for an App JWT that verified (RS256) against the App's public key.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use http::{HeaderValue, Method, StatusCode, header};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use runway_shared::http::{Request, Response, full, read_body, serve};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const DOCS: &str = "https://docs.github.com/rest";
+/// GitHub caps `per_page` at 100 and defaults to 30.
+const MAX_PER_PAGE: usize = 100;
+const DEFAULT_PER_PAGE: usize = 30;
+/// GitHub refuses App JWTs that expire more than 10 minutes ahead.
+const MAX_JWT_LIFETIME_SECS: i64 = 600;
+
+/// A running fake GitHub; stops serving when dropped.
+pub struct FakeGitHub {
+    api: String,
+    state: Arc<Mutex<State>>,
+    _stop: watch::Sender<()>,
+}
+
+/// A GitHub App registered with the fake, installed on every repository it serves.
+pub struct FakeApp {
+    pub app_id: u64,
+    pub installation_id: u64,
+    /// The App's private key, PKCS#1 PEM, as GitHub hands it out.
+    pub private_key_pem: String,
+}
+
+/// A repository webhook as the fake holds it, secret included (GitHub never shows it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeHook {
+    pub id: u64,
+    pub url: String,
+    pub secret: Option<String>,
+    pub content_type: String,
+    pub insecure_ssl: String,
+    pub events: Vec<String>,
+    pub active: bool,
+}
+
+#[derive(Default)]
+struct State {
+    api: String,
+    codeload: String,
+    tokens: Vec<String>,
+    app: Option<AppKey>,
+    installation_tokens: HashMap<String, DateTime<Utc>>,
+    token_lifetime: Option<chrono::Duration>,
+    token_exchanges: usize,
+    installation_lookups: usize,
+    repos: Vec<Repo>,
+    next_id: u64,
+    rate_limit_reset: Option<i64>,
+    hooks_forbidden: bool,
+    page_cap: Option<usize>,
+    downloads: HashMap<String, (u64, String)>,
+    codeload_requests: usize,
+    codeload_with_authorization: usize,
+}
+
+struct AppKey {
+    app_id: u64,
+    installation_id: u64,
+    key: DecodingKey,
+}
+
+struct Repo {
+    id: u64,
+    owner: String,
+    name: String,
+    bare: PathBuf,
+    hooks: Vec<FakeHook>,
+    /// Names it had before a rename; GitHub redirects them.
+    former: Vec<(String, String)>,
+}
+
+impl Repo {
+    fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
+
+    fn is_named(&self, owner: &str, name: &str) -> bool {
+        self.owner.eq_ignore_ascii_case(owner) && self.name.eq_ignore_ascii_case(name)
+    }
+
+    fn was_named(&self, owner: &str, name: &str) -> bool {
+        self.former
+            .iter()
+            .any(|(o, n)| o.eq_ignore_ascii_case(owner) && n.eq_ignore_ascii_case(name))
+    }
+}
+
+impl FakeGitHub {
+    /// Serves the API and codeload on two ports of 127.0.0.1.
+    pub async fn start() -> anyhow::Result<Self> {
+        let api_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let codeload_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let api = format!("http://{}/", api_listener.local_addr()?);
+        let codeload_url = format!("http://{}/", codeload_listener.local_addr()?);
+        let state = Arc::new(Mutex::new(State {
+            api: api.clone(),
+            codeload: codeload_url,
+            next_id: 1_296_269,
+            ..State::default()
+        }));
+        let (stop, stopped) = watch::channel(());
+        for (listener, is_codeload) in [(api_listener, false), (codeload_listener, true)] {
+            let state = state.clone();
+            let mut stopped = stopped.clone();
+            let service = move |request: Request, _peer: SocketAddr| {
+                let state = state.clone();
+                async move {
+                    if is_codeload {
+                        serve_codeload(&state, request).await
+                    } else {
+                        api_request(&state, request).await
+                    }
+                }
+            };
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            tokio::spawn(serve(listener, service, shutdown, Duration::from_secs(1)));
+        }
+        Ok(Self {
+            api,
+            state,
+            _stop: stop,
+        })
+    }
+
+    /// What `GitHubConfig::api_base` should be.
+    pub fn api_base(&self) -> url::Url {
+        url::Url::parse(&self.api).expect("the fake's own URL")
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Accepts `token` as a personal access token.
+    pub fn accept_token(&self, token: &str) {
+        self.state().tokens.push(token.to_owned());
+    }
+
+    /// Registers a GitHub App with a fresh RSA key and installs it on every repository.
+    pub fn install_app(&self) -> anyhow::Result<FakeApp> {
+        use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey, LineEnding};
+        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
+        let private_key_pem = private.to_pkcs1_pem(LineEnding::LF)?.to_string();
+        let public_pem = private.to_public_key().to_pkcs1_pem(LineEnding::LF)?;
+        let key = DecodingKey::from_rsa_pem(public_pem.as_bytes())?;
+        let mut state = self.state();
+        let (app_id, installation_id) = (state.next_id(), state.next_id());
+        state.app = Some(AppKey {
+            app_id,
+            installation_id,
+            key,
+        });
+        Ok(FakeApp {
+            app_id,
+            installation_id,
+            private_key_pem,
+        })
+    }
+
+    /// Serves the bare repository `bare` as `owner/name`; returns its id.
+    pub fn add_repo(&self, owner: &str, name: &str, bare: &Path) -> u64 {
+        let mut state = self.state();
+        let id = state.next_id();
+        state.repos.push(Repo {
+            id,
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+            bare: bare.to_owned(),
+            hooks: Vec::new(),
+            former: Vec::new(),
+        });
+        id
+    }
+
+    /// Renames `owner/name` to `owner/new_name`, keeping its id; the old name redirects.
+    pub fn rename_repo(&self, owner: &str, name: &str, new_name: &str) {
+        let mut state = self.state();
+        let repo = state
+            .repos
+            .iter_mut()
+            .find(|repo| repo.is_named(owner, name))
+            .expect("renaming a repository the fake serves");
+        repo.former.push((repo.owner.clone(), repo.name.clone()));
+        repo.name = new_name.to_owned();
+    }
+
+    /// The hooks of `owner/name`, secrets included.
+    pub fn hooks(&self, owner: &str, name: &str) -> Vec<FakeHook> {
+        self.state()
+            .repos
+            .iter()
+            .find(|repo| repo.is_named(owner, name))
+            .map(|repo| repo.hooks.clone())
+            .unwrap_or_default()
+    }
+
+    /// From now on every API request answers 403 with `x-ratelimit-remaining: 0` and
+    /// `x-ratelimit-reset: reset` (UTC epoch seconds), as GitHub does when the limit is used up.
+    pub fn exhaust_rate_limit(&self, reset: i64) {
+        self.state().rate_limit_reset = Some(reset);
+    }
+
+    /// From now on the hook endpoints answer 403 "Resource not accessible by integration", as
+    /// GitHub does for an App or token without the Webhooks permission.
+    pub fn forbid_webhooks(&self) {
+        self.state().hooks_forbidden = true;
+    }
+
+    /// Revokes every installation token issued so far; GitHub then answers 401.
+    pub fn revoke_installation_tokens(&self) {
+        self.state().installation_tokens.clear();
+    }
+
+    /// Lists at most `per_page` items a page, so a test can see pagination with a few hooks.
+    pub fn cap_page_size(&self, per_page: usize) {
+        self.state().page_cap = Some(per_page);
+    }
+
+    /// How long installation tokens live (GitHub: one hour).
+    pub fn set_installation_token_lifetime(&self, lifetime: chrono::Duration) {
+        self.state().token_lifetime = Some(lifetime);
+    }
+
+    /// How many installation tokens were issued.
+    pub fn token_exchanges(&self) -> usize {
+        self.state().token_exchanges
+    }
+
+    /// How many times an App asked which installation covers a repository.
+    pub fn installation_lookups(&self) -> usize {
+        self.state().installation_lookups
+    }
+
+    /// Tarball downloads codeload served, and how many of them carried an `Authorization`.
+    pub fn codeload_requests(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.codeload_requests, state.codeload_with_authorization)
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl State {
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn repo(&self, id: u64) -> Option<&Repo> {
+        self.repos.iter().find(|repo| repo.id == id)
+    }
+
+    fn repo_mut(&mut self, id: u64) -> Option<&mut Repo> {
+        self.repos.iter_mut().find(|repo| repo.id == id)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses in GitHub's shapes
+
+fn respond(status: StatusCode, body: Option<&Value>) -> Response {
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut response = http::Response::new(full(bytes));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if body.is_some() {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    headers.insert(
+        "x-github-api-version-selected",
+        HeaderValue::from_static("2022-11-28"),
+    );
+    response
+}
+
+fn ok(value: Value) -> Response {
+    respond(StatusCode::OK, Some(&value))
+}
+
+/// GitHub's error body: `{"message", "documentation_url", "status"}`.
+fn error(status: StatusCode, message: &str) -> Response {
+    respond(
+        status,
+        Some(&json!({
+            "message": message,
+            "documentation_url": DOCS,
+            "status": status.as_u16().to_string(),
+        })),
+    )
+}
+
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "Not Found")
+}
+
+fn validation_failed(errors: Value) -> Response {
+    respond(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some(&json!({
+            "message": "Validation Failed",
+            "errors": errors,
+            "documentation_url": format!("{DOCS}/repos/webhooks#create-a-repository-webhook"),
+            "status": "422",
+        })),
+    )
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response {
+    let mut response = respond(status, None);
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+fn with_rate_limit_headers(mut response: Response, remaining: u32, reset: i64) -> Response {
+    let headers = response.headers_mut();
+    let pairs = [
+        ("x-ratelimit-limit", "5000".to_owned()),
+        ("x-ratelimit-remaining", remaining.to_string()),
+        ("x-ratelimit-used", (5000 - remaining).to_string()),
+        ("x-ratelimit-reset", reset.to_string()),
+        ("x-ratelimit-resource", "core".to_owned()),
+    ];
+    for (name, value) in pairs {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+fn repo_json(state: &State, repo: &Repo, default_branch: &str) -> Value {
+    let api = state.api.trim_end_matches('/');
+    json!({
+        "id": repo.id,
+        "node_id": format!("R_{}", repo.id),
+        "name": repo.name,
+        "full_name": repo.full_name(),
+        "owner": { "login": repo.owner, "type": "Organization" },
+        "private": true,
+        "html_url": format!("https://github.com/{}", repo.full_name()),
+        "url": format!("{api}/repos/{}", repo.full_name()),
+        "hooks_url": format!("{api}/repos/{}/hooks", repo.full_name()),
+        "default_branch": default_branch,
+        "visibility": "private",
+    })
+}
+
+fn hook_json(state: &State, repo: &Repo, hook: &FakeHook) -> Value {
+    let url = format!("{}repos/{}/hooks/{}", state.api, repo.full_name(), hook.id);
+    let mut config = json!({
+        "url": hook.url,
+        "content_type": hook.content_type,
+        "insecure_ssl": hook.insecure_ssl,
+    });
+    // GitHub never shows a secret back, only that there is one.
+    if hook.secret.is_some() {
+        config["secret"] = json!("********");
+    }
+    json!({
+        "type": "Repository",
+        "id": hook.id,
+        "name": "web",
+        "active": hook.active,
+        "events": hook.events,
+        "config": config,
+        "updated_at": "2024-01-01T00:00:00Z",
+        "created_at": "2024-01-01T00:00:00Z",
+        "url": url,
+        "test_url": format!("{url}/test"),
+        "ping_url": format!("{url}/pings"),
+        "deliveries_url": format!("{url}/deliveries"),
+        "last_response": { "code": null, "status": "unused", "message": null },
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing
+
+/// Who a request authenticated as.
+enum Caller {
+    /// A token: a configured one, or an installation token this fake issued.
+    Token,
+    /// The App itself, by a JWT that verified.
+    App,
+    Anonymous,
+    Refused(&'static str),
+}
+
+async fn api_request(state: &Mutex<State>, request: Request) -> Response {
+    let reset = lock(state).rate_limit_reset;
+    if let Some(reset) = reset {
+        let response = error(
+            StatusCode::FORBIDDEN,
+            "API rate limit exceeded for installation. If you reach out to GitHub Support for \
+             help, please include the request ID.",
+        );
+        return with_rate_limit_headers(response, 0, reset);
+    }
+    let hour = Utc::now().timestamp() + 3600;
+    let response = route(state, request).await;
+    with_rate_limit_headers(response, 4999, hour)
+}
+
+async fn route(state: &Mutex<State>, request: Request) -> Response {
+    let caller = authenticate(state, &request);
+    let path = request.uri().path().to_owned();
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match segments.as_slice() {
+        ["app", "installations", id, "access_tokens"] if request.method() == Method::POST => {
+            require_app(state, &caller, |state| create_access_token(state, id))
+        }
+        ["repos", owner, name, "installation"] => require_app(state, &caller, |state| {
+            repo_installation(state, owner, name)
+        }),
+        ["repos", owner, name, rest @ ..] => {
+            let found = {
+                let state = lock(state);
+                let current = state.repos.iter().find(|r| r.is_named(owner, name));
+                let former = state.repos.iter().find(|r| r.was_named(owner, name));
+                (current.map(|r| r.id), former.map(|r| r.id))
+            };
+            match (caller, found) {
+                (Caller::Refused(why), _) => error(StatusCode::UNAUTHORIZED, why),
+                (Caller::Anonymous | Caller::App, _) => {
+                    error(StatusCode::UNAUTHORIZED, "Requires authentication")
+                }
+                (Caller::Token, (Some(id), _)) => repo_route(state, id, rest, request).await,
+                (Caller::Token, (None, Some(id))) => moved(state, id, rest, &request),
+                (Caller::Token, (None, None)) => not_found(),
+            }
+        }
+        ["repositories", id, rest @ ..] => {
+            let id = id
+                .parse::<u64>()
+                .ok()
+                .filter(|id| lock(state).repo(*id).is_some());
+            match (caller, id) {
+                (Caller::Token, Some(id)) => repo_route(state, id, rest, request).await,
+                (Caller::Token, None) => not_found(),
+                (Caller::Refused(why), _) => error(StatusCode::UNAUTHORIZED, why),
+                _ => error(StatusCode::UNAUTHORIZED, "Requires authentication"),
+            }
+        }
+        _ => not_found(),
+    }
+}
+
+/// A renamed repository: GitHub answers 301 for GET and 307 otherwise, to `/repositories/{id}`.
+fn moved(state: &Mutex<State>, id: u64, rest: &[&str], request: &Request) -> Response {
+    let api = lock(state).api.clone();
+    let mut location = format!("{api}repositories/{id}");
+    for part in rest {
+        location.push('/');
+        location.push_str(part);
+    }
+    if let Some(query) = request.uri().query() {
+        location.push('?');
+        location.push_str(query);
+    }
+    let status = if request.method() == Method::GET {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::TEMPORARY_REDIRECT
+    };
+    let mut response = redirect(status, &location);
+    let body =
+        json!({ "message": "Moved Permanently", "url": location, "documentation_url": DOCS });
+    *response.body_mut() = full(body.to_string());
+    response
+}
+
+fn require_app(
+    state: &Mutex<State>,
+    caller: &Caller,
+    handler: impl FnOnce(&mut State) -> Response,
+) -> Response {
+    match caller {
+        Caller::App => handler(&mut lock(state)),
+        Caller::Refused(why) => error(StatusCode::UNAUTHORIZED, why),
+        _ => error(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        ),
+    }
+}
+
+fn authenticate(state: &Mutex<State>, request: &Request) -> Caller {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return Caller::Anonymous;
+    };
+    let value = value.to_str().unwrap_or_default();
+    let Some(credential) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("token "))
+    else {
+        return Caller::Refused("Bad credentials");
+    };
+    let state = lock(state);
+    if state.tokens.iter().any(|token| token == credential) {
+        return Caller::Token;
+    }
+    if let Some(expires) = state.installation_tokens.get(credential) {
+        return if *expires > Utc::now() {
+            Caller::Token
+        } else {
+            Caller::Refused("Bad credentials")
+        };
+    }
+    if credential.matches('.').count() == 2
+        && let Some(app) = &state.app
+    {
+        return verify_app_jwt(app, credential);
+    }
+    Caller::Refused("Bad credentials")
+}
+
+/// GitHub's rules for an App JWT: RS256 by the App's key, `iss` the App id, `exp` at most ten
+/// minutes ahead, `iat` not in the future.
+fn verify_app_jwt(app: &AppKey, jwt: &str) -> Caller {
+    let mut validation = Validation::new(Algorithm::RS256);
+    // jsonwebtoken reads only a string `iss` and knows no `iat`: both are checked below, as
+    // GitHub takes the App id as a number or a string.
+    validation.set_required_spec_claims(&["exp"]);
+    validation.validate_aud = false;
+    let Ok(data) = jsonwebtoken::decode::<Value>(jwt, &app.key, &validation) else {
+        return Caller::Refused("A JSON web token could not be decoded");
+    };
+    let claims = data.claims;
+    let issuer_matches = claims["iss"].as_u64() == Some(app.app_id)
+        || claims["iss"].as_str() == Some(&app.app_id.to_string());
+    if !issuer_matches {
+        return Caller::Refused("'Issuer' claim ('iss') must be the App's id");
+    }
+    let now = Utc::now().timestamp();
+    let exp = claims["exp"].as_i64().unwrap_or(0);
+    let Some(iat) = claims["iat"].as_i64() else {
+        return Caller::Refused("Missing 'issued at' claim ('iat')");
+    };
+    if exp > now + MAX_JWT_LIFETIME_SECS + 30 {
+        return Caller::Refused("'Expiration time' claim ('exp') is too far in the future");
+    }
+    if iat > now + 30 {
+        return Caller::Refused(
+            "'Issued at' claim ('iat') must be an Integer representing a time in the past",
+        );
+    }
+    Caller::App
+}
+
+fn create_access_token(state: &mut State, id: &str) -> Response {
+    let Some(app) = &state.app else {
+        return not_found();
+    };
+    if id.parse::<u64>().ok() != Some(app.installation_id) {
+        return not_found();
+    }
+    let lifetime = state.token_lifetime.unwrap_or(chrono::Duration::hours(1));
+    let expires_at = Utc::now() + lifetime;
+    let token = format!("ghs_{}", uuid::Uuid::new_v4().simple());
+    state.installation_tokens.insert(token.clone(), expires_at);
+    state.token_exchanges += 1;
+    respond(
+        StatusCode::CREATED,
+        Some(&json!({
+            "token": token,
+            "expires_at": expires_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "permissions": { "contents": "read", "metadata": "read", "repository_hooks": "write" },
+            "repository_selection": "all",
+        })),
+    )
+}
+
+fn repo_installation(state: &mut State, owner: &str, name: &str) -> Response {
+    state.installation_lookups += 1;
+    let (Some(app), Some(repo)) = (
+        &state.app,
+        state.repos.iter().find(|r| r.is_named(owner, name)),
+    ) else {
+        return not_found();
+    };
+    ok(json!({
+        "id": app.installation_id,
+        "app_id": app.app_id,
+        "account": { "login": repo.owner, "type": "Organization" },
+        "repository_selection": "all",
+        "target_type": "Organization",
+        "permissions": { "contents": "read", "metadata": "read", "repository_hooks": "write" },
+        "events": [],
+    }))
+}
+
+async fn repo_route(state: &Mutex<State>, id: u64, rest: &[&str], request: Request) -> Response {
+    let method = request.method().clone();
+    if rest.first() == Some(&"hooks") && lock(state).hooks_forbidden {
+        return error(
+            StatusCode::FORBIDDEN,
+            "Resource not accessible by integration",
+        );
+    }
+    match (rest, &method) {
+        ([], &Method::GET) => get_repo(state, id).await,
+        (["branches", branch @ ..], &Method::GET) if !branch.is_empty() => {
+            get_branch(state, id, &branch.join("/")).await
+        }
+        (["tarball", reference @ ..], &Method::GET) => {
+            tarball(state, id, &reference.join("/")).await
+        }
+        (["hooks"], &Method::GET) => list_hooks(state, id, request.uri().query()),
+        (["hooks"], &Method::POST) => match json_body(request).await {
+            Ok(body) => create_hook(&mut lock(state), id, &body),
+            Err(response) => response,
+        },
+        (["hooks", hook], _) => {
+            let Some(hook) = hook.parse::<u64>().ok() else {
+                return not_found();
+            };
+            match method {
+                Method::GET => get_hook(&lock(state), id, hook),
+                Method::PATCH => match json_body(request).await {
+                    Ok(body) => update_hook(&mut lock(state), id, hook, &body),
+                    Err(response) => response,
+                },
+                Method::DELETE => delete_hook(&mut lock(state), id, hook),
+                _ => not_found(),
+            }
+        }
+        _ => not_found(),
+    }
+}
+
+async fn json_body(request: Request) -> Result<Value, Response> {
+    let bytes = read_body(request, 1 << 20)
+        .await
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "Problems parsing JSON"))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "Problems parsing JSON"))
+}
+
+fn bare_path(state: &Mutex<State>, id: u64) -> Option<PathBuf> {
+    lock(state).repo(id).map(|repo| repo.bare.clone())
+}
+
+async fn get_repo(state: &Mutex<State>, id: u64) -> Response {
+    let Some(bare) = bare_path(state, id) else {
+        return not_found();
+    };
+    let head = git(&bare, &["symbolic-ref", "--short", "HEAD"]).await;
+    let Ok(default_branch) = head else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
+    };
+    let state = lock(state);
+    match state.repo(id) {
+        Some(repo) => ok(repo_json(&state, repo, default_branch.trim())),
+        None => not_found(),
+    }
+}
+
+async fn get_branch(state: &Mutex<State>, id: u64, branch: &str) -> Response {
+    let Some(bare) = bare_path(state, id) else {
+        return not_found();
+    };
+    let reference = format!("refs/heads/{branch}");
+    let Ok(sha) = git(&bare, &["rev-parse", "--verify", "--quiet", &reference]).await else {
+        return error(StatusCode::NOT_FOUND, "Branch not found");
+    };
+    let sha = sha.trim();
+    let state = lock(state);
+    let Some(repo) = state.repo(id) else {
+        return not_found();
+    };
+    let api = format!("{}repos/{}", state.api, repo.full_name());
+    ok(json!({
+        "name": branch,
+        "commit": {
+            "sha": sha,
+            "url": format!("{api}/commits/{sha}"),
+            "commit": { "tree": { "sha": null } },
+        },
+        "_links": {
+            "self": format!("{api}/branches/{branch}"),
+            "html": format!("https://github.com/{}/tree/{branch}", repo.full_name()),
+        },
+        "protected": false,
+        "protection": { "enabled": false },
+        "protection_url": format!("{api}/branches/{branch}/protection"),
+    }))
+}
+
+/// "Download a repository archive (tar)": 302 to codeload with a short-lived token in the URL,
+/// as GitHub does for private repositories; the default branch when no ref is given.
+async fn tarball(state: &Mutex<State>, id: u64, reference: &str) -> Response {
+    let Some(bare) = bare_path(state, id) else {
+        return not_found();
+    };
+    let reference = if reference.is_empty() {
+        "HEAD"
+    } else {
+        reference
+    };
+    if reference.starts_with('-') {
+        return not_found();
+    }
+    let spec = format!("{reference}^{{commit}}");
+    let Ok(sha) = git(&bare, &["rev-parse", "--verify", "--quiet", &spec]).await else {
+        return not_found();
+    };
+    let mut state = lock(state);
+    let Some(repo) = state.repo(id) else {
+        return not_found();
+    };
+    let (owner, name) = (repo.owner.clone(), repo.name.clone());
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let location = format!(
+        "{}{owner}/{name}/legacy.tar.gz/{reference}?token={token}",
+        state.codeload
+    );
+    state.downloads.insert(token, (id, sha.trim().to_owned()));
+    redirect(StatusCode::FOUND, &location)
+}
+
+/// codeload: `git archive` of the commit the API named, under GitHub's `OWNER-REPO-SHA7/`.
+async fn serve_codeload(state: &Mutex<State>, request: Request) -> Response {
+    let token = request
+        .uri()
+        .query()
+        .and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "token")
+                .map(|(_, value)| value.into_owned())
+        })
+        .unwrap_or_default();
+    let download = {
+        let mut state = lock(state);
+        state.codeload_requests += 1;
+        if request.headers().contains_key(header::AUTHORIZATION) {
+            state.codeload_with_authorization += 1;
+        }
+        let download = state.downloads.get(&token).cloned();
+        download.and_then(|(id, sha)| {
+            let repo = state.repo(id)?;
+            Some((
+                repo.bare.clone(),
+                repo.owner.clone(),
+                repo.name.clone(),
+                sha,
+            ))
+        })
+    };
+    let Some((bare, owner, name, sha)) = download else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let prefix = format!("--prefix={owner}-{name}-{}/", &sha[..7]);
+    let archive = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(&bare)
+        .args(["archive", "--format=tar.gz", &prefix, &sha])
+        .env_remove("GIT_DIR")
+        .output()
+        .await;
+    match archive {
+        Ok(output) if output.status.success() => {
+            let mut response = http::Response::new(full(output.stdout));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-gzip"),
+            );
+            if let Ok(value) = HeaderValue::from_str(&format!(
+                "attachment; filename={owner}-{name}-{}.tar.gz",
+                &sha[..7]
+            )) {
+                headers.insert(header::CONTENT_DISPOSITION, value);
+            }
+            response
+        }
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error"),
+    }
+}
+
+fn list_hooks(state: &Mutex<State>, id: u64, query: Option<&str>) -> Response {
+    let state = lock(state);
+    let Some(repo) = state.repo(id) else {
+        return not_found();
+    };
+    let param = |name: &str| {
+        query.and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == name)
+                .and_then(|(_, value)| value.parse::<usize>().ok())
+        })
+    };
+    let cap = state.page_cap.unwrap_or(MAX_PER_PAGE).min(MAX_PER_PAGE);
+    let per_page = param("per_page").unwrap_or(DEFAULT_PER_PAGE).clamp(1, cap);
+    let page = param("page").unwrap_or(1).max(1);
+    let items: Vec<Value> = repo
+        .hooks
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|hook| hook_json(&state, repo, hook))
+        .collect();
+    let last = repo.hooks.len().div_ceil(per_page).max(1);
+    let mut response = ok(Value::Array(items));
+    let link = |page: usize, rel: &str| {
+        format!(
+            "<{}repositories/{id}/hooks?per_page={per_page}&page={page}>; rel=\"{rel}\"",
+            state.api
+        )
+    };
+    let mut links = Vec::new();
+    if page < last {
+        links.push(link(page + 1, "next"));
+        links.push(link(last, "last"));
+    }
+    if page > 1 {
+        links.push(link(1, "first"));
+        links.push(link(page - 1, "prev"));
+    }
+    if !links.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&links.join(", "))
+    {
+        response.headers_mut().insert(header::LINK, value);
+    }
+    response
+}
+
+/// The `config.url` checks GitHub documents: present, and an http(s) URL.
+fn invalid_url(url: Option<&str>) -> Option<Value> {
+    let Some(url) = url else {
+        return Some(json!([{ "resource": "Hook", "code": "missing_field", "field": "url" }]));
+    };
+    let parsed = url::Url::parse(url).ok();
+    let web = parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    (!web).then(|| {
+        json!([{
+            "resource": "Hook",
+            "code": "custom",
+            "field": "url",
+            "message": "url is not a valid HTTP or HTTPS URL",
+        }])
+    })
+}
+
+fn strings(value: &Value) -> Option<Vec<String>> {
+    value.as_array().map(|items| {
+        items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+fn config_string(config: &Value, key: &str, default: &str) -> String {
+    match &config[key] {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        _ => default.to_owned(),
+    }
+}
+
+fn create_hook(state: &mut State, id: u64, body: &Value) -> Response {
+    let config = &body["config"];
+    if let Some(errors) = invalid_url(config["url"].as_str()) {
+        return validation_failed(errors);
+    }
+    let url = config["url"].as_str().unwrap_or_default().to_owned();
+    let events = strings(&body["events"]).unwrap_or_else(|| vec!["push".to_owned()]);
+    let hook_id = state.next_id();
+    let Some(repo) = state.repo_mut(id) else {
+        return not_found();
+    };
+    // "Multiple webhooks can share the same config as long as those webhooks do not have any
+    // events that overlap."
+    let overlaps = repo
+        .hooks
+        .iter()
+        .any(|hook| hook.url == url && hook.events.iter().any(|e| events.contains(e)));
+    if overlaps {
+        return validation_failed(json!([{
+            "resource": "Hook",
+            "code": "custom",
+            "message": "Hook already exists on this repository",
+        }]));
+    }
+    let hook = FakeHook {
+        id: hook_id,
+        url,
+        secret: config["secret"].as_str().map(str::to_owned),
+        content_type: config_string(config, "content_type", "form"),
+        insecure_ssl: config_string(config, "insecure_ssl", "0"),
+        events,
+        active: body["active"].as_bool().unwrap_or(true),
+    };
+    repo.hooks.push(hook.clone());
+    let state = &*state;
+    let Some(repo) = state.repo(id) else {
+        return not_found();
+    };
+    respond(StatusCode::CREATED, Some(&hook_json(state, repo, &hook)))
+}
+
+fn get_hook(state: &State, id: u64, hook_id: u64) -> Response {
+    let found = state
+        .repo(id)
+        .and_then(|repo| Some((repo, repo.hooks.iter().find(|h| h.id == hook_id)?)));
+    match found {
+        Some((repo, hook)) => ok(hook_json(state, repo, hook)),
+        None => not_found(),
+    }
+}
+
+/// "Update a repository webhook": a given `config` replaces the old one whole, so a secret not
+/// sent again is removed, as GitHub documents.
+fn update_hook(state: &mut State, id: u64, hook_id: u64, body: &Value) -> Response {
+    let config = &body["config"];
+    if config.is_object()
+        && let Some(errors) = invalid_url(config["url"].as_str())
+    {
+        return validation_failed(errors);
+    }
+    let Some(hook) = state
+        .repo_mut(id)
+        .and_then(|repo| repo.hooks.iter_mut().find(|h| h.id == hook_id))
+    else {
+        return not_found();
+    };
+    if config.is_object() {
+        hook.url = config["url"].as_str().unwrap_or_default().to_owned();
+        hook.secret = config["secret"].as_str().map(str::to_owned);
+        hook.content_type = config_string(config, "content_type", "form");
+        hook.insecure_ssl = config_string(config, "insecure_ssl", "0");
+    }
+    if let Some(events) = strings(&body["events"]) {
+        hook.events = events;
+    }
+    if let Some(add) = strings(&body["add_events"]) {
+        for event in add {
+            if !hook.events.contains(&event) {
+                hook.events.push(event);
+            }
+        }
+    }
+    if let Some(remove) = strings(&body["remove_events"]) {
+        hook.events.retain(|e| !remove.contains(e));
+    }
+    if let Some(active) = body["active"].as_bool() {
+        hook.active = active;
+    }
+    get_hook(state, id, hook_id)
+}
+
+fn delete_hook(state: &mut State, id: u64, hook_id: u64) -> Response {
+    let Some(repo) = state.repo_mut(id) else {
+        return not_found();
+    };
+    let before = repo.hooks.len();
+    repo.hooks.retain(|hook| hook.id != hook_id);
+    if repo.hooks.len() == before {
+        return not_found();
+    }
+    respond(StatusCode::NO_CONTENT, None)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+async fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env_remove("GIT_DIR")
+        .output()
+        .await
+        .context("running git")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `%XX` escapes in a path segment, as clients encode names with unusual characters.
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
