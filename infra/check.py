@@ -9,7 +9,8 @@ There is no terraform binary or provider download here, so this does what it can
    the @cdktf/provider-google{,-beta} npm packages (their index.js/index.d.ts per resource);
 3. every var., local., data. and resource reference points at something declared, and a
    resource attribute read (`google_x.y.attr`) exists on that resource type;
-4. firestore.indexes.json and the indexes in firestore.tf are the same;
+4. firestore.indexes.json and the indexes in firestore.tf are the same, and so are the service
+   environments in run.tf and environment.json (the contract with the Rust side);
 5. cloudbuild/cloudbuild.yaml parses, its step ids and waitFor agree, its user substitutions are
    declared; cloudbuild/Dockerfile passes hadolint (when hadolint is on PATH).
 
@@ -281,6 +282,42 @@ def check_terraform(infra: Path, ga: Schema, beta: Schema) -> None:
         warnings.append(f"variable \"{v}\" is declared but never used")
 
     check_firestore(infra, docs.get("firestore.tf", {}))
+    check_environment(infra, docs.get("run.tf", {}))
+
+
+ENV_NAME_RE = re.compile(r"\b([A-Z][A-Z0-9_]*)\s*=(?!=)")
+LOCAL_REF_RE = re.compile(r"local\.(\w+)")
+
+
+def check_environment(infra: Path, doc: dict) -> None:
+    """run.tf's function_env / function_secret_env name exactly what environment.json lists."""
+    locals_ = {}
+    for l in doc.get("locals", []):
+        locals_.update({k: v for k, v in l.items() if k != "__is_block__"})
+
+    def names(expr, seen=()) -> set[str]:
+        text = json.dumps(expr)
+        found = set(ENV_NAME_RE.findall(text))
+        if isinstance(expr, dict):  # a literal object: its keys are the names
+            found |= {k for k in expr if re.fullmatch(r"[A-Z][A-Z0-9_]*", k)}
+        for ref in LOCAL_REF_RE.findall(text):
+            if ref.endswith("_env") and ref in locals_ and ref not in seen:
+                found |= names(locals_[ref], seen + (ref,))
+        return found
+
+    contract = json.loads((infra / "environment.json").read_text())
+    for kind, local in (("plain", "function_env"), ("secret", "function_secret_env")):
+        table = {unquote(k): v for k, v in locals_.get(local, {}).items()}
+        for fn, spec in contract.items():
+            if fn.startswith("_"):
+                continue
+            got = names(table.get(fn, {}))
+            want = set(spec[kind])
+            if got != want:
+                error(
+                    f"run.tf {local}[{fn}] vs environment.json {kind}: "
+                    f"missing {sorted(want - got)}, unexpected {sorted(got - want)}"
+                )
 
 
 def check_firestore(infra: Path, doc: dict) -> None:
