@@ -3,19 +3,19 @@
 
 locals {
   apis = [
-    "artifactregistry.googleapis.com",    # images: Runway's own and the apps'
-    "cloudbuild.googleapis.com",          # app builds and Runway's own builds
+    "artifactregistry.googleapis.com",     # images: Runway's own and the apps'
+    "cloudbuild.googleapis.com",           # app builds and Runway's own builds
     "cloudresourcemanager.googleapis.com", # project IAM bindings
-    "cloudscheduler.googleapis.com",      # cleanup every 10 minutes
-    "firestore.googleapis.com",           # the Store
-    "iam.googleapis.com",                 # service accounts, custom roles
-    "iamcredentials.googleapis.com",      # OIDC tokens minted for Pub/Sub push and Scheduler
-    "iap.googleapis.com",                 # Identity-Aware Proxy in front of submit and status
-    "logging.googleapis.com",             # build and service logs
-    "pubsub.googleapis.com",              # deploy requests and Cloud Build notifications
-    "run.googleapis.com",                 # Runway's services and the apps
-    "secretmanager.googleapis.com",       # GitHub credentials and the apps' secrets
-    "storage.googleapis.com",             # source tarballs and build logs
+    "cloudscheduler.googleapis.com",       # cleanup every 10 minutes
+    "firestore.googleapis.com",            # the Store
+    "iam.googleapis.com",                  # service accounts, custom roles
+    "iamcredentials.googleapis.com",       # OIDC tokens minted for Pub/Sub push and Scheduler
+    "iap.googleapis.com",                  # Identity-Aware Proxy in front of submit and status
+    "logging.googleapis.com",              # build and service logs
+    "pubsub.googleapis.com",               # deploy requests and Cloud Build notifications
+    "run.googleapis.com",                  # Runway's services and the apps
+    "secretmanager.googleapis.com",        # GitHub credentials and the apps' secrets
+    "storage.googleapis.com",              # source tarballs and build logs
   ]
 }
 
