@@ -1,0 +1,176 @@
+# Pub/Sub: two flows into the worker, each a push subscription with an OIDC token, a retry
+# policy with exponential backoff, and a dead-letter topic whose messages are kept in a pull
+# subscription nobody consumes, so a human can look at them (README: "Dead letters").
+#
+#   runway-deploy-requests --push--> worker /pubsub/deploy-requests
+#     published by submit, github-webhook and cleanup (outbox sweep), ordered per app
+#     (ordering key = app name) so an app's requests arrive in the order they were queued;
+#   cloud-builds           --push--> worker /pubsub/build-events
+#     Cloud Build publishes every build's status changes to a topic of exactly this name in the
+#     project, when it exists (base64 Build JSON, attributes buildId and status).
+#
+# The push request timeout is the ack deadline (60 s); the worker answers at once and never holds
+# a push for a build. Any non-2xx answer means redelivery after the backoff.
+
+locals {
+  deploy_topic = "${var.name_prefix}-deploy-requests"
+}
+
+resource "google_pubsub_topic" "deploy_requests" {
+  project = var.project_id
+  name    = local.deploy_topic
+
+  message_retention_duration = "86400s"
+
+  depends_on = [google_project_service.api]
+}
+
+# The name is fixed by Cloud Build; do not prefix it.
+resource "google_pubsub_topic" "cloud_builds" {
+  project = var.project_id
+  name    = "cloud-builds"
+
+  depends_on = [google_project_service.api]
+}
+
+resource "google_pubsub_topic" "dead_letter" {
+  for_each = toset(["deploy-requests", "build-events"])
+
+  project = var.project_id
+  name    = "${var.name_prefix}-${each.key}-dead-letter"
+
+  depends_on = [google_project_service.api]
+}
+
+# Dead letters stay here until dead_letter_retention has passed (acked or not).
+resource "google_pubsub_subscription" "dead_letter_keep" {
+  for_each = google_pubsub_topic.dead_letter
+
+  project = var.project_id
+  name    = "${each.value.name}-keep"
+  topic   = each.value.id
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = var.dead_letter_retention
+  retain_acked_messages      = true
+
+  expiration_policy {
+    ttl = "" # never expire for inactivity: nobody pulls from it on purpose
+  }
+}
+
+resource "google_pubsub_subscription" "deploy_requests" {
+  project = var.project_id
+  name    = "${local.deploy_topic}-worker"
+  topic   = google_pubsub_topic.deploy_requests.id
+
+  ack_deadline_seconds    = 60
+  enable_message_ordering = true
+
+  push_config {
+    push_endpoint = "${local.service_url["worker"]}/pubsub/deploy-requests"
+    oidc_token {
+      service_account_email = local.sa_email["pubsub-push"]
+      audience              = local.service_url["worker"]
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter["deploy-requests"].id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [google_cloud_run_v2_service_iam_member.worker_invoker]
+}
+
+resource "google_pubsub_subscription" "build_events" {
+  project = var.project_id
+  name    = "${var.name_prefix}-build-events-worker"
+  topic   = google_pubsub_topic.cloud_builds.id
+
+  ack_deadline_seconds = 60
+
+  # Only the end of a build matters to the worker (it marks a release building itself when it
+  # starts the build); this drops the QUEUED and WORKING notifications before they cost a push.
+  filter = "attributes.status != \"QUEUED\" AND attributes.status != \"WORKING\" AND attributes.status != \"PENDING\""
+
+  push_config {
+    push_endpoint = "${local.service_url["worker"]}/pubsub/build-events"
+    oidc_token {
+      service_account_email = local.sa_email["pubsub-push"]
+      audience              = local.service_url["worker"]
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter["build-events"].id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [google_cloud_run_v2_service_iam_member.worker_invoker]
+}
+
+# --- who may publish ----------------------------------------------------------------------------
+
+# submit (new deployment, redeploy, rollback), github-webhook (push events) and cleanup (the
+# outbox sweep re-publishes releases stuck in queued) publish deploy requests; nobody else.
+resource "google_pubsub_topic_iam_member" "deploy_publisher" {
+  for_each = toset(["submit", "github-webhook", "cleanup"])
+
+  project = var.project_id
+  topic   = google_pubsub_topic.deploy_requests.name
+  role    = "roles/pubsub.publisher"
+  member  = local.sa[each.value]
+}
+
+# --- what Pub/Sub's own service agent needs -----------------------------------------------------
+
+# Mint the OIDC token of pubsub-push for each push (only for that account).
+resource "google_service_account_iam_member" "pubsub_agent_token_creator" {
+  service_account_id = google_service_account.sa["pubsub-push"].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_service_agent
+
+  depends_on = [google_project_service.api]
+}
+
+# Forward undeliverable messages: publish to the dead-letter topics ...
+resource "google_pubsub_topic_iam_member" "pubsub_agent_dead_letter_publisher" {
+  for_each = google_pubsub_topic.dead_letter
+
+  project = var.project_id
+  topic   = each.value.name
+  role    = "roles/pubsub.publisher"
+  member  = local.pubsub_service_agent
+}
+
+# ... and acknowledge them on the subscription they came from.
+resource "google_pubsub_subscription_iam_member" "pubsub_agent_subscriber" {
+  for_each = {
+    "deploy-requests" = google_pubsub_subscription.deploy_requests.name
+    "build-events"    = google_pubsub_subscription.build_events.name
+  }
+
+  project      = var.project_id
+  subscription = each.value
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}

@@ -1,0 +1,308 @@
+# Runway's five Cloud Run services, their environment (the contract the Rust side reads) and who
+# may invoke them.
+#
+#   service          ingress                    who may invoke
+#   submit, status   all (IAP on the service)   IAP's service agent; people via IAP (iap_members)
+#   github-webhook   all                        allUsers (GitHub); requests are HMAC-verified
+#   worker           internal                   pubsub-push only (Pub/Sub push, OIDC)
+#   cleanup          internal                   scheduler only (Cloud Scheduler, OIDC)
+#
+# URLs are the deterministic form https://SERVICE-PROJECT_NUMBER.REGION.run.app, known before the
+# services exist, so the worker's own URL can be its OIDC audience without a dependency cycle.
+
+locals {
+  service_name = { for f in local.functions : f => "${var.name_prefix}-${f}" }
+  service_url  = {
+    for f in local.functions : f => "https://${local.service_name[f]}-${local.project_number}.${var.region}.run.app"
+  }
+
+  iap_functions = ["submit", "status"]
+  iap_audience  = {
+    for f in local.iap_functions : f => lookup(
+      var.iap_audience, f,
+      "/projects/${local.project_number}/locations/${var.region}/services/${local.service_name[f]}"
+    )
+  }
+
+  app_regions = length(var.app_regions) > 0 ? var.app_regions : [var.region]
+  webhook_url = "${local.service_url["github-webhook"]}/github/webhook"
+
+  image = {
+    for f in local.functions : f => "${local.image_base}/${f}:${lookup(var.image_tags, f, var.image_tag)}"
+  }
+
+  # --- environment: plain values ---------------------------------------------------------------
+  common_env = {
+    RUNWAY_BACKEND       = "gcp"
+    GOOGLE_CLOUD_PROJECT = var.project_id
+    RUNWAY_REGION        = var.region
+    RUST_LOG             = "info"
+  }
+
+  github_env = merge(
+    { RUNWAY_GITHUB_API = var.github_api },
+    var.github_auth == "app" ? { RUNWAY_GITHUB_APP_ID = var.github_app_id } : {},
+    var.github_auth == "app" && var.github_app_installation != "" ? {
+      RUNWAY_GITHUB_APP_INSTALLATION = var.github_app_installation
+    } : {},
+  )
+
+  function_env = {
+    submit = merge(local.common_env, local.github_env, {
+      RUNWAY_REGIONS      = join(",", local.app_regions)
+      RUNWAY_IAP_AUDIENCE = local.iap_audience["submit"]
+      RUNWAY_ADMINS       = join(",", var.admins)
+      RUNWAY_WEBHOOK_URL  = local.webhook_url
+      RUNWAY_DEPLOY_TOPIC = local.deploy_topic
+    })
+    status = merge(local.common_env, {
+      RUNWAY_IAP_AUDIENCE = local.iap_audience["status"]
+      RUNWAY_ADMINS       = join(",", var.admins)
+      RUNWAY_LOGS_BUCKET  = google_storage_bucket.build_logs.name
+    })
+    "github-webhook" = merge(local.common_env, {
+      RUNWAY_DEPLOY_TOPIC = local.deploy_topic
+    })
+    worker = merge(local.common_env, local.github_env, {
+      RUNWAY_OIDC_AUDIENCE           = local.service_url["worker"]
+      RUNWAY_INVOKER_SERVICE_ACCOUNT = local.sa_email["pubsub-push"]
+      RUNWAY_SOURCE_BUCKET           = google_storage_bucket.source.name
+      RUNWAY_LOGS_BUCKET             = google_storage_bucket.build_logs.name
+      RUNWAY_IMAGE_REPO              = local.apps_image_repo
+      RUNWAY_RUNTIME_SERVICE_ACCOUNT = local.sa_email["app-runtime"]
+      RUNWAY_BUILD_SERVICE_ACCOUNT   = local.sa_email["app-build"]
+      RUNWAY_MAX_INSTANCES           = tostring(var.app_max_instances)
+    })
+    cleanup = merge(local.common_env, local.github_env, {
+      RUNWAY_OIDC_AUDIENCE           = local.service_url["cleanup"]
+      RUNWAY_INVOKER_SERVICE_ACCOUNT = local.sa_email["scheduler"]
+      RUNWAY_WEBHOOK_URL             = local.webhook_url
+      RUNWAY_DEPLOY_TOPIC            = local.deploy_topic
+      RUNWAY_LOGS_BUCKET             = google_storage_bucket.build_logs.name
+    })
+  }
+
+  # --- environment: secrets (name => Secret Manager secret id, version "latest") -----------------
+  github_secret_env = var.github_auth == "token" ? {
+    RUNWAY_GITHUB_TOKEN = google_secret_manager_secret.github.secret_id
+    } : {
+    RUNWAY_GITHUB_APP_KEY = google_secret_manager_secret.github.secret_id
+  }
+  # RUNWAY_WEBHOOK_SECRET is not in the original contract: see README "Open questions".
+  webhook_secret_env = { RUNWAY_WEBHOOK_SECRET = google_secret_manager_secret.webhook.secret_id }
+
+  function_secret_env = {
+    submit           = merge(local.github_secret_env, local.webhook_secret_env)
+    status           = {}
+    "github-webhook" = local.webhook_secret_env
+    worker           = local.github_secret_env
+    cleanup          = local.github_secret_env
+  }
+
+  # --- per-service settings --------------------------------------------------------------------
+  function_settings = {
+    submit = {
+      iap     = var.direct_iap
+      ingress = var.direct_iap ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+      timeout = "60s"
+    }
+    status = {
+      iap     = var.direct_iap
+      ingress = var.direct_iap ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+      timeout = "60s"
+    }
+    "github-webhook" = {
+      iap     = false
+      ingress = "INGRESS_TRAFFIC_ALL"
+      timeout = "30s" # GitHub gives up after 10 s anyway
+    }
+    worker = {
+      iap     = false
+      ingress = var.private_ingress
+      timeout = "60s" # = the push subscriptions' ack deadline: a longer request is a failed push
+    }
+    cleanup = {
+      iap     = false
+      ingress = var.private_ingress
+      timeout = "300s" # = the scheduler job's attempt deadline
+    }
+  }
+}
+
+# google-beta: `iap_enabled` (Cloud Run's direct IAP integration) is beta-only in provider 6.50,
+# and the service must say launch_stage = "BETA" to use it. The three services without IAP use
+# the same resource block, with launch stage left to the API (GA).
+resource "google_cloud_run_v2_service" "function" {
+  provider = google-beta
+  for_each = local.function_settings
+
+  project             = var.project_id
+  location            = var.region
+  name                = local.service_name[each.key]
+  description         = "Runway ${each.key}"
+  ingress             = each.value.ingress
+  iap_enabled         = each.value.iap
+  launch_stage        = each.value.iap ? "BETA" : null
+  deletion_protection = var.deletion_protection
+
+  template {
+    service_account = local.sa_email[each.key]
+    timeout         = each.value.timeout
+
+    scaling {
+      min_instance_count = 0
+      max_instance_count = var.function_max_instances
+    }
+
+    containers {
+      image = local.image[each.key]
+
+      # Cloud Run sets PORT=8080 from this; the binaries listen on $PORT (cloudbuild/README.md).
+      ports {
+        container_port = 8080
+      }
+
+      resources {
+        limits = {
+          cpu    = "1"
+          memory = "512Mi"
+        }
+        cpu_idle          = true
+        startup_cpu_boost = true
+      }
+
+      dynamic "env" {
+        for_each = local.function_env[each.key]
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      dynamic "env" {
+        for_each = local.function_secret_env[each.key]
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
+          }
+        }
+      }
+
+      # Traffic only reaches an instance once /ready answers 2xx (up to 60 s after start).
+      startup_probe {
+        initial_delay_seconds = 0
+        period_seconds        = 2
+        timeout_seconds       = 1
+        failure_threshold     = 30
+        http_get {
+          path = "/ready"
+        }
+      }
+
+      # An instance whose /health stops answering is restarted.
+      liveness_probe {
+        period_seconds    = 30
+        timeout_seconds   = 3
+        failure_threshold = 3
+        http_get {
+          path = "/health"
+        }
+      }
+    }
+  }
+
+  lifecycle {
+    # cloudbuild/cloudbuild.yaml rolls out new images (by digest); Terraform only sets the first
+    # one. gcloud also stamps client/client_version on every update.
+    ignore_changes = [
+      template[0].containers[0].image,
+      client,
+      client_version,
+    ]
+
+    precondition {
+      condition     = var.direct_iap || (contains(keys(var.iap_audience), "submit") && contains(keys(var.iap_audience), "status"))
+      error_message = "Without direct_iap, set iap_audience for both submit and status (the load balancer's backend services)."
+    }
+    precondition {
+      condition     = var.github_auth != "app" || var.github_app_id != ""
+      error_message = "github_auth = \"app\" needs github_app_id."
+    }
+  }
+
+  depends_on = [
+    google_project_service.api,
+    google_secret_manager_secret_iam_member.github_accessor,
+    google_secret_manager_secret_iam_member.webhook_accessor,
+  ]
+}
+
+# --- who may invoke each service -------------------------------------------------------------------
+
+# GitHub calls the webhook from the internet without Google credentials; the function itself
+# rejects anything without a valid X-Hub-Signature-256.
+resource "google_cloud_run_v2_service_iam_member" "github_webhook_public" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.function["github-webhook"].name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
+
+# Only Pub/Sub's push identity may call the worker.
+resource "google_cloud_run_v2_service_iam_member" "worker_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.function["worker"].name
+  role     = "roles/run.invoker"
+  member   = local.sa["pubsub-push"]
+}
+
+# Only Cloud Scheduler's identity may call cleanup.
+resource "google_cloud_run_v2_service_iam_member" "cleanup_invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.function["cleanup"].name
+  role     = "roles/run.invoker"
+  member   = local.sa["scheduler"]
+}
+
+# IAP, once it has let a person through, calls submit and status as its service agent.
+resource "google_cloud_run_v2_service_iam_member" "iap_invoker" {
+  for_each = toset(local.iap_functions)
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.function[each.value].name
+  role     = "roles/run.invoker"
+  member   = local.iap_service_agent
+}
+
+# Who IAP lets through (direct IAP only; with a load balancer grant the same role on the backend
+# services instead, README).
+resource "google_iap_web_cloud_run_service_iam_member" "iap_access" {
+  for_each = var.direct_iap ? {
+    for pair in setproduct(local.iap_functions, var.iap_members) : "${pair[0]} ${pair[1]}" => pair
+  } : {}
+
+  project                = var.project_id
+  location               = var.region
+  cloud_run_service_name = google_cloud_run_v2_service.function[each.value[0]].name
+  role                   = "roles/iap.httpsResourceAccessor"
+  member                 = each.value[1]
+}
+
+# The deployer rolls out new images of exactly these five services.
+resource "google_cloud_run_v2_service_iam_member" "deployer_developer" {
+  for_each = toset(local.functions)
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.function[each.value].name
+  role     = "roles/run.developer"
+  member   = local.sa["deployer"]
+}

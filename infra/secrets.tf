@@ -1,0 +1,113 @@
+# Secret Manager.
+#
+# Terraform creates the secret *containers* only; their values are added by hand with gcloud
+# (README: "Secrets"), so no secret value is ever in Terraform state or in this repository.
+#
+#   runway-github-token           GitHub personal access token   (github_auth = "token")
+#   runway-github-app-key         GitHub App private key (PEM)   (github_auth = "app")
+#   runway-github-webhook-secret  HMAC key of the push webhooks Runway creates
+#   runway-app-{app}              an app's secrets.toml; created, versioned and deleted by Runway
+#                                 at run time, never by Terraform
+#
+# Cloud Run reads the first three as secret environment variables ("latest" version, resolved
+# when an instance starts: restart the services after rotating one).
+
+locals {
+  github_secret_ids = {
+    token = "${var.name_prefix}-github-token"
+    app   = "${var.name_prefix}-github-app-key"
+  }
+  github_secret_id  = local.github_secret_ids[var.github_auth]
+  webhook_secret_id = "${var.name_prefix}-github-webhook-secret"
+
+  # Every app secret's name starts with this; IAM conditions below match on it. Fixed (not
+  # name_prefix) because the Rust SecretStore names secrets runway-app-{app}.
+  # Secret Manager resource names in IAM conditions use the project *number*.
+  app_secret_prefix      = "runway-app-"
+  app_secret_name_prefix = "projects/${local.project_number}/secrets/${local.app_secret_prefix}"
+}
+
+resource "google_secret_manager_secret" "github" {
+  project   = var.project_id
+  secret_id = local.github_secret_id
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.api]
+}
+
+resource "google_secret_manager_secret" "webhook" {
+  project   = var.project_id
+  secret_id = local.webhook_secret_id
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.api]
+}
+
+# --- who may read Runway's own secrets ----------------------------------------------------------
+
+# The GitHub credential: submit (default branch, commit, create/remove the hook), worker
+# (resolve the commit, download the tarball) and cleanup (list and remove orphaned hooks).
+# Not status, not github-webhook, not the apps.
+resource "google_secret_manager_secret_iam_member" "github_accessor" {
+  for_each = toset(["submit", "worker", "cleanup"])
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.github.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = local.sa[each.value]
+}
+
+# The webhook HMAC key: submit (puts it into the hooks it creates) and github-webhook (verifies
+# X-Hub-Signature-256 with it).
+resource "google_secret_manager_secret_iam_member" "webhook_accessor" {
+  for_each = toset(["submit", "github-webhook"])
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.webhook.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = local.sa[each.value]
+}
+
+# --- the apps' secrets: runway-app-{app}, created at run time ------------------------------------
+
+# Every app runs as app-runtime and reads its secrets.toml from a Secret Manager volume. One
+# project-level binding with a name-prefix condition covers secrets that do not exist yet; it
+# matches runway-app-* secrets and their versions, nothing else (not the GitHub secrets).
+# All apps share this identity, so an app could read another app's secret if it knew its name
+# and called the API itself; per-app runtime accounts would close that (README: open questions).
+resource "google_project_iam_member" "app_runtime_secret_accessor" {
+  project = var.project_id
+  role    = "roles/secretmanager.secretAccessor"
+  member  = local.sa["app-runtime"]
+
+  condition {
+    title       = "runway-app-secrets-only"
+    description = "Only secrets named ${local.app_secret_prefix}* (and their versions)."
+    expression  = "resource.name.startsWith(\"${local.app_secret_name_prefix}\")"
+  }
+}
+
+# submit stores an app's secrets on create/update and deletes them with the app; the worker
+# manages them too (Secret Manager admin-like, custom role in service_accounts.tf: no payload
+# access, no IAM changes). Secret-level permissions are checked on the secret, so the prefix
+# limits them to runway-app-*. secretmanager.secrets.create is checked on the *project*, hence
+# the second clause: it lets them create secrets (any name), never read or change others.
+resource "google_project_iam_member" "app_secrets_manager" {
+  for_each = toset(["submit", "worker"])
+
+  project = var.project_id
+  role    = google_project_iam_custom_role.app_secrets.id
+  member  = local.sa[each.value]
+
+  condition {
+    title       = "runway-app-secrets-only"
+    description = "Secrets named ${local.app_secret_prefix}*; create is evaluated on the project."
+    expression  = "resource.name.startsWith(\"${local.app_secret_name_prefix}\") || resource.type == \"cloudresourcemanager.googleapis.com/Project\""
+  }
+}

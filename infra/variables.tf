@@ -1,0 +1,209 @@
+# ---------------------------------------------------------------------------------------------
+# Where Runway itself lives
+# ---------------------------------------------------------------------------------------------
+
+variable "project_id" {
+  description = "Google Cloud project that holds Runway and the apps it deploys."
+  type        = string
+}
+
+variable "region" {
+  description = "Runway's own region: its five services, Cloud Build builds, Artifact Registry, buckets (RUNWAY_REGION)."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "app_regions" {
+  description = "Regions the submit form offers for apps (RUNWAY_REGIONS). Empty means just var.region."
+  type        = list(string)
+  default     = []
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (service accounts, services, topics, repos). Apps must not use it as a name prefix: see README."
+  type        = string
+  default     = "runway"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,12}$", var.name_prefix))
+    error_message = "name_prefix: a lowercase letter, then [a-z0-9-], at most 13 characters (service account ids are limited to 30)."
+  }
+}
+
+variable "firestore_location" {
+  description = "Firestore location (a region such as europe-west1, or a multi-region such as eur3). Null means var.region. Cannot be changed later."
+  type        = string
+  default     = null
+}
+
+variable "scheduler_region" {
+  description = "Cloud Scheduler location (not every Cloud Run region has Cloud Scheduler). Null means var.region."
+  type        = string
+  default     = null
+}
+
+# ---------------------------------------------------------------------------------------------
+# Who may use Runway
+# ---------------------------------------------------------------------------------------------
+
+variable "iap_members" {
+  description = "Principals IAP lets through to submit and status, e.g. [\"group:data-science@example.com\", \"domain:example.com\", \"user:ana@example.com\"]."
+  type        = list(string)
+  default     = []
+}
+
+variable "admins" {
+  description = "E-mail addresses of Runway admins (RUNWAY_ADMINS). They must also be let through by iap_members."
+  type        = list(string)
+  default     = []
+}
+
+variable "iap_audience" {
+  description = <<-EOT
+    RUNWAY_IAP_AUDIENCE per IAP-fronted service ("submit", "status"). Leave empty with Cloud Run's
+    direct IAP integration (the default here): the audience is then
+    /projects/PROJECT_NUMBER/locations/REGION/services/SERVICE. When IAP sits on a load balancer
+    instead, set /projects/PROJECT_NUMBER/global/backendServices/BACKEND_SERVICE_ID (see README).
+  EOT
+  type    = map(string)
+  default = {}
+
+  validation {
+    condition     = alltrue([for k in keys(var.iap_audience) : contains(["submit", "status"], k)])
+    error_message = "iap_audience: keys must be \"submit\" or \"status\"."
+  }
+}
+
+variable "direct_iap" {
+  description = "Enable IAP directly on the submit and status Cloud Run services (needs the project to be in an organization). False: you front them with your own load balancer + IAP (README)."
+  type        = bool
+  default     = true
+}
+
+# ---------------------------------------------------------------------------------------------
+# GitHub
+# ---------------------------------------------------------------------------------------------
+
+variable "github_auth" {
+  description = "How Runway authenticates to GitHub: \"app\" (a GitHub App: contents:read + webhooks:write; recommended) or \"token\" (a personal access token)."
+  type        = string
+  default     = "app"
+
+  validation {
+    condition     = contains(["app", "token"], var.github_auth)
+    error_message = "github_auth must be \"app\" or \"token\"."
+  }
+}
+
+variable "github_app_id" {
+  description = "GitHub App id (RUNWAY_GITHUB_APP_ID); required when github_auth = \"app\"."
+  type        = string
+  default     = ""
+}
+
+variable "github_app_installation" {
+  description = "GitHub App installation id (RUNWAY_GITHUB_APP_INSTALLATION); optional, Runway can look it up per repository."
+  type        = string
+  default     = ""
+}
+
+variable "github_api" {
+  description = "GitHub REST API base (RUNWAY_GITHUB_API); change for GitHub Enterprise Server."
+  type        = string
+  default     = "https://api.github.com"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Images and sizing
+# ---------------------------------------------------------------------------------------------
+
+variable "image_tag" {
+  description = "Tag of Runway's own images used when a service is created (cloudbuild/ pushes $SHORT_SHA and latest). Later rollouts are Cloud Build's: Terraform ignores image changes (run.tf)."
+  type        = string
+  default     = "latest"
+}
+
+variable "image_tags" {
+  description = "Per-function overrides of image_tag, e.g. { worker = \"3f9c2e1\" }."
+  type        = map(string)
+  default     = {}
+}
+
+variable "function_max_instances" {
+  description = "Max instances of each Runway service."
+  type        = number
+  default     = 5
+}
+
+variable "app_max_instances" {
+  description = "Max instances of each deployed app (RUNWAY_MAX_INSTANCES)."
+  type        = number
+  default     = 3
+}
+
+variable "private_ingress" {
+  description = "Ingress of worker and cleanup. Pub/Sub push and Cloud Scheduler in the same project count as internal traffic, so INTERNAL_ONLY works and keeps the internet out; the invoker IAM binding is the second lock."
+  type        = string
+  default     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+
+  validation {
+    condition     = contains(["INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_ALL"], var.private_ingress)
+    error_message = "private_ingress must be INGRESS_TRAFFIC_INTERNAL_ONLY or INGRESS_TRAFFIC_ALL."
+  }
+}
+
+variable "deletion_protection" {
+  description = "Protect the Cloud Run services and the Firestore database from terraform destroy."
+  type        = bool
+  default     = true
+}
+
+# ---------------------------------------------------------------------------------------------
+# Retention
+# ---------------------------------------------------------------------------------------------
+
+variable "source_retention_days" {
+  description = "Days a source tarball stays in the source bucket (the build has long read it)."
+  type        = number
+  default     = 7
+}
+
+variable "build_log_retention_days" {
+  description = "Days build logs stay in the logs bucket (status shows them)."
+  type        = number
+  default     = 90
+}
+
+variable "app_image_keep_count" {
+  description = "Images kept per app in the runway-apps repository (newest first). Rollback can only go back this far."
+  type        = number
+  default     = 10
+}
+
+variable "runway_image_keep_count" {
+  description = "Images kept per function in Runway's own repository."
+  type        = number
+  default     = 10
+}
+
+# ---------------------------------------------------------------------------------------------
+# Queues and schedules
+# ---------------------------------------------------------------------------------------------
+
+variable "max_delivery_attempts" {
+  description = "Pub/Sub deliveries to the worker before a message goes to its dead-letter topic (5-100)."
+  type        = number
+  default     = 10
+}
+
+variable "dead_letter_retention" {
+  description = "How long dead letters are kept in their keeping subscription (at most 31 days)."
+  type        = string
+  default     = "604800s"
+}
+
+variable "cleanup_schedule" {
+  description = "Cron schedule of POST /cleanup/run."
+  type        = string
+  default     = "*/10 * * * *"
+}
