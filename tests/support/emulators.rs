@@ -53,3 +53,46 @@ pub fn secret_manager() -> String {
 pub fn unique_project() -> String {
     format!("rw-{}", &Uuid::new_v4().simple().to_string()[..20])
 }
+
+/// Creates a topic on the Pub/Sub emulator (its REST API, as `gcloud pubsub topics create`).
+pub async fn create_topic(project: &str, topic: &str) {
+    let url = format!("{}/v1/projects/{project}/topics/{topic}", pubsub());
+    let response = reqwest::Client::new().put(&url).send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "creating {url}: {}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
+/// Creates a push subscription on the Pub/Sub emulator, as `infra/pubsub.tf` does on Google
+/// Cloud: message ordering on, a short retry backoff so redelivery shows within a test.
+pub async fn create_push_subscription(
+    project: &str,
+    subscription: &str,
+    topic: &str,
+    endpoint: &str,
+) {
+    let url = format!(
+        "{}/v1/projects/{project}/subscriptions/{subscription}",
+        pubsub()
+    );
+    let body = serde_json::json!({
+        "topic": format!("projects/{project}/topics/{topic}"),
+        "pushConfig": { "pushEndpoint": endpoint },
+        "ackDeadlineSeconds": 10,
+        "enableMessageOrdering": true,
+        "retryPolicy": { "minimumBackoff": "0.1s", "maximumBackoff": "1s" },
+    });
+    let response = reqwest::Client::new()
+        .put(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "creating {url}: {}",
+        response.text().await.unwrap_or_default()
+    );
+}

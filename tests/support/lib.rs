@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 pub mod emulators;
 pub mod fake_cloud_run;
-pub mod platform_contract;
 pub mod fake_github;
+pub mod platform_contract;
+pub mod push_receiver;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
