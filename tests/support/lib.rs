@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod emulators;
+pub mod fake_cloud_build;
+pub mod image_builder_contract;
 
 use anyhow::{Context, bail};
 use serde_json::Value;

@@ -350,8 +350,8 @@ impl CloudBuildBuilder {
             let page = self
                 .builds
                 .list_builds()
+                // The parent alone selects the regional endpoint.
                 .set_parent(self.parent())
-                .set_project_id(&self.config.project)
                 .set_filter(format!("tags=\"app-{app}\""))
                 .set_page_size(100)
                 .set_page_token(&token)
@@ -543,8 +543,9 @@ impl ImageBuilder for CloudBuildBuilder {
         let operation = self
             .builds
             .create_build()
+            // The parent alone selects the regional endpoint; with a project id the client
+            // would use the global one.
             .set_parent(self.parent())
-            .set_project_id(&self.config.project)
             .set_build(self.build_spec(&request, &object, uploaded.generation)?)
             .send()
             .await
