@@ -8,8 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod emulators;
+pub mod fake_cloud_build;
 pub mod fake_cloud_run;
 pub mod fake_github;
+pub mod image_builder_contract;
 pub mod platform_contract;
 pub mod push_receiver;
 

@@ -1,13 +1,19 @@
 //! Google Cloud adapters.
 
+mod cloud_build;
 mod cloud_run;
+mod dockerfile;
 mod firestore_store;
 mod google_jwt;
 mod iap_identity;
 mod oidc_identity;
 mod pubsub_queue;
 
+pub use cloud_build::{CloudBuildBuilder, CloudBuildConfig};
 pub use cloud_run::{CloudRunConfig, CloudRunPlatform};
+pub use dockerfile::{
+    GENERATED_DOCKERIGNORE, PYTHON_BASE, SourceFiles, UV_IMAGE, generated_dockerfile,
+};
 pub use firestore_store::{FirestoreConfig, FirestoreStore};
 pub use google_jwt::{GoogleJwtVerifier, JwtRules};
 pub use iap_identity::{IapConfig, IapIdentity};

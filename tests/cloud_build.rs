@@ -1,0 +1,718 @@
+//! `CloudBuildBuilder` against the fake Cloud Build (tests/support/fake_cloud_build.rs),
+//! fake-gcs-server and the Pub/Sub emulator, with a real local git repository as the forge; and
+//! the `ImageBuilder` contract against both it and the embedded `UvBuilder`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use runway_shared::domain::{AppName, MainFile};
+use runway_shared::gcp::{CloudBuildBuilder, CloudBuildConfig, SourceFiles, generated_dockerfile};
+use runway_shared::local::{GitForge, UvBuilder, UvBuilderConfig};
+use runway_shared::ports::{
+    BuildError, BuildStatus, ImageBuilder, OutboundMessage, Queue, QueueError, Topic,
+};
+use runway_shared::pubsub::BuildNotification;
+use runway_tests::fake_cloud_build::FakeCloudBuild;
+use runway_tests::image_builder_contract::{self as contract, GOOD_APP, MISSING_REQUIREMENT};
+use runway_tests::{GitRepo, emulators};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Cloud {
+    fake: FakeCloudBuild,
+    builder: CloudBuildBuilder,
+    project: String,
+    source_bucket: String,
+    logs_bucket: String,
+    image_repo: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn create_bucket(http: &reqwest::Client, project: &str, name: &str) {
+    let response = http
+        .post(format!(
+            "{}/storage/v1/b?project={project}",
+            emulators::gcs()
+        ))
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .expect("fake-gcs-server answers");
+    assert!(
+        response.status().is_success(),
+        "creating bucket {name}: {}",
+        response.status()
+    );
+}
+
+async fn cloud() -> Cloud {
+    let project = emulators::unique_project();
+    let http = reqwest::Client::new();
+    let source_bucket = format!("{project}-sources");
+    let logs_bucket = format!("{project}-logs");
+    create_bucket(&http, &project, &source_bucket).await;
+    create_bucket(&http, &project, &logs_bucket).await;
+    let fake = FakeCloudBuild::start(&project, &emulators::gcs(), &emulators::pubsub())
+        .await
+        .expect("the fake Cloud Build starts");
+    let image_repo = format!("europe-west1-docker.pkg.dev/{project}/runway-apps");
+    let builder = CloudBuildBuilder::new(
+        CloudBuildConfig {
+            project: project.clone(),
+            location: "europe-west1".into(),
+            source_bucket: source_bucket.clone(),
+            image_repo: image_repo.clone(),
+            logs_bucket: logs_bucket.clone(),
+            service_account: None,
+            build_endpoint: Some(fake.url().to_owned()),
+            storage_endpoint: Some(emulators::gcs()),
+            anonymous: true,
+            timeout: Duration::from_secs(1200),
+        },
+        Arc::new(GitForge::new("/usr/bin/true".into())),
+    )
+    .await
+    .expect("the builder's clients");
+    Cloud {
+        fake,
+        builder,
+        project,
+        source_bucket,
+        logs_bucket,
+        image_repo,
+        http,
+        _dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Cloud {
+    fn repo(&self, name: &str, files: &[(&str, &str)]) -> GitRepo {
+        let dir = self._dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        GitRepo::create(&dir, files).expect("a git repository")
+    }
+
+    /// A pull subscription on the project's `cloud-builds` topic.
+    async fn subscribe(&self) -> Subscription {
+        let name = format!(
+            "{}/v1/projects/{}/subscriptions/builds-{}",
+            emulators::pubsub(),
+            self.project,
+            uuid::Uuid::new_v4().simple()
+        );
+        let response = self
+            .http
+            .put(&name)
+            .json(&json!({
+                "topic": format!("projects/{}/topics/cloud-builds", self.project),
+                "ackDeadlineSeconds": 10,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        Subscription {
+            url: name,
+            http: self.http.clone(),
+        }
+    }
+
+    /// Object names under `prefix` in `bucket`, straight from fake-gcs-server.
+    async fn objects(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let body: Value = self
+            .http
+            .get(format!("{}/storage/v1/b/{bucket}/o", emulators::gcs()))
+            .query(&[("prefix", prefix)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+struct Subscription {
+    url: String,
+    http: reqwest::Client,
+}
+
+/// A notification as it arrived: attributes, and the data decoded as the worker decodes it.
+struct Received {
+    attributes: BTreeMap<String, String>,
+    notification: BuildNotification,
+}
+
+impl Subscription {
+    /// Pulls (and acks) until `build_id` has a notification with a status in `until`, or
+    /// `timeout` passes; returns that build's notifications in arrival order.
+    async fn collect(&self, build_id: &str, until: &[&str], timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        let mut received = Vec::new();
+        loop {
+            let body: Value = self
+                .http
+                .post(format!("{}:pull", self.url))
+                .json(&json!({"maxMessages": 100, "returnImmediately": true}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let messages = body["receivedMessages"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let acks: Vec<&str> = messages
+                .iter()
+                .filter_map(|m| m["ackId"].as_str())
+                .collect();
+            if !acks.is_empty() {
+                self.http
+                    .post(format!("{}:acknowledge", self.url))
+                    .json(&json!({ "ackIds": acks }))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            for message in &messages {
+                let message = &message["message"];
+                let attributes: BTreeMap<String, String> =
+                    serde_json::from_value(message["attributes"].clone()).unwrap_or_default();
+                let data = BASE64
+                    .decode(message["data"].as_str().unwrap_or_default())
+                    .expect("base64 data");
+                let notification: BuildNotification = serde_json::from_slice(&data)
+                    .expect("the worker's BuildNotification decodes it");
+                if notification.id == build_id {
+                    received.push(Received {
+                        attributes,
+                        notification,
+                    });
+                }
+            }
+            if received
+                .iter()
+                .any(|r| until.contains(&r.notification.status.as_str()))
+                || Instant::now() > deadline
+            {
+                return received;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn main_file() -> MainFile {
+    MainFile::parse("app.py").unwrap()
+}
+
+#[tokio::test]
+async fn a_repository_without_a_dockerfile_is_built_with_the_generated_one() {
+    let cloud = cloud().await;
+    let repo = cloud.repo("plain", GOOD_APP);
+    let request = contract::request("plain", &repo);
+    let release = request.release_id.clone();
+    let commit = request.commit.to_string();
+
+    let (started, image) = contract::builds_a_commit(&cloud.builder, request, WAIT).await;
+
+    let id = &started.build_id;
+    let dockerfile = cloud
+        .fake
+        .source_file(id, "Dockerfile")
+        .expect("a Dockerfile");
+    let expected = generated_dockerfile(
+        &main_file(),
+        &SourceFiles {
+            requirements_txt: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(String::from_utf8(dockerfile).unwrap(), expected);
+    assert_eq!(
+        cloud.fake.source_paths(id),
+        [".dockerignore", "Dockerfile", "app.py", "requirements.txt"]
+    );
+    // The image is named by digest, in the app's repository.
+    let prefix = format!("{}/plain@sha256:", cloud.image_repo);
+    let digest = image
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{image}"));
+    assert_eq!(digest.len(), 64);
+    assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()));
+    // What Cloud Build was asked to do.
+    let build = cloud.fake.build(id).unwrap();
+    assert_eq!(
+        build["source"]["storageSource"]["object"],
+        format!("sources/plain/{release}.tar.gz")
+    );
+    assert_eq!(
+        build["source"]["storageSource"]["bucket"],
+        cloud.source_bucket
+    );
+    let latest = format!("{}/plain:latest", cloud.image_repo);
+    let tagged = format!("{}/plain:{commit}", cloud.image_repo);
+    assert_eq!(build["images"], json!([tagged, latest]));
+    assert_eq!(
+        build["steps"][0]["args"],
+        json!(["-c", format!("docker pull {latest} || exit 0")])
+    );
+    assert_eq!(build["steps"][0]["entrypoint"], "bash");
+    let args = &build["steps"][1]["args"];
+    assert_eq!(args[0], "build");
+    assert!(
+        args.as_array()
+            .unwrap()
+            .windows(2)
+            .any(|w| w[0] == "--cache-from" && w[1] == latest)
+    );
+    assert_eq!(
+        build["tags"],
+        json!(["runway", "app-plain", format!("release-{release}")])
+    );
+    assert_eq!(build["logsBucket"], format!("gs://{}", cloud.logs_bucket));
+    assert_eq!(build["timeout"], "1200s");
+    assert_eq!(build["options"]["logging"], "GCS_ONLY");
+    assert_eq!(started.log_url, build["logUrl"].as_str().unwrap());
+    assert!(started.log_url.contains(id.as_str()));
+    assert_eq!(
+        build["name"],
+        format!(
+            "projects/{}/locations/europe-west1/builds/{id}",
+            cloud.project
+        )
+    );
+    // The regional endpoints, with enums as numbers, as the official client asks.
+    let requests = cloud.fake.requests();
+    let regional = format!(
+        "/v1/projects/{}/locations/europe-west1/builds",
+        cloud.project
+    );
+    assert!(
+        requests[0].starts_with(&format!("POST {regional}?")),
+        "{requests:?}"
+    );
+    assert!(
+        requests[1].starts_with(&format!("GET {regional}/{id}?")),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.contains("%24alt=json%3Benum-encoding%3Dint"))
+    );
+}
+
+#[tokio::test]
+async fn a_repository_with_its_own_dockerfile_keeps_it() {
+    let cloud = cloud().await;
+    let own = "FROM python:3.12-slim\nWORKDIR /srv\nCOPY . .\nRUN pip install streamlit\n\
+               CMD streamlit run app.py --server.port=$PORT\n";
+    let repo = cloud.repo(
+        "own",
+        &[("app.py", "import streamlit\n"), ("Dockerfile", own)],
+    );
+
+    let (started, _) =
+        contract::builds_a_commit(&cloud.builder, contract::request("own", &repo), WAIT).await;
+
+    let id = &started.build_id;
+    assert_eq!(
+        cloud.fake.source_file(id, "Dockerfile").unwrap(),
+        own.as_bytes()
+    );
+    assert_eq!(cloud.fake.source_paths(id), ["Dockerfile", "app.py"]);
+}
+
+#[tokio::test]
+async fn a_dockerfile_that_runs_a_missing_main_file_fails_the_build() {
+    let cloud = cloud().await;
+    let own = "FROM python:3.12-slim\nWORKDIR /srv\nCOPY . .\nCMD streamlit run main.py\n";
+    let repo = cloud.repo(
+        "typo",
+        &[("app.py", "import streamlit\n"), ("Dockerfile", own)],
+    );
+    let started = cloud
+        .builder
+        .start(contract::request("typo", &repo))
+        .await
+        .unwrap();
+
+    let status = contract::wait_for_end(&cloud.builder, &started.build_id, WAIT).await;
+
+    assert!(
+        matches!(&status, BuildStatus::Failed { status, .. } if status == "FAILURE"),
+        "{status:?}"
+    );
+    let log = cloud.builder.log(&started.build_id).await.unwrap();
+    assert!(log.contains("main.py is not in the source"), "{log}");
+}
+
+#[tokio::test]
+async fn start_returns_at_once_and_cloud_builds_announces_each_status() {
+    let cloud = cloud().await;
+    let subscription = cloud.subscribe().await;
+    cloud.fake.set_build_duration(Duration::from_secs(2));
+    let repo = cloud.repo("announced", GOOD_APP);
+    let request = contract::request("announced", &repo);
+    let release = request.release_id.clone();
+
+    let started = cloud.builder.start(request).await.unwrap();
+
+    assert_eq!(
+        cloud.builder.status(&started.build_id).await.unwrap(),
+        BuildStatus::Running
+    );
+    let received = subscription
+        .collect(&started.build_id, &["SUCCESS"], WAIT)
+        .await;
+    // Published in this order; Pub/Sub (like the worker) does not promise to keep it.
+    let mut statuses: Vec<&str> = received
+        .iter()
+        .map(|r| r.notification.status.as_str())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, ["QUEUED", "SUCCESS", "WORKING"]);
+    for r in &received {
+        assert_eq!(r.attributes["buildId"], started.build_id);
+        assert_eq!(r.attributes["status"], r.notification.status);
+        assert_eq!(r.notification.release_id(), Some(release.as_str()));
+        assert_eq!(
+            r.notification.log_url.as_deref(),
+            Some(started.log_url.as_str())
+        );
+    }
+    let done = &received
+        .iter()
+        .find(|r| r.notification.status == "SUCCESS")
+        .unwrap()
+        .notification;
+    assert!(done.is_finished());
+    let images = &done.results.as_ref().expect("results").images;
+    assert_eq!(images.len(), 2);
+    assert!(images[0].digest.starts_with("sha256:"));
+    let BuildStatus::Succeeded { image } = cloud.builder.status(&started.build_id).await.unwrap()
+    else {
+        panic!("not succeeded");
+    };
+    assert_eq!(
+        image,
+        format!("{}/announced@{}", cloud.image_repo, images[0].digest)
+    );
+}
+
+#[tokio::test]
+async fn a_failing_build_is_failed_with_its_reason_and_the_end_of_its_log() {
+    let cloud = cloud().await;
+    let subscription = cloud.subscribe().await;
+    cloud
+        .fake
+        .fail_when_file_contains("requirements.txt", MISSING_REQUIREMENT);
+    let files = contract::failing_app();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let repo = cloud.repo("broken", &files);
+
+    let (started, detail, log) =
+        contract::reports_a_failed_build(&cloud.builder, contract::request("broken", &repo), WAIT)
+            .await;
+
+    assert!(detail.contains("build step 1"), "{detail}");
+    assert!(log.contains(MISSING_REQUIREMENT), "{log}");
+    let tail = cloud.builder.log_tail(&started.build_id, 2).await.unwrap();
+    assert_eq!(
+        tail.lines().last(),
+        Some(
+            "ERROR: build step 1 \"gcr.io/cloud-builders/docker\" failed: step exited with \
+             non-zero status: 1"
+        )
+    );
+    let received = subscription
+        .collect(&started.build_id, &["FAILURE"], WAIT)
+        .await;
+    let last = &received.last().expect("notifications").notification;
+    assert_eq!(last.status, "FAILURE");
+    assert_eq!(last.status_detail.as_deref(), Some(detail.as_str()));
+    assert_eq!(
+        last.failure_info.as_ref().map(|f| f.kind.as_str()),
+        Some("USER_BUILD_STEP")
+    );
+}
+
+#[tokio::test]
+async fn the_operation_create_answered_with_ends_with_the_build() {
+    let cloud = cloud().await;
+    let repo = cloud.repo("operated", GOOD_APP);
+    let (started, _) =
+        contract::builds_a_commit(&cloud.builder, contract::request("operated", &repo), WAIT).await;
+    let name = cloud.fake.operation_name(&started.build_id).unwrap();
+
+    let operation: Value = cloud
+        .http
+        .get(format!("{}/v1/{name}", cloud.fake.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    assert!(name.starts_with(&format!(
+        "projects/{}/locations/europe-west1/operations/",
+        cloud.project
+    )));
+    assert_eq!(operation["done"], true);
+    assert_eq!(
+        operation["metadata"]["@type"],
+        "type.googleapis.com/google.devtools.cloudbuild.v1.BuildOperationMetadata"
+    );
+    assert_eq!(
+        operation["metadata"]["build"]["id"],
+        started.build_id.as_str()
+    );
+    assert_eq!(
+        operation["response"]["@type"],
+        "type.googleapis.com/google.devtools.cloudbuild.v1.Build"
+    );
+    assert_eq!(operation["response"]["status"], "SUCCESS");
+}
+
+#[tokio::test]
+async fn a_missing_main_file_stops_the_build_before_it_starts() {
+    let cloud = cloud().await;
+    let repo = cloud.repo("nomain", &[("other.py", "print()\n")]);
+
+    let error = cloud
+        .builder
+        .start(contract::request("nomain", &repo))
+        .await
+        .unwrap_err();
+
+    let BuildError::NotFound(message) = error else {
+        panic!("{error:?}");
+    };
+    assert!(
+        message.contains("the main file app.py is not in commit"),
+        "{message}"
+    );
+    assert!(cloud.fake.build_ids().is_empty());
+}
+
+#[tokio::test]
+async fn without_the_final_notification_status_still_tells_the_end() {
+    let cloud = cloud().await;
+    let subscription = cloud.subscribe().await;
+    cloud.fake.drop_final_notification(true);
+    let repo = cloud.repo("quiet", GOOD_APP);
+
+    let (started, _) =
+        contract::builds_a_commit(&cloud.builder, contract::request("quiet", &repo), WAIT).await;
+
+    let received = subscription
+        .collect(&started.build_id, &["SUCCESS"], Duration::from_secs(2))
+        .await;
+    let mut statuses: Vec<&str> = received
+        .iter()
+        .map(|r| r.notification.status.as_str())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, ["QUEUED", "WORKING"]);
+}
+
+#[tokio::test]
+async fn a_second_build_pulls_the_first_image_as_its_cache() {
+    let cloud = cloud().await;
+    let repo = cloud.repo("cached", GOOD_APP);
+    let (first, _) =
+        contract::builds_a_commit(&cloud.builder, contract::request("cached", &repo), WAIT).await;
+    repo.commit(
+        &[("app.py", "import streamlit as st\nst.write(2)\n")],
+        "two",
+    )
+    .unwrap();
+    repo.push("main").unwrap();
+
+    let (second, _) =
+        contract::builds_a_commit(&cloud.builder, contract::request("cached", &repo), WAIT).await;
+
+    let first_log = cloud.builder.log(&first.build_id).await.unwrap();
+    let second_log = cloud.builder.log(&second.build_id).await.unwrap();
+    assert!(first_log.contains("manifest unknown"), "{first_log}");
+    assert!(
+        second_log.contains("Status: Downloaded newer image for"),
+        "{second_log}"
+    );
+}
+
+#[tokio::test]
+async fn delete_app_removes_the_apps_sources_and_logs() {
+    let cloud = cloud().await;
+    let gone_repo = cloud.repo("gone", GOOD_APP);
+    let kept_repo = cloud.repo("kept", GOOD_APP);
+    let (gone, _) =
+        contract::builds_a_commit(&cloud.builder, contract::request("gone", &gone_repo), WAIT)
+            .await;
+    let (kept, _) =
+        contract::builds_a_commit(&cloud.builder, contract::request("kept", &kept_repo), WAIT)
+            .await;
+    assert_eq!(
+        cloud
+            .objects(&cloud.source_bucket, "sources/gone/")
+            .await
+            .len(),
+        1
+    );
+
+    contract::delete_app_forgets_only_that_app(
+        &cloud.builder,
+        &AppName::parse("gone").unwrap(),
+        &gone.build_id,
+        &kept.build_id,
+    )
+    .await;
+
+    assert!(
+        cloud
+            .objects(&cloud.source_bucket, "sources/gone/")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        cloud
+            .objects(&cloud.source_bucket, "sources/kept/")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        cloud.objects(&cloud.logs_bucket, "log-").await,
+        [format!("log-{}.txt", kept.build_id)]
+    );
+}
+
+#[tokio::test]
+async fn builds_it_never_made_are_lost_and_odd_ids_are_refused() {
+    let cloud = cloud().await;
+
+    contract::knows_nothing_of_other_builds(&cloud.builder).await;
+
+    assert!(matches!(
+        cloud.builder.status("../../operations/x").await,
+        Err(BuildError::NotFound(_))
+    ));
+}
+
+// The contract, against the embedded builder.
+
+/// Keeps what the builder publishes (the UvBuilder announces its ends on a queue).
+#[derive(Default)]
+struct Recorded(Mutex<Vec<(Topic, OutboundMessage)>>);
+
+#[async_trait]
+impl Queue for Recorded {
+    async fn publish(&self, topic: Topic, message: OutboundMessage) -> Result<String, QueueError> {
+        let mut all = self.0.lock().unwrap();
+        all.push((topic, message));
+        Ok(all.len().to_string())
+    }
+}
+
+fn uv_builder(dir: &std::path::Path) -> (UvBuilder, Arc<Recorded>) {
+    let recorded = Arc::new(Recorded::default());
+    let builder = UvBuilder::new(
+        UvBuilderConfig {
+            dir: dir.join("builds"),
+            uv: runway_tests::uv_bin(),
+            python: "python3".into(),
+            uv_cache_dir: std::env::temp_dir().join("runway-test-uv-cache"),
+            public_url: "http://127.0.0.1:1".into(),
+            timeout: Duration::from_secs(300),
+        },
+        Arc::new(GitForge::new("/usr/bin/true".into())),
+        recorded.clone(),
+    );
+    (builder, recorded)
+}
+
+#[tokio::test]
+async fn the_uv_builder_keeps_the_same_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let (builder, recorded) = uv_builder(dir.path());
+    let good = GitRepo::create(&dir.path().join("good"), GOOD_APP).unwrap();
+    let files = contract::failing_app();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let bad = GitRepo::create(&dir.path().join("bad"), &files).unwrap();
+    let timeout = Duration::from_secs(240);
+
+    let (built, _) =
+        contract::builds_a_commit(&builder, contract::request("good", &good), timeout).await;
+    let (failed, _, log) =
+        contract::reports_a_failed_build(&builder, contract::request("bad", &bad), timeout).await;
+    contract::knows_nothing_of_other_builds(&builder).await;
+    contract::delete_app_forgets_only_that_app(
+        &builder,
+        &AppName::parse("good").unwrap(),
+        &built.build_id,
+        &failed.build_id,
+    )
+    .await;
+
+    assert!(log.contains("runway-missing-package"), "{log}");
+    let published = recorded.0.lock().unwrap();
+    let ids: Vec<(&str, &str)> = published
+        .iter()
+        .map(|(topic, message)| {
+            assert_eq!(*topic, Topic::BuildEvents);
+            (
+                message.attributes["buildId"].as_str(),
+                message.attributes["status"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (built.build_id.as_str(), "SUCCESS"),
+            (failed.build_id.as_str(), "FAILURE")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_cloud_build_builder_keeps_the_contract() {
+    let cloud = cloud().await;
+    cloud
+        .fake
+        .fail_when_file_contains("requirements.txt", MISSING_REQUIREMENT);
+    let good = cloud.repo("good", GOOD_APP);
+    let files = contract::failing_app();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let bad = cloud.repo("bad", &files);
+
+    let (built, _) =
+        contract::builds_a_commit(&cloud.builder, contract::request("good", &good), WAIT).await;
+    let (failed, _, _) =
+        contract::reports_a_failed_build(&cloud.builder, contract::request("bad", &bad), WAIT)
+            .await;
+    contract::knows_nothing_of_other_builds(&cloud.builder).await;
+    contract::delete_app_forgets_only_that_app(
+        &cloud.builder,
+        &AppName::parse("good").unwrap(),
+        &built.build_id,
+        &failed.build_id,
+    )
+    .await;
+}
