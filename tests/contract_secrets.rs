@@ -1,0 +1,359 @@
+//! The `SecretStore` port's contract, written once and run against every adapter:
+//! `FileSecretStore` (the embedded default, in a temporary directory) and `SecretManagerStore`
+//! on drongo, the Secret Manager emulator (each test gets a project of its own).
+//!
+//! What is read back is read the way the app would read it, not through the store: the file
+//! itself, or the secret's `versions/...:access` over drongo's REST API.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use runway_shared::domain::{AppName, SecretsToml};
+use runway_shared::gcp::{SecretManagerConfig, SecretManagerStore};
+use runway_shared::local::FileSecretStore;
+use runway_shared::ports::{SecretRef, SecretStore, SecretStoreError};
+use runway_tests::emulators;
+use serde_json::Value;
+
+/// A store, where its values can be read back from, and whatever must live as long as it.
+struct Subject {
+    store: Arc<dyn SecretStore>,
+    backend: Backend,
+}
+
+enum Backend {
+    Files(tempfile::TempDir),
+    SecretManager { project: String },
+}
+
+async fn files() -> Subject {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileSecretStore::new(dir.path().join("secrets")).unwrap();
+    Subject {
+        store: Arc::new(store),
+        backend: Backend::Files(dir),
+    }
+}
+
+async fn secret_manager() -> Subject {
+    let project = emulators::unique_project();
+    let store = SecretManagerStore::connect(SecretManagerConfig {
+        project: project.clone(),
+        endpoint: Some(emulators::secret_manager()),
+    })
+    .await
+    .unwrap();
+    Subject {
+        store: Arc::new(store),
+        backend: Backend::SecretManager { project },
+    }
+}
+
+impl Subject {
+    /// The value the app would read now: its file, or its secret's latest version.
+    async fn current(&self, app: &str) -> Option<String> {
+        match &self.backend {
+            Backend::Files(dir) => read_file(dir.path().join(format!("secrets/{app}.toml"))),
+            Backend::SecretManager { project } => {
+                access(&format!(
+                    "projects/{project}/secrets/runway-app-{app}/versions/latest"
+                ))
+                .await
+            }
+        }
+    }
+
+    /// The value readable through a reference the store handed out, if any.
+    async fn read(&self, reference: &SecretRef) -> Option<String> {
+        match &self.backend {
+            Backend::Files(_) => read_file(PathBuf::from(&reference.0)),
+            Backend::SecretManager { .. } => access(&reference.0).await,
+        }
+    }
+
+    /// A store of the same kind that fails: its directory is a file, or nothing listens.
+    async fn broken(&self) -> Arc<dyn SecretStore> {
+        match &self.backend {
+            Backend::Files(dir) => {
+                let path = dir.path().join("broken");
+                let store = FileSecretStore::new(path.clone()).unwrap();
+                std::fs::remove_dir(&path).unwrap();
+                std::fs::write(&path, "not a directory").unwrap();
+                Arc::new(store)
+            }
+            Backend::SecretManager { project } => {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let endpoint = format!("http://{}", listener.local_addr().unwrap());
+                drop(listener);
+                let config = SecretManagerConfig {
+                    project: project.clone(),
+                    endpoint: Some(endpoint),
+                };
+                Arc::new(SecretManagerStore::connect(config).await.unwrap())
+            }
+        }
+    }
+}
+
+fn read_file(path: PathBuf) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// drongo's `GET /v1/{version}:access`: the payload, or `None` when the version cannot be read
+/// (missing, disabled or destroyed).
+async fn access(version: &str) -> Option<String> {
+    let url = format!("{}/v1/{version}:access", emulators::secret_manager());
+    let response = reqwest::get(&url).await.unwrap();
+    if !response.status().is_success() {
+        return None;
+    }
+    let body: Value = response.json().await.unwrap();
+    let data = BASE64
+        .decode(body["payload"]["data"].as_str().expect("payload.data"))
+        .unwrap();
+    Some(String::from_utf8(data).unwrap())
+}
+
+/// drongo's `GET /v1/{resource}` as JSON.
+async fn get(resource: &str) -> Value {
+    let url = format!("{}/v1/{resource}", emulators::secret_manager());
+    let response = reqwest::get(&url).await.unwrap();
+    assert!(response.status().is_success(), "GET {url}");
+    response.json().await.unwrap()
+}
+
+/// Each check runs once per adapter, as `files::name` and `secret_manager::name`.
+macro_rules! contract {
+    ($($check:ident),* $(,)?) => {
+        mod files {
+            $(#[tokio::test]
+            async fn $check() {
+                super::$check(&super::files().await).await;
+            })*
+        }
+        mod secret_manager {
+            $(#[tokio::test]
+            async fn $check() {
+                super::$check(&super::secret_manager().await).await;
+            })*
+        }
+    };
+}
+
+contract!(
+    put_then_reference_gives_the_ref_and_the_value_reads_back,
+    a_second_put_replaces_the_first,
+    an_unknown_app_has_no_reference,
+    delete_forgets_the_secret_and_may_be_repeated,
+    apps_do_not_see_each_others_secrets,
+    errors_never_carry_the_value,
+);
+
+fn app(name: &str) -> AppName {
+    AppName::parse(name).unwrap()
+}
+
+fn toml(text: &str) -> SecretsToml {
+    SecretsToml::parse(text.to_owned()).unwrap()
+}
+
+async fn put_then_reference_gives_the_ref_and_the_value_reads_back(subject: &Subject) {
+    let hello = app("hello");
+    let value = "greeting = \"hi\"\n[db]\npassword = \"s3cret\"\n";
+    let reference = subject.store.put(&hello, &toml(value)).await.unwrap();
+
+    assert_eq!(
+        subject.store.reference(&hello).await.unwrap(),
+        Some(reference.clone())
+    );
+    assert_eq!(subject.current("hello").await.as_deref(), Some(value));
+    assert_eq!(subject.read(&reference).await.as_deref(), Some(value));
+    match &subject.backend {
+        Backend::Files(_) => {
+            let mode = std::fs::metadata(&reference.0)
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "only Runway may read the file");
+        }
+        Backend::SecretManager { project } => {
+            assert_eq!(
+                reference.0,
+                format!("projects/{project}/secrets/runway-app-hello/versions/1")
+            );
+        }
+    }
+}
+
+async fn a_second_put_replaces_the_first(subject: &Subject) {
+    let hello = app("hello");
+    let first = subject.store.put(&hello, &toml("v = 1")).await.unwrap();
+    let second = subject.store.put(&hello, &toml("v = 2")).await.unwrap();
+
+    assert_eq!(
+        subject.store.reference(&hello).await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(subject.current("hello").await.as_deref(), Some("v = 2"));
+    assert_eq!(subject.read(&second).await.as_deref(), Some("v = 2"));
+    assert_ne!(
+        subject.read(&first).await.as_deref(),
+        Some("v = 1"),
+        "the first value is no longer readable through its reference"
+    );
+    match &subject.backend {
+        // One file per app, replaced in place: the reference stays the same.
+        Backend::Files(_) => assert_eq!(first, second),
+        Backend::SecretManager { .. } => {
+            assert_ne!(first, second, "each put is a version of its own");
+            assert_eq!(get(&first.0).await["state"], "DISABLED");
+            assert_eq!(get(&second.0).await["state"], "ENABLED");
+        }
+    }
+}
+
+async fn an_unknown_app_has_no_reference(subject: &Subject) {
+    assert_eq!(subject.store.reference(&app("nobody")).await.unwrap(), None);
+    assert_eq!(subject.current("nobody").await, None);
+}
+
+async fn delete_forgets_the_secret_and_may_be_repeated(subject: &Subject) {
+    let hello = app("hello");
+    let reference = subject.store.put(&hello, &toml("v = 1")).await.unwrap();
+
+    subject.store.delete(&hello).await.unwrap();
+    assert_eq!(subject.store.reference(&hello).await.unwrap(), None);
+    assert_eq!(subject.current("hello").await, None);
+    assert_eq!(subject.read(&reference).await, None);
+    subject.store.delete(&hello).await.unwrap();
+    subject.store.delete(&app("nobody")).await.unwrap();
+
+    // A redeploy after a delete starts over.
+    let again = subject.store.put(&hello, &toml("v = 2")).await.unwrap();
+    assert_eq!(subject.store.reference(&hello).await.unwrap(), Some(again));
+    assert_eq!(subject.current("hello").await.as_deref(), Some("v = 2"));
+}
+
+async fn apps_do_not_see_each_others_secrets(subject: &Subject) {
+    let (one, two) = (app("one"), app("two"));
+    let first = subject.store.put(&one, &toml("app = 'one'")).await.unwrap();
+    let second = subject.store.put(&two, &toml("app = 'two'")).await.unwrap();
+
+    assert_ne!(first, second);
+    assert_eq!(subject.store.reference(&one).await.unwrap(), Some(first));
+    assert_eq!(subject.current("one").await.as_deref(), Some("app = 'one'"));
+    assert_eq!(subject.current("two").await.as_deref(), Some("app = 'two'"));
+
+    subject.store.delete(&one).await.unwrap();
+    assert_eq!(subject.store.reference(&two).await.unwrap(), Some(second));
+    assert_eq!(subject.current("two").await.as_deref(), Some("app = 'two'"));
+}
+
+async fn errors_never_carry_the_value(subject: &Subject) {
+    let hello = app("hello");
+    let token = format!("sk-{}", uuid::Uuid::new_v4().simple());
+    let secrets = toml(&format!("api_key = \"{token}\""));
+    assert!(!format!("{secrets:?}").contains(&token));
+
+    let broken = subject.broken().await;
+    let error = broken.put(&hello, &secrets).await.unwrap_err();
+    let unavailable = matches!(error, SecretStoreError::Unavailable(_));
+    let mut shown = format!("{error} / {error:?}");
+    if let SecretStoreError::Other(inner) = &error {
+        shown += &format!(" / {inner:#}");
+    }
+    assert!(!shown.contains(&token), "the value leaked: {shown}");
+    if let Backend::SecretManager { .. } = &subject.backend {
+        assert!(
+            shown.contains("runway-app-hello"),
+            "names the secret: {shown}"
+        );
+        assert!(unavailable, "nothing listening is worth a retry: {shown}");
+    }
+
+    let reference = subject.store.put(&hello, &secrets).await.unwrap();
+    assert!(!format!("{reference:?}").contains(&token));
+}
+
+// --- Secret Manager only ------------------------------------------------------------------------
+
+/// What `infra/secrets.tf` and cleanup rely on: the name prefix, the labels, and automatic
+/// replication.
+#[tokio::test]
+async fn the_app_secret_is_named_labelled_and_replicated_automatically() {
+    let subject = secret_manager().await;
+    let Backend::SecretManager { project } = &subject.backend else {
+        unreachable!()
+    };
+    subject
+        .store
+        .put(&app("hello"), &toml("v = 1"))
+        .await
+        .unwrap();
+
+    let secret = get(&format!("projects/{project}/secrets/runway-app-hello")).await;
+    assert_eq!(secret["labels"]["managed-by"], "runway");
+    assert_eq!(secret["labels"]["app"], "hello");
+    assert!(secret["replication"]["automatic"].is_object(), "{secret}");
+}
+
+#[tokio::test]
+async fn only_the_newest_version_stays_enabled() {
+    let subject = secret_manager().await;
+    let Backend::SecretManager { project } = &subject.backend else {
+        unreachable!()
+    };
+    for v in 1..=4 {
+        subject
+            .store
+            .put(&app("hello"), &toml(&format!("v = {v}")))
+            .await
+            .unwrap();
+    }
+    let listed = get(&format!(
+        "projects/{project}/secrets/runway-app-hello/versions"
+    ))
+    .await;
+    let mut states: Vec<(String, String)> = listed["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["name"].to_string(), v["state"].to_string()))
+        .collect();
+    states.sort();
+    let enabled: Vec<_> = states.iter().filter(|(_, s)| s == "\"ENABLED\"").collect();
+    assert_eq!(enabled.len(), 1, "{states:?}");
+    assert!(enabled[0].0.ends_with("/versions/4\""), "{states:?}");
+}
+
+#[tokio::test]
+async fn check_reports_whether_secret_manager_answers() {
+    let subject = secret_manager().await;
+    let Backend::SecretManager { project } = &subject.backend else {
+        unreachable!()
+    };
+    let store = SecretManagerStore::connect(SecretManagerConfig {
+        project: project.clone(),
+        endpoint: Some(emulators::secret_manager()),
+    })
+    .await
+    .unwrap();
+    store.check().await.unwrap();
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let down = SecretManagerStore::connect(SecretManagerConfig {
+        project: project.clone(),
+        endpoint: Some(endpoint),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        down.check().await,
+        Err(SecretStoreError::Unavailable(_))
+    ));
+}
