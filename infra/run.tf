@@ -47,38 +47,43 @@ locals {
     } : {},
   )
 
+  # What CloudBuildBuilder reads: submit (delete), status (logs), worker and cleanup (poll).
+  build_env = {
+    RUNWAY_SOURCE_BUCKET         = google_storage_bucket.source.name
+    RUNWAY_LOGS_BUCKET           = google_storage_bucket.build_logs.name
+    RUNWAY_IMAGE_REPO            = local.apps_image_repo
+    RUNWAY_BUILD_SERVICE_ACCOUNT = local.sa_email["app-build"]
+  }
+  # What CloudRunPlatform reads: submit (delete) and worker (deploy).
+  platform_env = {
+    RUNWAY_REGIONS                 = join(",", local.app_regions)
+    RUNWAY_RUNTIME_SERVICE_ACCOUNT = local.sa_email["app-runtime"]
+    RUNWAY_MAX_INSTANCES           = tostring(var.app_max_instances)
+  }
+
   function_env = {
-    submit = merge(local.common_env, local.github_env, {
-      RUNWAY_REGIONS      = join(",", local.app_regions)
+    submit = merge(local.common_env, local.github_env, local.build_env, local.platform_env, {
       RUNWAY_IAP_AUDIENCE = local.iap_audience["submit"]
       RUNWAY_ADMINS       = join(",", var.admins)
       RUNWAY_WEBHOOK_URL  = local.webhook_url
       RUNWAY_DEPLOY_TOPIC = local.deploy_topic
     })
-    status = merge(local.common_env, {
+    status = merge(local.common_env, local.build_env, {
       RUNWAY_IAP_AUDIENCE = local.iap_audience["status"]
       RUNWAY_ADMINS       = join(",", var.admins)
-      RUNWAY_LOGS_BUCKET  = google_storage_bucket.build_logs.name
     })
     "github-webhook" = merge(local.common_env, {
       RUNWAY_DEPLOY_TOPIC = local.deploy_topic
     })
-    worker = merge(local.common_env, local.github_env, {
+    worker = merge(local.common_env, local.github_env, local.build_env, local.platform_env, {
       RUNWAY_OIDC_AUDIENCE           = local.service_url["worker"]
       RUNWAY_INVOKER_SERVICE_ACCOUNT = local.sa_email["pubsub-push"]
-      RUNWAY_SOURCE_BUCKET           = google_storage_bucket.source.name
-      RUNWAY_LOGS_BUCKET             = google_storage_bucket.build_logs.name
-      RUNWAY_IMAGE_REPO              = local.apps_image_repo
-      RUNWAY_RUNTIME_SERVICE_ACCOUNT = local.sa_email["app-runtime"]
-      RUNWAY_BUILD_SERVICE_ACCOUNT   = local.sa_email["app-build"]
-      RUNWAY_MAX_INSTANCES           = tostring(var.app_max_instances)
     })
-    cleanup = merge(local.common_env, local.github_env, {
+    cleanup = merge(local.common_env, local.github_env, local.build_env, {
       RUNWAY_OIDC_AUDIENCE           = local.service_url["cleanup"]
       RUNWAY_INVOKER_SERVICE_ACCOUNT = local.sa_email["scheduler"]
       RUNWAY_WEBHOOK_URL             = local.webhook_url
       RUNWAY_DEPLOY_TOPIC            = local.deploy_topic
-      RUNWAY_LOGS_BUCKET             = google_storage_bucket.build_logs.name
     })
   }
 

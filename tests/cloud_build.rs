@@ -34,30 +34,13 @@ struct Cloud {
     _dir: tempfile::TempDir,
 }
 
-async fn create_bucket(http: &reqwest::Client, project: &str, name: &str) {
-    let response = http
-        .post(format!(
-            "{}/storage/v1/b?project={project}",
-            emulators::gcs()
-        ))
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .expect("fake-gcs-server answers");
-    assert!(
-        response.status().is_success(),
-        "creating bucket {name}: {}",
-        response.status()
-    );
-}
-
 async fn cloud() -> Cloud {
     let project = emulators::unique_project();
     let http = reqwest::Client::new();
     let source_bucket = format!("{project}-sources");
     let logs_bucket = format!("{project}-logs");
-    create_bucket(&http, &project, &source_bucket).await;
-    create_bucket(&http, &project, &logs_bucket).await;
+    emulators::create_bucket(&project, &source_bucket).await;
+    emulators::create_bucket(&project, &logs_bucket).await;
     let fake = FakeCloudBuild::start(&project, &emulators::gcs(), &emulators::pubsub())
         .await
         .expect("the fake Cloud Build starts");

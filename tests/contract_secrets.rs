@@ -199,18 +199,22 @@ async fn a_second_put_replaces_the_first(subject: &Subject) {
     );
     assert_eq!(subject.current("hello").await.as_deref(), Some("v = 2"));
     assert_eq!(subject.read(&second).await.as_deref(), Some("v = 2"));
-    assert_ne!(
-        subject.read(&first).await.as_deref(),
-        Some("v = 1"),
-        "the first value is no longer readable through its reference"
-    );
     match &subject.backend {
         // One file per app, replaced in place: the reference stays the same.
         Backend::Files(_) => assert_eq!(first, second),
         Backend::SecretManager { .. } => {
             assert_ne!(first, second, "each put is a version of its own");
+            // The revision still serving reads the first until the second takes over.
+            assert_eq!(get(&first.0).await["state"], "ENABLED");
+            let third = subject.store.put(&hello, &toml("v = 3")).await.unwrap();
             assert_eq!(get(&first.0).await["state"], "DISABLED");
             assert_eq!(get(&second.0).await["state"], "ENABLED");
+            assert_eq!(get(&third.0).await["state"], "ENABLED");
+            assert_ne!(
+                subject.read(&first).await.as_deref(),
+                Some("v = 1"),
+                "the first value is no longer readable through its reference"
+            );
         }
     }
 }
@@ -301,7 +305,7 @@ async fn the_app_secret_is_named_labelled_and_replicated_automatically() {
 }
 
 #[tokio::test]
-async fn only_the_newest_version_stays_enabled() {
+async fn only_the_newest_version_and_the_one_before_stay_enabled() {
     let subject = secret_manager().await;
     let Backend::SecretManager { project } = &subject.backend else {
         unreachable!()
@@ -325,8 +329,9 @@ async fn only_the_newest_version_stays_enabled() {
         .collect();
     states.sort();
     let enabled: Vec<_> = states.iter().filter(|(_, s)| s == "\"ENABLED\"").collect();
-    assert_eq!(enabled.len(), 1, "{states:?}");
-    assert!(enabled[0].0.ends_with("/versions/4\""), "{states:?}");
+    assert_eq!(enabled.len(), 2, "{states:?}");
+    assert!(enabled[0].0.ends_with("/versions/3\""), "{states:?}");
+    assert!(enabled[1].0.ends_with("/versions/4\""), "{states:?}");
 }
 
 #[tokio::test]

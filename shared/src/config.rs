@@ -8,6 +8,71 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{name} is not valid: {message}")]
     Invalid { name: &'static str, message: String },
+    /// Everything wrong with a function's environment at once, so one restart fixes it.
+    #[error("{what} cannot start: {}", .problems.join("; "))]
+    Several { what: String, problems: Vec<String> },
+}
+
+/// Reads a function's environment, noting every missing or invalid variable instead of
+/// stopping at the first; `finish` reports them all.
+#[derive(Debug, Default)]
+pub struct Env {
+    problems: Vec<String>,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The variable's value; a missing one is noted (and `""` returned in its place).
+    pub fn required(&mut self, name: &'static str) -> String {
+        var(name).unwrap_or_else(|error| {
+            self.problems.push(error.to_string());
+            String::new()
+        })
+    }
+
+    pub fn optional(&self, name: &'static str) -> Option<String> {
+        var(name).ok()
+    }
+
+    pub fn or(&self, name: &'static str, default: &str) -> String {
+        var_or(name, default)
+    }
+
+    pub fn list(&self, name: &'static str, default: &str) -> Vec<String> {
+        list_or(name, default)
+    }
+
+    /// Parses the variable, or `default` when unset; an invalid value is noted (and `default`
+    /// returned in its place).
+    pub fn parse_or<T: FromStr + Clone>(&mut self, name: &'static str, default: T) -> T
+    where
+        T::Err: std::fmt::Display,
+    {
+        parse_or(name, default.clone()).unwrap_or_else(|error| {
+            self.problems.push(error.to_string());
+            default
+        })
+    }
+
+    /// Notes a problem found by the caller (e.g. two variables that exclude each other).
+    pub fn problem(&mut self, problem: impl Into<String>) {
+        self.problems.push(problem.into());
+    }
+
+    /// `Ok` when everything needed was there; otherwise one error naming every problem.
+    pub fn finish(self, what: &str) -> Result<(), ConfigError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Several {
+                what: what.to_owned(),
+                problems: self.problems,
+            })
+        }
+    }
 }
 
 /// The variable's value, or `default` when unset or empty.

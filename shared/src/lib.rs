@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod function;
 pub mod gcp;
 pub mod github;
 pub mod http;

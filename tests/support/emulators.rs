@@ -96,3 +96,19 @@ pub async fn create_push_subscription(
         response.text().await.unwrap_or_default()
     );
 }
+
+/// Creates a bucket on fake-gcs-server (the JSON API, as `gcloud storage buckets create`).
+pub async fn create_bucket(project: &str, name: &str) {
+    let url = format!("{}/storage/v1/b?project={project}", gcs());
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .expect("fake-gcs-server answers");
+    assert!(
+        response.status().is_success(),
+        "creating bucket {name}: {}",
+        response.status()
+    );
+}

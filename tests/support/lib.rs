@@ -11,8 +11,10 @@ pub mod emulators;
 pub mod fake_cloud_build;
 pub mod fake_cloud_run;
 pub mod fake_github;
+pub mod google_keys;
 pub mod image_builder_contract;
 pub mod platform_contract;
+pub mod production;
 pub mod push_receiver;
 
 use anyhow::{Context, bail};

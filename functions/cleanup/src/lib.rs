@@ -8,6 +8,9 @@
 //! - Webhooks whose removal failed when their app was deleted are removed.
 
 use std::sync::Arc;
+
+use runway_shared::function::{Probe, gcp_probes};
+use runway_shared::gcp::{GcpEnv, Need};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -42,6 +45,35 @@ impl State {
             caller: Arc::new(e.push_token.clone()),
             stale_after: e.config.stale_after,
         }
+    }
+
+    /// On Google Cloud: Firestore, Pub/Sub, Cloud Build (polled) and GitHub; the caller is
+    /// Cloud Scheduler with the invoker service account's OIDC token.
+    pub async fn cloud(env: &GcpEnv) -> anyhow::Result<(Self, Vec<Probe>)> {
+        env.check(
+            "cleanup",
+            &[
+                Need::Store,
+                Need::Queue,
+                Need::Forge,
+                Need::Builder,
+                Need::Oidc,
+            ],
+        )?;
+        let store = env.store().await?;
+        let queue = env.queue().await?;
+        let forge: Arc<dyn Forge> = Arc::new(env.forge()?);
+        let probes = vec![gcp_probes::store(&store), gcp_probes::queue(&queue)];
+        let stale_secs = runway_shared::config::parse_or("RUNWAY_STALE_SECS", 600)?;
+        let state = Self {
+            store: Arc::new(store),
+            queue: Arc::new(queue),
+            builder: Arc::new(env.builder(Some(forge.clone())).await?),
+            forge,
+            caller: Arc::new(env.oidc()?),
+            stale_after: Duration::from_secs(stale_secs),
+        };
+        Ok((state, probes))
     }
 }
 

@@ -1,7 +1,18 @@
-//! Serves `cleanup` on `$PORT` with the embedded adapters (Google Cloud wiring: issue 3).
+//! `cleanup`: the sweeps Cloud Scheduler calls, on `$PORT`, with the adapters `RUNWAY_BACKEND` picks
+//! (`gcp` on Cloud Run, `embedded` by default).
 
-fn main() -> anyhow::Result<()> {
-    runway_shared::local::serve_function("cleanup", |e| {
-        runway_cleanup::router(runway_cleanup::State::embedded(e))
+use runway_cleanup::{State, router};
+use runway_shared::function::{self, Backend, Service, embedded_probes};
+
+fn main() -> std::process::ExitCode {
+    function::serve("cleanup", async |backend| {
+        let (state, probes) = match backend {
+            Backend::Embedded(e) => (State::embedded(e), embedded_probes(e)),
+            Backend::Gcp(env) => State::cloud(env).await?,
+        };
+        Ok(Service {
+            router: router(state),
+            probes,
+        })
     })
 }

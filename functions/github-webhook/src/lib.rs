@@ -4,6 +4,9 @@
 
 use std::sync::Arc;
 
+use runway_shared::function::{Probe, gcp_probes};
+use runway_shared::gcp::{GcpEnv, Need};
+
 use http::{Method, StatusCode};
 use runway_shared::domain::{CommitSha, Delivery, NewRelease, Trigger};
 use runway_shared::http::{
@@ -32,6 +35,23 @@ impl State {
             queue: Arc::new(e.queue.clone()),
             secret: e.webhook_secret.clone(),
         }
+    }
+
+    /// On Google Cloud: Firestore and Pub/Sub; GitHub's signature is the only credential.
+    pub async fn cloud(env: &GcpEnv) -> anyhow::Result<(Self, Vec<Probe>)> {
+        env.check(
+            "github-webhook",
+            &[Need::Store, Need::Queue, Need::WebhookSecret],
+        )?;
+        let store = env.store().await?;
+        let queue = env.queue().await?;
+        let probes = vec![gcp_probes::store(&store), gcp_probes::queue(&queue)];
+        let state = Self {
+            store: Arc::new(store),
+            queue: Arc::new(queue),
+            secret: env.webhook_secret()?,
+        };
+        Ok((state, probes))
     }
 }
 

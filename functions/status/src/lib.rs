@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use runway_shared::function::{Probe, gcp_probes};
+use runway_shared::gcp::{GcpEnv, Need};
+
 use http::{Method, StatusCode};
 use runway_shared::domain::{AppName, Deployment, Release};
 use runway_shared::http::{
@@ -28,6 +31,19 @@ impl State {
             builder: e.builder.clone(),
             identity: e.identity.clone(),
         }
+    }
+
+    /// On Google Cloud: Firestore, Cloud Build's logs, and the user IAP signed in.
+    pub async fn cloud(env: &GcpEnv) -> anyhow::Result<(Self, Vec<Probe>)> {
+        env.check("status", &[Need::Store, Need::Builder, Need::Iap])?;
+        let store = env.store().await?;
+        let probes = vec![gcp_probes::store(&store)];
+        let state = Self {
+            store: Arc::new(store),
+            builder: Arc::new(env.builder(None).await?),
+            identity: Arc::new(env.iap()?),
+        };
+        Ok((state, probes))
     }
 }
 

@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use runway_shared::function::{Probe, gcp_probes};
+use runway_shared::gcp::{GcpEnv, Need};
+
 use http::{Method, StatusCode};
 use runway_shared::config::Policy;
 use runway_shared::domain::{
@@ -50,6 +53,47 @@ impl State {
             webhook_url: e.webhook_url(),
             webhook_secret: e.webhook_secret.clone(),
         }
+    }
+
+    /// On Google Cloud: Firestore, Pub/Sub, Secret Manager, GitHub, Cloud Build, Cloud Run,
+    /// and the user IAP signed in.
+    pub async fn cloud(env: &GcpEnv) -> anyhow::Result<(Self, Vec<Probe>)> {
+        env.check(
+            "submit",
+            &[
+                Need::Store,
+                Need::Queue,
+                Need::Secrets,
+                Need::Forge,
+                Need::Builder,
+                Need::Platform,
+                Need::Iap,
+                Need::WebhookUrl,
+                Need::WebhookSecret,
+            ],
+        )?;
+        let store = env.store().await?;
+        let queue = env.queue().await?;
+        let secrets = env.secrets().await?;
+        let forge: Arc<dyn Forge> = Arc::new(env.forge()?);
+        let probes = vec![
+            gcp_probes::store(&store),
+            gcp_probes::queue(&queue),
+            gcp_probes::secrets(&secrets),
+        ];
+        let state = Self {
+            store: Arc::new(store),
+            queue: Arc::new(queue),
+            secrets: Arc::new(secrets),
+            builder: Arc::new(env.builder(Some(forge.clone())).await?),
+            platform: Arc::new(env.platform().await?),
+            forge,
+            identity: Arc::new(env.iap()?),
+            policy: env.policy()?,
+            webhook_url: env.webhook_url()?,
+            webhook_secret: env.webhook_secret()?,
+        };
+        Ok((state, probes))
     }
 }
 

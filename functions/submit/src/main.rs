@@ -1,7 +1,18 @@
-//! Serves `submit` on `$PORT` with the embedded adapters (Google Cloud wiring: issue 3).
+//! `submit`: the form and the deploy API, on `$PORT`, with the adapters `RUNWAY_BACKEND` picks
+//! (`gcp` on Cloud Run, `embedded` by default).
 
-fn main() -> anyhow::Result<()> {
-    runway_shared::local::serve_function("submit", |e| {
-        runway_submit::router(runway_submit::State::embedded(e))
+use runway_shared::function::{self, Backend, Service, embedded_probes};
+use runway_submit::{State, router};
+
+fn main() -> std::process::ExitCode {
+    function::serve("submit", async |backend| {
+        let (state, probes) = match backend {
+            Backend::Embedded(e) => (State::embedded(e), embedded_probes(e)),
+            Backend::Gcp(env) => State::cloud(env).await?,
+        };
+        Ok(Service {
+            router: router(state),
+            probes,
+        })
     })
 }

@@ -11,6 +11,9 @@
 
 use std::sync::Arc;
 
+use runway_shared::function::{Probe, gcp_probes};
+use runway_shared::gcp::{GcpEnv, Need};
+
 use http::{Method, StatusCode};
 use runway_shared::domain::{Release, ReleaseState, ReleaseUpdate};
 use runway_shared::http::{
@@ -49,6 +52,35 @@ impl State {
             secrets: e.secrets.clone(),
             pusher: Arc::new(e.push_token.clone()),
         }
+    }
+
+    /// On Google Cloud: Firestore, GitHub, Cloud Build, Cloud Run and Secret Manager; callers
+    /// are Pub/Sub push subscriptions with the invoker service account's OIDC token.
+    pub async fn cloud(env: &GcpEnv) -> anyhow::Result<(Self, Vec<Probe>)> {
+        env.check(
+            "worker",
+            &[
+                Need::Store,
+                Need::Secrets,
+                Need::Forge,
+                Need::Builder,
+                Need::Platform,
+                Need::Oidc,
+            ],
+        )?;
+        let store = env.store().await?;
+        let secrets = env.secrets().await?;
+        let forge: Arc<dyn Forge> = Arc::new(env.forge()?);
+        let probes = vec![gcp_probes::store(&store), gcp_probes::secrets(&secrets)];
+        let state = Self {
+            store: Arc::new(store),
+            builder: Arc::new(env.builder(Some(forge.clone())).await?),
+            platform: Arc::new(env.platform().await?),
+            secrets: Arc::new(secrets),
+            forge,
+            pusher: Arc::new(env.oidc()?),
+        };
+        Ok((state, probes))
     }
 }
 

@@ -1,7 +1,18 @@
-//! Serves `worker` on `$PORT` with the embedded adapters (Google Cloud wiring: issue 3).
+//! `worker`: Pub/Sub push endpoints that build and deploy, on `$PORT`, with the adapters `RUNWAY_BACKEND` picks
+//! (`gcp` on Cloud Run, `embedded` by default).
 
-fn main() -> anyhow::Result<()> {
-    runway_shared::local::serve_function("worker", |e| {
-        runway_worker::router(runway_worker::State::embedded(e))
+use runway_shared::function::{self, Backend, Service, embedded_probes};
+use runway_worker::{State, router};
+
+fn main() -> std::process::ExitCode {
+    function::serve("worker", async |backend| {
+        let (state, probes) = match backend {
+            Backend::Embedded(e) => (State::embedded(e), embedded_probes(e)),
+            Backend::Gcp(env) => State::cloud(env).await?,
+        };
+        Ok(Service {
+            router: router(state),
+            probes,
+        })
     })
 }

@@ -3,6 +3,7 @@
 mod cloud_build;
 mod cloud_run;
 mod dockerfile;
+mod env;
 mod firestore_store;
 mod google_jwt;
 mod iap_identity;
@@ -15,6 +16,7 @@ pub use cloud_run::{CloudRunConfig, CloudRunPlatform};
 pub use dockerfile::{
     GENERATED_DOCKERIGNORE, PYTHON_BASE, SourceFiles, UV_IMAGE, generated_dockerfile,
 };
+pub use env::{GcpEnv, Need};
 pub use firestore_store::{FirestoreConfig, FirestoreStore};
 pub use google_jwt::{GoogleJwtVerifier, JwtRules};
 pub use iap_identity::{IapConfig, IapIdentity};

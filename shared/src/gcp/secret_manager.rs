@@ -3,8 +3,10 @@
 //!
 //! One secret per app, `runway-app-{app}` (the prefix `infra/secrets.tf` grants on), labelled
 //! `managed-by=runway` and `app={app}`, replicated automatically. Each `put` adds a version and
-//! disables every older enabled one, so exactly the newest version is readable; the reference
-//! handed to Cloud Run is that version's full name, `projects/P/secrets/S/versions/N`.
+//! disables every older one but the one before it: the revision still serving mounts that one
+//! (Secret Manager volumes read on every access), so it must stay readable until the new
+//! revision takes over; the put after that disables it. The reference handed to Cloud Run is
+//! the new version's full name, `projects/P/secrets/S/versions/N`.
 //!
 //! Runway itself never reads a value back (its service accounts may not: see the custom role in
 //! `infra/service_accounts.tf`), and no message or `Debug` output carries one.
@@ -126,8 +128,8 @@ impl SecretManagerStore {
 
 #[async_trait]
 impl SecretStore for SecretManagerStore {
-    /// Concurrent puts for one app end with only the highest version enabled; a put that lost
-    /// the race returns a reference that is already disabled, as its value is already replaced.
+    /// Concurrent puts for one app end with the two highest versions enabled; a put that lost
+    /// the race may return a reference that is already disabled, as its value is replaced.
     async fn put(
         &self,
         app: &AppName,
@@ -168,8 +170,17 @@ impl SecretStore for SecretManagerStore {
             ))
         })?;
 
-        let older = self.enabled_versions(&id).await?.unwrap_or_default();
-        for (_, name) in older.into_iter().filter(|(number, _)| *number < newest) {
+        let mut older: Vec<(u64, String)> = self
+            .enabled_versions(&id)
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(number, _)| *number < newest)
+            .collect();
+        older.sort_unstable();
+        // The newest of the older ones is what the serving revision reads.
+        older.pop();
+        for (_, name) in older {
             self.client
                 .disable_secret_version()
                 .set_name(&name)

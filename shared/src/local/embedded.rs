@@ -16,7 +16,6 @@ use super::{
     UvBuilder, UvBuilderConfig, write_private,
 };
 use crate::config::{self, ConfigError, Policy};
-use crate::http::Router;
 
 /// Configuration of the embedded mode, from the environment.
 #[derive(Clone, Debug)]
@@ -176,18 +175,4 @@ fn webhook_secret(path: &std::path::Path) -> anyhow::Result<SecretString> {
     );
     write_private(path, secret.as_bytes()).context("writing the webhook secret")?;
     Ok(SecretString::from(secret))
-}
-
-/// The body of a function binary in embedded mode: serve the router `build` makes on `$PORT`.
-pub fn serve_function(name: &str, build: impl FnOnce(&Embedded) -> Router) -> anyhow::Result<()> {
-    crate::telemetry::init();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let port: u16 = config::parse_or("PORT", 8080)?;
-        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
-        let embedded = Embedded::open(EmbeddedConfig::from_env()?, listener.local_addr()?.port())?;
-        tracing::info!(function = name, port, "serving");
-        crate::http::serve_router(build(&embedded), listener, crate::http::shutdown_signal()).await;
-        Ok(())
-    })
 }

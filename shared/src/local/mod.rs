@@ -12,7 +12,7 @@ pub mod sqlite_queue;
 pub mod sqlite_store;
 mod uv_builder;
 
-pub use embedded::{Embedded, EmbeddedConfig, serve_function};
+pub use embedded::{Embedded, EmbeddedConfig};
 pub use file_secret_store::FileSecretStore;
 pub use git_forge::{GitForge, deliver_post_receive};
 pub use local_identity::{LocalIdentity, PushToken};

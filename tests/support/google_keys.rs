@@ -1,0 +1,156 @@
+//! Google's signing keys, as a test holds them: an ES256 key for IAP assertions and an RS256 key
+//! for the OIDC tokens Pub/Sub push and Cloud Scheduler send, with their public halves served as
+//! JWK sets on loopback (where `RUNWAY_IAP_KEYS_URL` and `RUNWAY_OIDC_KEYS_URL` point).
+//!
+//! `PushRelay` stands in for the one thing the Pub/Sub emulator does not do: a real push
+//! subscription sends `Authorization: Bearer <OIDC token>` for its service account; the emulator
+//! sends none. The emulator pushes to the relay, which adds the token and forwards the request
+//! unchanged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http_body_util::BodyExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use p256::ecdsa::SigningKey;
+use p256::pkcs8::{EncodePrivateKey, LineEnding};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::traits::PublicKeyParts;
+use runway_shared::http::{self, Request};
+use serde_json::{Value, json};
+
+pub const IAP_ISSUER: &str = "https://cloud.google.com/iap";
+pub const OIDC_ISSUER: &str = "https://accounts.google.com";
+
+pub struct GoogleKeys {
+    iap: EncodingKey,
+    oidc: EncodingKey,
+    pub iap_keys_url: String,
+    pub oidc_keys_url: String,
+}
+
+impl GoogleKeys {
+    pub async fn start() -> Arc<Self> {
+        let signing = loop {
+            let mut bytes = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+            if let Ok(key) = SigningKey::from_slice(&bytes) {
+                break key;
+            }
+        };
+        let point = signing.verifying_key().to_encoded_point(false);
+        let iap_jwk = json!({
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "iap-test",
+            "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()),
+            "y": URL_SAFE_NO_PAD.encode(point.y().unwrap()),
+        });
+        let iap_pem = signing.to_pkcs8_pem(LineEnding::LF).unwrap();
+
+        let rsa = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let oidc_jwk = json!({
+            "kty": "RSA", "alg": "RS256", "use": "sig", "kid": "oidc-test",
+            "n": URL_SAFE_NO_PAD.encode(rsa.n().to_bytes_be()),
+            "e": URL_SAFE_NO_PAD.encode(rsa.e().to_bytes_be()),
+        });
+        let oidc_pem = rsa.to_pkcs1_pem(LineEnding::LF).unwrap();
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let sets = Arc::new((json!({ "keys": [iap_jwk] }), json!({ "keys": [oidc_jwk] })));
+        tokio::spawn(http::serve(
+            listener,
+            move |request: Request, _| {
+                let sets = sets.clone();
+                async move {
+                    let set = if request.uri().path() == "/iap" {
+                        &sets.0
+                    } else {
+                        &sets.1
+                    };
+                    http::json(::http::StatusCode::OK, set)
+                }
+            },
+            std::future::pending(),
+            Duration::from_secs(1),
+        ));
+        Arc::new(Self {
+            iap: EncodingKey::from_ec_pem(iap_pem.as_bytes()).unwrap(),
+            oidc: EncodingKey::from_rsa_pem(oidc_pem.as_bytes()).unwrap(),
+            iap_keys_url: format!("{base}/iap"),
+            oidc_keys_url: format!("{base}/oidc"),
+        })
+    }
+
+    /// What IAP puts in `x-goog-iap-jwt-assertion` for a signed-in `email`.
+    pub fn iap_assertion(&self, audience: &str, email: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("iap-test".into());
+        let claims = json!({
+            "iss": IAP_ISSUER, "aud": audience, "sub": format!("accounts.google.com:{email}"),
+            "email": email, "iat": now - 5, "exp": now + 600,
+        });
+        encode(&header, &claims, &self.iap).unwrap()
+    }
+
+    /// The OIDC token Pub/Sub push or Cloud Scheduler sends as `service_account`.
+    pub fn oidc_token(&self, audience: &str, service_account: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("oidc-test".into());
+        let claims: Value = json!({
+            "iss": OIDC_ISSUER, "aud": audience, "sub": "1234567890",
+            "email": service_account, "email_verified": true,
+            "iat": now - 5, "exp": now + 3600,
+        });
+        encode(&header, &claims, &self.oidc).unwrap()
+    }
+}
+
+/// Forwards every request to `target` (same path and body) with an OIDC token added.
+pub struct PushRelay {
+    pub url: String,
+}
+
+impl PushRelay {
+    pub async fn start(
+        target: String,
+        keys: Arc<GoogleKeys>,
+        audience: String,
+        service_account: String,
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let client = reqwest::Client::new();
+        let context = Arc::new((target, keys, audience, service_account, client));
+        tokio::spawn(http::serve(
+            listener,
+            move |request: Request, _| {
+                let context = context.clone();
+                async move {
+                    let (target, keys, audience, account, client) = &*context;
+                    let path = request.uri().path().to_owned();
+                    let body = request.into_body().collect().await.unwrap().to_bytes();
+                    let token = keys.oidc_token(audience, account);
+                    let forwarded = client
+                        .post(format!("{target}{path}"))
+                        .bearer_auth(token)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await;
+                    let status = match forwarded {
+                        Ok(response) => response.status().as_u16(),
+                        Err(_) => 502,
+                    };
+                    http::json(::http::StatusCode::from_u16(status).unwrap(), &"")
+                }
+            },
+            std::future::pending(),
+            Duration::from_secs(1),
+        ));
+        Self { url }
+    }
+}

@@ -1,0 +1,310 @@
+//! Runway as it runs on Google Cloud, on one machine: the five function binaries as separate
+//! processes, each with exactly the environment `infra/environment.json` (and so `run.tf`) gives
+//! its Cloud Run service, plus the endpoint overrides that point the clients at:
+//!
+//! - Google's Firestore and Pub/Sub emulators, with real push subscriptions delivering to
+//!   `worker` (through `PushRelay`, which adds the OIDC token the emulator leaves out);
+//! - fake-gcs-server and drongo for Cloud Storage and Secret Manager;
+//! - the fakes in `tests/support` for Cloud Build (which publishes to the emulator's
+//!   `cloud-builds` topic), Cloud Run Admin and GitHub;
+//! - test-held Google keys for IAP assertions and OIDC tokens.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::emulators;
+use crate::fake_cloud_build::FakeCloudBuild;
+use crate::fake_cloud_run::FakeCloudRun;
+use crate::fake_github::FakeGitHub;
+use crate::google_keys::{GoogleKeys, PushRelay};
+
+pub const REGION: &str = "europe-west1";
+pub const ADMIN: &str = "admin@example.com";
+pub const GITHUB_TOKEN: &str = "ghp_production_test_token";
+const FUNCTIONS: [&str; 5] = ["submit", "status", "github-webhook", "worker", "cleanup"];
+
+/// One function binary in its own process, killed when dropped.
+pub struct Function {
+    pub name: &'static str,
+    pub url: String,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Production {
+    pub project: String,
+    pub keys: Arc<GoogleKeys>,
+    pub github: FakeGitHub,
+    pub cloud_build: FakeCloudBuild,
+    pub cloud_run: FakeCloudRun,
+    pub functions: BTreeMap<&'static str, Function>,
+    /// The values each function's environment is drawn from.
+    pub env: BTreeMap<String, String>,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    _relays: Vec<PushRelay>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A function binary cargo built next to the tests.
+pub fn function_bin(name: &str) -> PathBuf {
+    crate::runway_bin().with_file_name(name)
+}
+
+/// The variables `infra/environment.json` gives `function` on Cloud Run.
+fn cloud_run_variables(function: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/environment.json");
+    let contract: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    ["plain", "secret"]
+        .iter()
+        .flat_map(|kind| contract[function][kind].as_array().unwrap().clone())
+        .map(|name| name.as_str().unwrap().to_owned())
+        .collect()
+}
+
+impl Production {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let project = emulators::unique_project();
+        let suffix = &project[3..15];
+        let keys = GoogleKeys::start().await;
+        let github = FakeGitHub::start().await?;
+        github.accept_token(GITHUB_TOKEN);
+        let cloud_build =
+            FakeCloudBuild::start(&project, &emulators::gcs(), &emulators::pubsub()).await?;
+        let cloud_run = FakeCloudRun::start().await?;
+
+        let ports: BTreeMap<&str, u16> = FUNCTIONS.iter().map(|f| (*f, free_port())).collect();
+        let url = |function: &str| format!("http://127.0.0.1:{}", ports[function]);
+        let source_bucket = format!("rw-src-{suffix}");
+        let logs_bucket = format!("rw-logs-{suffix}");
+        emulators::create_bucket(&project, &source_bucket).await;
+        emulators::create_bucket(&project, &logs_bucket).await;
+        let account = |name: &str| format!("{name}@{project}.iam.gserviceaccount.com");
+
+        let env: BTreeMap<String, String> = [
+            ("RUNWAY_BACKEND", "gcp".to_owned()),
+            ("GOOGLE_CLOUD_PROJECT", project.clone()),
+            ("RUNWAY_REGION", REGION.to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+            ("RUNWAY_REGIONS", REGION.to_owned()),
+            ("RUNWAY_ADMINS", ADMIN.to_owned()),
+            (
+                "RUNWAY_WEBHOOK_URL",
+                format!("{}/github/webhook", url("github-webhook")),
+            ),
+            ("RUNWAY_WEBHOOK_SECRET", uuid::Uuid::new_v4().to_string()),
+            ("RUNWAY_DEPLOY_TOPIC", "runway-deploy-requests".to_owned()),
+            ("RUNWAY_GITHUB_API", github.api_base().to_string()),
+            ("RUNWAY_GITHUB_TOKEN", GITHUB_TOKEN.to_owned()),
+            ("RUNWAY_SOURCE_BUCKET", source_bucket),
+            ("RUNWAY_LOGS_BUCKET", logs_bucket),
+            (
+                "RUNWAY_IMAGE_REPO",
+                format!("{REGION}-docker.pkg.dev/{project}/runway-apps"),
+            ),
+            ("RUNWAY_BUILD_SERVICE_ACCOUNT", account("runway-app-build")),
+            (
+                "RUNWAY_RUNTIME_SERVICE_ACCOUNT",
+                account("runway-app-runtime"),
+            ),
+            ("RUNWAY_MAX_INSTANCES", "2".to_owned()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+        let per_function = |function: &str| -> BTreeMap<&'static str, String> {
+            match function {
+                "submit" | "status" => BTreeMap::from([(
+                    "RUNWAY_IAP_AUDIENCE",
+                    format!("/projects/123/locations/{REGION}/services/runway-{function}"),
+                )]),
+                "worker" => BTreeMap::from([
+                    ("RUNWAY_OIDC_AUDIENCE", url("worker")),
+                    (
+                        "RUNWAY_INVOKER_SERVICE_ACCOUNT",
+                        account("runway-pubsub-push"),
+                    ),
+                ]),
+                "cleanup" => BTreeMap::from([
+                    ("RUNWAY_OIDC_AUDIENCE", url("cleanup")),
+                    (
+                        "RUNWAY_INVOKER_SERVICE_ACCOUNT",
+                        account("runway-scheduler"),
+                    ),
+                ]),
+                _ => BTreeMap::new(),
+            }
+        };
+        // Where the clients go instead of Google: never part of a Cloud Run service's env.
+        let overrides: BTreeMap<&str, String> = BTreeMap::from([
+            ("FIRESTORE_EMULATOR_HOST", emulators::firestore()),
+            ("PUBSUB_EMULATOR_HOST", emulators::pubsub()),
+            ("STORAGE_EMULATOR_HOST", emulators::gcs()),
+            ("RUNWAY_SECRETMANAGER_ENDPOINT", emulators::secret_manager()),
+            ("RUNWAY_CLOUDBUILD_ENDPOINT", cloud_build.url().to_owned()),
+            ("RUNWAY_CLOUDRUN_ENDPOINT", cloud_run.endpoint()),
+            ("RUNWAY_IAP_KEYS_URL", keys.iap_keys_url.clone()),
+            ("RUNWAY_OIDC_KEYS_URL", keys.oidc_keys_url.clone()),
+        ]);
+
+        // Pub/Sub as infra/pubsub.tf sets it up: the deploy topic, and push subscriptions from
+        // it and from Cloud Build's topic to the worker, with the push service account's token.
+        emulators::create_topic(&project, "runway-deploy-requests").await;
+        let relay = PushRelay::start(
+            url("worker"),
+            keys.clone(),
+            url("worker"),
+            account("runway-pubsub-push"),
+        )
+        .await;
+        emulators::create_push_subscription(
+            &project,
+            "runway-deploy-requests-worker",
+            "runway-deploy-requests",
+            &format!("{}/pubsub/deploy-requests", relay.url),
+        )
+        .await;
+        emulators::create_push_subscription(
+            &project,
+            "runway-build-events-worker",
+            "cloud-builds",
+            &format!("{}/pubsub/build-events", relay.url),
+        )
+        .await;
+
+        let mut functions = BTreeMap::new();
+        for function in FUNCTIONS {
+            let mut command = Command::new(function_bin(function));
+            command.env_clear();
+            for name in ["PATH", "HOME", "TMPDIR"] {
+                if let Some(value) = std::env::var_os(name) {
+                    command.env(name, value);
+                }
+            }
+            let specific = per_function(function);
+            for name in cloud_run_variables(function) {
+                let value = specific
+                    .get(name.as_str())
+                    .cloned()
+                    .or_else(|| env.get(&name).cloned());
+                if let Some(value) = value {
+                    command.env(&name, value);
+                }
+            }
+            command.envs(&overrides);
+            command.env("PORT", ports[function].to_string());
+            let log = dir.path().join(format!("{function}.log"));
+            let child = command
+                .stdout(Stdio::from(std::fs::File::create(&log)?))
+                .stderr(Stdio::from(std::fs::File::create(&log)?.try_clone()?))
+                .spawn()
+                .with_context(|| format!("starting {function}"))?;
+            functions.insert(
+                function,
+                Function {
+                    name: function,
+                    url: url(function),
+                    log,
+                    child,
+                },
+            );
+        }
+        let production = Self {
+            project,
+            keys,
+            github,
+            cloud_build,
+            cloud_run,
+            functions,
+            env,
+            dir,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            _relays: vec![relay],
+        };
+        for function in production.functions.values() {
+            production.wait_ready(function).await?;
+        }
+        Ok(production)
+    }
+
+    /// Waits until the function's `/ready` answers 200.
+    async fn wait_ready(&self, function: &Function) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self
+                .client
+                .get(format!("{}/ready", function.url))
+                .send()
+                .await;
+            if let Ok(response) = ready
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} never got ready; its log:\n{}",
+                    function.name,
+                    std::fs::read_to_string(&function.log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self, function: &str) -> &str {
+        &self.functions[function].url
+    }
+
+    /// Everything the five functions logged.
+    pub fn logs(&self) -> String {
+        self.functions
+            .values()
+            .map(|f| std::fs::read_to_string(&f.log).unwrap_or_default())
+            .collect()
+    }
+
+    /// A request to `submit` or `status` as IAP forwards it for `email`.
+    pub fn as_user(
+        &self,
+        method: reqwest::Method,
+        function: &str,
+        path: &str,
+        email: &str,
+    ) -> reqwest::RequestBuilder {
+        let audience = format!("/projects/123/locations/{REGION}/services/runway-{function}");
+        self.client
+            .request(method, format!("{}{path}", self.url(function)))
+            .header(
+                "x-goog-iap-jwt-assertion",
+                self.keys.iap_assertion(&audience, email),
+            )
+    }
+
+    pub fn webhook_secret(&self) -> &str {
+        &self.env["RUNWAY_WEBHOOK_SECRET"]
+    }
+}
