@@ -253,20 +253,21 @@ impl Production {
     /// Waits until the function's `/ready` answers 200.
     async fn wait_ready(&self, function: &Function) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last: String;
         loop {
             let ready = self
                 .client
                 .get(format!("{}/ready", function.url))
                 .send()
                 .await;
-            if let Ok(response) = ready
-                && response.status().is_success()
-            {
-                return Ok(());
+            match ready {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) => last = response.text().await.unwrap_or_default(),
+                Err(error) => last = error.to_string(),
             }
             if Instant::now() > deadline {
                 bail!(
-                    "{} never got ready; its log:\n{}",
+                    "{} never got ready ({last}); its log:\n{}",
                     function.name,
                     std::fs::read_to_string(&function.log).unwrap_or_default()
                 );

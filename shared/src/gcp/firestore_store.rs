@@ -104,7 +104,7 @@ impl FirestoreStore {
 
     /// Whether Firestore answers: a cheap read of one document.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.get::<SequenceDoc>(SEQUENCES, "__ping__")
+        self.get::<SequenceDoc>(SEQUENCES, "runway-readiness-probe")
             .await
             .map(|_| ())
     }

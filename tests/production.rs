@@ -1,0 +1,291 @@
+//! The production path end to end: the five function binaries as separate processes configured
+//! as on Cloud Run (`RUNWAY_BACKEND=gcp`, the environment `infra/environment.json` lists),
+//! Firestore and Pub/Sub on Google's emulators with real push subscriptions delivering to
+//! `worker`, Cloud Storage on fake-gcs-server, Secret Manager on drongo, and the fakes in
+//! `tests/support` for Cloud Build, Cloud Run Admin and GitHub. See `support/production.rs`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use reqwest::Method;
+use runway_shared::webhook;
+use runway_tests::fake_cloud_run::served;
+use runway_tests::production::{ADMIN, Production};
+use runway_tests::{GitRepo, streamlit_app};
+use serde_json::{Value, json};
+
+const OWNER: &str = "ada@example.com";
+const SECRET: &str = "prod-greeting-5c2e9a";
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The app's status as `status` shows it to `OWNER`.
+async fn status(production: &Production, app: &str) -> anyhow::Result<(u16, Value)> {
+    let response = production
+        .as_user(
+            Method::GET,
+            "status",
+            &format!("/api/deployments/{app}"),
+            OWNER,
+        )
+        .send()
+        .await?;
+    let code = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+/// Waits until `predicate` picks a finished release out of the app's status.
+async fn wait_for(
+    production: &Production,
+    app: &str,
+    what: &str,
+    predicate: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, body) = status(production, app).await?;
+        let found = body["releases"].as_array().and_then(|releases| {
+            releases
+                .iter()
+                .find(|r| predicate(r) && matches!(r["state"].as_str(), Some("live" | "failed")))
+                .cloned()
+        });
+        if let Some(release) = found {
+            return Ok(release);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what}: no finished release; status {body:#}\nlogs:\n{}",
+                production.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends the push event GitHub would send for `commit` on `main`, signed.
+async fn push(production: &Production, repo_id: u64, commit: &str) -> anyhow::Result<u16> {
+    let body = json!({
+        "ref": "refs/heads/main", "before": "0".repeat(40), "after": commit, "deleted": false,
+        "repository": { "id": repo_id, "full_name": "ada/demo" },
+    })
+    .to_string();
+    let signature = webhook::sign(production.webhook_secret().as_bytes(), body.as_bytes());
+    let response = production
+        .client
+        .post(format!(
+            "{}/github/webhook",
+            production.url("github-webhook")
+        ))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", uuid::Uuid::new_v4().to_string())
+        .header("x-hub-signature-256", signature)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Result<()> {
+    let production = Production::start().await?;
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("app.py", &streamlit_app("Version one")),
+            ("requirements.txt", "streamlit\n"),
+        ],
+    )?;
+    let repo_id = production.github.add_repo("ada", "demo", &repo.bare);
+
+    // Submit through IAP: 202 with the status URL.
+    let submitted = production
+        .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+        .json(&json!({
+            "repo_url": "https://github.com/ada/demo",
+            "main_file": "app.py",
+            "app_name": "demo",
+            "region": "europe-west1",
+            "secrets": format!("greeting = \"{SECRET}\"\n"),
+        }))
+        .send()
+        .await?;
+    assert_eq!(submitted.status(), 202);
+    let submitted: Value = submitted.json().await?;
+    let first_id = submitted["release_id"].as_str().unwrap().to_owned();
+
+    // Live, with the URL Cloud Run gave the service, serving the first revision.
+    let first = wait_for(&production, "demo", "the first release", |r| {
+        r["id"] == first_id.as_str()
+    })
+    .await?;
+    assert_eq!(first["state"], "live", "{first:#}\n{}", production.logs());
+    let service = production
+        .cloud_run
+        .service(&format!(
+            "projects/{}/locations/europe-west1/services/demo",
+            production.project
+        ))
+        .expect("the Cloud Run service exists");
+    let url = service["uri"].as_str().unwrap();
+    let (_, shown) = status(&production, "demo").await?;
+    assert_eq!(shown["url"], url, "{shown:#}");
+    assert_eq!(served(url).await?["revision"], first["revision"]);
+    // The secret reached Cloud Run only as a Secret Manager version, mounted as a file.
+    let template = service["template"].to_string();
+    assert!(template.contains("runway-app-demo"), "{template}");
+    assert!(template.contains("STREAMLIT_SECRETS_FILES"), "{template}");
+    assert!(!template.contains(SECRET));
+    // The push webhook is on the repository, signed with Runway's secret.
+    let hooks = production.github.hooks("ada", "demo");
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(
+        hooks[0].url,
+        format!("{}/github/webhook", production.url("github-webhook"))
+    );
+    assert_eq!(hooks[0].events, ["push"]);
+    assert_eq!(
+        hooks[0].secret.as_deref(),
+        Some(production.webhook_secret())
+    );
+
+    // A signed push redeploys: a new revision takes the traffic.
+    let second_commit = repo.commit(&[("app.py", &streamlit_app("Version two"))], "two")?;
+    repo.push("main")?;
+    assert_eq!(push(&production, repo_id, &second_commit).await?, 202);
+    let second = wait_for(&production, "demo", "the pushed release", |r| {
+        r["commit"] == second_commit.as_str()
+    })
+    .await?;
+    assert_eq!(second["state"], "live", "{second:#}");
+    assert_eq!(second["trigger"], "push");
+    assert_ne!(second["revision"], first["revision"]);
+    assert_eq!(served(url).await?["revision"], second["revision"]);
+
+    // A failing build is reported with its reason; the second revision keeps serving.
+    production
+        .cloud_build
+        .fail_when_file_contains("requirements.txt", "runway-missing-package");
+    let broken_commit = repo.commit(
+        &[("requirements.txt", "streamlit\nrunway-missing-package\n")],
+        "broken",
+    )?;
+    repo.push("main")?;
+    assert_eq!(push(&production, repo_id, &broken_commit).await?, 202);
+    let broken = wait_for(&production, "demo", "the broken release", |r| {
+        r["commit"] == broken_commit.as_str()
+    })
+    .await?;
+    assert_eq!(broken["state"], "failed", "{broken:#}");
+    assert!(
+        broken["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("build"),
+        "{broken:#}"
+    );
+    assert_eq!(served(url).await?["revision"], second["revision"]);
+    let (_, shown) = status(&production, "demo").await?;
+    assert_eq!(shown["live_release"], second["id"], "{shown:#}");
+
+    // Another user may not delete it; the owner may. Then nothing of it is left.
+    let refused = production
+        .as_user(
+            Method::DELETE,
+            "submit",
+            "/api/deployments/demo",
+            "eve@example.com",
+        )
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 403);
+    let deleted = production
+        .as_user(Method::DELETE, "submit", "/api/deployments/demo", OWNER)
+        .send()
+        .await?;
+    assert!(deleted.status().is_success(), "{}", deleted.text().await?);
+    let service_name = format!(
+        "projects/{}/locations/europe-west1/services/demo",
+        production.project
+    );
+    assert!(production.cloud_run.service(&service_name).is_none());
+    assert!(production.github.hooks("ada", "demo").is_empty());
+    let secret = reqwest::get(format!(
+        "{}/v1/projects/{}/secrets/runway-app-demo",
+        runway_tests::emulators::secret_manager(),
+        production.project
+    ))
+    .await?;
+    assert_eq!(secret.status(), 404, "the app's secret is deleted");
+    assert_eq!(status(&production, "demo").await?.0, 404);
+
+    // The admin sees the whole story in the audit trail; the secret is nowhere in the logs.
+    let audit: Value = production
+        .as_user(Method::GET, "status", "/api/audit?app=demo", ADMIN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"create"), "{audit:#}");
+    assert!(actions.contains(&"delete"), "{audit:#}");
+    assert!(!production.logs().contains(SECRET));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_without_googles_tokens_are_refused() -> anyhow::Result<()> {
+    let production = Production::start().await?;
+    let no_iap = production
+        .client
+        .get(format!("{}/api/deployments", production.url("status")))
+        .send()
+        .await?;
+    assert_eq!(no_iap.status(), 401);
+    let no_oidc = production
+        .client
+        .post(format!("{}/cleanup/run", production.url("cleanup")))
+        .send()
+        .await?;
+    assert_eq!(no_oidc.status(), 401);
+    // Scheduler's token for cleanup's audience runs a sweep.
+    let token = production.keys.oidc_token(
+        production.url("cleanup"),
+        &format!(
+            "runway-scheduler@{}.iam.gserviceaccount.com",
+            production.project
+        ),
+    );
+    let swept = production
+        .client
+        .post(format!("{}/cleanup/run", production.url("cleanup")))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    assert_eq!(swept.status(), 200, "{}", swept.text().await?);
+    // Readiness names each dependency.
+    let ready: Value = production
+        .client
+        .get(format!("{}/ready", production.url("submit")))
+        .send()
+        .await?
+        .json()
+        .await?;
+    for dependency in ["firestore", "pubsub", "secret-manager"] {
+        assert_eq!(
+            ready["dependencies"][dependency]["state"], "ok",
+            "{ready:#}"
+        );
+    }
+    Ok(())
+}
