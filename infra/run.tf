@@ -84,6 +84,10 @@ locals {
       RUNWAY_INVOKER_SERVICE_ACCOUNT = local.sa_email["scheduler"]
       RUNWAY_WEBHOOK_URL             = local.webhook_url
       RUNWAY_DEPLOY_TOPIC            = local.deploy_topic
+      # Queued or building this long: publish again / poll the build (notification lost).
+      RUNWAY_STALE_SECS = "600"
+      # Deploying this long: interrupted (Cloud Run's operation wait is 10 minutes).
+      RUNWAY_DEPLOY_TIMEOUT_SECS = "900"
     })
   }
 

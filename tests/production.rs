@@ -193,6 +193,69 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     let (_, shown) = status(&production, "demo").await?;
     assert_eq!(shown["live_release"], second["id"], "{shown:#}");
 
+    // A rollback pins the traffic to the first revision: nothing is rebuilt.
+    let builds_before = production.cloud_build.build_ids().len();
+    let rolled = production
+        .as_user(
+            Method::POST,
+            "submit",
+            "/api/deployments/demo/rollback",
+            OWNER,
+        )
+        .json(&json!({ "release_id": first["id"] }))
+        .send()
+        .await?;
+    assert_eq!(rolled.status(), 202, "{}", rolled.text().await?);
+    let rollback = wait_for(&production, "demo", "the rollback", |r| {
+        r["trigger"] == "rollback"
+    })
+    .await?;
+    assert_eq!(rollback["state"], "live", "{rollback:#}");
+    assert_eq!(rollback["revision"], first["revision"]);
+    assert_eq!(served(url).await?["revision"], first["revision"]);
+    assert_eq!(production.cloud_build.build_ids().len(), builds_before);
+
+    // The next push deploys a new revision and moves the traffic back to the latest. Its
+    // build's last notification never arrives: cleanup's poll finds the build's end.
+    production.cloud_build.drop_final_notification(true);
+    let fixed_commit = repo.commit(&[("requirements.txt", "streamlit\n")], "fixed")?;
+    repo.push("main")?;
+    assert_eq!(push(&production, repo_id, &fixed_commit).await?, 202);
+    let scheduler = format!(
+        "runway-scheduler@{}.iam.gserviceaccount.com",
+        production.project
+    );
+    let deadline = Instant::now() + WAIT;
+    let fixed = loop {
+        let (_, body) = status(&production, "demo").await?;
+        let release = body["releases"]
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["commit"] == fixed_commit.as_str()))
+            .cloned();
+        if let Some(release) =
+            release.filter(|r| matches!(r["state"].as_str(), Some("live" | "failed")))
+        {
+            break release;
+        }
+        assert!(Instant::now() < deadline, "{body:#}\n{}", production.logs());
+        // Cloud Scheduler's call, as often as a test can wait for.
+        let token = production
+            .keys
+            .oidc_token(production.url("cleanup"), &scheduler);
+        production
+            .client
+            .post(format!("{}/cleanup/run", production.url("cleanup")))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(fixed["state"], "live", "{fixed:#}");
+    let serving = served(url).await?;
+    assert_eq!(serving["revision"], fixed["revision"]);
+    assert_ne!(fixed["revision"], first["revision"]);
+    assert_ne!(fixed["revision"], second["revision"]);
+
     // Another user may not delete it; the owner may. Then nothing of it is left.
     let refused = production
         .as_user(

@@ -107,6 +107,22 @@ pub struct BuiltImage {
     pub digest: String,
 }
 
+impl BuiltImage {
+    /// The image by digest, `REPO/NAME@sha256:…`, as the platform should run it: Cloud Build
+    /// names the image as pushed, tag included (`REPO/NAME:COMMIT`), and a tag can move.
+    pub fn reference(&self) -> String {
+        if self.digest.is_empty() {
+            return self.name.clone();
+        }
+        let slash = self.name.rfind('/').map_or(0, |i| i + 1);
+        let repository = match self.name[slash..].find(':') {
+            Some(colon) => &self.name[..slash + colon],
+            None => &self.name,
+        };
+        format!("{repository}@{}", self.digest)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FailureInfo {
     #[serde(rename = "type", default)]
@@ -140,5 +156,33 @@ impl BuildNotification {
             ]),
             ordering_key: Some(app.to_owned()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_is_referenced_by_digest_without_its_tag() {
+        let image = |name: &str, digest: &str| BuiltImage {
+            name: name.into(),
+            digest: digest.into(),
+        };
+        let repo = "europe-west1-docker.pkg.dev/p/runway-apps/demo";
+        assert_eq!(
+            image(&format!("{repo}:0a1b2c"), "sha256:ff").reference(),
+            format!("{repo}@sha256:ff")
+        );
+        assert_eq!(
+            image(repo, "sha256:ff").reference(),
+            format!("{repo}@sha256:ff")
+        );
+        // A registry's port is not a tag.
+        assert_eq!(
+            image("localhost:5000/demo:v1", "sha256:ff").reference(),
+            "localhost:5000/demo@sha256:ff"
+        );
+        assert_eq!(image("/builds/42", "").reference(), "/builds/42");
     }
 }

@@ -129,6 +129,9 @@ impl Production {
                 account("runway-app-runtime"),
             ),
             ("RUNWAY_MAX_INSTANCES", "2".to_owned()),
+            // Cleanup polls a build whose notification is a second late, not ten minutes.
+            ("RUNWAY_STALE_SECS", "1".to_owned()),
+            ("RUNWAY_DEPLOY_TIMEOUT_SECS", "900".to_owned()),
         ]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))

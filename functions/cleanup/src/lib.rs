@@ -31,8 +31,12 @@ pub struct State {
     pub forge: Arc<dyn Forge>,
     /// Who may call: Cloud Scheduler's OIDC identity, or `runway`'s timer.
     pub caller: Arc<dyn Identity>,
-    /// How long a release may sit in one state before cleanup acts on it.
+    /// How long a release may sit queued or building before cleanup acts on it (publishes it
+    /// again, or polls its build).
     pub stale_after: Duration,
+    /// How long a deploy may run before cleanup calls it interrupted: longer than the
+    /// platform's own wait for a new revision.
+    pub deploy_timeout: Duration,
 }
 
 impl State {
@@ -44,6 +48,7 @@ impl State {
             forge: e.forge.clone(),
             caller: Arc::new(e.push_token.clone()),
             stale_after: e.config.stale_after,
+            deploy_timeout: e.config.stale_after,
         }
     }
 
@@ -65,6 +70,8 @@ impl State {
         let forge: Arc<dyn Forge> = Arc::new(env.forge()?);
         let probes = vec![gcp_probes::store(&store), gcp_probes::queue(&queue)];
         let stale_secs = runway_shared::config::parse_or("RUNWAY_STALE_SECS", 600)?;
+        // Cloud Run's operation wait is 10 minutes; a deploy past 15 is not coming back.
+        let deploy_secs = runway_shared::config::parse_or("RUNWAY_DEPLOY_TIMEOUT_SECS", 900)?;
         let state = Self {
             store: Arc::new(store),
             queue: Arc::new(queue),
@@ -72,6 +79,7 @@ impl State {
             forge,
             caller: Arc::new(env.oidc()?),
             stale_after: Duration::from_secs(stale_secs),
+            deploy_timeout: Duration::from_secs(deploy_secs),
         };
         Ok((state, probes))
     }
@@ -105,15 +113,18 @@ async fn run_handler(state: State, request: Request, _: Params) -> ApiResult {
 /// One sweep; each part goes on even if another fails, and the report says what failed.
 pub async fn run(state: &State) -> Report {
     let mut report = Report::default();
-    let before = chrono::Utc::now()
-        - chrono::Duration::from_std(state.stale_after).unwrap_or(chrono::Duration::minutes(2));
+    let ago = |duration: Duration| {
+        chrono::Utc::now()
+            - chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::minutes(2))
+    };
+    let before = ago(state.stale_after);
     if let Err(error) = republish_queued(state, before, &mut report).await {
         report.errors.push(format!("queued releases: {error}"));
     }
     if let Err(error) = poll_builds(state, before, &mut report).await {
         report.errors.push(format!("building releases: {error}"));
     }
-    if let Err(error) = fail_stuck_deploys(state, before, &mut report).await {
+    if let Err(error) = fail_stuck_deploys(state, ago(state.deploy_timeout), &mut report).await {
         report.errors.push(format!("deploying releases: {error}"));
     }
     if let Err(error) = remove_orphan_hooks(state, &mut report).await {

@@ -54,6 +54,7 @@ fn fixture() -> Fixture {
         forge: forge.clone(),
         caller: Arc::new(PushToken::random("test")),
         stale_after: Duration::ZERO,
+        deploy_timeout: Duration::ZERO,
     };
     Fixture {
         repo: RepoUrl::parse(bare.to_str().unwrap(), true).unwrap(),

@@ -417,11 +417,7 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
         )
         .await);
     };
-    let image = if image.digest.is_empty() {
-        image.name
-    } else {
-        format!("{}@{}", image.name, image.digest)
-    };
+    let image = image.reference();
     let release = claim(
         state,
         &release,
@@ -483,10 +479,18 @@ async fn go_live(state: &State, release: Release) -> Outcome {
         Ok(secrets) => secrets,
         Err(error) => return Outcome::Retry(format!("reading the secret reference: {error}")),
     };
-    let deployed = state
-        .platform
-        .deploy(DeploySpec::new(&deployment, &release.id, image, secrets))
-        .await;
+    let spec = DeploySpec::new(&deployment, &release.id, image, secrets);
+    let deployed = match &release.rollback_of {
+        None => state.platform.deploy(spec).await,
+        Some(target) => {
+            // The revision that served the target release, if the platform keeps it.
+            let revision = match state.store.release(target).await {
+                Ok(target) => target.and_then(|target| target.revision),
+                Err(error) => return error.into(),
+            };
+            state.platform.roll_back(spec, revision.as_deref()).await
+        }
+    };
     match deployed {
         Ok(deployed) => {
             let update = ReleaseUpdate {

@@ -216,6 +216,29 @@ impl CloudRunPlatform {
 
 #[async_trait]
 impl Platform for CloudRunPlatform {
+    /// Pins all traffic to the earlier revision: nothing is rebuilt or restarted, and the
+    /// next `deploy` sets traffic back to the latest revision. A revision Cloud Run no longer
+    /// has (revisions are garbage-collected) is replaced by a new one from the same image.
+    async fn roll_back(
+        &self,
+        spec: DeploySpec,
+        revision: Option<&str>,
+    ) -> Result<Deployed, PlatformError> {
+        if let Some(revision) = revision {
+            // Cloud Run reports a revision it no longer has as INTERNAL, not NOT_FOUND, so
+            // any failure falls back; if Cloud Run itself is down, `deploy` says so.
+            match self.route_to(&spec.app, &spec.region, revision).await {
+                Ok(deployed) => return Ok(deployed),
+                Err(error) => tracing::warn!(
+                    revision,
+                    error = format!("{error:#}"),
+                    "the earlier revision cannot take traffic; deploying its image again"
+                ),
+            }
+        }
+        self.deploy(spec).await
+    }
+
     #[tracing::instrument(skip_all, fields(app = %spec.app.as_str(), release = %spec.release_id))]
     async fn deploy(&self, spec: DeploySpec) -> Result<Deployed, PlatformError> {
         let name = self.service_name(&spec.region, &spec.app);

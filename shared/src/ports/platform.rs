@@ -57,6 +57,17 @@ pub trait Platform: Send + Sync {
     /// Starts the new revision and moves traffic to it once it is ready; if it never gets
     /// ready, the previous revision keeps serving and the error says why.
     async fn deploy(&self, spec: DeploySpec) -> Result<Deployed, PlatformError>;
+    /// Brings back an earlier release whose image `spec` carries. A platform that keeps
+    /// revisions moves all traffic to `revision` (and the next `deploy` moves it back to the
+    /// latest); without one, or when that revision is gone, the image is deployed again.
+    async fn roll_back(
+        &self,
+        spec: DeploySpec,
+        revision: Option<&str>,
+    ) -> Result<Deployed, PlatformError> {
+        let _ = revision;
+        self.deploy(spec).await
+    }
     /// Stops and removes everything of the app. Deleting an unknown app is not an error.
     async fn delete(&self, app: &AppName) -> Result<(), PlatformError>;
 }
