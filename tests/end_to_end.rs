@@ -151,7 +151,12 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
     );
 
     // Replaying a delivery id queues nothing; a bad or missing signature is refused.
-    let secret = runway.webhook_secret();
+    // The hook of e2e is signed with e2e's own secret, derived from the installation's key.
+    let key = secrecy::SecretString::from(runway.webhook_secret());
+    let app = runway_shared::domain::AppName::parse("e2e").unwrap();
+    let secret =
+        secrecy::ExposeSecret::expose_secret(&runway_shared::webhook::app_secret(&key, &app))
+            .to_owned();
     let replay = json!({
         "ref": "refs/heads/main", "before": second_commit, "after": broken, "deleted": false,
         "repository": { "id": status["deliveries"][1]["repo_id"], "full_name": "replay" },
@@ -161,7 +166,7 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
     let send = |signature: Option<String>, delivery: String| {
         let mut request = runway
             .client
-            .post(runway.url("/github/webhook"))
+            .post(runway.url("/github/webhook/e2e"))
             .header("x-github-event", "push")
             .header("x-github-delivery", delivery)
             .body(replay.clone());

@@ -73,11 +73,12 @@ async fn push(production: &Production, repo_id: u64, commit: &str) -> anyhow::Re
         "repository": { "id": repo_id, "full_name": "ada/demo" },
     })
     .to_string();
-    let signature = webhook::sign(production.webhook_secret().as_bytes(), body.as_bytes());
+    let secret = production.app_webhook_secret("demo");
+    let signature = webhook::sign(secret.as_bytes(), body.as_bytes());
     let response = production
         .client
         .post(format!(
-            "{}/github/webhook",
+            "{}/github/webhook/demo",
             production.url("github-webhook")
         ))
         .header("x-github-event", "push")
@@ -141,18 +142,18 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     assert!(template.contains("runway-app-demo"), "{template}");
     assert!(template.contains("STREAMLIT_SECRETS_FILES"), "{template}");
     assert!(!template.contains(SECRET));
-    // The push webhook is on the repository, signed with Runway's secret.
+    // The push webhook is on the repository, with the app's own URL and secret.
     let hooks = production.github.hooks("ada", "demo");
     assert_eq!(hooks.len(), 1, "{hooks:?}");
     assert_eq!(
         hooks[0].url,
-        format!("{}/github/webhook", production.url("github-webhook"))
+        format!("{}/github/webhook/demo", production.url("github-webhook"))
     );
     assert_eq!(hooks[0].events, ["push"]);
-    assert_eq!(
-        hooks[0].secret.as_deref(),
-        Some(production.webhook_secret())
-    );
+    let secret = production.app_webhook_secret("demo");
+    assert_eq!(hooks[0].secret.as_deref(), Some(secret.as_str()));
+    assert_ne!(secret, production.app_webhook_secret("other"));
+    assert_ne!(secret, production.env["RUNWAY_WEBHOOK_SECRET"]);
 
     // A signed push redeploys: a new revision takes the traffic.
     let second_commit = repo.commit(&[("app.py", &streamlit_app("Version two"))], "two")?;

@@ -7,6 +7,27 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The secret the app's push webhook is signed with: HMAC-SHA256 of the app's name under the
+/// installation's key. Every app's hook has a secret of its own, none is stored anywhere, and a
+/// leaked hook secret reveals neither the key nor another app's secret.
+pub fn app_secret(
+    key: &secrecy::SecretString,
+    app: &crate::domain::AppName,
+) -> secrecy::SecretString {
+    use secrecy::ExposeSecret;
+    let mut mac =
+        HmacSha256::new_from_slice(key.expose_secret().as_bytes()).expect("any key length");
+    mac.update(b"runway-webhook:");
+    mac.update(app.as_str().as_bytes());
+    secrecy::SecretString::from(hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Where GitHub delivers the app's pushes: the ingress URL with the app's name appended, so the
+/// ingress knows which secret to check before it reads the body.
+pub fn app_hook_url(ingress: &str, app: &crate::domain::AppName) -> String {
+    format!("{}/{app}", ingress.trim_end_matches('/'))
+}
+
 /// `sha256=` + hex HMAC-SHA256 of the raw body.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes a key of any length");

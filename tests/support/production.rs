@@ -308,7 +308,11 @@ impl Production {
             )
     }
 
-    pub fn webhook_secret(&self) -> &str {
-        &self.env["RUNWAY_WEBHOOK_SECRET"]
+    /// The secret GitHub signs `app`'s pushes with (derived from `RUNWAY_WEBHOOK_SECRET`).
+    pub fn app_webhook_secret(&self, app: &str) -> String {
+        let key = secrecy::SecretString::from(self.env["RUNWAY_WEBHOOK_SECRET"].clone());
+        let app = runway_shared::domain::AppName::parse(app).unwrap();
+        secrecy::ExposeSecret::expose_secret(&runway_shared::webhook::app_secret(&key, &app))
+            .to_owned()
     }
 }

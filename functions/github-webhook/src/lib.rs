@@ -1,6 +1,7 @@
 //! `github-webhook`: the ingress for GitHub push events. Verifies the signature before reading
 //! anything else, answers fast, records every delivery with what was done with it (so a push
-//! that did not redeploy says why), and queues a release for each app watching the branch.
+//! that did not redeploy says why), and queues a release of the hook's app when the push is to
+//! its branch. Each app has its own hook, URL and secret (`webhook::app_secret`).
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use runway_shared::function::{Probe, gcp_probes};
 use runway_shared::gcp::{GcpEnv, Need};
 
 use http::{Method, StatusCode};
-use runway_shared::domain::{CommitSha, Delivery, NewRelease, Trigger};
+use runway_shared::domain::{AppName, CommitSha, Delivery, NewRelease, Trigger};
 use runway_shared::http::{
     ApiError, ApiResult, Params, Request, Router, json, parse_json, read_body,
 };
@@ -55,8 +56,9 @@ impl State {
     }
 }
 
+/// Each app's hook posts to `/github/webhook/{app}`, signed with that app's own secret.
 pub fn router(state: State) -> Router {
-    Router::new().route(Method::POST, "/github/webhook", state, receive)
+    Router::new().route(Method::POST, "/github/webhook/{app}", state, receive)
 }
 
 fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
@@ -64,7 +66,12 @@ fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
 }
 
 #[tracing::instrument(skip_all, fields(delivery))]
-async fn receive(state: State, request: Request, _: Params) -> ApiResult {
+async fn receive(state: State, request: Request, params: Params) -> ApiResult {
+    // Unknown names are refused like bad signatures: the ingress is public, and says nothing
+    // about which apps exist.
+    let app = AppName::parse(params.get("app")).map_err(|_| {
+        ApiError::Unauthorized("X-Hub-Signature-256 does not match the body".into())
+    })?;
     let signature = header(&request, "x-hub-signature-256").map(str::to_owned);
     let event = header(&request, "x-github-event")
         .unwrap_or_default()
@@ -79,7 +86,8 @@ async fn receive(state: State, request: Request, _: Params) -> ApiResult {
             "X-Hub-Signature-256 is missing".into(),
         ));
     };
-    if !webhook::verify(state.secret.expose_secret().as_bytes(), &body, &signature) {
+    let secret = webhook::app_secret(&state.secret, &app);
+    if !webhook::verify(secret.expose_secret().as_bytes(), &body, &signature) {
         return Err(ApiError::Unauthorized(
             "X-Hub-Signature-256 does not match the body; check the webhook secret".into(),
         ));
@@ -92,7 +100,7 @@ async fn receive(state: State, request: Request, _: Params) -> ApiResult {
     }
     match event.as_str() {
         "ping" => Ok(json(StatusCode::OK, &json!({ "status": "pong" }))),
-        "push" => push(state, delivery_id, &body).await,
+        "push" => push(state, &app, delivery_id, &body).await,
         other => Ok(json(
             StatusCode::ACCEPTED,
             &json!({ "status": "ignored", "reason": format!("Runway acts on push events, not '{other}'") }),
@@ -100,7 +108,7 @@ async fn receive(state: State, request: Request, _: Params) -> ApiResult {
     }
 }
 
-async fn push(state: State, delivery_id: String, body: &[u8]) -> ApiResult {
+async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> ApiResult {
     let event: PushEvent = parse_json(body)?;
     let mut delivery = Delivery {
         id: delivery_id,
@@ -118,23 +126,18 @@ async fn push(state: State, delivery_id: String, body: &[u8]) -> ApiResult {
         (None, _, _) => Err(format!("{} is not a branch", event.git_ref)),
         (Some(branch), true, _) => Err(format!("branch {branch} was deleted")),
         (Some(_), false, None) => Err(format!("'{}' is not a commit id", event.after)),
-        (Some(branch), false, Some(_)) => {
-            let apps: Vec<_> = state
-                .store
-                .deployments_of_repo(event.repository.id)
-                .await?
-                .into_iter()
-                .filter(|d| d.branch.as_str() == branch)
-                .collect();
-            if apps.is_empty() {
-                Err(format!(
-                    "no app deploys branch {branch} of {}",
-                    event.repository.full_name
-                ))
-            } else {
-                Ok(apps)
-            }
-        }
+        (Some(branch), false, Some(_)) => match state.store.deployment(app).await? {
+            None => Err(format!("the app {app} no longer exists")),
+            Some(d) if d.repo_id != event.repository.id => Err(format!(
+                "{app} does not deploy {}",
+                event.repository.full_name
+            )),
+            Some(d) if d.branch.as_str() != branch => Err(format!(
+                "no app deploys branch {branch} of {} ({app} deploys {})",
+                event.repository.full_name, d.branch
+            )),
+            Some(d) => Ok(vec![d]),
+        },
     };
     delivery.outcome = match &watching {
         Ok(apps) => format!(

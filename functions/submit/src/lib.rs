@@ -17,6 +17,7 @@ use runway_shared::http::{
 };
 use runway_shared::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
 use runway_shared::releases::{audit, enqueue};
+use runway_shared::webhook;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
@@ -296,7 +297,11 @@ async fn create_or_update(state: State, request: Request, _: Params) -> ApiResul
     let created = async {
         let webhook_id = state
             .forge
-            .ensure_webhook(&form.repo, &state.webhook_url, &state.webhook_secret)
+            .ensure_webhook(
+                &form.repo,
+                &webhook::app_hook_url(&state.webhook_url, &form.app),
+                &webhook::app_secret(&state.webhook_secret, &form.app),
+            )
             .await
             .map_err(|e| forge_error("repo_url", e))?;
         let now = chrono::Utc::now();
@@ -375,17 +380,9 @@ async fn undo_new_app(state: &State, app: &AppName, repo: &RepoUrl) {
     if let Err(error) = state.secrets.delete(app).await {
         tracing::error!(%app, %error, "could not remove the secrets of a failed create");
     }
-    let others_use_repo = match state.forge.repository(repo).await {
-        Ok(repository) => state
-            .store
-            .deployments_of_repo(repository.id)
-            .await
-            .map(|deployments| deployments.iter().any(|d| &d.app != app))
-            .unwrap_or(true),
-        Err(_) => true,
-    };
-    if !others_use_repo && let Ok(hooks) = state.forge.webhooks(repo).await {
-        for hook in hooks.into_iter().filter(|h| h.url == state.webhook_url) {
+    let hook_url = webhook::app_hook_url(&state.webhook_url, app);
+    if let Ok(hooks) = state.forge.webhooks(repo).await {
+        for hook in hooks.into_iter().filter(|h| h.url == hook_url) {
             let _ = state.forge.delete_webhook(repo, &hook.id).await;
         }
     }
@@ -534,13 +531,7 @@ async fn delete(state: State, request: Request, params: Params) -> ApiResult {
     state.builder.delete_app(app).await?;
     state.secrets.delete(app).await?;
     if let Some(hook_id) = &deployment.webhook_id {
-        let shared = state
-            .store
-            .deployments_of_repo(deployment.repo_id)
-            .await?
-            .iter()
-            .any(|other| &other.app != app && other.webhook_id.as_ref() == Some(hook_id));
-        if !shared && let Err(error) = state.forge.delete_webhook(&deployment.repo, hook_id).await {
+        if let Err(error) = state.forge.delete_webhook(&deployment.repo, hook_id).await {
             tracing::warn!(%app, %error, "could not remove the webhook; cleanup will retry");
             state
                 .store
