@@ -435,3 +435,40 @@ pub fn forge_error(field: &'static str, error: crate::ports::ForgeError) -> ApiE
         ForgeError::Other(error) => ApiError::Internal(error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn slow(delay: Duration, _: Request, _: Params) -> ApiResult {
+        tokio::time::sleep(delay).await;
+        Ok(json(StatusCode::OK, &"done"))
+    }
+
+    /// What every function does on SIGTERM: stop accepting, finish what is in flight.
+    #[tokio::test]
+    async fn shutdown_finishes_requests_in_flight_and_refuses_new_ones() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = Router::new().route(Method::GET, "/slow", Duration::from_millis(600), slow);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_router(router, listener, async {
+            let _ = stopped.await;
+        }));
+        let in_flight = tokio::spawn(reqwest::get(format!("http://{address}/slow")));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        stop.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let refused = tokio::net::TcpStream::connect(address).await;
+
+        let response = in_flight.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "\"done\"");
+        assert!(refused.is_err(), "a connection after shutdown was accepted");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops once the request is done")
+            .unwrap();
+    }
+}
