@@ -530,14 +530,14 @@ async fn delete(state: State, request: Request, params: Params) -> ApiResult {
     state.platform.delete(app).await?;
     state.builder.delete_app(app).await?;
     state.secrets.delete(app).await?;
-    if let Some(hook_id) = &deployment.webhook_id {
-        if let Err(error) = state.forge.delete_webhook(&deployment.repo, hook_id).await {
-            tracing::warn!(%app, %error, "could not remove the webhook; cleanup will retry");
-            state
-                .store
-                .add_orphan_hook(&deployment.repo.to_string(), hook_id)
-                .await?;
-        }
+    if let Some(hook_id) = &deployment.webhook_id
+        && let Err(error) = state.forge.delete_webhook(&deployment.repo, hook_id).await
+    {
+        tracing::warn!(%app, %error, "could not remove the webhook; cleanup will retry");
+        state
+            .store
+            .add_orphan_hook(&deployment.repo.to_string(), hook_id)
+            .await?;
     }
     state.store.delete_deployment(app).await?;
     audit(
