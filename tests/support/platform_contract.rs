@@ -37,7 +37,8 @@ impl Fixture {
     }
 }
 
-/// Deploy, redeploy, survive a broken release with the previous one serving, delete twice.
+/// Deploy, redeploy, survive a broken release with the previous one serving, roll back to the
+/// first release, deploy again (traffic back to the latest), delete twice.
 pub async fn deploys_updates_survives_a_broken_release_and_deletes(
     platform: &dyn Platform,
     fixture: &Fixture,
@@ -71,6 +72,28 @@ pub async fn deploys_updates_survives_a_broken_release_and_deletes(
     ensure!(
         serving == *better,
         "after a broken release {serving} serves"
+    );
+
+    let rolled_back = platform
+        .roll_back(fixture.spec(app, "r4", good), Some(&first.revision))
+        .await
+        .context("rolling back to the first release")?;
+    ensure!(
+        rolled_back.url == first.url,
+        "a rollback keeps the app's URL"
+    );
+    let serving = (fixture.serving)(first.url.clone()).await?;
+    ensure!(
+        serving == *good,
+        "after rolling back to the first release {serving} serves"
+    );
+
+    let third = platform.deploy(fixture.spec(app, "r5", better)).await?;
+    ensure!(third.url == first.url, "the URL is stable per app");
+    let serving = (fixture.serving)(third.url.clone()).await?;
+    ensure!(
+        serving == *better,
+        "a deploy after a rollback moves traffic to the latest, yet {serving} serves"
     );
 
     platform.delete(app).await?;
