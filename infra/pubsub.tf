@@ -97,7 +97,10 @@ resource "google_pubsub_subscription" "build_events" {
   name    = "${var.name_prefix}-build-events-worker"
   topic   = google_pubsub_topic.cloud_builds.id
 
-  ack_deadline_seconds = 60
+  # A finished build's push waits for Cloud Run to get the new revision ready (CloudRunPlatform
+  # waits up to 10 minutes): the ack deadline is Pub/Sub's maximum, so the push is not
+  # redelivered while the deploy is still running.
+  ack_deadline_seconds = 600
 
   # Only the end of a build matters to the worker (it marks a release building itself when it
   # starts the build); this drops the QUEUED and WORKING notifications before they cost a push.
