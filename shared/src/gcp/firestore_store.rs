@@ -7,7 +7,8 @@
 //! transaction: its reads are locked until commit, and a commit that lost to a concurrent one is
 //! retried from the start, so concurrent workers never lose an update.
 //!
-//! The composite indexes these queries need are listed in `infra/firestore.indexes.json`.
+//! The composite indexes these queries need are `COMPOSITE_INDEXES`; a test holds
+//! `infra/firestore.indexes.json` to them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,6 +39,26 @@ const SEQUENCES: &str = "release_sequences";
 const DELIVERIES: &str = "deliveries";
 const AUDIT: &str = "audit";
 const ORPHAN_HOOKS: &str = "orphan_hooks";
+
+/// The composite indexes this store's queries need, as (collection, [(field, direction)]).
+/// Firestore refuses such a query without its index, but the emulator does not check: a test
+/// holds `infra/firestore.indexes.json` (which Terraform applies) to this list.
+pub const COMPOSITE_INDEXES: &[(&str, &[(&str, &str)])] = &[
+    // `releases`: an app's releases, newest first.
+    (RELEASES, &[("app", "ASCENDING"), ("seq", "DESCENDING")]),
+    // `releases_in_state`: stale releases for cleanup, oldest first.
+    (
+        RELEASES,
+        &[("state", "ASCENDING"), ("updated_at", "ASCENDING")],
+    ),
+    // `deliveries_of_repo`: a repository's deliveries, newest first.
+    (
+        DELIVERIES,
+        &[("repo_id", "ASCENDING"), ("received_at", "DESCENDING")],
+    ),
+    // `audit` narrowed to one app, newest first.
+    (AUDIT, &[("app", "ASCENDING"), ("at", "DESCENDING")]),
+];
 
 /// A transaction that lost to a concurrent one is run again this many times before the caller
 /// hears `Unavailable`.
@@ -767,5 +788,55 @@ impl Store for FirestoreStore {
             .execute()
             .await
             .map_err(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infra_creates_every_composite_index_the_queries_need() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../infra/firestore.indexes.json"
+        );
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let declared: Vec<(String, Vec<(String, String)>)> = file["indexes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|index| {
+                let fields = index["fields"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| {
+                        let text = |key: &str| f[key].as_str().unwrap().to_owned();
+                        (text("fieldPath"), text("order"))
+                    })
+                    .collect();
+                (
+                    index["collectionGroup"].as_str().unwrap().to_owned(),
+                    fields,
+                )
+            })
+            .collect();
+        for (collection, fields) in COMPOSITE_INDEXES {
+            let wanted: Vec<(String, String)> = fields
+                .iter()
+                .map(|(field, order)| (field.to_string(), order.to_string()))
+                .collect();
+            assert!(
+                declared.contains(&(collection.to_string(), wanted.clone())),
+                "{path} lacks the index {collection} {wanted:?}"
+            );
+        }
+        assert_eq!(
+            declared.len(),
+            COMPOSITE_INDEXES.len(),
+            "an index nothing uses"
+        );
     }
 }

@@ -17,7 +17,7 @@ pub use dockerfile::{
     GENERATED_DOCKERIGNORE, PYTHON_BASE, SourceFiles, UV_IMAGE, generated_dockerfile,
 };
 pub use env::{GcpEnv, Need};
-pub use firestore_store::{FirestoreConfig, FirestoreStore};
+pub use firestore_store::{COMPOSITE_INDEXES, FirestoreConfig, FirestoreStore};
 pub use google_jwt::{GoogleJwtVerifier, JwtRules};
 pub use iap_identity::{IapConfig, IapIdentity};
 pub use oidc_identity::{OidcConfig, OidcIdentity};
