@@ -73,6 +73,8 @@ pub struct AppName(String);
 
 impl AppName {
     pub const MAX_LEN: usize = 30;
+    /// Runway's own Cloud Run services are `runway-submit`, `runway-worker`, …
+    pub const RESERVED_PREFIX: &str = "runway-";
 
     pub fn parse(input: &str) -> Result<Self, FieldError> {
         let fail = |message: String| Err(FieldError::new("app_name", message));
@@ -101,6 +103,15 @@ impl AppName {
         // Keeps names unambiguous inside Cloud Run's `TAG---NAME-...` tag URLs.
         if input.contains("--") {
             return fail(format!("must not contain \"--\" (got {})", shown(input)));
+        }
+        // Apps are Cloud Run services in Runway's own project, beside `runway-submit` & co.
+        if input == Self::RESERVED_PREFIX.trim_end_matches('-')
+            || input.starts_with(Self::RESERVED_PREFIX)
+        {
+            return fail(format!(
+                "must not start with \"{}\": Runway's own services are named so",
+                Self::RESERVED_PREFIX
+            ));
         }
         Ok(Self(input.to_owned()))
     }
@@ -728,6 +739,25 @@ mod tests {
             // Assert
             assert_eq!(name.map(|n| n.to_string()).as_deref(), Ok(input));
         }
+    }
+
+    #[test]
+    fn rejects_app_names_that_could_replace_runways_own_services() {
+        for input in ["runway", "runway-submit", "runway-worker", "runway-x"] {
+            // Act
+            let error = AppName::parse(input).unwrap_err();
+
+            // Assert
+            assert_eq!(error.field, "app_name");
+            assert!(
+                error.message.contains("runway-"),
+                "{input}: {}",
+                error.message
+            );
+        }
+        // A name merely containing the word is fine.
+        assert!(AppName::parse("runways").is_ok());
+        assert!(AppName::parse("my-runway-app").is_ok());
     }
 
     #[test]
