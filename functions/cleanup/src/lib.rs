@@ -37,6 +37,9 @@ pub struct State {
     /// How long a deploy may run before cleanup calls it interrupted: longer than the
     /// platform's own wait for a new revision.
     pub deploy_timeout: Duration,
+    /// Where Runway's hooks deliver (`…/github/webhook`): a hook to `{webhook_url}/{app}` whose
+    /// app no longer deploys that repository is stale.
+    pub webhook_url: String,
 }
 
 impl State {
@@ -49,6 +52,7 @@ impl State {
             caller: Arc::new(e.push_token.clone()),
             stale_after: e.config.stale_after,
             deploy_timeout: e.config.stale_after,
+            webhook_url: e.webhook_url(),
         }
     }
 
@@ -80,6 +84,7 @@ impl State {
             caller: Arc::new(env.oidc()?),
             stale_after: Duration::from_secs(stale_secs),
             deploy_timeout: Duration::from_secs(deploy_secs),
+            webhook_url: env.webhook_url()?,
         };
         Ok((state, probes))
     }
@@ -129,6 +134,9 @@ pub async fn run(state: &State) -> Report {
     }
     if let Err(error) = remove_orphan_hooks(state, &mut report).await {
         report.errors.push(format!("webhooks: {error}"));
+    }
+    if let Err(error) = remove_stale_hooks(state, before, &mut report).await {
+        report.errors.push(format!("stale webhooks: {error}"));
     }
     if report != Report::default() {
         tracing::info!(?report, "cleanup acted");
@@ -269,6 +277,58 @@ async fn interrupt(
         Ok(_) => report.interrupted += 1,
         Err(StoreError::Conflict(_)) => {} // It moved on by itself meanwhile.
         Err(error) => return Err(error),
+    }
+    Ok(())
+}
+
+/// Removes Runway's hooks on the deployed repositories that no app stands behind: a hook to
+/// `{webhook_url}/{app}` where `app` is gone or deploys another repository (a submit that died
+/// between creating the hook and recording the app), or one to the bare ingress URL (from before
+/// hooks were per app).
+async fn remove_stale_hooks(
+    state: &State,
+    before: chrono::DateTime<chrono::Utc>,
+    report: &mut Report,
+) -> Result<(), StoreError> {
+    let deployments = state.store.deployments().await?;
+    let mut repos: Vec<&RepoUrl> = deployments.iter().map(|d| &d.repo).collect();
+    repos.sort_by_key(|repo| repo.to_string());
+    repos.dedup();
+    let ours = format!("{}/", state.webhook_url.trim_end_matches('/'));
+    for repo in repos {
+        let hooks = match state.forge.webhooks(repo).await {
+            Ok(hooks) => hooks,
+            Err(error) => {
+                report
+                    .errors
+                    .push(format!("listing the hooks of {repo}: {error}"));
+                continue;
+            }
+        };
+        // A hook made moments ago may belong to an app whose record submit is still writing.
+        for hook in hooks
+            .into_iter()
+            .filter(|h| h.created_at.is_none_or(|at| at < before))
+        {
+            let stale = if hook.url == state.webhook_url {
+                true
+            } else if let Some(app) = hook.url.strip_prefix(&ours) {
+                !deployments
+                    .iter()
+                    .any(|d| d.app.as_str() == app && &d.repo == repo)
+            } else {
+                false // Not Runway's.
+            };
+            if !stale {
+                continue;
+            }
+            match state.forge.delete_webhook(repo, &hook.id).await {
+                Ok(()) | Err(ForgeError::NotFound(_)) => report.hooks_removed += 1,
+                Err(error) => report
+                    .errors
+                    .push(format!("stale hook {} on {repo}: {error}", hook.id)),
+            }
+        }
     }
     Ok(())
 }

@@ -13,6 +13,8 @@ use runway_shared::local::{
 use runway_shared::ports::{Forge, Store};
 use runway_shared::pubsub::DeployRequest;
 
+const INGRESS: &str = "http://127.0.0.1:1/github/webhook";
+
 struct Fixture {
     _dir: tempfile::TempDir,
     store: Arc<SqliteStore>,
@@ -55,6 +57,7 @@ fn fixture() -> Fixture {
         caller: Arc::new(PushToken::random("test")),
         stale_after: Duration::ZERO,
         deploy_timeout: Duration::ZERO,
+        webhook_url: INGRESS.into(),
     };
     Fixture {
         repo: RepoUrl::parse(bare.to_str().unwrap(), true).unwrap(),
@@ -123,7 +126,7 @@ async fn a_hook_left_by_a_deleted_app_is_removed() {
     let secret = secrecy::SecretString::from("s".to_owned());
     let hook = f
         .forge
-        .ensure_webhook(&f.repo, "http://127.0.0.1:1/github/webhook", &secret)
+        .ensure_webhook(&f.repo, "http://127.0.0.1:1/github/webhook/gone", &secret)
         .await
         .unwrap();
     f.store
@@ -140,4 +143,59 @@ async fn a_hook_left_by_a_deleted_app_is_removed() {
         unreachable!()
     };
     assert!(!Path::new(path).join("hooks/post-receive").exists());
+}
+
+#[tokio::test]
+async fn hooks_no_app_stands_behind_are_removed_and_the_rest_kept() {
+    let f = fixture();
+    let secret = secrecy::SecretString::from("s".to_owned());
+    let now = chrono::Utc::now();
+    let kept = runway_shared::domain::Deployment {
+        app: AppName::parse("kept").unwrap(),
+        repo: f.repo.clone(),
+        repo_id: 1,
+        branch: runway_shared::domain::Branch::parse("main").unwrap(),
+        main_file: runway_shared::domain::MainFile::parse("app.py").unwrap(),
+        region: "local".into(),
+        resources: Default::default(),
+        owner: "ada".into(),
+        webhook_id: None,
+        live_release: None,
+        url: None,
+        created_at: now,
+        updated_at: now,
+    };
+    f.store.put_deployment(&kept).await.unwrap();
+    let hook = |url: String| {
+        let (forge, repo, secret) = (f.forge.clone(), f.repo.clone(), secret.clone());
+        async move { forge.ensure_webhook(&repo, &url, &secret).await.unwrap() }
+    };
+    let kept_hook = hook(format!("{INGRESS}/kept")).await;
+    hook(format!("{INGRESS}/ghost")).await;
+    hook(INGRESS.to_owned()).await;
+    let foreign = hook("https://ci.example.com/hook".to_owned()).await;
+
+    // Hooks made moments ago may belong to an app whose record submit is still writing.
+    let patient = State {
+        stale_after: Duration::from_secs(3600),
+        ..f.state.clone()
+    };
+    assert_eq!(run(&patient).await.hooks_removed, 0);
+    assert_eq!(f.forge.webhooks(&f.repo).await.unwrap().len(), 4);
+
+    let report = run(&f.state).await;
+
+    assert_eq!(report.hooks_removed, 2, "{report:?}");
+    let mut left: Vec<String> = f
+        .forge
+        .webhooks(&f.repo)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    left.sort();
+    let mut expected = vec![kept_hook, foreign];
+    expected.sort();
+    assert_eq!(left, expected);
 }

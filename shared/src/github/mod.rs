@@ -139,6 +139,8 @@ struct HookBody {
     id: u64,
     #[serde(default)]
     config: HookConfig,
+    #[serde(default)]
+    created_at: Option<crate::domain::Timestamp>,
 }
 
 #[derive(Default, Deserialize)]
@@ -444,6 +446,7 @@ impl Forge for GitHubForge {
                 Some(Webhook {
                     id: hook.id.to_string(),
                     url: hook.config.url?,
+                    created_at: hook.created_at,
                 })
             })
             .collect())

@@ -35,6 +35,9 @@ struct HookFile {
     url: String,
     secret: String,
     events: Vec<String>,
+    /// Absent in hook files written before it was recorded.
+    #[serde(default)]
+    created_at: Option<crate::domain::Timestamp>,
 }
 
 impl GitForge {
@@ -237,15 +240,22 @@ impl Forge for GitForge {
             )));
         }
         // A hook to the same URL keeps its id and takes the new secret, as GitHub's PATCH does.
-        let id = read_hooks(&git_dir)?
+        let existing = read_hooks(&git_dir)?
             .into_iter()
-            .find(|hook| hook.url == url)
-            .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), |hook| hook.id);
+            .find(|hook| hook.url == url);
+        let (id, created_at) = match existing {
+            Some(hook) => (hook.id, hook.created_at),
+            None => (
+                uuid::Uuid::new_v4().simple().to_string(),
+                Some(chrono::Utc::now()),
+            ),
+        };
         let hook = HookFile {
             id,
             url: url.to_owned(),
             secret: secret.expose_secret().to_owned(),
             events: vec!["push".into()],
+            created_at,
         };
         let dir = hooks_dir(&git_dir);
         std::fs::create_dir_all(&dir).context("creating the webhooks folder")?;
@@ -300,6 +310,7 @@ impl Forge for GitForge {
             .map(|hook| Webhook {
                 id: hook.id,
                 url: hook.url,
+                created_at: hook.created_at,
             })
             .collect())
     }

@@ -30,6 +30,9 @@ pub struct Repository {
 pub struct Webhook {
     pub id: String,
     pub url: String,
+    /// When the hook was made, where the forge says: a hook made moments ago may belong to an
+    /// app whose record is still being written.
+    pub created_at: Option<crate::domain::Timestamp>,
 }
 
 /// Where the code lives: GitHub, or local git repositories.
