@@ -257,6 +257,45 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     assert_ne!(fixed["revision"], first["revision"]);
     assert_ne!(fixed["revision"], second["revision"]);
 
+    // The secret is in no Firestore document (read as an admin over the emulator's REST API).
+    for collection in ["deployments", "releases", "deliveries", "audit"] {
+        let documents = production
+            .client
+            .get(format!(
+                "http://{}/v1/projects/{}/databases/(default)/documents/{collection}",
+                runway_tests::emulators::firestore(),
+                production.project
+            ))
+            .bearer_auth("owner")
+            .send()
+            .await?
+            .text()
+            .await?;
+        assert!(
+            documents.contains("\"documents\""),
+            "{collection}: {documents:.300}"
+        );
+        assert!(!documents.contains(SECRET), "the secret is in {collection}");
+    }
+
+    // Nor in any build's source: the image never carries it.
+    let builds = production.cloud_build.build_ids();
+    assert!(builds.len() >= 3, "{builds:?}");
+    for build in builds {
+        let paths = production.cloud_build.source_paths(&build);
+        assert!(paths.iter().any(|p| p.ends_with("app.py")), "{paths:?}");
+        for path in paths {
+            let contents = production
+                .cloud_build
+                .source_file(&build, &path)
+                .unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&contents).contains(SECRET),
+                "the secret is in {path} of build {build}"
+            );
+        }
+    }
+
     // Another user may not delete it; the owner may. Then nothing of it is left.
     let refused = production
         .as_user(
