@@ -81,6 +81,12 @@ impl ReleaseState {
                 | (Deploying, Live | Failed | Superseded)
         )
     }
+
+    /// What a store's `transition` accepts: a move `can_move_to` allows, or an update in place
+    /// (`self == next`) of a release that has not finished.
+    pub fn may_become(self, next: Self) -> bool {
+        self == next && !self.is_terminal() || self.can_move_to(next)
+    }
 }
 
 impl std::fmt::Display for ReleaseState {

@@ -334,8 +334,7 @@ impl Store for SqliteStore {
         to: ReleaseState,
         update: ReleaseUpdate,
     ) -> Result<Release, StoreError> {
-        // from == to updates a release in place (e.g. recording its build id).
-        if !(from == to && !from.is_terminal() || from.can_move_to(to)) {
+        if !from.may_become(to) {
             return Err(StoreError::Conflict(format!(
                 "a release cannot move from {from} to {to}"
             )));
