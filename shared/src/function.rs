@@ -109,6 +109,26 @@ where
     }
 }
 
+/// `main` of a function binary: its state on the embedded backend (`embedded`) or on Google
+/// Cloud (`cloud`, with the probes `/ready` runs), served through `router`.
+pub fn serve_state<S>(
+    name: &'static str,
+    embedded: fn(&Embedded) -> S,
+    cloud: impl AsyncFnOnce(&GcpEnv) -> anyhow::Result<(S, Vec<Probe>)>,
+    router: fn(S) -> Router,
+) -> ExitCode {
+    serve(name, async |backend| {
+        let (state, probes) = match backend {
+            Backend::Embedded(e) => (embedded(e), embedded_probes(e)),
+            Backend::Gcp(env) => cloud(env).await?,
+        };
+        Ok(Service {
+            router: router(state),
+            probes,
+        })
+    })
+}
+
 /// Adds `GET /health` and `GET /ready` to `router`.
 pub fn with_health(router: Router, probes: Vec<Probe>) -> Router {
     router.route(Method::GET, "/health", (), health).route(

@@ -1,18 +1,8 @@
 //! `worker`: Pub/Sub push endpoints that build and deploy, on `$PORT`, with the adapters `RUNWAY_BACKEND` picks
 //! (`gcp` on Cloud Run, `embedded` by default).
 
-use runway_shared::function::{self, Backend, Service, embedded_probes};
 use runway_worker::{State, router};
 
 fn main() -> std::process::ExitCode {
-    function::serve("worker", async |backend| {
-        let (state, probes) = match backend {
-            Backend::Embedded(e) => (State::embedded(e), embedded_probes(e)),
-            Backend::Gcp(env) => State::cloud(env).await?,
-        };
-        Ok(Service {
-            router: router(state),
-            probes,
-        })
-    })
+    runway_shared::function::serve_state("worker", State::embedded, State::cloud, router)
 }
