@@ -27,6 +27,7 @@ use google_cloud_run_v2::model::{
 };
 use google_cloud_wkt::FieldMask;
 
+use super::is_transient;
 use crate::domain::AppName;
 use crate::ports::{DeploySpec, Deployed, Platform, PlatformError, SecretRef};
 
@@ -484,27 +485,6 @@ fn status_message(error: &GaxError) -> String {
         .status()
         .map(|status| status.message.clone())
         .unwrap_or_else(|| error.to_string())
-}
-
-/// Errors worth retrying later: Cloud Run or the network is briefly unable to serve, or an
-/// operation outlasted our patience (it may still finish; deploys are upserts).
-fn is_transient(error: &GaxError) -> bool {
-    let transient_code = error.status().is_some_and(|status| {
-        matches!(
-            status.code,
-            Code::Unavailable
-                | Code::DeadlineExceeded
-                | Code::Internal
-                | Code::ResourceExhausted
-                | Code::Aborted
-        )
-    });
-    transient_code
-        || error.http_status_code().is_some_and(|code| code >= 500)
-        || error.is_timeout()
-        || error.is_exhausted()
-        || error.is_io()
-        || error.is_connect()
 }
 
 #[cfg(test)]

@@ -28,3 +28,26 @@ pub use secret_manager::{APP_SECRET_PREFIX, SecretManagerConfig, SecretManagerSt
 pub(crate) fn anonymous_credentials() -> google_cloud_auth::credentials::Credentials {
     google_cloud_auth::credentials::anonymous::Builder::new().build()
 }
+
+/// Errors from a Google client worth retrying later: the service or the network is briefly
+/// unable to serve, or a wait ran out (the call may still have taken effect; every call Runway
+/// retries is an upsert or a delete).
+pub(crate) fn is_transient(error: &google_cloud_gax::error::Error) -> bool {
+    use google_cloud_gax::error::rpc::Code;
+    let transient_code = error.status().is_some_and(|status| {
+        matches!(
+            status.code,
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Internal
+                | Code::ResourceExhausted
+                | Code::Aborted
+        )
+    });
+    transient_code
+        || error.http_status_code().is_some_and(|code| code >= 500)
+        || error.is_timeout()
+        || error.is_exhausted()
+        || error.is_io()
+        || error.is_connect()
+}

@@ -25,6 +25,7 @@ use google_cloud_secretmanager_v1::model::replication::Automatic;
 use google_cloud_secretmanager_v1::model::secret_version::State;
 use google_cloud_secretmanager_v1::model::{Replication, Secret, SecretPayload};
 
+use super::is_transient;
 use crate::domain::{AppName, SecretsToml};
 use crate::ports::{SecretRef, SecretStore, SecretStoreError};
 
@@ -237,23 +238,7 @@ fn has_code(error: &GaxError, code: Code) -> bool {
 /// anything else, a denied permission say, is `Other`. Names the secret, never its value: no
 /// request body is part of a client error.
 fn store_error(error: GaxError, action: &str, id: &str) -> SecretStoreError {
-    let transient_code = error.status().is_some_and(|status| {
-        matches!(
-            status.code,
-            Code::Unavailable
-                | Code::DeadlineExceeded
-                | Code::Internal
-                | Code::ResourceExhausted
-                | Code::Aborted
-        )
-    });
-    let transient = transient_code
-        || error.http_status_code().is_some_and(|code| code >= 500)
-        || error.is_timeout()
-        || error.is_exhausted()
-        || error.is_io()
-        || error.is_connect();
-    if transient {
+    if is_transient(&error) {
         SecretStoreError::Unavailable(format!("{action} secret {id}: {error}"))
     } else {
         SecretStoreError::Other(anyhow::Error::new(error).context(format!("{action} secret {id}")))
