@@ -29,6 +29,15 @@ pub struct Deployment {
     pub updated_at: Timestamp,
 }
 
+impl Deployment {
+    /// Points the app at `release`, now serving at `url` (or where it served before).
+    pub fn goes_live(&mut self, release: &Release, url: Option<String>) {
+        self.live_release = Some(release.id.clone());
+        self.url = url.or(self.url.take());
+        self.updated_at = chrono::Utc::now();
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReleaseState {

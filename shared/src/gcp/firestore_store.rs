@@ -31,7 +31,7 @@ use crate::domain::{
     AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
     Timestamp,
 };
-use crate::ports::{Store, StoreError};
+use crate::ports::{Store, StoreError, check_transition};
 
 const DEPLOYMENTS: &str = "deployments";
 const RELEASES: &str = "releases";
@@ -603,11 +603,7 @@ impl Store for FirestoreStore {
         to: ReleaseState,
         update: ReleaseUpdate,
     ) -> Result<Release, StoreError> {
-        if !from.may_become(to) {
-            return Err(StoreError::Conflict(format!(
-                "a release cannot move from {from} to {to}"
-            )));
-        }
+        check_transition(from, to)?;
         // A release never changes app, so its app can be read before the transaction.
         let app = self
             .release(id)
@@ -646,9 +642,7 @@ impl Store for FirestoreStore {
                         ))
                         .into());
                     }
-                    deployment.live_release = Some(release.id.clone());
-                    deployment.url = update.url.clone().or(deployment.url);
-                    deployment.updated_at = Utc::now();
+                    deployment.goes_live(&release, update.url.clone());
                     writes.push(Write::Deployment(DeploymentDoc::of(&deployment)?));
                 }
                 release.apply(to, update);

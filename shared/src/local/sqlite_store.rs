@@ -13,7 +13,7 @@ use crate::domain::{
     AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
     Timestamp,
 };
-use crate::ports::{Store, StoreError};
+use crate::ports::{Store, StoreError, check_transition};
 
 /// Each entry migrates the schema from version `index` to `index + 1`.
 const MIGRATIONS: &[&str] = &[r#"
@@ -334,11 +334,7 @@ impl Store for SqliteStore {
         to: ReleaseState,
         update: ReleaseUpdate,
     ) -> Result<Release, StoreError> {
-        if !from.may_become(to) {
-            return Err(StoreError::Conflict(format!(
-                "a release cannot move from {from} to {to}"
-            )));
-        }
+        check_transition(from, to)?;
         let id = id.to_owned();
         self.with(move |c| {
             let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -363,9 +359,7 @@ impl Store for SqliteStore {
                         live.id
                     )));
                 }
-                current.live_release = Some(release.id.clone());
-                current.url = update.url.clone().or(current.url);
-                current.updated_at = Utc::now();
+                current.goes_live(&release, update.url.clone());
                 deployment = Some(current);
             }
             release.apply(to, update);
