@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use runway_shared::domain::{AppName, MainFile};
-use runway_shared::gcp::{CloudBuildBuilder, CloudBuildConfig, SourceFiles, generated_dockerfile};
-use runway_shared::local::{GitForge, UvBuilder, UvBuilderConfig};
-use runway_shared::ports::{
+use runway_core::domain::{AppName, MainFile};
+use runway_core::messages::BuildNotification;
+use runway_core::ports::{
     BuildError, BuildStatus, ImageBuilder, OutboundMessage, Queue, QueueError, Topic,
 };
-use runway_shared::pubsub::BuildNotification;
+use runway_embedded::{GitForge, UvBuilder, UvBuilderConfig};
+use runway_gcp::{CloudBuildBuilder, CloudBuildConfig, SourceFiles, generated_dockerfile};
 use runway_tests::fake_cloud_build::FakeCloudBuild;
 use runway_tests::image_builder_contract::{self as contract, GOOD_APP, MISSING_REQUIREMENT};
 use runway_tests::{GitRepo, emulators};

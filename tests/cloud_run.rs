@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use runway_shared::domain::{AppName, Cpu, MainFile, Memory, Resources};
-use runway_shared::gcp::{CloudRunConfig, CloudRunPlatform};
-use runway_shared::ports::{DeploySpec, Deployed, Platform, PlatformError, SecretRef};
+use runway_core::domain::{AppName, Cpu, MainFile, Memory, Resources};
+use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError, SecretRef};
+use runway_gcp::{CloudRunConfig, CloudRunPlatform};
 use runway_tests::fake_cloud_run::{FakeCloudRun, served, service_name};
 use runway_tests::platform_contract::{self, Fixture};
 use serde_json::Value;

@@ -7,10 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
-use runway_shared::domain::{Branch, CommitSha, RepoUrl};
-use runway_shared::github::{GitHubAuth, GitHubConfig, GitHubForge};
-use runway_shared::local::GitForge;
-use runway_shared::ports::{Forge, ForgeError};
+use runway_core::domain::{Branch, CommitSha, RepoUrl};
+use runway_core::ports::{Forge, ForgeError};
+use runway_embedded::GitForge;
+use runway_github::{GitHubAuth, GitHubConfig, GitHubForge};
 use runway_tests::fake_github::FakeGitHub;
 use runway_tests::{GitRepo, git};
 use secrecy::SecretString;

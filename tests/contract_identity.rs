@@ -6,13 +6,13 @@
 //! as `Unauthenticated`, with a message that never repeats the credential it was shown. The
 //! Google adapters are checked with keys the test generates and serves as Google's JWKs
 //! (`support/google_keys.rs`); the per-claim refusals (expired, wrong audience, issuer or
-//! algorithm, tampered) are unit tests beside `shared/src/gcp/`.
+//! algorithm, tampered) are unit tests beside `shared/gcp/src/`.
 
 use http::{HeaderMap, HeaderValue};
-use runway_shared::domain::Caller;
-use runway_shared::gcp::{IapConfig, IapIdentity, OidcConfig, OidcIdentity};
-use runway_shared::local::{LocalIdentity, PushToken};
-use runway_shared::ports::{Identity, IdentityError};
+use runway_core::domain::Caller;
+use runway_core::ports::{Identity, IdentityError};
+use runway_embedded::{LocalIdentity, PushToken};
+use runway_gcp::{IapConfig, IapIdentity, OidcConfig, OidcIdentity};
 use runway_tests::google_keys::GoogleKeys;
 
 const IAP_AUDIENCE: &str = "/projects/123/locations/europe-west1/services/runway-submit";

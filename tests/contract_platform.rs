@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use async_trait::async_trait;
-use runway_shared::domain::{AppName, CommitSha, MainFile, RepoUrl};
-use runway_shared::http::serve;
-use runway_shared::local::process_platform::ProcessPlatformConfig;
-use runway_shared::local::proxy::{Proxy, Routes, app_from_host};
-use runway_shared::local::{GitForge, ProcessPlatform, UvBuilder, UvBuilderConfig};
-use runway_shared::ports::{
+use runway_core::domain::{AppName, CommitSha, MainFile, RepoUrl};
+use runway_core::ports::{
     BuildRequest, BuildStatus, ImageBuilder, OutboundMessage, Queue, QueueError, Topic,
 };
+use runway_embedded::process_platform::ProcessPlatformConfig;
+use runway_embedded::proxy::{Proxy, Routes, app_from_host};
+use runway_embedded::{GitForge, ProcessPlatform, UvBuilder, UvBuilderConfig};
+use runway_http::serve;
 use runway_tests::image_builder_contract::wait_for_end;
 use runway_tests::platform_contract::{self, Fixture};
 use runway_tests::{GitRepo, git, processes_mentioning};

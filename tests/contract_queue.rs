@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use runway_shared::gcp::{PubSubConfig, PubSubQueue};
-use runway_shared::local::{PushSubscription, RetryPolicy, SqliteQueue};
-use runway_shared::ports::{OutboundMessage, Queue, Topic};
+use runway_core::ports::{OutboundMessage, Queue, Topic};
+use runway_embedded::{PushSubscription, RetryPolicy, SqliteQueue};
+use runway_gcp::{PubSubConfig, PubSubQueue};
 use runway_tests::emulators;
 use runway_tests::push_receiver::PushReceiver;
 

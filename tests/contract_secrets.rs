@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use runway_shared::domain::{AppName, SecretsToml};
-use runway_shared::gcp::{SecretManagerConfig, SecretManagerStore};
-use runway_shared::local::FileSecretStore;
-use runway_shared::ports::{SecretRef, SecretStore, SecretStoreError};
+use runway_core::domain::{AppName, SecretsToml};
+use runway_core::ports::{SecretRef, SecretStore, SecretStoreError};
+use runway_embedded::FileSecretStore;
+use runway_gcp::{SecretManagerConfig, SecretManagerStore};
 use runway_tests::emulators;
 use serde_json::Value;
 

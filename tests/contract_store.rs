@@ -10,13 +10,13 @@ use std::sync::Arc;
 use ReleaseState::*;
 use chrono::Utc;
 use futures_util::future::join_all;
-use runway_shared::domain::{
+use runway_core::domain::{
     AppName, AuditEntry, Branch, Delivery, Deployment, MainFile, NewRelease, ReleaseState,
     ReleaseUpdate, RepoUrl, Resources, Trigger,
 };
-use runway_shared::gcp::{FirestoreConfig, FirestoreStore};
-use runway_shared::local::SqliteStore;
-use runway_shared::ports::{Store, StoreError};
+use runway_core::ports::{Store, StoreError};
+use runway_embedded::SqliteStore;
+use runway_gcp::{FirestoreConfig, FirestoreStore};
 use runway_tests::emulators;
 
 /// How many separate store instances (as on separate worker instances, each with its own

@@ -153,9 +153,9 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
     // Replaying a delivery id queues nothing; a bad or missing signature is refused.
     // The hook of e2e is signed with e2e's own secret, derived from the installation's key.
     let key = secrecy::SecretString::from(runway.webhook_secret());
-    let app = runway_shared::domain::AppName::parse("e2e").unwrap();
+    let app = runway_core::domain::AppName::parse("e2e").unwrap();
     let secret =
-        secrecy::ExposeSecret::expose_secret(&runway_shared::webhook::app_secret(&key, &app))
+        secrecy::ExposeSecret::expose_secret(&runway_http::webhook::app_secret(&key, &app))
             .to_owned();
     let replay = json!({
         "ref": "refs/heads/main", "before": second_commit, "after": broken, "deleted": false,

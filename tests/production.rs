@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use reqwest::Method;
-use runway_shared::webhook;
+use runway_http::webhook;
 use runway_tests::fake_cloud_run::served;
 use runway_tests::production::{ADMIN, Production};
 use runway_tests::{GitRepo, streamlit_app};

@@ -33,7 +33,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{SecondsFormat, Utc};
 use http::{Method, StatusCode};
-use runway_shared::http::{ApiResult, Params, Request, Router, json, read_body, serve_router};
+use runway_http::{ApiResult, Params, Request, Router, json, read_body, serve_router};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;

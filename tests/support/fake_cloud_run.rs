@@ -37,7 +37,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use http::{Method, StatusCode};
-use runway_shared::http::{Request, Response, json, read_body, serve};
+use runway_http::{Request, Response, json, read_body, serve};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

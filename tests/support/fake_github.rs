@@ -27,7 +27,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use http::{HeaderValue, Method, StatusCode, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use runway_shared::http::{Request, Response, full, read_body, serve};
+use runway_http::{Request, Response, full, read_body, serve};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;

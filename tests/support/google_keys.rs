@@ -18,7 +18,7 @@ use p256::ecdsa::SigningKey;
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
-use runway_shared::http::{self, Request};
+use runway_http::Request;
 use serde_json::{Value, json};
 
 pub const IAP_ISSUER: &str = "https://cloud.google.com/iap";
@@ -59,7 +59,7 @@ impl GoogleKeys {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let sets = Arc::new((json!({ "keys": [iap_jwk] }), json!({ "keys": [oidc_jwk] })));
-        tokio::spawn(http::serve(
+        tokio::spawn(runway_http::serve(
             listener,
             move |request: Request, _| {
                 let sets = sets.clone();
@@ -69,7 +69,7 @@ impl GoogleKeys {
                     } else {
                         &sets.1
                     };
-                    http::json(::http::StatusCode::OK, set)
+                    runway_http::json(::http::StatusCode::OK, set)
                 }
             },
             std::future::pending(),
@@ -125,7 +125,7 @@ impl PushRelay {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let client = reqwest::Client::new();
         let context = Arc::new((target, keys, audience, service_account, client));
-        tokio::spawn(http::serve(
+        tokio::spawn(runway_http::serve(
             listener,
             move |request: Request, _| {
                 let context = context.clone();
@@ -145,7 +145,7 @@ impl PushRelay {
                         Ok(response) => response.status().as_u16(),
                         Err(_) => 502,
                     };
-                    http::json(::http::StatusCode::from_u16(status).unwrap(), &"")
+                    runway_http::json(::http::StatusCode::from_u16(status).unwrap(), &"")
                 }
             },
             std::future::pending(),

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use runway_shared::domain::{AppName, CommitSha, MainFile, RepoUrl};
-use runway_shared::ports::{BuildError, BuildRequest, BuildStatus, ImageBuilder, StartedBuild};
+use runway_core::domain::{AppName, CommitSha, MainFile, RepoUrl};
+use runway_core::ports::{BuildError, BuildRequest, BuildStatus, ImageBuilder, StartedBuild};
 
 use crate::GitRepo;
 

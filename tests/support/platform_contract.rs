@@ -6,8 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use anyhow::{Context, bail, ensure};
-use runway_shared::domain::{AppName, MainFile, Resources};
-use runway_shared::ports::{DeploySpec, Platform, PlatformError};
+use runway_core::domain::{AppName, MainFile, Resources};
+use runway_core::ports::{DeploySpec, Platform, PlatformError};
 
 pub type Probe = Box<
     dyn Fn(String) -> Pin<Box<dyn Future<Output = anyhow::Result<String>> + Send>> + Send + Sync,

@@ -311,8 +311,8 @@ impl Production {
     /// The secret GitHub signs `app`'s pushes with (derived from `RUNWAY_WEBHOOK_SECRET`).
     pub fn app_webhook_secret(&self, app: &str) -> String {
         let key = secrecy::SecretString::from(self.env["RUNWAY_WEBHOOK_SECRET"].clone());
-        let app = runway_shared::domain::AppName::parse(app).unwrap();
-        secrecy::ExposeSecret::expose_secret(&runway_shared::webhook::app_secret(&key, &app))
+        let app = runway_core::domain::AppName::parse(app).unwrap();
+        secrecy::ExposeSecret::expose_secret(&runway_http::webhook::app_secret(&key, &app))
             .to_owned()
     }
 }

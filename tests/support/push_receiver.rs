@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use runway_shared::http::{self, Request};
-use runway_shared::pubsub::PushEnvelope;
+use runway_http::Request;
+use runway_http::push::PushEnvelope;
 
 #[derive(Clone, Debug)]
 pub struct Push {
@@ -32,7 +32,7 @@ impl PushReceiver {
             url,
         };
         let pushes = receiver.pushes.clone();
-        tokio::spawn(http::serve(
+        tokio::spawn(runway_http::serve(
             listener,
             move |request: Request, _| {
                 let pushes = pushes.clone();
@@ -42,7 +42,7 @@ impl PushReceiver {
                         .get("authorization")
                         .and_then(|value| value.to_str().ok())
                         .map(str::to_owned);
-                    let body = http::read_body(request, 1 << 20).await.unwrap();
+                    let body = runway_http::read_body(request, 1 << 20).await.unwrap();
                     let envelope: PushEnvelope = serde_json::from_slice(&body)
                         .unwrap_or_else(|e| panic!("not a push envelope ({e}): {body:?}"));
                     let mut pushes = pushes.lock().unwrap();
@@ -53,7 +53,7 @@ impl PushReceiver {
                         status,
                     });
                     let status = ::http::StatusCode::from_u16(status).unwrap();
-                    http::json(status, &"")
+                    runway_http::json(status, &"")
                 }
             },
             std::future::pending(),

@@ -9,18 +9,17 @@
 
 use std::sync::Arc;
 
-use runway_shared::function::{Probe, gcp_probes};
-use runway_shared::gcp::{GcpEnv, Need};
+use runway_core::adapters::{Adapters, Need, Unwired};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use runway_shared::domain::{Release, ReleaseState, ReleaseUpdate, RepoUrl};
-use runway_shared::http::{ApiResult, Params, Request, Router, authenticate, json};
-use runway_shared::ports::{
+use runway_core::domain::{Release, ReleaseState, ReleaseUpdate, RepoUrl};
+use runway_core::messages::{BuildNotification, BuildResults, BuiltImage, FailureInfo};
+use runway_core::ports::{
     BuildStatus, Forge, ForgeError, Identity, ImageBuilder, Queue, Store, StoreError, Topic,
 };
-use runway_shared::pubsub::{BuildNotification, BuildResults, BuiltImage, FailureInfo};
-use runway_shared::releases::publish;
+use runway_core::releases::publish;
+use runway_http::{ApiResult, Params, Request, Router, authenticate, json};
 use serde::Serialize;
 
 #[derive(Clone)]
@@ -42,51 +41,31 @@ pub struct State {
     pub webhook_url: String,
 }
 
-impl State {
-    pub fn embedded(e: &runway_shared::local::Embedded) -> Self {
-        Self {
-            store: e.store.clone(),
-            queue: Arc::new(e.queue.clone()),
-            builder: e.builder.clone(),
-            forge: e.forge.clone(),
-            caller: Arc::new(e.push_token.clone()),
-            stale_after: e.config.stale_after,
-            deploy_timeout: e.config.stale_after,
-            webhook_url: e.webhook_url(),
-        }
-    }
+/// Firestore, Pub/Sub, Cloud Build (polled) and GitHub on Google Cloud; the caller is Cloud
+/// Scheduler with the invoker service account's OIDC token.
+pub const NEEDS: &[Need] = &[
+    Need::Store,
+    Need::Queue,
+    Need::Forge,
+    Need::Builder,
+    Need::Pushers,
+    Need::Timeouts,
+    Need::WebhookUrl,
+];
 
-    /// On Google Cloud: Firestore, Pub/Sub, Cloud Build (polled) and GitHub; the caller is
-    /// Cloud Scheduler with the invoker service account's OIDC token.
-    pub async fn cloud(env: &GcpEnv) -> anyhow::Result<(Self, Vec<Probe>)> {
-        env.check(
-            "cleanup",
-            &[
-                Need::Store,
-                Need::Queue,
-                Need::Forge,
-                Need::Builder,
-                Need::Oidc,
-            ],
-        )?;
-        let store = env.store().await?;
-        let queue = env.queue().await?;
-        let forge: Arc<dyn Forge> = Arc::new(env.forge()?);
-        let probes = vec![gcp_probes::store(&store), gcp_probes::queue(&queue)];
-        let stale_secs = runway_shared::config::parse_or("RUNWAY_STALE_SECS", 600)?;
-        // Cloud Run's operation wait is 10 minutes; a deploy past 15 is not coming back.
-        let deploy_secs = runway_shared::config::parse_or("RUNWAY_DEPLOY_TIMEOUT_SECS", 900)?;
-        let state = Self {
-            store: Arc::new(store),
-            queue: Arc::new(queue),
-            builder: Arc::new(env.builder(Some(forge.clone())).await?),
-            forge,
-            caller: Arc::new(env.oidc()?),
-            stale_after: Duration::from_secs(stale_secs),
-            deploy_timeout: Duration::from_secs(deploy_secs),
-            webhook_url: env.webhook_url()?,
-        };
-        Ok((state, probes))
+impl State {
+    pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
+        let timeouts = adapters.timeouts()?;
+        Ok(Self {
+            store: adapters.store()?,
+            queue: adapters.queue()?,
+            builder: adapters.builder()?,
+            forge: adapters.forge()?,
+            caller: adapters.pushers()?,
+            stale_after: timeouts.stale_after,
+            deploy_timeout: timeouts.deploy,
+            webhook_url: adapters.webhook_url()?,
+        })
     }
 }
 
@@ -283,8 +262,7 @@ async fn interrupt(
 
 /// Removes Runway's hooks on the deployed repositories that no app stands behind: a hook to
 /// `{webhook_url}/{app}` where `app` is gone or deploys another repository (a submit that died
-/// between creating the hook and recording the app), or one to the bare ingress URL (from before
-/// hooks were per app).
+/// between creating the hook and recording the app).
 async fn remove_stale_hooks(
     state: &State,
     before: chrono::DateTime<chrono::Utc>,
@@ -310,15 +288,11 @@ async fn remove_stale_hooks(
             .into_iter()
             .filter(|h| h.created_at.is_none_or(|at| at < before))
         {
-            let stale = if hook.url == state.webhook_url {
-                true
-            } else if let Some(app) = hook.url.strip_prefix(&ours) {
+            let stale = hook.url.strip_prefix(&ours).is_some_and(|app| {
                 !deployments
                     .iter()
                     .any(|d| d.app.as_str() == app && &d.repo == repo)
-            } else {
-                false // Not Runway's.
-            };
+            });
             if !stale {
                 continue;
             }

@@ -5,17 +5,14 @@
 
 use std::sync::Arc;
 
-use runway_shared::function::{Probe, gcp_probes};
-use runway_shared::gcp::{GcpEnv, Need};
+use runway_core::adapters::{Adapters, Need, Unwired};
 
 use http::{Method, StatusCode};
-use runway_shared::domain::{AppName, CommitSha, Delivery, NewRelease, Trigger};
-use runway_shared::http::{
-    ApiError, ApiResult, Params, Request, Router, json, parse_json, read_body,
-};
-use runway_shared::ports::{Queue, Store};
-use runway_shared::releases::{audit, enqueue};
-use runway_shared::webhook::{self, PushEvent};
+use runway_core::domain::{AppName, CommitSha, Delivery, NewRelease, Trigger};
+use runway_core::ports::{Queue, Store};
+use runway_core::releases::{audit, enqueue};
+use runway_http::webhook::{self, PushEvent};
+use runway_http::{ApiError, ApiResult, Params, Request, Router, json, parse_json, read_body};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
@@ -29,30 +26,16 @@ pub struct State {
     pub secret: SecretString,
 }
 
-impl State {
-    pub fn embedded(e: &runway_shared::local::Embedded) -> Self {
-        Self {
-            store: e.store.clone(),
-            queue: Arc::new(e.queue.clone()),
-            secret: e.webhook_secret.clone(),
-        }
-    }
+/// Firestore and Pub/Sub on Google Cloud; GitHub's signature is the only credential.
+pub const NEEDS: &[Need] = &[Need::Store, Need::Queue, Need::WebhookSecret];
 
-    /// On Google Cloud: Firestore and Pub/Sub; GitHub's signature is the only credential.
-    pub async fn cloud(env: &GcpEnv) -> anyhow::Result<(Self, Vec<Probe>)> {
-        env.check(
-            "github-webhook",
-            &[Need::Store, Need::Queue, Need::WebhookSecret],
-        )?;
-        let store = env.store().await?;
-        let queue = env.queue().await?;
-        let probes = vec![gcp_probes::store(&store), gcp_probes::queue(&queue)];
-        let state = Self {
-            store: Arc::new(store),
-            queue: Arc::new(queue),
-            secret: env.webhook_secret()?,
-        };
-        Ok((state, probes))
+impl State {
+    pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
+        Ok(Self {
+            store: adapters.store()?,
+            queue: adapters.queue()?,
+            secret: adapters.webhook_secret()?,
+        })
     }
 }
 
@@ -122,7 +105,7 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
     // Decide first, then record once: a replayed delivery id is refused before it acts.
     let branch = event.git_ref.strip_prefix("refs/heads/");
     let commit = CommitSha::parse(&event.after).ok();
-    let watching = match (branch, event.deleted, &commit) {
+    let deployment = match (branch, event.deleted, &commit) {
         (None, _, _) => Err(format!("{} is not a branch", event.git_ref)),
         (Some(branch), true, _) => Err(format!("branch {branch} was deleted")),
         (Some(_), false, None) => Err(format!("'{}' is not a commit id", event.after)),
@@ -136,17 +119,11 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
                 "no app deploys branch {branch} of {} ({app} deploys {})",
                 event.repository.full_name, d.branch
             )),
-            Some(d) => Ok(vec![d]),
+            Some(d) => Ok(d),
         },
     };
-    delivery.outcome = match &watching {
-        Ok(apps) => format!(
-            "queued a release of {}",
-            apps.iter()
-                .map(|d| d.app.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    delivery.outcome = match &deployment {
+        Ok(d) => format!("queued a release of {}", d.app),
         Err(reason) => format!("ignored: {reason}"),
     };
     if !state.store.record_delivery(&delivery).await? {
@@ -155,8 +132,8 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
             &json!({ "status": "duplicate", "reason": format!("delivery {} was already received", delivery.id) }),
         ));
     }
-    let apps = match watching {
-        Ok(apps) => apps,
+    let deployment = match deployment {
+        Ok(deployment) => deployment,
         Err(reason) => {
             tracing::info!(%reason, "push ignored");
             return Ok(json(
@@ -169,32 +146,28 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
         .pusher
         .as_ref()
         .map_or_else(|| "github".to_owned(), |p| format!("{} (push)", p.name));
-    let mut queued = Vec::new();
-    for deployment in apps {
-        let release = enqueue(
-            state.store.as_ref(),
-            state.queue.as_ref(),
-            NewRelease {
-                app: deployment.app.clone(),
-                trigger: Trigger::Push,
-                actor: actor.clone(),
-                commit: commit.clone(),
-                rollback_of: None,
-            },
-        )
-        .await?;
-        audit(
-            state.store.as_ref(),
-            &actor,
-            "push",
-            Some(deployment.app.as_str()),
-            format!("delivery {} commit {}", delivery.id, event.after),
-        )
-        .await;
-        queued.push(json!({ "app": deployment.app, "release_id": release.id }));
-    }
+    let release = enqueue(
+        state.store.as_ref(),
+        state.queue.as_ref(),
+        NewRelease {
+            app: deployment.app.clone(),
+            trigger: Trigger::Push,
+            actor: actor.clone(),
+            commit,
+            rollback_of: None,
+        },
+    )
+    .await?;
+    audit(
+        state.store.as_ref(),
+        &actor,
+        "push",
+        Some(deployment.app.as_str()),
+        format!("delivery {} commit {}", delivery.id, event.after),
+    )
+    .await;
     Ok(json(
         StatusCode::ACCEPTED,
-        &json!({ "status": "queued", "releases": queued }),
+        &json!({ "status": "queued", "app": deployment.app, "release_id": release.id }),
     ))
 }

@@ -6,29 +6,31 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runway_shared::domain::ReleaseState;
-use runway_shared::http::{Router, serve};
-use runway_shared::local::proxy::{Proxy, app_from_host};
-use runway_shared::local::{Embedded, EmbeddedConfig, PushSubscription, RetryPolicy};
-use runway_shared::ports::{DeploySpec, Platform, SecretStore, Store, Topic};
+use runway_core::domain::ReleaseState;
+use runway_core::ports::{DeploySpec, Platform, SecretStore, Store, Topic};
+use runway_embedded::proxy::{Proxy, app_from_host};
+use runway_embedded::{Embedded, EmbeddedConfig, PushSubscription, RetryPolicy};
+use runway_http::{Router, serve};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Every function's routes.
+/// Every function's routes, on every embedded adapter.
 pub fn router(embedded: &Embedded) -> Router {
-    runway_submit::router(runway_submit::State::embedded(embedded))
+    let adapters = embedded.adapters();
+    let all_wired = "the embedded backend wires every port";
+    runway_submit::router(runway_submit::State::new(&adapters).expect(all_wired))
         .merge(runway_github_webhook::router(
-            runway_github_webhook::State::embedded(embedded),
+            runway_github_webhook::State::new(&adapters).expect(all_wired),
         ))
-        .merge(runway_status::router(runway_status::State::embedded(
-            embedded,
-        )))
-        .merge(runway_worker::router(runway_worker::State::embedded(
-            embedded,
-        )))
-        .merge(runway_cleanup::router(runway_cleanup::State::embedded(
-            embedded,
-        )))
+        .merge(runway_status::router(
+            runway_status::State::new(&adapters).expect(all_wired),
+        ))
+        .merge(runway_worker::router(
+            runway_worker::State::new(&adapters).expect(all_wired),
+        ))
+        .merge(runway_cleanup::router(
+            runway_cleanup::State::new(&adapters).expect(all_wired),
+        ))
 }
 
 /// Runs Runway on `listener` until `shutdown` resolves, then stops every app.
@@ -100,7 +102,8 @@ pub async fn run(
 }
 
 async fn cleanup_timer(embedded: Embedded, stop: impl std::future::Future<Output = ()>) {
-    let state = runway_cleanup::State::embedded(&embedded);
+    let state = runway_cleanup::State::new(&embedded.adapters())
+        .expect("the embedded backend wires every port");
     let mut interval = tokio::time::interval(embedded.config.cleanup_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);

@@ -3,12 +3,12 @@
 
 use std::io::Read;
 
-use runway_shared::http::shutdown_signal;
-use runway_shared::local::{EmbeddedConfig, deliver_post_receive};
+use runway_embedded::{EmbeddedConfig, deliver_post_receive};
+use runway_http::shutdown_signal;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    runway_shared::telemetry::init();
+    runway_http::telemetry::init();
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => {
             let config = EmbeddedConfig::from_env()?;

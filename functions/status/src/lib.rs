@@ -3,15 +3,12 @@
 
 use std::sync::Arc;
 
-use runway_shared::function::{Probe, gcp_probes};
-use runway_shared::gcp::{GcpEnv, Need};
+use runway_core::adapters::{Adapters, Need, Unwired};
 
 use http::{Method, StatusCode};
-use runway_shared::domain::{AppName, Deployment, Release};
-use runway_shared::http::{
-    ApiError, ApiResult, Params, Request, Router, authenticate, json, with_type,
-};
-use runway_shared::ports::{Identity, ImageBuilder, Store};
+use runway_core::domain::{AppName, Deployment, Release};
+use runway_core::ports::{Identity, ImageBuilder, Store};
+use runway_http::{ApiError, ApiResult, Params, Request, Router, authenticate, json, with_type};
 use serde_json::{Value, json};
 
 const RELEASES_SHOWN: usize = 20;
@@ -24,26 +21,16 @@ pub struct State {
     pub identity: Arc<dyn Identity>,
 }
 
-impl State {
-    pub fn embedded(e: &runway_shared::local::Embedded) -> Self {
-        Self {
-            store: e.store.clone(),
-            builder: e.builder.clone(),
-            identity: e.identity.clone(),
-        }
-    }
+/// Firestore and Cloud Build's logs on Google Cloud, and the user IAP signed in.
+pub const NEEDS: &[Need] = &[Need::Store, Need::Builder, Need::Users];
 
-    /// On Google Cloud: Firestore, Cloud Build's logs, and the user IAP signed in.
-    pub async fn cloud(env: &GcpEnv) -> anyhow::Result<(Self, Vec<Probe>)> {
-        env.check("status", &[Need::Store, Need::Builder, Need::Iap])?;
-        let store = env.store().await?;
-        let probes = vec![gcp_probes::store(&store)];
-        let state = Self {
-            store: Arc::new(store),
-            builder: Arc::new(env.builder(None).await?),
-            identity: Arc::new(env.iap()?),
-        };
-        Ok((state, probes))
+impl State {
+    pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
+        Ok(Self {
+            store: adapters.store()?,
+            builder: adapters.builder()?,
+            identity: adapters.users()?,
+        })
     }
 }
 

@@ -2,22 +2,21 @@
 
 use std::sync::Arc;
 
-use runway_shared::function::{Probe, gcp_probes};
-use runway_shared::gcp::{GcpEnv, Need};
+use runway_core::adapters::{Adapters, Need, Unwired};
 
 use http::{Method, StatusCode};
-use runway_shared::config::Policy;
-use runway_shared::domain::{
+use runway_core::config::Policy;
+use runway_core::domain::{
     AppName, Branch, Caller, CommitSha, Cpu, Deployment, MainFile, Memory, NewRelease, Region,
     Release, ReleaseState, RepoUrl, Resources, SecretsToml, Trigger,
 };
-use runway_shared::http::{
+use runway_core::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
+use runway_core::releases::{audit, enqueue};
+use runway_http::webhook;
+use runway_http::{
     ApiError, ApiResult, Params, Request, Router, authenticate, forge_error, json, parse_json,
     read_body, with_type,
 };
-use runway_shared::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
-use runway_shared::releases::{audit, enqueue};
-use runway_shared::webhook;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
@@ -40,61 +39,35 @@ pub struct State {
     pub webhook_secret: SecretString,
 }
 
-impl State {
-    pub fn embedded(e: &runway_shared::local::Embedded) -> Self {
-        Self {
-            store: e.store.clone(),
-            queue: Arc::new(e.queue.clone()),
-            secrets: e.secrets.clone(),
-            forge: e.forge.clone(),
-            builder: e.builder.clone(),
-            platform: Arc::new(e.platform.clone()),
-            identity: e.identity.clone(),
-            policy: e.policy.clone(),
-            webhook_url: e.webhook_url(),
-            webhook_secret: e.webhook_secret.clone(),
-        }
-    }
+/// Firestore, Pub/Sub, Secret Manager, GitHub, Cloud Build and Cloud Run on Google Cloud, and
+/// the user IAP signed in.
+pub const NEEDS: &[Need] = &[
+    Need::Store,
+    Need::Queue,
+    Need::Secrets,
+    Need::Forge,
+    Need::Builder,
+    Need::Platform,
+    Need::Users,
+    Need::Policy,
+    Need::WebhookUrl,
+    Need::WebhookSecret,
+];
 
-    /// On Google Cloud: Firestore, Pub/Sub, Secret Manager, GitHub, Cloud Build, Cloud Run,
-    /// and the user IAP signed in.
-    pub async fn cloud(env: &GcpEnv) -> anyhow::Result<(Self, Vec<Probe>)> {
-        env.check(
-            "submit",
-            &[
-                Need::Store,
-                Need::Queue,
-                Need::Secrets,
-                Need::Forge,
-                Need::Builder,
-                Need::Platform,
-                Need::Iap,
-                Need::WebhookUrl,
-                Need::WebhookSecret,
-            ],
-        )?;
-        let store = env.store().await?;
-        let queue = env.queue().await?;
-        let secrets = env.secrets().await?;
-        let forge: Arc<dyn Forge> = Arc::new(env.forge()?);
-        let probes = vec![
-            gcp_probes::store(&store),
-            gcp_probes::queue(&queue),
-            gcp_probes::secrets(&secrets),
-        ];
-        let state = Self {
-            store: Arc::new(store),
-            queue: Arc::new(queue),
-            secrets: Arc::new(secrets),
-            builder: Arc::new(env.builder(Some(forge.clone())).await?),
-            platform: Arc::new(env.platform().await?),
-            forge,
-            identity: Arc::new(env.iap()?),
-            policy: env.policy()?,
-            webhook_url: env.webhook_url()?,
-            webhook_secret: env.webhook_secret()?,
-        };
-        Ok((state, probes))
+impl State {
+    pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
+        Ok(Self {
+            store: adapters.store()?,
+            queue: adapters.queue()?,
+            secrets: adapters.secrets()?,
+            forge: adapters.forge()?,
+            builder: adapters.builder()?,
+            platform: adapters.platform()?,
+            identity: adapters.users()?,
+            policy: adapters.policy()?,
+            webhook_url: adapters.webhook_url()?,
+            webhook_secret: adapters.webhook_secret()?,
+        })
     }
 }
 
@@ -389,7 +362,7 @@ async fn undo_new_app(state: &State, app: &AppName, repo: &RepoUrl) {
 }
 
 /// 202: the release is queued; its progress is at the status URL.
-fn accepted(release: &Release) -> runway_shared::http::Response {
+fn accepted(release: &Release) -> runway_http::Response {
     json(
         StatusCode::ACCEPTED,
         &json!({

@@ -11,20 +11,20 @@
 
 use std::sync::Arc;
 
-use runway_shared::function::{Probe, gcp_probes};
-use runway_shared::gcp::{GcpEnv, Need};
+use runway_core::adapters::{Adapters, Need, Unwired};
 
 use http::{Method, StatusCode};
-use runway_shared::domain::{Release, ReleaseState, ReleaseUpdate};
-use runway_shared::http::{
-    ApiResult, Params, Request, Response, Router, authenticate, json, parse_json, read_body,
-};
-use runway_shared::ports::{
+use runway_core::domain::{Release, ReleaseState, ReleaseUpdate};
+use runway_core::messages::{BuildNotification, DeployRequest};
+use runway_core::ports::{
     BuildError, BuildRequest, DeploySpec, Forge, ForgeError, Identity, ImageBuilder, Platform,
     PlatformError, SecretStore, Store, StoreError,
 };
-use runway_shared::pubsub::{BuildNotification, DeployRequest, PushEnvelope};
-use runway_shared::releases::audit;
+use runway_core::releases::audit;
+use runway_http::push::PushEnvelope;
+use runway_http::{
+    ApiResult, Params, Request, Response, Router, authenticate, json, parse_json, read_body,
+};
 use serde_json::json;
 
 const BODY_LIMIT: usize = 10 * 1024 * 1024;
@@ -42,45 +42,27 @@ pub struct State {
     pub pusher: Arc<dyn Identity>,
 }
 
-impl State {
-    pub fn embedded(e: &runway_shared::local::Embedded) -> Self {
-        Self {
-            store: e.store.clone(),
-            forge: e.forge.clone(),
-            builder: e.builder.clone(),
-            platform: Arc::new(e.platform.clone()),
-            secrets: e.secrets.clone(),
-            pusher: Arc::new(e.push_token.clone()),
-        }
-    }
+/// Firestore, GitHub, Cloud Build, Cloud Run and Secret Manager on Google Cloud; callers are
+/// Pub/Sub push subscriptions with the invoker service account's OIDC token.
+pub const NEEDS: &[Need] = &[
+    Need::Store,
+    Need::Secrets,
+    Need::Forge,
+    Need::Builder,
+    Need::Platform,
+    Need::Pushers,
+];
 
-    /// On Google Cloud: Firestore, GitHub, Cloud Build, Cloud Run and Secret Manager; callers
-    /// are Pub/Sub push subscriptions with the invoker service account's OIDC token.
-    pub async fn cloud(env: &GcpEnv) -> anyhow::Result<(Self, Vec<Probe>)> {
-        env.check(
-            "worker",
-            &[
-                Need::Store,
-                Need::Secrets,
-                Need::Forge,
-                Need::Builder,
-                Need::Platform,
-                Need::Oidc,
-            ],
-        )?;
-        let store = env.store().await?;
-        let secrets = env.secrets().await?;
-        let forge: Arc<dyn Forge> = Arc::new(env.forge()?);
-        let probes = vec![gcp_probes::store(&store), gcp_probes::secrets(&secrets)];
-        let state = Self {
-            store: Arc::new(store),
-            builder: Arc::new(env.builder(Some(forge.clone())).await?),
-            platform: Arc::new(env.platform().await?),
-            secrets: Arc::new(secrets),
-            forge,
-            pusher: Arc::new(env.oidc()?),
-        };
-        Ok((state, probes))
+impl State {
+    pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
+        Ok(Self {
+            store: adapters.store()?,
+            forge: adapters.forge()?,
+            builder: adapters.builder()?,
+            platform: adapters.platform()?,
+            secrets: adapters.secrets()?,
+            pusher: adapters.pushers()?,
+        })
     }
 }
 

@@ -4,12 +4,13 @@
 use std::path::Path;
 use std::process::Command;
 
-use runway_shared::domain::{
+use runway_core::domain::{
     AppName, Branch, Deployment, MainFile, NewRelease, ReleaseState, RepoUrl, Resources, Trigger,
 };
-use runway_shared::local::{Embedded, EmbeddedConfig};
-use runway_shared::ports::{Forge, Store};
-use runway_shared::pubsub::{DeployRequest, PushEnvelope, PushMessage};
+use runway_core::messages::DeployRequest;
+use runway_core::ports::{Forge, Store};
+use runway_embedded::{Embedded, EmbeddedConfig};
+use runway_http::push::{PushEnvelope, PushMessage};
 
 fn git(dir: &Path, args: &[&str]) {
     let status = Command::new("git")
@@ -93,13 +94,13 @@ async fn a_redelivered_deploy_request_never_builds_twice() {
         .await
         .unwrap();
 
-    let router = runway_worker::router(runway_worker::State::embedded(&embedded));
+    let router = runway_worker::router(runway_worker::State::new(&embedded.adapters()).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "http://{}/pubsub/deploy-requests",
         listener.local_addr().unwrap()
     );
-    tokio::spawn(runway_shared::http::serve_router(
+    tokio::spawn(runway_http::serve_router(
         router,
         listener,
         std::future::pending(),

@@ -1,0 +1,128 @@
+//! The adapters a function runs on, as one value: the wiring crate fills it from the
+//! environment (every port on the embedded backend; on Google Cloud only what the function
+//! `Need`s, so each function needs only its own variables), and each function's
+//! `State::new(&Adapters)` takes what it uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::config::Policy;
+use crate::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
+
+/// A port or setting a function needs. On Google Cloud, the wiring reads the variables of all
+/// of a function's needs before any client connects, so one start names every missing one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    Store,
+    Queue,
+    Secrets,
+    Forge,
+    Builder,
+    Platform,
+    /// Who the people calling are (IAP on Google Cloud, the local user on a laptop).
+    Users,
+    /// Who may push to the function (Pub/Sub push and Cloud Scheduler's OIDC tokens on Google
+    /// Cloud, the local queue's token on a laptop).
+    Pushers,
+    /// Which regions, and whether local repositories may be deployed.
+    Policy,
+    /// How long work may sit before cleanup acts on it.
+    Timeouts,
+    WebhookUrl,
+    WebhookSecret,
+}
+
+/// A function asked for something its wiring did not provide: a mismatch between the
+/// function's `NEEDS` and its `State::new`, found when the function starts.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not wired: add it to the function's NEEDS")]
+pub struct Unwired(pub &'static str);
+
+/// How long work may sit before cleanup acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long a release may sit queued or building before cleanup publishes it again or
+    /// polls its build.
+    pub stale_after: Duration,
+    /// How long a deploy may run before cleanup calls it interrupted: longer than the
+    /// platform's own wait for a new revision.
+    pub deploy: Duration,
+}
+
+/// Every port as a trait object, each present only when wired.
+#[derive(Clone, Default)]
+pub struct Adapters {
+    pub store: Option<Arc<dyn Store>>,
+    pub queue: Option<Arc<dyn Queue>>,
+    pub secrets: Option<Arc<dyn SecretStore>>,
+    pub forge: Option<Arc<dyn Forge>>,
+    pub builder: Option<Arc<dyn ImageBuilder>>,
+    pub platform: Option<Arc<dyn Platform>>,
+    pub users: Option<Arc<dyn Identity>>,
+    pub pushers: Option<Arc<dyn Identity>>,
+    pub policy: Option<Policy>,
+    /// Where GitHub (or the local hook) delivers push events: `…/github/webhook`.
+    pub webhook_url: Option<String>,
+    /// The key each app's webhook secret is derived from.
+    pub webhook_secret: Option<SecretString>,
+    pub timeouts: Option<Timeouts>,
+}
+
+fn wired<T: Clone>(slot: &Option<T>, name: &'static str) -> Result<T, Unwired> {
+    slot.clone().ok_or(Unwired(name))
+}
+
+impl Adapters {
+    pub fn store(&self) -> Result<Arc<dyn Store>, Unwired> {
+        wired(&self.store, "the store")
+    }
+    pub fn queue(&self) -> Result<Arc<dyn Queue>, Unwired> {
+        wired(&self.queue, "the queue")
+    }
+    pub fn secrets(&self) -> Result<Arc<dyn SecretStore>, Unwired> {
+        wired(&self.secrets, "the secret store")
+    }
+    pub fn forge(&self) -> Result<Arc<dyn Forge>, Unwired> {
+        wired(&self.forge, "the forge")
+    }
+    pub fn builder(&self) -> Result<Arc<dyn ImageBuilder>, Unwired> {
+        wired(&self.builder, "the image builder")
+    }
+    pub fn platform(&self) -> Result<Arc<dyn Platform>, Unwired> {
+        wired(&self.platform, "the platform")
+    }
+    pub fn users(&self) -> Result<Arc<dyn Identity>, Unwired> {
+        wired(&self.users, "the users' identity")
+    }
+    pub fn pushers(&self) -> Result<Arc<dyn Identity>, Unwired> {
+        wired(&self.pushers, "the pushers' identity")
+    }
+    pub fn policy(&self) -> Result<Policy, Unwired> {
+        wired(&self.policy, "the policy")
+    }
+    pub fn webhook_url(&self) -> Result<String, Unwired> {
+        wired(&self.webhook_url, "the webhook URL")
+    }
+    pub fn webhook_secret(&self) -> Result<SecretString, Unwired> {
+        wired(&self.webhook_secret, "the webhook secret")
+    }
+    pub fn timeouts(&self) -> Result<Timeouts, Unwired> {
+        wired(&self.timeouts, "the timeouts")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_that_was_not_wired_is_named() {
+        let error = Adapters::default().queue().err().expect("nothing is wired");
+        assert_eq!(
+            error.to_string(),
+            "the queue is not wired: add it to the function's NEEDS"
+        );
+    }
+}

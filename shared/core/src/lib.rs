@@ -1,0 +1,15 @@
+//! Runway's core: the domain (values parsed once at the edge, records, the release state
+//! machine), the ports every adapter implements, the use cases the functions share, and the
+//! set of adapters a function is handed. No adapter, no server, no network: every other crate
+//! depends on this one, and this one on none of them.
+
+pub mod adapters;
+pub mod config;
+pub mod domain;
+pub mod install;
+pub mod messages;
+pub mod ports;
+pub mod releases;
+pub mod text;
+
+pub use adapters::{Adapters, Need, Timeouts, Unwired};

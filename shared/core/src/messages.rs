@@ -1,0 +1,143 @@
+//! The messages Runway publishes: deploy requests, and build notifications in the shape of
+//! Cloud Build's `cloud-builds` topic (which the local builder publishes too).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ports::OutboundMessage;
+
+/// The body of a message on `Topic::DeployRequests`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub release_id: String,
+    pub app: String,
+}
+
+impl DeployRequest {
+    pub fn to_message(&self) -> OutboundMessage {
+        OutboundMessage {
+            data: serde_json::to_vec(self).expect("a deploy request serializes"),
+            attributes: BTreeMap::from([
+                ("app".to_owned(), self.app.clone()),
+                ("releaseId".to_owned(), self.release_id.clone()),
+            ]),
+            ordering_key: Some(self.app.clone()),
+        }
+    }
+}
+
+/// The part of Cloud Build's `Build` resource that its `cloud-builds` notifications carry and
+/// Runway reads. The local builder publishes the same shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildNotification {
+    pub id: String,
+    /// QUEUED, WORKING, SUCCESS, FAILURE, INTERNAL_ERROR, TIMEOUT, CANCELLED, EXPIRED.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<BuildResults>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_info: Option<FailureInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<String>,
+    /// Runway tags each build `release-<id>`, so a notification finds its release even if it
+    /// arrives before the build id was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BuildResults {
+    #[serde(default)]
+    pub images: Vec<BuiltImage>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BuiltImage {
+    pub name: String,
+    #[serde(default)]
+    pub digest: String,
+}
+
+impl BuiltImage {
+    /// The image by digest, `REPO/NAME@sha256:…`, as the platform should run it: Cloud Build
+    /// names the image as pushed, tag included (`REPO/NAME:COMMIT`), and a tag can move.
+    pub fn reference(&self) -> String {
+        if self.digest.is_empty() {
+            return self.name.clone();
+        }
+        let slash = self.name.rfind('/').map_or(0, |i| i + 1);
+        let repository = match self.name[slash..].find(':') {
+            Some(colon) => &self.name[..slash + colon],
+            None => &self.name,
+        };
+        format!("{repository}@{}", self.digest)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailureInfo {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl BuildNotification {
+    pub fn release_tag(release_id: &str) -> String {
+        format!("release-{release_id}")
+    }
+
+    /// The release this build was made for, from its tags.
+    pub fn release_id(&self) -> Option<&str> {
+        self.tags
+            .iter()
+            .find_map(|tag| tag.strip_prefix("release-"))
+    }
+
+    pub fn is_finished(&self) -> bool {
+        !matches!(self.status.as_str(), "QUEUED" | "WORKING" | "PENDING")
+    }
+
+    pub fn to_message(&self, app: &str) -> OutboundMessage {
+        OutboundMessage {
+            data: serde_json::to_vec(self).expect("a build notification serializes"),
+            attributes: BTreeMap::from([
+                ("buildId".to_owned(), self.id.clone()),
+                ("status".to_owned(), self.status.clone()),
+            ]),
+            ordering_key: Some(app.to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_is_referenced_by_digest_without_its_tag() {
+        let image = |name: &str, digest: &str| BuiltImage {
+            name: name.into(),
+            digest: digest.into(),
+        };
+        let repo = "europe-west1-docker.pkg.dev/p/runway-apps/demo";
+        assert_eq!(
+            image(&format!("{repo}:0a1b2c"), "sha256:ff").reference(),
+            format!("{repo}@sha256:ff")
+        );
+        assert_eq!(
+            image(repo, "sha256:ff").reference(),
+            format!("{repo}@sha256:ff")
+        );
+        // A registry's port is not a tag.
+        assert_eq!(
+            image("localhost:5000/demo:v1", "sha256:ff").reference(),
+            "localhost:5000/demo@sha256:ff"
+        );
+        assert_eq!(image("/builds/42", "").reference(), "/builds/42");
+    }
+}

@@ -1,0 +1,59 @@
+use async_trait::async_trait;
+
+use crate::domain::{AppName, CommitSha, MainFile, RepoUrl};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("builder unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+#[derive(Clone, Debug)]
+pub struct BuildRequest {
+    pub app: AppName,
+    pub release_id: String,
+    pub repo: RepoUrl,
+    pub commit: CommitSha,
+    pub main_file: MainFile,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartedBuild {
+    pub build_id: String,
+    pub log_url: String,
+}
+
+/// A build's state, as Cloud Build names them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildStatus {
+    Running,
+    Succeeded {
+        image: String,
+    },
+    Failed {
+        status: String,
+        detail: String,
+    },
+    /// The builder has no record of it (e.g. it was interrupted by a restart).
+    Lost,
+}
+
+/// Turns a commit into something the platform can run. `start` returns at once; the build's end
+/// is announced on `Topic::BuildEvents` (with `status` as the poll fallback).
+#[async_trait]
+pub trait ImageBuilder: Send + Sync {
+    async fn start(&self, request: BuildRequest) -> Result<StartedBuild, BuildError>;
+    async fn status(&self, build_id: &str) -> Result<BuildStatus, BuildError>;
+    /// The whole build log.
+    async fn log(&self, build_id: &str) -> Result<String, BuildError>;
+    /// The last `lines` lines of the build log, for a failed release's message.
+    async fn log_tail(&self, build_id: &str, lines: usize) -> Result<String, BuildError> {
+        Ok(crate::text::tail(&self.log(build_id).await?, lines))
+    }
+    /// Removes every image and log of the app.
+    async fn delete_app(&self, app: &AppName) -> Result<(), BuildError>;
+}

@@ -1,0 +1,201 @@
+//! Opens every embedded adapter on one data dir: what `runway` runs on, and what a function
+//! binary runs on with `RUNWAY_BACKEND=embedded`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::SecretString;
+
+use super::process_platform::ProcessPlatformConfig;
+use super::proxy::Routes;
+use super::{
+    FileSecretStore, GitForge, LocalIdentity, ProcessPlatform, PushToken, SqliteQueue, SqliteStore,
+    UvBuilder, UvBuilderConfig, write_private,
+};
+use runway_core::adapters::{Adapters, Timeouts};
+use runway_core::config::{self, ConfigError, Policy};
+
+/// Configuration of the embedded mode, from the environment.
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    /// `RUNWAY_DATA_DIR`: database, builds, app logs, secrets (default `./.runway`).
+    pub data_dir: PathBuf,
+    /// `RUNWAY_LISTEN`: where `runway` listens (default `127.0.0.1:8080`; port 0 picks one).
+    pub listen: SocketAddr,
+    /// `RUNWAY_USER`: the local user, an admin (default `$USER@localhost`).
+    pub user: String,
+    /// `RUNWAY_UV`: the uv executable (default `uv` on the PATH).
+    pub uv: PathBuf,
+    /// `RUNWAY_PYTHON`: the interpreter apps get (default `python3`).
+    pub python: String,
+    /// `RUNWAY_UV_CACHE_DIR`: uv's cache, shared by builds (default `<data>/uv-cache`).
+    pub uv_cache_dir: PathBuf,
+    /// `RUNWAY_REGIONS`: regions the form offers (default `local`).
+    pub regions: Vec<String>,
+    /// `RUNWAY_HEALTH_TIMEOUT_SECS` (default 90).
+    pub health_timeout: Duration,
+    /// `RUNWAY_BUILD_TIMEOUT_SECS` (default 900).
+    pub build_timeout: Duration,
+    /// `RUNWAY_CLEANUP_INTERVAL_SECS`: how often `runway` runs cleanup (default 60).
+    pub cleanup_interval: Duration,
+    /// `RUNWAY_STALE_SECS`: how long a release may sit queued, building or deploying before
+    /// cleanup acts on it (default 120).
+    pub stale_after: Duration,
+}
+
+impl EmbeddedConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let data_dir = PathBuf::from(config::var_or("RUNWAY_DATA_DIR", ".runway"));
+        let user = std::env::var("USER").unwrap_or_else(|_| "local".into());
+        Ok(Self {
+            listen: config::parse_or("RUNWAY_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            user: config::var_or("RUNWAY_USER", &format!("{user}@localhost")),
+            uv: PathBuf::from(config::var_or("RUNWAY_UV", "uv")),
+            python: config::var_or("RUNWAY_PYTHON", "python3"),
+            uv_cache_dir: PathBuf::from(config::var_or(
+                "RUNWAY_UV_CACHE_DIR",
+                &data_dir.join("uv-cache").display().to_string(),
+            )),
+            regions: config::list_or("RUNWAY_REGIONS", "local"),
+            health_timeout: Duration::from_secs(config::parse_or(
+                "RUNWAY_HEALTH_TIMEOUT_SECS",
+                90,
+            )?),
+            build_timeout: Duration::from_secs(config::parse_or("RUNWAY_BUILD_TIMEOUT_SECS", 900)?),
+            cleanup_interval: Duration::from_secs(config::parse_or(
+                "RUNWAY_CLEANUP_INTERVAL_SECS",
+                60,
+            )?),
+            stale_after: Duration::from_secs(config::parse_or("RUNWAY_STALE_SECS", 120)?),
+            data_dir,
+        })
+    }
+}
+
+/// Every embedded adapter, opened on one data dir.
+#[derive(Clone)]
+pub struct Embedded {
+    pub config: EmbeddedConfig,
+    /// `http://127.0.0.1:PORT`, where the API, the ingress and the build logs are.
+    pub public_url: String,
+    pub store: Arc<SqliteStore>,
+    pub queue: SqliteQueue,
+    pub forge: Arc<GitForge>,
+    pub builder: Arc<UvBuilder>,
+    pub platform: ProcessPlatform,
+    pub routes: Routes,
+    pub secrets: Arc<FileSecretStore>,
+    pub identity: Arc<LocalIdentity>,
+    /// Guards the worker and cleanup endpoints (Pub/Sub's and Scheduler's OIDC, locally).
+    pub push_token: PushToken,
+    pub webhook_secret: SecretString,
+    pub policy: Policy,
+}
+
+impl Embedded {
+    /// Opens the adapters for a server listening on `public_port`.
+    pub fn open(config: EmbeddedConfig, public_port: u16) -> anyhow::Result<Self> {
+        let data = &config.data_dir;
+        std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+        let data = data.canonicalize()?;
+        let public_url = format!("http://127.0.0.1:{public_port}");
+        let database = data.join("runway.db");
+        let store = Arc::new(SqliteStore::open(&database)?);
+        let queue = SqliteQueue::open(&database)?;
+        let runway_bin = std::env::current_exe().context("locating the runway executable")?;
+        let forge = Arc::new(GitForge::new(runway_bin));
+        let builder = Arc::new(UvBuilder::new(
+            UvBuilderConfig {
+                dir: data.join("builds"),
+                uv: config.uv.clone(),
+                python: config.python.clone(),
+                uv_cache_dir: config.uv_cache_dir.clone(),
+                public_url: public_url.clone(),
+                timeout: config.build_timeout,
+            },
+            forge.clone(),
+            Arc::new(queue.clone()),
+        ));
+        let routes = Routes::default();
+        let platform = ProcessPlatform::new(
+            ProcessPlatformConfig {
+                dir: data.join("apps"),
+                public_port,
+                health_timeout: config.health_timeout,
+                drain: Duration::from_secs(5),
+            },
+            routes.clone(),
+        )?;
+        let secrets = Arc::new(FileSecretStore::new(data.join("secrets"))?);
+        let webhook_secret = webhook_secret(&data.join("webhook-secret"))?;
+        let policy = Policy {
+            default_region: config
+                .regions
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "local".into()),
+            allowed_regions: config.regions.clone(),
+            allow_local_repos: true,
+        };
+        Ok(Self {
+            identity: Arc::new(LocalIdentity {
+                email: config.user.clone(),
+            }),
+            push_token: PushToken::random("runway-queue@localhost"),
+            config,
+            public_url,
+            store,
+            queue,
+            forge,
+            builder,
+            platform,
+            routes,
+            secrets,
+            webhook_secret,
+            policy,
+        })
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("{}/github/webhook", self.public_url)
+    }
+
+    /// Every port, wired: what each function's `State::new` takes.
+    pub fn adapters(&self) -> Adapters {
+        Adapters {
+            store: Some(self.store.clone()),
+            queue: Some(Arc::new(self.queue.clone())),
+            secrets: Some(self.secrets.clone()),
+            forge: Some(self.forge.clone()),
+            builder: Some(self.builder.clone()),
+            platform: Some(Arc::new(self.platform.clone())),
+            users: Some(self.identity.clone()),
+            pushers: Some(Arc::new(self.push_token.clone())),
+            policy: Some(self.policy.clone()),
+            webhook_url: Some(self.webhook_url()),
+            webhook_secret: Some(self.webhook_secret.clone()),
+            // Locally a deploy is a process start: a stuck one is as stale as a stuck build.
+            timeouts: Some(Timeouts {
+                stale_after: self.config.stale_after,
+                deploy: self.config.stale_after,
+            }),
+        }
+    }
+}
+
+/// The install-wide webhook secret: made once, kept 0600 in the data dir.
+fn webhook_secret(path: &std::path::Path) -> anyhow::Result<SecretString> {
+    if let Ok(secret) = std::fs::read_to_string(path) {
+        return Ok(SecretString::from(secret.trim().to_owned()));
+    }
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    write_private(path, secret.as_bytes()).context("writing the webhook secret")?;
+    Ok(SecretString::from(secret))
+}

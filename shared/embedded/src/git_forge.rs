@@ -1,0 +1,454 @@
+//! `Forge` for git repositories on this machine. A "webhook" is a JSON file in the repository's
+//! git dir plus a `post-receive` hook that runs `runway post-receive`, which sends each hook a
+//! GitHub-shaped `push` event signed with `X-Hub-Signature-256`, as GitHub would.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::process::Command;
+
+use super::write_private;
+use runway_core::domain::{Branch, CommitSha, RepoUrl};
+use runway_core::ports::{Forge, ForgeError, Repository, Webhook};
+use runway_http::webhook;
+
+const HOOK_MARKER: &str = "Installed by Runway";
+const HOOKS_DIR: &str = "runway-webhooks";
+const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+
+#[derive(Clone, Debug)]
+pub struct GitForge {
+    /// The `runway` executable the `post-receive` hook runs.
+    runway_bin: PathBuf,
+}
+
+/// A hook as stored in the repository, like GitHub keeps a hook's config.
+#[derive(Serialize, Deserialize)]
+struct HookFile {
+    id: String,
+    url: String,
+    secret: String,
+    events: Vec<String>,
+    /// Absent in hook files written before it was recorded.
+    #[serde(default)]
+    created_at: Option<runway_core::domain::Timestamp>,
+}
+
+impl GitForge {
+    pub fn new(runway_bin: PathBuf) -> Self {
+        Self { runway_bin }
+    }
+}
+
+async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, ForgeError> {
+    let mut command = Command::new("git");
+    if let Some(dir) = dir {
+        command.arg("-C").arg(dir);
+    }
+    let output = command
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running git")?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(ForgeError::Other(anyhow::anyhow!(
+            "git {} failed: {}",
+            args.first().unwrap_or(&""),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+fn local_path(repo: &RepoUrl) -> Result<&Path, ForgeError> {
+    match repo {
+        RepoUrl::Local { path } => Ok(path),
+        RepoUrl::GitHub { .. } => Err(ForgeError::Rejected(
+            "this Runway runs with the local git forge, which serves local repositories only \
+             (a file:// URL or an absolute path); GitHub repositories need the GitHub forge"
+                .into(),
+        )),
+    }
+}
+
+/// The repository's absolute git dir, or `NotFound` naming the path.
+async fn git_dir(repo: &RepoUrl) -> Result<PathBuf, ForgeError> {
+    let path = local_path(repo)?;
+    match git(Some(path), &["rev-parse", "--absolute-git-dir"]).await {
+        Ok(dir) => Ok(PathBuf::from(dir.trim())),
+        Err(_) => Err(ForgeError::NotFound(format!(
+            "no git repository at {}",
+            path.display()
+        ))),
+    }
+}
+
+/// A stable numeric id, like GitHub's: derived from the git dir, kept under 2^53 so it survives
+/// a round trip through JSON numbers in any language.
+fn repo_id(git_dir: &Path) -> u64 {
+    let digest = Sha256::digest(git_dir.as_os_str().as_encoded_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) >> 11
+}
+
+fn file_url(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+/// Where git looks for the repository's post-receive hook (honours `core.hooksPath`).
+async fn post_receive_path(git_dir: &Path) -> Result<PathBuf, ForgeError> {
+    let hooks = git(
+        Some(git_dir),
+        &["rev-parse", "--path-format=absolute", "--git-path", "hooks"],
+    )
+    .await?;
+    Ok(PathBuf::from(hooks.trim()).join("post-receive"))
+}
+
+fn hooks_dir(git_dir: &Path) -> PathBuf {
+    git_dir.join(HOOKS_DIR)
+}
+
+fn read_hooks(git_dir: &Path) -> anyhow::Result<Vec<HookFile>> {
+    let dir = hooks_dir(git_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut hooks = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "json") {
+            let text = std::fs::read_to_string(&path)?;
+            hooks.push(serde_json::from_str(&text).with_context(|| path.display().to_string())?);
+        }
+    }
+    hooks.sort_by(|a: &HookFile, b| a.id.cmp(&b.id));
+    Ok(hooks)
+}
+
+/// `'…'` for sh, so any path is safe in the hook script.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[async_trait]
+impl Forge for GitForge {
+    async fn repository(&self, repo: &RepoUrl) -> Result<Repository, ForgeError> {
+        let git_dir = git_dir(repo).await?;
+        let head = git(
+            None,
+            &["ls-remote", "--symref", &file_url(&git_dir), "HEAD"],
+        )
+        .await?;
+        let default_branch = head
+            .lines()
+            .find_map(|line| line.strip_prefix("ref: refs/heads/"))
+            .and_then(|rest| rest.split('\t').next())
+            .ok_or_else(|| {
+                ForgeError::NotFound(format!(
+                    "{} has no default branch (HEAD)",
+                    git_dir.display()
+                ))
+            })?;
+        let default_branch = Branch::parse(default_branch)
+            .map_err(|e| ForgeError::Other(anyhow::anyhow!("default branch: {e}")))?;
+        Ok(Repository {
+            id: repo_id(&git_dir),
+            full_name: git_dir.display().to_string(),
+            default_branch,
+        })
+    }
+
+    async fn resolve_commit(
+        &self,
+        repo: &RepoUrl,
+        branch: &Branch,
+    ) -> Result<CommitSha, ForgeError> {
+        let git_dir = git_dir(repo).await?;
+        let reference = format!("refs/heads/{branch}");
+        let listing = git(None, &["ls-remote", &file_url(&git_dir), &reference]).await?;
+        let sha = listing
+            .lines()
+            .find(|line| line.ends_with(&format!("\t{reference}")))
+            .and_then(|line| line.split('\t').next())
+            .ok_or_else(|| {
+                ForgeError::NotFound(format!(
+                    "branch '{branch}' does not exist in {}",
+                    git_dir.display()
+                ))
+            })?;
+        CommitSha::parse(sha).map_err(|e| ForgeError::Other(anyhow::anyhow!("{e}")))
+    }
+
+    async fn checkout(
+        &self,
+        repo: &RepoUrl,
+        commit: &CommitSha,
+        dest: &Path,
+    ) -> Result<(), ForgeError> {
+        let git_dir = git_dir(repo).await?;
+        std::fs::create_dir_all(dest).context("creating the checkout folder")?;
+        git(Some(dest), &["init", "-q"]).await?;
+        git(
+            Some(dest),
+            &[
+                "fetch",
+                "-q",
+                "--depth",
+                "1",
+                &file_url(&git_dir),
+                commit.as_str(),
+            ],
+        )
+        .await
+        .map_err(|_| {
+            ForgeError::NotFound(format!(
+                "commit {} is not in the repository",
+                commit.short()
+            ))
+        })?;
+        git(Some(dest), &["checkout", "-q", "FETCH_HEAD"]).await?;
+        // Like a source tarball: the tree only.
+        std::fs::remove_dir_all(dest.join(".git")).context("removing .git from the checkout")?;
+        Ok(())
+    }
+
+    async fn ensure_webhook(
+        &self,
+        repo: &RepoUrl,
+        url: &str,
+        secret: &SecretString,
+    ) -> Result<String, ForgeError> {
+        let git_dir = git_dir(repo).await?;
+        let script_path = post_receive_path(&git_dir).await?;
+        if let Ok(existing) = std::fs::read_to_string(&script_path)
+            && !existing.contains(HOOK_MARKER)
+        {
+            return Err(ForgeError::Rejected(format!(
+                "{} already has a post-receive hook of its own; Runway will not replace it",
+                git_dir.display()
+            )));
+        }
+        // A hook to the same URL keeps its id and takes the new secret, as GitHub's PATCH does.
+        let existing = read_hooks(&git_dir)?
+            .into_iter()
+            .find(|hook| hook.url == url);
+        let (id, created_at) = match existing {
+            Some(hook) => (hook.id, hook.created_at),
+            None => (
+                uuid::Uuid::new_v4().simple().to_string(),
+                Some(chrono::Utc::now()),
+            ),
+        };
+        let hook = HookFile {
+            id,
+            url: url.to_owned(),
+            secret: secret.expose_secret().to_owned(),
+            events: vec!["push".into()],
+            created_at,
+        };
+        let dir = hooks_dir(&git_dir);
+        std::fs::create_dir_all(&dir).context("creating the webhooks folder")?;
+        write_private(
+            &dir.join(format!("{}.json", hook.id)),
+            &serde_json::to_vec_pretty(&hook).context("hook file")?,
+        )
+        .context("writing the hook file")?;
+        let script = format!(
+            "#!/bin/sh\n# {HOOK_MARKER}: sends a signed GitHub-style push event to each webhook \
+             in {HOOKS_DIR}/.\nexec {} post-receive\n",
+            shell_quote(&self.runway_bin.display().to_string())
+        );
+        if let Some(hooks) = script_path.parent() {
+            std::fs::create_dir_all(hooks).context("creating the hooks folder")?;
+        }
+        std::fs::write(&script_path, script).context("writing post-receive")?;
+        std::fs::set_permissions(
+            &script_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .context("making post-receive executable")?;
+        Ok(hook.id)
+    }
+
+    async fn delete_webhook(&self, repo: &RepoUrl, hook_id: &str) -> Result<(), ForgeError> {
+        let git_dir = git_dir(repo).await?;
+        if hook_id.is_empty() || !hook_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(ForgeError::NotFound(format!("no webhook {hook_id:?}")));
+        }
+        let dir = hooks_dir(&git_dir);
+        match std::fs::remove_file(dir.join(format!("{hook_id}.json"))) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ForgeError::Other(error.into()));
+            }
+            _ => {}
+        }
+        if read_hooks(&git_dir)?.is_empty() {
+            let script_path = post_receive_path(&git_dir).await?;
+            if std::fs::read_to_string(&script_path).is_ok_and(|s| s.contains(HOOK_MARKER)) {
+                std::fs::remove_file(&script_path).context("removing post-receive")?;
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+        Ok(())
+    }
+
+    async fn webhooks(&self, repo: &RepoUrl) -> Result<Vec<Webhook>, ForgeError> {
+        let git_dir = git_dir(repo).await?;
+        Ok(read_hooks(&git_dir)?
+            .into_iter()
+            .map(|hook| Webhook {
+                id: hook.id,
+                url: hook.url,
+                created_at: hook.created_at,
+            })
+            .collect())
+    }
+}
+
+/// The body of `runway post-receive`: for each `old new ref` line git gives the hook, sends every
+/// webhook of the repository a signed push event. Reports each delivery on stderr, which git
+/// shows the pusher; a failed delivery never fails the push (it cannot: the refs are updated).
+pub async fn deliver_post_receive(git_dir: &Path, updates: &str) -> anyhow::Result<()> {
+    let hooks = read_hooks(git_dir)?;
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let pusher = git(Some(git_dir), &["config", "user.name"])
+        .await
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "local".into());
+    for line in updates.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(before), Some(after), Some(git_ref)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let payload = push_payload(git_dir, before, after, git_ref, &pusher).await?;
+        let body = serde_json::to_vec(&payload)?;
+        for hook in &hooks {
+            let delivery = uuid::Uuid::new_v4().to_string();
+            let result = client
+                .post(&hook.url)
+                .header("content-type", "application/json")
+                .header("user-agent", "Runway-Hookshot/local")
+                .header("x-github-event", "push")
+                .header("x-github-delivery", &delivery)
+                .header("x-github-hook-id", &hook.id)
+                .header(
+                    "x-hub-signature-256",
+                    webhook::sign(hook.secret.as_bytes(), &body),
+                )
+                .body(body.clone())
+                .send()
+                .await;
+            match result {
+                Ok(response) => eprintln!(
+                    "runway: push of {git_ref} delivered to {} ({})",
+                    hook.url,
+                    response.status()
+                ),
+                Err(error) => eprintln!("runway: could not deliver the push of {git_ref}: {error}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn push_payload(
+    git_dir: &Path,
+    before: &str,
+    after: &str,
+    git_ref: &str,
+    pusher: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let deleted = after == ZERO_SHA;
+    let head_commit = if deleted {
+        serde_json::Value::Null
+    } else {
+        commit_json(git_dir, after).await?
+    };
+    let range = if before == ZERO_SHA {
+        after.to_owned()
+    } else {
+        format!("{before}..{after}")
+    };
+    let mut commits = Vec::new();
+    if !deleted {
+        let listing = git(
+            Some(git_dir),
+            &["rev-list", "--max-count=20", "--reverse", &range],
+        )
+        .await
+        .unwrap_or_default();
+        for sha in listing.lines() {
+            commits.push(commit_json(git_dir, sha).await?);
+        }
+    }
+    let default_branch = git(Some(git_dir), &["symbolic-ref", "--short", "HEAD"])
+        .await
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let name = git_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".git").to_owned())
+        .unwrap_or_default();
+    Ok(json!({
+        "ref": git_ref,
+        "before": before,
+        "after": after,
+        "created": before == ZERO_SHA,
+        "deleted": deleted,
+        "forced": false,
+        "base_ref": null,
+        "compare": "",
+        "commits": commits,
+        "head_commit": head_commit,
+        "repository": {
+            "id": repo_id(git_dir),
+            "name": name,
+            "full_name": git_dir.display().to_string(),
+            "private": true,
+            "clone_url": file_url(git_dir),
+            "default_branch": default_branch,
+        },
+        "pusher": { "name": pusher, "email": null },
+        "sender": { "login": pusher },
+    }))
+}
+
+async fn commit_json(git_dir: &Path, sha: &str) -> anyhow::Result<serde_json::Value> {
+    let text = git(
+        Some(git_dir),
+        &["show", "-s", "--format=%H%x00%B%x00%an%x00%ae%x00%cI", sha],
+    )
+    .await?;
+    let mut parts = text.splitn(5, '\0');
+    let mut next = || parts.next().unwrap_or_default().trim().to_owned();
+    let (id, message, author, email, timestamp) = (next(), next(), next(), next(), next());
+    Ok(json!({
+        "id": id,
+        "tree_id": null,
+        "message": message,
+        "timestamp": timestamp,
+        "author": { "name": author, "email": email },
+        "committer": { "name": author, "email": email },
+    }))
+}

@@ -1,0 +1,41 @@
+//! The embedded adapters: everything Runway needs, on one machine with no cloud. They are real:
+//! the queue survives restarts, the builder installs the app's requirements, the platform
+//! serves the app.
+
+mod embedded;
+mod file_secret_store;
+mod git_forge;
+mod local_identity;
+pub mod process_platform;
+pub mod proxy;
+pub mod sqlite_queue;
+pub mod sqlite_store;
+mod uv_builder;
+
+pub use embedded::{Embedded, EmbeddedConfig};
+pub use file_secret_store::FileSecretStore;
+pub use git_forge::{GitForge, deliver_post_receive};
+pub use local_identity::{LocalIdentity, PushToken};
+pub use process_platform::ProcessPlatform;
+pub use sqlite_queue::{PushSubscription, RetryPolicy, SqliteQueue};
+pub use sqlite_store::SqliteStore;
+pub use uv_builder::{UvBuilder, UvBuilderConfig};
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Writes `contents` to `path` with mode 0600 from the first byte (never briefly world-readable),
+/// replacing any previous file atomically.
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,365 @@
+//! `Platform` as supervised `streamlit run` processes behind the proxy. A new release's process
+//! must answer `/_stcore/health` before traffic moves to it; the old one is then drained and
+//! stopped. A process that dies unexpectedly is started again.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::{Mutex, oneshot};
+
+use super::proxy::{Backend, Routes};
+use runway_core::domain::AppName;
+use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError};
+use runway_core::text::tail;
+
+#[derive(Clone, Debug)]
+pub struct ProcessPlatformConfig {
+    /// Per-app process logs and pid files go in `<dir>/<app>/`.
+    pub dir: PathBuf,
+    /// The port `runway` listens on: apps are at `http://APP.localhost:PORT/`.
+    pub public_port: u16,
+    pub health_timeout: Duration,
+    /// How long an old process keeps serving requests already sent to it.
+    pub drain: Duration,
+}
+
+#[derive(Clone)]
+pub struct ProcessPlatform {
+    config: Arc<ProcessPlatformConfig>,
+    routes: Routes,
+    /// The app's supervised process; the mutex also serializes deploys of one app.
+    apps: Arc<Mutex<HashMap<String, Slot>>>,
+    http: reqwest::Client,
+}
+
+type Slot = Arc<Mutex<Option<Supervised>>>;
+
+/// A running revision and the handle that stops its supervisor.
+struct Supervised {
+    revision: String,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+/// What it takes to start (and restart) one revision.
+#[derive(Clone)]
+struct Launch {
+    app: String,
+    revision: String,
+    image: PathBuf,
+    main_file: String,
+    secrets: Option<String>,
+    log: PathBuf,
+    pid_file: PathBuf,
+}
+
+struct Started {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ProcessPlatform {
+    /// Creates the platform, first stopping processes a previous `runway` left behind (its pid
+    /// files say which) so that no app runs unsupervised.
+    pub fn new(config: ProcessPlatformConfig, routes: Routes) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.dir)?;
+        reap_orphans(&config.dir);
+        Ok(Self {
+            config: Arc::new(config),
+            routes,
+            apps: Arc::default(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()?,
+        })
+    }
+
+    pub fn url(&self, app: &str) -> String {
+        format!("http://{app}.localhost:{}/", self.config.public_port)
+    }
+
+    /// Stops every app; `runway` calls it on shutdown.
+    pub async fn shutdown(&self) {
+        let apps: Vec<_> = self.apps.lock().await.drain().collect();
+        for (app, slot) in apps {
+            if let Some(running) = slot.lock().await.take() {
+                self.routes.remove(&app);
+                stop(running).await;
+            }
+        }
+    }
+
+    async fn slot(&self, app: &str) -> Slot {
+        self.apps
+            .lock()
+            .await
+            .entry(app.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    async fn start(&self, launch: &Launch) -> Result<Started, PlatformError> {
+        let port = free_port().context("finding a free port")?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&launch.log)
+            .with_context(|| format!("opening {}", launch.log.display()))?;
+        // The venv's script, not `python -m streamlit`: that would put the checkout first on
+        // sys.path, and a `streamlit.py` in the repo would shadow Streamlit itself.
+        let mut command = Command::new(launch.image.join("venv/bin/streamlit"));
+        command
+            .args(["run", &launch.main_file])
+            .arg(format!("--server.port={port}"))
+            .arg("--server.address=127.0.0.1")
+            .arg("--server.headless=true")
+            .arg("--server.fileWatcherType=none")
+            .arg("--browser.gatherUsageStats=false");
+        if let Some(secrets) = &launch.secrets {
+            command.arg(format!("--secrets.files={secrets}"));
+        }
+        let child = command
+            .current_dir(launch.image.join("src"))
+            .env_remove("VIRTUAL_ENV")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("log file")?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting streamlit for {}", launch.app))?;
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(&launch.pid_file, pid.to_string());
+        }
+        Ok(Started { child, addr })
+    }
+
+    /// Waits until the process answers `ok` on `/_stcore/health`; stops it if it never does.
+    async fn wait_healthy(
+        &self,
+        launch: &Launch,
+        started: &mut Started,
+    ) -> Result<(), PlatformError> {
+        let deadline = Instant::now() + self.config.health_timeout;
+        let url = format!("http://{}/_stcore/health", started.addr);
+        loop {
+            if let Ok(Some(status)) = started.child.try_wait() {
+                return Err(PlatformError::NotReady(format!(
+                    "the app exited ({status}) before it was ready:\n{}",
+                    log_tail(&launch.log)
+                )));
+            }
+            if let Ok(response) = self.http.get(&url).send().await
+                && response.status().is_success()
+                && response.text().await.is_ok_and(|t| t == "ok")
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                terminate(&mut started.child, Duration::from_secs(5)).await;
+                let _ = std::fs::remove_file(&launch.pid_file);
+                return Err(PlatformError::NotReady(format!(
+                    "the app did not answer /_stcore/health within {}s:\n{}",
+                    self.config.health_timeout.as_secs(),
+                    log_tail(&launch.log)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Owns the process: stops it when asked, starts it again when it dies on its own.
+    fn supervise(&self, launch: Launch, started: Started) -> Supervised {
+        let (stop_tx, mut stop_rx) = oneshot::channel();
+        let platform = self.clone();
+        let revision = launch.revision.clone();
+        let done = tokio::spawn(async move {
+            let mut started = started;
+            let mut restarts = 0u32;
+            loop {
+                tokio::select! {
+                    _ = &mut stop_rx => {
+                        terminate(&mut started.child, Duration::from_secs(5)).await;
+                        let _ = std::fs::remove_file(&launch.pid_file);
+                        return;
+                    }
+                    status = started.child.wait() => {
+                        tracing::warn!(app = %launch.app, revision = %launch.revision, ?status, "app process died; restarting it");
+                    }
+                }
+                // Back off when it keeps dying, and stay stoppable while waiting.
+                restarts += 1;
+                let backoff = Duration::from_millis(500 * u64::from(restarts.min(20)));
+                tokio::select! {
+                    _ = &mut stop_rx => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                let mut next = match platform.start(&launch).await {
+                    Ok(next) => next,
+                    Err(error) => {
+                        tracing::error!(app = %launch.app, %error, "could not restart the app");
+                        continue;
+                    }
+                };
+                if platform.wait_healthy(&launch, &mut next).await.is_ok() {
+                    restarts = 0;
+                    let still_current = platform
+                        .routes
+                        .get(&launch.app)
+                        .is_some_and(|backend| backend.revision == launch.revision);
+                    if still_current {
+                        platform
+                            .routes
+                            .set(&launch.app, backend(next.addr, &launch.revision));
+                    }
+                }
+                started = next;
+            }
+        });
+        Supervised {
+            revision,
+            stop: stop_tx,
+            done,
+        }
+    }
+}
+
+fn backend(addr: SocketAddr, revision: &str) -> Backend {
+    Backend {
+        addr,
+        revision: revision.to_owned(),
+        in_flight: Arc::default(),
+    }
+}
+
+async fn stop(running: Supervised) {
+    let _ = running.stop.send(());
+    let _ = running.done.await;
+}
+
+/// SIGTERM, then SIGKILL if it has not gone within `grace`.
+async fn terminate(child: &mut Child, grace: Duration) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+fn log_tail(path: &Path) -> String {
+    tail(&std::fs::read_to_string(path).unwrap_or_default(), 15)
+}
+
+/// Kills app processes recorded in pid files, if they still run from this data dir.
+fn reap_orphans(dir: &Path) {
+    let Ok(apps) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for pid_file in apps
+        .flatten()
+        .filter_map(|app| std::fs::read_dir(app.path()).ok())
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "pid"))
+    {
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok());
+        if let Some(pid) = pid {
+            let environ = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&environ).contains("streamlit") {
+                tracing::warn!(pid, "stopping an app process left by a previous runway");
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_file(&pid_file);
+    }
+}
+
+#[async_trait]
+impl Platform for ProcessPlatform {
+    #[tracing::instrument(skip_all, fields(app = %spec.app, release = %spec.release_id))]
+    async fn deploy(&self, spec: DeploySpec) -> Result<Deployed, PlatformError> {
+        let app = spec.app.to_string();
+        let slot = self.slot(&app).await;
+        let mut current = slot.lock().await;
+        let revision = format!("{app}-{}", &spec.release_id[..spec.release_id.len().min(8)]);
+        let app_dir = self.config.dir.join(&app);
+        std::fs::create_dir_all(&app_dir).context("creating the app's folder")?;
+        let launch = Launch {
+            app: app.clone(),
+            revision: revision.clone(),
+            image: PathBuf::from(&spec.image),
+            main_file: spec.main_file.to_string(),
+            secrets: spec.secrets.map(|secret| secret.0),
+            log: app_dir.join(format!("{revision}.log")),
+            pid_file: app_dir.join(format!("{revision}.pid")),
+        };
+        if !launch.image.join("venv/bin/streamlit").exists() {
+            return Err(PlatformError::NotReady(format!(
+                "the image {} is gone; build the release again",
+                spec.image
+            )));
+        }
+        let mut started = self.start(&launch).await?;
+        self.wait_healthy(&launch, &mut started).await?;
+        let addr = started.addr;
+        let next = self.supervise(launch, started);
+        let replaced = self.routes.set(&app, backend(addr, &revision));
+        if let Some(old) = current.replace(next) {
+            let drain = self.config.drain;
+            tokio::spawn(async move {
+                // Let requests already sent to the old process finish before stopping it.
+                let deadline = Instant::now() + drain;
+                if let Some(old_backend) = replaced {
+                    while old_backend.in_flight.load(Ordering::SeqCst) > 0
+                        && Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                tracing::info!(revision = %old.revision, "stopping the replaced revision");
+                stop(old).await;
+            });
+        }
+        Ok(Deployed {
+            url: self.url(&app),
+            revision,
+        })
+    }
+
+    async fn delete(&self, app: &AppName) -> Result<(), PlatformError> {
+        let slot = self.apps.lock().await.remove(app.as_str());
+        self.routes.remove(app.as_str());
+        if let Some(slot) = slot
+            && let Some(running) = slot.lock().await.take()
+        {
+            stop(running).await;
+        }
+        let dir = self.config.dir.join(app.as_str());
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(())
+    }
+}

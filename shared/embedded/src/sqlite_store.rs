@@ -1,0 +1,544 @@
+//! `Store` on SQLite (bundled, WAL): one file under the data dir, records kept as JSON documents
+//! beside the columns queries filter on, every read-modify-write in one immediate transaction.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::Utc;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use runway_core::domain::{
+    AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
+    Timestamp,
+};
+use runway_core::ports::{Store, StoreError, check_transition};
+
+/// Each entry migrates the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE deployments (
+        app      TEXT PRIMARY KEY,
+        repo_id  INTEGER NOT NULL,
+        doc      TEXT NOT NULL
+    );
+    CREATE INDEX deployments_by_repo ON deployments (repo_id);
+    CREATE TABLE releases (
+        id         TEXT PRIMARY KEY,
+        app        TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        state      TEXT NOT NULL,
+        build_id   TEXT,
+        updated_at TEXT NOT NULL,
+        doc        TEXT NOT NULL,
+        UNIQUE (app, seq)
+    );
+    CREATE INDEX releases_by_state ON releases (state, updated_at);
+    CREATE INDEX releases_by_build ON releases (build_id);
+    CREATE TABLE release_sequences (
+        app  TEXT PRIMARY KEY,
+        last INTEGER NOT NULL
+    );
+    CREATE TABLE deliveries (
+        id          TEXT PRIMARY KEY,
+        repo_id     INTEGER,
+        received_at TEXT NOT NULL,
+        doc         TEXT NOT NULL
+    );
+    CREATE INDEX deliveries_by_repo ON deliveries (repo_id, received_at);
+    CREATE TABLE audit (
+        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+        app  TEXT,
+        doc  TEXT NOT NULL
+    );
+    CREATE TABLE orphan_hooks (
+        repo    TEXT NOT NULL,
+        hook_id TEXT NOT NULL,
+        PRIMARY KEY (repo, hook_id)
+    );
+"#];
+
+/// Opens (creating and migrating) the database at `path`, shared by the store and the queue.
+pub fn open_database(path: &Path) -> anyhow::Result<Connection> {
+    let mut connection =
+        Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        transaction
+            .execute_batch(migration)
+            .with_context(|| format!("migrating the store to version {}", index + 1))?;
+    }
+    transaction.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    transaction.commit()?;
+    Ok(connection)
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            connection: Arc::new(Mutex::new(open_database(path)?)),
+        })
+    }
+
+    /// Runs `work` on the connection off the async threads.
+    async fn with<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection
+                .lock()
+                .map_err(|_| StoreError::Unavailable("the store's lock was poisoned".into()))?;
+            work(&mut connection).map_err(StoreError::from)
+        })
+        .await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("store task failed: {e}")))?
+    }
+}
+
+fn other(error: impl Into<anyhow::Error>) -> StoreError {
+    StoreError::Other(error.into())
+}
+
+/// What goes wrong inside a database closure: SQLite's errors (which `rusqlite` defines and the
+/// core cannot know), or the store's own.
+#[derive(Debug)]
+pub(crate) enum DbError {
+    Sqlite(rusqlite::Error),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Sqlite(error)
+    }
+}
+
+impl From<StoreError> for DbError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl From<DbError> for StoreError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Sqlite(error) => store_error(error),
+            DbError::Store(error) => error,
+        }
+    }
+}
+
+/// A busy or locked database is worth retrying; anything else is not.
+pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
+    {
+        match error {
+            rusqlite::Error::SqliteFailure(code, _)
+                if matches!(
+                    code.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                StoreError::Unavailable(error.to_string())
+            }
+            error => StoreError::Other(error.into()),
+        }
+    }
+}
+
+fn to_doc(value: &impl serde::Serialize) -> Result<String, DbError> {
+    Ok(serde_json::to_string(value).map_err(other)?)
+}
+
+fn from_doc<T: serde::de::DeserializeOwned>(doc: String) -> Result<T, DbError> {
+    Ok(serde_json::from_str(&doc).map_err(other)?)
+}
+
+fn docs<T: serde::de::DeserializeOwned>(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<T>, DbError> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let rows = statement.query_map(params, |row| row.get::<_, String>(0))?;
+    rows.map(|doc| from_doc(doc?)).collect()
+}
+
+fn load_release(connection: &Connection, id: &str) -> Result<Option<Release>, DbError> {
+    connection
+        .query_row("SELECT doc FROM releases WHERE id = ?1", [id], |row| {
+            row.get::<_, String>(0)
+        })
+        .optional()?
+        .map(from_doc)
+        .transpose()
+}
+
+fn save_release(connection: &Connection, release: &Release) -> Result<(), DbError> {
+    connection.execute(
+        "INSERT INTO releases (id, app, seq, state, build_id, updated_at, doc)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (id) DO UPDATE SET state = ?4, build_id = ?5, updated_at = ?6, doc = ?7",
+        params![
+            release.id,
+            release.app.as_str(),
+            release.seq as i64,
+            release.state.as_str(),
+            release.build_id,
+            release.updated_at.to_rfc3339(),
+            to_doc(release)?,
+        ],
+    )?;
+    Ok(())
+}
+
+fn save_deployment(connection: &Connection, deployment: &Deployment) -> Result<(), DbError> {
+    connection.execute(
+        "INSERT INTO deployments (app, repo_id, doc) VALUES (?1, ?2, ?3)
+         ON CONFLICT (app) DO UPDATE SET repo_id = ?2, doc = ?3",
+        params![
+            deployment.app.as_str(),
+            deployment.repo_id as i64,
+            to_doc(deployment)?
+        ],
+    )?;
+    Ok(())
+}
+
+fn load_deployment(connection: &Connection, app: &str) -> Result<Option<Deployment>, DbError> {
+    connection
+        .query_row("SELECT doc FROM deployments WHERE app = ?1", [app], |row| {
+            row.get::<_, String>(0)
+        })
+        .optional()?
+        .map(from_doc)
+        .transpose()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
+        let mut deployment = deployment.clone();
+        self.with(move |c| {
+            let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(stored) = load_deployment(&transaction, deployment.app.as_str())? {
+                deployment.live_release = stored.live_release;
+                deployment.url = stored.url;
+            }
+            save_deployment(&transaction, &deployment)?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deployment(&self, app: &AppName) -> Result<Option<Deployment>, StoreError> {
+        let app = app.to_string();
+        self.with(move |c| load_deployment(c, &app)).await
+    }
+
+    async fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        self.with(|c| docs(c, "SELECT doc FROM deployments ORDER BY app", []))
+            .await
+    }
+
+    async fn deployments_of_repo(&self, repo_id: u64) -> Result<Vec<Deployment>, StoreError> {
+        self.with(move |c| {
+            docs(
+                c,
+                "SELECT doc FROM deployments WHERE repo_id = ?1 ORDER BY app",
+                [repo_id as i64],
+            )
+        })
+        .await
+    }
+
+    async fn delete_deployment(&self, app: &AppName) -> Result<(), StoreError> {
+        let app = app.to_string();
+        self.with(move |c| {
+            let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            transaction.execute("DELETE FROM releases WHERE app = ?1", [&app])?;
+            transaction.execute("DELETE FROM deployments WHERE app = ?1", [&app])?;
+            transaction.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn queue_release(&self, new: NewRelease) -> Result<Release, StoreError> {
+        self.with(move |c| {
+            let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let app = new.app.to_string();
+            // The sequence lives apart from the releases, so numbers are never reused after
+            // releases are pruned or an app is deleted and created again.
+            let seq: i64 = transaction.query_row(
+                "INSERT INTO release_sequences (app, last) VALUES (?1, 1)
+                 ON CONFLICT (app) DO UPDATE SET last = last + 1 RETURNING last",
+                [&app],
+                |row| row.get(0),
+            )?;
+            let now = Utc::now();
+            let older_queued: Vec<Release> = docs(
+                &transaction,
+                "SELECT doc FROM releases WHERE app = ?1 AND state = 'queued'",
+                [&app],
+            )?;
+            let id = uuid::Uuid::new_v4().to_string();
+            for mut older in older_queued {
+                older.state = ReleaseState::Superseded;
+                older.message = Some(format!("superseded by the newer release {id}"));
+                older.updated_at = now;
+                older.finished_at = Some(now);
+                save_release(&transaction, &older)?;
+            }
+            let release = Release::queued(new, id, seq as u64, now);
+            save_release(&transaction, &release)?;
+            transaction.commit()?;
+            Ok(release)
+        })
+        .await
+    }
+
+    async fn release(&self, id: &str) -> Result<Option<Release>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |c| load_release(c, &id)).await
+    }
+
+    async fn releases(&self, app: &AppName, limit: usize) -> Result<Vec<Release>, StoreError> {
+        let app = app.to_string();
+        self.with(move |c| {
+            docs(
+                c,
+                "SELECT doc FROM releases WHERE app = ?1 ORDER BY seq DESC LIMIT ?2",
+                params![app, limit as i64],
+            )
+        })
+        .await
+    }
+
+    async fn release_by_build(&self, build_id: &str) -> Result<Option<Release>, StoreError> {
+        let build_id = build_id.to_owned();
+        self.with(move |c| {
+            // A rollback reuses its target's build id: the build belongs to the oldest.
+            Ok(docs(
+                c,
+                "SELECT doc FROM releases WHERE build_id = ?1 ORDER BY seq LIMIT 1",
+                [build_id],
+            )?
+            .pop())
+        })
+        .await
+    }
+
+    async fn releases_in_state(
+        &self,
+        state: ReleaseState,
+        before: Timestamp,
+    ) -> Result<Vec<Release>, StoreError> {
+        self.with(move |c| {
+            docs(
+                c,
+                "SELECT doc FROM releases WHERE state = ?1 AND updated_at < ?2 ORDER BY updated_at",
+                params![state.as_str(), before.to_rfc3339()],
+            )
+        })
+        .await
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        from: ReleaseState,
+        to: ReleaseState,
+        update: ReleaseUpdate,
+    ) -> Result<Release, StoreError> {
+        check_transition(from, to)?;
+        let id = id.to_owned();
+        self.with(move |c| {
+            let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut release = load_release(&transaction, &id)?
+                .ok_or_else(|| StoreError::NotFound(format!("release {id}")))?;
+            if release.state != from {
+                return Err(StoreError::Conflict(format!(
+                    "release {id} is {}, not {from}",
+                    release.state
+                ))
+                .into());
+            }
+            let mut deployment = None;
+            if to == ReleaseState::Live {
+                let mut current = load_deployment(&transaction, release.app.as_str())?
+                    .ok_or_else(|| StoreError::NotFound(format!("app {}", release.app)))?;
+                if let Some(live_id) = &current.live_release
+                    && let Some(live) = load_release(&transaction, live_id)?
+                    && live.seq > release.seq
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "the newer release {} is already live",
+                        live.id
+                    ))
+                    .into());
+                }
+                current.goes_live(&release, update.url.clone());
+                deployment = Some(current);
+            }
+            release.apply(to, update);
+            save_release(&transaction, &release)?;
+            if let Some(deployment) = deployment {
+                save_deployment(&transaction, &deployment)?;
+            }
+            transaction.commit()?;
+            Ok(release)
+        })
+        .await
+    }
+
+    async fn record_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError> {
+        let delivery = delivery.clone();
+        self.with(move |c| {
+            let inserted = c.execute(
+                "INSERT INTO deliveries (id, repo_id, received_at, doc) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO NOTHING",
+                params![
+                    delivery.id,
+                    delivery.repo_id.map(|id| id as i64),
+                    delivery.received_at.to_rfc3339(),
+                    to_doc(&delivery)?
+                ],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn deliveries_of_repo(
+        &self,
+        repo_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.with(move |c| {
+            docs(
+                c,
+                "SELECT doc FROM deliveries WHERE repo_id = ?1 ORDER BY received_at DESC LIMIT ?2",
+                params![repo_id as i64, limit as i64],
+            )
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let entry = entry.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO audit (app, doc) VALUES (?1, ?2)",
+                params![entry.app, to_doc(&entry)?],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit(
+        &self,
+        app: Option<&AppName>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let app = app.map(ToString::to_string);
+        self.with(move |c| match app {
+            Some(app) => docs(
+                c,
+                "SELECT doc FROM audit WHERE app = ?1 ORDER BY seq DESC LIMIT ?2",
+                params![app, limit as i64],
+            ),
+            None => docs(
+                c,
+                "SELECT doc FROM audit ORDER BY seq DESC LIMIT ?1",
+                [limit as i64],
+            ),
+        })
+        .await
+    }
+
+    async fn add_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError> {
+        let (repo, hook_id) = (repo.to_owned(), hook_id.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO orphan_hooks (repo, hook_id) VALUES (?1, ?2)",
+                [repo, hook_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn orphan_hooks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare("SELECT repo, hook_id FROM orphan_hooks")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn remove_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError> {
+        let (repo, hook_id) = (repo.to_owned(), hook_id.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM orphan_hooks WHERE repo = ?1 AND hook_id = ?2",
+                [repo, hook_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The behaviour every `Store` shares is checked by the contract suite in
+/// `tests/contract_store.rs`; what is SQLite's own is checked here.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runway_core::domain::Trigger;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("runway.db")).unwrap();
+        (dir, store)
+    }
+
+    fn app() -> AppName {
+        AppName::parse("demo").unwrap()
+    }
+
+    fn new_release() -> NewRelease {
+        NewRelease {
+            app: app(),
+            trigger: Trigger::Push,
+            actor: "ada".into(),
+            commit: None,
+            rollback_of: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_survive_reopening_the_database() {
+        let (dir, store) = store();
+        let release = store.queue_release(new_release()).await.unwrap();
+        drop(store);
+        let reopened = SqliteStore::open(&dir.path().join("runway.db")).unwrap();
+        assert_eq!(reopened.release(&release.id).await.unwrap().unwrap().seq, 1);
+        assert_eq!(reopened.queue_release(new_release()).await.unwrap().seq, 2);
+    }
+}

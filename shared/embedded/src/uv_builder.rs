@@ -1,0 +1,396 @@
+//! `ImageBuilder` without containers: the "image" is a folder holding the checkout at the exact
+//! commit and a virtualenv made by `uv` with the system Python. Like Cloud Build, `start` returns
+//! at once and the build's end is published on `Topic::BuildEvents` in Cloud Build's own
+//! notification format.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use runway_core::domain::AppName;
+use runway_core::install::{Install, SourceFiles};
+use runway_core::messages::{BuildNotification, BuildResults, BuiltImage, FailureInfo};
+use runway_core::ports::{
+    BuildError, BuildRequest, BuildStatus, Forge, ImageBuilder, Queue, StartedBuild, Topic,
+};
+
+#[derive(Clone, Debug)]
+pub struct UvBuilderConfig {
+    /// Builds go in `<dir>/<build id>/`.
+    pub dir: PathBuf,
+    pub uv: PathBuf,
+    /// The interpreter every app gets (no downloads: a user's app must not change Python
+    /// under them).
+    pub python: String,
+    pub uv_cache_dir: PathBuf,
+    /// Log URLs are `<base>/api/builds/<id>/log`.
+    pub public_url: String,
+    pub timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct UvBuilder {
+    config: Arc<UvBuilderConfig>,
+    forge: Arc<dyn Forge>,
+    notifications: Arc<dyn Queue>,
+    running: Arc<Mutex<HashSet<String>>>,
+}
+
+/// What a build folder says about itself.
+#[derive(Serialize, Deserialize)]
+struct BuildMeta {
+    app: String,
+    release_id: String,
+    commit: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BuildResult {
+    status: String,
+    detail: String,
+}
+
+impl UvBuilder {
+    pub fn new(
+        config: UvBuilderConfig,
+        forge: Arc<dyn Forge>,
+        notifications: Arc<dyn Queue>,
+    ) -> Self {
+        Self {
+            config: Arc::new(config),
+            forge,
+            notifications,
+            running: Arc::default(),
+        }
+    }
+
+    fn build_dir(&self, build_id: &str) -> Result<PathBuf, BuildError> {
+        // Build ids come back from the outside (status URLs); keep them to our own alphabet.
+        if build_id.is_empty()
+            || !build_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(BuildError::NotFound(format!("no build {build_id:?}")));
+        }
+        Ok(self.config.dir.join(build_id))
+    }
+
+    async fn run(
+        &self,
+        request: &BuildRequest,
+        dir: &Path,
+        log: &mut tokio::fs::File,
+    ) -> Result<(), String> {
+        let src = dir.join("src");
+        let venv = dir.join("venv");
+        let started = Instant::now();
+        note(
+            log,
+            &format!("checking out {} at {}", request.repo, request.commit),
+        )
+        .await;
+        self.forge
+            .checkout(&request.repo, &request.commit, &src)
+            .await
+            .map_err(|e| format!("checkout failed: {e}"))?;
+        if !src.join(request.main_file.as_path()).is_file() {
+            return Err(format!(
+                "the main file {} is not in commit {}",
+                request.main_file,
+                request.commit.short()
+            ));
+        }
+        note(
+            log,
+            &format!("creating a virtualenv with {}", self.config.python),
+        )
+        .await;
+        self.uv(
+            log,
+            &src,
+            &[
+                "venv",
+                "--quiet",
+                "--python",
+                &self.config.python,
+                &venv.display().to_string(),
+            ],
+        )
+        .await?;
+        let python = venv.join("bin/python").display().to_string();
+        let files = SourceFiles::from_root(|name| std::fs::read_to_string(src.join(name)).ok());
+        // The Dockerfile for Cloud Build follows the same plan; `packages.txt` is the one thing
+        // a local build cannot honour (it would need root and Debian).
+        let mut wants_streamlit = false;
+        match files.install() {
+            Install::Locked => {
+                note(log, "installing from uv.lock").await;
+                self.uv(
+                    log,
+                    &src,
+                    &["sync", "--frozen", "--no-dev", "--no-install-project"],
+                )
+                .await?;
+            }
+            Install::Requirements { file, .. } => {
+                wants_streamlit = file == "requirements.txt" && !files.requirements_name_streamlit;
+                note(log, &format!("installing from {file}")).await;
+                self.uv(
+                    log,
+                    &src,
+                    &["pip", "install", "--python", &python, "-r", file],
+                )
+                .await?;
+            }
+            Install::Nothing => {
+                note(
+                    log,
+                    "no uv.lock, requirements.txt or pyproject.toml: installing streamlit only",
+                )
+                .await;
+                wants_streamlit = true;
+            }
+        }
+        if wants_streamlit || !venv.join("bin/streamlit").exists() {
+            note(log, "adding streamlit, which the app does not pin").await;
+            self.uv(
+                log,
+                &src,
+                &["pip", "install", "--python", &python, "streamlit"],
+            )
+            .await?;
+        }
+        note(
+            log,
+            &format!("build finished in {:.1}s", started.elapsed().as_secs_f64()),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn uv(&self, log: &mut tokio::fs::File, cwd: &Path, args: &[&str]) -> Result<(), String> {
+        log.flush().await.ok();
+        let stdout = log
+            .try_clone()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_std()
+            .await;
+        let stderr = log
+            .try_clone()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_std()
+            .await;
+        let venv = cwd.parent().unwrap_or(cwd).join("venv");
+        let status = Command::new(&self.config.uv)
+            .args(args)
+            .current_dir(cwd)
+            .env("UV_CACHE_DIR", &self.config.uv_cache_dir)
+            .env("UV_PYTHON_DOWNLOADS", "never")
+            .env("UV_PROJECT_ENVIRONMENT", &venv)
+            .env("UV_NO_PROGRESS", "1")
+            .env("NO_COLOR", "1")
+            .env_remove("VIRTUAL_ENV")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| format!("could not run uv ({}): {e}", self.config.uv.display()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("`uv {}` failed ({status})", args.join(" ")))
+        }
+    }
+
+    async fn finish(
+        &self,
+        request: &BuildRequest,
+        build_id: &str,
+        dir: &Path,
+        outcome: Result<(), String>,
+    ) {
+        let (status, detail) = match outcome {
+            Ok(()) => ("SUCCESS", String::new()),
+            Err(detail) if detail.starts_with("timed out") => ("TIMEOUT", detail),
+            Err(detail) => ("FAILURE", detail),
+        };
+        let result = BuildResult {
+            status: status.into(),
+            detail: detail.clone(),
+        };
+        if let Err(error) = std::fs::write(
+            dir.join("result.json"),
+            serde_json::to_vec(&result).expect("a result serializes"),
+        ) {
+            tracing::error!(%error, build_id, "could not record a build result");
+        }
+        self.running
+            .lock()
+            .expect("running builds")
+            .remove(build_id);
+        let mut notification = self.notification(build_id, status, &detail, dir);
+        notification.tags = vec![BuildNotification::release_tag(&request.release_id)];
+        if let Err(error) = self
+            .notifications
+            .publish(
+                Topic::BuildEvents,
+                notification.to_message(request.app.as_str()),
+            )
+            .await
+        {
+            // Cleanup's poll fallback picks the result up from result.json.
+            tracing::error!(%error, build_id, "could not publish a build notification");
+        }
+    }
+
+    fn notification(
+        &self,
+        build_id: &str,
+        status: &str,
+        detail: &str,
+        dir: &Path,
+    ) -> BuildNotification {
+        let success = status == "SUCCESS";
+        BuildNotification {
+            id: build_id.to_owned(),
+            status: status.to_owned(),
+            log_url: Some(self.log_url(build_id)),
+            results: success.then(|| BuildResults {
+                images: vec![BuiltImage {
+                    name: dir.display().to_string(),
+                    digest: String::new(),
+                }],
+            }),
+            failure_info: (!success).then(|| FailureInfo {
+                kind: "USER_BUILD_STEP".into(),
+                detail: detail.to_owned(),
+            }),
+            status_detail: None,
+            tags: Vec::new(),
+        }
+    }
+
+    fn log_url(&self, build_id: &str) -> String {
+        format!("{}/api/builds/{build_id}/log", self.config.public_url)
+    }
+}
+
+async fn note(log: &mut tokio::fs::File, line: &str) {
+    let _ = log.write_all(format!("==> {line}\n").as_bytes()).await;
+}
+
+#[async_trait]
+impl ImageBuilder for UvBuilder {
+    async fn start(&self, request: BuildRequest) -> Result<StartedBuild, BuildError> {
+        let build_id = format!(
+            "{}-{}",
+            request.app,
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let dir = self.build_dir(&build_id)?;
+        std::fs::create_dir_all(&dir).context("creating the build folder")?;
+        let meta = BuildMeta {
+            app: request.app.to_string(),
+            release_id: request.release_id.clone(),
+            commit: request.commit.to_string(),
+        };
+        std::fs::write(
+            dir.join("meta.json"),
+            serde_json::to_vec(&meta).context("meta")?,
+        )
+        .context("writing the build's meta.json")?;
+        let mut log = tokio::fs::File::create(dir.join("log.txt"))
+            .await
+            .context("creating the build log")?;
+        self.running
+            .lock()
+            .expect("running builds")
+            .insert(build_id.clone());
+        let started = StartedBuild {
+            log_url: self.log_url(&build_id),
+            build_id: build_id.clone(),
+        };
+        let builder = self.clone();
+        tokio::spawn(async move {
+            let timeout = builder.config.timeout;
+            let outcome =
+                match tokio::time::timeout(timeout, builder.run(&request, &dir, &mut log)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(format!("timed out after {}s", timeout.as_secs())),
+                };
+            if let Err(detail) = &outcome {
+                note(&mut log, &format!("BUILD FAILED: {detail}")).await;
+            }
+            let _ = log.flush().await;
+            builder.finish(&request, &build_id, &dir, outcome).await;
+        });
+        Ok(started)
+    }
+
+    async fn status(&self, build_id: &str) -> Result<BuildStatus, BuildError> {
+        let dir = self.build_dir(build_id)?;
+        if let Ok(bytes) = std::fs::read(dir.join("result.json")) {
+            let result: BuildResult = serde_json::from_slice(&bytes).context("result.json")?;
+            return Ok(if result.status == "SUCCESS" {
+                BuildStatus::Succeeded {
+                    image: dir.display().to_string(),
+                }
+            } else {
+                BuildStatus::Failed {
+                    status: result.status,
+                    detail: result.detail,
+                }
+            });
+        }
+        if self
+            .running
+            .lock()
+            .expect("running builds")
+            .contains(build_id)
+        {
+            Ok(BuildStatus::Running)
+        } else {
+            Ok(BuildStatus::Lost)
+        }
+    }
+
+    async fn log(&self, build_id: &str) -> Result<String, BuildError> {
+        let path = self.build_dir(build_id)?.join("log.txt");
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(BuildError::NotFound(format!("no build {build_id}")))
+            }
+            Err(error) => Err(BuildError::Other(error.into())),
+        }
+    }
+
+    async fn delete_app(&self, app: &AppName) -> Result<(), BuildError> {
+        let Ok(entries) = std::fs::read_dir(&self.config.dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let meta: Option<BuildMeta> = std::fs::read(entry.path().join("meta.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            if meta.is_some_and(|meta| meta.app == app.as_str()) {
+                std::fs::remove_dir_all(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+}

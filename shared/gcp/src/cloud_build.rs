@@ -1,0 +1,690 @@
+//! `ImageBuilder` on Cloud Build: the commit's tree (plus the generated Dockerfile when it has
+//! none) goes to Cloud Storage as a tarball, and a build made of `docker` steps turns it into an
+//! image in Artifact Registry, tagged by commit and `latest` (the next build's layer cache).
+//! `start` returns as soon as Cloud Build accepted the build; Cloud Build itself announces the
+//! end on the `cloud-builds` topic, and `status` is the poll fallback.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use async_trait::async_trait;
+use google_cloud_auth::credentials::{CacheableResource, Credentials};
+use google_cloud_build_v1::client::CloudBuild;
+use google_cloud_build_v1::model::{
+    Build, BuildOperationMetadata, BuildOptions, BuildStep, Source, StorageSource, build,
+    build_options,
+};
+use google_cloud_gax::error::rpc::Code;
+use google_cloud_storage::client::Storage;
+use serde::Deserialize;
+
+use super::dockerfile::{GENERATED_DOCKERIGNORE, SourceFiles, generated_dockerfile};
+use runway_core::domain::AppName;
+use runway_core::ports::{
+    BuildError, BuildRequest, BuildStatus, Forge, ForgeError, ImageBuilder, StartedBuild,
+};
+
+const DOCKER: &str = "gcr.io/cloud-builders/docker";
+const STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
+
+#[derive(Clone, Debug)]
+pub struct CloudBuildConfig {
+    /// The project builds run in (and whose `cloud-builds` topic announces them).
+    pub project: String,
+    /// The region builds run in, e.g. `europe-west1`.
+    pub location: String,
+    /// Bucket (name only) for source tarballs: `sources/{app}/{release}.tar.gz`.
+    pub source_bucket: String,
+    /// Where images go, e.g. `europe-west1-docker.pkg.dev/PROJECT/runway-apps`; an app's image
+    /// is `{image_repo}/{app}`.
+    pub image_repo: String,
+    /// Bucket (name only) Cloud Build writes `log-{build id}.txt` to.
+    pub logs_bucket: String,
+    /// The service account builds run as (`projects/P/serviceAccounts/EMAIL`); Cloud Build's
+    /// default when unset.
+    pub service_account: Option<String>,
+    /// Cloud Build API endpoint; Google's when unset (tests point it at a fake).
+    pub build_endpoint: Option<String>,
+    /// Cloud Storage endpoint; Google's when unset (tests point it at fake-gcs-server).
+    pub storage_endpoint: Option<String>,
+    /// No credentials at all: for emulators and fakes only.
+    pub anonymous: bool,
+    /// How long a build may run before Cloud Build stops it (TIMEOUT).
+    pub timeout: Duration,
+}
+
+/// Images are not deleted by `delete_app`: Artifact Registry's cleanup policies (keep the most
+/// recent versions, delete untagged) do that for the whole repository, without Runway holding
+/// delete rights on it. Sources and logs are deleted.
+#[derive(Clone)]
+pub struct CloudBuildBuilder {
+    config: Arc<CloudBuildConfig>,
+    forge: Arc<dyn Forge>,
+    builds: CloudBuild,
+    storage: Storage,
+    credentials: Credentials,
+    http: reqwest::Client,
+}
+
+impl CloudBuildBuilder {
+    /// Builds the Cloud Build and Cloud Storage clients once, for the life of the process.
+    pub async fn new(config: CloudBuildConfig, forge: Arc<dyn Forge>) -> Result<Self, BuildError> {
+        let credentials = if config.anonymous {
+            google_cloud_auth::credentials::anonymous::Builder::new().build()
+        } else {
+            google_cloud_auth::credentials::Builder::default()
+                .build()
+                .context("loading Google credentials (Application Default Credentials)")?
+        };
+        let mut builds = CloudBuild::builder().with_credentials(credentials.clone());
+        if let Some(endpoint) = &config.build_endpoint {
+            builds = builds.with_endpoint(endpoint);
+        }
+        let builds = builds
+            .build()
+            .await
+            .context("creating the Cloud Build client")?;
+        let mut storage = Storage::builder().with_credentials(credentials.clone());
+        if let Some(endpoint) = &config.storage_endpoint {
+            storage = storage.with_endpoint(endpoint);
+        }
+        let storage = storage
+            .build()
+            .await
+            .context("creating the Cloud Storage client")?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("creating an HTTP client")?;
+        Ok(Self {
+            config: Arc::new(config),
+            forge,
+            builds,
+            storage,
+            credentials,
+            http,
+        })
+    }
+
+    fn parent(&self) -> String {
+        format!(
+            "projects/{}/locations/{}",
+            self.config.project, self.config.location
+        )
+    }
+
+    fn build_name(&self, build_id: &str) -> Result<String, BuildError> {
+        // Build ids come back from the outside (status URLs); keep them to Cloud Build's alphabet
+        // so one can never name another resource.
+        if build_id.is_empty()
+            || build_id.len() > 128
+            || !build_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(BuildError::NotFound(format!("no build {build_id:?}")));
+        }
+        Ok(format!("{}/builds/{build_id}", self.parent()))
+    }
+
+    fn image(&self, app: &AppName) -> String {
+        format!("{}/{app}", self.config.image_repo.trim_end_matches('/'))
+    }
+
+    fn bucket(name: &str) -> String {
+        format!("projects/_/buckets/{name}")
+    }
+
+    /// The checkout as a gzipped tarball in `dir`, with a Dockerfile in it.
+    async fn package(&self, request: &BuildRequest, dir: &Path) -> Result<Vec<u8>, BuildError> {
+        let src = dir.join("src");
+        self.forge
+            .checkout(&request.repo, &request.commit, &src)
+            .await
+            .map_err(|error| match error {
+                ForgeError::NotFound(message) => BuildError::NotFound(message),
+                ForgeError::Unavailable(message) => BuildError::Unavailable(message),
+                ForgeError::Rejected(message) => BuildError::Other(anyhow!(message)),
+                ForgeError::Other(error) => BuildError::Other(error.context("checkout failed")),
+            })?;
+        if !src.join("Dockerfile").is_file() {
+            if !src.join(request.main_file.as_path()).is_file() {
+                return Err(BuildError::NotFound(format!(
+                    "the main file {} is not in commit {} (and the repository has no Dockerfile \
+                     of its own to say what to run)",
+                    request.main_file,
+                    request.commit.short()
+                )));
+            }
+            let dockerfile = generated_dockerfile(
+                &request.main_file,
+                &SourceFiles::from_root(|name| std::fs::read_to_string(src.join(name)).ok()),
+            );
+            std::fs::write(src.join("Dockerfile"), dockerfile)
+                .context("writing the generated Dockerfile")?;
+            if !src.join(".dockerignore").exists() {
+                std::fs::write(src.join(".dockerignore"), GENERATED_DOCKERIGNORE)
+                    .context("writing the generated .dockerignore")?;
+            }
+        }
+        tokio::task::spawn_blocking(move || tarball(&src))
+            .await
+            .context("packing the source")?
+            .context("packing the source")
+            .map_err(BuildError::Other)
+    }
+
+    fn build_spec(
+        &self,
+        request: &BuildRequest,
+        object: &str,
+        generation: i64,
+    ) -> Result<Build, BuildError> {
+        let image = self.image(&request.app);
+        let latest = format!("{image}:latest");
+        let tagged = format!("{image}:{}", request.commit);
+        let steps = [
+            // The previous image seeds the layer cache; the first build has none.
+            BuildStep::new()
+                .set_id("pull-cache")
+                .set_name(DOCKER)
+                .set_entrypoint("bash")
+                .set_args(["-c", &format!("docker pull {latest} || exit 0")]),
+            BuildStep::new()
+                .set_id("build")
+                .set_name(DOCKER)
+                .set_env(["DOCKER_BUILDKIT=1"])
+                .set_args([
+                    "build",
+                    "--cache-from",
+                    &latest,
+                    // So the pushed image can serve as the next build's --cache-from.
+                    "--build-arg",
+                    "BUILDKIT_INLINE_CACHE=1",
+                    "-t",
+                    &tagged,
+                    "-t",
+                    &latest,
+                    ".",
+                ]),
+        ];
+        let mut spec = Build::new()
+            .set_source(
+                Source::new().set_storage_source(
+                    StorageSource::new()
+                        .set_bucket(&self.config.source_bucket)
+                        .set_object(object)
+                        .set_generation(generation),
+                ),
+            )
+            .set_steps(steps)
+            // Listed images are pushed by Cloud Build, which reports their digests in
+            // `results.images`.
+            .set_images([tagged, latest])
+            .set_tags([
+                "runway".to_owned(),
+                format!("app-{}", request.app),
+                runway_core::messages::BuildNotification::release_tag(&request.release_id),
+            ])
+            .set_logs_bucket(format!("gs://{}", self.config.logs_bucket))
+            .set_options(BuildOptions::new().set_logging(build_options::LoggingMode::GcsOnly))
+            .set_timeout(
+                google_cloud_wkt::Duration::try_from(self.config.timeout)
+                    .context("the build timeout")?,
+            );
+        if let Some(account) = &self.config.service_account {
+            spec = spec.set_service_account(account);
+        }
+        Ok(spec)
+    }
+
+    async fn read_text(&self, bucket: &str, object: &str) -> Result<String, BuildError> {
+        let mut response = self
+            .storage
+            .read_object(Self::bucket(bucket), object)
+            .send()
+            .await
+            .map_err(|error| classify(error, &format!("reading gs://{bucket}/{object}")))?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.next().await {
+            let chunk = chunk
+                .map_err(|error| classify(error, &format!("reading gs://{bucket}/{object}")))?;
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Headers that authenticate a Cloud Storage JSON API call.
+    async fn auth_headers(&self) -> Result<http::HeaderMap, BuildError> {
+        match self.credentials.headers(http::Extensions::new()).await {
+            Ok(CacheableResource::New { data, .. }) => Ok(data),
+            Ok(CacheableResource::NotModified) => Ok(http::HeaderMap::new()),
+            Err(error) if error.is_transient() => Err(BuildError::Unavailable(format!(
+                "could not get Google credentials: {error}"
+            ))),
+            Err(error) => Err(BuildError::Other(
+                anyhow!(error).context("could not get Google credentials"),
+            )),
+        }
+    }
+
+    fn storage_url(&self, segments: &[&str]) -> Result<url::Url, BuildError> {
+        let base = self
+            .config
+            .storage_endpoint
+            .as_deref()
+            .unwrap_or(STORAGE_ENDPOINT);
+        let mut url = url::Url::parse(base).context("the storage endpoint")?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow!("the storage endpoint {base} cannot take a path"))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// Every object name under `prefix`. The Storage client has no listing; StorageControl does,
+    /// over gRPC, which fake-gcs-server does not speak, so this is the JSON API's `objects.list`.
+    async fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, BuildError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            #[serde(default)]
+            items: Vec<Item>,
+            next_page_token: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Item {
+            name: String,
+        }
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = self.storage_url(&["storage", "v1", "b", bucket, "o"])?;
+            url.query_pairs_mut()
+                .append_pair("prefix", prefix)
+                .append_pair("fields", "items(name),nextPageToken");
+            if let Some(token) = &token {
+                url.query_pairs_mut().append_pair("pageToken", token);
+            }
+            let response = self
+                .http
+                .get(url)
+                .headers(self.auth_headers().await?)
+                .send()
+                .await
+                .map_err(|error| unavailable(&format!("listing gs://{bucket}/{prefix}"), error))?;
+            let page: Page = checked(response, &format!("listing gs://{bucket}/{prefix}"))
+                .await?
+                .json()
+                .await
+                .map_err(|error| unavailable(&format!("listing gs://{bucket}/{prefix}"), error))?;
+            names.extend(page.items.into_iter().map(|item| item.name));
+            match page.next_page_token.filter(|token| !token.is_empty()) {
+                Some(next) => token = Some(next),
+                None => return Ok(names),
+            }
+        }
+    }
+
+    /// Deletes an object; one that is already gone is fine.
+    async fn delete_object(&self, bucket: &str, name: &str) -> Result<(), BuildError> {
+        let url = self.storage_url(&["storage", "v1", "b", bucket, "o", name])?;
+        let what = format!("deleting gs://{bucket}/{name}");
+        let response = self
+            .http
+            .delete(url)
+            .headers(self.auth_headers().await?)
+            .send()
+            .await
+            .map_err(|error| unavailable(&what, error))?;
+        match checked(response, &what).await {
+            Ok(_) | Err(BuildError::NotFound(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The ids of every build tagged with the app.
+    async fn app_builds(&self, app: &AppName) -> Result<Vec<String>, BuildError> {
+        let mut ids = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .builds
+                .list_builds()
+                // The parent alone selects the regional endpoint.
+                .set_parent(self.parent())
+                .set_filter(format!("tags=\"app-{app}\""))
+                .set_page_size(100)
+                .set_page_token(&token)
+                .send()
+                .await
+                .map_err(|error| classify(error, &format!("listing the builds of {app}")))?;
+            ids.extend(page.builds.into_iter().map(|build| build.id));
+            if page.next_page_token.is_empty() {
+                return Ok(ids);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    fn status_of(&self, build: Build) -> BuildStatus {
+        match build.status {
+            build::Status::Queued | build::Status::Working | build::Status::Pending => {
+                BuildStatus::Running
+            }
+            build::Status::Success => {
+                let repo = format!("{}/", self.config.image_repo.trim_end_matches('/'));
+                let image = build
+                    .results
+                    .iter()
+                    .flat_map(|r| &r.images)
+                    .find_map(|image| {
+                        (image.name.starts_with(&repo) && !image.digest.is_empty())
+                            .then(|| format!("{}@{}", untagged(&image.name), image.digest))
+                    });
+                match image {
+                    Some(image) => BuildStatus::Succeeded { image },
+                    None => BuildStatus::Failed {
+                        status: "SUCCESS".into(),
+                        detail: format!(
+                            "the build succeeded but reported no image pushed to {}",
+                            self.config.image_repo
+                        ),
+                    },
+                }
+            }
+            status => {
+                let name = status.name().unwrap_or("STATUS_UNKNOWN").to_owned();
+                let detail = [
+                    build.status_detail,
+                    build
+                        .failure_info
+                        .map(|info| info.detail)
+                        .unwrap_or_default(),
+                ]
+                .into_iter()
+                .find(|detail| !detail.is_empty())
+                .unwrap_or_else(|| format!("the build ended {name}"));
+                BuildStatus::Failed {
+                    status: name,
+                    detail,
+                }
+            }
+        }
+    }
+}
+
+/// `repo/app:tag` → `repo/app` (a registry port's colon is before the last `/`).
+fn untagged(image: &str) -> &str {
+    let name_start = image.rfind('/').map_or(0, |i| i + 1);
+    match image[name_start..].find(':') {
+        Some(colon) => &image[..name_start + colon],
+        None => image,
+    }
+}
+
+/// The directory's files, gzipped, with paths relative to it.
+fn tarball(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut archive = tar::Builder::new(encoder);
+    // Links stay links: a symlink must not pull a file from outside the checkout into the image.
+    archive.follow_symlinks(false);
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            archive.append_dir_all(&name, &path)?;
+        } else {
+            archive.append_path_with_name(&path, &name)?;
+        }
+    }
+    Ok(archive.into_inner()?.finish()?)
+}
+
+/// A Google API error, classified: retryable ones become `Unavailable`.
+fn classify(error: google_cloud_gax::error::Error, what: &str) -> BuildError {
+    let code = error.status().map(|status| status.code);
+    let http = error.http_status_code();
+    if code == Some(Code::NotFound) || http == Some(404) {
+        return BuildError::NotFound(format!("{what}: not found"));
+    }
+    if matches!(code, Some(Code::PermissionDenied | Code::Unauthenticated))
+        || matches!(http, Some(401 | 403))
+    {
+        return BuildError::Other(anyhow!(
+            "{what}: permission denied ({error}); the service account needs \
+             roles/cloudbuild.builds.editor on the project and object access to the source and \
+             logs buckets"
+        ));
+    }
+    if matches!(
+        code,
+        Some(
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Aborted
+                | Code::Internal
+        )
+    ) || matches!(http, Some(429 | 500..=599))
+        || error.is_timeout()
+        || error.is_exhausted()
+        || error.is_connect()
+        || error.is_io()
+        || error.is_transient_and_before_rpc()
+    {
+        return BuildError::Unavailable(format!("{what}: {error}"));
+    }
+    BuildError::Other(anyhow!(error).context(what.to_owned()))
+}
+
+fn unavailable(what: &str, error: reqwest::Error) -> BuildError {
+    BuildError::Unavailable(format!("{what}: {error}"))
+}
+
+/// The response, if it succeeded; else its status classified like `classify`.
+async fn checked(response: reqwest::Response, what: &str) -> Result<reqwest::Response, BuildError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    let body: String = body.chars().take(300).collect();
+    Err(match status.as_u16() {
+        404 => BuildError::NotFound(format!("{what}: not found")),
+        401 | 403 => BuildError::Other(anyhow!(
+            "{what}: permission denied ({status}); the service account needs object access to \
+             the bucket: {body}"
+        )),
+        429 | 500..=599 => BuildError::Unavailable(format!("{what}: {status} {body}")),
+        _ => BuildError::Other(anyhow!("{what}: {status} {body}")),
+    })
+}
+
+#[async_trait]
+impl ImageBuilder for CloudBuildBuilder {
+    #[tracing::instrument(skip_all, fields(app = %request.app, release = %request.release_id))]
+    async fn start(&self, request: BuildRequest) -> Result<StartedBuild, BuildError> {
+        let release_tag =
+            runway_core::messages::BuildNotification::release_tag(&request.release_id);
+        if !is_build_tag(&release_tag) {
+            return Err(BuildError::Other(anyhow!(
+                "release id {:?} cannot be a Cloud Build tag",
+                request.release_id
+            )));
+        }
+        let dir = tempfile::tempdir().context("creating a folder for the checkout")?;
+        let source = self.package(&request, dir.path()).await?;
+        let object = format!("sources/{}/{}.tar.gz", request.app, request.release_id);
+        let uploaded = self
+            .storage
+            .write_object(
+                Self::bucket(&self.config.source_bucket),
+                &object,
+                bytes::Bytes::from(source),
+            )
+            .set_content_type("application/gzip")
+            // Same name, same content: a retried upload is harmless.
+            .with_idempotency(true)
+            .send_buffered()
+            .await
+            .map_err(|error| {
+                classify(
+                    error,
+                    &format!(
+                        "uploading the source to gs://{}/{object}",
+                        self.config.source_bucket
+                    ),
+                )
+            })?;
+        drop(dir);
+        let operation = self
+            .builds
+            .create_build()
+            // The parent alone selects the regional endpoint; with a project id the client
+            // would use the global one.
+            .set_parent(self.parent())
+            .set_build(self.build_spec(&request, &object, uploaded.generation)?)
+            .send()
+            .await
+            .map_err(|error| classify(error, "creating the build"))?;
+        // The operation finishes with the build; its metadata names the build at once.
+        let build = operation
+            .metadata
+            .as_ref()
+            .and_then(|any| any.to_msg::<BuildOperationMetadata>().ok())
+            .and_then(|metadata| metadata.build)
+            .filter(|build| !build.id.is_empty())
+            .ok_or_else(|| {
+                anyhow!(
+                    "Cloud Build accepted the build (operation {}) but named no build id",
+                    operation.name
+                )
+            })?;
+        tracing::info!(build = %build.id, "build created");
+        Ok(StartedBuild {
+            build_id: build.id,
+            log_url: build.log_url,
+        })
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn status(&self, build_id: &str) -> Result<BuildStatus, BuildError> {
+        let name = self.build_name(build_id)?;
+        match self.builds.get_build().set_name(name).send().await {
+            Ok(build) => Ok(self.status_of(build)),
+            Err(error) => match classify(error, &format!("reading build {build_id}")) {
+                BuildError::NotFound(_) => Ok(BuildStatus::Lost),
+                error => Err(error),
+            },
+        }
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn log(&self, build_id: &str) -> Result<String, BuildError> {
+        self.build_name(build_id)?;
+        let object = format!("log-{build_id}.txt");
+        match self.read_text(&self.config.logs_bucket, &object).await {
+            Err(BuildError::NotFound(_)) => Err(BuildError::NotFound(format!(
+                "no log for build {build_id} (yet)"
+            ))),
+            other => other,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %app))]
+    async fn delete_app(&self, app: &AppName) -> Result<(), BuildError> {
+        for build_id in self.app_builds(app).await? {
+            self.delete_object(&self.config.logs_bucket, &format!("log-{build_id}.txt"))
+                .await?;
+        }
+        let prefix = format!("sources/{app}/");
+        for name in self
+            .list_objects(&self.config.source_bucket, &prefix)
+            .await?
+        {
+            self.delete_object(&self.config.source_bucket, &name)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Cloud Build's tag rule: `^[\w][\w.-]{0,127}$`.
+fn is_build_tag(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_the_tag_but_not_a_registry_port() {
+        assert_eq!(
+            untagged("eu-docker.pkg.dev/p/r/app:abc"),
+            "eu-docker.pkg.dev/p/r/app"
+        );
+        assert_eq!(
+            untagged("localhost:5000/r/app:latest"),
+            "localhost:5000/r/app"
+        );
+        assert_eq!(untagged("localhost:5000/r/app"), "localhost:5000/r/app");
+    }
+
+    #[test]
+    fn accepts_only_tags_cloud_build_accepts() {
+        assert!(is_build_tag("release-0b1c2d3e-aaaa-bbbb-cccc-1234567890ab"));
+        assert!(is_build_tag("app-hello"));
+        assert!(!is_build_tag("-leading-dash"));
+        assert!(!is_build_tag("release-a/b"));
+        assert!(!is_build_tag(&"x".repeat(129)));
+    }
+
+    #[test]
+    fn packs_the_tree_without_git_and_keeps_links_as_links() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.py"), "print()").unwrap();
+        std::fs::create_dir_all(dir.path().join("pages")).unwrap();
+        std::fs::write(dir.path().join("pages/one.py"), "1").unwrap();
+        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+        std::fs::write(dir.path().join(".git/config"), "secret").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+
+        let bytes = tarball(dir.path()).unwrap();
+
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        let mut names: Vec<(String, bool)> = archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                (
+                    entry.path().unwrap().display().to_string(),
+                    entry.header().entry_type().is_symlink(),
+                )
+            })
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                ("app.py".to_owned(), false),
+                ("link".to_owned(), true),
+                ("pages/".to_owned(), false),
+                ("pages/one.py".to_owned(), false),
+            ]
+        );
+    }
+}

@@ -1,0 +1,670 @@
+//! `Platform` on Cloud Run Admin v2: one Cloud Run service per app, one revision per release.
+//!
+//! A deploy is an upsert (`PATCH ...?allowMissing=true`) of the whole service: the new revision's
+//! template, and traffic 100% to LATEST. LATEST only ever routes to the latest *ready* revision,
+//! so a revision that never gets ready leaves the previous one serving; we detect that from the
+//! service (`latestReadyRevision != latestCreatedRevision`, `terminalCondition`) and report it as
+//! [`PlatformError::NotReady`]. Setting LATEST again on every deploy also undoes a rollback's pin
+//! ([`CloudRunPlatform::route_to`]).
+//!
+//! The image's own command starts Streamlit (the generated Dockerfile names the main file), so
+//! `DeploySpec::main_file` is not used here.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use async_trait::async_trait;
+use google_cloud_gax::error::Error as GaxError;
+use google_cloud_gax::error::rpc::Code;
+use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
+use google_cloud_gax::polling_error_policy::LimitedElapsedTime;
+use google_cloud_lro::Poller;
+use google_cloud_run_v2::client::Services;
+use google_cloud_run_v2::model::{
+    Container, ContainerPort, EnvVar, HTTPGetAction, Probe, ResourceRequirements, RevisionScaling,
+    RevisionTemplate, SecretVolumeSource, Service, TrafficTarget, TrafficTargetAllocationType,
+    VersionToPath, Volume, VolumeMount, condition,
+};
+use google_cloud_wkt::FieldMask;
+
+use super::is_transient;
+use runway_core::domain::AppName;
+use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError, SecretRef};
+
+/// Label on every service and revision Runway creates, so cleanup and people can tell them apart.
+pub const MANAGED_BY_LABEL: &str = "managed-by";
+/// Revision annotation naming the release it runs. An annotation, not a label: label values
+/// allow only 63 characters of `[a-z0-9_-]`, and a release id need not fit that.
+pub const RELEASE_ANNOTATION: &str = "runway/release-id";
+/// Where the app's secrets file is mounted. Not `/app/.streamlit`: a mount there would hide the
+/// repository's own `.streamlit/config.toml`.
+pub const SECRETS_DIR: &str = "/secrets";
+pub const SECRETS_FILE: &str = "secrets.toml";
+/// Streamlit's `secrets.files` option as an environment variable.
+pub const SECRETS_ENV: &str = "STREAMLIT_SECRETS_FILES";
+/// The port the generated Dockerfile tells Streamlit to listen on (`--server.port=$PORT`).
+pub const CONTAINER_PORT: i32 = 8080;
+/// Streamlit answers `ok` here once it can serve.
+pub const HEALTH_PATH: &str = "/_stcore/health";
+
+#[derive(Clone, Debug)]
+pub struct CloudRunConfig {
+    /// The project the app services live in.
+    pub project: String,
+    /// The identity apps run as. It should hold nothing but `roles/secretmanager.secretAccessor`
+    /// on the apps' secrets: app code is untrusted.
+    pub runtime_service_account: String,
+    /// Upper bound on instances per app (Cloud Run's `maxInstanceCount`), a cost guard.
+    pub max_instances: i32,
+    /// Regions an app may live in. [`Platform::delete`] is given no region, so it deletes the
+    /// app's service in each of them.
+    pub regions: Vec<String>,
+    /// Admin API base URL; `None` for `https://run.googleapis.com`. Tests point it at a fake.
+    pub endpoint: Option<String>,
+    /// Send no credentials (tests only); otherwise Application Default Credentials.
+    pub anonymous: bool,
+    /// First wait between polls of a long-running operation; doubles up to `poll_max_delay`.
+    pub poll_initial_delay: Duration,
+    pub poll_max_delay: Duration,
+    /// How long to wait for one operation before giving up with `Unavailable` (the operation
+    /// may still finish; a retried deploy is an idempotent upsert).
+    pub operation_timeout: Duration,
+}
+
+impl CloudRunConfig {
+    /// Production defaults: Google's endpoint, default credentials, polls from 1 s up to 10 s
+    /// for at most 10 minutes (a revision's startup probe alone may take 2 minutes).
+    pub fn new(
+        project: impl Into<String>,
+        runtime_service_account: impl Into<String>,
+        regions: Vec<String>,
+    ) -> Self {
+        Self {
+            project: project.into(),
+            runtime_service_account: runtime_service_account.into(),
+            max_instances: 3,
+            regions,
+            endpoint: None,
+            anonymous: false,
+            poll_initial_delay: Duration::from_secs(1),
+            poll_max_delay: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Runs each app as a Cloud Run service named after it.
+#[derive(Clone, Debug)]
+pub struct CloudRunPlatform {
+    client: Services,
+    config: CloudRunConfig,
+}
+
+impl CloudRunPlatform {
+    /// Builds the Admin API client once; keep the platform for the life of the process.
+    pub async fn new(config: CloudRunConfig) -> anyhow::Result<Self> {
+        let backoff = ExponentialBackoffBuilder::new()
+            .with_initial_delay(config.poll_initial_delay)
+            .with_maximum_delay(config.poll_max_delay)
+            .build()
+            .context("polling backoff for Cloud Run operations")?;
+        let mut builder = Services::builder()
+            .with_polling_backoff_policy(backoff)
+            .with_polling_error_policy(LimitedElapsedTime::new(config.operation_timeout));
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if config.anonymous {
+            builder = builder.with_credentials(
+                google_cloud_auth::credentials::anonymous::Builder::new().build(),
+            );
+        }
+        let client = builder
+            .build()
+            .await
+            .context("building the Cloud Run Admin API client")?;
+        Ok(Self { client, config })
+    }
+
+    /// Rollback: pins 100% of the app's traffic to `revision` (a short revision name, as
+    /// [`Deployed::revision`] gives). The revision must still exist and be ready; if it is not,
+    /// traffic stays where it was and the error is `NotReady`. The next [`Platform::deploy`]
+    /// moves traffic back to LATEST.
+    #[tracing::instrument(skip_all, fields(app = %app.as_str(), %region, %revision))]
+    pub async fn route_to(
+        &self,
+        app: &AppName,
+        region: &str,
+        revision: &str,
+    ) -> Result<Deployed, PlatformError> {
+        let name = self.service_name(region, app);
+        let pin = TrafficTarget::new()
+            .set_type(TrafficTargetAllocationType::Revision)
+            .set_revision(revision)
+            .set_percent(100);
+        let outcome = self
+            .client
+            .update_service()
+            .set_service(Service::new().set_name(&name).set_traffic([pin]))
+            .set_update_mask(FieldMask::default().set_paths(["traffic"]))
+            .poller()
+            .until_done()
+            .await;
+        let service = self.settle(&name, outcome, "routing traffic").await?;
+        serving_pinned(&service, revision)
+    }
+
+    /// Deletes the app's service in one region; a service that is not there is already deleted.
+    #[tracing::instrument(skip_all, fields(app = %app.as_str(), %region))]
+    pub async fn delete_in(&self, region: &str, app: &AppName) -> Result<(), PlatformError> {
+        let outcome = self
+            .client
+            .delete_service()
+            .set_name(self.service_name(region, app))
+            .poller()
+            .until_done()
+            .await;
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(error) if has_code(&error, Code::NotFound) => Ok(()),
+            Err(error) => Err(self.platform_error(error, "deleting the service")),
+        }
+    }
+
+    fn service_name(&self, region: &str, app: &AppName) -> String {
+        format!(
+            "projects/{}/locations/{region}/services/{}",
+            self.config.project,
+            app.as_str()
+        )
+    }
+
+    /// Turns a finished operation into the service's current state. An operation that failed
+    /// because the new revision never got ready is not an error of ours: the service says why,
+    /// and the caller decides from it.
+    async fn settle(
+        &self,
+        name: &str,
+        outcome: Result<Service, GaxError>,
+        action: &str,
+    ) -> Result<Service, PlatformError> {
+        let operation_error = match outcome {
+            Ok(_) => None,
+            Err(error) if has_code(&error, Code::FailedPrecondition) => Some(error),
+            Err(error) => return Err(self.platform_error(error, action)),
+        };
+        let service = self
+            .client
+            .get_service()
+            .set_name(name)
+            .send()
+            .await
+            .map_err(|error| self.platform_error(error, "reading the service"))?;
+        // The service normally records the failure in `terminalCondition`; when it does not,
+        // the operation's own message says why.
+        match operation_error {
+            Some(error) if !failed(&service) => {
+                Err(PlatformError::NotReady(status_message(&error)))
+            }
+            _ => Ok(service),
+        }
+    }
+
+    fn platform_error(&self, error: GaxError, action: &str) -> PlatformError {
+        platform_error(&self.config, error, action)
+    }
+}
+
+#[async_trait]
+impl Platform for CloudRunPlatform {
+    /// Pins all traffic to the earlier revision: nothing is rebuilt or restarted, and the
+    /// next `deploy` sets traffic back to the latest revision. A revision Cloud Run no longer
+    /// has (revisions are garbage-collected) is replaced by a new one from the same image.
+    async fn roll_back(
+        &self,
+        spec: DeploySpec,
+        revision: Option<&str>,
+    ) -> Result<Deployed, PlatformError> {
+        if let Some(revision) = revision {
+            // Cloud Run reports a revision it no longer has as INTERNAL, not NOT_FOUND, so
+            // any failure falls back; if Cloud Run itself is down, `deploy` says so.
+            match self.route_to(&spec.app, &spec.region, revision).await {
+                Ok(deployed) => return Ok(deployed),
+                Err(error) => tracing::warn!(
+                    revision,
+                    error = format!("{error:#}"),
+                    "the earlier revision cannot take traffic; deploying its image again"
+                ),
+            }
+        }
+        self.deploy(spec).await
+    }
+
+    #[tracing::instrument(skip_all, fields(app = %spec.app.as_str(), release = %spec.release_id))]
+    async fn deploy(&self, spec: DeploySpec) -> Result<Deployed, PlatformError> {
+        let name = self.service_name(&spec.region, &spec.app);
+        let service = desired_service(&self.config, &name, &spec)?;
+        let outcome = self
+            .client
+            .update_service()
+            .set_service(service)
+            .set_allow_missing(true)
+            .poller()
+            .until_done()
+            .await;
+        let service = self.settle(&name, outcome, "deploying").await?;
+        serving_latest(&service)
+    }
+
+    async fn delete(&self, app: &AppName) -> Result<(), PlatformError> {
+        for region in &self.config.regions {
+            self.delete_in(region, app).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Classifies a Cloud Run error: transient ones are retried by the caller, a missing
+/// permission names the role to grant.
+fn platform_error(config: &CloudRunConfig, error: GaxError, action: &str) -> PlatformError {
+    if has_code(&error, Code::PermissionDenied) {
+        return PlatformError::Other(anyhow!(
+            "{action} in Cloud Run was denied: {}. Runway's service account needs \
+             roles/run.developer on project {} and roles/iam.serviceAccountUser on {}",
+            status_message(&error),
+            config.project,
+            config.runtime_service_account,
+        ));
+    }
+    if is_transient(&error) {
+        return PlatformError::Unavailable(format!("{action}: {error}"));
+    }
+    PlatformError::Other(anyhow::Error::new(error).context(format!("{action} in Cloud Run")))
+}
+
+/// The whole service as Runway wants it: an upsert replaces what was there.
+fn desired_service(
+    config: &CloudRunConfig,
+    name: &str,
+    spec: &DeploySpec,
+) -> Result<Service, PlatformError> {
+    Ok(Service::new()
+        .set_name(name)
+        .set_labels(managed_labels())
+        .set_template(template(config, spec)?)
+        .set_traffic([TrafficTarget::new()
+            .set_type(TrafficTargetAllocationType::Latest)
+            .set_percent(100)]))
+}
+
+fn template(config: &CloudRunConfig, spec: &DeploySpec) -> Result<RevisionTemplate, PlatformError> {
+    let mut container = container(spec);
+    let mut template = RevisionTemplate::new()
+        .set_labels(managed_labels())
+        .set_annotations([(RELEASE_ANNOTATION, spec.release_id.as_str())])
+        .set_service_account(&config.runtime_service_account)
+        .set_scaling(RevisionScaling::new().set_max_instance_count(config.max_instances))
+        // Streamlit keeps one websocket per browser session, and its state lives in the
+        // instance that holds it: reconnects must land on the same instance.
+        .set_session_affinity(true)
+        // A websocket is one long request; Cloud Run cuts requests at the timeout (at most
+        // an hour), so take the maximum.
+        .set_timeout(google_cloud_wkt::Duration::clamp(3600, 0));
+    if let Some(secrets) = &spec.secrets {
+        let version = SecretVersion::parse(secrets)?;
+        template = template.set_volumes([version.volume(&config.project)]);
+        container = container
+            .set_volume_mounts([VolumeMount::new()
+                .set_name(SECRETS_VOLUME)
+                .set_mount_path(SECRETS_DIR)])
+            .set_env([EnvVar::new()
+                .set_name(SECRETS_ENV)
+                .set_value(format!("{SECRETS_DIR}/{SECRETS_FILE}"))]);
+    }
+    Ok(template.set_containers([container]))
+}
+
+const SECRETS_VOLUME: &str = "secrets";
+
+fn managed_labels() -> [(&'static str, &'static str); 1] {
+    [(MANAGED_BY_LABEL, "runway")]
+}
+
+/// The app's one container: the image by digest, its resources, and a startup probe on
+/// Streamlit's health endpoint so traffic only moves once Streamlit answers.
+fn container(spec: &DeploySpec) -> Container {
+    let limits = [
+        ("memory", spec.resources.memory().as_str()),
+        ("cpu", spec.resources.cpu().as_str()),
+    ];
+    Container::new()
+        .set_name("app")
+        .set_image(&spec.image)
+        .set_ports([ContainerPort::new()
+            .set_name("http1")
+            .set_container_port(CONTAINER_PORT)])
+        .set_resources(
+            ResourceRequirements::new()
+                .set_limits(limits)
+                // Setting resources turns request-only CPU off unless asked for again.
+                .set_cpu_idle(true)
+                .set_startup_cpu_boost(true),
+        )
+        .set_startup_probe(
+            Probe::new()
+                .set_http_get(
+                    HTTPGetAction::new()
+                        .set_path(HEALTH_PATH)
+                        .set_port(CONTAINER_PORT),
+                )
+                .set_timeout_seconds(2)
+                .set_period_seconds(3)
+                // Installing nothing at start, Streamlit is up in seconds; two minutes covers
+                // an app that imports heavy libraries.
+                .set_failure_threshold(40),
+        )
+}
+
+/// A Secret Manager secret version, `projects/P/secrets/S/versions/N`, as a [`SecretRef`]
+/// names it on Google Cloud.
+#[derive(Debug, PartialEq, Eq)]
+struct SecretVersion<'a> {
+    project: &'a str,
+    secret: &'a str,
+    version: &'a str,
+}
+
+impl<'a> SecretVersion<'a> {
+    fn parse(reference: &'a SecretRef) -> Result<Self, PlatformError> {
+        let parts: Vec<&str> = reference.0.split('/').collect();
+        match parts.as_slice() {
+            ["projects", project, "secrets", secret, "versions", version]
+                if [project, secret, version]
+                    .iter()
+                    .all(|part| !part.is_empty()) =>
+            {
+                Ok(Self {
+                    project,
+                    secret,
+                    version,
+                })
+            }
+            _ => Err(PlatformError::Other(anyhow!(
+                "secret reference {:?} is not a Secret Manager version \
+                 (projects/P/secrets/S/versions/N)",
+                reference.0
+            ))),
+        }
+    }
+
+    /// A secret volume exposing exactly this version as `secrets.toml`. Cloud Run wants the
+    /// bare secret id for a secret in the service's project and the full name otherwise.
+    fn volume(&self, service_project: &str) -> Volume {
+        let secret = if self.project == service_project {
+            self.secret.to_owned()
+        } else {
+            format!("projects/{}/secrets/{}", self.project, self.secret)
+        };
+        Volume::new().set_name(SECRETS_VOLUME).set_secret(
+            SecretVolumeSource::new()
+                .set_secret(secret)
+                .set_items([VersionToPath::new()
+                    .set_path(SECRETS_FILE)
+                    .set_version(self.version)]),
+        )
+    }
+}
+
+/// The service after a deploy: live only if the revision just created is the one that is ready
+/// and reconciliation succeeded. Otherwise LATEST still points at the previous ready revision.
+fn serving_latest(service: &Service) -> Result<Deployed, PlatformError> {
+    if failed(service) || service.latest_ready_revision != service.latest_created_revision {
+        return Err(PlatformError::NotReady(condition_message(service)));
+    }
+    Ok(Deployed {
+        url: service.uri.clone(),
+        revision: short_revision(&service.latest_ready_revision).to_owned(),
+    })
+}
+
+/// The service after a rollback: live only if the pinned revision now has all traffic.
+fn serving_pinned(service: &Service, revision: &str) -> Result<Deployed, PlatformError> {
+    if failed(service) {
+        return Err(PlatformError::NotReady(condition_message(service)));
+    }
+    let pinned = service
+        .traffic_statuses
+        .iter()
+        .any(|status| short_revision(&status.revision) == revision && status.percent == 100);
+    if !pinned {
+        return Err(PlatformError::Other(anyhow!(
+            "Cloud Run accepted the rollback, but {revision} does not have all traffic"
+        )));
+    }
+    Ok(Deployed {
+        url: service.uri.clone(),
+        revision: revision.to_owned(),
+    })
+}
+
+/// Whether reconciliation is over and did not succeed.
+fn failed(service: &Service) -> bool {
+    service
+        .terminal_condition
+        .as_ref()
+        .is_none_or(|condition| condition.state != condition::State::ConditionSucceeded)
+}
+
+fn condition_message(service: &Service) -> String {
+    let message = service
+        .terminal_condition
+        .as_ref()
+        .map(|condition| condition.message.as_str())
+        .unwrap_or_default();
+    if message.is_empty() {
+        format!(
+            "revision {} did not become ready",
+            short_revision(&service.latest_created_revision)
+        )
+    } else {
+        message.to_owned()
+    }
+}
+
+/// `projects/P/locations/R/services/S/revisions/REV` → `REV` (a short name stays as it is).
+fn short_revision(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+fn has_code(error: &GaxError, code: Code) -> bool {
+    error.status().is_some_and(|status| status.code == code)
+}
+
+fn status_message(error: &GaxError) -> String {
+    error
+        .status()
+        .map(|status| status.message.clone())
+        .unwrap_or_else(|| error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use google_cloud_gax::error::rpc::Status;
+    use google_cloud_run_v2::model::{Condition, TrafficTargetStatus};
+
+    use super::*;
+    use runway_core::domain::{Cpu, MainFile, Memory, Resources};
+
+    fn spec(secrets: Option<&str>) -> DeploySpec {
+        DeploySpec {
+            app: AppName::parse("hello").unwrap(),
+            release_id: "rel-1".into(),
+            image: "europe-docker.pkg.dev/p/apps/hello@sha256:abc".into(),
+            main_file: MainFile::parse("app.py").unwrap(),
+            region: "europe-west1".into(),
+            resources: Resources::new(Memory::Gi2, Cpu::Two).unwrap(),
+            secrets: secrets.map(|s| SecretRef(s.into())),
+        }
+    }
+
+    fn config() -> CloudRunConfig {
+        CloudRunConfig::new("proj", "apps@proj.iam.gserviceaccount.com", vec![])
+    }
+
+    fn service(ready: &str, created: &str, state: condition::State, message: &str) -> Service {
+        Service::new()
+            .set_uri("https://hello.run.app")
+            .set_latest_ready_revision(ready)
+            .set_latest_created_revision(created)
+            .set_terminal_condition(
+                Condition::new()
+                    .set_type("Ready")
+                    .set_state(state)
+                    .set_message(message),
+            )
+    }
+
+    #[test]
+    fn parses_a_secret_manager_version_name() {
+        let reference = SecretRef("projects/p/secrets/app-hello/versions/7".into());
+        let version = SecretVersion::parse(&reference).unwrap();
+        assert_eq!(
+            version,
+            SecretVersion {
+                project: "p",
+                secret: "app-hello",
+                version: "7"
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_a_secret_reference_that_is_not_a_version_name() {
+        for bad in [
+            "/tmp/secrets.toml",
+            "projects/p/secrets/s",
+            "projects//secrets/s/versions/1",
+        ] {
+            let reference = SecretRef(bad.into());
+            let result = SecretVersion::parse(&reference);
+            assert!(matches!(result, Err(PlatformError::Other(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_the_secret_by_id_in_its_own_project_and_fully_elsewhere() {
+        let reference = SecretRef("projects/p/secrets/s/versions/3".into());
+        let version = SecretVersion::parse(&reference).unwrap();
+        let json = |volume: Volume| serde_json::to_value(volume).unwrap();
+        assert_eq!(json(version.volume("p"))["secret"]["secret"], "s");
+        assert_eq!(
+            json(version.volume("other"))["secret"]["secret"],
+            "projects/p/secrets/s"
+        );
+        assert_eq!(
+            json(version.volume("p"))["secret"]["items"][0],
+            serde_json::json!({"path": "secrets.toml", "version": "3"})
+        );
+    }
+
+    #[test]
+    fn mounts_secrets_as_a_file_streamlit_is_told_about() {
+        let template = template_for(&config(), &spec(Some("projects/proj/secrets/s/versions/2")));
+        let container = &template["containers"][0];
+        assert_eq!(container["volumeMounts"][0]["mountPath"], "/secrets");
+        assert_eq!(container["env"][0]["name"], "STREAMLIT_SECRETS_FILES");
+        assert_eq!(container["env"][0]["value"], "/secrets/secrets.toml");
+        assert_eq!(
+            template["volumes"][0]["name"],
+            container["volumeMounts"][0]["name"]
+        );
+    }
+
+    #[test]
+    fn a_deploy_without_secrets_has_no_volume_and_no_secrets_env() {
+        let template = template_for(&config(), &spec(None));
+        assert!(template.get("volumes").is_none());
+        assert!(template["containers"][0].get("env").is_none());
+    }
+
+    #[test]
+    fn the_template_carries_resources_affinity_scaling_and_identity() {
+        let template = template_for(&config(), &spec(None));
+        let container = &template["containers"][0];
+        assert_eq!(container["resources"]["limits"]["memory"], "2Gi");
+        assert_eq!(container["resources"]["limits"]["cpu"], "2");
+        assert_eq!(container["ports"][0]["containerPort"], 8080);
+        assert_eq!(
+            container["startupProbe"]["httpGet"]["path"],
+            "/_stcore/health"
+        );
+        assert_eq!(template["sessionAffinity"], true);
+        assert_eq!(template["scaling"]["maxInstanceCount"], 3);
+        assert_eq!(
+            template["serviceAccount"],
+            "apps@proj.iam.gserviceaccount.com"
+        );
+        assert_eq!(template["annotations"][RELEASE_ANNOTATION], "rel-1");
+        assert_eq!(template["labels"][MANAGED_BY_LABEL], "runway");
+    }
+
+    fn template_for(config: &CloudRunConfig, spec: &DeploySpec) -> serde_json::Value {
+        serde_json::to_value(template(config, spec).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_ready_latest_revision_is_live_under_its_short_name() {
+        let name = "projects/p/locations/r/services/hello/revisions/hello-00002-abc";
+        let service = service(name, name, condition::State::ConditionSucceeded, "");
+        let deployed = serving_latest(&service).unwrap();
+        assert_eq!(deployed.revision, "hello-00002-abc");
+        assert_eq!(deployed.url, "https://hello.run.app");
+    }
+
+    #[test]
+    fn a_failed_latest_revision_is_not_ready_with_cloud_runs_message() {
+        let service = service(
+            "hello-00001-abc",
+            "hello-00002-xyz",
+            condition::State::ConditionFailed,
+            "Revision 'hello-00002-xyz' is not ready and cannot serve traffic.",
+        );
+        let error = serving_latest(&service).unwrap_err();
+        assert!(
+            matches!(&error, PlatformError::NotReady(m) if m.contains("hello-00002-xyz")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_rollback_is_live_when_the_pinned_revision_has_all_traffic() {
+        let service = service("b", "b", condition::State::ConditionSucceeded, "")
+            .set_traffic_statuses([TrafficTargetStatus::new()
+                .set_type(TrafficTargetAllocationType::Revision)
+                .set_revision("hello-00001-abc")
+                .set_percent(100)]);
+        let deployed = serving_pinned(&service, "hello-00001-abc").unwrap();
+        assert_eq!(deployed.revision, "hello-00001-abc");
+        assert!(serving_pinned(&service, "hello-00002-xyz").is_err());
+    }
+
+    #[test]
+    fn classifies_errors_for_retry_and_names_the_missing_role() {
+        let config = config();
+        let service_error =
+            |code: Code| GaxError::service(Status::default().set_code(code).set_message("nope"));
+        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Internal] {
+            let error = platform_error(&config, service_error(code), "deploying");
+            assert!(matches!(error, PlatformError::Unavailable(_)), "{code:?}");
+        }
+        let denied = platform_error(&config, service_error(Code::PermissionDenied), "deploying");
+        let message = format!("{denied:#}");
+        assert!(message.contains("roles/run.developer"), "{message}");
+        assert!(
+            message.contains("roles/iam.serviceAccountUser"),
+            "{message}"
+        );
+        let invalid = platform_error(&config, service_error(Code::InvalidArgument), "deploying");
+        assert!(matches!(invalid, PlatformError::Other(_)));
+    }
+}

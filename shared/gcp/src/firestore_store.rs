@@ -1,0 +1,835 @@
+//! `Store` on Firestore (native mode), through firestore-rs.
+//!
+//! Each record is a document whose `record` field holds the domain's own JSON, the same encoding
+//! the SQLite store keeps, so both stores evolve with the records' serde; beside it sit the
+//! fields queries filter and order on, with timestamps as native Firestore timestamps (RFC 3339
+//! strings of varying precision do not sort). Every read-modify-write runs in a Firestore
+//! transaction: its reads are locked until commit, and a commit that lost to a concurrent one is
+//! retried from the start, so concurrent workers never lose an update.
+//!
+//! The composite indexes these queries need are `COMPOSITE_INDEXES`; a test holds
+//! `infra/firestore.indexes.json` to them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use firestore::errors::FirestoreError;
+use firestore::select_filter_builder::FirestoreQueryFilterBuilder;
+use firestore::{
+    FirestoreConsistencySelector, FirestoreDb, FirestoreDbOptions, FirestoreQueryDirection,
+    FirestoreQueryFilter, FirestoreTimestamp, FirestoreTransaction, FirestoreTransactionOps,
+    FirestoreWritePrecondition,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use runway_core::domain::{
+    AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
+    Timestamp,
+};
+use runway_core::ports::{Store, StoreError, check_transition};
+
+const DEPLOYMENTS: &str = "deployments";
+const RELEASES: &str = "releases";
+const SEQUENCES: &str = "release_sequences";
+const DELIVERIES: &str = "deliveries";
+const AUDIT: &str = "audit";
+const ORPHAN_HOOKS: &str = "orphan_hooks";
+
+/// The composite indexes this store's queries need, as (collection, [(field, direction)]).
+/// Firestore refuses such a query without its index, but the emulator does not check: a test
+/// holds `infra/firestore.indexes.json` (which Terraform applies) to this list.
+pub const COMPOSITE_INDEXES: &[(&str, &[(&str, &str)])] = &[
+    // `releases`: an app's releases, newest first.
+    (RELEASES, &[("app", "ASCENDING"), ("seq", "DESCENDING")]),
+    // `releases_in_state`: stale releases for cleanup, oldest first.
+    (
+        RELEASES,
+        &[("state", "ASCENDING"), ("updated_at", "ASCENDING")],
+    ),
+    // `deliveries_of_repo`: a repository's deliveries, newest first.
+    (
+        DELIVERIES,
+        &[("repo_id", "ASCENDING"), ("received_at", "DESCENDING")],
+    ),
+    // `audit` narrowed to one app, newest first.
+    (AUDIT, &[("app", "ASCENDING"), ("at", "DESCENDING")]),
+];
+
+/// A transaction that lost to a concurrent one is run again this many times before the caller
+/// hears `Unavailable`.
+const TRANSACTION_ATTEMPTS: u32 = 40;
+/// Firestore allows 500 writes per commit; deletions go in chunks below that.
+const WRITES_PER_COMMIT: usize = 400;
+
+/// Where the store's database is.
+#[derive(Clone, Debug)]
+pub struct FirestoreConfig {
+    pub project: String,
+    /// `(default)` unless the project has several databases.
+    pub database: String,
+    /// `host:port` of the Firestore emulator; `None` talks to Google with the default
+    /// credentials (the function's service account on Cloud Run).
+    pub emulator: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct FirestoreStore {
+    db: FirestoreDb,
+    /// One lock per app for this instance's read-modify-writes of that app's releases. Firestore
+    /// transactions alone are correct, but contenders that all read a document and then write
+    /// it deadlock on its lock until the server aborts them all (the emulator after 2 s); queueing
+    /// them here first leaves the transactions to fence off other instances only.
+    app_locks: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl FirestoreStore {
+    pub async fn connect(config: &FirestoreConfig) -> Result<Self, StoreError> {
+        let options = FirestoreDbOptions::new(config.project.clone())
+            .with_database_id(config.database.clone());
+        let db = match &config.emulator {
+            Some(host) => {
+                // The emulator's own credentials ("Bearer owner"), given explicitly so that no
+                // process-wide FIRESTORE_EMULATOR_HOST is needed: tests run several stores.
+                let options = options.with_firebase_api_url(format!("http://{host}"));
+                FirestoreDb::with_options_auth(options, emulator_credentials()).await
+            }
+            None => FirestoreDb::with_options(options).await,
+        }
+        .map_err(|error| {
+            StoreError::Unavailable(format!(
+                "cannot reach Firestore for project {}: {error}",
+                config.project
+            ))
+        })?;
+        Ok(Self {
+            db,
+            app_locks: Arc::default(),
+        })
+    }
+
+    async fn lock_app(&self, app: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .app_locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(app.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    /// Whether Firestore answers: a cheap read of one document.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.get::<SequenceDoc>(SEQUENCES, "runway-readiness-probe")
+            .await
+            .map(|_| ())
+    }
+
+    async fn get<T>(&self, collection: &str, id: &str) -> Result<Option<T>, StoreError>
+    where
+        for<'de> T: Deserialize<'de> + Send,
+    {
+        get_in(&self.db, collection, id).await
+    }
+
+    /// Runs `work` in a transaction: it reads through the `FirestoreDb` it is given (bound to
+    /// the transaction) and returns its result with the writes to commit. Lost races are run
+    /// again, with a growing, jittered pause.
+    async fn transact<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: Fn(FirestoreDb) -> Fut,
+        Fut: Future<Output = Result<(T, Vec<Write>), Attempt>>,
+    {
+        let mut pause = Duration::from_millis(5);
+        for _ in 0..TRANSACTION_ATTEMPTS {
+            let mut transaction = self.db.begin_transaction().await.map_err(store_error)?;
+            let bound =
+                self.db
+                    .clone_with_consistency_selector(FirestoreConsistencySelector::Transaction(
+                        transaction.transaction_id().clone(),
+                    ));
+            let outcome = match work(bound).await {
+                Ok((value, writes)) => match apply(&mut transaction, writes) {
+                    Ok(()) => transaction
+                        .commit()
+                        .await
+                        .map(|_| value)
+                        .map_err(Attempt::from),
+                    Err(error) => {
+                        transaction.rollback().await.ok();
+                        Err(error)
+                    }
+                },
+                Err(error) => {
+                    transaction.rollback().await.ok();
+                    Err(error)
+                }
+            };
+            match outcome {
+                Ok(value) => return Ok(value),
+                Err(Attempt::Failed(error)) => return Err(error),
+                Err(Attempt::LostRace) => {
+                    let jitter = rand::random_range(0..=pause.as_millis() as u64);
+                    tokio::time::sleep(pause + Duration::from_millis(jitter)).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "a Firestore transaction lost to concurrent ones {TRANSACTION_ATTEMPTS} times"
+        )))
+    }
+
+    async fn query_releases(
+        &self,
+        filter: impl Fn(FirestoreQueryFilterBuilder) -> Option<FirestoreQueryFilter> + Send + Sync,
+        order: (&'static str, FirestoreQueryDirection),
+        limit: Option<u32>,
+    ) -> Result<Vec<Release>, StoreError> {
+        let mut query = self
+            .db
+            .fluent()
+            .select()
+            .from(RELEASES)
+            .filter(filter)
+            .order(|o| o.fields([o.field(order.0).direction(order.1.clone())]));
+        if let Some(limit) = limit {
+            query = query.limit(limit);
+        }
+        let docs: Vec<ReleaseDoc> = query.obj().query().await.map_err(store_error)?;
+        docs.into_iter().map(ReleaseDoc::into_record).collect()
+    }
+}
+
+/// How one transaction attempt ended, when it did not commit.
+enum Attempt {
+    /// Firestore aborted it for a concurrent transaction: run it again.
+    LostRace,
+    Failed(StoreError),
+}
+
+impl From<StoreError> for Attempt {
+    fn from(error: StoreError) -> Self {
+        Attempt::Failed(error)
+    }
+}
+
+impl From<FirestoreError> for Attempt {
+    fn from(error: FirestoreError) -> Self {
+        match &error {
+            FirestoreError::DatabaseError(database) if database.public.code == "Aborted" => {
+                Attempt::LostRace
+            }
+            _ => Attempt::Failed(store_error(error)),
+        }
+    }
+}
+
+fn store_error(error: FirestoreError) -> StoreError {
+    match &error {
+        FirestoreError::DatabaseError(database) if database.retry_possible => {
+            StoreError::Unavailable(format!("Firestore: {error}"))
+        }
+        FirestoreError::DataNotFoundError(_) => StoreError::NotFound(error.to_string()),
+        FirestoreError::DataConflictError(_) => StoreError::Conflict(error.to_string()),
+        _ => StoreError::Other(anyhow::anyhow!("Firestore: {error}")),
+    }
+}
+
+fn encode<T: Serialize>(record: &T) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(|error| StoreError::Other(error.into()))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(record: &str) -> Result<T, StoreError> {
+    serde_json::from_str(record).map_err(|error| {
+        StoreError::Other(anyhow::anyhow!("a stored record does not decode: {error}"))
+    })
+}
+
+fn timestamp(at: Timestamp) -> FirestoreTimestamp {
+    // Firestore keeps microseconds; chrono's are exact, so this cannot fail for real times.
+    let instant =
+        firestore::FirestoreInstant::from_microsecond(at.timestamp_micros()).unwrap_or_default();
+    FirestoreTimestamp(instant)
+}
+
+async fn get_in<T>(db: &FirestoreDb, collection: &str, id: &str) -> Result<Option<T>, StoreError>
+where
+    for<'de> T: Deserialize<'de> + Send,
+{
+    db.fluent()
+        .select()
+        .by_id_in(collection)
+        .obj()
+        .one(id)
+        .await
+        .map_err(store_error)
+}
+
+/// A write queued for a transaction's commit.
+enum Write {
+    Deployment(DeploymentDoc),
+    Release(ReleaseDoc),
+    Sequence(String, SequenceDoc),
+    Delete(&'static str, String),
+}
+
+fn apply(transaction: &mut FirestoreTransaction<'_>, writes: Vec<Write>) -> Result<(), Attempt> {
+    let no_transforms = Vec::new;
+    for write in writes {
+        let result = match write {
+            Write::Deployment(doc) => transaction
+                .update_object(DEPLOYMENTS, &doc.app, &doc, None, None, no_transforms())
+                .map(|_| ()),
+            Write::Release(doc) => transaction
+                .update_object(RELEASES, &doc.id, &doc, None, None, no_transforms())
+                .map(|_| ()),
+            Write::Sequence(app, doc) => transaction
+                .update_object(SEQUENCES, &app, &doc, None, None, no_transforms())
+                .map(|_| ()),
+            Write::Delete(collection, id) => {
+                transaction.delete_by_id(collection, &id, None).map(|_| ())
+            }
+        };
+        result.map_err(|error| Attempt::Failed(store_error(error)))?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DeploymentDoc {
+    app: String,
+    repo_id: i64,
+    record: String,
+}
+
+impl DeploymentDoc {
+    fn of(deployment: &Deployment) -> Result<Self, StoreError> {
+        Ok(Self {
+            app: deployment.app.to_string(),
+            repo_id: deployment.repo_id as i64,
+            record: encode(deployment)?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ReleaseDoc {
+    id: String,
+    app: String,
+    seq: i64,
+    state: String,
+    build_id: Option<String>,
+    updated_at: FirestoreTimestamp,
+    record: String,
+}
+
+impl ReleaseDoc {
+    fn of(release: &Release) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: release.id.clone(),
+            app: release.app.to_string(),
+            seq: release.seq as i64,
+            state: release.state.as_str().to_owned(),
+            build_id: release.build_id.clone(),
+            updated_at: timestamp(release.updated_at),
+            record: encode(release)?,
+        })
+    }
+
+    fn into_record(self) -> Result<Release, StoreError> {
+        decode(&self.record)
+    }
+}
+
+/// The last sequence number given to an app's releases: kept apart from the releases so that
+/// numbers are never reused after an app is deleted and created again.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SequenceDoc {
+    last: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DeliveryDoc {
+    repo_id: Option<i64>,
+    received_at: FirestoreTimestamp,
+    record: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AuditDoc {
+    app: Option<String>,
+    at: FirestoreTimestamp,
+    record: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct OrphanHookDoc {
+    repo: String,
+    hook_id: String,
+}
+
+/// Document ids may not contain `/`; a repository's name does.
+fn orphan_hook_id(repo: &str, hook_id: &str) -> String {
+    let digest = Sha256::digest(format!("{repo}\n{hook_id}"));
+    hex::encode(&digest[..16])
+}
+
+fn emulator_credentials() -> google_cloud_auth::credentials::Credentials {
+    google_cloud_auth::credentials::Credentials::from(EmulatorOwner)
+}
+
+/// The emulator accepts `Bearer owner` as the administrator, bypassing security rules.
+#[derive(Debug)]
+struct EmulatorOwner;
+
+impl google_cloud_auth::credentials::CredentialsProvider for EmulatorOwner {
+    async fn headers(
+        &self,
+        _extensions: http::Extensions,
+    ) -> Result<
+        google_cloud_auth::credentials::CacheableResource<http::HeaderMap>,
+        google_cloud_auth::errors::CredentialsError,
+    > {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer owner"),
+        );
+        Ok(google_cloud_auth::credentials::CacheableResource::New {
+            entity_tag: google_cloud_auth::credentials::EntityTag::new(),
+            data: headers,
+        })
+    }
+
+    async fn universe_domain(&self) -> Option<String> {
+        None
+    }
+}
+
+#[async_trait]
+impl Store for FirestoreStore {
+    async fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
+        let _app = self.lock_app(deployment.app.as_str()).await;
+        self.transact(|db| {
+            let mut deployment = deployment.clone();
+            async move {
+                let stored = get_in::<DeploymentDoc>(&db, DEPLOYMENTS, deployment.app.as_str())
+                    .await?
+                    .map(|doc| decode::<Deployment>(&doc.record))
+                    .transpose()?;
+                if let Some(stored) = stored {
+                    deployment.live_release = stored.live_release;
+                    deployment.url = stored.url;
+                }
+                Ok(((), vec![Write::Deployment(DeploymentDoc::of(&deployment)?)]))
+            }
+        })
+        .await
+    }
+
+    async fn deployment(&self, app: &AppName) -> Result<Option<Deployment>, StoreError> {
+        let doc: Option<DeploymentDoc> = self.get(DEPLOYMENTS, app.as_str()).await?;
+        doc.map(|doc| decode(&doc.record)).transpose()
+    }
+
+    async fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        let docs: Vec<DeploymentDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(DEPLOYMENTS)
+            .order(|o| o.fields([o.field("app").asc()]))
+            .obj()
+            .query()
+            .await
+            .map_err(store_error)?;
+        docs.iter().map(|doc| decode(&doc.record)).collect()
+    }
+
+    async fn deployments_of_repo(&self, repo_id: u64) -> Result<Vec<Deployment>, StoreError> {
+        let mut docs: Vec<DeploymentDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(DEPLOYMENTS)
+            .filter(|q| q.field("repo_id").eq(repo_id as i64))
+            .obj()
+            .query()
+            .await
+            .map_err(store_error)?;
+        // Sorted here: ordering by `app` in the query would need a composite index.
+        docs.sort_by(|a, b| a.app.cmp(&b.app));
+        docs.iter().map(|doc| decode(&doc.record)).collect()
+    }
+
+    async fn delete_deployment(&self, app: &AppName) -> Result<(), StoreError> {
+        let _app = self.lock_app(app.as_str()).await;
+        let app = app.to_string();
+        loop {
+            let app = app.clone();
+            let done = self
+                .transact(move |db| {
+                    let app = app.clone();
+                    async move {
+                        let releases: Vec<ReleaseDoc> = db
+                            .fluent()
+                            .select()
+                            .from(RELEASES)
+                            .filter(|q| q.field("app").eq(app.as_str()))
+                            .limit(WRITES_PER_COMMIT as u32)
+                            .obj()
+                            .query()
+                            .await?;
+                        let last_chunk = releases.len() < WRITES_PER_COMMIT;
+                        let mut writes: Vec<Write> = releases
+                            .into_iter()
+                            .map(|release| Write::Delete(RELEASES, release.id))
+                            .collect();
+                        if last_chunk {
+                            writes.push(Write::Delete(DEPLOYMENTS, app));
+                        }
+                        Ok((last_chunk, writes))
+                    }
+                })
+                .await?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn queue_release(&self, new: NewRelease) -> Result<Release, StoreError> {
+        let _app = self.lock_app(new.app.as_str()).await;
+        self.transact(|db| {
+            let new = new.clone();
+            async move {
+                let app = new.app.to_string();
+                let sequence: SequenceDoc = get_in(&db, SEQUENCES, &app).await?.unwrap_or_default();
+                let seq = sequence.last + 1;
+                let older_queued: Vec<ReleaseDoc> = db
+                    .fluent()
+                    .select()
+                    .from(RELEASES)
+                    .filter(|q| {
+                        q.for_all([
+                            q.field("app").eq(app.as_str()),
+                            q.field("state").eq(ReleaseState::Queued.as_str()),
+                        ])
+                    })
+                    .obj()
+                    .query()
+                    .await?;
+                let now = Utc::now();
+                let id = uuid::Uuid::new_v4().to_string();
+                let mut writes = vec![Write::Sequence(app, SequenceDoc { last: seq })];
+                for older in older_queued {
+                    let mut older = older.into_record()?;
+                    older.state = ReleaseState::Superseded;
+                    older.message = Some(format!("superseded by the newer release {id}"));
+                    older.updated_at = now;
+                    older.finished_at = Some(now);
+                    writes.push(Write::Release(ReleaseDoc::of(&older)?));
+                }
+                let release = Release::queued(new, id, seq as u64, now);
+                writes.push(Write::Release(ReleaseDoc::of(&release)?));
+                Ok((release, writes))
+            }
+        })
+        .await
+    }
+
+    async fn release(&self, id: &str) -> Result<Option<Release>, StoreError> {
+        let doc: Option<ReleaseDoc> = self.get(RELEASES, id).await?;
+        doc.map(ReleaseDoc::into_record).transpose()
+    }
+
+    async fn releases(&self, app: &AppName, limit: usize) -> Result<Vec<Release>, StoreError> {
+        let app = app.to_string();
+        self.query_releases(
+            |q| q.field("app").eq(app.as_str()),
+            ("seq", FirestoreQueryDirection::Descending),
+            Some(limit.min(u32::MAX as usize) as u32),
+        )
+        .await
+    }
+
+    async fn release_by_build(&self, build_id: &str) -> Result<Option<Release>, StoreError> {
+        let docs: Vec<ReleaseDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(RELEASES)
+            .filter(|q| q.field("build_id").eq(build_id))
+            .obj()
+            .query()
+            .await
+            .map_err(store_error)?;
+        // A rollback reuses its target's build id: the build belongs to the oldest.
+        docs.into_iter()
+            .min_by_key(|doc| doc.seq)
+            .map(ReleaseDoc::into_record)
+            .transpose()
+    }
+
+    async fn releases_in_state(
+        &self,
+        state: ReleaseState,
+        before: Timestamp,
+    ) -> Result<Vec<Release>, StoreError> {
+        let before = timestamp(before);
+        self.query_releases(
+            |q| {
+                q.for_all([
+                    q.field("state").eq(state.as_str()),
+                    q.field("updated_at").less_than(before),
+                ])
+            },
+            ("updated_at", FirestoreQueryDirection::Ascending),
+            None,
+        )
+        .await
+    }
+
+    async fn transition(
+        &self,
+        id: &str,
+        from: ReleaseState,
+        to: ReleaseState,
+        update: ReleaseUpdate,
+    ) -> Result<Release, StoreError> {
+        check_transition(from, to)?;
+        // A release never changes app, so its app can be read before the transaction.
+        let app = self
+            .release(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("release {id}")))?
+            .app;
+        let _app = self.lock_app(app.as_str()).await;
+        self.transact(|db| {
+            let update = update.clone();
+            async move {
+                let mut release = get_in::<ReleaseDoc>(&db, RELEASES, id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("release {id}")))?
+                    .into_record()?;
+                if release.state != from {
+                    return Err(StoreError::Conflict(format!(
+                        "release {id} is {}, not {from}",
+                        release.state
+                    ))
+                    .into());
+                }
+                let mut writes = Vec::new();
+                if to == ReleaseState::Live {
+                    let mut deployment: Deployment =
+                        get_in::<DeploymentDoc>(&db, DEPLOYMENTS, release.app.as_str())
+                            .await?
+                            .ok_or_else(|| StoreError::NotFound(format!("app {}", release.app)))
+                            .and_then(|doc| decode(&doc.record))?;
+                    if let Some(live_id) = &deployment.live_release
+                        && let Some(live) = get_in::<ReleaseDoc>(&db, RELEASES, live_id).await?
+                        && live.seq as u64 > release.seq
+                    {
+                        return Err(StoreError::Conflict(format!(
+                            "the newer release {} is already live",
+                            live.id
+                        ))
+                        .into());
+                    }
+                    deployment.goes_live(&release, update.url.clone());
+                    writes.push(Write::Deployment(DeploymentDoc::of(&deployment)?));
+                }
+                release.apply(to, update);
+                writes.push(Write::Release(ReleaseDoc::of(&release)?));
+                Ok((release, writes))
+            }
+        })
+        .await
+    }
+
+    async fn record_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError> {
+        let doc = DeliveryDoc {
+            repo_id: delivery.repo_id.map(|id| id as i64),
+            received_at: timestamp(delivery.received_at),
+            record: encode(delivery)?,
+        };
+        // Created only if absent: the id is GitHub's delivery GUID, so a replay finds it.
+        let created = self
+            .db
+            .fluent()
+            .update()
+            .in_col(DELIVERIES)
+            .precondition(FirestoreWritePrecondition::Exists(false))
+            .document_id(&delivery.id)
+            .object(&doc)
+            .execute::<()>()
+            .await;
+        match created {
+            Ok(()) => Ok(true),
+            Err(FirestoreError::DataConflictError(_)) => Ok(false),
+            Err(FirestoreError::DatabaseError(error))
+                if error.public.code == "FailedPrecondition" =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    async fn deliveries_of_repo(
+        &self,
+        repo_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let docs: Vec<DeliveryDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(DELIVERIES)
+            .filter(|q| q.field("repo_id").eq(repo_id as i64))
+            .order(|o| o.fields([o.field("received_at").desc()]))
+            .limit(limit.min(u32::MAX as usize) as u32)
+            .obj()
+            .query()
+            .await
+            .map_err(store_error)?;
+        docs.iter().map(|doc| decode(&doc.record)).collect()
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let doc = AuditDoc {
+            app: entry.app.clone(),
+            at: timestamp(entry.at),
+            record: encode(entry)?,
+        };
+        self.db
+            .fluent()
+            .insert()
+            .into(AUDIT)
+            .generate_document_id()
+            .object(&doc)
+            .execute::<()>()
+            .await
+            .map_err(store_error)
+    }
+
+    async fn audit(
+        &self,
+        app: Option<&AppName>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let app = app.map(ToString::to_string);
+        let docs: Vec<AuditDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(AUDIT)
+            .filter(|q| app.as_ref().and_then(|app| q.field("app").eq(app.as_str())))
+            .order(|o| o.fields([o.field("at").desc()]))
+            .limit(limit.min(u32::MAX as usize) as u32)
+            .obj()
+            .query()
+            .await
+            .map_err(store_error)?;
+        docs.iter().map(|doc| decode(&doc.record)).collect()
+    }
+
+    async fn add_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError> {
+        let doc = OrphanHookDoc {
+            repo: repo.to_owned(),
+            hook_id: hook_id.to_owned(),
+        };
+        self.db
+            .fluent()
+            .update()
+            .in_col(ORPHAN_HOOKS)
+            .document_id(orphan_hook_id(repo, hook_id))
+            .object(&doc)
+            .execute::<()>()
+            .await
+            .map_err(store_error)
+    }
+
+    async fn orphan_hooks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let docs: Vec<OrphanHookDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(ORPHAN_HOOKS)
+            .obj()
+            .query()
+            .await
+            .map_err(store_error)?;
+        Ok(docs
+            .into_iter()
+            .map(|doc| (doc.repo, doc.hook_id))
+            .collect())
+    }
+
+    async fn remove_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError> {
+        self.db
+            .fluent()
+            .delete()
+            .from(ORPHAN_HOOKS)
+            .document_id(orphan_hook_id(repo, hook_id))
+            .execute()
+            .await
+            .map_err(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infra_creates_every_composite_index_the_queries_need() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../infra/firestore.indexes.json"
+        );
+        let file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let declared: Vec<(String, Vec<(String, String)>)> = file["indexes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|index| {
+                let fields = index["fields"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| {
+                        let text = |key: &str| f[key].as_str().unwrap().to_owned();
+                        (text("fieldPath"), text("order"))
+                    })
+                    .collect();
+                (
+                    index["collectionGroup"].as_str().unwrap().to_owned(),
+                    fields,
+                )
+            })
+            .collect();
+        for (collection, fields) in COMPOSITE_INDEXES {
+            let wanted: Vec<(String, String)> = fields
+                .iter()
+                .map(|(field, order)| (field.to_string(), order.to_string()))
+                .collect();
+            assert!(
+                declared.contains(&(collection.to_string(), wanted.clone())),
+                "{path} lacks the index {collection} {wanted:?}"
+            );
+        }
+        assert_eq!(
+            declared.len(),
+            COMPOSITE_INDEXES.len(),
+            "an index nothing uses"
+        );
+    }
+}

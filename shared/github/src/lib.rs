@@ -1,0 +1,454 @@
+//! `Forge` on GitHub's REST API: repositories, branch heads and source tarballs (Contents: read)
+//! and push webhooks (Webhooks: read and write), as a personal/fine-grained token or as a GitHub
+//! App installation, which is what Runway asks organisations to install.
+
+mod api;
+mod app;
+mod errors;
+mod tarball;
+
+use std::fmt;
+use std::path::Path;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use url::Url;
+
+use self::api::{Api, Call, next_page};
+use self::app::AppAuth;
+use self::errors::{Op, Permission, scrub};
+use runway_core::domain::{Branch, CommitSha, RepoUrl};
+use runway_core::ports::{Forge, ForgeError, Repository, Webhook};
+
+/// A source tarball larger than this is refused rather than held in memory.
+const MAX_TARBALL_BYTES: usize = 1 << 30;
+/// GitHub's largest page; fewer round trips for repositories with many hooks.
+const PAGE_SIZE: &str = "100";
+/// Stops a `Link` header that never ends from looping forever.
+const MAX_PAGES: usize = 50;
+
+/// Where GitHub is and who Runway is there.
+#[derive(Clone, Debug)]
+pub struct GitHubConfig {
+    /// `https://api.github.com/`, or a GitHub Enterprise Server's `https://HOST/api/v3/`.
+    pub api_base: Url,
+    pub auth: GitHubAuth,
+}
+
+/// Runway's GitHub credentials. `Debug` shows no secret (`SecretString` redacts itself).
+#[derive(Clone, Debug)]
+pub enum GitHubAuth {
+    /// A fine-grained or classic personal access token.
+    Token(SecretString),
+    /// A GitHub App: its id, its private key (PEM), and the installation to act as; without
+    /// one, the installation is looked up per repository.
+    App {
+        app_id: u64,
+        private_key: SecretString,
+        installation_id: Option<u64>,
+    },
+}
+
+impl GitHubConfig {
+    pub const DEFAULT_API_BASE: &str = "https://api.github.com/";
+
+    /// Talks to github.com.
+    pub fn new(auth: GitHubAuth) -> Self {
+        Self {
+            api_base: Url::parse(Self::DEFAULT_API_BASE).expect("a valid constant URL"),
+            auth,
+        }
+    }
+}
+
+pub struct GitHubForge {
+    api: Api,
+    credentials: Credentials,
+}
+
+enum Credentials {
+    Token(SecretString),
+    App(AppAuth),
+}
+
+impl fmt::Debug for GitHubForge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auth = match &self.credentials {
+            Credentials::Token(_) => "token".to_owned(),
+            Credentials::App(app) => format!("GitHub App {}", app.app_id()),
+        };
+        f.debug_struct("GitHubForge")
+            .field("auth", &auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A GitHub repository as the API names it.
+pub(crate) struct Repo<'a> {
+    owner: &'a str,
+    name: &'a str,
+}
+
+impl Repo<'_> {
+    /// GitHub compares names without case.
+    fn key(&self) -> String {
+        format!("{}/{}", self.owner, self.name).to_ascii_lowercase()
+    }
+}
+
+impl fmt::Display for Repo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.owner, self.name)
+    }
+}
+
+fn github_repo(repo: &RepoUrl) -> Result<Repo<'_>, ForgeError> {
+    match repo {
+        RepoUrl::GitHub { owner, name } => Ok(Repo { owner, name }),
+        RepoUrl::Local { .. } => Err(ForgeError::Rejected(
+            "this Runway runs with the GitHub forge, which serves GitHub repositories only; \
+             local repositories need the local git forge"
+                .into(),
+        )),
+    }
+}
+
+/// Answers' fields Runway reads; GitHub sends many more.
+#[derive(Deserialize)]
+struct RepoBody {
+    id: u64,
+    full_name: String,
+    default_branch: String,
+}
+
+#[derive(Deserialize)]
+struct BranchBody {
+    commit: BranchCommit,
+}
+
+#[derive(Deserialize)]
+struct BranchCommit {
+    sha: String,
+}
+
+#[derive(Deserialize)]
+struct HookBody {
+    id: u64,
+    #[serde(default)]
+    config: HookConfig,
+    #[serde(default)]
+    created_at: Option<runway_core::domain::Timestamp>,
+}
+
+#[derive(Default, Deserialize)]
+struct HookConfig {
+    #[serde(default)]
+    url: Option<String>,
+}
+
+impl GitHubForge {
+    pub fn new(config: GitHubConfig) -> anyhow::Result<Self> {
+        let credentials = match config.auth {
+            GitHubAuth::Token(token) => Credentials::Token(token),
+            GitHubAuth::App {
+                app_id,
+                private_key,
+                installation_id,
+            } => Credentials::App(AppAuth::new(app_id, &private_key, installation_id)?),
+        };
+        Ok(Self {
+            api: Api::new(config.api_base)?,
+            credentials,
+        })
+    }
+
+    /// Sends a request about `repo` with the credentials for it, returning a successful answer.
+    /// A GitHub App's token that GitHub refuses (revoked, or the App was reinstalled) is
+    /// replaced once, so a person never sees a failure Runway could fix by itself.
+    async fn send(
+        &self,
+        repo: &Repo<'_>,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        op: &Op,
+    ) -> Result<reqwest::Response, ForgeError> {
+        let mut retried = false;
+        loop {
+            let token = match &self.credentials {
+                Credentials::Token(token) => token.clone(),
+                Credentials::App(app) => app.token(&self.api, repo).await?,
+            };
+            let call = Call {
+                method: method.clone(),
+                url: url.clone(),
+                body,
+                auth: Some(&token),
+                op,
+            };
+            let response = self.api.send(call).await?;
+            if response.status() == http::StatusCode::UNAUTHORIZED
+                && !retried
+                && let Credentials::App(app) = &self.credentials
+            {
+                app.forget(repo).await;
+                retried = true;
+                continue;
+            }
+            return self.api.check(response, op).await;
+        }
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        repo: &Repo<'_>,
+        url: Url,
+        op: &Op,
+    ) -> Result<T, ForgeError> {
+        let response = self.send(repo, Method::GET, url, None, op).await?;
+        self.api.read_json(response, op).await
+    }
+
+    fn repo_url(&self, repo: &Repo<'_>, rest: &[&str]) -> Url {
+        let mut segments = vec!["repos", repo.owner, repo.name];
+        segments.extend_from_slice(rest);
+        self.api.url(&segments)
+    }
+
+    async fn fetch_repository(&self, repo: &Repo<'_>) -> Result<Repository, ForgeError> {
+        let op = Op {
+            action: format!("read the repository {repo}"),
+            needs: Permission::Contents,
+            missing: format!(
+                "repository {repo} not found or not visible to Runway's GitHub credentials"
+            ),
+        };
+        let body: RepoBody = self.get_json(repo, self.repo_url(repo, &[]), &op).await?;
+        let default_branch = Branch::parse(&body.default_branch).map_err(|error| {
+            ForgeError::Other(anyhow::anyhow!("{repo}'s default branch: {error}"))
+        })?;
+        Ok(Repository {
+            id: body.id,
+            full_name: body.full_name,
+            default_branch,
+        })
+    }
+
+    /// GitHub answers 404 for a missing branch or commit and for a missing repository alike;
+    /// asking for the repository tells the person which one it is.
+    async fn explain_not_found(&self, repo: &Repo<'_>, error: ForgeError) -> ForgeError {
+        match error {
+            ForgeError::NotFound(_) => match self.fetch_repository(repo).await {
+                Err(missing @ ForgeError::NotFound(_)) => missing,
+                _ => error,
+            },
+            other => other,
+        }
+    }
+
+    /// Every hook of the repository, following GitHub's `Link` pages.
+    async fn list_hooks(&self, repo: &Repo<'_>) -> Result<Vec<HookBody>, ForgeError> {
+        let op = Op {
+            action: format!("list the webhooks of {repo}"),
+            needs: Permission::Webhooks,
+            missing: format!(
+                "repository {repo} not found or not visible to Runway's GitHub credentials"
+            ),
+        };
+        let mut url = self.repo_url(repo, &["hooks"]);
+        url.query_pairs_mut().append_pair("per_page", PAGE_SIZE);
+        let mut hooks = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let response = self.send(repo, Method::GET, url, None, &op).await?;
+            let next = next_page(response.headers());
+            hooks.extend(self.api.read_json::<Vec<HookBody>>(response, &op).await?);
+            match next {
+                Some(next) => url = next,
+                None => return Ok(hooks),
+            }
+        }
+        Err(ForgeError::Other(anyhow::anyhow!(
+            "{repo} lists more than {MAX_PAGES} pages of webhooks"
+        )))
+    }
+
+    /// Reads the whole tarball, refusing one that would not fit in memory.
+    async fn download(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ForgeError> {
+        let mut bytes = Vec::new();
+        loop {
+            let chunk = response.chunk().await.map_err(|error| {
+                ForgeError::Unavailable(format!(
+                    "downloading the source tarball failed: {}",
+                    error.without_url()
+                ))
+            })?;
+            let Some(chunk) = chunk else {
+                return Ok(bytes);
+            };
+            if bytes.len() + chunk.len() > MAX_TARBALL_BYTES {
+                return Err(ForgeError::Rejected(format!(
+                    "the repository's source tarball is larger than {} MiB",
+                    MAX_TARBALL_BYTES >> 20
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+    }
+}
+
+#[async_trait]
+impl Forge for GitHubForge {
+    #[tracing::instrument(skip_all, fields(repo = %repo))]
+    async fn repository(&self, repo: &RepoUrl) -> Result<Repository, ForgeError> {
+        self.fetch_repository(&github_repo(repo)?).await
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %repo, branch = %branch))]
+    async fn resolve_commit(
+        &self,
+        repo: &RepoUrl,
+        branch: &Branch,
+    ) -> Result<CommitSha, ForgeError> {
+        let repo = github_repo(repo)?;
+        let op = Op {
+            action: format!("read the branch '{branch}' of {repo}"),
+            needs: Permission::Contents,
+            missing: format!("branch '{branch}' does not exist in {repo}"),
+        };
+        // A branch name's '/' stays a path separator, as GitHub expects.
+        let mut rest = vec!["branches"];
+        rest.extend(branch.as_str().split('/'));
+        let url = self.repo_url(&repo, &rest);
+        let body: BranchBody = match self.get_json(&repo, url, &op).await {
+            Ok(body) => body,
+            Err(error) => return Err(self.explain_not_found(&repo, error).await),
+        };
+        CommitSha::parse(&body.commit.sha).map_err(|error| {
+            ForgeError::Other(anyhow::anyhow!("the head of {repo} '{branch}': {error}"))
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %repo, commit = %commit))]
+    async fn checkout(
+        &self,
+        repo: &RepoUrl,
+        commit: &CommitSha,
+        dest: &Path,
+    ) -> Result<(), ForgeError> {
+        let repo = github_repo(repo)?;
+        let op = Op {
+            action: format!("download commit {} of {repo}", commit.short()),
+            needs: Permission::Contents,
+            missing: format!("commit {} is not in {repo}", commit.short()),
+        };
+        // GitHub answers 302 to codeload; `Api::send` follows it without our credentials.
+        let url = self.repo_url(&repo, &["tarball", commit.as_str()]);
+        let response = match self.send(&repo, Method::GET, url, None, &op).await {
+            Ok(response) => response,
+            Err(error) => return Err(self.explain_not_found(&repo, error).await),
+        };
+        let tarball = self.download(response).await?;
+        let dest = dest.to_path_buf();
+        let short = commit.short().to_owned();
+        tokio::task::spawn_blocking(move || tarball::unpack(&tarball, &dest))
+            .await
+            .map_err(|error| ForgeError::Other(anyhow::anyhow!("unpacking the tarball: {error}")))?
+            .map_err(|error| {
+                ForgeError::Rejected(format!(
+                    "Runway could not unpack the source of commit {short}: {error:#}"
+                ))
+            })
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %repo))]
+    async fn ensure_webhook(
+        &self,
+        repo: &RepoUrl,
+        url: &str,
+        secret: &SecretString,
+    ) -> Result<String, ForgeError> {
+        let repo = github_repo(repo)?;
+        let config = json!({
+            "url": url,
+            "content_type": "json",
+            "secret": secret.expose_secret(),
+            "insecure_ssl": "0",
+        });
+        let existing = self
+            .list_hooks(&repo)
+            .await?
+            .into_iter()
+            .find(|hook| hook.config.url.as_deref() == Some(url));
+        // Updating the existing hook is how a new secret reaches it.
+        let (method, hook_url, body, action) = match existing {
+            Some(hook) => (
+                Method::PATCH,
+                self.repo_url(&repo, &["hooks", &hook.id.to_string()]),
+                json!({ "active": true, "events": ["push"], "config": config }),
+                format!("update the webhook {} of {repo}", hook.id),
+            ),
+            None => (
+                Method::POST,
+                self.repo_url(&repo, &["hooks"]),
+                json!({ "name": "web", "active": true, "events": ["push"], "config": config }),
+                format!("create a webhook on {repo}"),
+            ),
+        };
+        let op = Op {
+            action,
+            needs: Permission::Webhooks,
+            missing: format!(
+                "repository {repo} not found or not visible to Runway's GitHub credentials"
+            ),
+        };
+        let result = async {
+            let response = self.send(&repo, method, hook_url, Some(&body), &op).await?;
+            self.api.read_json::<HookBody>(response, &op).await
+        }
+        .await;
+        result
+            .map(|hook| hook.id.to_string())
+            .map_err(|error| scrub(error, secret.expose_secret()))
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %repo, hook = %hook_id))]
+    async fn delete_webhook(&self, repo: &RepoUrl, hook_id: &str) -> Result<(), ForgeError> {
+        let repo = github_repo(repo)?;
+        if hook_id.is_empty() || !hook_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ForgeError::NotFound(format!(
+                "no webhook {hook_id:?} on {repo}: GitHub's hook ids are numbers"
+            )));
+        }
+        let op = Op {
+            action: format!("delete the webhook {hook_id} of {repo}"),
+            needs: Permission::Webhooks,
+            missing: String::new(),
+        };
+        let url = self.repo_url(&repo, &["hooks", hook_id]);
+        match self.send(&repo, Method::DELETE, url, None, &op).await {
+            // Already gone (or the repository is): what deleting wanted.
+            Ok(_) | Err(ForgeError::NotFound(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %repo))]
+    async fn webhooks(&self, repo: &RepoUrl) -> Result<Vec<Webhook>, ForgeError> {
+        let repo = github_repo(repo)?;
+        Ok(self
+            .list_hooks(&repo)
+            .await?
+            .into_iter()
+            .filter_map(|hook| {
+                Some(Webhook {
+                    id: hook.id.to_string(),
+                    url: hook.config.url?,
+                    created_at: hook.created_at,
+                })
+            })
+            .collect())
+    }
+}

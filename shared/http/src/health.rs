@@ -1,0 +1,87 @@
+//! `GET /health` (alive) and `GET /ready` (each dependency reachable, by name), which every
+//! function serves.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, join_all};
+use http::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+
+use crate::{ApiResult, Params, Request, Router, json};
+
+/// One dependency `/ready` checks.
+#[derive(Clone)]
+pub struct Probe {
+    pub name: &'static str,
+    check: Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
+}
+
+impl Probe {
+    pub fn new<F, Fut, E>(name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let check = Arc::new(check);
+        Self {
+            name,
+            check: Arc::new(move || {
+                let check = check.clone();
+                Box::pin(async move { check().await.map_err(|error| error.to_string()) })
+            }),
+        }
+    }
+}
+
+/// How long one readiness check may take before it counts as failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Adds `GET /health` and `GET /ready` to `router`.
+pub fn with_health(router: Router, probes: Vec<Probe>) -> Router {
+    router.route(Method::GET, "/health", (), health).route(
+        Method::GET,
+        "/ready",
+        Arc::new(probes),
+        ready,
+    )
+}
+
+async fn health((): (), _: Request, _: Params) -> ApiResult {
+    Ok(json(StatusCode::OK, &json!({ "status": "ok" })))
+}
+
+/// 200 when every dependency answered, else 503; each dependency is named with its state.
+async fn ready(probes: Arc<Vec<Probe>>, _: Request, _: Params) -> ApiResult {
+    let checks = probes.iter().map(|probe| async move {
+        let state = match tokio::time::timeout(PROBE_TIMEOUT, (probe.check)()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        };
+        (probe.name, state)
+    });
+    let results = join_all(checks).await;
+    let ready = results.iter().all(|(_, state)| state.is_ok());
+    let dependencies: Map<String, Value> = results
+        .into_iter()
+        .map(|(name, state)| {
+            let value = match state {
+                Ok(()) => json!({ "state": "ok" }),
+                Err(error) => json!({ "state": "unavailable", "error": error }),
+            };
+            (name.to_owned(), value)
+        })
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(json(
+        status,
+        &json!({ "ready": ready, "dependencies": dependencies }),
+    ))
+}

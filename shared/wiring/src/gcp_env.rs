@@ -1,0 +1,414 @@
+//! The Google Cloud adapters, built from a function's environment as `infra/run.tf` sets it
+//! (the list is `infra/environment.json`). Each function asks only for the adapters it uses, so
+//! it needs only their variables; whatever is missing is named all at once at start.
+//!
+//! Endpoint overrides point the clients at emulators and fakes: `FIRESTORE_EMULATOR_HOST`,
+//! `PUBSUB_EMULATOR_HOST` and `STORAGE_EMULATOR_HOST` as Google's tools name them, and
+//! `RUNWAY_SECRETMANAGER_ENDPOINT`, `RUNWAY_CLOUDBUILD_ENDPOINT`, `RUNWAY_CLOUDRUN_ENDPOINT`,
+//! `RUNWAY_IAP_KEYS_URL` and `RUNWAY_OIDC_KEYS_URL` for the rest. A client with an override
+//! sends no credentials.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use runway_core::adapters::{Adapters, Need, Timeouts};
+use runway_core::config::{Env, Policy};
+use runway_core::domain::{Branch, CommitSha, RepoUrl};
+use runway_core::ports::Topic;
+use runway_core::ports::{Forge, ForgeError, Repository, Webhook};
+use runway_github::{GitHubAuth, GitHubConfig, GitHubForge};
+use runway_http::health::Probe;
+
+use runway_gcp::{
+    CloudBuildBuilder, CloudBuildConfig, CloudRunConfig, CloudRunPlatform, FirestoreConfig,
+    FirestoreStore, IapConfig, IapIdentity, OidcConfig, OidcIdentity, PubSubConfig, PubSubQueue,
+    SecretManagerConfig, SecretManagerStore,
+};
+
+/// The project and region every function is configured with.
+#[derive(Clone, Debug)]
+pub struct GcpEnv {
+    /// `GOOGLE_CLOUD_PROJECT`.
+    pub project: String,
+    /// `RUNWAY_REGION`: where Runway's own builds and images live.
+    pub region: String,
+}
+
+/// Reads `what`'s variables into `T`, or names every missing one.
+fn read<T>(what: &str, build: impl FnOnce(&mut Env) -> T) -> anyhow::Result<T> {
+    let mut env = Env::new();
+    let value = build(&mut env);
+    env.finish(what)?;
+    Ok(value)
+}
+
+fn endpoint_from_host(host: Option<String>) -> Option<String> {
+    host.map(|host| {
+        if host.contains("://") {
+            host
+        } else {
+            format!("http://{host}")
+        }
+    })
+}
+
+impl GcpEnv {
+    /// Reads every variable `needs` require, naming all that are missing or invalid.
+    pub fn check(&self, what: &str, needs: &[Need]) -> anyhow::Result<()> {
+        let mut env = Env::new();
+        for need in needs {
+            match need {
+                Need::Store => drop(self.store_config(&mut env)),
+                Need::Queue => drop(self.queue_config(&mut env)),
+                Need::Secrets => drop(self.secrets_config(&mut env)),
+                Need::Forge => drop(self.forge_config(&mut env)),
+                Need::Builder => drop(self.builder_config(&mut env)),
+                Need::Platform => drop(self.platform_config(&mut env)),
+                Need::Users => drop(self.iap_config(&mut env)),
+                Need::Pushers => drop(self.oidc_config(&mut env)),
+                Need::Policy => drop(self.policy_config(&mut env)),
+                Need::Timeouts => drop(self.timeouts_config(&mut env)),
+                Need::WebhookUrl => drop(env.required("RUNWAY_WEBHOOK_URL")),
+                Need::WebhookSecret => drop(env.required("RUNWAY_WEBHOOK_SECRET")),
+            }
+        }
+        env.finish(what)?;
+        Ok(())
+    }
+
+    pub fn from_env() -> anyhow::Result<Self> {
+        read("the function", |env| Self {
+            project: env.required("GOOGLE_CLOUD_PROJECT"),
+            region: env.required("RUNWAY_REGION"),
+        })
+    }
+
+    fn store_config(&self, env: &mut Env) -> FirestoreConfig {
+        FirestoreConfig {
+            project: self.project.clone(),
+            database: env.or("RUNWAY_FIRESTORE_DATABASE", "(default)"),
+            emulator: env.optional("FIRESTORE_EMULATOR_HOST"),
+        }
+    }
+
+    pub async fn store(&self) -> anyhow::Result<FirestoreStore> {
+        let config = read("the Firestore store", |env| self.store_config(env))?;
+        Ok(FirestoreStore::connect(&config).await?)
+    }
+
+    fn queue_config(&self, env: &mut Env) -> PubSubConfig {
+        {
+            let mut config = PubSubConfig::new(&self.project);
+            config.deploy_topic = env.or("RUNWAY_DEPLOY_TOPIC", &config.deploy_topic);
+            config.emulator = endpoint_from_host(env.optional("PUBSUB_EMULATOR_HOST"));
+            config
+        }
+    }
+
+    pub async fn queue(&self) -> anyhow::Result<PubSubQueue> {
+        let config = read("the Pub/Sub queue", |env| self.queue_config(env))?;
+        Ok(PubSubQueue::connect(config).await?)
+    }
+
+    fn secrets_config(&self, env: &mut Env) -> SecretManagerConfig {
+        SecretManagerConfig {
+            project: self.project.clone(),
+            endpoint: env.optional("RUNWAY_SECRETMANAGER_ENDPOINT"),
+        }
+    }
+
+    pub async fn secrets(&self) -> anyhow::Result<SecretManagerStore> {
+        let config = read("the Secret Manager store", |env| self.secrets_config(env))?;
+        Ok(SecretManagerStore::connect(config).await?)
+    }
+
+    /// GitHub, with a token or as a GitHub App.
+    fn forge_config(&self, env: &mut Env) -> GitHubConfig {
+        {
+            let token = env.optional("RUNWAY_GITHUB_TOKEN");
+            let app_id = env.optional("RUNWAY_GITHUB_APP_ID");
+            let auth = match (token, app_id) {
+                (Some(token), None) => GitHubAuth::Token(SecretString::from(token)),
+                (None, Some(app_id)) => GitHubAuth::App {
+                    app_id: app_id.parse().unwrap_or_else(|_| {
+                        env.problem("RUNWAY_GITHUB_APP_ID is not a number");
+                        0
+                    }),
+                    private_key: SecretString::from(env.required("RUNWAY_GITHUB_APP_KEY")),
+                    installation_id: env.optional("RUNWAY_GITHUB_APP_INSTALLATION").and_then(
+                        |id| {
+                            id.parse().ok().or_else(|| {
+                                env.problem("RUNWAY_GITHUB_APP_INSTALLATION is not a number");
+                                None
+                            })
+                        },
+                    ),
+                },
+                (Some(_), Some(_)) => {
+                    env.problem("set RUNWAY_GITHUB_TOKEN or RUNWAY_GITHUB_APP_ID, not both");
+                    GitHubAuth::Token(SecretString::from(String::new()))
+                }
+                (None, None) => {
+                    env.problem(
+                        "GitHub credentials are not set: RUNWAY_GITHUB_TOKEN, or \
+                         RUNWAY_GITHUB_APP_ID and RUNWAY_GITHUB_APP_KEY",
+                    );
+                    GitHubAuth::Token(SecretString::from(String::new()))
+                }
+            };
+            let mut config = GitHubConfig::new(auth);
+            if let Some(api) = env.optional("RUNWAY_GITHUB_API") {
+                match api.parse() {
+                    Ok(url) => config.api_base = url,
+                    Err(error) => env.problem(format!("RUNWAY_GITHUB_API is not a URL: {error}")),
+                }
+            }
+            config
+        }
+    }
+
+    pub fn forge(&self) -> anyhow::Result<GitHubForge> {
+        let config = read("the GitHub forge", |env| self.forge_config(env))?;
+        GitHubForge::new(config)
+    }
+
+    /// Cloud Build. `forge` fetches the code; `status` and `cleanup`, which only read builds,
+    /// pass `None`.
+    fn builder_config(&self, env: &mut Env) -> CloudBuildConfig {
+        {
+            let build_endpoint = env.optional("RUNWAY_CLOUDBUILD_ENDPOINT");
+            let storage_endpoint = endpoint_from_host(env.optional("STORAGE_EMULATOR_HOST"));
+            CloudBuildConfig {
+                project: self.project.clone(),
+                location: self.region.clone(),
+                source_bucket: env.required("RUNWAY_SOURCE_BUCKET"),
+                image_repo: env.required("RUNWAY_IMAGE_REPO"),
+                logs_bucket: env.required("RUNWAY_LOGS_BUCKET"),
+                service_account: env.optional("RUNWAY_BUILD_SERVICE_ACCOUNT").map(|email| {
+                    if email.starts_with("projects/") {
+                        email
+                    } else {
+                        format!("projects/{}/serviceAccounts/{email}", self.project)
+                    }
+                }),
+                anonymous: build_endpoint.is_some() || storage_endpoint.is_some(),
+                build_endpoint,
+                storage_endpoint,
+                timeout: Duration::from_secs(env.parse_or("RUNWAY_BUILD_TIMEOUT_SECS", 1200)),
+            }
+        }
+    }
+
+    pub async fn builder(
+        &self,
+        forge: Option<Arc<dyn Forge>>,
+    ) -> anyhow::Result<CloudBuildBuilder> {
+        let config = read("the Cloud Build builder", |env| self.builder_config(env))?;
+        let forge = forge.unwrap_or_else(|| Arc::new(NoForge));
+        Ok(CloudBuildBuilder::new(config, forge).await?)
+    }
+
+    fn platform_config(&self, env: &mut Env) -> CloudRunConfig {
+        {
+            let mut config = CloudRunConfig::new(
+                self.project.clone(),
+                env.required("RUNWAY_RUNTIME_SERVICE_ACCOUNT"),
+                env.list("RUNWAY_REGIONS", &self.region),
+            );
+            config.max_instances = env.parse_or("RUNWAY_MAX_INSTANCES", config.max_instances);
+            config.endpoint = env.optional("RUNWAY_CLOUDRUN_ENDPOINT");
+            config.anonymous = config.endpoint.is_some();
+            config
+        }
+    }
+
+    pub async fn platform(&self) -> anyhow::Result<CloudRunPlatform> {
+        let config = read("the Cloud Run platform", |env| self.platform_config(env))?;
+        CloudRunPlatform::new(config).await
+    }
+
+    /// Who calls `submit` and `status`: the user IAP signed in.
+    fn iap_config(&self, env: &mut Env) -> IapConfig {
+        {
+            let mut config = IapConfig::new(
+                env.required("RUNWAY_IAP_AUDIENCE"),
+                env.list("RUNWAY_ADMINS", ""),
+            );
+            if let Some(url) = env.optional("RUNWAY_IAP_KEYS_URL") {
+                config.keys_url = url;
+            }
+            config
+        }
+    }
+
+    pub fn iap(&self) -> anyhow::Result<IapIdentity> {
+        let config = read("IAP verification", |env| self.iap_config(env))?;
+        Ok(IapIdentity::new(config))
+    }
+
+    /// Who calls `worker` and `cleanup`: Pub/Sub push or Cloud Scheduler, as one service account.
+    fn oidc_config(&self, env: &mut Env) -> OidcConfig {
+        {
+            let mut config = OidcConfig::new(
+                env.required("RUNWAY_OIDC_AUDIENCE"),
+                env.required("RUNWAY_INVOKER_SERVICE_ACCOUNT"),
+            );
+            if let Some(url) = env.optional("RUNWAY_OIDC_KEYS_URL") {
+                config.keys_url = url;
+            }
+            config
+        }
+    }
+
+    pub fn oidc(&self) -> anyhow::Result<OidcIdentity> {
+        let config = read("OIDC verification", |env| self.oidc_config(env))?;
+        Ok(OidcIdentity::new(config))
+    }
+
+    /// What users may ask for: the app regions allowed (the first is the default).
+    fn policy_config(&self, env: &mut Env) -> Policy {
+        let allowed_regions = env.list("RUNWAY_REGIONS", &self.region);
+        Policy {
+            default_region: allowed_regions.first().cloned().unwrap_or_default(),
+            allowed_regions,
+            allow_local_repos: false,
+        }
+    }
+
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        read("the deploy policy", |env| self.policy_config(env))
+    }
+
+    /// `RUNWAY_STALE_SECS` (default 600) and `RUNWAY_DEPLOY_TIMEOUT_SECS` (default 900: Cloud
+    /// Run's operation wait is 10 minutes, so a deploy past 15 is not coming back).
+    fn timeouts_config(&self, env: &mut Env) -> Timeouts {
+        Timeouts {
+            stale_after: Duration::from_secs(env.parse_or("RUNWAY_STALE_SECS", 600)),
+            deploy: Duration::from_secs(env.parse_or("RUNWAY_DEPLOY_TIMEOUT_SECS", 900)),
+        }
+    }
+
+    /// The adapters `needs` name, connected, and the probes `/ready` runs for them. Reads every
+    /// variable first (`check`), so a start with several missing names them all.
+    pub async fn adapters(
+        &self,
+        what: &str,
+        needs: &[Need],
+    ) -> anyhow::Result<(Adapters, Vec<Probe>)> {
+        self.check(what, needs)?;
+        let mut adapters = Adapters::default();
+        let mut probes = Vec::new();
+        let needs_forge = needs.contains(&Need::Forge);
+        for need in needs {
+            match need {
+                Need::Store => {
+                    let store = self.store().await?;
+                    probes.push(probe(
+                        "firestore",
+                        &store,
+                        |s| async move { s.ping().await },
+                    ));
+                    adapters.store = Some(Arc::new(store));
+                }
+                Need::Queue => {
+                    let queue = self.queue().await?;
+                    probes.push(probe("pubsub", &queue, |q| async move {
+                        q.check(Topic::DeployRequests).await
+                    }));
+                    adapters.queue = Some(Arc::new(queue));
+                }
+                Need::Secrets => {
+                    let secrets = self.secrets().await?;
+                    probes.push(probe("secret-manager", &secrets, |s| async move {
+                        s.check().await
+                    }));
+                    adapters.secrets = Some(Arc::new(secrets));
+                }
+                Need::Forge => adapters.forge = Some(Arc::new(self.forge()?)),
+                // Built after the loop: the builder fetches code through the forge.
+                Need::Builder => {}
+                Need::Platform => adapters.platform = Some(Arc::new(self.platform().await?)),
+                Need::Users => adapters.users = Some(Arc::new(self.iap()?)),
+                Need::Pushers => adapters.pushers = Some(Arc::new(self.oidc()?)),
+                Need::Policy => adapters.policy = Some(self.policy()?),
+                Need::Timeouts => {
+                    adapters.timeouts = Some(read("the timeouts", |env| self.timeouts_config(env))?)
+                }
+                Need::WebhookUrl => adapters.webhook_url = Some(self.webhook_url()?),
+                Need::WebhookSecret => adapters.webhook_secret = Some(self.webhook_secret()?),
+            }
+        }
+        if needs.contains(&Need::Builder) {
+            // `status` only reads builds and holds no GitHub credentials.
+            let forge = adapters.forge.clone().filter(|_| needs_forge);
+            adapters.builder = Some(Arc::new(self.builder(forge).await?));
+        }
+        Ok((adapters, probes))
+    }
+
+    /// `RUNWAY_WEBHOOK_URL`: where GitHub delivers pushes (the `github-webhook` service).
+    pub fn webhook_url(&self) -> anyhow::Result<String> {
+        read("the webhook URL", |env| env.required("RUNWAY_WEBHOOK_URL"))
+    }
+
+    /// `RUNWAY_WEBHOOK_SECRET`: the key GitHub signs pushes with.
+    pub fn webhook_secret(&self) -> anyhow::Result<SecretString> {
+        read("the webhook secret", |env| {
+            SecretString::from(env.required("RUNWAY_WEBHOOK_SECRET"))
+        })
+    }
+}
+
+/// The forge of a function that only reads builds and never fetches code.
+struct NoForge;
+
+impl NoForge {
+    fn refuse() -> ForgeError {
+        ForgeError::Other(anyhow::anyhow!(
+            "this function reads builds only and has no GitHub credentials"
+        ))
+    }
+}
+
+#[async_trait]
+impl Forge for NoForge {
+    async fn repository(&self, _: &RepoUrl) -> Result<Repository, ForgeError> {
+        Err(Self::refuse())
+    }
+    async fn resolve_commit(&self, _: &RepoUrl, _: &Branch) -> Result<CommitSha, ForgeError> {
+        Err(Self::refuse())
+    }
+    async fn checkout(&self, _: &RepoUrl, _: &CommitSha, _: &Path) -> Result<(), ForgeError> {
+        Err(Self::refuse())
+    }
+    async fn ensure_webhook(
+        &self,
+        _: &RepoUrl,
+        _: &str,
+        _: &SecretString,
+    ) -> Result<String, ForgeError> {
+        Err(Self::refuse())
+    }
+    async fn delete_webhook(&self, _: &RepoUrl, _: &str) -> Result<(), ForgeError> {
+        Err(Self::refuse())
+    }
+    async fn webhooks(&self, _: &RepoUrl) -> Result<Vec<Webhook>, ForgeError> {
+        Err(Self::refuse())
+    }
+}
+
+/// A `/ready` check that calls `check` on a clone of `adapter`.
+fn probe<A, F, Fut, E>(name: &'static str, adapter: &A, check: F) -> Probe
+where
+    A: Clone + Send + Sync + 'static,
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let adapter = adapter.clone();
+    Probe::new(name, move || check(adapter.clone()))
+}

@@ -1,0 +1,79 @@
+//! Runway's composition root: turns a function's environment into its adapters and serves it.
+//!
+//! `RUNWAY_BACKEND` picks the adapters: `embedded` (the default: SQLite, local processes, files,
+//! all under `RUNWAY_DATA_DIR`) or `gcp` (Firestore, Pub/Sub, Cloud Build, Cloud Run, Secret
+//! Manager, IAP and OIDC, GitHub), built from the variables `infra/run.tf` sets. The function
+//! is served on `$PORT` with `GET /health` and `GET /ready`, and on SIGTERM stops taking
+//! connections and finishes the requests in flight.
+
+mod gcp_env;
+
+use std::process::ExitCode;
+
+use runway_core::adapters::{Adapters, Need};
+use runway_core::config;
+use runway_embedded::{Embedded, EmbeddedConfig};
+use runway_http::Router;
+use runway_http::health::{Probe, with_health};
+
+pub use gcp_env::GcpEnv;
+
+/// `main` of a function binary: wires the adapters `needs` names on the chosen backend, and
+/// serves the routes `router` makes from them. A function that cannot start logs why (one
+/// line, no backtrace) and exits with 1.
+pub fn serve(
+    name: &'static str,
+    needs: &'static [Need],
+    router: impl FnOnce(&Adapters) -> anyhow::Result<Router>,
+) -> ExitCode {
+    runway_http::telemetry::init();
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(name, needs, router)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(
+                function = name,
+                error = format!("{error:#}"),
+                "cannot start"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(
+    name: &'static str,
+    needs: &'static [Need],
+    router: impl FnOnce(&Adapters) -> anyhow::Result<Router>,
+) -> anyhow::Result<()> {
+    let port: u16 = config::parse_or("PORT", 8080)?;
+    let backend = config::var_or("RUNWAY_BACKEND", "embedded");
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    let (adapters, probes) = match backend.as_str() {
+        "gcp" => GcpEnv::from_env()?.adapters(name, needs).await?,
+        "embedded" => {
+            let port = listener.local_addr()?.port();
+            let embedded = Embedded::open(EmbeddedConfig::from_env()?, port)?;
+            let adapters = embedded.adapters();
+            let probes = embedded_probes(&adapters)?;
+            (adapters, probes)
+        }
+        other => anyhow::bail!("RUNWAY_BACKEND is {other:?}; it must be gcp or embedded"),
+    };
+    let router = with_health(router(&adapters)?, probes);
+    tracing::info!(function = name, port, backend, "serving");
+    runway_http::serve_router(router, listener, runway_http::shutdown_signal()).await;
+    tracing::info!(function = name, "stopped");
+    Ok(())
+}
+
+/// The embedded backend's one dependency: its database.
+fn embedded_probes(adapters: &Adapters) -> anyhow::Result<Vec<Probe>> {
+    let store = adapters.store()?;
+    Ok(vec![Probe::new("store", move || {
+        let store = store.clone();
+        async move { store.audit(None, 1).await.map(|_| ()) }
+    })])
+}
