@@ -97,7 +97,7 @@ locals {
     } : {
     RUNWAY_GITHUB_APP_KEY = google_secret_manager_secret.github.secret_id
   }
-  # The key every app's webhook secret is derived from (shared/src/webhook.rs, app_secret).
+  # The key every app's webhook secret is derived from (shared/http/src/webhook.rs, app_secret).
   webhook_secret_env = { RUNWAY_WEBHOOK_SECRET = google_secret_manager_secret.webhook.secret_id }
 
   function_secret_env = {

@@ -5,6 +5,8 @@
 # source under ci/. A build reads its tarball within minutes; after source_retention_days it is
 # deleted. No versioning: a tarball is written once.
 resource "google_storage_bucket" "source" {
+  #checkov:skip=CKV_GCP_78:a tarball is written once and deleted by the lifecycle rule
+  #checkov:skip=CKV_GCP_62:private (IAM only, public access prevented); usage logs need a 2nd bucket
   project                     = var.project_id
   name                        = "${var.project_id}-${var.name_prefix}-source"
   location                    = var.region
@@ -29,6 +31,8 @@ resource "google_storage_bucket" "source" {
 # (the worker sets logsBucket); status serves them. No retention policy: Cloud Build rewrites the
 # log object while the build runs, which a retention policy would forbid.
 resource "google_storage_bucket" "build_logs" {
+  #checkov:skip=CKV_GCP_78:Cloud Build rewrites a log while it runs; versions would keep each rewrite
+  #checkov:skip=CKV_GCP_62:private (IAM only, public access prevented); usage logs need a 2nd bucket
   project                     = var.project_id
   name                        = "${var.project_id}-${var.name_prefix}-build-logs"
   location                    = var.region

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/*: installs what Runway needs on a fresh machine, idempotently.
 # Sourced, not run.
 set -euo pipefail
@@ -5,8 +6,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="${RUNWAY_TOOLS:-$ROOT/.tools}"
 UV_VERSION="0.13.9"
+# shellcheck disable=SC2034 # read by scripts/emulators, which sources this file
 FAKE_GCS_VERSION="0.1.1"
+# shellcheck disable=SC2034 # read by scripts/emulators, which sources this file
 DRONGO_VERSION="0.8.0"
+CHECKOV_VERSION="3.3.30"
+MACHETE_VERSION="0.9.2"
 # One target dir outside the clone, shared by every checkout on the machine: CI's fresh clone
 # reuses what earlier builds compiled.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/runway-target}"
@@ -38,12 +43,55 @@ ensure_chromium() {
   fi
 }
 
+# The shell linter shellcheck, from Debian (scripts/lint runs it on every shell script).
+ensure_shellcheck() {
+  if ! command -v shellcheck >/dev/null; then
+    log "installing shellcheck from Debian"
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq shellcheck >/dev/null
+  fi
+}
+
+# checkov (Terraform misconfigurations in infra/), pinned, from PyPI into the tool venv.
+ensure_checkov() {
+  ensure_tool_venv
+  local installed # its version, read without importing checkov (that takes seconds)
+  installed="$("$TOOLS/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("checkov"))' \
+    2>/dev/null || true)"
+  if [ "$installed" != "$CHECKOV_VERSION" ]; then
+    log "installing checkov $CHECKOV_VERSION into $TOOLS/venv"
+    "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+  fi
+}
+
+# cargo-machete (unused dependencies), pinned, built from crates.io into $TOOLS/cargo.
+ensure_machete() {
+  local installed # `cargo-machete --version` prints the bare version
+  installed="$("$TOOLS/cargo/bin/cargo-machete" --version 2>/dev/null || true)"
+  if [ "$installed" != "$MACHETE_VERSION" ]; then
+    log "installing cargo-machete $MACHETE_VERSION into $TOOLS/cargo"
+    # Without CARGO_TARGET_DIR cargo builds it in a temporary dir it removes afterwards, instead
+    # of waiting on (and filling) the workspace's shared target dir.
+    env -u CARGO_TARGET_DIR cargo install --quiet --locked --version "$MACHETE_VERSION" \
+      --root "$TOOLS/cargo" cargo-machete
+  fi
+}
+
 ensure_git() {
   command -v git >/dev/null || { echo "git is required" >&2; exit 1; }
 }
 
+# The local binary alone: it links no Google client, so a fresh clone reaches the demo app fast.
 build_runway() {
   log "building runway"
+  (cd "$ROOT" && cargo build --quiet --package runway-local --bin runway)
+  export RUNWAY_BIN="$CARGO_TARGET_DIR/debug/runway"
+}
+
+# Every binary of the workspace: the tests also run the five Cloud Run functions.
+build_all_binaries() {
+  log "building every binary"
   (cd "$ROOT" && cargo build --quiet --workspace --bins)
   export RUNWAY_BIN="$CARGO_TARGET_DIR/debug/runway"
 }

@@ -95,32 +95,30 @@ pub fn router(state: State) -> Router {
         .route(Method::DELETE, "/api/deployments/{app}", state, delete)
 }
 
-async fn form(state: State, request: Request, _: Params) -> ApiResult {
-    authenticate(state.identity.as_ref(), &request).await?;
-    let page = include_str!("form.html")
-        .replace(
-            "{{regions}}",
-            &options(&state.policy.allowed_regions, &state.policy.default_region),
-        )
-        .replace(
-            "{{memory}}",
-            &options(&Memory::ALL.map(|m| m.as_str().to_owned()), "1Gi"),
-        )
-        .replace(
-            "{{cpu}}",
-            &options(&Cpu::ALL.map(|c| c.as_str().to_owned()), "1"),
-        );
-    Ok(with_type(StatusCode::OK, "text/html; charset=utf-8", page))
+/// The form (`templates/form.html`); askama escapes every value it fills in.
+#[derive(askama::Template)]
+#[template(path = "form.html")]
+struct FormPage<'a> {
+    regions: &'a [String],
+    default_region: &'a str,
+    memories: Vec<&'static str>,
+    default_memory: &'static str,
+    cpus: Vec<&'static str>,
+    default_cpu: &'static str,
 }
 
-fn options(values: &[String], selected: &str) -> String {
-    values
-        .iter()
-        .map(|value| {
-            let mark = if value == selected { " selected" } else { "" };
-            format!("<option{mark}>{value}</option>")
-        })
-        .collect()
+async fn form(state: State, request: Request, _: Params) -> ApiResult {
+    authenticate(state.identity.as_ref(), &request).await?;
+    let page = FormPage {
+        regions: &state.policy.allowed_regions,
+        default_region: &state.policy.default_region,
+        memories: Memory::ALL.iter().map(|m| m.as_str()).collect(),
+        default_memory: Resources::default().memory().as_str(),
+        cpus: Cpu::ALL.iter().map(|c| c.as_str()).collect(),
+        default_cpu: Resources::default().cpu().as_str(),
+    };
+    let html = askama::Template::render(&page).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(with_type(StatusCode::OK, "text/html; charset=utf-8", html))
 }
 
 /// The form's fields, all optional here so each missing one gets its own message. No `Debug`:
@@ -522,4 +520,46 @@ async fn delete(state: State, request: Request, params: Params) -> ApiResult {
     )
     .await;
     Ok(json(StatusCode::OK, &json!({ "deleted": app })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(regions: &[String], default_region: &str) -> String {
+        askama::Template::render(&FormPage {
+            regions,
+            default_region,
+            memories: Memory::ALL.iter().map(|m| m.as_str()).collect(),
+            default_memory: "1Gi",
+            cpus: Cpu::ALL.iter().map(|c| c.as_str()).collect(),
+            default_cpu: "1",
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_form_offers_every_choice_with_the_defaults_selected() {
+        let html = page(
+            &["europe-west1".into(), "us-central1".into()],
+            "us-central1",
+        );
+
+        assert!(
+            html.contains("<option>europe-west1</option><option selected>us-central1</option>")
+        );
+        assert!(html.contains("<option selected>1Gi</option>"));
+        assert!(html.contains("<option>512Mi</option>"));
+        assert!(html.contains("<option selected>1</option><option>2</option><option>4</option>"));
+    }
+
+    #[test]
+    fn the_form_escapes_what_it_fills_in() {
+        let html = page(&["<script>x</script>".into()], "");
+
+        assert!(!html.contains("<script>x"));
+        assert!(
+            html.contains("&#60;script&#62;x&#60;/script&#62;") || html.contains("&lt;script&gt;")
+        );
+    }
 }
