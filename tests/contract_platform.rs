@@ -154,7 +154,7 @@ async fn the_platform_contract_holds_on_process_platform() -> anyhow::Result<()>
         async {
             let _ = proxy_stopped.await;
         },
-        Duration::from_secs(1),
+        runway_http::serve::ServeOptions::default(),
     ));
 
     let client = reqwest::Client::builder()

@@ -29,11 +29,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::extract::{Path, State as Shared};
+use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{SecondsFormat, Utc};
-use http::{Method, StatusCode};
-use runway_http::{ApiResult, Params, Request, Router, json, read_body, serve_router};
+use http::StatusCode;
+use runway_http::{ApiResult, Request, Router, json, read_body, serve_router};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -202,55 +204,34 @@ impl Drop for FakeCloudBuild {
 }
 
 fn router(state: Arc<State>) -> Router {
-    Router::new()
+    axum::Router::new()
+        .route("/v1/projects/{project}/builds", post(create).get(list))
         .route(
-            Method::POST,
-            "/v1/projects/{project}/builds",
-            state.clone(),
-            create,
-        )
-        .route(
-            Method::POST,
             "/v1/projects/{project}/locations/{location}/builds",
-            state.clone(),
-            create,
+            post(create).get(list),
         )
+        .route("/v1/projects/{project}/builds/{id}", get(get_build))
         .route(
-            Method::GET,
-            "/v1/projects/{project}/builds",
-            state.clone(),
-            list,
-        )
-        .route(
-            Method::GET,
-            "/v1/projects/{project}/locations/{location}/builds",
-            state.clone(),
-            list,
-        )
-        .route(
-            Method::GET,
-            "/v1/projects/{project}/builds/{id}",
-            state.clone(),
-            get,
-        )
-        .route(
-            Method::GET,
             "/v1/projects/{project}/locations/{location}/builds/{id}",
-            state.clone(),
-            get,
+            get(get_build),
         )
         .route(
-            Method::GET,
             "/v1/projects/{project}/locations/{location}/operations/{operation}",
-            state.clone(),
-            get_operation,
+            get(get_operation),
         )
-        .route(
-            Method::GET,
-            "/v1/operations/{*operation}",
-            state,
-            get_operation,
-        )
+        .route("/v1/operations/{*operation}", get(get_operation))
+        .with_state(state)
+}
+
+/// A route's path parameters by name; a name the route lacks reads as "".
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct Params(std::collections::HashMap<String, String>);
+
+impl Params {
+    fn get(&self, name: &str) -> &str {
+        self.0.get(name).map_or("", String::as_str)
+    }
 }
 
 /// Google's error body, which the client turns into a status with this code.
@@ -309,7 +290,11 @@ fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-async fn create(state: Arc<State>, request: Request, params: Params) -> ApiResult {
+async fn create(
+    Shared(state): Shared<Arc<State>>,
+    Path(params): Path<Params>,
+    request: Request,
+) -> ApiResult {
     record(&state, &request);
     if let Some(refused) = check_project(&state, &params) {
         return refused;
@@ -422,7 +407,11 @@ async fn create(state: Arc<State>, request: Request, params: Params) -> ApiResul
     Ok(json(StatusCode::OK, &encode(operation, ints)))
 }
 
-async fn get(state: Arc<State>, request: Request, params: Params) -> ApiResult {
+async fn get_build(
+    Shared(state): Shared<Arc<State>>,
+    Path(params): Path<Params>,
+    request: Request,
+) -> ApiResult {
     record(&state, &request);
     if let Some(refused) = check_project(&state, &params) {
         return refused;
@@ -448,7 +437,11 @@ async fn get(state: Arc<State>, request: Request, params: Params) -> ApiResult {
     }
 }
 
-async fn list(state: Arc<State>, request: Request, params: Params) -> ApiResult {
+async fn list(
+    Shared(state): Shared<Arc<State>>,
+    Path(params): Path<Params>,
+    request: Request,
+) -> ApiResult {
     record(&state, &request);
     if let Some(refused) = check_project(&state, &params) {
         return refused;
@@ -517,7 +510,11 @@ async fn list(state: Arc<State>, request: Request, params: Params) -> ApiResult 
     ))
 }
 
-async fn get_operation(state: Arc<State>, request: Request, params: Params) -> ApiResult {
+async fn get_operation(
+    Shared(state): Shared<Arc<State>>,
+    Path(params): Path<Params>,
+    request: Request,
+) -> ApiResult {
     record(&state, &request);
     let name = match params.get("operation") {
         operation if params.get("project").is_empty() => format!("operations/{operation}"),

@@ -32,7 +32,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
@@ -108,7 +107,7 @@ impl FakeCloudRun {
             async {
                 let _ = stopped.await;
             },
-            Duration::from_secs(1),
+            runway_http::serve::ServeOptions::default(),
         ));
         Ok(Self {
             base_url,

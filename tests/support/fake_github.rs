@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -148,7 +147,12 @@ impl FakeGitHub {
             let shutdown = async move {
                 let _ = stopped.changed().await;
             };
-            tokio::spawn(serve(listener, service, shutdown, Duration::from_secs(1)));
+            tokio::spawn(serve(
+                listener,
+                service,
+                shutdown,
+                runway_http::serve::ServeOptions::default(),
+            ));
         }
         Ok(Self {
             api,

@@ -8,7 +8,6 @@
 //! unchanged.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -73,7 +72,7 @@ impl GoogleKeys {
                 }
             },
             std::future::pending(),
-            Duration::from_secs(1),
+            runway_http::serve::ServeOptions::default(),
         ));
         Arc::new(Self {
             iap: EncodingKey::from_ec_pem(iap_pem.as_bytes()).unwrap(),
@@ -149,7 +148,7 @@ impl PushRelay {
                 }
             },
             std::future::pending(),
-            Duration::from_secs(1),
+            runway_http::serve::ServeOptions::default(),
         ));
         Self { url }
     }

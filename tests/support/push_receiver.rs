@@ -57,7 +57,7 @@ impl PushReceiver {
                 }
             },
             std::future::pending(),
-            Duration::from_secs(1),
+            runway_http::serve::ServeOptions::default(),
         ));
         receiver
     }

@@ -12,14 +12,16 @@ use std::sync::Arc;
 use runway_core::adapters::{Adapters, Need, Unwired};
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use axum::extract::State as Shared;
+use axum::routing::post;
+use http::StatusCode;
 use runway_core::domain::{Release, ReleaseState, ReleaseUpdate, RepoUrl};
 use runway_core::messages::{BuildNotification, BuildResults, BuiltImage, FailureInfo};
 use runway_core::ports::{
     BuildStatus, Forge, ForgeError, Identity, ImageBuilder, Queue, Store, StoreError, Topic,
 };
 use runway_core::releases::publish;
-use runway_http::{ApiResult, Params, Request, Router, authenticate, json};
+use runway_http::{ApiResult, Authenticated, Authenticates, Limits, Router, json, limits};
 use serde::Serialize;
 
 #[derive(Clone)]
@@ -69,8 +71,23 @@ impl State {
     }
 }
 
+/// A sweep lists every app's releases and hooks; Cloud Scheduler waits up to 10 minutes.
+const LIMITS: Limits = Limits {
+    body: 64 * 1024,
+    timeout: Duration::from_secs(600),
+};
+
 pub fn router(state: State) -> Router {
-    Router::new().route(Method::POST, "/cleanup/run", state, run_handler)
+    let routes = axum::Router::new()
+        .route("/cleanup/run", post(run_handler))
+        .with_state(state);
+    limits(routes, LIMITS)
+}
+
+impl Authenticates for State {
+    fn identity(&self) -> &dyn Identity {
+        self.caller.as_ref()
+    }
 }
 
 /// What one run did.
@@ -83,8 +100,7 @@ pub struct Report {
     pub errors: Vec<String>,
 }
 
-async fn run_handler(state: State, request: Request, _: Params) -> ApiResult {
-    authenticate(state.caller.as_ref(), &request).await?;
+async fn run_handler(Shared(state): Shared<State>, _: Authenticated) -> ApiResult {
     let report = run(&state).await;
     let status = if report.errors.is_empty() {
         StatusCode::OK

@@ -7,17 +7,22 @@ use std::sync::Arc;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
 
-use http::{Method, StatusCode};
+use axum::extract::State as Shared;
+use axum::routing::post;
+use http::{HeaderMap, StatusCode};
 use runway_core::domain::{AppName, CommitSha, Delivery, NewRelease, Trigger};
 use runway_core::ports::{Queue, Store};
 use runway_core::releases::{audit, enqueue};
 use runway_http::webhook::{self, PushEvent};
-use runway_http::{ApiError, ApiResult, Params, Request, Router, json, parse_json, read_body};
+use runway_http::{ApiError, ApiResult, Body, Limits, Router, json, limits, parse_json};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-/// GitHub caps payloads at 25 MB.
-const BODY_LIMIT: usize = 25 * 1024 * 1024;
+/// GitHub caps payloads at 25 MB, and gives up on a delivery after 10 s.
+const LIMITS: Limits = Limits {
+    body: 25 * 1024 * 1024,
+    timeout: std::time::Duration::from_secs(10),
+};
 
 #[derive(Clone)]
 pub struct State {
@@ -41,29 +46,37 @@ impl State {
 
 /// Each app's hook posts to `/github/webhook/{app}`, signed with that app's own secret.
 pub fn router(state: State) -> Router {
-    Router::new().route(Method::POST, "/github/webhook/{app}", state, receive)
+    let routes = axum::Router::new()
+        .route("/github/webhook/{app}", post(receive))
+        .with_state(state);
+    limits(routes, LIMITS)
 }
 
-fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
-    request.headers().get(name).and_then(|v| v.to_str().ok())
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 #[tracing::instrument(skip_all, fields(delivery))]
-async fn receive(state: State, request: Request, params: Params) -> ApiResult {
+async fn receive(
+    Shared(state): Shared<State>,
+    // Not the API's `Path`: a malformed name is refused like a bad signature below.
+    axum::extract::Path(app): axum::extract::Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult {
     // Unknown names are refused like bad signatures: the ingress is public, and says nothing
     // about which apps exist.
-    let app = AppName::parse(params.get("app")).map_err(|_| {
+    let app = AppName::parse(&app).map_err(|_| {
         ApiError::Unauthorized("X-Hub-Signature-256 does not match the body".into())
     })?;
-    let signature = header(&request, "x-hub-signature-256").map(str::to_owned);
-    let event = header(&request, "x-github-event")
+    let signature = header(&headers, "x-hub-signature-256").map(str::to_owned);
+    let event = header(&headers, "x-github-event")
         .unwrap_or_default()
         .to_owned();
-    let delivery_id = header(&request, "x-github-delivery")
+    let delivery_id = header(&headers, "x-github-delivery")
         .unwrap_or_default()
         .to_owned();
     tracing::Span::current().record("delivery", delivery_id.as_str());
-    let body = read_body(request, BODY_LIMIT).await?;
     let Some(signature) = signature else {
         return Err(ApiError::Unauthorized(
             "X-Hub-Signature-256 is missing".into(),

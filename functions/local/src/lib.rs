@@ -3,16 +3,16 @@
 //! each app at `http://APP.localhost:PORT/`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use runway_core::domain::ReleaseState;
 use runway_core::ports::{DeploySpec, Platform, SecretStore, Store, Topic};
 use runway_embedded::proxy::{Proxy, app_from_host};
 use runway_embedded::{Embedded, EmbeddedConfig, PushSubscription, RetryPolicy};
+use runway_http::serve::ServeOptions;
 use runway_http::{Router, serve};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 /// Every function's routes, on every embedded adapter.
 pub fn router(embedded: &Embedded) -> Router {
@@ -41,7 +41,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let port = listener.local_addr()?.port();
     let embedded = Embedded::open(config, port)?;
-    let router = Arc::new(router(&embedded));
+    let app = runway_http::layers::app(router(&embedded));
     let proxy = Proxy::new(embedded.routes.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -76,7 +76,7 @@ pub async fn run(
     serve(
         listener,
         move |request, peer| {
-            let (router, proxy) = (router.clone(), proxy.clone());
+            let (app, proxy) = (app.clone(), proxy.clone());
             async move {
                 let host = request
                     .headers()
@@ -86,12 +86,15 @@ pub async fn run(
                     .to_owned();
                 match app_from_host(&host) {
                     Some(app) => proxy.forward(app, request, peer).await,
-                    None => router.handle(request).await,
+                    None => match app.oneshot(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
                 }
             }
         },
         shutdown,
-        Duration::from_secs(10),
+        ServeOptions::default(),
     )
     .await;
     let _ = stop_tx.send(true);

@@ -5,10 +5,15 @@ use std::sync::Arc;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
 
-use http::{Method, StatusCode};
+use axum::extract::{RawQuery, State as Shared};
+use axum::routing::get;
+use http::StatusCode;
 use runway_core::domain::{AppName, Deployment, Release};
 use runway_core::ports::{Identity, ImageBuilder, Store};
-use runway_http::{ApiError, ApiResult, Params, Request, Router, authenticate, json, with_type};
+use runway_http::{
+    ApiError, ApiResult, Authenticated, Authenticates, Limits, Path, Router, json, limits,
+    with_type,
+};
 use serde_json::{Value, json};
 
 const RELEASES_SHOWN: usize = 20;
@@ -34,17 +39,26 @@ impl State {
     }
 }
 
+/// Reads only: no body, and answers from the store (a build log from the builder).
+const LIMITS: Limits = Limits {
+    body: 0,
+    timeout: std::time::Duration::from_secs(30),
+};
+
 pub fn router(state: State) -> Router {
-    Router::new()
-        .route(Method::GET, "/api/deployments", state.clone(), list)
-        .route(Method::GET, "/api/deployments/{app}", state.clone(), show)
-        .route(
-            Method::GET,
-            "/api/builds/{build}/log",
-            state.clone(),
-            build_log,
-        )
-        .route(Method::GET, "/api/audit", state, audit_trail)
+    let routes = axum::Router::new()
+        .route("/api/deployments", get(list))
+        .route("/api/deployments/{app}", get(show))
+        .route("/api/builds/{build}/log", get(build_log))
+        .route("/api/audit", get(audit_trail))
+        .with_state(state);
+    limits(routes, LIMITS)
+}
+
+impl Authenticates for State {
+    fn identity(&self) -> &dyn Identity {
+        self.identity.as_ref()
+    }
 }
 
 fn deployment_json(deployment: &Deployment, latest: Option<&Release>) -> Value {
@@ -89,8 +103,7 @@ fn release_json(release: &Release) -> Value {
     })
 }
 
-async fn list(state: State, request: Request, _: Params) -> ApiResult {
-    let caller = authenticate(state.identity.as_ref(), &request).await?;
+async fn list(Shared(state): Shared<State>, Authenticated(caller): Authenticated) -> ApiResult {
     let mut apps = Vec::new();
     for deployment in state.store.deployments().await? {
         if !caller.may_manage(&deployment) {
@@ -102,9 +115,12 @@ async fn list(state: State, request: Request, _: Params) -> ApiResult {
     Ok(json(StatusCode::OK, &json!({ "deployments": apps })))
 }
 
-async fn show(state: State, request: Request, params: Params) -> ApiResult {
-    let caller = authenticate(state.identity.as_ref(), &request).await?;
-    let app = AppName::parse(params.get("app"))?;
+async fn show(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    Path(app): Path<String>,
+) -> ApiResult {
+    let app = AppName::parse(&app)?;
     let deployment = state
         .store
         .deployment(&app)
@@ -122,9 +138,12 @@ async fn show(state: State, request: Request, params: Params) -> ApiResult {
     Ok(json(StatusCode::OK, &body))
 }
 
-async fn build_log(state: State, request: Request, params: Params) -> ApiResult {
-    let caller = authenticate(state.identity.as_ref(), &request).await?;
-    let build_id = params.get("build");
+async fn build_log(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    Path(build_id): Path<String>,
+) -> ApiResult {
+    let build_id = build_id.as_str();
     let release = state
         .store
         .release_by_build(build_id)
@@ -138,14 +157,16 @@ async fn build_log(state: State, request: Request, params: Params) -> ApiResult 
     Ok(with_type(StatusCode::OK, "text/plain; charset=utf-8", log))
 }
 
-async fn audit_trail(state: State, request: Request, _: Params) -> ApiResult {
-    let caller = authenticate(state.identity.as_ref(), &request).await?;
+async fn audit_trail(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     if !caller.admin {
         return Err(ApiError::Forbidden("the audit trail is for admins".into()));
     }
-    let app = request
-        .uri()
-        .query()
+    let app = query
+        .as_deref()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("app=")))
         .map(AppName::parse)
         .transpose()?;

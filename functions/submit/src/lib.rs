@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
 
-use http::{Method, StatusCode};
+use axum::extract::State as Shared;
+use axum::routing::{get, post};
+use http::{HeaderMap, StatusCode};
 use runway_core::config::Policy;
 use runway_core::domain::{
     AppName, Branch, Caller, CommitSha, Cpu, Deployment, MainFile, Memory, NewRelease, Region,
@@ -14,15 +16,19 @@ use runway_core::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretS
 use runway_core::releases::{audit, enqueue};
 use runway_http::webhook;
 use runway_http::{
-    ApiError, ApiResult, Params, Request, Router, authenticate, forge_error, json, parse_json,
-    read_body, with_type,
+    ApiError, ApiResult, Authenticated, Authenticates, Body, Limits, Path, Router, forge_error,
+    json, limits, parse_json, with_type,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
-/// Requests are small; the cap leaves room for the largest secrets TOML (64 KiB).
-const BODY_LIMIT: usize = 256 * 1024;
+/// Requests are small; the cap leaves room for the largest secrets TOML (64 KiB). Creating an
+/// app talks to GitHub, and deleting one waits for Cloud Run to remove the service.
+const LIMITS: Limits = Limits {
+    body: 256 * 1024,
+    timeout: std::time::Duration::from_secs(300),
+};
 
 #[derive(Clone)]
 pub struct State {
@@ -72,27 +78,20 @@ impl State {
 }
 
 pub fn router(state: State) -> Router {
-    Router::new()
-        .route(Method::GET, "/", state.clone(), form)
-        .route(
-            Method::POST,
-            "/api/deployments",
-            state.clone(),
-            create_or_update,
-        )
-        .route(
-            Method::POST,
-            "/api/deployments/{app}/redeploy",
-            state.clone(),
-            redeploy,
-        )
-        .route(
-            Method::POST,
-            "/api/deployments/{app}/rollback",
-            state.clone(),
-            rollback,
-        )
-        .route(Method::DELETE, "/api/deployments/{app}", state, delete)
+    let routes = axum::Router::new()
+        .route("/", get(form))
+        .route("/api/deployments", post(create_or_update))
+        .route("/api/deployments/{app}/redeploy", post(redeploy))
+        .route("/api/deployments/{app}/rollback", post(rollback))
+        .route("/api/deployments/{app}", axum::routing::delete(delete))
+        .with_state(state);
+    limits(routes, LIMITS)
+}
+
+impl Authenticates for State {
+    fn identity(&self) -> &dyn Identity {
+        self.identity.as_ref()
+    }
 }
 
 /// The form (`templates/form.html`); askama escapes every value it fills in.
@@ -107,8 +106,7 @@ struct FormPage<'a> {
     default_cpu: &'static str,
 }
 
-async fn form(state: State, request: Request, _: Params) -> ApiResult {
-    authenticate(state.identity.as_ref(), &request).await?;
+async fn form(Shared(state): Shared<State>, _: Authenticated) -> ApiResult {
     let page = FormPage {
         regions: &state.policy.allowed_regions,
         default_region: &state.policy.default_region,
@@ -202,17 +200,14 @@ impl DeploymentForm {
 }
 
 /// JSON, or the form encoding a plain HTML form posts.
-async fn read_form(request: Request) -> Result<DeploymentForm, ApiError> {
-    let content_type = request
-        .headers()
+fn read_form(headers: &HeaderMap, body: &[u8]) -> Result<DeploymentForm, ApiError> {
+    let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let body = read_body(request, BODY_LIMIT).await?;
+        .unwrap_or("");
     if content_type.starts_with("application/x-www-form-urlencoded") {
         let mut fields = serde_json::Map::new();
-        for (key, value) in url::form_urlencoded::parse(&body) {
+        for (key, value) in url::form_urlencoded::parse(body) {
             fields.insert(key.into_owned(), value.into_owned().into());
         }
         serde_json::from_value(fields.into()).map_err(|e| ApiError::BadRequest {
@@ -220,7 +215,7 @@ async fn read_form(request: Request) -> Result<DeploymentForm, ApiError> {
             message: format!("the form is not valid: {e}"),
         })
     } else if content_type.is_empty() || content_type.starts_with("application/json") {
-        parse_json(&body)
+        parse_json(body)
     } else {
         Err(ApiError::UnsupportedMediaType(
             "send application/json or application/x-www-form-urlencoded".into(),
@@ -229,9 +224,13 @@ async fn read_form(request: Request) -> Result<DeploymentForm, ApiError> {
 }
 
 #[tracing::instrument(skip_all)]
-async fn create_or_update(state: State, request: Request, _: Params) -> ApiResult {
-    let caller = authenticate(state.identity.as_ref(), &request).await?;
-    let form = read_form(request).await?.validate(&state.policy)?;
+async fn create_or_update(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult {
+    let form = read_form(&headers, &body)?.validate(&state.policy)?;
     let existing = state.store.deployment(&form.app).await?;
     if let Some(existing) = &existing {
         if !caller.may_manage(existing) {
@@ -389,10 +388,13 @@ async fn managed(state: &State, caller: &Caller, app: &str) -> Result<Deployment
     Ok(deployment)
 }
 
-#[tracing::instrument(skip_all, fields(app = params.get("app")))]
-async fn redeploy(state: State, request: Request, params: Params) -> ApiResult {
-    let caller = authenticate(state.identity.as_ref(), &request).await?;
-    let deployment = managed(&state, &caller, params.get("app")).await?;
+#[tracing::instrument(skip_all, fields(app = %app))]
+async fn redeploy(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    Path(app): Path<String>,
+) -> ApiResult {
+    let deployment = managed(&state, &caller, &app).await?;
     let commit = state
         .forge
         .resolve_commit(&deployment.repo, &deployment.branch)
@@ -417,11 +419,14 @@ struct RollbackForm {
     release_id: Option<String>,
 }
 
-#[tracing::instrument(skip_all, fields(app = params.get("app")))]
-async fn rollback(state: State, request: Request, params: Params) -> ApiResult {
-    let caller = authenticate(state.identity.as_ref(), &request).await?;
-    let deployment = managed(&state, &caller, params.get("app")).await?;
-    let body = read_body(request, BODY_LIMIT).await?;
+#[tracing::instrument(skip_all, fields(app = %app))]
+async fn rollback(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    Path(app): Path<String>,
+    Body(body): Body,
+) -> ApiResult {
+    let deployment = managed(&state, &caller, &app).await?;
     let form: RollbackForm = if body.iter().all(u8::is_ascii_whitespace) {
         RollbackForm::default()
     } else {
@@ -493,10 +498,13 @@ async fn rollback(state: State, request: Request, params: Params) -> ApiResult {
 /// Stops the app, then removes its images, secrets, webhook and records, in that order: a step
 /// that fails leaves the later ones undone and the request can be repeated. A hook that cannot be
 /// removed is handed to cleanup, so it is never orphaned.
-#[tracing::instrument(skip_all, fields(app = params.get("app")))]
-async fn delete(state: State, request: Request, params: Params) -> ApiResult {
-    let caller = authenticate(state.identity.as_ref(), &request).await?;
-    let deployment = managed(&state, &caller, params.get("app")).await?;
+#[tracing::instrument(skip_all, fields(app = %app))]
+async fn delete(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    Path(app): Path<String>,
+) -> ApiResult {
+    let deployment = managed(&state, &caller, &app).await?;
     let app = &deployment.app;
     state.platform.delete(app).await?;
     state.builder.delete_app(app).await?;

@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
 
-use http::{Method, StatusCode};
+use axum::extract::State as Shared;
+use axum::routing::post;
+use http::StatusCode;
 use runway_core::domain::{Release, ReleaseState, ReleaseUpdate};
 use runway_core::messages::{BuildNotification, DeployRequest};
 use runway_core::ports::{
@@ -23,11 +25,17 @@ use runway_core::ports::{
 use runway_core::releases::audit;
 use runway_http::push::PushEnvelope;
 use runway_http::{
-    ApiResult, Params, Request, Response, Router, authenticate, json, parse_json, read_body,
+    ApiError, ApiResult, Authenticated, Authenticates, Body, Limits, Response, Router, json,
+    limits, parse_json,
 };
 use serde_json::json;
 
-const BODY_LIMIT: usize = 10 * 1024 * 1024;
+/// Pub/Sub messages are at most 10 MB; a push must be answered within the subscription's ack
+/// deadline (at most 600 s), or Pub/Sub redelivers it anyway.
+const LIMITS: Limits = Limits {
+    body: 10 * 1024 * 1024,
+    timeout: std::time::Duration::from_secs(600),
+};
 /// How much of a failed build's log a release's message carries.
 const LOG_EXCERPT_LINES: usize = 20;
 
@@ -67,14 +75,17 @@ impl State {
 }
 
 pub fn router(state: State) -> Router {
-    Router::new()
-        .route(
-            Method::POST,
-            "/pubsub/deploy-requests",
-            state.clone(),
-            deploy_request,
-        )
-        .route(Method::POST, "/pubsub/build-events", state, build_event)
+    let routes = axum::Router::new()
+        .route("/pubsub/deploy-requests", post(deploy_request))
+        .route("/pubsub/build-events", post(build_event))
+        .with_state(state);
+    limits(routes, LIMITS)
+}
+
+impl Authenticates for State {
+    fn identity(&self) -> &dyn Identity {
+        self.pusher.as_ref()
+    }
 }
 
 /// What became of a message, and so what Pub/Sub hears.
@@ -125,33 +136,28 @@ impl From<StoreError> for Outcome {
     }
 }
 
-async fn read_envelope(
-    state: &State,
-    request: Request,
-) -> Result<(PushEnvelope, Vec<u8>), Response> {
-    if let Err(error) = authenticate(state.pusher.as_ref(), &request).await {
-        return Err(error.into_response());
-    }
-    let body = read_body(request, BODY_LIMIT)
-        .await
-        .map_err(|e| e.into_response())?;
-    let envelope: PushEnvelope = parse_json(&body).map_err(|e| e.into_response())?;
-    // A message we cannot decode will never decode: acknowledge it rather than loop.
+/// The push envelope (a body that is not one is the sender's mistake: 400), and the message's
+/// payload (one that is not base64 will never decode: acknowledged, not retried).
+fn read_envelope(body: &[u8]) -> Result<(PushEnvelope, Result<Vec<u8>, Outcome>), ApiError> {
+    let envelope: PushEnvelope = parse_json(body)?;
     let payload = envelope.message.payload().map_err(|error| {
         Outcome::Permanent(format!(
             "message {} is not base64: {error}",
             envelope.message.message_id
         ))
-        .into_response()
-    })?;
+    });
     Ok((envelope, payload))
 }
 
 #[tracing::instrument(skip_all, fields(release))]
-async fn deploy_request(state: State, request: Request, _: Params) -> ApiResult {
-    let (envelope, payload) = match read_envelope(&state, request).await {
-        Ok(read) => read,
-        Err(response) => return Ok(response),
+async fn deploy_request(
+    Shared(state): Shared<State>,
+    _: Authenticated,
+    Body(body): Body,
+) -> ApiResult {
+    let (envelope, payload) = match read_envelope(&body)? {
+        (envelope, Ok(payload)) => (envelope, payload),
+        (_, Err(outcome)) => return Ok(outcome.into_response()),
     };
     let outcome = match serde_json::from_slice::<DeployRequest>(&payload) {
         Ok(deploy) => {
@@ -326,10 +332,14 @@ fn first_line(text: &str) -> &str {
 }
 
 #[tracing::instrument(skip_all, fields(build))]
-async fn build_event(state: State, request: Request, _: Params) -> ApiResult {
-    let (envelope, payload) = match read_envelope(&state, request).await {
-        Ok(read) => read,
-        Err(response) => return Ok(response),
+async fn build_event(
+    Shared(state): Shared<State>,
+    _: Authenticated,
+    Body(body): Body,
+) -> ApiResult {
+    let (envelope, payload) = match read_envelope(&body)? {
+        (envelope, Ok(payload)) => (envelope, payload),
+        (_, Err(outcome)) => return Ok(outcome.into_response()),
     };
     let outcome = match serde_json::from_slice::<BuildNotification>(&payload) {
         Ok(build) => {

@@ -10,8 +10,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -75,7 +74,7 @@ impl Drop for InFlight {
 #[derive(Clone)]
 pub struct Proxy {
     routes: Routes,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, axum::body::Body>,
 }
 
 const HOP_BY_HOP: [HeaderName; 5] = [
@@ -129,7 +128,7 @@ impl Proxy {
             self.client
                 .request(request)
                 .await
-                .map(|response| response.map(|body| body.map_err(Into::into).boxed()))
+                .map(|response| response.map(axum::body::Body::new))
                 .map_err(anyhow::Error::from)
         };
         result.unwrap_or_else(|error| {
@@ -190,7 +189,7 @@ async fn forward_upgrade(
             }
         });
     }
-    Ok(response.map(|body| body.map_err(Into::into).boxed()))
+    Ok(response.map(axum::body::Body::new))
 }
 
 fn text(status: StatusCode, message: String) -> Response {

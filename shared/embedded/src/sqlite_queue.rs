@@ -385,7 +385,7 @@ mod tests {
                 }
             },
             std::future::pending(),
-            Duration::from_secs(1),
+            runway_http::serve::ServeOptions::default(),
         ));
         (url, seen, hits)
     }

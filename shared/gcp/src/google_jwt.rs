@@ -144,15 +144,13 @@ pub(crate) async fn serve_jwks(
 
     let fetches = Arc::new(AtomicUsize::new(0));
     let set = serde_json::json!({ "keys": jwks });
-    let state = (fetches.clone(), set);
+    let counter = fetches.clone();
     let router = Router::new().route(
-        http::Method::GET,
         "/jwk",
-        state,
-        |(fetches, set): (Arc<AtomicUsize>, serde_json::Value), _, _| async move {
-            fetches.fetch_add(1, Ordering::SeqCst);
-            Ok(json(http::StatusCode::OK, &set))
-        },
+        axum::routing::get(move || async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            json(http::StatusCode::OK, &set)
+        }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/jwk", listener.local_addr().unwrap());

@@ -5,11 +5,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::routing::get;
 use futures_util::future::{BoxFuture, join_all};
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use crate::{ApiResult, Params, Request, Router, json};
+use crate::{Response, Router, json};
 
 /// One dependency `/ready` checks.
 #[derive(Clone)]
@@ -41,20 +43,19 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Adds `GET /health` and `GET /ready` to `router`.
 pub fn with_health(router: Router, probes: Vec<Probe>) -> Router {
-    router.route(Method::GET, "/health", (), health).route(
-        Method::GET,
-        "/ready",
-        Arc::new(probes),
-        ready,
-    )
+    let health = axum::Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(Arc::new(probes));
+    router.merge(health)
 }
 
-async fn health((): (), _: Request, _: Params) -> ApiResult {
-    Ok(json(StatusCode::OK, &json!({ "status": "ok" })))
+async fn health() -> Response {
+    json(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
 /// 200 when every dependency answered, else 503; each dependency is named with its state.
-async fn ready(probes: Arc<Vec<Probe>>, _: Request, _: Params) -> ApiResult {
+async fn ready(State(probes): State<Arc<Vec<Probe>>>) -> Response {
     let checks = probes.iter().map(|probe| async move {
         let state = match tokio::time::timeout(PROBE_TIMEOUT, (probe.check)()).await {
             Ok(Ok(())) => Ok(()),
@@ -80,8 +81,8 @@ async fn ready(probes: Arc<Vec<Probe>>, _: Request, _: Params) -> ApiResult {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    Ok(json(
+    json(
         status,
         &json!({ "ready": ready, "dependencies": dependencies }),
-    ))
+    )
 }

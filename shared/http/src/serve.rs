@@ -1,0 +1,208 @@
+//! Serving: hyper's HTTP/1 connections (with upgrades, so websockets pass through the local
+//! proxy), a deadline for the request head, and a graceful stop that lets requests in flight
+//! finish. axum's own `serve` sets neither the head deadline nor a bound on draining, so the
+//! accept loop stays here; everything per request is a tower layer (`layers`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::{Request, Response, Router};
+
+/// How a server treats its connections.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// How long a client may take to send a request's head (a slowloris client holds a
+    /// connection and a task otherwise).
+    pub header_read_timeout: Duration,
+    /// How long a stopping server waits for the requests in flight.
+    pub drain: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// (up to `options.drain`).
+pub async fn serve<S, F>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    options: ServeOptions,
+) where
+    S: Fn(Request, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = service.clone();
+        let handler = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+            let response = service(request.map(axum::body::Body::new), peer);
+            async move { Ok::<_, Infallible>(response.await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), handler)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let drain = options.drain;
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: some requests were still running after {drain:?}");
+    }
+}
+
+/// Serves `router` alone on `listener` until `shutdown`, with Runway's layers: what a
+/// function binary does.
+pub async fn serve_router(
+    router: Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let app = crate::layers::app(router);
+    let service = move |request: Request, _peer| {
+        let app = app.clone();
+        async move {
+            match app.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    };
+    serve(listener, service, shutdown, ServeOptions::default()).await;
+}
+
+/// Resolves on SIGTERM (what Cloud Run sends) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use http::StatusCode;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::json;
+
+    /// What every function does on SIGTERM: stop accepting, finish what is in flight.
+    #[tokio::test]
+    async fn shutdown_finishes_requests_in_flight_and_refuses_new_ones() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                json(StatusCode::OK, &"done")
+            }),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_router(router, listener, async {
+            let _ = stopped.await;
+        }));
+        let in_flight = tokio::spawn(reqwest::get(format!("http://{address}/slow")));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        stop.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let refused = tokio::net::TcpStream::connect(address).await;
+
+        let response = in_flight.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "\"done\"");
+        assert!(refused.is_err(), "a connection after shutdown was accepted");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops once the request is done")
+            .unwrap();
+    }
+
+    /// A client that never finishes its request head is cut off, not kept forever.
+    #[tokio::test]
+    async fn a_client_that_sends_its_head_too_slowly_is_disconnected() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let options = ServeOptions {
+            header_read_timeout: Duration::from_millis(300),
+            ..ServeOptions::default()
+        };
+        let app = Router::new().route("/", get(|| async { "hello" }));
+        tokio::spawn(serve(
+            listener,
+            move |request: Request, _| {
+                let app = app.clone();
+                async move { app.oneshot(request).await.unwrap() }
+            },
+            std::future::pending(),
+            options,
+        ));
+        let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer))
+            .await
+            .expect("the server closes the connection");
+
+        drop(read); // An end of stream or a reset: either way, the connection is gone.
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
+    }
+}
