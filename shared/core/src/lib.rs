@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod install;
 pub mod messages;
+pub mod plan;
 pub mod ports;
 pub mod releases;
 pub mod text;

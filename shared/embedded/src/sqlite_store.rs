@@ -13,7 +13,8 @@ use runway_core::domain::{
     AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
     Timestamp,
 };
-use runway_core::ports::{Store, StoreError, check_transition};
+use runway_core::plan::{self, Transition};
+use runway_core::ports::{Store, StoreError};
 
 /// Each entry migrates the schema from version `index` to `index + 1`.
 const MIGRATIONS: &[&str] = &[r#"
@@ -289,21 +290,17 @@ impl Store for SqliteStore {
                 [&app],
                 |row| row.get(0),
             )?;
-            let now = Utc::now();
             let older_queued: Vec<Release> = docs(
                 &transaction,
                 "SELECT doc FROM releases WHERE app = ?1 AND state = 'queued'",
                 [&app],
             )?;
             let id = uuid::Uuid::new_v4().to_string();
-            for mut older in older_queued {
-                older.state = ReleaseState::Superseded;
-                older.message = Some(format!("superseded by the newer release {id}"));
-                older.updated_at = now;
-                older.finished_at = Some(now);
-                save_release(&transaction, &older)?;
+            let planned = plan::queue(new, id, seq as u64, older_queued, Utc::now());
+            for older in &planned.superseded {
+                save_release(&transaction, older)?;
             }
-            let release = Release::queued(new, id, seq as u64, now);
+            let release = planned.release;
             save_release(&transaction, &release)?;
             transaction.commit()?;
             Ok(release)
@@ -364,43 +361,26 @@ impl Store for SqliteStore {
         to: ReleaseState,
         update: ReleaseUpdate,
     ) -> Result<Release, StoreError> {
-        check_transition(from, to)?;
-        let id = id.to_owned();
+        let transition = Transition::new(id, from, to, update)?;
         self.with(move |c| {
             let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut release = load_release(&transaction, &id)?
-                .ok_or_else(|| StoreError::NotFound(format!("release {id}")))?;
-            if release.state != from {
-                return Err(StoreError::Conflict(format!(
-                    "release {id} is {}, not {from}",
-                    release.state
-                ))
-                .into());
-            }
-            let mut deployment = None;
-            if to == ReleaseState::Live {
-                let mut current = load_deployment(&transaction, release.app.as_str())?
-                    .ok_or_else(|| StoreError::NotFound(format!("app {}", release.app)))?;
-                if let Some(live_id) = &current.live_release
-                    && let Some(live) = load_release(&transaction, live_id)?
-                    && live.seq > release.seq
-                {
-                    return Err(StoreError::Conflict(format!(
-                        "the newer release {} is already live",
-                        live.id
-                    ))
-                    .into());
+            let release = load_release(&transaction, &transition.id)?;
+            let (mut deployment, mut live) = (None, None);
+            if transition.goes_live()
+                && let Some(release) = &release
+            {
+                deployment = load_deployment(&transaction, release.app.as_str())?;
+                if let Some(live_id) = deployment.as_ref().and_then(|d| d.live_release.clone()) {
+                    live = load_release(&transaction, &live_id)?;
                 }
-                current.goes_live(&release, update.url.clone());
-                deployment = Some(current);
             }
-            release.apply(to, update);
-            save_release(&transaction, &release)?;
-            if let Some(deployment) = deployment {
-                save_deployment(&transaction, &deployment)?;
+            let moved = transition.plan(release, deployment, live.as_ref(), Utc::now())?;
+            save_release(&transaction, &moved.release)?;
+            if let Some(deployment) = &moved.deployment {
+                save_deployment(&transaction, deployment)?;
             }
             transaction.commit()?;
-            Ok(release)
+            Ok(moved.release)
         })
         .await
     }

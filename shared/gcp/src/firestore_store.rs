@@ -31,7 +31,8 @@ use runway_core::domain::{
     AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
     Timestamp,
 };
-use runway_core::ports::{Store, StoreError, check_transition};
+use runway_core::plan::{self, Transition};
+use runway_core::ports::{Store, StoreError};
 
 const DEPLOYMENTS: &str = "deployments";
 const RELEASES: &str = "releases";
@@ -525,18 +526,17 @@ impl Store for FirestoreStore {
                     .obj()
                     .query()
                     .await?;
-                let now = Utc::now();
+                let older_queued = older_queued
+                    .into_iter()
+                    .map(ReleaseDoc::into_record)
+                    .collect::<Result<Vec<_>, _>>()?;
                 let id = uuid::Uuid::new_v4().to_string();
+                let planned = plan::queue(new, id, seq as u64, older_queued, Utc::now());
                 let mut writes = vec![Write::Sequence(app, SequenceDoc { last: seq })];
-                for older in older_queued {
-                    let mut older = older.into_record()?;
-                    older.state = ReleaseState::Superseded;
-                    older.message = Some(format!("superseded by the newer release {id}"));
-                    older.updated_at = now;
-                    older.finished_at = Some(now);
-                    writes.push(Write::Release(ReleaseDoc::of(&older)?));
+                for older in &planned.superseded {
+                    writes.push(Write::Release(ReleaseDoc::of(older)?));
                 }
-                let release = Release::queued(new, id, seq as u64, now);
+                let release = planned.release;
                 writes.push(Write::Release(ReleaseDoc::of(&release)?));
                 Ok((release, writes))
             }
@@ -603,7 +603,7 @@ impl Store for FirestoreStore {
         to: ReleaseState,
         update: ReleaseUpdate,
     ) -> Result<Release, StoreError> {
-        check_transition(from, to)?;
+        let transition = Transition::new(id, from, to, update)?;
         // A release never changes app, so its app can be read before the transaction.
         let app = self
             .release(id)
@@ -612,42 +612,34 @@ impl Store for FirestoreStore {
             .app;
         let _app = self.lock_app(app.as_str()).await;
         self.transact(|db| {
-            let update = update.clone();
+            let transition = transition.clone();
             async move {
-                let mut release = get_in::<ReleaseDoc>(&db, RELEASES, id)
+                let release = get_in::<ReleaseDoc>(&db, RELEASES, &transition.id)
                     .await?
-                    .ok_or_else(|| StoreError::NotFound(format!("release {id}")))?
-                    .into_record()?;
-                if release.state != from {
-                    return Err(StoreError::Conflict(format!(
-                        "release {id} is {}, not {from}",
-                        release.state
-                    ))
-                    .into());
-                }
-                let mut writes = Vec::new();
-                if to == ReleaseState::Live {
-                    let mut deployment: Deployment =
-                        get_in::<DeploymentDoc>(&db, DEPLOYMENTS, release.app.as_str())
-                            .await?
-                            .ok_or_else(|| StoreError::NotFound(format!("app {}", release.app)))
-                            .and_then(|doc| decode(&doc.record))?;
-                    if let Some(live_id) = &deployment.live_release
-                        && let Some(live) = get_in::<ReleaseDoc>(&db, RELEASES, live_id).await?
-                        && live.seq as u64 > release.seq
+                    .map(ReleaseDoc::into_record)
+                    .transpose()?;
+                let (mut deployment, mut live) = (None, None);
+                if transition.goes_live()
+                    && let Some(release) = &release
+                {
+                    deployment = get_in::<DeploymentDoc>(&db, DEPLOYMENTS, release.app.as_str())
+                        .await?
+                        .map(|doc| decode::<Deployment>(&doc.record))
+                        .transpose()?;
+                    if let Some(live_id) = deployment.as_ref().and_then(|d| d.live_release.clone())
                     {
-                        return Err(StoreError::Conflict(format!(
-                            "the newer release {} is already live",
-                            live.id
-                        ))
-                        .into());
+                        live = get_in::<ReleaseDoc>(&db, RELEASES, &live_id)
+                            .await?
+                            .map(ReleaseDoc::into_record)
+                            .transpose()?;
                     }
-                    deployment.goes_live(&release, update.url.clone());
-                    writes.push(Write::Deployment(DeploymentDoc::of(&deployment)?));
                 }
-                release.apply(to, update);
-                writes.push(Write::Release(ReleaseDoc::of(&release)?));
-                Ok((release, writes))
+                let moved = transition.plan(release, deployment, live.as_ref(), Utc::now())?;
+                let mut writes = vec![Write::Release(ReleaseDoc::of(&moved.release)?)];
+                if let Some(deployment) = &moved.deployment {
+                    writes.push(Write::Deployment(DeploymentDoc::of(deployment)?));
+                }
+                Ok((moved.release, writes))
             }
         })
         .await

@@ -31,10 +31,10 @@ pub struct Deployment {
 
 impl Deployment {
     /// Points the app at `release`, now serving at `url` (or where it served before).
-    pub fn goes_live(&mut self, release: &Release, url: Option<String>) {
+    pub fn goes_live(&mut self, release: &Release, url: Option<String>, now: Timestamp) {
         self.live_release = Some(release.id.clone());
         self.url = url.or(self.url.take());
-        self.updated_at = chrono::Utc::now();
+        self.updated_at = now;
     }
 }
 
@@ -174,8 +174,7 @@ impl Release {
 
     /// Moves the release to `to`, writing what `update` sets and keeping what it leaves out.
     /// The store checks that the move is allowed.
-    pub fn apply(&mut self, to: ReleaseState, update: ReleaseUpdate) {
-        let now = chrono::Utc::now();
+    pub fn apply(&mut self, to: ReleaseState, update: ReleaseUpdate, now: Timestamp) {
         self.state = to;
         self.updated_at = now;
         if to.is_terminal() {

@@ -80,15 +80,3 @@ pub trait Store: Send + Sync {
     async fn orphan_hooks(&self) -> Result<Vec<(String, String)>, StoreError>;
     async fn remove_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError>;
 }
-
-/// What every store's `transition` refuses before it reads anything: a move the release state
-/// machine does not allow.
-pub fn check_transition(from: ReleaseState, to: ReleaseState) -> Result<(), StoreError> {
-    if from.may_become(to) {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict(format!(
-            "a release cannot move from {from} to {to}"
-        )))
-    }
-}
