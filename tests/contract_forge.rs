@@ -333,28 +333,11 @@ async fn lists_every_webhook_with_its_url(s: &Subject) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs every check against every adapter: `git_forge::check`, `github_token::check`, ...
-macro_rules! contract {
-    (adapters: [$($adapter:ident => $subject:path),* $(,)?], checks: $checks:tt) => {
-        $( contract!(@adapter $adapter $subject $checks); )*
-    };
-    (@adapter $adapter:ident $subject:path [$($check:ident),* $(,)?]) => {
-        mod $adapter {
-            $(
-                #[tokio::test]
-                async fn $check() -> anyhow::Result<()> {
-                    super::$check(&$subject().await?).await
-                }
-            )*
-        }
-    };
-}
-
-contract! {
-    adapters: [
-        git_forge => super::Subject::local,
-        github_token => super::Subject::github_token,
-        github_app => super::Subject::github_app,
+runway_tests::contract! {
+    subjects: [
+        git_forge => super::Subject::local().await.expect("a local forge"),
+        github_token => super::Subject::github_token().await.expect("the fake GitHub, token"),
+        github_app => super::Subject::github_app().await.expect("the fake GitHub, App"),
     ],
     checks: [
         reports_a_stable_id_and_the_default_branch_the_repository_names,

@@ -19,6 +19,16 @@ const IAP_AUDIENCE: &str = "/projects/123/locations/europe-west1/services/runway
 const OIDC_AUDIENCE: &str = "https://runway-worker-abc-ew.a.run.app";
 const PUSHER: &str = "runway-pubsub-push@demo.iam.gserviceaccount.com";
 
+runway_tests::contract! {
+    subjects: [
+        local_identity => super::local_identity().await,
+        push_token => super::push_token().await,
+        iap_identity => super::iap_identity().await,
+        oidc_identity => super::oidc_identity().await,
+    ],
+    checks: [the_contract_holds],
+}
+
 /// An adapter with credentials it must accept (and whom they name) and ones it must refuse.
 struct Fixture {
     identity: Box<dyn Identity>,
@@ -52,7 +62,7 @@ fn tampered(token: &str) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
-async fn the_contract_holds(fixture: Fixture) {
+async fn the_contract_holds(fixture: &Fixture) {
     for (headers, expected) in &fixture.accepted {
         let caller = fixture
             .identity
@@ -75,10 +85,9 @@ async fn the_contract_holds(fixture: Fixture) {
     }
 }
 
-#[tokio::test]
-async fn local_identity() {
+async fn local_identity() -> Fixture {
     // The laptop's one user, configured at start, is an admin; no header can change who it is.
-    the_contract_holds(Fixture {
+    Fixture {
         identity: Box::new(LocalIdentity {
             email: "ada@localhost".into(),
         }),
@@ -90,15 +99,13 @@ async fn local_identity() {
             ),
         ],
         refused: vec![],
-    })
-    .await;
+    }
 }
 
-#[tokio::test]
-async fn push_token() {
+async fn push_token() -> Fixture {
     let token = PushToken::random("runway-queue");
     let wrong = "0123456789abcdef0123456789abcdef".to_owned();
-    the_contract_holds(Fixture {
+    Fixture {
         accepted: vec![(bearer(token.token()), caller("runway-queue", true))],
         refused: vec![
             ("no credentials", HeaderMap::new(), String::new()),
@@ -110,12 +117,10 @@ async fn push_token() {
             ),
         ],
         identity: Box::new(token),
-    })
-    .await;
+    }
 }
 
-#[tokio::test]
-async fn iap_identity() {
+async fn iap_identity() -> Fixture {
     let keys = GoogleKeys::start().await;
     let mut config = IapConfig::new(IAP_AUDIENCE, vec!["admin@example.com".into()]);
     config.keys_url = keys.iap_keys_url.clone();
@@ -125,7 +130,7 @@ async fn iap_identity() {
     let tampered_assertion = tampered(&assertion("ada@example.com"));
     // An OIDC token is a Google-signed JWT too, but not IAP's (issuer, algorithm, key).
     let oidc = keys.oidc_token(IAP_AUDIENCE, "ada@example.com");
-    the_contract_holds(Fixture {
+    Fixture {
         identity: Box::new(IapIdentity::new(config)),
         accepted: vec![
             (
@@ -156,12 +161,10 @@ async fn iap_identity() {
                 String::new(),
             ),
         ],
-    })
-    .await;
+    }
 }
 
-#[tokio::test]
-async fn oidc_identity() {
+async fn oidc_identity() -> Fixture {
     let keys = GoogleKeys::start().await;
     let mut config = OidcConfig::new(OIDC_AUDIENCE, PUSHER);
     config.keys_url = keys.oidc_keys_url.clone();
@@ -170,7 +173,7 @@ async fn oidc_identity() {
     let other_audience = keys.oidc_token("https://elsewhere.a.run.app", PUSHER);
     let tampered_token = tampered(&token);
     let iap = keys.iap_assertion(OIDC_AUDIENCE, PUSHER);
-    the_contract_holds(Fixture {
+    Fixture {
         identity: Box::new(OidcIdentity::new(config)),
         accepted: vec![(bearer(&token), caller(PUSHER, true))],
         refused: vec![
@@ -192,6 +195,5 @@ async fn oidc_identity() {
             ),
             ("an IAP assertion", bearer(&iap), iap.clone()),
         ],
-    })
-    .await;
+    }
 }

@@ -18,15 +18,49 @@ use runway_tests::push_receiver::PushReceiver;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// The adapter a check runs on; each check opens the queue with the receivers it needs.
+enum Adapter {
+    Sqlite,
+    PubSub,
+}
+
+impl Adapter {
+    /// A queue whose topics push to two fresh receivers; the first `fail_first` pushes to the
+    /// deploy receiver are answered 503.
+    async fn open(&self, fail_first: usize) -> Subject {
+        let deploys = PushReceiver::start(fail_first).await;
+        let builds = PushReceiver::start(0).await;
+        let (queue, subscriptions, dir) = match self {
+            Adapter::Sqlite => sqlite(&deploys, &builds).await,
+            Adapter::PubSub => pubsub(&deploys, &builds).await,
+        };
+        Subject {
+            queue,
+            subscriptions,
+            deploys,
+            builds,
+            _dir: dir,
+        }
+    }
+}
+
 /// A queue whose topics push to `deploys` and `builds`, and what must live as long as it.
 struct Subject {
     queue: Arc<dyn Queue>,
     /// The subscription names the envelopes must carry, per topic.
     subscriptions: HashMap<Topic, String>,
+    deploys: PushReceiver,
+    builds: PushReceiver,
     _dir: Option<tempfile::TempDir>,
 }
 
-async fn sqlite(deploys: &PushReceiver, builds: &PushReceiver) -> Subject {
+type Opened = (
+    Arc<dyn Queue>,
+    HashMap<Topic, String>,
+    Option<tempfile::TempDir>,
+);
+
+async fn sqlite(deploys: &PushReceiver, builds: &PushReceiver) -> Opened {
     let dir = tempfile::tempdir().unwrap();
     let queue = SqliteQueue::open(&dir.path().join("queue.db")).unwrap();
     let subscription = |name: &str, receiver: &PushReceiver| PushSubscription {
@@ -49,9 +83,9 @@ async fn sqlite(deploys: &PushReceiver, builds: &PushReceiver) -> Subject {
             .clone()
             .run_dispatcher(subscriptions, policy, std::future::pending()),
     );
-    Subject {
-        queue: Arc::new(queue),
-        subscriptions: HashMap::from([
+    (
+        Arc::new(queue),
+        HashMap::from([
             (
                 Topic::DeployRequests,
                 "projects/local/subscriptions/deploys".into(),
@@ -61,11 +95,11 @@ async fn sqlite(deploys: &PushReceiver, builds: &PushReceiver) -> Subject {
                 "projects/local/subscriptions/builds".into(),
             ),
         ]),
-        _dir: Some(dir),
-    }
+        Some(dir),
+    )
 }
 
-async fn pubsub(deploys: &PushReceiver, builds: &PushReceiver) -> Subject {
+async fn pubsub(deploys: &PushReceiver, builds: &PushReceiver) -> Opened {
     let project = emulators::unique_project();
     let mut config = PubSubConfig::new(&project);
     config.emulator = Some(emulators::pubsub());
@@ -77,9 +111,9 @@ async fn pubsub(deploys: &PushReceiver, builds: &PushReceiver) -> Subject {
         emulators::create_push_subscription(&project, subscription, topic, &receiver.url).await;
     }
     let queue = PubSubQueue::connect(config).await.unwrap();
-    Subject {
-        queue: Arc::new(queue),
-        subscriptions: HashMap::from([
+    (
+        Arc::new(queue),
+        HashMap::from([
             (
                 Topic::DeployRequests,
                 format!("projects/{project}/subscriptions/deploys"),
@@ -89,44 +123,19 @@ async fn pubsub(deploys: &PushReceiver, builds: &PushReceiver) -> Subject {
                 format!("projects/{project}/subscriptions/builds"),
             ),
         ]),
-        _dir: None,
-    }
+        None,
+    )
 }
 
-/// Each check runs once per adapter, as `sqlite::name` and `pubsub::name`. A check gets the
-/// subject and the receivers of the two topics; `$fail_first` pushes to the deploy receiver
-/// are answered 503.
-macro_rules! contract {
-    ($($check:ident: fail_first = $fail_first:expr),* $(,)?) => {
-        mod sqlite {
-            use super::*;
-            $(#[tokio::test]
-            async fn $check() {
-                let deploys = PushReceiver::start($fail_first).await;
-                let builds = PushReceiver::start(0).await;
-                let subject = super::sqlite(&deploys, &builds).await;
-                super::$check(&subject, &deploys, &builds).await;
-            })*
-        }
-        mod pubsub {
-            use super::*;
-            $(#[tokio::test]
-            async fn $check() {
-                let deploys = PushReceiver::start($fail_first).await;
-                let builds = PushReceiver::start(0).await;
-                let subject = super::pubsub(&deploys, &builds).await;
-                super::$check(&subject, &deploys, &builds).await;
-            })*
-        }
-    };
+runway_tests::contract! {
+    subjects: [sqlite => super::Adapter::Sqlite, pubsub => super::Adapter::PubSub],
+    checks: [
+        the_push_envelope_carries_what_was_published,
+        one_ordering_key_is_delivered_in_publish_order,
+        a_push_answered_with_an_error_is_delivered_again,
+        each_topic_pushes_to_its_own_subscription,
+    ],
 }
-
-contract!(
-    the_push_envelope_carries_what_was_published: fail_first = 0,
-    one_ordering_key_is_delivered_in_publish_order: fail_first = 0,
-    a_push_answered_with_an_error_is_delivered_again: fail_first = 2,
-    each_topic_pushes_to_its_own_subscription: fail_first = 0,
-);
 
 fn message(text: &str, key: Option<&str>) -> OutboundMessage {
     OutboundMessage {
@@ -139,11 +148,9 @@ fn message(text: &str, key: Option<&str>) -> OutboundMessage {
     }
 }
 
-async fn the_push_envelope_carries_what_was_published(
-    subject: &Subject,
-    deploys: &PushReceiver,
-    _builds: &PushReceiver,
-) {
+async fn the_push_envelope_carries_what_was_published(adapter: &Adapter) {
+    let subject = adapter.open(0).await;
+    let deploys = &subject.deploys;
     let id = subject
         .queue
         .publish(Topic::DeployRequests, message("r-1", Some("demo")))
@@ -169,11 +176,9 @@ async fn the_push_envelope_carries_what_was_published(
     );
 }
 
-async fn one_ordering_key_is_delivered_in_publish_order(
-    subject: &Subject,
-    deploys: &PushReceiver,
-    _builds: &PushReceiver,
-) {
+async fn one_ordering_key_is_delivered_in_publish_order(adapter: &Adapter) {
+    let subject = adapter.open(0).await;
+    let deploys = &subject.deploys;
     let texts: Vec<String> = (1..=6).map(|i| format!("r-{i}")).collect();
     for text in &texts {
         subject
@@ -190,11 +195,9 @@ async fn one_ordering_key_is_delivered_in_publish_order(
     assert_eq!(received, texts);
 }
 
-async fn a_push_answered_with_an_error_is_delivered_again(
-    subject: &Subject,
-    deploys: &PushReceiver,
-    _builds: &PushReceiver,
-) {
+async fn a_push_answered_with_an_error_is_delivered_again(adapter: &Adapter) {
+    let subject = adapter.open(2).await;
+    let deploys = &subject.deploys;
     let id = subject
         .queue
         .publish(Topic::DeployRequests, message("r-1", Some("demo")))
@@ -216,11 +219,10 @@ async fn a_push_answered_with_an_error_is_delivered_again(
     assert_eq!(acknowledged[0].envelope.message.payload().unwrap(), b"r-1");
 }
 
-async fn each_topic_pushes_to_its_own_subscription(
-    subject: &Subject,
-    deploys: &PushReceiver,
-    builds: &PushReceiver,
-) {
+async fn each_topic_pushes_to_its_own_subscription(adapter: &Adapter) {
+    let subject = adapter.open(0).await;
+    let deploys = &subject.deploys;
+    let builds = &subject.builds;
     subject
         .queue
         .publish(Topic::BuildEvents, message("build-1", None))

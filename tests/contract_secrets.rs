@@ -125,32 +125,21 @@ async fn get(resource: &str) -> Value {
     response.json().await.unwrap()
 }
 
-/// Each check runs once per adapter, as `files::name` and `secret_manager::name`.
-macro_rules! contract {
-    ($($check:ident),* $(,)?) => {
-        mod files {
-            $(#[tokio::test]
-            async fn $check() {
-                super::$check(&super::files().await).await;
-            })*
-        }
-        mod secret_manager {
-            $(#[tokio::test]
-            async fn $check() {
-                super::$check(&super::secret_manager().await).await;
-            })*
-        }
-    };
-}
-
-contract!(
+// Each check runs once per adapter, as `files::name` and `secret_manager::name`.
+runway_tests::contract! {
+    subjects: [
+        files => super::files().await,
+        secret_manager => super::secret_manager().await,
+    ],
+    checks: [
     put_then_reference_gives_the_ref_and_the_value_reads_back,
     a_second_put_replaces_the_first,
     an_unknown_app_has_no_reference,
     delete_forgets_the_secret_and_may_be_repeated,
     apps_do_not_see_each_others_secrets,
-    errors_never_carry_the_value,
-);
+    errors_never_carry_the_value
+    ],
+}
 
 fn app(name: &str) -> AppName {
     AppName::parse(name).unwrap()

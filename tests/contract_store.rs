@@ -68,25 +68,10 @@ async fn firestore() -> Subject {
     }
 }
 
-/// Each check runs once per adapter, as `sqlite::name` and `firestore::name`.
-macro_rules! contract {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $check() {
-                super::$check(&super::sqlite().await).await;
-            })*
-        }
-        mod firestore {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $check() {
-                super::$check(&super::firestore().await).await;
-            })*
-        }
-    };
-}
-
-contract!(
+// Each check runs once per adapter, as `sqlite::name` and `firestore::name`.
+runway_tests::contract! {
+    subjects: [sqlite => super::sqlite().await, firestore => super::firestore().await],
+    checks: [
     deployments_round_trip_and_are_found_by_repo,
     deleting_a_deployment_removes_its_releases,
     sequence_numbers_grow_per_app_and_survive_deletion,
@@ -102,8 +87,9 @@ contract!(
     orphan_hooks_are_kept_until_removed,
     concurrent_claims_of_one_release_let_exactly_one_win,
     concurrent_queueing_loses_no_release_and_reuses_no_sequence_number,
-    concurrent_go_lives_leave_the_newest_release_live,
-);
+    concurrent_go_lives_leave_the_newest_release_live
+    ],
+}
 
 fn app(name: &str) -> AppName {
     AppName::parse(name).unwrap()

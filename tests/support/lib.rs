@@ -20,6 +20,53 @@ pub mod push_receiver;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+/// A port's contract: every check run against every adapter. Each subject is an expression
+/// (evaluated inside the generated `mod ADAPTER`, so its paths start with `super::`) that makes
+/// a fresh subject; each check is an `async fn(&Subject)` returning `()` or
+/// `anyhow::Result<()>`.
+///
+/// ```ignore
+/// runway_tests::contract! {
+///     subjects: [sqlite => super::sqlite().await, firestore => super::firestore().await],
+///     checks: [round_trips, refuses_stale_writes],
+/// }
+/// ```
+/// makes `sqlite::round_trips`, `firestore::round_trips`, … as tests.
+#[macro_export]
+macro_rules! contract {
+    (subjects: [$($adapter:ident => $subject:expr),* $(,)?], checks: $checks:tt $(,)?) => {
+        $( $crate::contract!(@adapter $adapter, $subject, $checks); )*
+    };
+    (@adapter $adapter:ident, $subject:expr, [$($check:ident),* $(,)?]) => {
+        mod $adapter {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    let subject = $subject;
+                    $crate::Checked::passed(super::$check(&subject).await);
+                }
+            )*
+        }
+    };
+}
+
+/// What a contract check may return.
+pub trait Checked {
+    fn passed(self);
+}
+
+impl Checked for () {
+    fn passed(self) {}
+}
+
+impl Checked for anyhow::Result<()> {
+    fn passed(self) {
+        if let Err(error) = self {
+            panic!("{error:#}");
+        }
+    }
+}
+
 /// The `runway` binary: `RUNWAY_BIN`, or the one cargo built next to this test.
 pub fn runway_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("RUNWAY_BIN") {

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
+use runway_core::clock::Clock;
 use std::time::Duration;
 
 use axum::extract::State as Shared;
@@ -41,6 +42,7 @@ pub struct State {
     /// Where Runway's hooks deliver (`…/github/webhook`): a hook to `{webhook_url}/{app}` whose
     /// app no longer deploys that repository is stale.
     pub webhook_url: String,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Firestore, Pub/Sub, Cloud Build (polled) and GitHub on Google Cloud; the caller is Cloud
@@ -59,6 +61,7 @@ impl State {
     pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
         let timeouts = adapters.timeouts()?;
         Ok(Self {
+            clock: adapters.clock.clone(),
             store: adapters.store()?,
             queue: adapters.queue()?,
             builder: adapters.builder()?,
@@ -114,7 +117,7 @@ async fn run_handler(Shared(state): Shared<State>, _: Authenticated) -> ApiResul
 pub async fn run(state: &State) -> Report {
     let mut report = Report::default();
     let ago = |duration: Duration| {
-        chrono::Utc::now()
+        state.clock.now()
             - chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::minutes(2))
     };
     let before = ago(state.stale_after);

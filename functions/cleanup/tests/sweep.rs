@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runway_cleanup::{State, run};
+use runway_core::clock::ManualClock;
 use runway_core::domain::{AppName, NewRelease, ReleaseState, ReleaseUpdate, RepoUrl, Trigger};
 use runway_core::messages::DeployRequest;
 use runway_core::ports::{Forge, Store};
@@ -13,8 +14,12 @@ use runway_embedded::{GitForge, PushToken, SqliteQueue, SqliteStore, UvBuilder, 
 
 const INGRESS: &str = "http://127.0.0.1:1/github/webhook";
 
+/// How long a release may sit before cleanup acts on it, in these tests.
+const STALE: Duration = Duration::from_secs(120);
+
 struct Fixture {
     _dir: tempfile::TempDir,
+    clock: ManualClock,
     store: Arc<SqliteStore>,
     queue: SqliteQueue,
     forge: Arc<GitForge>,
@@ -25,7 +30,12 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("runway.db");
-    let store = Arc::new(SqliteStore::open(&db).unwrap());
+    let clock = ManualClock::starting_now();
+    let store = Arc::new(
+        SqliteStore::open(&db)
+            .unwrap()
+            .with_clock(Arc::new(clock.clone())),
+    );
     let queue = SqliteQueue::open(&db).unwrap();
     let forge = Arc::new(GitForge::new("/usr/bin/true".into()));
     let builder = Arc::new(UvBuilder::new(
@@ -53,13 +63,15 @@ fn fixture() -> Fixture {
         builder,
         forge: forge.clone(),
         caller: Arc::new(PushToken::random("test")),
-        stale_after: Duration::ZERO,
-        deploy_timeout: Duration::ZERO,
+        stale_after: STALE,
+        deploy_timeout: STALE,
         webhook_url: INGRESS.into(),
+        clock: Arc::new(clock.clone()),
     };
     Fixture {
         repo: RepoUrl::parse(bare.to_str().unwrap(), true).unwrap(),
         _dir: dir,
+        clock,
         store,
         queue,
         forge,
@@ -83,6 +95,9 @@ async fn a_release_whose_publish_was_lost_is_published_again() {
     // Recorded but never published, as when the queue was down at submit time.
     let queued = f.store.queue_release(release()).await.unwrap();
 
+    // A release queued moments ago may still be on its way to the worker.
+    assert_eq!(run(&f.state).await.republished, 0);
+    f.clock.advance(STALE + Duration::from_secs(1));
     let report = run(&f.state).await;
 
     assert_eq!(report.republished, 1, "{report:?}");
@@ -110,6 +125,7 @@ async fn a_build_the_builder_lost_fails_with_a_reason() {
         .await
         .unwrap();
 
+    f.clock.advance(STALE + Duration::from_secs(1));
     let report = run(&f.state).await;
 
     assert_eq!(report.interrupted, 1, "{report:?}");
@@ -177,6 +193,7 @@ async fn hooks_no_app_stands_behind_are_removed_and_the_rest_kept() {
         stale_after: Duration::from_secs(3600),
         ..f.state.clone()
     };
+    f.clock.advance(STALE + Duration::from_secs(1));
     assert_eq!(run(&patient).await.hooks_removed, 0);
     assert_eq!(f.forge.webhooks(&f.repo).await.unwrap().len(), 3);
 

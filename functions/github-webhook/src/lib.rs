@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
+use runway_core::clock::Clock;
 
 use axum::extract::State as Shared;
 use axum::routing::post;
@@ -29,6 +30,7 @@ pub struct State {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
     pub secret: SecretString,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Firestore and Pub/Sub on Google Cloud; GitHub's signature is the only credential.
@@ -37,6 +39,7 @@ pub const NEEDS: &[Need] = &[Need::Store, Need::Queue, Need::WebhookSecret];
 impl State {
     pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
         Ok(Self {
+            clock: adapters.clock.clone(),
             store: adapters.store()?,
             queue: adapters.queue()?,
             secret: adapters.webhook_secret()?,
@@ -112,7 +115,7 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
         repo_id: Some(event.repository.id),
         git_ref: Some(event.git_ref.clone()),
         commit: Some(event.after.clone()),
-        received_at: chrono::Utc::now(),
+        received_at: state.clock.now(),
         outcome: String::new(),
     };
     // Decide first, then record once: a replayed delivery id is refused before it acts.
@@ -173,6 +176,7 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
     .await?;
     audit(
         state.store.as_ref(),
+        state.clock.as_ref(),
         &actor,
         "push",
         Some(deployment.app.as_str()),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
+use runway_core::clock::Clock;
 
 use axum::extract::State as Shared;
 use axum::routing::{get, post};
@@ -43,6 +44,7 @@ pub struct State {
     /// Where GitHub (or the local hook) delivers push events.
     pub webhook_url: String,
     pub webhook_secret: SecretString,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Firestore, Pub/Sub, Secret Manager, GitHub, Cloud Build and Cloud Run on Google Cloud, and
@@ -63,6 +65,7 @@ pub const NEEDS: &[Need] = &[
 impl State {
     pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
         Ok(Self {
+            clock: adapters.clock.clone(),
             store: adapters.store()?,
             queue: adapters.queue()?,
             secrets: adapters.secrets()?,
@@ -274,7 +277,7 @@ async fn create_or_update(
             )
             .await
             .map_err(|e| forge_error("repo_url", e))?;
-        let now = chrono::Utc::now();
+        let now = state.clock.now();
         let deployment = Deployment {
             app: form.app.clone(),
             repo: form.repo.clone(),
@@ -309,6 +312,7 @@ async fn create_or_update(
     let action = if is_new { "create" } else { "update" };
     audit(
         state.store.as_ref(),
+        state.clock.as_ref(),
         &caller.email,
         action,
         Some(deployment.app.as_str()),
@@ -403,6 +407,7 @@ async fn redeploy(
     let release = queue_manual(&state, &deployment, &caller, &commit).await?;
     audit(
         state.store.as_ref(),
+        state.clock.as_ref(),
         &caller.email,
         "redeploy",
         Some(deployment.app.as_str()),
@@ -486,6 +491,7 @@ async fn rollback(
     .await?;
     audit(
         state.store.as_ref(),
+        state.clock.as_ref(),
         &caller.email,
         "rollback",
         Some(deployment.app.as_str()),
@@ -521,6 +527,7 @@ async fn delete(
     state.store.delete_deployment(app).await?;
     audit(
         state.store.as_ref(),
+        state.clock.as_ref(),
         &caller.email,
         "delete",
         Some(app.as_str()),

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
+use runway_core::clock::Clock;
 
 use axum::extract::State as Shared;
 use axum::routing::post;
@@ -48,6 +49,7 @@ pub struct State {
     pub secrets: Arc<dyn SecretStore>,
     /// Who may push to us: Pub/Sub's OIDC identity, or the local queue's token.
     pub pusher: Arc<dyn Identity>,
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Firestore, GitHub, Cloud Build, Cloud Run and Secret Manager on Google Cloud; callers are
@@ -64,6 +66,7 @@ pub const NEEDS: &[Need] = &[
 impl State {
     pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
         Ok(Self {
+            clock: adapters.clock.clone(),
             store: adapters.store()?,
             forge: adapters.forge()?,
             builder: adapters.builder()?,
@@ -310,6 +313,7 @@ async fn fail(state: &State, release: &Release, from: ReleaseState, message: Str
         Ok(_) => {
             audit(
                 state.store.as_ref(),
+                state.clock.as_ref(),
                 "runway",
                 "release-failed",
                 Some(release.app.as_str()),
@@ -503,6 +507,7 @@ async fn go_live(state: &State, release: Release) -> Outcome {
                 Ok(_) => {
                     audit(
                         state.store.as_ref(),
+                        state.clock.as_ref(),
                         "runway",
                         "release-live",
                         Some(release.app.as_str()),

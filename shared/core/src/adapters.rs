@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::clock::{self, Clock};
 use crate::config::Policy;
 use crate::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
 
@@ -51,9 +52,10 @@ pub struct Timeouts {
     pub deploy: Duration,
 }
 
-/// Every port as a trait object, each present only when wired.
-#[derive(Clone, Default)]
+/// Every port as a trait object, each present only when wired, and the clock.
+#[derive(Clone)]
 pub struct Adapters {
+    pub clock: Arc<dyn Clock>,
     pub store: Option<Arc<dyn Store>>,
     pub queue: Option<Arc<dyn Queue>>,
     pub secrets: Option<Arc<dyn SecretStore>>,
@@ -68,6 +70,26 @@ pub struct Adapters {
     /// The key each app's webhook secret is derived from.
     pub webhook_secret: Option<SecretString>,
     pub timeouts: Option<Timeouts>,
+}
+
+impl Default for Adapters {
+    fn default() -> Self {
+        Self {
+            clock: clock::system(),
+            store: None,
+            queue: None,
+            secrets: None,
+            forge: None,
+            builder: None,
+            platform: None,
+            users: None,
+            pushers: None,
+            policy: None,
+            webhook_url: None,
+            webhook_secret: None,
+            timeouts: None,
+        }
+    }
 }
 
 fn wired<T: Clone>(slot: &Option<T>, name: &'static str) -> Result<T, Unwired> {

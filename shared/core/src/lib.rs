@@ -4,6 +4,7 @@
 //! depends on this one, and this one on none of them.
 
 pub mod adapters;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod install;

@@ -1,6 +1,7 @@
 //! Queueing a release, shared by submit (manual, rollback), the ingress (push) and cleanup
 //! (the outbox sweep).
 
+use crate::clock::Clock;
 use crate::domain::{AuditEntry, NewRelease, Release};
 use crate::messages::DeployRequest;
 use crate::ports::{Queue, QueueError, Store, StoreError, Topic};
@@ -39,13 +40,14 @@ pub async fn publish(queue: &dyn Queue, release: &Release) -> Result<String, Que
 /// Appends to the audit trail; a failure is logged, never fatal to the action it records.
 pub async fn audit(
     store: &dyn Store,
+    clock: &dyn Clock,
     actor: &str,
     action: &str,
     app: Option<&str>,
     detail: String,
 ) {
     let entry = AuditEntry {
-        at: chrono::Utc::now(),
+        at: clock.now(),
         actor: actor.to_owned(),
         action: action.to_owned(),
         app: app.map(str::to_owned),

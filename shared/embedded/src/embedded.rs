@@ -16,6 +16,7 @@ use super::{
     UvBuilder, UvBuilderConfig, write_private,
 };
 use runway_core::adapters::{Adapters, Timeouts};
+use runway_core::clock::{self, Clock};
 use runway_core::config::{self, ConfigError, Policy};
 
 /// Configuration of the embedded mode, from the environment.
@@ -81,6 +82,7 @@ pub struct Embedded {
     pub config: EmbeddedConfig,
     /// `http://127.0.0.1:PORT`, where the API, the ingress and the build logs are.
     pub public_url: String,
+    pub clock: Arc<dyn Clock>,
     pub store: Arc<SqliteStore>,
     pub queue: SqliteQueue,
     pub forge: Arc<GitForge>,
@@ -103,7 +105,8 @@ impl Embedded {
         let data = data.canonicalize()?;
         let public_url = format!("http://127.0.0.1:{public_port}");
         let database = data.join("runway.db");
-        let store = Arc::new(SqliteStore::open(&database)?);
+        let clock = clock::system();
+        let store = Arc::new(SqliteStore::open(&database)?.with_clock(clock.clone()));
         let queue = SqliteQueue::open(&database)?;
         let runway_bin = std::env::current_exe().context("locating the runway executable")?;
         let forge = Arc::new(GitForge::new(runway_bin));
@@ -147,6 +150,7 @@ impl Embedded {
             push_token: PushToken::random("runway-queue@localhost"),
             config,
             public_url,
+            clock,
             store,
             queue,
             forge,
@@ -166,6 +170,7 @@ impl Embedded {
     /// Every port, wired: what each function's `State::new` takes.
     pub fn adapters(&self) -> Adapters {
         Adapters {
+            clock: self.clock.clone(),
             store: Some(self.store.clone()),
             queue: Some(Arc::new(self.queue.clone())),
             secrets: Some(self.secrets.clone()),

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use runway_core::clock::{self, Clock};
 use runway_core::domain::{
     AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
     Timestamp,
@@ -82,13 +82,21 @@ pub fn open_database(path: &Path) -> anyhow::Result<Connection> {
 #[derive(Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         Ok(Self {
             connection: Arc::new(Mutex::new(open_database(path)?)),
+            clock: clock::system(),
         })
+    }
+
+    /// The clock the store stamps what it writes with.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Runs `work` on the connection off the async threads.
@@ -279,6 +287,7 @@ impl Store for SqliteStore {
     }
 
     async fn queue_release(&self, new: NewRelease) -> Result<Release, StoreError> {
+        let now = self.clock.now();
         self.with(move |c| {
             let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let app = new.app.to_string();
@@ -296,7 +305,7 @@ impl Store for SqliteStore {
                 [&app],
             )?;
             let id = uuid::Uuid::new_v4().to_string();
-            let planned = plan::queue(new, id, seq as u64, older_queued, Utc::now());
+            let planned = plan::queue(new, id, seq as u64, older_queued, now);
             for older in &planned.superseded {
                 save_release(&transaction, older)?;
             }
@@ -362,6 +371,7 @@ impl Store for SqliteStore {
         update: ReleaseUpdate,
     ) -> Result<Release, StoreError> {
         let transition = Transition::new(id, from, to, update)?;
+        let now = self.clock.now();
         self.with(move |c| {
             let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let release = load_release(&transaction, &transition.id)?;
@@ -374,7 +384,7 @@ impl Store for SqliteStore {
                     live = load_release(&transaction, &live_id)?;
                 }
             }
-            let moved = transition.plan(release, deployment, live.as_ref(), Utc::now())?;
+            let moved = transition.plan(release, deployment, live.as_ref(), now)?;
             save_release(&transaction, &moved.release)?;
             if let Some(deployment) = &moved.deployment {
                 save_deployment(&transaction, deployment)?;

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use firestore::errors::FirestoreError;
 use firestore::select_filter_builder::FirestoreQueryFilterBuilder;
 use firestore::{
@@ -27,6 +26,7 @@ use firestore::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use runway_core::clock::{self, Clock};
 use runway_core::domain::{
     AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
     Timestamp,
@@ -86,6 +86,7 @@ pub struct FirestoreStore {
     /// it deadlock on its lock until the server aborts them all (the emulator after 2 s); queueing
     /// them here first leaves the transactions to fence off other instances only.
     app_locks: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl FirestoreStore {
@@ -110,6 +111,7 @@ impl FirestoreStore {
         Ok(Self {
             db,
             app_locks: Arc::default(),
+            clock: clock::system(),
         })
     }
 
@@ -141,6 +143,12 @@ impl FirestoreStore {
     /// Runs `work` in a transaction: it reads through the `FirestoreDb` it is given (bound to
     /// the transaction) and returns its result with the writes to commit. Lost races are run
     /// again, with a growing, jittered pause.
+    /// The clock the store stamps what it writes with.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     async fn transact<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
     where
         F: Fn(FirestoreDb) -> Fut,
@@ -508,7 +516,7 @@ impl Store for FirestoreStore {
     async fn queue_release(&self, new: NewRelease) -> Result<Release, StoreError> {
         let _app = self.lock_app(new.app.as_str()).await;
         self.transact(|db| {
-            let new = new.clone();
+            let (new, clock) = (new.clone(), self.clock.clone());
             async move {
                 let app = new.app.to_string();
                 let sequence: SequenceDoc = get_in(&db, SEQUENCES, &app).await?.unwrap_or_default();
@@ -531,7 +539,7 @@ impl Store for FirestoreStore {
                     .map(ReleaseDoc::into_record)
                     .collect::<Result<Vec<_>, _>>()?;
                 let id = uuid::Uuid::new_v4().to_string();
-                let planned = plan::queue(new, id, seq as u64, older_queued, Utc::now());
+                let planned = plan::queue(new, id, seq as u64, older_queued, clock.now());
                 let mut writes = vec![Write::Sequence(app, SequenceDoc { last: seq })];
                 for older in &planned.superseded {
                     writes.push(Write::Release(ReleaseDoc::of(older)?));
@@ -612,7 +620,7 @@ impl Store for FirestoreStore {
             .app;
         let _app = self.lock_app(app.as_str()).await;
         self.transact(|db| {
-            let transition = transition.clone();
+            let (transition, clock) = (transition.clone(), self.clock.clone());
             async move {
                 let release = get_in::<ReleaseDoc>(&db, RELEASES, &transition.id)
                     .await?
@@ -634,7 +642,7 @@ impl Store for FirestoreStore {
                             .transpose()?;
                     }
                 }
-                let moved = transition.plan(release, deployment, live.as_ref(), Utc::now())?;
+                let moved = transition.plan(release, deployment, live.as_ref(), clock.now())?;
                 let mut writes = vec![Write::Release(ReleaseDoc::of(&moved.release)?)];
                 if let Some(deployment) = &moved.deployment {
                     writes.push(Write::Deployment(DeploymentDoc::of(deployment)?));

@@ -1,0 +1,8 @@
+//! The Google Cloud side: the Cloud Build and Cloud Run adapters against their fakes, the
+//! function binaries as Cloud Run runs them, and the production topology end to end on the
+//! emulators and the fakes.
+
+mod cloud_build;
+mod cloud_run;
+mod functions;
+mod production;
