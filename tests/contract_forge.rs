@@ -582,6 +582,27 @@ mod github {
         Ok(())
     }
 
+    /// reqwest's default redirect policy compares each hop with the one before, and tower-http
+    /// 0.6 replays the original headers on every hop: api → codeload → codeload sends the token
+    /// on the last hop. Ours only ever sends it to the API's own origin.
+    #[tokio::test]
+    async fn credentials_stay_off_codeload_however_many_hops_it_takes() -> anyhow::Result<()> {
+        let s = Subject::github_token().await?;
+        let (url, repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        github.codeload_redirects_once();
+        let head = sha(&git(&repo.work, &["rev-parse", "HEAD"])?)?;
+
+        s.forge()
+            .checkout(&url, &head, &s.dir.path().join("c"))
+            .await?;
+
+        let (downloads, with_credentials) = github.codeload_requests();
+        ensure!(downloads == 2, "{downloads}");
+        ensure!(with_credentials == 0, "credentials went to codeload");
+        Ok(())
+    }
+
     #[tokio::test]
     async fn webhooks_follow_github_s_pages() -> anyhow::Result<()> {
         let s = Subject::github_token().await?;

@@ -83,6 +83,10 @@ struct State {
     downloads: HashMap<String, (u64, String)>,
     codeload_requests: usize,
     codeload_with_authorization: usize,
+    /// Codeload answers a first request with a redirect to itself (a second hop on the same
+    /// foreign host, where a client that compares each hop only with the previous one sends
+    /// the credentials again).
+    codeload_hops_once: bool,
 }
 
 struct AppKey {
@@ -268,6 +272,11 @@ impl FakeGitHub {
     /// How many times an App asked which installation covers a repository.
     pub fn installation_lookups(&self) -> usize {
         self.state().installation_lookups
+    }
+
+    /// From now on, codeload first redirects each download to itself once.
+    pub fn codeload_redirects_once(&self) {
+        lock(&self.state).codeload_hops_once = true;
     }
 
     /// Tarball downloads codeload served, and how many of them carried an `Authorization`.
@@ -785,6 +794,11 @@ async fn serve_codeload(state: &Mutex<State>, request: Request) -> Response {
         state.codeload_requests += 1;
         if request.headers().contains_key(header::AUTHORIZATION) {
             state.codeload_with_authorization += 1;
+        }
+        let query = request.uri().query().unwrap_or_default();
+        if state.codeload_hops_once && !query.contains("hop=1") {
+            let again = format!("{}?{query}&hop=1", request.uri().path());
+            return redirect(StatusCode::FOUND, &again);
         }
         let download = state.downloads.get(&token).cloned();
         download.and_then(|(id, sha)| {

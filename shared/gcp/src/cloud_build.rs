@@ -94,8 +94,11 @@ impl CloudBuildBuilder {
             .build()
             .await
             .context("creating the Cloud Storage client")?;
+        // It carries Google access tokens; reqwest's default policy can replay them to another
+        // host on the second hop of a redirect chain (tower-http 0.6), so none is followed.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("creating an HTTP client")?;
         Ok(Self {

@@ -20,7 +20,8 @@ use firestore::errors::FirestoreError;
 use firestore::select_filter_builder::FirestoreQueryFilterBuilder;
 use firestore::{
     FirestoreConsistencySelector, FirestoreDb, FirestoreDbOptions, FirestoreQueryDirection,
-    FirestoreQueryFilter, FirestoreTimestamp, FirestoreTransaction, FirestoreTransactionOps,
+    FirestoreQueryFilter, FirestoreTimestamp, FirestoreTransaction, FirestoreTransactionId,
+    FirestoreTransactionMode, FirestoreTransactionOps, FirestoreTransactionOptions,
     FirestoreWritePrecondition,
 };
 use serde::{Deserialize, Serialize};
@@ -137,7 +138,7 @@ impl FirestoreStore {
     where
         for<'de> T: Deserialize<'de> + Send,
     {
-        get_in(&self.db, collection, id).await
+        get_in(&self.db, collection, id).await.map_err(store_error)
     }
 
     /// Runs `work` in a transaction: it reads through the `FirestoreDb` it is given (bound to
@@ -155,8 +156,20 @@ impl FirestoreStore {
         Fut: Future<Output = Result<(T, Vec<Write>), Attempt>>,
     {
         let mut pause = Duration::from_millis(5);
+        let mut lost: Option<FirestoreTransactionId> = None;
         for _ in 0..TRANSACTION_ATTEMPTS {
-            let mut transaction = self.db.begin_transaction().await.map_err(store_error)?;
+            // A retry names the transaction it retries, so Firestore can give it priority.
+            let mode = match lost.take() {
+                Some(id) => FirestoreTransactionMode::ReadWriteRetry(id),
+                None => FirestoreTransactionMode::ReadWrite,
+            };
+            let options = FirestoreTransactionOptions::new().with_mode(mode);
+            let mut transaction = self
+                .db
+                .begin_transaction_with_options(options)
+                .await
+                .map_err(store_error)?;
+            let id = transaction.transaction_id().clone();
             let bound =
                 self.db
                     .clone_with_consistency_selector(FirestoreConsistencySelector::Transaction(
@@ -183,6 +196,7 @@ impl FirestoreStore {
                 Ok(value) => return Ok(value),
                 Err(Attempt::Failed(error)) => return Err(error),
                 Err(Attempt::LostRace) => {
+                    lost = Some(id);
                     let jitter = rand::random_range(0..=pause.as_millis() as u64);
                     tokio::time::sleep(pause + Duration::from_millis(jitter)).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
@@ -267,7 +281,14 @@ fn timestamp(at: Timestamp) -> FirestoreTimestamp {
     FirestoreTimestamp(instant)
 }
 
-async fn get_in<T>(db: &FirestoreDb, collection: &str, id: &str) -> Result<Option<T>, StoreError>
+/// Reads one document. Firestore's own error is kept, so that inside a transaction an ABORTED
+/// read (it lost to a concurrent transaction) becomes `Attempt::LostRace` and is retried like an
+/// aborted commit, not reported as the store being unavailable.
+async fn get_in<T>(
+    db: &FirestoreDb,
+    collection: &str,
+    id: &str,
+) -> Result<Option<T>, FirestoreError>
 where
     for<'de> T: Deserialize<'de> + Send,
 {
@@ -277,7 +298,6 @@ where
         .obj()
         .one(id)
         .await
-        .map_err(store_error)
 }
 
 /// A write queued for a transaction's commit.
