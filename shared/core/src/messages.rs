@@ -69,12 +69,16 @@ impl BuiltImage {
         if self.digest.is_empty() {
             return self.name.clone();
         }
-        let slash = self.name.rfind('/').map_or(0, |i| i + 1);
-        let repository = match self.name[slash..].find(':') {
-            Some(colon) => &self.name[..slash + colon],
-            None => &self.name,
-        };
-        format!("{repository}@{}", self.digest)
+        format!("{}@{}", untagged(&self.name), self.digest)
+    }
+}
+
+/// `repo/app:tag` → `repo/app` (a registry port's colon comes before the last `/`).
+pub fn untagged(image: &str) -> &str {
+    let name_start = image.rfind('/').map_or(0, |i| i + 1);
+    match image[name_start..].find(':') {
+        Some(colon) => &image[..name_start + colon],
+        None => image,
     }
 }
 
@@ -117,6 +121,19 @@ impl BuildNotification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strips_the_tag_but_not_a_registry_port() {
+        assert_eq!(
+            untagged("eu-docker.pkg.dev/p/r/app:abc"),
+            "eu-docker.pkg.dev/p/r/app"
+        );
+        assert_eq!(
+            untagged("localhost:5000/r/app:latest"),
+            "localhost:5000/r/app"
+        );
+        assert_eq!(untagged("localhost:5000/r/app"), "localhost:5000/r/app");
+    }
 
     #[test]
     fn an_image_is_referenced_by_digest_without_its_tag() {

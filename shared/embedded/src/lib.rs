@@ -2,6 +2,7 @@
 //! the queue survives restarts, the builder installs the app's requirements, the platform
 //! serves the app.
 
+mod database;
 mod embedded;
 mod file_secret_store;
 mod git_forge;

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,25 +14,9 @@ use chrono::Utc;
 use rusqlite::{Connection, params};
 use tokio::sync::Notify;
 
-use crate::sqlite_store::open_database;
+use crate::database::Database;
 use runway_core::ports::{OutboundMessage, Queue, QueueError, Topic};
 use runway_http::push::{PushEnvelope, PushMessage};
-
-const SCHEMA: &str = r#"
-    CREATE TABLE IF NOT EXISTS queue_messages (
-        id              INTEGER PRIMARY KEY AUTOINCREMENT,
-        topic           TEXT NOT NULL,
-        data            BLOB NOT NULL,
-        attributes      TEXT NOT NULL,
-        ordering_key    TEXT,
-        publish_time    TEXT NOT NULL,
-        attempts        INTEGER NOT NULL DEFAULT 0,
-        next_attempt_ms INTEGER NOT NULL,
-        dead            INTEGER NOT NULL DEFAULT 0,
-        last_error      TEXT
-    );
-    CREATE INDEX IF NOT EXISTS queue_due ON queue_messages (dead, next_attempt_ms);
-"#;
 
 /// Where a topic's messages are pushed.
 #[derive(Clone, Debug)]
@@ -65,7 +49,7 @@ impl Default for RetryPolicy {
 
 #[derive(Clone)]
 pub struct SqliteQueue {
-    connection: Arc<Mutex<Connection>>,
+    database: Database,
     wake: Arc<Notify>,
 }
 
@@ -81,19 +65,18 @@ struct Due {
 
 impl SqliteQueue {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let connection = open_database(path)?;
-        connection
-            .execute_batch(SCHEMA)
-            .context("creating the queue table")?;
+        let database = Database::open(path)?;
         // Leases held by a previous process died with it: everything pending is due again.
-        connection
-            .execute(
-                "UPDATE queue_messages SET next_attempt_ms = ?1 WHERE next_attempt_ms > ?1",
-                [Utc::now().timestamp_millis()],
-            )
+        database
+            .now(|connection| {
+                connection.execute(
+                    "UPDATE queue_messages SET next_attempt_ms = ?1 WHERE next_attempt_ms > ?1",
+                    [Utc::now().timestamp_millis()],
+                )
+            })?
             .context("releasing the queue's leases")?;
         Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
+            database,
             wake: Arc::new(Notify::new()),
         })
     }
@@ -102,14 +85,9 @@ impl SqliteQueue {
         &self,
         work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let connection = self.connection.clone();
-        tokio::task::spawn_blocking(move || {
-            let connection = connection
-                .lock()
-                .map_err(|_| anyhow::anyhow!("the queue's lock was poisoned"))?;
-            Ok(work(&connection)?)
-        })
-        .await?
+        self.database
+            .with(|connection| work(connection).map_err(anyhow::Error::from))
+            .await
     }
 
     /// Messages waiting for delivery, as (topic, data), oldest first.
@@ -358,6 +336,7 @@ impl Queue for SqliteQueue {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;

@@ -2,12 +2,12 @@
 //! beside the columns queries filter on, every read-modify-write in one immediate transaction.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use anyhow::Context;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::database::{Database, Unavailable};
 use runway_core::clock::{self, Clock};
 use runway_core::domain::{
     AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
@@ -17,78 +17,17 @@ use runway_core::plan::{self, Transition};
 use runway_core::ports::{Store, StoreError};
 
 /// Each entry migrates the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
-    CREATE TABLE deployments (
-        app      TEXT PRIMARY KEY,
-        repo_id  INTEGER NOT NULL,
-        doc      TEXT NOT NULL
-    );
-    CREATE INDEX deployments_by_repo ON deployments (repo_id);
-    CREATE TABLE releases (
-        id         TEXT PRIMARY KEY,
-        app        TEXT NOT NULL,
-        seq        INTEGER NOT NULL,
-        state      TEXT NOT NULL,
-        build_id   TEXT,
-        updated_at TEXT NOT NULL,
-        doc        TEXT NOT NULL,
-        UNIQUE (app, seq)
-    );
-    CREATE INDEX releases_by_state ON releases (state, updated_at);
-    CREATE INDEX releases_by_build ON releases (build_id);
-    CREATE TABLE release_sequences (
-        app  TEXT PRIMARY KEY,
-        last INTEGER NOT NULL
-    );
-    CREATE TABLE deliveries (
-        id          TEXT PRIMARY KEY,
-        repo_id     INTEGER,
-        received_at TEXT NOT NULL,
-        doc         TEXT NOT NULL
-    );
-    CREATE INDEX deliveries_by_repo ON deliveries (repo_id, received_at);
-    CREATE TABLE audit (
-        seq  INTEGER PRIMARY KEY AUTOINCREMENT,
-        app  TEXT,
-        doc  TEXT NOT NULL
-    );
-    CREATE TABLE orphan_hooks (
-        repo    TEXT NOT NULL,
-        hook_id TEXT NOT NULL,
-        PRIMARY KEY (repo, hook_id)
-    );
-"#];
-
-/// Opens (creating and migrating) the database at `path`, shared by the store and the queue.
-pub fn open_database(path: &Path) -> anyhow::Result<Connection> {
-    let mut connection =
-        Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-    connection.pragma_update(None, "journal_mode", "WAL")?;
-    connection.pragma_update(None, "synchronous", "NORMAL")?;
-    connection.pragma_update(None, "foreign_keys", "ON")?;
-    connection.busy_timeout(std::time::Duration::from_secs(5))?;
-    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Exclusive)?;
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        transaction
-            .execute_batch(migration)
-            .with_context(|| format!("migrating the store to version {}", index + 1))?;
-    }
-    transaction.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
-    transaction.commit()?;
-    Ok(connection)
-}
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    connection: Arc<Mutex<Connection>>,
+    database: Database,
     clock: Arc<dyn Clock>,
 }
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         Ok(Self {
-            connection: Arc::new(Mutex::new(open_database(path)?)),
+            database: Database::open(path)?,
             clock: clock::system(),
         })
     }
@@ -99,21 +38,13 @@ impl SqliteStore {
         self
     }
 
-    /// Runs `work` on the connection off the async threads.
+    /// Runs `work` in the database, off the async threads.
     async fn with<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
     {
-        let connection = self.connection.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut connection = connection
-                .lock()
-                .map_err(|_| StoreError::Unavailable("the store's lock was poisoned".into()))?;
-            work(&mut connection).map_err(StoreError::from)
-        })
-        .await
-        .map_err(|e| StoreError::Other(anyhow::anyhow!("store task failed: {e}")))?
+        Ok(self.database.with(work).await?)
     }
 }
 
@@ -132,6 +63,12 @@ pub(crate) enum DbError {
 impl From<rusqlite::Error> for DbError {
     fn from(error: rusqlite::Error) -> Self {
         Self::Sqlite(error)
+    }
+}
+
+impl From<Unavailable> for DbError {
+    fn from(error: Unavailable) -> Self {
+        Self::Store(StoreError::Unavailable(error.to_string()))
     }
 }
 

@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use super::dockerfile::{GENERATED_DOCKERIGNORE, SourceFiles, generated_dockerfile};
 use runway_core::domain::AppName;
+use runway_core::messages::untagged;
 use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, Forge, ForgeError, ImageBuilder, StartedBuild,
 };
@@ -419,15 +420,6 @@ impl CloudBuildBuilder {
     }
 }
 
-/// `repo/app:tag` → `repo/app` (a registry port's colon is before the last `/`).
-fn untagged(image: &str) -> &str {
-    let name_start = image.rfind('/').map_or(0, |i| i + 1);
-    match image[name_start..].find(':') {
-        Some(colon) => &image[..name_start + colon],
-        None => image,
-    }
-}
-
 /// The directory's files, gzipped, with paths relative to it.
 fn tarball(dir: &Path) -> anyhow::Result<Vec<u8>> {
     let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -632,19 +624,6 @@ fn is_build_tag(tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strips_the_tag_but_not_a_registry_port() {
-        assert_eq!(
-            untagged("eu-docker.pkg.dev/p/r/app:abc"),
-            "eu-docker.pkg.dev/p/r/app"
-        );
-        assert_eq!(
-            untagged("localhost:5000/r/app:latest"),
-            "localhost:5000/r/app"
-        );
-        assert_eq!(untagged("localhost:5000/r/app"), "localhost:5000/r/app");
-    }
 
     #[test]
     fn accepts_only_tags_cloud_build_accepts() {

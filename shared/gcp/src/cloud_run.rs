@@ -27,7 +27,7 @@ use google_cloud_run_v2::model::{
 };
 use google_cloud_wkt::FieldMask;
 
-use super::is_transient;
+use super::{has_code, is_transient};
 use runway_core::domain::AppName;
 use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError, SecretRef};
 
@@ -474,10 +474,6 @@ fn condition_message(service: &Service) -> String {
 /// `projects/P/locations/R/services/S/revisions/REV` → `REV` (a short name stays as it is).
 fn short_revision(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
-}
-
-fn has_code(error: &GaxError, code: Code) -> bool {
-    error.status().is_some_and(|status| status.code == code)
 }
 
 fn status_message(error: &GaxError) -> String {

@@ -51,3 +51,11 @@ pub(crate) fn is_transient(error: &google_cloud_gax::error::Error) -> bool {
         || error.is_io()
         || error.is_connect()
 }
+
+/// Whether Google answered `error` with the status `code`.
+pub(crate) fn has_code(
+    error: &google_cloud_gax::error::Error,
+    code: google_cloud_gax::error::rpc::Code,
+) -> bool {
+    error.status().is_some_and(|status| status.code == code)
+}

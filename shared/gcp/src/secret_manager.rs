@@ -25,7 +25,7 @@ use google_cloud_secretmanager_v1::model::replication::Automatic;
 use google_cloud_secretmanager_v1::model::secret_version::State;
 use google_cloud_secretmanager_v1::model::{Replication, Secret, SecretPayload};
 
-use super::is_transient;
+use super::{has_code, is_transient};
 use runway_core::domain::{AppName, SecretsToml};
 use runway_core::ports::{SecretRef, SecretStore, SecretStoreError};
 
@@ -228,10 +228,6 @@ fn version_number(name: &str) -> Option<u64> {
     rest.ends_with("/versions")
         .then(|| number.parse().ok())
         .flatten()
-}
-
-fn has_code(error: &GaxError, code: Code) -> bool {
-    error.status().is_some_and(|status| status.code == code)
 }
 
 /// Transport failures and Secret Manager's own trouble are `Unavailable` (worth a retry);
