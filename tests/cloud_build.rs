@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use runway_core::domain::{AppName, MainFile};
+use runway_core::domain::{AppName, BuildId, MainFile};
 use runway_core::messages::BuildNotification;
 use runway_core::ports::{
     BuildError, BuildStatus, ImageBuilder, OutboundMessage, Queue, QueueError, Topic,
@@ -373,7 +373,7 @@ async fn start_returns_at_once_and_cloud_builds_announces_each_status() {
     for r in &received {
         assert_eq!(r.attributes["buildId"], started.build_id);
         assert_eq!(r.attributes["status"], r.notification.status);
-        assert_eq!(r.notification.release_id(), Some(release.as_str()));
+        assert_eq!(r.notification.release_id().as_ref(), Some(&release));
         assert_eq!(
             r.notification.log_url.as_deref(),
             Some(started.log_url.as_str())
@@ -593,7 +593,10 @@ async fn builds_it_never_made_are_lost_and_odd_ids_are_refused() {
     contract::knows_nothing_of_other_builds(&cloud.builder).await;
 
     assert!(matches!(
-        cloud.builder.status("../../operations/x").await,
+        cloud
+            .builder
+            .status(&BuildId::new("../../operations/x"))
+            .await,
         Err(BuildError::NotFound(_))
     ));
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use runway_core::domain::{AppName, Cpu, MainFile, Memory, Resources};
+use runway_core::domain::{AppName, Cpu, MainFile, Memory, ReleaseId, Resources};
 use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError, SecretRef};
 use runway_gcp::{CloudRunConfig, CloudRunPlatform};
 use runway_tests::fake_cloud_run::{FakeCloudRun, served, service_name};
@@ -57,10 +57,10 @@ fn app() -> AppName {
 fn spec(release: &str, image: &str, secrets: Option<&str>) -> DeploySpec {
     DeploySpec {
         app: app(),
-        release_id: release.to_owned(),
+        release_id: ReleaseId::new(release),
         image: image.to_owned(),
         main_file: MainFile::parse("streamlit_app.py").expect("a valid main file"),
-        region: REGION.to_owned(),
+        region: runway_tests::region(REGION),
         resources: Resources::new(Memory::Gi2, Cpu::One).expect("allowed resources"),
         secrets: secrets.map(|name| SecretRef(name.to_owned())),
     }
@@ -412,7 +412,7 @@ async fn the_platform_contract_holds_on_cloud_run() -> anyhow::Result<()> {
     let fixture = Fixture {
         good: [GOOD.into(), BETTER.into()],
         broken: BROKEN.into(),
-        region: REGION.into(),
+        region: runway_tests::region(REGION),
         serving: Box::new(|url| {
             Box::pin(async move {
                 let answer = served(&url).await?;

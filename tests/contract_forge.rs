@@ -323,11 +323,14 @@ async fn lists_every_webhook_with_its_url(s: &Subject) -> anyhow::Result<()> {
         .webhooks(&url)
         .await?
         .into_iter()
-        .map(|hook| (hook.id, hook.url))
+        .map(|hook| (hook.id.to_string(), hook.url))
         .collect();
     hooks.sort();
 
-    let mut expected = vec![(a, HOOK_URL.to_owned()), (b, other_url.to_owned())];
+    let mut expected = vec![
+        (a.to_string(), HOOK_URL.to_owned()),
+        (b.to_string(), other_url.to_owned()),
+    ];
     expected.sort();
     ensure!(hooks == expected, "{hooks:?}");
     Ok(())

@@ -84,7 +84,7 @@ async fn build(
     let started = builder
         .start(BuildRequest {
             app: AppName::parse(APP)?,
-            release_id: uuid::Uuid::new_v4().to_string(),
+            release_id: runway_core::domain::ReleaseId::random(),
             repo: RepoUrl::parse(&repo.url(), true)?,
             commit: CommitSha::parse(head.trim())?,
             main_file: MainFile::parse(MAIN_FILE)?,
@@ -168,7 +168,7 @@ async fn the_platform_contract_holds_on_process_platform() -> anyhow::Result<()>
     let fixture = Fixture {
         good: [one, two],
         broken,
-        region: "local".into(),
+        region: runway_tests::region("local"),
         serving: Box::new(move |url| {
             let (client, images) = (client.clone(), images.clone());
             Box::pin(async move {

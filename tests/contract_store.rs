@@ -11,8 +11,8 @@ use ReleaseState::*;
 use chrono::Utc;
 use futures_util::future::join_all;
 use runway_core::domain::{
-    AppName, AuditEntry, Branch, Delivery, Deployment, MainFile, NewRelease, ReleaseState,
-    ReleaseUpdate, RepoUrl, Resources, Trigger,
+    AppName, AuditAction, AuditEntry, Branch, BuildId, Delivery, Deployment, HookId, MainFile,
+    NewRelease, ReleaseId, ReleaseState, ReleaseUpdate, RepoUrl, Resources, Trigger,
 };
 use runway_core::ports::{Store, StoreError};
 use runway_embedded::SqliteStore;
@@ -103,7 +103,7 @@ fn deployment(name: &str, repo_id: u64) -> Deployment {
         repo_id,
         branch: Branch::parse("main").unwrap(),
         main_file: MainFile::parse("app.py").unwrap(),
-        region: "europe-west1".into(),
+        region: runway_tests::region("europe-west1"),
         resources: Resources::default(),
         owner: "ada@example.com".into(),
         webhook_id: Some("17".into()),
@@ -128,7 +128,7 @@ fn none() -> ReleaseUpdate {
     ReleaseUpdate::default()
 }
 
-async fn to_deploying(store: &dyn Store, id: &str) {
+async fn to_deploying(store: &dyn Store, id: &ReleaseId) {
     store
         .transition(id, Queued, Building, none())
         .await
@@ -208,7 +208,7 @@ async fn a_newer_queued_release_supersedes_older_queued_ones(subject: &Subject) 
 
     let older = store.release(&older.id).await.unwrap().unwrap();
     assert_eq!(older.state, Superseded);
-    assert!(older.message.unwrap().contains(&newer.id));
+    assert!(older.message.unwrap().contains(newer.id.as_str()));
     assert!(older.finished_at.is_some());
     assert_eq!(newer.state, Queued);
     let building = store.release(&building.id).await.unwrap().unwrap();
@@ -304,7 +304,7 @@ async fn a_transition_from_a_state_the_release_left_is_refused(subject: &Subject
         "{backwards:?}"
     );
     let unknown = store
-        .transition("no-such-release", Queued, Building, none())
+        .transition(&ReleaseId::new("no-such-release"), Queued, Building, none())
         .await;
     assert!(
         matches!(unknown, Err(StoreError::NotFound(_))),
@@ -377,9 +377,16 @@ async fn releases_are_found_by_build_and_by_stale_state(subject: &Subject) {
         .unwrap();
     let queued = store.queue_release(new_release("other")).await.unwrap();
 
-    let by_build = store.release_by_build("b-42").await.unwrap().unwrap();
+    let by_build = store
+        .release_by_build(&BuildId::new("b-42"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_build.id, first.id);
-    assert_eq!(store.release_by_build("b-0").await.unwrap(), None);
+    assert_eq!(
+        store.release_by_build(&BuildId::new("b-0")).await.unwrap(),
+        None
+    );
 
     let later = Utc::now() + chrono::Duration::seconds(1);
     let stale_building = store.releases_in_state(Building, later).await.unwrap();
@@ -417,7 +424,7 @@ async fn a_delivery_id_is_recorded_once(subject: &Subject) {
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.id)
+        .map(|d| d.id.to_string())
         .collect();
     assert_eq!(ids, ["d-2", "d-1"], "newest first");
     assert!(store.deliveries_of_repo(8, 10).await.unwrap().is_empty());
@@ -426,11 +433,16 @@ async fn a_delivery_id_is_recorded_once(subject: &Subject) {
 async fn the_audit_trail_is_newest_first_and_narrows_to_an_app(subject: &Subject) {
     let store = subject.store();
     let start = Utc::now();
-    for (i, app) in ["demo", "other", "demo"].iter().enumerate() {
+    let done = [
+        AuditAction::Create,
+        AuditAction::Update,
+        AuditAction::Delete,
+    ];
+    for (i, (app, action)) in ["demo", "other", "demo"].iter().zip(done).enumerate() {
         let entry = AuditEntry {
             at: start + chrono::Duration::milliseconds(i as i64),
             actor: "ada@example.com".into(),
-            action: format!("action-{i}"),
+            action,
             app: Some((*app).into()),
             detail: String::new(),
         };
@@ -440,33 +452,41 @@ async fn the_audit_trail_is_newest_first_and_narrows_to_an_app(subject: &Subject
         |entries: Vec<AuditEntry>| entries.into_iter().map(|e| e.action).collect::<Vec<_>>();
     assert_eq!(
         actions(store.audit(None, 10).await.unwrap()),
-        ["action-2", "action-1", "action-0"]
+        [
+            AuditAction::Delete,
+            AuditAction::Update,
+            AuditAction::Create
+        ]
     );
     assert_eq!(
         actions(store.audit(Some(&app("demo")), 10).await.unwrap()),
-        ["action-2", "action-0"]
+        [AuditAction::Delete, AuditAction::Create]
     );
-    assert_eq!(actions(store.audit(None, 1).await.unwrap()), ["action-2"]);
+    assert_eq!(
+        actions(store.audit(None, 1).await.unwrap()),
+        [AuditAction::Delete]
+    );
 }
 
 async fn orphan_hooks_are_kept_until_removed(subject: &Subject) {
     let store = subject.store();
-    store.add_orphan_hook("ada/demo", "1").await.unwrap();
-    store.add_orphan_hook("ada/demo", "1").await.unwrap();
-    store.add_orphan_hook("ada/other", "2").await.unwrap();
+    let (one, two) = (HookId::new("1"), HookId::new("2"));
+    store.add_orphan_hook("ada/demo", &one).await.unwrap();
+    store.add_orphan_hook("ada/demo", &one).await.unwrap();
+    store.add_orphan_hook("ada/other", &two).await.unwrap();
     let mut hooks = store.orphan_hooks().await.unwrap();
     hooks.sort();
     assert_eq!(
         hooks,
         [
-            ("ada/demo".into(), "1".into()),
-            ("ada/other".into(), "2".into())
+            ("ada/demo".into(), one.clone()),
+            ("ada/other".into(), two.clone())
         ]
     );
-    store.remove_orphan_hook("ada/demo", "1").await.unwrap();
+    store.remove_orphan_hook("ada/demo", &one).await.unwrap();
     assert_eq!(
         store.orphan_hooks().await.unwrap(),
-        [("ada/other".to_owned(), "2".to_owned())]
+        [("ada/other".to_owned(), two)]
     );
 }
 
@@ -477,7 +497,7 @@ async fn concurrent_claims_of_one_release_let_exactly_one_win(subject: &Subject)
         let (store, id) = (subject.instance(worker), release.id.clone());
         tokio::spawn(async move {
             let claim = ReleaseUpdate {
-                build_id: Some(format!("b-{worker}")),
+                build_id: Some(BuildId::new(format!("b-{worker}"))),
                 ..none()
             };
             store.transition(&id, Queued, Building, claim).await

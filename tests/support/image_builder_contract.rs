@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use runway_core::domain::{AppName, CommitSha, MainFile, RepoUrl};
+use runway_core::domain::{AppName, BuildId, CommitSha, MainFile, ReleaseId, RepoUrl};
 use runway_core::ports::{BuildError, BuildRequest, BuildStatus, ImageBuilder, StartedBuild};
 
 use crate::GitRepo;
@@ -35,7 +35,7 @@ pub fn request(app: &str, repo: &GitRepo) -> BuildRequest {
     let head = crate::git(&repo.work, &["rev-parse", "HEAD"]).expect("git rev-parse");
     BuildRequest {
         app: AppName::parse(app).expect("an app name"),
-        release_id: uuid::Uuid::new_v4().to_string(),
+        release_id: ReleaseId::random(),
         repo: RepoUrl::parse(&repo.url(), true).expect("a repo URL"),
         commit: CommitSha::parse(head.trim()).expect("a commit"),
         main_file: MainFile::parse("app.py").expect("a main file"),
@@ -45,7 +45,7 @@ pub fn request(app: &str, repo: &GitRepo) -> BuildRequest {
 /// Polls `status` (the fallback every builder offers) until the build ends.
 pub async fn wait_for_end(
     builder: &dyn ImageBuilder,
-    build_id: &str,
+    build_id: &BuildId,
     timeout: Duration,
 ) -> BuildStatus {
     let deadline = Instant::now() + timeout;
@@ -71,7 +71,7 @@ pub async fn builds_a_commit(
 ) -> (StartedBuild, String) {
     let started = builder.start(request).await.expect("start");
 
-    assert!(!started.build_id.is_empty());
+    assert!(!started.build_id.as_str().is_empty());
     assert!(!started.log_url.is_empty());
     let status = wait_for_end(builder, &started.build_id, timeout).await;
     let BuildStatus::Succeeded { image } = status else {
@@ -115,7 +115,7 @@ pub async fn reports_a_failed_build(
 
 /// A build id the builder never made is `Lost`, and has no log.
 pub async fn knows_nothing_of_other_builds(builder: &dyn ImageBuilder) {
-    let id = format!("no-such-build-{}", uuid::Uuid::new_v4().simple());
+    let id = BuildId::new(format!("no-such-build-{}", uuid::Uuid::new_v4().simple()));
 
     assert_eq!(
         builder.status(&id).await.expect("status"),
@@ -131,8 +131,8 @@ pub async fn knows_nothing_of_other_builds(builder: &dyn ImageBuilder) {
 pub async fn delete_app_forgets_only_that_app(
     builder: &dyn ImageBuilder,
     app: &AppName,
-    its_build: &str,
-    other_build: &str,
+    its_build: &BuildId,
+    other_build: &BuildId,
 ) {
     builder.delete_app(app).await.expect("delete_app");
 

@@ -50,6 +50,11 @@ macro_rules! contract {
     };
 }
 
+/// A region by name, as stored records carry it.
+pub fn region(name: &str) -> runway_core::domain::Region {
+    runway_core::domain::Region::try_from(name.to_owned()).expect("a region name")
+}
+
 /// What a contract check may return.
 pub trait Checked {
     fn passed(self);

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use anyhow::{Context, bail, ensure};
-use runway_core::domain::{AppName, MainFile, Resources};
+use runway_core::domain::{AppName, MainFile, Region, ReleaseId, Resources};
 use runway_core::ports::{DeploySpec, Platform, PlatformError};
 
 pub type Probe = Box<
@@ -18,7 +18,7 @@ pub struct Fixture {
     pub good: [String; 2],
     /// An image whose revision never becomes ready.
     pub broken: String,
-    pub region: String,
+    pub region: Region,
     /// Given a deployed URL, the image that answers there.
     pub serving: Probe,
 }
@@ -27,7 +27,7 @@ impl Fixture {
     pub fn spec(&self, app: &AppName, release_id: &str, image: &str) -> DeploySpec {
         DeploySpec {
             app: app.clone(),
-            release_id: release_id.to_owned(),
+            release_id: ReleaseId::new(release_id),
             image: image.to_owned(),
             main_file: MainFile::parse("streamlit_app.py").expect("a valid main file"),
             region: self.region.clone(),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::State as Shared;
 use axum::routing::post;
 use http::StatusCode;
-use runway_core::domain::{Release, ReleaseState, ReleaseUpdate, RepoUrl};
+use runway_core::domain::{BuildId, Release, ReleaseState, ReleaseUpdate, RepoUrl};
 use runway_core::messages::{BuildNotification, BuildResults, BuiltImage, FailureInfo};
 use runway_core::ports::{
     BuildStatus, Forge, ForgeError, Identity, ImageBuilder, Queue, Store, StoreError, Topic,
@@ -232,9 +232,9 @@ async fn poll_builds(
     Ok(())
 }
 
-fn notification_for(release: &Release, build_id: &str) -> BuildNotification {
+fn notification_for(release: &Release, build_id: &BuildId) -> BuildNotification {
     BuildNotification {
-        id: build_id.to_owned(),
+        id: build_id.to_string(),
         log_url: release.log_url.clone(),
         tags: vec![BuildNotification::release_tag(&release.id)],
         ..Default::default()

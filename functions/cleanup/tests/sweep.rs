@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use runway_cleanup::{State, run};
 use runway_core::clock::ManualClock;
-use runway_core::domain::{AppName, NewRelease, ReleaseState, ReleaseUpdate, RepoUrl, Trigger};
+use runway_core::domain::{
+    AppName, HookId, NewRelease, ReleaseState, ReleaseUpdate, RepoUrl, Trigger,
+};
 use runway_core::messages::DeployRequest;
 use runway_core::ports::{Forge, Store};
 use runway_embedded::{GitForge, PushToken, SqliteQueue, SqliteStore, UvBuilder, UvBuilderConfig};
@@ -170,7 +172,7 @@ async fn hooks_no_app_stands_behind_are_removed_and_the_rest_kept() {
         repo_id: 1,
         branch: runway_core::domain::Branch::parse("main").unwrap(),
         main_file: runway_core::domain::MainFile::parse("app.py").unwrap(),
-        region: "local".into(),
+        region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
         resources: Default::default(),
         owner: "ada".into(),
         webhook_id: None,
@@ -200,7 +202,7 @@ async fn hooks_no_app_stands_behind_are_removed_and_the_rest_kept() {
     let report = run(&f.state).await;
 
     assert_eq!(report.hooks_removed, 1, "{report:?}");
-    let mut left: Vec<String> = f
+    let mut left: Vec<HookId> = f
         .forge
         .webhooks(&f.repo)
         .await

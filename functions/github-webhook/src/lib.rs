@@ -11,7 +11,9 @@ use runway_core::clock::Clock;
 use axum::extract::State as Shared;
 use axum::routing::post;
 use http::{HeaderMap, StatusCode};
-use runway_core::domain::{AppName, CommitSha, Delivery, NewRelease, Trigger};
+use runway_core::domain::{
+    AppName, AuditAction, CommitSha, Delivery, DeliveryId, NewRelease, Trigger,
+};
 use runway_core::ports::{Queue, Store};
 use runway_core::releases::{audit, enqueue};
 use runway_http::webhook::{self, PushEvent};
@@ -110,7 +112,7 @@ async fn receive(
 async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> ApiResult {
     let event: PushEvent = parse_json(body)?;
     let mut delivery = Delivery {
-        id: delivery_id,
+        id: DeliveryId::new(delivery_id),
         event: "push".into(),
         repo_id: Some(event.repository.id),
         git_ref: Some(event.git_ref.clone()),
@@ -178,7 +180,7 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
         state.store.as_ref(),
         state.clock.as_ref(),
         &actor,
-        "push",
+        AuditAction::Push,
         Some(deployment.app.as_str()),
         format!("delivery {} commit {}", delivery.id, event.after),
     )

@@ -8,7 +8,7 @@ use runway_core::adapters::{Adapters, Need, Unwired};
 use axum::extract::{RawQuery, State as Shared};
 use axum::routing::get;
 use http::StatusCode;
-use runway_core::domain::{AppName, Deployment, Release};
+use runway_core::domain::{AppName, BuildId, Deployment, Release};
 use runway_core::ports::{Identity, ImageBuilder, Store};
 use runway_http::{
     ApiError, ApiResult, Authenticated, Authenticates, Limits, Path, Router, json, limits,
@@ -141,19 +141,18 @@ async fn show(
 async fn build_log(
     Shared(state): Shared<State>,
     Authenticated(caller): Authenticated,
-    Path(build_id): Path<String>,
+    Path(build_id): Path<BuildId>,
 ) -> ApiResult {
-    let build_id = build_id.as_str();
     let release = state
         .store
-        .release_by_build(build_id)
+        .release_by_build(&build_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no build {build_id}")))?;
     let deployment = state.store.deployment(&release.app).await?;
     if !deployment.is_some_and(|d| caller.may_manage(&d)) {
         return Err(ApiError::NotFound(format!("no build {build_id}")));
     }
-    let log = state.builder.log(build_id).await?;
+    let log = state.builder.log(&build_id).await?;
     Ok(with_type(StatusCode::OK, "text/plain; charset=utf-8", log))
 }
 

@@ -10,11 +10,11 @@ use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode};
 use runway_core::config::Policy;
 use runway_core::domain::{
-    AppName, Branch, Caller, CommitSha, Cpu, Deployment, MainFile, Memory, NewRelease, Region,
-    Release, ReleaseState, RepoUrl, Resources, SecretsToml, Trigger,
+    AppName, AuditAction, Branch, Caller, CommitSha, Cpu, Deployment, MainFile, Memory, NewRelease,
+    Region, Release, ReleaseId, RepoUrl, Resources, SecretsToml, Trigger,
 };
 use runway_core::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
-use runway_core::releases::{audit, enqueue};
+use runway_core::releases::{RollbackRefused, audit, enqueue, rollback_target};
 use runway_http::webhook;
 use runway_http::{
     ApiError, ApiResult, Authenticated, Authenticates, Body, Limits, Path, Router, forge_error,
@@ -284,7 +284,7 @@ async fn create_or_update(
             repo_id: repository.id,
             branch: branch.clone(),
             main_file: form.main_file.clone(),
-            region: form.region.to_string(),
+            region: form.region.clone(),
             resources: form.resources,
             owner: existing
                 .as_ref()
@@ -309,7 +309,11 @@ async fn create_or_update(
         }
     };
     let release = queue_manual(&state, &deployment, &caller, &commit).await?;
-    let action = if is_new { "create" } else { "update" };
+    let action = if is_new {
+        AuditAction::Create
+    } else {
+        AuditAction::Update
+    };
     audit(
         state.store.as_ref(),
         state.clock.as_ref(),
@@ -409,7 +413,7 @@ async fn redeploy(
         state.store.as_ref(),
         state.clock.as_ref(),
         &caller.email,
-        "redeploy",
+        AuditAction::Redeploy,
         Some(deployment.app.as_str()),
         format!("commit {}", commit.short()),
     )
@@ -421,7 +425,7 @@ async fn redeploy(
 #[serde(deny_unknown_fields)]
 struct RollbackForm {
     /// The release to bring back; default: the one live before the current.
-    release_id: Option<String>,
+    release_id: Option<ReleaseId>,
 }
 
 #[tracing::instrument(skip_all, fields(app = %app))]
@@ -438,45 +442,17 @@ async fn rollback(
         parse_json(&body)?
     };
     let releases = state.store.releases(&deployment.app, 200).await?;
-    let current = deployment.live_release.as_deref();
-    let was_live = |r: &&Release| r.state == ReleaseState::Live && r.image.is_some();
-    let target = match &form.release_id {
-        Some(id) => {
-            let target = releases.iter().find(|r| &r.id == id).ok_or_else(|| {
-                ApiError::bad_request(
-                    "release_id",
-                    format!("'{}' has no release {id}", deployment.app),
-                )
-            })?;
-            if !was_live(&target) {
-                return Err(ApiError::bad_request(
-                    "release_id",
-                    format!(
-                        "release {id} never went live ({}); only a release that was live can come back",
-                        target.state
-                    ),
-                ));
-            }
-            if Some(id.as_str()) == current {
-                return Err(ApiError::bad_request(
-                    "release_id",
-                    format!("release {id} is already live"),
-                ));
-            }
-            target.clone()
-        }
-        None => releases
-            .iter()
-            .filter(was_live)
-            .find(|r| Some(r.id.as_str()) != current)
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::Conflict(format!(
-                    "'{}' has no earlier live release to roll back to",
-                    deployment.app
-                ))
-            })?,
-    };
+    let target = rollback_target(
+        &deployment.app,
+        &releases,
+        deployment.live_release.as_ref(),
+        form.release_id.as_ref(),
+    )
+    .map_err(|refused| match refused {
+        RollbackRefused::NothingEarlier(_) => ApiError::Conflict(refused.to_string()),
+        _ => ApiError::bad_request("release_id", refused.to_string()),
+    })?
+    .clone();
     let release = enqueue(
         state.store.as_ref(),
         state.queue.as_ref(),
@@ -493,7 +469,7 @@ async fn rollback(
         state.store.as_ref(),
         state.clock.as_ref(),
         &caller.email,
-        "rollback",
+        AuditAction::Rollback,
         Some(deployment.app.as_str()),
         format!("to release {} (seq {})", target.id, target.seq),
     )
@@ -529,7 +505,7 @@ async fn delete(
         state.store.as_ref(),
         state.clock.as_ref(),
         &caller.email,
-        "delete",
+        AuditAction::Delete,
         Some(app.as_str()),
         format!("{} branch {}", deployment.repo, deployment.branch),
     )

@@ -17,7 +17,7 @@ use runway_core::clock::Clock;
 use axum::extract::State as Shared;
 use axum::routing::post;
 use http::StatusCode;
-use runway_core::domain::{Release, ReleaseState, ReleaseUpdate};
+use runway_core::domain::{AuditAction, BuildId, Release, ReleaseId, ReleaseState, ReleaseUpdate};
 use runway_core::messages::{BuildNotification, DeployRequest};
 use runway_core::ports::{
     BuildError, BuildRequest, DeploySpec, Forge, ForgeError, Identity, ImageBuilder, Platform,
@@ -178,7 +178,7 @@ async fn deploy_request(
 }
 
 /// Queued → building (or, for a rollback, straight to deploying).
-async fn start_release(state: &State, release_id: &str) -> Result<Outcome, Outcome> {
+async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome, Outcome> {
     let Some(release) = state.store.release(release_id).await? else {
         return Ok(Outcome::Done(format!(
             "release {release_id} no longer exists"
@@ -315,7 +315,7 @@ async fn fail(state: &State, release: &Release, from: ReleaseState, message: Str
                 state.store.as_ref(),
                 state.clock.as_ref(),
                 "runway",
-                "release-failed",
+                AuditAction::ReleaseFailed,
                 Some(release.app.as_str()),
                 format!("release {}: {}", release.id, first_line(&message)),
             )
@@ -366,9 +366,10 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
             build.id, build.status
         )));
     }
+    let build_id = BuildId::new(build.id.clone());
     let release = match build.release_id() {
-        Some(release_id) => state.store.release(release_id).await?,
-        None => state.store.release_by_build(&build.id).await?,
+        Some(release_id) => state.store.release(&release_id).await?,
+        None => state.store.release_by_build(&build_id).await?,
     };
     let Some(release) = release else {
         return Ok(Outcome::Done(format!(
@@ -390,7 +391,7 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
     if build.status != "SUCCESS" {
         let excerpt = state
             .builder
-            .log_tail(&build.id, LOG_EXCERPT_LINES)
+            .log_tail(&build_id, LOG_EXCERPT_LINES)
             .await
             .unwrap_or_default();
         let detail = build
@@ -420,7 +421,7 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
         ReleaseState::Deploying,
         ReleaseUpdate {
             image: Some(image),
-            build_id: Some(build.id.clone()),
+            build_id: Some(build_id.clone()),
             log_url: build.log_url.clone(),
             ..Default::default()
         },
@@ -509,7 +510,7 @@ async fn go_live(state: &State, release: Release) -> Outcome {
                         state.store.as_ref(),
                         state.clock.as_ref(),
                         "runway",
-                        "release-live",
+                        AuditAction::ReleaseLive,
                         Some(release.app.as_str()),
                         format!("release {} at {}", release.id, deployed.url),
                     )

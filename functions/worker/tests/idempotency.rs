@@ -70,7 +70,7 @@ async fn a_redelivered_deploy_request_never_builds_twice() {
             repo: repo.clone(),
             branch: branch.clone(),
             main_file: MainFile::parse("app.py").unwrap(),
-            region: "local".into(),
+            region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
             resources: Resources::default(),
             owner: "t@t".into(),
             webhook_id: None,

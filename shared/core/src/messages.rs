@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::ReleaseId;
 use crate::ports::OutboundMessage;
 
 /// The body of a message on `Topic::DeployRequests`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployRequest {
-    pub release_id: String,
+    pub release_id: ReleaseId,
     pub app: String,
 }
 
@@ -20,7 +21,7 @@ impl DeployRequest {
             data: serde_json::to_vec(self).expect("a deploy request serializes"),
             attributes: BTreeMap::from([
                 ("app".to_owned(), self.app.clone()),
-                ("releaseId".to_owned(), self.release_id.clone()),
+                ("releaseId".to_owned(), self.release_id.to_string()),
             ]),
             ordering_key: Some(self.app.clone()),
         }
@@ -91,15 +92,16 @@ pub struct FailureInfo {
 }
 
 impl BuildNotification {
-    pub fn release_tag(release_id: &str) -> String {
+    pub fn release_tag(release_id: &ReleaseId) -> String {
         format!("release-{release_id}")
     }
 
     /// The release this build was made for, from its tags.
-    pub fn release_id(&self) -> Option<&str> {
+    pub fn release_id(&self) -> Option<ReleaseId> {
         self.tags
             .iter()
             .find_map(|tag| tag.strip_prefix("release-"))
+            .map(ReleaseId::from)
     }
 
     pub fn is_finished(&self) -> bool {

@@ -2,7 +2,9 @@
 //! Firestore) call inside their transaction, between the reads and the writes. The stores keep
 //! only what differs between them: how to read, how to write, how to make it atomic.
 
-use crate::domain::{Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate, Timestamp};
+use crate::domain::{
+    Deployment, NewRelease, Release, ReleaseId, ReleaseState, ReleaseUpdate, Timestamp,
+};
 use crate::ports::StoreError;
 
 /// Queueing a release: the new release, and the older queued releases of its app it
@@ -16,7 +18,7 @@ pub struct Queued {
 /// that are still queued.
 pub fn queue(
     new: NewRelease,
-    id: String,
+    id: ReleaseId,
     seq: u64,
     older_queued: Vec<Release>,
     now: Timestamp,
@@ -41,7 +43,7 @@ pub fn queue(
 /// A release's move from one state to another, as asked of `Store::transition`.
 #[derive(Clone, Debug)]
 pub struct Transition {
-    pub id: String,
+    pub id: ReleaseId,
     pub from: ReleaseState,
     pub to: ReleaseState,
     pub update: ReleaseUpdate,
@@ -56,7 +58,7 @@ pub struct Moved {
 impl Transition {
     /// Refuses, before anything is read, a move the release state machine does not allow.
     pub fn new(
-        id: &str,
+        id: &ReleaseId,
         from: ReleaseState,
         to: ReleaseState,
         update: ReleaseUpdate,
@@ -67,7 +69,7 @@ impl Transition {
             )));
         }
         Ok(Self {
-            id: id.to_owned(),
+            id: id.clone(),
             from,
             to,
             update,
@@ -101,7 +103,7 @@ impl Transition {
             let mut deployment =
                 deployment.ok_or_else(|| StoreError::NotFound(format!("app {}", release.app)))?;
             if let Some(live) = live
-                && deployment.live_release.as_deref() == Some(live.id.as_str())
+                && deployment.live_release.as_ref() == Some(&live.id)
                 && live.seq > release.seq
             {
                 return Err(StoreError::Conflict(format!(
@@ -141,7 +143,7 @@ mod tests {
             commit: None,
             rollback_of: None,
         };
-        let mut release = Release::queued(new, id.into(), seq, now());
+        let mut release = Release::queued(new, ReleaseId::new(id), seq, now());
         release.state = state;
         release
     }
@@ -153,11 +155,11 @@ mod tests {
             repo_id: 1,
             branch: crate::domain::Branch::parse("main").unwrap(),
             main_file: crate::domain::MainFile::parse("app.py").unwrap(),
-            region: "local".into(),
+            region: crate::domain::Region::try_from("local".to_owned()).unwrap(),
             resources: Default::default(),
             owner: "ada".into(),
             webhook_id: None,
-            live_release: live.map(str::to_owned),
+            live_release: live.map(ReleaseId::new),
             url: Some("http://old".into()),
             created_at: now(),
             updated_at: now(),
@@ -179,7 +181,7 @@ mod tests {
             rollback_of: None,
         };
 
-        let planned = queue(new, "c".into(), 3, older, now());
+        let planned = queue(new, ReleaseId::new("c"), 3, older, now());
 
         assert_eq!(planned.release.seq, 3);
         assert_eq!(planned.release.state, ReleaseState::Queued);
@@ -192,7 +194,7 @@ mod tests {
     #[test]
     fn a_move_the_state_machine_forbids_is_refused_before_any_read() {
         let refused = Transition::new(
-            "a",
+            &ReleaseId::new("a"),
             ReleaseState::Live,
             ReleaseState::Building,
             ReleaseUpdate::default(),
@@ -204,7 +206,7 @@ mod tests {
     fn a_release_that_moved_on_is_a_conflict_and_a_missing_one_not_found() {
         let move_it = || {
             Transition::new(
-                "a",
+                &ReleaseId::new("a"),
                 ReleaseState::Queued,
                 ReleaseState::Building,
                 ReleaseUpdate::default(),
@@ -226,7 +228,7 @@ mod tests {
     fn a_go_live_points_the_app_at_the_release_unless_a_newer_one_serves() {
         let go_live = |id: &str| {
             Transition::new(
-                id,
+                &ReleaseId::new(id),
                 ReleaseState::Deploying,
                 ReleaseState::Live,
                 ReleaseUpdate {
@@ -259,14 +261,14 @@ mod tests {
         assert_eq!(moved.release.state, ReleaseState::Live);
         assert_eq!(moved.release.finished_at, Some(now()));
         let app = moved.deployment.expect("a go-live writes the app");
-        assert_eq!(app.live_release.as_deref(), Some("o"));
+        assert_eq!(app.live_release, Some(ReleaseId::new("o")));
         assert_eq!(app.url.as_deref(), Some("http://new"));
     }
 
     #[test]
     fn other_moves_leave_the_app_alone() {
         let moved = Transition::new(
-            "a",
+            &ReleaseId::new("a"),
             ReleaseState::Building,
             ReleaseState::Failed,
             ReleaseUpdate {

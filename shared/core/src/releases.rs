@@ -2,7 +2,9 @@
 //! (the outbox sweep).
 
 use crate::clock::Clock;
-use crate::domain::{AuditEntry, NewRelease, Release};
+use crate::domain::{
+    AppName, AuditAction, AuditEntry, NewRelease, Release, ReleaseId, ReleaseState,
+};
 use crate::messages::DeployRequest;
 use crate::ports::{Queue, QueueError, Store, StoreError, Topic};
 
@@ -42,18 +44,147 @@ pub async fn audit(
     store: &dyn Store,
     clock: &dyn Clock,
     actor: &str,
-    action: &str,
+    action: AuditAction,
     app: Option<&str>,
     detail: String,
 ) {
     let entry = AuditEntry {
         at: clock.now(),
         actor: actor.to_owned(),
-        action: action.to_owned(),
+        action,
         app: app.map(str::to_owned),
         detail,
     };
     if let Err(error) = store.append_audit(&entry).await {
-        tracing::error!(%error, action, "could not write the audit trail");
+        tracing::error!(%error, %action, "could not write the audit trail");
+    }
+}
+
+/// Why a rollback cannot happen as asked.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackRefused {
+    #[error("'{app}' has no release {release}")]
+    NoSuchRelease { app: AppName, release: ReleaseId },
+    #[error(
+        "release {release} never went live ({state}); only a release that was live can come back"
+    )]
+    NeverLive {
+        release: ReleaseId,
+        state: ReleaseState,
+    },
+    #[error("release {0} is already live")]
+    AlreadyLive(ReleaseId),
+    #[error("'{0}' has no earlier live release to roll back to")]
+    NothingEarlier(AppName),
+}
+
+/// Which release a rollback of `app` brings back: `requested`, or by default the newest release
+/// that was live before the one live now. Only a release that went live (and so has an image)
+/// can come back, and never the one serving. `releases` are the app's, newest first.
+pub fn rollback_target<'a>(
+    app: &AppName,
+    releases: &'a [Release],
+    live: Option<&ReleaseId>,
+    requested: Option<&ReleaseId>,
+) -> Result<&'a Release, RollbackRefused> {
+    let was_live = |r: &&Release| r.state == ReleaseState::Live && r.image.is_some();
+    match requested {
+        Some(id) => {
+            let target = releases.iter().find(|r| &r.id == id).ok_or_else(|| {
+                RollbackRefused::NoSuchRelease {
+                    app: app.clone(),
+                    release: id.clone(),
+                }
+            })?;
+            if !was_live(&target) {
+                return Err(RollbackRefused::NeverLive {
+                    release: id.clone(),
+                    state: target.state,
+                });
+            }
+            if Some(id) == live {
+                return Err(RollbackRefused::AlreadyLive(id.clone()));
+            }
+            Ok(target)
+        }
+        None => releases
+            .iter()
+            .filter(was_live)
+            .find(|r| Some(&r.id) != live)
+            .ok_or_else(|| RollbackRefused::NothingEarlier(app.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Trigger;
+
+    fn release(id: &str, seq: u64, state: ReleaseState, image: bool) -> Release {
+        let new = NewRelease {
+            app: AppName::parse("demo").unwrap(),
+            trigger: Trigger::Push,
+            actor: "ada".into(),
+            commit: None,
+            rollback_of: None,
+        };
+        let mut release = Release::queued(new, ReleaseId::new(id), seq, chrono::Utc::now());
+        release.state = state;
+        release.image = image.then(|| format!("image-{id}"));
+        release
+    }
+
+    /// Newest first, as the store lists them: 4 failed, 3 live now, 2 live before, 1 live first.
+    fn history() -> Vec<Release> {
+        vec![
+            release("r4", 4, ReleaseState::Failed, false),
+            release("r3", 3, ReleaseState::Live, true),
+            release("r2", 2, ReleaseState::Live, true),
+            release("r1", 1, ReleaseState::Live, true),
+        ]
+    }
+
+    fn app() -> AppName {
+        AppName::parse("demo").unwrap()
+    }
+
+    #[test]
+    fn by_default_the_release_live_before_the_current_one_comes_back() {
+        let releases = history();
+        let target = rollback_target(&app(), &releases, Some(&ReleaseId::new("r3")), None);
+        assert_eq!(target.unwrap().id, "r2");
+    }
+
+    #[test]
+    fn an_earlier_release_can_be_named() {
+        let releases = history();
+        let live = ReleaseId::new("r3");
+        let r1 = ReleaseId::new("r1");
+        assert_eq!(
+            rollback_target(&app(), &releases, Some(&live), Some(&r1))
+                .unwrap()
+                .id,
+            "r1"
+        );
+    }
+
+    #[test]
+    fn refuses_what_cannot_come_back_and_says_why() {
+        let releases = history();
+        let live = ReleaseId::new("r3");
+        let refused = |id: &str| {
+            rollback_target(&app(), &releases, Some(&live), Some(&ReleaseId::new(id))).unwrap_err()
+        };
+        assert!(matches!(
+            refused("r9"),
+            RollbackRefused::NoSuchRelease { .. }
+        ));
+        assert!(matches!(refused("r4"), RollbackRefused::NeverLive { .. }));
+        assert_eq!(refused("r3"), RollbackRefused::AlreadyLive(live.clone()));
+        let only_one = &releases[1..2];
+        assert_eq!(
+            rollback_target(&app(), only_one, Some(&live), None).unwrap_err(),
+            RollbackRefused::NothingEarlier(app())
+        );
     }
 }

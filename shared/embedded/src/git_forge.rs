@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::process::Command;
 
 use super::write_private;
-use runway_core::domain::{Branch, CommitSha, RepoUrl};
+use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
 use runway_core::ports::{Forge, ForgeError, Repository, Webhook};
 use runway_http::webhook;
 
@@ -228,7 +228,7 @@ impl Forge for GitForge {
         repo: &RepoUrl,
         url: &str,
         secret: &SecretString,
-    ) -> Result<String, ForgeError> {
+    ) -> Result<HookId, ForgeError> {
         let git_dir = git_dir(repo).await?;
         let script_path = post_receive_path(&git_dir).await?;
         if let Ok(existing) = std::fs::read_to_string(&script_path)
@@ -278,10 +278,11 @@ impl Forge for GitForge {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .context("making post-receive executable")?;
-        Ok(hook.id)
+        Ok(HookId::new(hook.id))
     }
 
-    async fn delete_webhook(&self, repo: &RepoUrl, hook_id: &str) -> Result<(), ForgeError> {
+    async fn delete_webhook(&self, repo: &RepoUrl, hook_id: &HookId) -> Result<(), ForgeError> {
+        let hook_id = hook_id.as_str();
         let git_dir = git_dir(repo).await?;
         if hook_id.is_empty() || !hook_id.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(ForgeError::NotFound(format!("no webhook {hook_id:?}")));
@@ -308,7 +309,7 @@ impl Forge for GitForge {
         Ok(read_hooks(&git_dir)?
             .into_iter()
             .map(|hook| Webhook {
-                id: hook.id,
+                id: HookId::new(hook.id),
                 url: hook.url,
                 created_at: hook.created_at,
             })

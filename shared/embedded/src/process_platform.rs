@@ -302,7 +302,8 @@ impl Platform for ProcessPlatform {
         let app = spec.app.to_string();
         let slot = self.slot(&app).await;
         let mut current = slot.lock().await;
-        let revision = format!("{app}-{}", &spec.release_id[..spec.release_id.len().min(8)]);
+        let release = spec.release_id.as_str();
+        let revision = format!("{app}-{}", &release[..release.len().min(8)]);
         let app_dir = self.config.dir.join(&app);
         std::fs::create_dir_all(&app_dir).context("creating the app's folder")?;
         let launch = Launch {

@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::database::{Database, Unavailable};
 use runway_core::clock::{self, Clock};
 use runway_core::domain::{
-    AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
-    Timestamp,
+    AppName, AuditEntry, BuildId, Delivery, Deployment, HookId, NewRelease, Release, ReleaseId,
+    ReleaseState, ReleaseUpdate, Timestamp,
 };
 use runway_core::plan::{self, Transition};
 use runway_core::ports::{Store, StoreError};
@@ -138,11 +138,11 @@ fn save_release(connection: &Connection, release: &Release) -> Result<(), DbErro
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (id) DO UPDATE SET state = ?4, build_id = ?5, updated_at = ?6, doc = ?7",
         params![
-            release.id,
+            release.id.as_str(),
             release.app.as_str(),
             release.seq as i64,
             release.state.as_str(),
-            release.build_id,
+            release.build_id.as_ref().map(BuildId::as_str),
             release.updated_at.to_rfc3339(),
             to_doc(release)?,
         ],
@@ -241,8 +241,7 @@ impl Store for SqliteStore {
                 "SELECT doc FROM releases WHERE app = ?1 AND state = 'queued'",
                 [&app],
             )?;
-            let id = uuid::Uuid::new_v4().to_string();
-            let planned = plan::queue(new, id, seq as u64, older_queued, now);
+            let planned = plan::queue(new, ReleaseId::random(), seq as u64, older_queued, now);
             for older in &planned.superseded {
                 save_release(&transaction, older)?;
             }
@@ -254,9 +253,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn release(&self, id: &str) -> Result<Option<Release>, StoreError> {
-        let id = id.to_owned();
-        self.with(move |c| load_release(c, &id)).await
+    async fn release(&self, id: &ReleaseId) -> Result<Option<Release>, StoreError> {
+        let id = id.clone();
+        self.with(move |c| load_release(c, id.as_str())).await
     }
 
     async fn releases(&self, app: &AppName, limit: usize) -> Result<Vec<Release>, StoreError> {
@@ -271,8 +270,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn release_by_build(&self, build_id: &str) -> Result<Option<Release>, StoreError> {
-        let build_id = build_id.to_owned();
+    async fn release_by_build(&self, build_id: &BuildId) -> Result<Option<Release>, StoreError> {
+        let build_id = build_id.to_string();
         self.with(move |c| {
             // A rollback reuses its target's build id: the build belongs to the oldest.
             Ok(docs(
@@ -302,7 +301,7 @@ impl Store for SqliteStore {
 
     async fn transition(
         &self,
-        id: &str,
+        id: &ReleaseId,
         from: ReleaseState,
         to: ReleaseState,
         update: ReleaseUpdate,
@@ -311,14 +310,14 @@ impl Store for SqliteStore {
         let now = self.clock.now();
         self.with(move |c| {
             let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let release = load_release(&transaction, &transition.id)?;
+            let release = load_release(&transaction, transition.id.as_str())?;
             let (mut deployment, mut live) = (None, None);
             if transition.goes_live()
                 && let Some(release) = &release
             {
                 deployment = load_deployment(&transaction, release.app.as_str())?;
                 if let Some(live_id) = deployment.as_ref().and_then(|d| d.live_release.clone()) {
-                    live = load_release(&transaction, &live_id)?;
+                    live = load_release(&transaction, live_id.as_str())?;
                 }
             }
             let moved = transition.plan(release, deployment, live.as_ref(), now)?;
@@ -339,7 +338,7 @@ impl Store for SqliteStore {
                 "INSERT INTO deliveries (id, repo_id, received_at, doc) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (id) DO NOTHING",
                 params![
-                    delivery.id,
+                    delivery.id.as_str(),
                     delivery.repo_id.map(|id| id as i64),
                     delivery.received_at.to_rfc3339(),
                     to_doc(&delivery)?
@@ -398,8 +397,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError> {
-        let (repo, hook_id) = (repo.to_owned(), hook_id.to_owned());
+    async fn add_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError> {
+        let (repo, hook_id) = (repo.to_owned(), hook_id.to_string());
         self.with(move |c| {
             c.execute(
                 "INSERT OR IGNORE INTO orphan_hooks (repo, hook_id) VALUES (?1, ?2)",
@@ -410,17 +409,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn orphan_hooks(&self) -> Result<Vec<(String, String)>, StoreError> {
+    async fn orphan_hooks(&self) -> Result<Vec<(String, HookId)>, StoreError> {
         self.with(|c| {
             let mut statement = c.prepare("SELECT repo, hook_id FROM orphan_hooks")?;
-            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            let rows = statement.query_map([], |row| {
+                Ok((row.get(0)?, HookId::new(row.get::<_, String>(1)?)))
+            })?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
 
-    async fn remove_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError> {
-        let (repo, hook_id) = (repo.to_owned(), hook_id.to_owned());
+    async fn remove_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError> {
+        let (repo, hook_id) = (repo.to_owned(), hook_id.to_string());
         self.with(move |c| {
             c.execute(
                 "DELETE FROM orphan_hooks WHERE repo = ?1 AND hook_id = ?2",

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use runway_core::domain::AppName;
+use runway_core::domain::{AppName, BuildId};
 use runway_core::install::{Install, SourceFiles};
 use runway_core::messages::{BuildNotification, BuildResults, BuiltImage, FailureInfo};
 use runway_core::ports::{
@@ -304,7 +304,7 @@ impl ImageBuilder for UvBuilder {
         std::fs::create_dir_all(&dir).context("creating the build folder")?;
         let meta = BuildMeta {
             app: request.app.to_string(),
-            release_id: request.release_id.clone(),
+            release_id: request.release_id.to_string(),
             commit: request.commit.to_string(),
         };
         std::fs::write(
@@ -321,7 +321,7 @@ impl ImageBuilder for UvBuilder {
             .insert(build_id.clone());
         let started = StartedBuild {
             log_url: self.log_url(&build_id),
-            build_id: build_id.clone(),
+            build_id: BuildId::new(build_id.clone()),
         };
         let builder = self.clone();
         tokio::spawn(async move {
@@ -340,7 +340,8 @@ impl ImageBuilder for UvBuilder {
         Ok(started)
     }
 
-    async fn status(&self, build_id: &str) -> Result<BuildStatus, BuildError> {
+    async fn status(&self, build_id: &BuildId) -> Result<BuildStatus, BuildError> {
+        let build_id = build_id.as_str();
         let dir = self.build_dir(build_id)?;
         if let Ok(bytes) = std::fs::read(dir.join("result.json")) {
             let result: BuildResult = serde_json::from_slice(&bytes).context("result.json")?;
@@ -367,7 +368,8 @@ impl ImageBuilder for UvBuilder {
         }
     }
 
-    async fn log(&self, build_id: &str) -> Result<String, BuildError> {
+    async fn log(&self, build_id: &BuildId) -> Result<String, BuildError> {
+        let build_id = build_id.as_str();
         let path = self.build_dir(build_id)?.join("log.txt");
         match tokio::fs::read(&path).await {
             Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),

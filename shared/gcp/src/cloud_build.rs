@@ -21,7 +21,7 @@ use google_cloud_storage::client::Storage;
 use serde::Deserialize;
 
 use super::dockerfile::{GENERATED_DOCKERIGNORE, SourceFiles, generated_dockerfile};
-use runway_core::domain::AppName;
+use runway_core::domain::{AppName, BuildId};
 use runway_core::messages::untagged;
 use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, Forge, ForgeError, ImageBuilder, StartedBuild,
@@ -564,13 +564,14 @@ impl ImageBuilder for CloudBuildBuilder {
             })?;
         tracing::info!(build = %build.id, "build created");
         Ok(StartedBuild {
-            build_id: build.id,
+            build_id: BuildId::new(build.id),
             log_url: build.log_url,
         })
     }
 
     #[tracing::instrument(skip(self))]
-    async fn status(&self, build_id: &str) -> Result<BuildStatus, BuildError> {
+    async fn status(&self, build_id: &BuildId) -> Result<BuildStatus, BuildError> {
+        let build_id = build_id.as_str();
         let name = self.build_name(build_id)?;
         match self.builds.get_build().set_name(name).send().await {
             Ok(build) => Ok(self.status_of(build)),
@@ -582,7 +583,8 @@ impl ImageBuilder for CloudBuildBuilder {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn log(&self, build_id: &str) -> Result<String, BuildError> {
+    async fn log(&self, build_id: &BuildId) -> Result<String, BuildError> {
+        let build_id = build_id.as_str();
         self.build_name(build_id)?;
         let object = format!("log-{build_id}.txt");
         match self.read_text(&self.config.logs_bucket, &object).await {

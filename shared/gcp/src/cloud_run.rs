@@ -228,7 +228,10 @@ impl Platform for CloudRunPlatform {
         if let Some(revision) = revision {
             // Cloud Run reports a revision it no longer has as INTERNAL, not NOT_FOUND, so
             // any failure falls back; if Cloud Run itself is down, `deploy` says so.
-            match self.route_to(&spec.app, &spec.region, revision).await {
+            match self
+                .route_to(&spec.app, spec.region.as_str(), revision)
+                .await
+            {
                 Ok(deployed) => return Ok(deployed),
                 Err(error) => tracing::warn!(
                     revision,
@@ -242,7 +245,7 @@ impl Platform for CloudRunPlatform {
 
     #[tracing::instrument(skip_all, fields(app = %spec.app.as_str(), release = %spec.release_id))]
     async fn deploy(&self, spec: DeploySpec) -> Result<Deployed, PlatformError> {
-        let name = self.service_name(&spec.region, &spec.app);
+        let name = self.service_name(spec.region.as_str(), &spec.app);
         let service = desired_service(&self.config, &name, &spec)?;
         let outcome = self
             .client
@@ -489,7 +492,7 @@ mod tests {
     use google_cloud_run_v2::model::{Condition, TrafficTargetStatus};
 
     use super::*;
-    use runway_core::domain::{Cpu, MainFile, Memory, Resources};
+    use runway_core::domain::{Cpu, MainFile, Memory, Region, Resources};
 
     fn spec(secrets: Option<&str>) -> DeploySpec {
         DeploySpec {
@@ -497,7 +500,7 @@ mod tests {
             release_id: "rel-1".into(),
             image: "europe-docker.pkg.dev/p/apps/hello@sha256:abc".into(),
             main_file: MainFile::parse("app.py").unwrap(),
-            region: "europe-west1".into(),
+            region: Region::try_from("europe-west1".to_owned()).unwrap(),
             resources: Resources::new(Memory::Gi2, Cpu::Two).unwrap(),
             secrets: secrets.map(|s| SecretRef(s.into())),
         }

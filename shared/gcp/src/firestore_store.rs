@@ -29,8 +29,8 @@ use sha2::{Digest, Sha256};
 
 use runway_core::clock::{self, Clock};
 use runway_core::domain::{
-    AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
-    Timestamp,
+    AppName, AuditEntry, BuildId, Delivery, Deployment, HookId, NewRelease, Release, ReleaseId,
+    ReleaseState, ReleaseUpdate, Timestamp,
 };
 use runway_core::plan::{self, Transition};
 use runway_core::ports::{Store, StoreError};
@@ -361,11 +361,11 @@ struct ReleaseDoc {
 impl ReleaseDoc {
     fn of(release: &Release) -> Result<Self, StoreError> {
         Ok(Self {
-            id: release.id.clone(),
+            id: release.id.to_string(),
             app: release.app.to_string(),
             seq: release.seq as i64,
             state: release.state.as_str().to_owned(),
-            build_id: release.build_id.clone(),
+            build_id: release.build_id.as_ref().map(BuildId::to_string),
             updated_at: timestamp(release.updated_at),
             record: encode(release)?,
         })
@@ -558,8 +558,13 @@ impl Store for FirestoreStore {
                     .into_iter()
                     .map(ReleaseDoc::into_record)
                     .collect::<Result<Vec<_>, _>>()?;
-                let id = uuid::Uuid::new_v4().to_string();
-                let planned = plan::queue(new, id, seq as u64, older_queued, clock.now());
+                let planned = plan::queue(
+                    new,
+                    ReleaseId::random(),
+                    seq as u64,
+                    older_queued,
+                    clock.now(),
+                );
                 let mut writes = vec![Write::Sequence(app, SequenceDoc { last: seq })];
                 for older in &planned.superseded {
                     writes.push(Write::Release(ReleaseDoc::of(older)?));
@@ -572,8 +577,8 @@ impl Store for FirestoreStore {
         .await
     }
 
-    async fn release(&self, id: &str) -> Result<Option<Release>, StoreError> {
-        let doc: Option<ReleaseDoc> = self.get(RELEASES, id).await?;
+    async fn release(&self, id: &ReleaseId) -> Result<Option<Release>, StoreError> {
+        let doc: Option<ReleaseDoc> = self.get(RELEASES, id.as_str()).await?;
         doc.map(ReleaseDoc::into_record).transpose()
     }
 
@@ -587,7 +592,8 @@ impl Store for FirestoreStore {
         .await
     }
 
-    async fn release_by_build(&self, build_id: &str) -> Result<Option<Release>, StoreError> {
+    async fn release_by_build(&self, build_id: &BuildId) -> Result<Option<Release>, StoreError> {
+        let build_id = build_id.as_str();
         let docs: Vec<ReleaseDoc> = self
             .db
             .fluent()
@@ -626,7 +632,7 @@ impl Store for FirestoreStore {
 
     async fn transition(
         &self,
-        id: &str,
+        id: &ReleaseId,
         from: ReleaseState,
         to: ReleaseState,
         update: ReleaseUpdate,
@@ -642,7 +648,7 @@ impl Store for FirestoreStore {
         self.transact(|db| {
             let (transition, clock) = (transition.clone(), self.clock.clone());
             async move {
-                let release = get_in::<ReleaseDoc>(&db, RELEASES, &transition.id)
+                let release = get_in::<ReleaseDoc>(&db, RELEASES, transition.id.as_str())
                     .await?
                     .map(ReleaseDoc::into_record)
                     .transpose()?;
@@ -656,7 +662,7 @@ impl Store for FirestoreStore {
                         .transpose()?;
                     if let Some(live_id) = deployment.as_ref().and_then(|d| d.live_release.clone())
                     {
-                        live = get_in::<ReleaseDoc>(&db, RELEASES, &live_id)
+                        live = get_in::<ReleaseDoc>(&db, RELEASES, live_id.as_str())
                             .await?
                             .map(ReleaseDoc::into_record)
                             .transpose()?;
@@ -760,7 +766,8 @@ impl Store for FirestoreStore {
         docs.iter().map(|doc| decode(&doc.record)).collect()
     }
 
-    async fn add_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError> {
+    async fn add_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError> {
+        let hook_id = hook_id.as_str();
         let doc = OrphanHookDoc {
             repo: repo.to_owned(),
             hook_id: hook_id.to_owned(),
@@ -776,7 +783,7 @@ impl Store for FirestoreStore {
             .map_err(store_error)
     }
 
-    async fn orphan_hooks(&self) -> Result<Vec<(String, String)>, StoreError> {
+    async fn orphan_hooks(&self) -> Result<Vec<(String, HookId)>, StoreError> {
         let docs: Vec<OrphanHookDoc> = self
             .db
             .fluent()
@@ -788,11 +795,12 @@ impl Store for FirestoreStore {
             .map_err(store_error)?;
         Ok(docs
             .into_iter()
-            .map(|doc| (doc.repo, doc.hook_id))
+            .map(|doc| (doc.repo, HookId::new(doc.hook_id)))
             .collect())
     }
 
-    async fn remove_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError> {
+    async fn remove_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError> {
+        let hook_id = hook_id.as_str();
         self.db
             .fluent()
             .delete()

@@ -20,7 +20,7 @@ use url::Url;
 use self::api::{Api, Call, next_page};
 use self::app::AppAuth;
 use self::errors::{Op, Permission, scrub};
-use runway_core::domain::{Branch, CommitSha, RepoUrl};
+use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
 use runway_core::ports::{Forge, ForgeError, Repository, Webhook};
 
 /// A source tarball larger than this is refused rather than held in memory.
@@ -369,7 +369,7 @@ impl Forge for GitHubForge {
         repo: &RepoUrl,
         url: &str,
         secret: &SecretString,
-    ) -> Result<String, ForgeError> {
+    ) -> Result<HookId, ForgeError> {
         let repo = github_repo(repo)?;
         let config = json!({
             "url": url,
@@ -410,13 +410,14 @@ impl Forge for GitHubForge {
         }
         .await;
         result
-            .map(|hook| hook.id.to_string())
+            .map(|hook| HookId::new(hook.id.to_string()))
             .map_err(|error| scrub(error, secret.expose_secret()))
     }
 
     #[tracing::instrument(skip_all, fields(repo = %repo, hook = %hook_id))]
-    async fn delete_webhook(&self, repo: &RepoUrl, hook_id: &str) -> Result<(), ForgeError> {
+    async fn delete_webhook(&self, repo: &RepoUrl, hook_id: &HookId) -> Result<(), ForgeError> {
         let repo = github_repo(repo)?;
+        let hook_id = hook_id.as_str();
         if hook_id.is_empty() || !hook_id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ForgeError::NotFound(format!(
                 "no webhook {hook_id:?} on {repo}: GitHub's hook ids are numbers"
@@ -444,7 +445,7 @@ impl Forge for GitHubForge {
             .into_iter()
             .filter_map(|hook| {
                 Some(Webhook {
-                    id: hook.id.to_string(),
+                    id: HookId::new(hook.id.to_string()),
                     url: hook.config.url?,
                     created_at: hook.created_at,
                 })

@@ -17,7 +17,7 @@ use secrecy::SecretString;
 
 use runway_core::adapters::{Adapters, Need, Timeouts};
 use runway_core::config::{Env, Policy};
-use runway_core::domain::{Branch, CommitSha, RepoUrl};
+use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
 use runway_core::ports::Topic;
 use runway_core::ports::{Forge, ForgeError, Repository, Webhook};
 use runway_github::{GitHubAuth, GitHubConfig, GitHubForge};
@@ -390,10 +390,10 @@ impl Forge for NoForge {
         _: &RepoUrl,
         _: &str,
         _: &SecretString,
-    ) -> Result<String, ForgeError> {
+    ) -> Result<HookId, ForgeError> {
         Err(Self::refuse())
     }
-    async fn delete_webhook(&self, _: &RepoUrl, _: &str) -> Result<(), ForgeError> {
+    async fn delete_webhook(&self, _: &RepoUrl, _: &HookId) -> Result<(), ForgeError> {
         Err(Self::refuse())
     }
     async fn webhooks(&self, _: &RepoUrl) -> Result<Vec<Webhook>, ForgeError> {

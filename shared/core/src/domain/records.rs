@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{AppName, Branch, CommitSha, MainFile, RepoUrl, Resources};
+use super::{
+    AppName, Branch, BuildId, CommitSha, DeliveryId, HookId, MainFile, Region, ReleaseId, RepoUrl,
+    Resources,
+};
 
 pub type Timestamp = DateTime<Utc>;
 
@@ -17,13 +20,13 @@ pub struct Deployment {
     pub repo_id: u64,
     pub branch: Branch,
     pub main_file: MainFile,
-    pub region: String,
+    pub region: Region,
     pub resources: Resources,
     pub owner: String,
     /// The push webhook on the repository, once created.
-    pub webhook_id: Option<String>,
+    pub webhook_id: Option<HookId>,
     /// The release currently serving, and where.
-    pub live_release: Option<String>,
+    pub live_release: Option<ReleaseId>,
     pub url: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -115,7 +118,7 @@ pub enum Trigger {
 /// One deploy attempt of an app.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Release {
-    pub id: String,
+    pub id: ReleaseId,
     pub app: AppName,
     /// Per-app order, assigned when queued: a release never replaces a newer live one.
     pub seq: u64,
@@ -124,7 +127,7 @@ pub struct Release {
     pub state: ReleaseState,
     /// Resolved when the build starts for manual deploys; known up front for pushes.
     pub commit: Option<CommitSha>,
-    pub build_id: Option<String>,
+    pub build_id: Option<BuildId>,
     pub log_url: Option<String>,
     pub image: Option<String>,
     pub revision: Option<String>,
@@ -132,7 +135,7 @@ pub struct Release {
     /// Why the release failed or was superseded, in words a person can act on.
     pub message: Option<String>,
     /// For a rollback: the release whose image it brings back.
-    pub rollback_of: Option<String>,
+    pub rollback_of: Option<ReleaseId>,
     pub queued_at: Timestamp,
     pub updated_at: Timestamp,
     pub finished_at: Option<Timestamp>,
@@ -141,7 +144,7 @@ pub struct Release {
 impl Release {
     /// The release a `NewRelease` becomes once the store numbered it. A rollback starts with
     /// its target's image and build, so it needs no build of its own.
-    pub fn queued(new: NewRelease, id: String, seq: u64, now: Timestamp) -> Self {
+    pub fn queued(new: NewRelease, id: ReleaseId, seq: u64, now: Timestamp) -> Self {
         let (image, build_id, log_url, rollback_of) = match &new.rollback_of {
             Some(target) => (
                 target.image.clone(),
@@ -214,7 +217,7 @@ pub struct NewRelease {
 #[derive(Clone, Debug, Default)]
 pub struct ReleaseUpdate {
     pub commit: Option<CommitSha>,
-    pub build_id: Option<String>,
+    pub build_id: Option<BuildId>,
     pub log_url: Option<String>,
     pub image: Option<String>,
     pub revision: Option<String>,
@@ -225,7 +228,7 @@ pub struct ReleaseUpdate {
 /// A webhook delivery and what Runway did with it, so that a push that did not redeploy says why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
-    pub id: String,
+    pub id: DeliveryId,
     pub event: String,
     pub repo_id: Option<u64>,
     pub git_ref: Option<String>,
@@ -240,9 +243,44 @@ pub struct Delivery {
 pub struct AuditEntry {
     pub at: Timestamp,
     pub actor: String,
-    pub action: String,
+    pub action: AuditAction,
     pub app: Option<String>,
     pub detail: String,
+}
+
+/// What an audit entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditAction {
+    Create,
+    Update,
+    Redeploy,
+    Rollback,
+    Delete,
+    Push,
+    ReleaseLive,
+    ReleaseFailed,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Redeploy => "redeploy",
+            Self::Rollback => "rollback",
+            Self::Delete => "delete",
+            Self::Push => "push",
+            Self::ReleaseLive => "release-live",
+            Self::ReleaseFailed => "release-failed",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The authenticated caller of an API.

@@ -2,7 +2,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 
-use crate::domain::{Branch, CommitSha, RepoUrl};
+use crate::domain::{Branch, CommitSha, HookId, RepoUrl};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForgeError {
@@ -28,7 +28,7 @@ pub struct Repository {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Webhook {
-    pub id: String,
+    pub id: HookId,
     pub url: String,
     /// When the hook was made, where the forge says: a hook made moments ago may belong to an
     /// app whose record is still being written.
@@ -60,7 +60,7 @@ pub trait Forge: Send + Sync {
         repo: &RepoUrl,
         url: &str,
         secret: &secrecy::SecretString,
-    ) -> Result<String, ForgeError>;
-    async fn delete_webhook(&self, repo: &RepoUrl, hook_id: &str) -> Result<(), ForgeError>;
+    ) -> Result<HookId, ForgeError>;
+    async fn delete_webhook(&self, repo: &RepoUrl, hook_id: &HookId) -> Result<(), ForgeError>;
     async fn webhooks(&self, repo: &RepoUrl) -> Result<Vec<Webhook>, ForgeError>;
 }

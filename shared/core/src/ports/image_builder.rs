@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use crate::domain::{AppName, CommitSha, MainFile, RepoUrl};
+use crate::domain::{AppName, BuildId, CommitSha, MainFile, ReleaseId, RepoUrl};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -15,7 +15,7 @@ pub enum BuildError {
 #[derive(Clone, Debug)]
 pub struct BuildRequest {
     pub app: AppName,
-    pub release_id: String,
+    pub release_id: ReleaseId,
     pub repo: RepoUrl,
     pub commit: CommitSha,
     pub main_file: MainFile,
@@ -23,7 +23,7 @@ pub struct BuildRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StartedBuild {
-    pub build_id: String,
+    pub build_id: BuildId,
     pub log_url: String,
 }
 
@@ -47,11 +47,11 @@ pub enum BuildStatus {
 #[async_trait]
 pub trait ImageBuilder: Send + Sync {
     async fn start(&self, request: BuildRequest) -> Result<StartedBuild, BuildError>;
-    async fn status(&self, build_id: &str) -> Result<BuildStatus, BuildError>;
+    async fn status(&self, build_id: &BuildId) -> Result<BuildStatus, BuildError>;
     /// The whole build log.
-    async fn log(&self, build_id: &str) -> Result<String, BuildError>;
+    async fn log(&self, build_id: &BuildId) -> Result<String, BuildError>;
     /// The last `lines` lines of the build log, for a failed release's message.
-    async fn log_tail(&self, build_id: &str, lines: usize) -> Result<String, BuildError> {
+    async fn log_tail(&self, build_id: &BuildId, lines: usize) -> Result<String, BuildError> {
         Ok(crate::text::tail(&self.log(build_id).await?, lines))
     }
     /// Removes every image and log of the app.

@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use crate::domain::{AppName, Deployment, MainFile, Resources};
+use crate::domain::{AppName, Deployment, MainFile, Region, ReleaseId, Resources};
 use crate::ports::SecretRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,10 +17,10 @@ pub enum PlatformError {
 #[derive(Clone, Debug)]
 pub struct DeploySpec {
     pub app: AppName,
-    pub release_id: String,
+    pub release_id: ReleaseId,
     pub image: String,
     pub main_file: MainFile,
-    pub region: String,
+    pub region: Region,
     pub resources: Resources,
     pub secrets: Option<SecretRef>,
 }
@@ -29,13 +29,13 @@ impl DeploySpec {
     /// Runs `image` of release `release_id` with the deployment's settings.
     pub fn new(
         deployment: &Deployment,
-        release_id: &str,
+        release_id: &ReleaseId,
         image: String,
         secrets: Option<SecretRef>,
     ) -> Self {
         Self {
             app: deployment.app.clone(),
-            release_id: release_id.to_owned(),
+            release_id: release_id.clone(),
             image,
             main_file: deployment.main_file.clone(),
             region: deployment.region.clone(),

@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 
 use crate::domain::{
-    AppName, AuditEntry, Delivery, Deployment, NewRelease, Release, ReleaseState, ReleaseUpdate,
-    Timestamp,
+    AppName, AuditEntry, BuildId, Delivery, Deployment, HookId, NewRelease, Release, ReleaseId,
+    ReleaseState, ReleaseUpdate, Timestamp,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -36,10 +36,10 @@ pub trait Store: Send + Sync {
     /// Queues a release: assigns the next per-app sequence number and supersedes the app's
     /// older releases still queued, in one transaction.
     async fn queue_release(&self, release: NewRelease) -> Result<Release, StoreError>;
-    async fn release(&self, id: &str) -> Result<Option<Release>, StoreError>;
+    async fn release(&self, id: &ReleaseId) -> Result<Option<Release>, StoreError>;
     /// The app's releases, newest first.
     async fn releases(&self, app: &AppName, limit: usize) -> Result<Vec<Release>, StoreError>;
-    async fn release_by_build(&self, build_id: &str) -> Result<Option<Release>, StoreError>;
+    async fn release_by_build(&self, build_id: &BuildId) -> Result<Option<Release>, StoreError>;
     /// Releases in `state` whose last change is older than `before`, oldest first.
     async fn releases_in_state(
         &self,
@@ -52,7 +52,7 @@ pub trait Store: Send + Sync {
     /// already live. Going live also points the deployment at this release.
     async fn transition(
         &self,
-        id: &str,
+        id: &ReleaseId,
         from: ReleaseState,
         to: ReleaseState,
         update: ReleaseUpdate,
@@ -76,7 +76,7 @@ pub trait Store: Send + Sync {
 
     /// Webhooks whose removal failed when their app was deleted, as (repo, hook id): cleanup
     /// retries them so that no hook is orphaned.
-    async fn add_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError>;
-    async fn orphan_hooks(&self) -> Result<Vec<(String, String)>, StoreError>;
-    async fn remove_orphan_hook(&self, repo: &str, hook_id: &str) -> Result<(), StoreError>;
+    async fn add_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError>;
+    async fn orphan_hooks(&self) -> Result<Vec<(String, HookId)>, StoreError>;
+    async fn remove_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError>;
 }
