@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use runway_core::domain::{AppName, BuildId, MainFile};
-use runway_core::messages::BuildNotification;
+use runway_core::messages::{BuildNotification, CloudBuildStatus};
 use runway_core::ports::{
     BuildError, BuildStatus, ImageBuilder, OutboundMessage, Queue, QueueError, Topic,
 };
@@ -372,7 +372,7 @@ async fn start_returns_at_once_and_cloud_builds_announces_each_status() {
     assert_eq!(statuses, ["QUEUED", "SUCCESS", "WORKING"]);
     for r in &received {
         assert_eq!(r.attributes["buildId"], started.build_id);
-        assert_eq!(r.attributes["status"], r.notification.status);
+        assert_eq!(r.attributes["status"], r.notification.status.as_str());
         assert_eq!(r.notification.release_id().as_ref(), Some(&release));
         assert_eq!(
             r.notification.log_url.as_deref(),
@@ -381,7 +381,7 @@ async fn start_returns_at_once_and_cloud_builds_announces_each_status() {
     }
     let done = &received
         .iter()
-        .find(|r| r.notification.status == "SUCCESS")
+        .find(|r| r.notification.status == CloudBuildStatus::Success)
         .unwrap()
         .notification;
     assert!(done.is_finished());
@@ -427,7 +427,7 @@ async fn a_failing_build_is_failed_with_its_reason_and_the_end_of_its_log() {
         .collect(&started.build_id, &["FAILURE"], WAIT)
         .await;
     let last = &received.last().expect("notifications").notification;
-    assert_eq!(last.status, "FAILURE");
+    assert_eq!(last.status, CloudBuildStatus::Failure);
     assert_eq!(last.status_detail.as_deref(), Some(detail.as_str()));
     assert_eq!(
         last.failure_info.as_ref().map(|f| f.kind.as_str()),

@@ -36,6 +36,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{SecondsFormat, Utc};
 use http::StatusCode;
 use runway_http::{ApiResult, Request, Router, json, read_body, serve_router};
+
+use crate::google_rest::{GoogleError, any, operation, query, wants_int_enums};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -236,28 +238,12 @@ impl Params {
 
 /// Google's error body, which the client turns into a status with this code.
 fn google_error(code: StatusCode, status: &str, message: &str) -> ApiResult {
-    Ok(json(
-        code,
-        &json!({"error": {"code": code.as_u16(), "message": message, "status": status}}),
-    ))
+    Ok(GoogleError::new(code, status, message).response())
 }
 
 fn record(state: &State, request: &Request) {
     let line = format!("{} {}", request.method(), request.uri());
     state.inner.lock().expect("fake state").requests.push(line);
-}
-
-fn query(request: &Request) -> BTreeMap<String, String> {
-    url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect()
-}
-
-/// Whether the client asked for enums as numbers (`$alt=json;enum-encoding=int`).
-fn wants_int_enums(request: &Request) -> bool {
-    query(request)
-        .get("$alt")
-        .is_some_and(|alt| alt.contains("enum-encoding=int"))
 }
 
 /// The build's region: from the path, else from the `parent` query parameter that
@@ -552,22 +538,15 @@ async fn get_operation(
 }
 
 fn operation_json(name: &str, build: &Value, done: bool) -> Value {
-    let mut metadata = json!({ "build": build });
-    metadata["@type"] = json!(METADATA_TYPE);
-    let mut operation = json!({ "name": name, "metadata": metadata, "done": done });
-    if done {
+    let metadata = any(METADATA_TYPE, &json!({ "build": build }));
+    let outcome = done.then(|| {
         if build["status"] == "SUCCESS" {
-            let mut response = build.clone();
-            response["@type"] = json!(BUILD_TYPE);
-            operation["response"] = response;
+            Ok(any(BUILD_TYPE, build))
         } else {
-            operation["error"] = json!({
-                "code": 2,
-                "message": format!("Build failed; check build logs for details"),
-            });
+            Err((2, "Build failed; check build logs for details"))
         }
-    }
-    operation
+    });
+    operation(name, metadata, outcome)
 }
 
 fn is_finished(build: &Value) -> bool {

@@ -37,6 +37,8 @@ use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use http::{Method, StatusCode};
 use runway_http::{Request, Response, json, read_body, serve};
+
+use crate::google_rest::{GoogleError, any, operation};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -327,69 +329,17 @@ struct Operation {
 
 impl Operation {
     fn to_json(&self, name: &str) -> Value {
-        let mut operation = json!({
-            "name": name,
-            "metadata": any(&self.metadata),
-            "done": self.polls_left == 0,
+        let outcome = (self.polls_left == 0).then(|| match &self.outcome {
+            Ok(service) => Ok(any(SERVICE_TYPE, service)),
+            Err((code, message)) => Err((*code, message.as_str())),
         });
-        if self.polls_left == 0 {
-            match &self.outcome {
-                Ok(service) => operation["response"] = any(service),
-                Err((code, message)) => {
-                    operation["error"] = json!({ "code": code, "message": message })
-                }
-            }
-        }
-        operation
-    }
-}
-
-/// `service` packed into a `google.protobuf.Any`.
-fn any(service: &Value) -> Value {
-    let mut packed = json!({ "@type": SERVICE_TYPE });
-    if let (Value::Object(packed), Value::Object(fields)) = (&mut packed, service) {
-        packed.extend(fields.clone());
-    }
-    packed
-}
-
-/// A failure as Google's REST APIs return it (AIP-193).
-struct ApiError {
-    http: StatusCode,
-    status: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(http: StatusCode, status: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            http,
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("Resource '{what}' was not found"),
-        )
-    }
-
-    fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
-    }
-
-    fn response(&self) -> Response {
-        error_response(self.http.as_u16(), self.status, &self.message)
+        operation(name, any(SERVICE_TYPE, &self.metadata), outcome)
     }
 }
 
 fn error_response(http: u16, status: &str, message: &str) -> Response {
-    let body = json!({ "error": { "code": http, "message": message, "status": status } });
     let code = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json(code, &body)
+    GoogleError::new(code, status, message).response()
 }
 
 /// The resource a `/v2/...` path names.
@@ -430,11 +380,11 @@ async fn handle(state: Arc<Mutex<State>>, request: Request) -> Response {
         Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
             Ok(value) => Some(value),
             Err(error) => {
-                return ApiError::invalid(format!("Invalid JSON payload received. {error}"))
+                return GoogleError::invalid(format!("Invalid JSON payload received. {error}"))
                     .response();
             }
         },
-        Err(_) => return ApiError::invalid("unreadable body").response(),
+        Err(_) => return GoogleError::invalid("unreadable body").response(),
     };
     let seen = SeenRequest {
         method: method.to_string(),
@@ -468,9 +418,9 @@ fn route(
     state: &mut State,
     method: &Method,
     request: &SeenRequest,
-) -> Result<(StatusCode, Value), ApiError> {
+) -> Result<(StatusCode, Value), GoogleError> {
     let resource = Resource::parse(&request.path)
-        .ok_or_else(|| ApiError::not_found(&format!("{} {}", method, request.path)))?;
+        .ok_or_else(|| GoogleError::not_found(&format!("{} {}", method, request.path)))?;
     match (method, resource) {
         (&Method::PATCH, Resource::Service(name)) => {
             only_params(
@@ -484,7 +434,7 @@ fn route(
             let service = state
                 .services
                 .get(&name)
-                .ok_or_else(|| ApiError::not_found(&name))?;
+                .ok_or_else(|| GoogleError::not_found(&name))?;
             Ok((StatusCode::OK, service.to_json(&name)))
         }
         (&Method::DELETE, Resource::Service(name)) => {
@@ -495,7 +445,7 @@ fn route(
             only_params(request, &["$alt"])?;
             get_operation(state, &name)
         }
-        (method, _) => Err(ApiError::new(
+        (method, _) => Err(GoogleError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "UNIMPLEMENTED",
             format!("{method} {} is not served by the fake", request.path),
@@ -504,13 +454,13 @@ fn route(
 }
 
 /// Refuses query parameters the API does not document for this method, as Google does.
-fn only_params(request: &SeenRequest, allowed: &[&str]) -> Result<(), ApiError> {
+fn only_params(request: &SeenRequest, allowed: &[&str]) -> Result<(), GoogleError> {
     match request
         .query
         .iter()
         .find(|(key, _)| !allowed.contains(&key.as_str()))
     {
-        Some((key, _)) => Err(ApiError::invalid(format!(
+        Some((key, _)) => Err(GoogleError::invalid(format!(
             "Invalid JSON payload received. Unknown name \"{key}\": Cannot bind query parameter."
         ))),
         None => Ok(()),
@@ -525,22 +475,22 @@ fn patch_service(
     state: &mut State,
     name: &str,
     request: &SeenRequest,
-) -> Result<(StatusCode, Value), ApiError> {
+) -> Result<(StatusCode, Value), GoogleError> {
     if flag(request, "validateOnly") {
-        return Err(ApiError::invalid(
+        return Err(GoogleError::invalid(
             "validateOnly is not supported by the fake",
         ));
     }
     let mut body = request
         .body
         .clone()
-        .ok_or_else(|| ApiError::invalid("the request body must be a Service"))?;
+        .ok_or_else(|| GoogleError::invalid("the request body must be a Service"))?;
     encode_enums(&mut body, Encoding::Names);
     let Value::Object(body) = body else {
-        return Err(ApiError::invalid("the request body must be a Service"));
+        return Err(GoogleError::invalid("the request body must be a Service"));
     };
     if body.get("name").and_then(Value::as_str) != Some(name) {
-        return Err(ApiError::invalid("service.name must match the URL"));
+        return Err(GoogleError::invalid("service.name must match the URL"));
     }
     let mask = request.param("updateMask").map(|mask| {
         mask.split(',')
@@ -551,7 +501,7 @@ fn patch_service(
     });
     let existed = state.services.contains_key(name);
     if !existed && !flag(request, "allowMissing") {
-        return Err(ApiError::not_found(name));
+        return Err(GoogleError::not_found(name));
     }
     let mut service = state
         .services
@@ -611,7 +561,7 @@ fn apply(
     body: Map<String, Value>,
     mask: Option<&[String]>,
     broken: &HashMap<String, String>,
-) -> Result<Result<Value, Failure>, ApiError> {
+) -> Result<Result<Value, Failure>, GoogleError> {
     let mut spec = service.spec.clone();
     write_fields(&mut spec, body, mask)?;
     let template = spec.get("template").cloned().unwrap_or(Value::Null);
@@ -633,14 +583,14 @@ fn write_fields(
     spec: &mut Map<String, Value>,
     mut body: Map<String, Value>,
     mask: Option<&[String]>,
-) -> Result<(), ApiError> {
+) -> Result<(), GoogleError> {
     body.remove("name");
     match mask {
         None => *spec = body,
         Some(fields) => {
             for field in fields {
                 if field.contains('.') {
-                    return Err(ApiError::invalid(format!(
+                    return Err(GoogleError::invalid(format!(
                         "the fake supports only top-level update mask fields, not {field}"
                     )));
                 }
@@ -659,19 +609,19 @@ fn new_revision(
     name: &str,
     template: &Value,
     broken: &HashMap<String, String>,
-) -> Result<FakeRevision, ApiError> {
+) -> Result<FakeRevision, GoogleError> {
     let containers = template["containers"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or(&[]);
     let [container] = containers else {
-        return Err(ApiError::invalid(
+        return Err(GoogleError::invalid(
             "template.containers: a service needs exactly one container (the fake serves one)",
         ));
     };
     let image = container["image"].as_str().unwrap_or_default().to_owned();
     if image.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(GoogleError::invalid(
             "template.containers[0].image is required",
         ));
     }
@@ -788,16 +738,16 @@ fn delete_service(
     state: &mut State,
     name: &str,
     request: &SeenRequest,
-) -> Result<(StatusCode, Value), ApiError> {
+) -> Result<(StatusCode, Value), GoogleError> {
     if flag(request, "validateOnly") {
-        return Err(ApiError::invalid(
+        return Err(GoogleError::invalid(
             "validateOnly is not supported by the fake",
         ));
     }
     let service = state
         .services
         .remove(name)
-        .ok_or_else(|| ApiError::not_found(name))?;
+        .ok_or_else(|| GoogleError::not_found(name))?;
     let last = service.to_json(name);
     let operation = Operation {
         service: name.to_owned(),
@@ -821,11 +771,11 @@ fn start_operation(state: &mut State, service: &str, operation: Operation) -> Va
     answer
 }
 
-fn get_operation(state: &mut State, name: &str) -> Result<(StatusCode, Value), ApiError> {
+fn get_operation(state: &mut State, name: &str) -> Result<(StatusCode, Value), GoogleError> {
     let operation = state
         .operations
         .get_mut(name)
-        .ok_or_else(|| ApiError::not_found(name))?;
+        .ok_or_else(|| GoogleError::not_found(name))?;
     if operation.polls_left > 0 {
         operation.polls_left -= 1;
         if operation.polls_left == 0 {
@@ -836,7 +786,7 @@ fn get_operation(state: &mut State, name: &str) -> Result<(StatusCode, Value), A
     let operation = state
         .operations
         .get(name)
-        .ok_or_else(|| ApiError::not_found(name))?;
+        .ok_or_else(|| GoogleError::not_found(name))?;
     Ok((StatusCode::OK, operation.to_json(name)))
 }
 
@@ -850,15 +800,15 @@ fn finish(state: &mut State, service: &str, generation: i64) {
 }
 
 /// The stand-in for the app itself: which revision (and image) answers at the service's URL.
-fn serve_app(state: &State, rest: &str) -> Result<Value, ApiError> {
+fn serve_app(state: &State, rest: &str) -> Result<Value, GoogleError> {
     let [project, location, id] = rest.split('/').collect::<Vec<_>>()[..] else {
-        return Err(ApiError::not_found(rest));
+        return Err(GoogleError::not_found(rest));
     };
     let name = format!("projects/{project}/locations/{location}/services/{id}");
     let service = state
         .services
         .get(&name)
-        .ok_or_else(|| ApiError::not_found(&name))?;
+        .ok_or_else(|| GoogleError::not_found(&name))?;
     let serving = service
         .serving
         .iter()
@@ -868,7 +818,7 @@ fn serve_app(state: &State, rest: &str) -> Result<Value, ApiError> {
         Some(revision) => {
             Ok(json!({ "service": id, "revision": revision.name, "image": revision.image }))
         }
-        None => Err(ApiError::new(
+        None => Err(GoogleError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",
             "no revision is serving",

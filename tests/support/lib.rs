@@ -12,6 +12,7 @@ pub mod fake_cloud_build;
 pub mod fake_cloud_run;
 pub mod fake_github;
 pub mod google_keys;
+pub mod google_rest;
 pub mod image_builder_contract;
 pub mod platform_contract;
 pub mod production;

@@ -17,7 +17,9 @@ use axum::extract::State as Shared;
 use axum::routing::post;
 use http::StatusCode;
 use runway_core::domain::{BuildId, Release, ReleaseState, ReleaseUpdate, RepoUrl};
-use runway_core::messages::{BuildNotification, BuildResults, BuiltImage, FailureInfo};
+use runway_core::messages::{
+    BuildNotification, BuildResults, BuiltImage, CloudBuildStatus, FailureInfo,
+};
 use runway_core::ports::{
     BuildStatus, Forge, ForgeError, Identity, ImageBuilder, Queue, Store, StoreError, Topic,
 };
@@ -190,7 +192,7 @@ async fn poll_builds(
         let notification = match state.builder.status(&build_id).await {
             Ok(BuildStatus::Running) => continue,
             Ok(BuildStatus::Succeeded { image }) => BuildNotification {
-                status: "SUCCESS".into(),
+                status: CloudBuildStatus::Success,
                 results: Some(BuildResults {
                     images: vec![BuiltImage {
                         name: image,
@@ -200,7 +202,7 @@ async fn poll_builds(
                 ..notification_for(&release, &build_id)
             },
             Ok(BuildStatus::Failed { status, detail }) => BuildNotification {
-                status,
+                status: CloudBuildStatus::parse(&status),
                 failure_info: Some(FailureInfo {
                     kind: String::new(),
                     detail,

@@ -18,7 +18,7 @@ use axum::extract::State as Shared;
 use axum::routing::post;
 use http::StatusCode;
 use runway_core::domain::{AuditAction, BuildId, Release, ReleaseId, ReleaseState, ReleaseUpdate};
-use runway_core::messages::{BuildNotification, DeployRequest};
+use runway_core::messages::{BuildEnded, BuildNotification, DeployRequest};
 use runway_core::ports::{
     BuildError, BuildRequest, DeploySpec, Forge, ForgeError, Identity, ImageBuilder, Platform,
     PlatformError, SecretStore, Store, StoreError,
@@ -360,12 +360,12 @@ async fn build_event(
 
 /// Building → deploying → live, or failed with the log's last lines.
 async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome, Outcome> {
-    if !build.is_finished() {
+    let Some(ended) = build.ended() else {
         return Ok(Outcome::Done(format!(
             "build {} is {}",
             build.id, build.status
         )));
-    }
+    };
     let build_id = BuildId::new(build.id.clone());
     let release = match build.release_id() {
         Some(release_id) => state.store.release(&release_id).await?,
@@ -388,33 +388,30 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
             )));
         }
     }
-    if build.status != "SUCCESS" {
-        let excerpt = state
-            .builder
-            .log_tail(&build_id, LOG_EXCERPT_LINES)
-            .await
-            .unwrap_or_default();
-        let detail = build
-            .failure_info
-            .map(|info| info.detail)
-            .filter(|detail| !detail.is_empty())
-            .unwrap_or_else(|| build.status.clone());
-        let message = format!(
-            "build {} ({detail}); the previous version keeps serving. Log:\n{excerpt}",
-            build.status.to_lowercase()
-        );
-        return Ok(fail(state, &release, ReleaseState::Building, message).await);
-    }
-    let Some(image) = build.results.and_then(|r| r.images.into_iter().next()) else {
-        return Ok(fail(
-            state,
-            &release,
-            ReleaseState::Building,
-            "the build succeeded but produced no image".into(),
-        )
-        .await);
+    let image = match ended {
+        BuildEnded::Failed { status, detail } => {
+            let excerpt = state
+                .builder
+                .log_tail(&build_id, LOG_EXCERPT_LINES)
+                .await
+                .unwrap_or_default();
+            let message = format!(
+                "build {} ({detail}); the previous version keeps serving. Log:\n{excerpt}",
+                status.as_str().to_lowercase()
+            );
+            return Ok(fail(state, &release, ReleaseState::Building, message).await);
+        }
+        BuildEnded::Succeeded { image: None } => {
+            return Ok(fail(
+                state,
+                &release,
+                ReleaseState::Building,
+                "the build succeeded but produced no image".into(),
+            )
+            .await);
+        }
+        BuildEnded::Succeeded { image: Some(image) } => image,
     };
-    let image = image.reference();
     let release = claim(
         state,
         &release,

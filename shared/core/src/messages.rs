@@ -34,8 +34,7 @@ impl DeployRequest {
 #[serde(rename_all = "camelCase")]
 pub struct BuildNotification {
     pub id: String,
-    /// QUEUED, WORKING, SUCCESS, FAILURE, INTERNAL_ERROR, TIMEOUT, CANCELLED, EXPIRED.
-    pub status: String,
+    pub status: CloudBuildStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +82,64 @@ pub fn untagged(image: &str) -> &str {
     }
 }
 
+/// A build's status, as Cloud Build names it (and the local builder too).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CloudBuildStatus {
+    Pending,
+    Queued,
+    Working,
+    Success,
+    Failure,
+    InternalError,
+    Timeout,
+    Cancelled,
+    Expired,
+    /// Also any status this version of Runway does not know.
+    #[default]
+    #[serde(other)]
+    StatusUnknown,
+}
+
+impl CloudBuildStatus {
+    /// The status a name stands for (`StatusUnknown` for one Runway does not know).
+    pub fn parse(name: &str) -> Self {
+        serde_json::from_value(serde_json::Value::from(name)).unwrap_or_default()
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::StatusUnknown => "STATUS_UNKNOWN",
+            Self::Pending => "PENDING",
+            Self::Queued => "QUEUED",
+            Self::Working => "WORKING",
+            Self::Success => "SUCCESS",
+            Self::Failure => "FAILURE",
+            Self::InternalError => "INTERNAL_ERROR",
+            Self::Timeout => "TIMEOUT",
+            Self::Cancelled => "CANCELLED",
+            Self::Expired => "EXPIRED",
+        }
+    }
+}
+
+impl std::fmt::Display for CloudBuildStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A finished build, as the worker acts on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BuildEnded {
+    /// The image to run, by digest; `None` if the build pushed none.
+    Succeeded { image: Option<String> },
+    Failed {
+        status: CloudBuildStatus,
+        detail: String,
+    },
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FailureInfo {
     #[serde(rename = "type", default)]
@@ -105,7 +162,37 @@ impl BuildNotification {
     }
 
     pub fn is_finished(&self) -> bool {
-        !matches!(self.status.as_str(), "QUEUED" | "WORKING" | "PENDING")
+        !matches!(
+            self.status,
+            CloudBuildStatus::Queued | CloudBuildStatus::Working | CloudBuildStatus::Pending
+        )
+    }
+
+    /// What the notification means for its release: nothing yet while the build runs; its
+    /// image (by digest) when it succeeded; why, when it did not.
+    pub fn ended(&self) -> Option<BuildEnded> {
+        if !self.is_finished() {
+            return None;
+        }
+        Some(if self.status == CloudBuildStatus::Success {
+            BuildEnded::Succeeded {
+                image: self
+                    .results
+                    .as_ref()
+                    .and_then(|results| results.images.first())
+                    .map(BuiltImage::reference),
+            }
+        } else {
+            BuildEnded::Failed {
+                detail: self
+                    .failure_info
+                    .as_ref()
+                    .map(|info| info.detail.clone())
+                    .filter(|detail| !detail.is_empty())
+                    .unwrap_or_else(|| self.status.as_str().to_owned()),
+                status: self.status.clone(),
+            }
+        })
     }
 
     pub fn to_message(&self, app: &str) -> OutboundMessage {
@@ -113,7 +200,7 @@ impl BuildNotification {
             data: serde_json::to_vec(self).expect("a build notification serializes"),
             attributes: BTreeMap::from([
                 ("buildId".to_owned(), self.id.clone()),
-                ("status".to_owned(), self.status.clone()),
+                ("status".to_owned(), self.status.as_str().to_owned()),
             ]),
             ordering_key: Some(app.to_owned()),
         }
@@ -135,6 +222,40 @@ mod tests {
             "localhost:5000/r/app"
         );
         assert_eq!(untagged("localhost:5000/r/app"), "localhost:5000/r/app");
+    }
+
+    #[test]
+    fn a_notification_decodes_into_what_the_build_ended_with() {
+        let decode = |json: &str| serde_json::from_str::<BuildNotification>(json).unwrap();
+
+        let running = decode(r#"{"id":"b","status":"WORKING"}"#);
+        assert_eq!(running.ended(), None);
+
+        let built = decode(
+            r#"{"id":"b","status":"SUCCESS","results":{"images":[{"name":"r/app:c1","digest":"sha256:ff"}]}}"#,
+        );
+        assert_eq!(
+            built.ended(),
+            Some(BuildEnded::Succeeded {
+                image: Some("r/app@sha256:ff".into())
+            })
+        );
+
+        let failed = decode(
+            r#"{"id":"b","status":"FAILURE","failureInfo":{"type":"USER_BUILD_STEP","detail":"step 1 failed"}}"#,
+        );
+        assert_eq!(
+            failed.ended(),
+            Some(BuildEnded::Failed {
+                status: CloudBuildStatus::Failure,
+                detail: "step 1 failed".into()
+            })
+        );
+
+        // A status Cloud Build adds later is not mistaken for a running build.
+        let novel = decode(r#"{"id":"b","status":"PAUSED_FOR_APPROVAL"}"#);
+        assert_eq!(novel.status, CloudBuildStatus::StatusUnknown);
+        assert!(matches!(novel.ended(), Some(BuildEnded::Failed { .. })));
     }
 
     #[test]

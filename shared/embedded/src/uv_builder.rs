@@ -17,7 +17,9 @@ use tokio::process::Command;
 
 use runway_core::domain::{AppName, BuildId};
 use runway_core::install::{Install, SourceFiles};
-use runway_core::messages::{BuildNotification, BuildResults, BuiltImage, FailureInfo};
+use runway_core::messages::{
+    BuildNotification, BuildResults, BuiltImage, CloudBuildStatus, FailureInfo,
+};
 use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, Forge, ImageBuilder, Queue, StartedBuild, Topic,
 };
@@ -263,10 +265,11 @@ impl UvBuilder {
         detail: &str,
         dir: &Path,
     ) -> BuildNotification {
-        let success = status == "SUCCESS";
+        let status = CloudBuildStatus::parse(status);
+        let success = status == CloudBuildStatus::Success;
         BuildNotification {
             id: build_id.to_owned(),
-            status: status.to_owned(),
+            status,
             log_url: Some(self.log_url(build_id)),
             results: success.then(|| BuildResults {
                 images: vec![BuiltImage {
