@@ -9,6 +9,7 @@ use axum::extract::State as Shared;
 use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode};
 use runway_core::config::Policy;
+use runway_core::deployments::{Settings, SubmitRefused, may_submit, submitted};
 use runway_core::domain::{
     AppName, AuditAction, Branch, Caller, CommitSha, Cpu, Deployment, MainFile, Memory, NewRelease,
     Region, Release, ReleaseId, RepoUrl, Resources, SecretsToml, Trigger,
@@ -235,20 +236,12 @@ async fn create_or_update(
 ) -> ApiResult {
     let form = read_form(&headers, &body)?.validate(&state.policy)?;
     let existing = state.store.deployment(&form.app).await?;
-    if let Some(existing) = &existing {
-        if !caller.may_manage(existing) {
-            return Err(ApiError::Forbidden(format!(
-                "the app name '{}' is taken by {}; choose another name",
-                form.app, existing.owner
-            )));
-        }
-        if existing.repo != form.repo {
-            return Err(ApiError::Conflict(format!(
-                "the app '{}' deploys {}; delete it first or choose another name",
-                form.app, existing.repo
-            )));
-        }
-    }
+    may_submit(existing.as_ref(), &caller, &form.app, &form.repo).map_err(
+        |refused| match refused {
+            SubmitRefused::Taken { .. } => ApiError::Forbidden(refused.to_string()),
+            SubmitRefused::OtherRepository { .. } => ApiError::Conflict(refused.to_string()),
+        },
+    )?;
     let repository = state
         .forge
         .repository(&form.repo)
@@ -277,8 +270,7 @@ async fn create_or_update(
             )
             .await
             .map_err(|e| forge_error("repo_url", e))?;
-        let now = state.clock.now();
-        let deployment = Deployment {
+        let settings = Settings {
             app: form.app.clone(),
             repo: form.repo.clone(),
             repo_id: repository.id,
@@ -286,15 +278,9 @@ async fn create_or_update(
             main_file: form.main_file.clone(),
             region: form.region.clone(),
             resources: form.resources,
-            owner: existing
-                .as_ref()
-                .map_or(caller.email.clone(), |d| d.owner.clone()),
-            webhook_id: Some(webhook_id),
-            live_release: existing.as_ref().and_then(|d| d.live_release.clone()),
-            url: existing.as_ref().and_then(|d| d.url.clone()),
-            created_at: existing.as_ref().map_or(now, |d| d.created_at),
-            updated_at: now,
+            webhook_id,
         };
+        let deployment = submitted(existing.as_ref(), settings, &caller, state.clock.now());
         state.store.put_deployment(&deployment).await?;
         Ok::<_, ApiError>(deployment)
     }

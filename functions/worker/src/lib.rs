@@ -18,7 +18,7 @@ use axum::extract::State as Shared;
 use axum::routing::post;
 use http::StatusCode;
 use runway_core::domain::{AuditAction, BuildId, Release, ReleaseId, ReleaseState, ReleaseUpdate};
-use runway_core::messages::{BuildEnded, BuildNotification, DeployRequest};
+use runway_core::messages::{BuildEnded, BuildNotification, CloudBuildStatus, DeployRequest};
 use runway_core::ports::{
     BuildError, BuildRequest, DeploySpec, Forge, ForgeError, Identity, ImageBuilder, Platform,
     PlatformError, SecretStore, Store, StoreError,
@@ -377,19 +377,15 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
             build.id
         )));
     };
-    match release.state {
-        ReleaseState::Building => {}
-        // A redelivery after the platform step failed transiently: try that step again.
-        ReleaseState::Deploying => return Ok(go_live(state, release).await),
-        other => {
+    let image = match after_build(release.state, ended) {
+        AfterBuild::MovedOn(other) => {
             return Ok(Outcome::Done(format!(
                 "release {} is already {other}",
                 release.id
             )));
         }
-    }
-    let image = match ended {
-        BuildEnded::Failed { status, detail } => {
+        AfterBuild::DeployAgain => return Ok(go_live(state, release).await),
+        AfterBuild::Fail { status, detail } => {
             let excerpt = state
                 .builder
                 .log_tail(&build_id, LOG_EXCERPT_LINES)
@@ -401,7 +397,7 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
             );
             return Ok(fail(state, &release, ReleaseState::Building, message).await);
         }
-        BuildEnded::Succeeded { image: None } => {
+        AfterBuild::FailWithoutImage => {
             return Ok(fail(
                 state,
                 &release,
@@ -410,7 +406,7 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
             )
             .await);
         }
-        BuildEnded::Succeeded { image: Some(image) } => image,
+        AfterBuild::Deploy(image) => image,
     };
     let release = claim(
         state,
@@ -425,6 +421,40 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
     )
     .await?;
     Ok(go_live(state, release).await)
+}
+
+/// What a finished build means for its release, given the state the release is in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterBuild {
+    /// The release moved on already (a duplicate notification): nothing to do.
+    MovedOn(ReleaseState),
+    /// The release is deploying: a redelivery after the platform step failed transiently, so
+    /// that step is tried again.
+    DeployAgain,
+    Fail {
+        status: CloudBuildStatus,
+        detail: String,
+    },
+    FailWithoutImage,
+    /// Building → deploying with this image.
+    Deploy(String),
+}
+
+/// The worker's decision on a build's end: pure, so every case is tested without a store.
+pub fn after_build(state: ReleaseState, ended: BuildEnded) -> AfterBuild {
+    match (state, ended) {
+        (ReleaseState::Deploying, _) => AfterBuild::DeployAgain,
+        (ReleaseState::Building, BuildEnded::Failed { status, detail }) => {
+            AfterBuild::Fail { status, detail }
+        }
+        (ReleaseState::Building, BuildEnded::Succeeded { image: None }) => {
+            AfterBuild::FailWithoutImage
+        }
+        (ReleaseState::Building, BuildEnded::Succeeded { image: Some(image) }) => {
+            AfterBuild::Deploy(image)
+        }
+        (other, _) => AfterBuild::MovedOn(other),
+    }
 }
 
 /// Deploying → live on the platform, unless a newer release is already live.
@@ -533,5 +563,58 @@ async fn go_live(state: &State, release: Release) -> Outcome {
         )
         .await,
         Err(error) => Outcome::Retry(format!("deploying: {error:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(image: Option<&str>) -> BuildEnded {
+        BuildEnded::Succeeded {
+            image: image.map(str::to_owned),
+        }
+    }
+
+    fn failed() -> BuildEnded {
+        BuildEnded::Failed {
+            status: CloudBuildStatus::Timeout,
+            detail: "timed out".into(),
+        }
+    }
+
+    #[test]
+    fn a_building_release_deploys_its_image_or_fails_with_the_reason() {
+        assert_eq!(
+            after_build(ReleaseState::Building, built(Some("r/app@sha256:1"))),
+            AfterBuild::Deploy("r/app@sha256:1".into())
+        );
+        assert_eq!(
+            after_build(ReleaseState::Building, built(None)),
+            AfterBuild::FailWithoutImage
+        );
+        assert_eq!(
+            after_build(ReleaseState::Building, failed()),
+            AfterBuild::Fail {
+                status: CloudBuildStatus::Timeout,
+                detail: "timed out".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_redelivered_end_retries_the_deploy_or_is_ignored_once_the_release_moved_on() {
+        assert_eq!(
+            after_build(ReleaseState::Deploying, built(Some("i"))),
+            AfterBuild::DeployAgain
+        );
+        for done in [
+            ReleaseState::Live,
+            ReleaseState::Failed,
+            ReleaseState::Superseded,
+            ReleaseState::Queued,
+        ] {
+            assert_eq!(after_build(done, failed()), AfterBuild::MovedOn(done));
+        }
     }
 }

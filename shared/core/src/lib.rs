@@ -6,6 +6,7 @@
 pub mod adapters;
 pub mod clock;
 pub mod config;
+pub mod deployments;
 pub mod domain;
 pub mod install;
 pub mod messages;

@@ -65,8 +65,9 @@ where
     }
 }
 
-/// The whole request body, within the limit the route's `RequestBodyLimitLayer` sets (413
-/// beyond it, whether or not the client said how long the body is).
+/// The whole request body, within the limit the route's `DefaultBodyLimit` sets (413 beyond
+/// it). The body is read up to the limit before the refusal, so a client still sending gets the
+/// 413 rather than a connection closed under it.
 pub struct Body(pub Bytes);
 
 impl<S> FromRequest<S> for Body
@@ -75,24 +76,22 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, _: &S) -> Result<Self, ApiError> {
-        read_all(request.into_body()).await.map(Body)
-    }
-}
-
-/// Reads a body to its end; a limit layer's refusal is a 413.
-pub(crate) async fn read_all(body: axum::body::Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, usize::MAX)
-        .await
-        .map_err(|error| {
-            let error = error.into_inner();
-            if error.is::<http_body_util::LengthLimitError>() {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::BadRequest {
-                    field: None,
-                    message: format!("could not read the request body: {error}"),
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(request, state)
+            .await
+            .map(Body)
+            .map_err(|rejection| {
+                if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::BadRequest {
+                        field: None,
+                        message: format!(
+                            "could not read the request body: {}",
+                            rejection.body_text()
+                        ),
+                    }
                 }
-            }
-        })
+            })
+    }
 }

@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use http::{HeaderName, StatusCode};
 use tower::ServiceBuilder;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -60,9 +59,14 @@ pub struct Limits {
 }
 
 /// `routes` with `limits`: larger bodies get 413, slower requests 504.
+///
+/// The body limit is axum's `DefaultBodyLimit`, which the `Body` extractor enforces while it
+/// reads, not tower-http's `RequestBodyLimitLayer`: that one answers 413 on the
+/// `Content-Length` alone, and hyper then closes the connection while the client is still
+/// sending, so the client sees a broken pipe instead of the 413 (a test caught it).
 pub fn limits(routes: Router, limits: Limits) -> Router {
     routes
-        .layer(RequestBodyLimitLayer::new(limits.body))
+        .layer(DefaultBodyLimit::max(limits.body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             limits.timeout,

@@ -1,0 +1,171 @@
+//! The decisions of a submit, apart from the I/O around them: who may submit an app, and what
+//! its record becomes when it is created or updated.
+
+use crate::domain::{
+    AppName, Branch, Caller, Deployment, HookId, MainFile, Region, RepoUrl, Resources, Timestamp,
+};
+
+/// Why a submit is refused before anything is done.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitRefused {
+    #[error("the app name '{app}' is taken by {owner}; choose another name")]
+    Taken { app: AppName, owner: String },
+    #[error("the app '{app}' deploys {repo}; delete it first or choose another name")]
+    OtherRepository { app: AppName, repo: RepoUrl },
+}
+
+/// Whether `caller` may submit `app` from `repo`: a new name is free; an existing app is its
+/// owner's (or an admin's) to update, from the repository it already deploys.
+pub fn may_submit(
+    existing: Option<&Deployment>,
+    caller: &Caller,
+    app: &AppName,
+    repo: &RepoUrl,
+) -> Result<(), SubmitRefused> {
+    let Some(existing) = existing else {
+        return Ok(());
+    };
+    if !caller.may_manage(existing) {
+        return Err(SubmitRefused::Taken {
+            app: app.clone(),
+            owner: existing.owner.clone(),
+        });
+    }
+    if &existing.repo != repo {
+        return Err(SubmitRefused::OtherRepository {
+            app: app.clone(),
+            repo: existing.repo.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// What a submit sets on an app.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub app: AppName,
+    pub repo: RepoUrl,
+    pub repo_id: u64,
+    pub branch: Branch,
+    pub main_file: MainFile,
+    pub region: Region,
+    pub resources: Resources,
+    pub webhook_id: HookId,
+}
+
+/// The app's record after a submit: the settings, on top of what the app already was. An
+/// update keeps the owner, the creation time, and the release serving with its URL (only a
+/// release going live moves those).
+pub fn submitted(
+    existing: Option<&Deployment>,
+    settings: Settings,
+    caller: &Caller,
+    now: Timestamp,
+) -> Deployment {
+    Deployment {
+        app: settings.app,
+        repo: settings.repo,
+        repo_id: settings.repo_id,
+        branch: settings.branch,
+        main_file: settings.main_file,
+        region: settings.region,
+        resources: settings.resources,
+        owner: existing.map_or_else(|| caller.email.clone(), |d| d.owner.clone()),
+        webhook_id: Some(settings.webhook_id),
+        live_release: existing.and_then(|d| d.live_release.clone()),
+        url: existing.and_then(|d| d.url.clone()),
+        created_at: existing.map_or(now, |d| d.created_at),
+        updated_at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ReleaseId;
+
+    fn at(seconds: i64) -> Timestamp {
+        chrono::DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    fn caller(email: &str, admin: bool) -> Caller {
+        Caller {
+            email: email.into(),
+            admin,
+        }
+    }
+
+    fn repo(name: &str) -> RepoUrl {
+        RepoUrl::parse(&format!("https://github.com/acme/{name}"), false).unwrap()
+    }
+
+    fn settings(main_file: &str) -> Settings {
+        Settings {
+            app: AppName::parse("demo").unwrap(),
+            repo: repo("demo"),
+            repo_id: 7,
+            branch: Branch::parse("main").unwrap(),
+            main_file: MainFile::parse(main_file).unwrap(),
+            region: Region::try_from("europe-west1".to_owned()).unwrap(),
+            resources: Resources::default(),
+            webhook_id: HookId::new("11"),
+        }
+    }
+
+    fn existing() -> Deployment {
+        let mut app = submitted(None, settings("app.py"), &caller("ada@x.io", false), at(0));
+        app.live_release = Some(ReleaseId::new("r1"));
+        app.url = Some("https://demo.example".into());
+        app
+    }
+
+    #[test]
+    fn a_new_app_belongs_to_whoever_submits_it() {
+        let app = submitted(None, settings("app.py"), &caller("ada@x.io", false), at(5));
+        assert_eq!(app.owner, "ada@x.io");
+        assert_eq!(app.created_at, at(5));
+        assert_eq!(app.live_release, None);
+    }
+
+    #[test]
+    fn an_update_changes_the_settings_and_keeps_owner_live_release_and_url() {
+        let before = existing();
+        let after = submitted(
+            Some(&before),
+            settings("pages/main.py"),
+            &caller("root@x.io", true),
+            at(60),
+        );
+        assert_eq!(after.main_file.as_str(), "pages/main.py");
+        assert_eq!(after.owner, "ada@x.io");
+        assert_eq!(after.live_release, before.live_release);
+        assert_eq!(after.url, before.url);
+        assert_eq!(after.created_at, at(0));
+        assert_eq!(after.updated_at, at(60));
+    }
+
+    #[test]
+    fn only_the_owner_or_an_admin_updates_an_app_and_only_from_its_repository() {
+        let app = existing();
+        let name = AppName::parse("demo").unwrap();
+        assert_eq!(
+            may_submit(Some(&app), &caller("bob@x.io", false), &name, &repo("demo")),
+            Err(SubmitRefused::Taken {
+                app: name.clone(),
+                owner: "ada@x.io".into()
+            })
+        );
+        assert!(may_submit(Some(&app), &caller("ada@x.io", false), &name, &repo("demo")).is_ok());
+        assert!(may_submit(Some(&app), &caller("root@x.io", true), &name, &repo("demo")).is_ok());
+        assert!(matches!(
+            may_submit(
+                Some(&app),
+                &caller("ada@x.io", false),
+                &name,
+                &repo("other")
+            ),
+            Err(SubmitRefused::OtherRepository { .. })
+        ));
+        assert!(may_submit(None, &caller("bob@x.io", false), &name, &repo("other")).is_ok());
+    }
+}
