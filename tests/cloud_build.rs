@@ -3,20 +3,15 @@
 //! the `ImageBuilder` contract against both it and the embedded `UvBuilder`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use runway_core::domain::{AppName, BuildId, MainFile};
 use runway_core::messages::{BuildNotification, CloudBuildStatus};
-use runway_core::ports::{
-    BuildError, BuildStatus, ImageBuilder, OutboundMessage, Queue, QueueError, Topic,
-};
-use runway_embedded::{GitForge, UvBuilder, UvBuilderConfig};
-use runway_gcp::{CloudBuildBuilder, CloudBuildConfig, SourceFiles, generated_dockerfile};
-use runway_tests::fake_cloud_build::FakeCloudBuild;
+use runway_core::ports::{BuildError, BuildStatus, ImageBuilder};
+use runway_gcp::{CloudBuildBuilder, SourceFiles, generated_dockerfile};
+use runway_tests::fake_cloud_build::{FakeCloudBuild, OnEmulators};
 use runway_tests::image_builder_contract::{self as contract, GOOD_APP, MISSING_REQUIREMENT};
 use runway_tests::{GitRepo, emulators};
 use serde_json::{Value, json};
@@ -35,33 +30,14 @@ struct Cloud {
 }
 
 async fn cloud() -> Cloud {
-    let project = emulators::unique_project();
-    let http = reqwest::Client::new();
-    let source_bucket = format!("{project}-sources");
-    let logs_bucket = format!("{project}-logs");
-    emulators::create_bucket(&project, &source_bucket).await;
-    emulators::create_bucket(&project, &logs_bucket).await;
-    let fake = FakeCloudBuild::start(&project, &emulators::gcs(), &emulators::pubsub())
-        .await
-        .expect("the fake Cloud Build starts");
-    let image_repo = format!("europe-west1-docker.pkg.dev/{project}/runway-apps");
-    let builder = CloudBuildBuilder::new(
-        CloudBuildConfig {
-            project: project.clone(),
-            location: "europe-west1".into(),
-            source_bucket: source_bucket.clone(),
-            image_repo: image_repo.clone(),
-            logs_bucket: logs_bucket.clone(),
-            service_account: None,
-            build_endpoint: Some(fake.url().to_owned()),
-            storage_endpoint: Some(emulators::gcs()),
-            anonymous: true,
-            timeout: Duration::from_secs(1200),
-        },
-        Arc::new(GitForge::new("/usr/bin/true".into())),
-    )
-    .await
-    .expect("the builder's clients");
+    let OnEmulators {
+        fake,
+        builder,
+        project,
+        source_bucket,
+        logs_bucket,
+        image_repo,
+    } = OnEmulators::start().await;
     Cloud {
         fake,
         builder,
@@ -69,7 +45,7 @@ async fn cloud() -> Cloud {
         source_bucket,
         logs_bucket,
         image_repo,
-        http,
+        http: reqwest::Client::new(),
         _dir: tempfile::tempdir().unwrap(),
     }
 }
@@ -599,106 +575,4 @@ async fn builds_it_never_made_are_lost_and_odd_ids_are_refused() {
             .await,
         Err(BuildError::NotFound(_))
     ));
-}
-
-// The contract, against the embedded builder.
-
-/// Keeps what the builder publishes (the UvBuilder announces its ends on a queue).
-#[derive(Default)]
-struct Recorded(Mutex<Vec<(Topic, OutboundMessage)>>);
-
-#[async_trait]
-impl Queue for Recorded {
-    async fn publish(&self, topic: Topic, message: OutboundMessage) -> Result<String, QueueError> {
-        let mut all = self.0.lock().unwrap();
-        all.push((topic, message));
-        Ok(all.len().to_string())
-    }
-}
-
-fn uv_builder(dir: &std::path::Path) -> (UvBuilder, Arc<Recorded>) {
-    let recorded = Arc::new(Recorded::default());
-    let builder = UvBuilder::new(
-        UvBuilderConfig {
-            dir: dir.join("builds"),
-            uv: runway_tests::uv_bin(),
-            python: "python3".into(),
-            uv_cache_dir: std::env::temp_dir().join("runway-test-uv-cache"),
-            public_url: "http://127.0.0.1:1".into(),
-            timeout: Duration::from_secs(300),
-        },
-        Arc::new(GitForge::new("/usr/bin/true".into())),
-        recorded.clone(),
-    );
-    (builder, recorded)
-}
-
-#[tokio::test]
-async fn the_uv_builder_keeps_the_same_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    let (builder, recorded) = uv_builder(dir.path());
-    let good = GitRepo::create(&dir.path().join("good"), GOOD_APP).unwrap();
-    let files = contract::failing_app();
-    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    let bad = GitRepo::create(&dir.path().join("bad"), &files).unwrap();
-    let timeout = Duration::from_secs(240);
-
-    let (built, _) =
-        contract::builds_a_commit(&builder, contract::request("good", &good), timeout).await;
-    let (failed, _, log) =
-        contract::reports_a_failed_build(&builder, contract::request("bad", &bad), timeout).await;
-    contract::knows_nothing_of_other_builds(&builder).await;
-    contract::delete_app_forgets_only_that_app(
-        &builder,
-        &AppName::parse("good").unwrap(),
-        &built.build_id,
-        &failed.build_id,
-    )
-    .await;
-
-    assert!(log.contains("runway-missing-package"), "{log}");
-    let published = recorded.0.lock().unwrap();
-    let ids: Vec<(&str, &str)> = published
-        .iter()
-        .map(|(topic, message)| {
-            assert_eq!(*topic, Topic::BuildEvents);
-            (
-                message.attributes["buildId"].as_str(),
-                message.attributes["status"].as_str(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        ids,
-        [
-            (built.build_id.as_str(), "SUCCESS"),
-            (failed.build_id.as_str(), "FAILURE")
-        ]
-    );
-}
-
-#[tokio::test]
-async fn the_cloud_build_builder_keeps_the_contract() {
-    let cloud = cloud().await;
-    cloud
-        .fake
-        .fail_when_file_contains("requirements.txt", MISSING_REQUIREMENT);
-    let good = cloud.repo("good", GOOD_APP);
-    let files = contract::failing_app();
-    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    let bad = cloud.repo("bad", &files);
-
-    let (built, _) =
-        contract::builds_a_commit(&cloud.builder, contract::request("good", &good), WAIT).await;
-    let (failed, _, _) =
-        contract::reports_a_failed_build(&cloud.builder, contract::request("bad", &bad), WAIT)
-            .await;
-    contract::knows_nothing_of_other_builds(&cloud.builder).await;
-    contract::delete_app_forgets_only_that_app(
-        &cloud.builder,
-        &AppName::parse("good").unwrap(),
-        &built.build_id,
-        &failed.build_id,
-    )
-    .await;
 }

@@ -8,7 +8,6 @@ use runway_core::domain::{AppName, Cpu, MainFile, Memory, ReleaseId, Resources};
 use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError, SecretRef};
 use runway_gcp::{CloudRunConfig, CloudRunPlatform};
 use runway_tests::fake_cloud_run::{FakeCloudRun, served, service_name};
-use runway_tests::platform_contract::{self, Fixture};
 use serde_json::Value;
 
 const PROJECT: &str = "runway-test";
@@ -404,27 +403,4 @@ async fn an_unavailable_cloud_run_is_worth_retrying() -> anyhow::Result<()> {
         .await
         .context("the retry succeeds")?;
     Ok(())
-}
-
-#[tokio::test]
-async fn the_platform_contract_holds_on_cloud_run() -> anyhow::Result<()> {
-    let setup = Setup::start().await?;
-    let fixture = Fixture {
-        good: [GOOD.into(), BETTER.into()],
-        broken: BROKEN.into(),
-        region: runway_tests::region(REGION),
-        serving: Box::new(|url| {
-            Box::pin(async move {
-                let answer = served(&url).await?;
-                Ok(answer["image"].as_str().unwrap_or_default().to_owned())
-            })
-        }),
-    };
-
-    platform_contract::deploys_updates_survives_a_broken_release_and_deletes(
-        &setup.platform,
-        &fixture,
-        &app(),
-    )
-    .await
 }

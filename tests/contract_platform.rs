@@ -1,5 +1,6 @@
-//! The `Platform` contract (tests/support/platform_contract.rs) against the embedded
-//! `ProcessPlatform`, with nothing faked: the images are built by the real `UvBuilder` (uv and
+//! The `Platform` port's contract (the checks are in `support/platform_contract.rs`), run
+//! against `CloudRunPlatform` on the fake Cloud Run Admin API and against the embedded
+//! `ProcessPlatform` with nothing faked: the images are built by the real `UvBuilder` (uv and
 //! the uv cache shared by the tests) from real git repositories, each revision is a real
 //! `streamlit run` process, and every request goes through the real proxy, served on 127.0.0.1
 //! at the port the platform's URLs name, by `Host: APP.localhost` as `runway` routes it.
@@ -18,16 +19,26 @@ use anyhow::{Context, bail, ensure};
 use async_trait::async_trait;
 use runway_core::domain::{AppName, CommitSha, MainFile, RepoUrl};
 use runway_core::ports::{
-    BuildRequest, BuildStatus, ImageBuilder, OutboundMessage, Queue, QueueError, Topic,
+    BuildRequest, BuildStatus, ImageBuilder, OutboundMessage, Platform, Queue, QueueError, Topic,
 };
 use runway_embedded::process_platform::ProcessPlatformConfig;
 use runway_embedded::proxy::{Proxy, Routes, app_from_host};
 use runway_embedded::{GitForge, ProcessPlatform, UvBuilder, UvBuilderConfig};
+use runway_gcp::{CloudRunConfig, CloudRunPlatform};
 use runway_http::serve;
+use runway_tests::fake_cloud_run::{FakeCloudRun, served};
 use runway_tests::image_builder_contract::wait_for_end;
 use runway_tests::platform_contract::{self, Fixture};
 use runway_tests::{GitRepo, git, processes_mentioning};
 use tokio::net::TcpListener;
+
+runway_tests::contract! {
+    subjects: [
+        process_platform => super::process_platform().await.expect("the embedded platform"),
+        cloud_run => super::cloud_run().await.expect("the fake Cloud Run"),
+    ],
+    checks: [deploys_updates_survives_a_broken_release_and_deletes],
+}
 
 const APP: &str = "platform";
 const MAIN_FILE: &str = "streamlit_app.py";
@@ -99,8 +110,8 @@ async fn build(
     }
 }
 
-#[tokio::test]
-async fn the_platform_contract_holds_on_process_platform() -> anyhow::Result<()> {
+/// The embedded platform, its proxy, and the images the real uv builder made for it.
+async fn process_platform() -> anyhow::Result<Subject> {
     let dir = tempfile::tempdir()?;
     let builder = UvBuilder::new(
         UvBuilderConfig {
@@ -188,27 +199,109 @@ async fn the_platform_contract_holds_on_process_platform() -> anyhow::Result<()>
         }),
     };
 
+    let platform = Arc::new(platform);
+    Ok(Subject {
+        platform: platform.clone(),
+        fixture,
+        local: tokio::sync::Mutex::new(Some(Local {
+            platform,
+            stop_proxy,
+            server,
+            dir,
+        })),
+        _cloud_run: None,
+    })
+}
+
+/// The Cloud Run platform against the fake Cloud Run, where an image is only a name: the fake
+/// "runs" the two good ones and refuses to start the broken one, as Cloud Run reports it.
+async fn cloud_run() -> anyhow::Result<Subject> {
+    const PROJECT: &str = "runway-test";
+    const REGION: &str = "europe-west1";
+    const GOOD: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:1111";
+    const BETTER: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:2222";
+    const BROKEN: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:dead";
+    let fake = FakeCloudRun::start().await?;
+    fake.fail_image(
+        BROKEN,
+        "The user-provided container failed to start and listen on the port defined provided \
+         by the PORT=8080 environment variable.",
+    );
+    let mut config = CloudRunConfig::new(
+        PROJECT,
+        "apps@runway-test.iam.gserviceaccount.com",
+        vec![REGION.into()],
+    );
+    config.endpoint = Some(fake.endpoint());
+    config.anonymous = true;
+    config.poll_initial_delay = Duration::from_millis(10);
+    config.poll_max_delay = Duration::from_millis(50);
+    config.operation_timeout = Duration::from_secs(10);
+    Ok(Subject {
+        platform: Arc::new(CloudRunPlatform::new(config).await?),
+        fixture: Fixture {
+            good: [GOOD.into(), BETTER.into()],
+            broken: BROKEN.into(),
+            region: runway_tests::region(REGION),
+            serving: Box::new(|url| {
+                Box::pin(async move {
+                    let answer = served(&url).await?;
+                    Ok(answer["image"].as_str().unwrap_or_default().to_owned())
+                })
+            }),
+        },
+        local: tokio::sync::Mutex::new(None),
+        _cloud_run: Some(fake),
+    })
+}
+
+/// A platform, the images the contract deploys on it, and what must live as long as it.
+struct Subject {
+    platform: Arc<dyn Platform>,
+    fixture: Fixture,
+    /// The embedded platform's parts, stopped at the end of the check.
+    local: tokio::sync::Mutex<Option<Local>>,
+    _cloud_run: Option<FakeCloudRun>,
+}
+
+struct Local {
+    platform: Arc<ProcessPlatform>,
+    stop_proxy: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+    dir: tempfile::TempDir,
+}
+
+impl Subject {
+    /// Stops the embedded platform and its proxy: no app process may outlive it (replaced
+    /// revisions are stopped after their drain).
+    async fn tear_down(&self) -> anyhow::Result<()> {
+        let Some(local) = self.local.lock().await.take() else {
+            return Ok(());
+        };
+        local.platform.shutdown().await;
+        let _ = local.stop_proxy.send(());
+        local.server.await?;
+        let needle = local.dir.path().display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !processes_mentioning(&needle, 0).is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "app processes still running: {:?}",
+                processes_mentioning(&needle, 0)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+}
+
+async fn deploys_updates_survives_a_broken_release_and_deletes(s: &Subject) -> anyhow::Result<()> {
     let result = platform_contract::deploys_updates_survives_a_broken_release_and_deletes(
-        &platform,
-        &fixture,
+        s.platform.as_ref(),
+        &s.fixture,
         &AppName::parse(APP)?,
     )
     .await;
-    platform.shutdown().await;
-    let _ = stop_proxy.send(());
-    server.await?;
-    result?;
-
-    // Replaced revisions are stopped after their drain; none may outlive the test.
-    let needle = dir.path().display().to_string();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !processes_mentioning(&needle, 0).is_empty() {
-        ensure!(
-            Instant::now() < deadline,
-            "app processes still running: {:?}",
-            processes_mentioning(&needle, 0)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
+    let stopped = s.tear_down().await;
+    result.and(stopped)
 }

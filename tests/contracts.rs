@@ -3,6 +3,7 @@
 
 mod contract_forge;
 mod contract_identity;
+mod contract_image_builder;
 mod contract_platform;
 mod contract_queue;
 mod contract_secrets;

@@ -1,314 +1,10 @@
-//! A fake GitHub REST API for the `GitHubForge` tests.
-//!
-//! A fake is allowed here only because GitHub has no runnable peer: there is no emulator or
-//! self-hostable GitHub to test against. So this one stays honest in two ways. It follows
-//! GitHub's documented REST shapes field by field (API version 2022-11-28: "Get a repository",
-//! "Get a branch", "Download a repository archive (tar)", "List/Create/Get/Update/Delete a
-//! repository webhook", "Get a repository installation for the authenticated app", "Create an
-//! installation access token for an app"), including errors (`{"message", "documentation_url",
-//! "status"}`, 422 `errors`), rate-limit headers, `Link` pagination with `/repositories/{id}`
-//! URLs, 301/307 for renamed repositories and the 302 from `tarball` to codeload. And everything
-//! git is real: each repository is a bare git repository on disk; default branches come from
-//! `git symbolic-ref HEAD`, heads from `git rev-parse`, tarballs from `git archive` with
-//! GitHub's `OWNER-REPO-SHA7/` folder.
-//!
-//! Codeload listens on a second port (another origin, as codeload.github.com is), so a test can
-//! check that credentials never follow the redirect. Hooks live in memory; tests read them back,
-//! secrets included. Authentication is checked: a configured token, or an installation token this
-//! fake issued for an App JWT that verified (RS256) against the App's public key.
+//! The REST surface of the fake GitHub: routing, authentication (tokens and GitHub App JWTs),
+//! rate limits, redirects for renamed repositories, GitHub's error bodies, and the webhooks
+//! endpoints with their validation and pagination.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use super::*;
 
-use anyhow::Context;
-use chrono::{DateTime, Utc};
-use http::{HeaderValue, Method, StatusCode, header};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use runway_http::{Request, Response, full, read_body, serve};
-use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-
-const DOCS: &str = "https://docs.github.com/rest";
-/// GitHub caps `per_page` at 100 and defaults to 30.
-const MAX_PER_PAGE: usize = 100;
-const DEFAULT_PER_PAGE: usize = 30;
-/// GitHub refuses App JWTs that expire more than 10 minutes ahead.
-const MAX_JWT_LIFETIME_SECS: i64 = 600;
-
-/// A running fake GitHub; stops serving when dropped.
-pub struct FakeGitHub {
-    api: String,
-    state: Arc<Mutex<State>>,
-    _stop: watch::Sender<()>,
-}
-
-/// A GitHub App registered with the fake, installed on every repository it serves.
-pub struct FakeApp {
-    pub app_id: u64,
-    pub installation_id: u64,
-    /// The App's private key, PKCS#1 PEM, as GitHub hands it out.
-    pub private_key_pem: String,
-}
-
-/// A repository webhook as the fake holds it, secret included (GitHub never shows it).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FakeHook {
-    pub id: u64,
-    pub url: String,
-    pub secret: Option<String>,
-    pub content_type: String,
-    pub insecure_ssl: String,
-    pub events: Vec<String>,
-    pub active: bool,
-}
-
-#[derive(Default)]
-struct State {
-    api: String,
-    codeload: String,
-    tokens: Vec<String>,
-    app: Option<AppKey>,
-    installation_tokens: HashMap<String, DateTime<Utc>>,
-    token_lifetime: Option<chrono::Duration>,
-    token_exchanges: usize,
-    installation_lookups: usize,
-    repos: Vec<Repo>,
-    next_id: u64,
-    rate_limit_reset: Option<i64>,
-    hooks_forbidden: bool,
-    page_cap: Option<usize>,
-    downloads: HashMap<String, (u64, String)>,
-    codeload_requests: usize,
-    codeload_with_authorization: usize,
-    /// Codeload answers a first request with a redirect to itself (a second hop on the same
-    /// foreign host, where a client that compares each hop only with the previous one sends
-    /// the credentials again).
-    codeload_hops_once: bool,
-}
-
-struct AppKey {
-    app_id: u64,
-    installation_id: u64,
-    key: DecodingKey,
-}
-
-struct Repo {
-    id: u64,
-    owner: String,
-    name: String,
-    bare: PathBuf,
-    hooks: Vec<FakeHook>,
-    /// Names it had before a rename; GitHub redirects them.
-    former: Vec<(String, String)>,
-}
-
-impl Repo {
-    fn full_name(&self) -> String {
-        format!("{}/{}", self.owner, self.name)
-    }
-
-    fn is_named(&self, owner: &str, name: &str) -> bool {
-        self.owner.eq_ignore_ascii_case(owner) && self.name.eq_ignore_ascii_case(name)
-    }
-
-    fn was_named(&self, owner: &str, name: &str) -> bool {
-        self.former
-            .iter()
-            .any(|(o, n)| o.eq_ignore_ascii_case(owner) && n.eq_ignore_ascii_case(name))
-    }
-}
-
-impl FakeGitHub {
-    /// Serves the API and codeload on two ports of 127.0.0.1.
-    pub async fn start() -> anyhow::Result<Self> {
-        let api_listener = TcpListener::bind("127.0.0.1:0").await?;
-        let codeload_listener = TcpListener::bind("127.0.0.1:0").await?;
-        let api = format!("http://{}/", api_listener.local_addr()?);
-        let codeload_url = format!("http://{}/", codeload_listener.local_addr()?);
-        let state = Arc::new(Mutex::new(State {
-            api: api.clone(),
-            codeload: codeload_url,
-            next_id: 1_296_269,
-            ..State::default()
-        }));
-        let (stop, stopped) = watch::channel(());
-        for (listener, is_codeload) in [(api_listener, false), (codeload_listener, true)] {
-            let state = state.clone();
-            let mut stopped = stopped.clone();
-            let service = move |request: Request, _peer: SocketAddr| {
-                let state = state.clone();
-                async move {
-                    if is_codeload {
-                        serve_codeload(&state, request).await
-                    } else {
-                        api_request(&state, request).await
-                    }
-                }
-            };
-            let shutdown = async move {
-                let _ = stopped.changed().await;
-            };
-            tokio::spawn(serve(
-                listener,
-                service,
-                shutdown,
-                runway_http::serve::ServeOptions::default(),
-            ));
-        }
-        Ok(Self {
-            api,
-            state,
-            _stop: stop,
-        })
-    }
-
-    /// What `GitHubConfig::api_base` should be.
-    pub fn api_base(&self) -> url::Url {
-        url::Url::parse(&self.api).expect("the fake's own URL")
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
-    }
-
-    /// Accepts `token` as a personal access token.
-    pub fn accept_token(&self, token: &str) {
-        self.state().tokens.push(token.to_owned());
-    }
-
-    /// Registers a GitHub App with a fresh RSA key and installs it on every repository.
-    pub fn install_app(&self) -> anyhow::Result<FakeApp> {
-        use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey, LineEnding};
-        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)?;
-        let private_key_pem = private.to_pkcs1_pem(LineEnding::LF)?.to_string();
-        let public_pem = private.to_public_key().to_pkcs1_pem(LineEnding::LF)?;
-        let key = DecodingKey::from_rsa_pem(public_pem.as_bytes())?;
-        let mut state = self.state();
-        let (app_id, installation_id) = (state.next_id(), state.next_id());
-        state.app = Some(AppKey {
-            app_id,
-            installation_id,
-            key,
-        });
-        Ok(FakeApp {
-            app_id,
-            installation_id,
-            private_key_pem,
-        })
-    }
-
-    /// Serves the bare repository `bare` as `owner/name`; returns its id.
-    pub fn add_repo(&self, owner: &str, name: &str, bare: &Path) -> u64 {
-        let mut state = self.state();
-        let id = state.next_id();
-        state.repos.push(Repo {
-            id,
-            owner: owner.to_owned(),
-            name: name.to_owned(),
-            bare: bare.to_owned(),
-            hooks: Vec::new(),
-            former: Vec::new(),
-        });
-        id
-    }
-
-    /// Renames `owner/name` to `owner/new_name`, keeping its id; the old name redirects.
-    pub fn rename_repo(&self, owner: &str, name: &str, new_name: &str) {
-        let mut state = self.state();
-        let repo = state
-            .repos
-            .iter_mut()
-            .find(|repo| repo.is_named(owner, name))
-            .expect("renaming a repository the fake serves");
-        repo.former.push((repo.owner.clone(), repo.name.clone()));
-        repo.name = new_name.to_owned();
-    }
-
-    /// The hooks of `owner/name`, secrets included.
-    pub fn hooks(&self, owner: &str, name: &str) -> Vec<FakeHook> {
-        self.state()
-            .repos
-            .iter()
-            .find(|repo| repo.is_named(owner, name))
-            .map(|repo| repo.hooks.clone())
-            .unwrap_or_default()
-    }
-
-    /// From now on every API request answers 403 with `x-ratelimit-remaining: 0` and
-    /// `x-ratelimit-reset: reset` (UTC epoch seconds), as GitHub does when the limit is used up.
-    pub fn exhaust_rate_limit(&self, reset: i64) {
-        self.state().rate_limit_reset = Some(reset);
-    }
-
-    /// From now on the hook endpoints answer 403 "Resource not accessible by integration", as
-    /// GitHub does for an App or token without the Webhooks permission.
-    pub fn forbid_webhooks(&self) {
-        self.state().hooks_forbidden = true;
-    }
-
-    /// Revokes every installation token issued so far; GitHub then answers 401.
-    pub fn revoke_installation_tokens(&self) {
-        self.state().installation_tokens.clear();
-    }
-
-    /// Lists at most `per_page` items a page, so a test can see pagination with a few hooks.
-    pub fn cap_page_size(&self, per_page: usize) {
-        self.state().page_cap = Some(per_page);
-    }
-
-    /// How long installation tokens live (GitHub: one hour).
-    pub fn set_installation_token_lifetime(&self, lifetime: chrono::Duration) {
-        self.state().token_lifetime = Some(lifetime);
-    }
-
-    /// How many installation tokens were issued.
-    pub fn token_exchanges(&self) -> usize {
-        self.state().token_exchanges
-    }
-
-    /// How many times an App asked which installation covers a repository.
-    pub fn installation_lookups(&self) -> usize {
-        self.state().installation_lookups
-    }
-
-    /// From now on, codeload first redirects each download to itself once.
-    pub fn codeload_redirects_once(&self) {
-        lock(&self.state).codeload_hops_once = true;
-    }
-
-    /// Tarball downloads codeload served, and how many of them carried an `Authorization`.
-    pub fn codeload_requests(&self) -> (usize, usize) {
-        let state = self.state();
-        (state.codeload_requests, state.codeload_with_authorization)
-    }
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl State {
-    fn next_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    fn repo(&self, id: u64) -> Option<&Repo> {
-        self.repos.iter().find(|repo| repo.id == id)
-    }
-
-    fn repo_mut(&mut self, id: u64) -> Option<&mut Repo> {
-        self.repos.iter_mut().find(|repo| repo.id == id)
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Responses in GitHub's shapes
-
-fn respond(status: StatusCode, body: Option<&Value>) -> Response {
+pub(super) fn respond(status: StatusCode, body: Option<&Value>) -> Response {
     let bytes = body.map(|b| b.to_string()).unwrap_or_default();
     let mut response = http::Response::new(full(bytes));
     *response.status_mut() = status;
@@ -326,12 +22,12 @@ fn respond(status: StatusCode, body: Option<&Value>) -> Response {
     response
 }
 
-fn ok(value: Value) -> Response {
+pub(super) fn ok(value: Value) -> Response {
     respond(StatusCode::OK, Some(&value))
 }
 
 /// GitHub's error body: `{"message", "documentation_url", "status"}`.
-fn error(status: StatusCode, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, message: &str) -> Response {
     respond(
         status,
         Some(&json!({
@@ -342,11 +38,11 @@ fn error(status: StatusCode, message: &str) -> Response {
     )
 }
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "Not Found")
 }
 
-fn validation_failed(errors: Value) -> Response {
+pub(super) fn validation_failed(errors: Value) -> Response {
     respond(
         StatusCode::UNPROCESSABLE_ENTITY,
         Some(&json!({
@@ -358,7 +54,7 @@ fn validation_failed(errors: Value) -> Response {
     )
 }
 
-fn redirect(status: StatusCode, location: &str) -> Response {
+pub(super) fn redirect(status: StatusCode, location: &str) -> Response {
     let mut response = respond(status, None);
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -366,7 +62,11 @@ fn redirect(status: StatusCode, location: &str) -> Response {
     response
 }
 
-fn with_rate_limit_headers(mut response: Response, remaining: u32, reset: i64) -> Response {
+pub(super) fn with_rate_limit_headers(
+    mut response: Response,
+    remaining: u32,
+    reset: i64,
+) -> Response {
     let headers = response.headers_mut();
     let pairs = [
         ("x-ratelimit-limit", "5000".to_owned()),
@@ -383,7 +83,7 @@ fn with_rate_limit_headers(mut response: Response, remaining: u32, reset: i64) -
     response
 }
 
-fn repo_json(state: &State, repo: &Repo, default_branch: &str) -> Value {
+pub(super) fn repo_json(state: &State, repo: &Repo, default_branch: &str) -> Value {
     let api = state.api.trim_end_matches('/');
     json!({
         "id": repo.id,
@@ -400,7 +100,7 @@ fn repo_json(state: &State, repo: &Repo, default_branch: &str) -> Value {
     })
 }
 
-fn hook_json(state: &State, repo: &Repo, hook: &FakeHook) -> Value {
+pub(super) fn hook_json(state: &State, repo: &Repo, hook: &FakeHook) -> Value {
     let url = format!("{}repos/{}/hooks/{}", state.api, repo.full_name(), hook.id);
     let mut config = json!({
         "url": hook.url,
@@ -432,7 +132,7 @@ fn hook_json(state: &State, repo: &Repo, hook: &FakeHook) -> Value {
 // Routing
 
 /// Who a request authenticated as.
-enum Caller {
+pub(super) enum Caller {
     /// A token: a configured one, or an installation token this fake issued.
     Token,
     /// The App itself, by a JWT that verified.
@@ -441,7 +141,7 @@ enum Caller {
     Refused(&'static str),
 }
 
-async fn api_request(state: &Mutex<State>, request: Request) -> Response {
+pub(super) async fn api_request(state: &Mutex<State>, request: Request) -> Response {
     let reset = lock(state).rate_limit_reset;
     if let Some(reset) = reset {
         let response = error(
@@ -456,7 +156,7 @@ async fn api_request(state: &Mutex<State>, request: Request) -> Response {
     with_rate_limit_headers(response, 4999, hour)
 }
 
-async fn route(state: &Mutex<State>, request: Request) -> Response {
+pub(super) async fn route(state: &Mutex<State>, request: Request) -> Response {
     let caller = authenticate(state, &request);
     let path = request.uri().path().to_owned();
     let segments: Vec<String> = path
@@ -506,7 +206,7 @@ async fn route(state: &Mutex<State>, request: Request) -> Response {
 }
 
 /// A renamed repository: GitHub answers 301 for GET and 307 otherwise, to `/repositories/{id}`.
-fn moved(state: &Mutex<State>, id: u64, rest: &[&str], request: &Request) -> Response {
+pub(super) fn moved(state: &Mutex<State>, id: u64, rest: &[&str], request: &Request) -> Response {
     let api = lock(state).api.clone();
     let mut location = format!("{api}repositories/{id}");
     for part in rest {
@@ -529,7 +229,7 @@ fn moved(state: &Mutex<State>, id: u64, rest: &[&str], request: &Request) -> Res
     response
 }
 
-fn require_app(
+pub(super) fn require_app(
     state: &Mutex<State>,
     caller: &Caller,
     handler: impl FnOnce(&mut State) -> Response,
@@ -544,7 +244,7 @@ fn require_app(
     }
 }
 
-fn authenticate(state: &Mutex<State>, request: &Request) -> Caller {
+pub(super) fn authenticate(state: &Mutex<State>, request: &Request) -> Caller {
     let Some(value) = request.headers().get(header::AUTHORIZATION) else {
         return Caller::Anonymous;
     };
@@ -576,7 +276,7 @@ fn authenticate(state: &Mutex<State>, request: &Request) -> Caller {
 
 /// GitHub's rules for an App JWT: RS256 by the App's key, `iss` the App id, `exp` at most ten
 /// minutes ahead, `iat` not in the future.
-fn verify_app_jwt(app: &AppKey, jwt: &str) -> Caller {
+pub(super) fn verify_app_jwt(app: &AppKey, jwt: &str) -> Caller {
     let mut validation = Validation::new(Algorithm::RS256);
     // jsonwebtoken reads only a string `iss` and knows no `iat`: both are checked below, as
     // GitHub takes the App id as a number or a string.
@@ -607,7 +307,7 @@ fn verify_app_jwt(app: &AppKey, jwt: &str) -> Caller {
     Caller::App
 }
 
-fn create_access_token(state: &mut State, id: &str) -> Response {
+pub(super) fn create_access_token(state: &mut State, id: &str) -> Response {
     let Some(app) = &state.app else {
         return not_found();
     };
@@ -630,7 +330,7 @@ fn create_access_token(state: &mut State, id: &str) -> Response {
     )
 }
 
-fn repo_installation(state: &mut State, owner: &str, name: &str) -> Response {
+pub(super) fn repo_installation(state: &mut State, owner: &str, name: &str) -> Response {
     state.installation_lookups += 1;
     let (Some(app), Some(repo)) = (
         &state.app,
@@ -649,7 +349,12 @@ fn repo_installation(state: &mut State, owner: &str, name: &str) -> Response {
     }))
 }
 
-async fn repo_route(state: &Mutex<State>, id: u64, rest: &[&str], request: Request) -> Response {
+pub(super) async fn repo_route(
+    state: &Mutex<State>,
+    id: u64,
+    rest: &[&str],
+    request: Request,
+) -> Response {
     let method = request.method().clone();
     if rest.first() == Some(&"hooks") && lock(state).hooks_forbidden {
         return error(
@@ -688,7 +393,7 @@ async fn repo_route(state: &Mutex<State>, id: u64, rest: &[&str], request: Reque
     }
 }
 
-async fn json_body(request: Request) -> Result<Value, Response> {
+pub(super) async fn json_body(request: Request) -> Result<Value, Response> {
     let bytes = read_body(request, 1 << 20)
         .await
         .map_err(|_| error(StatusCode::BAD_REQUEST, "Problems parsing JSON"))?;
@@ -696,153 +401,7 @@ async fn json_body(request: Request) -> Result<Value, Response> {
         .map_err(|_| error(StatusCode::BAD_REQUEST, "Problems parsing JSON"))
 }
 
-fn bare_path(state: &Mutex<State>, id: u64) -> Option<PathBuf> {
-    lock(state).repo(id).map(|repo| repo.bare.clone())
-}
-
-async fn get_repo(state: &Mutex<State>, id: u64) -> Response {
-    let Some(bare) = bare_path(state, id) else {
-        return not_found();
-    };
-    let head = git(&bare, &["symbolic-ref", "--short", "HEAD"]).await;
-    let Ok(default_branch) = head else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
-    };
-    let state = lock(state);
-    match state.repo(id) {
-        Some(repo) => ok(repo_json(&state, repo, default_branch.trim())),
-        None => not_found(),
-    }
-}
-
-async fn get_branch(state: &Mutex<State>, id: u64, branch: &str) -> Response {
-    let Some(bare) = bare_path(state, id) else {
-        return not_found();
-    };
-    let reference = format!("refs/heads/{branch}");
-    let Ok(sha) = git(&bare, &["rev-parse", "--verify", "--quiet", &reference]).await else {
-        return error(StatusCode::NOT_FOUND, "Branch not found");
-    };
-    let sha = sha.trim();
-    let state = lock(state);
-    let Some(repo) = state.repo(id) else {
-        return not_found();
-    };
-    let api = format!("{}repos/{}", state.api, repo.full_name());
-    ok(json!({
-        "name": branch,
-        "commit": {
-            "sha": sha,
-            "url": format!("{api}/commits/{sha}"),
-            "commit": { "tree": { "sha": null } },
-        },
-        "_links": {
-            "self": format!("{api}/branches/{branch}"),
-            "html": format!("https://github.com/{}/tree/{branch}", repo.full_name()),
-        },
-        "protected": false,
-        "protection": { "enabled": false },
-        "protection_url": format!("{api}/branches/{branch}/protection"),
-    }))
-}
-
-/// "Download a repository archive (tar)": 302 to codeload with a short-lived token in the URL,
-/// as GitHub does for private repositories; the default branch when no ref is given.
-async fn tarball(state: &Mutex<State>, id: u64, reference: &str) -> Response {
-    let Some(bare) = bare_path(state, id) else {
-        return not_found();
-    };
-    let reference = if reference.is_empty() {
-        "HEAD"
-    } else {
-        reference
-    };
-    if reference.starts_with('-') {
-        return not_found();
-    }
-    let spec = format!("{reference}^{{commit}}");
-    let Ok(sha) = git(&bare, &["rev-parse", "--verify", "--quiet", &spec]).await else {
-        return not_found();
-    };
-    let mut state = lock(state);
-    let Some(repo) = state.repo(id) else {
-        return not_found();
-    };
-    let (owner, name) = (repo.owner.clone(), repo.name.clone());
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    let location = format!(
-        "{}{owner}/{name}/legacy.tar.gz/{reference}?token={token}",
-        state.codeload
-    );
-    state.downloads.insert(token, (id, sha.trim().to_owned()));
-    redirect(StatusCode::FOUND, &location)
-}
-
-/// codeload: `git archive` of the commit the API named, under GitHub's `OWNER-REPO-SHA7/`.
-async fn serve_codeload(state: &Mutex<State>, request: Request) -> Response {
-    let token = request
-        .uri()
-        .query()
-        .and_then(|query| {
-            url::form_urlencoded::parse(query.as_bytes())
-                .find(|(key, _)| key == "token")
-                .map(|(_, value)| value.into_owned())
-        })
-        .unwrap_or_default();
-    let download = {
-        let mut state = lock(state);
-        state.codeload_requests += 1;
-        if request.headers().contains_key(header::AUTHORIZATION) {
-            state.codeload_with_authorization += 1;
-        }
-        let query = request.uri().query().unwrap_or_default();
-        if state.codeload_hops_once && !query.contains("hop=1") {
-            let again = format!("{}?{query}&hop=1", request.uri().path());
-            return redirect(StatusCode::FOUND, &again);
-        }
-        let download = state.downloads.get(&token).cloned();
-        download.and_then(|(id, sha)| {
-            let repo = state.repo(id)?;
-            Some((
-                repo.bare.clone(),
-                repo.owner.clone(),
-                repo.name.clone(),
-                sha,
-            ))
-        })
-    };
-    let Some((bare, owner, name, sha)) = download else {
-        return error(StatusCode::NOT_FOUND, "Not Found");
-    };
-    let prefix = format!("--prefix={owner}-{name}-{}/", &sha[..7]);
-    let archive = tokio::process::Command::new("git")
-        .arg("-C")
-        .arg(&bare)
-        .args(["archive", "--format=tar.gz", &prefix, &sha])
-        .env_remove("GIT_DIR")
-        .output()
-        .await;
-    match archive {
-        Ok(output) if output.status.success() => {
-            let mut response = http::Response::new(full(output.stdout));
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/x-gzip"),
-            );
-            if let Ok(value) = HeaderValue::from_str(&format!(
-                "attachment; filename={owner}-{name}-{}.tar.gz",
-                &sha[..7]
-            )) {
-                headers.insert(header::CONTENT_DISPOSITION, value);
-            }
-            response
-        }
-        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error"),
-    }
-}
-
-fn list_hooks(state: &Mutex<State>, id: u64, query: Option<&str>) -> Response {
+pub(super) fn list_hooks(state: &Mutex<State>, id: u64, query: Option<&str>) -> Response {
     let state = lock(state);
     let Some(repo) = state.repo(id) else {
         return not_found();
@@ -890,7 +449,7 @@ fn list_hooks(state: &Mutex<State>, id: u64, query: Option<&str>) -> Response {
 }
 
 /// The `config.url` checks GitHub documents: present, and an http(s) URL.
-fn invalid_url(url: Option<&str>) -> Option<Value> {
+pub(super) fn invalid_url(url: Option<&str>) -> Option<Value> {
     let Some(url) = url else {
         return Some(json!([{ "resource": "Hook", "code": "missing_field", "field": "url" }]));
     };
@@ -906,7 +465,7 @@ fn invalid_url(url: Option<&str>) -> Option<Value> {
     })
 }
 
-fn strings(value: &Value) -> Option<Vec<String>> {
+pub(super) fn strings(value: &Value) -> Option<Vec<String>> {
     value.as_array().map(|items| {
         items
             .iter()
@@ -916,7 +475,7 @@ fn strings(value: &Value) -> Option<Vec<String>> {
     })
 }
 
-fn config_string(config: &Value, key: &str, default: &str) -> String {
+pub(super) fn config_string(config: &Value, key: &str, default: &str) -> String {
     match &config[key] {
         Value::String(text) => text.clone(),
         Value::Number(number) => number.to_string(),
@@ -924,7 +483,7 @@ fn config_string(config: &Value, key: &str, default: &str) -> String {
     }
 }
 
-fn create_hook(state: &mut State, id: u64, body: &Value) -> Response {
+pub(super) fn create_hook(state: &mut State, id: u64, body: &Value) -> Response {
     let config = &body["config"];
     if let Some(errors) = invalid_url(config["url"].as_str()) {
         return validation_failed(errors);
@@ -965,7 +524,7 @@ fn create_hook(state: &mut State, id: u64, body: &Value) -> Response {
     respond(StatusCode::CREATED, Some(&hook_json(state, repo, &hook)))
 }
 
-fn get_hook(state: &State, id: u64, hook_id: u64) -> Response {
+pub(super) fn get_hook(state: &State, id: u64, hook_id: u64) -> Response {
     let found = state
         .repo(id)
         .and_then(|repo| Some((repo, repo.hooks.iter().find(|h| h.id == hook_id)?)));
@@ -977,7 +536,7 @@ fn get_hook(state: &State, id: u64, hook_id: u64) -> Response {
 
 /// "Update a repository webhook": a given `config` replaces the old one whole, so a secret not
 /// sent again is removed, as GitHub documents.
-fn update_hook(state: &mut State, id: u64, hook_id: u64, body: &Value) -> Response {
+pub(super) fn update_hook(state: &mut State, id: u64, hook_id: u64, body: &Value) -> Response {
     let config = &body["config"];
     if config.is_object()
         && let Some(errors) = invalid_url(config["url"].as_str())
@@ -1015,7 +574,7 @@ fn update_hook(state: &mut State, id: u64, hook_id: u64, body: &Value) -> Respon
     get_hook(state, id, hook_id)
 }
 
-fn delete_hook(state: &mut State, id: u64, hook_id: u64) -> Response {
+pub(super) fn delete_hook(state: &mut State, id: u64, hook_id: u64) -> Response {
     let Some(repo) = state.repo_mut(id) else {
         return not_found();
     };
@@ -1030,25 +589,8 @@ fn delete_hook(state: &mut State, id: u64, hook_id: u64) -> Response {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-async fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let output = tokio::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env_remove("GIT_DIR")
-        .output()
-        .await
-        .context("running git")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 /// `%XX` escapes in a path segment, as clients encode names with unusual characters.
-fn percent_decode(segment: &str) -> String {
+pub(super) fn percent_decode(segment: &str) -> String {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -1,0 +1,183 @@
+//! The `ImageBuilder` port's contract, run against every adapter: `UvBuilder` (the embedded
+//! default, with real uv installing from PyPI) and `CloudBuildBuilder` against the fake Cloud
+//! Build, fake-gcs-server and the Pub/Sub emulator. The checks themselves are in
+//! `support/image_builder_contract.rs`, where the Cloud Build tests (`cloud_build.rs`) use them
+//! too.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use runway_core::domain::AppName;
+use runway_core::ports::{ImageBuilder, OutboundMessage, Queue, QueueError, Topic};
+use runway_embedded::{GitForge, UvBuilder, UvBuilderConfig};
+use runway_tests::GitRepo;
+use runway_tests::fake_cloud_build::OnEmulators;
+use runway_tests::image_builder_contract::{self as contract, GOOD_APP, MISSING_REQUIREMENT};
+
+runway_tests::contract! {
+    subjects: [
+        uv_builder => super::uv_builder().await,
+        cloud_build => super::cloud_build().await,
+    ],
+    checks: [
+        builds_a_commit_into_an_image,
+        a_broken_build_fails_with_its_reason_and_the_end_of_its_log,
+        knows_nothing_of_builds_it_never_made,
+        deleting_an_app_forgets_its_builds_and_no_others,
+    ],
+}
+
+/// A builder, the repositories it builds from, and what must live as long as it.
+struct Subject {
+    builder: Arc<dyn ImageBuilder>,
+    timeout: Duration,
+    dir: tempfile::TempDir,
+    /// What the builder announced (the embedded builder publishes its ends itself).
+    recorded: Option<Arc<Recorded>>,
+    _cloud: Option<OnEmulators>,
+}
+
+impl Subject {
+    fn repo(&self, name: &str, files: &[(&str, &str)]) -> GitRepo {
+        GitRepo::create(&self.dir.path().join(name), files).expect("a git repository")
+    }
+
+    fn broken_repo(&self, name: &str) -> GitRepo {
+        let files = contract::failing_app();
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+        self.repo(name, &files)
+    }
+}
+
+async fn uv_builder() -> Subject {
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = Arc::new(Recorded::default());
+    let builder = UvBuilder::new(
+        UvBuilderConfig {
+            dir: dir.path().join("builds"),
+            uv: runway_tests::uv_bin(),
+            python: "python3".into(),
+            uv_cache_dir: std::env::temp_dir().join("runway-test-uv-cache"),
+            public_url: "http://127.0.0.1:1".into(),
+            timeout: Duration::from_secs(300),
+        },
+        Arc::new(GitForge::new("/usr/bin/true".into())),
+        recorded.clone(),
+    );
+    Subject {
+        builder: Arc::new(builder),
+        timeout: Duration::from_secs(240),
+        dir,
+        recorded: Some(recorded),
+        _cloud: None,
+    }
+}
+
+async fn cloud_build() -> Subject {
+    let cloud = OnEmulators::start().await;
+    // The fake runs no installer: it is told which requirement cannot be satisfied.
+    cloud
+        .fake
+        .fail_when_file_contains("requirements.txt", MISSING_REQUIREMENT);
+    Subject {
+        builder: Arc::new(cloud.builder.clone()),
+        timeout: Duration::from_secs(30),
+        dir: tempfile::tempdir().unwrap(),
+        recorded: None,
+        _cloud: Some(cloud),
+    }
+}
+
+/// Keeps what the builder publishes (the UvBuilder announces its ends on a queue).
+#[derive(Default)]
+struct Recorded(Mutex<Vec<(Topic, OutboundMessage)>>);
+
+#[async_trait]
+impl Queue for Recorded {
+    async fn publish(&self, topic: Topic, message: OutboundMessage) -> Result<String, QueueError> {
+        let mut all = self.0.lock().unwrap();
+        all.push((topic, message));
+        Ok(all.len().to_string())
+    }
+}
+
+async fn builds_a_commit_into_an_image(s: &Subject) {
+    let good = s.repo("good", GOOD_APP);
+    contract::builds_a_commit(
+        s.builder.as_ref(),
+        contract::request("good", &good),
+        s.timeout,
+    )
+    .await;
+}
+
+async fn a_broken_build_fails_with_its_reason_and_the_end_of_its_log(s: &Subject) {
+    let bad = s.broken_repo("bad");
+    contract::reports_a_failed_build(
+        s.builder.as_ref(),
+        contract::request("bad", &bad),
+        s.timeout,
+    )
+    .await;
+}
+
+async fn knows_nothing_of_builds_it_never_made(s: &Subject) {
+    contract::knows_nothing_of_other_builds(s.builder.as_ref()).await;
+}
+
+async fn deleting_an_app_forgets_its_builds_and_no_others(s: &Subject) {
+    let (gone, kept) = (s.repo("gone", GOOD_APP), s.repo("kept", GOOD_APP));
+    let builder = s.builder.as_ref();
+    let (gone_build, _) =
+        contract::builds_a_commit(builder, contract::request("gone", &gone), s.timeout).await;
+    let (kept_build, _) =
+        contract::builds_a_commit(builder, contract::request("kept", &kept), s.timeout).await;
+
+    contract::delete_app_forgets_only_that_app(
+        builder,
+        &AppName::parse("gone").unwrap(),
+        &gone_build.build_id,
+        &kept_build.build_id,
+    )
+    .await;
+}
+
+mod uv_builder_only {
+    use super::*;
+
+    /// The embedded builder publishes each build's end on the build events topic, in Cloud
+    /// Build's notification format, as Cloud Build does on `cloud-builds`.
+    #[tokio::test]
+    async fn announces_each_end_on_the_build_events_topic() {
+        let s = uv_builder().await;
+        let (good, bad) = (s.repo("good", GOOD_APP), s.broken_repo("bad"));
+        let builder = s.builder.as_ref();
+        let (built, _) =
+            contract::builds_a_commit(builder, contract::request("good", &good), s.timeout).await;
+        let (failed, _, log) =
+            contract::reports_a_failed_build(builder, contract::request("bad", &bad), s.timeout)
+                .await;
+
+        assert!(log.contains("runway-missing-package"), "{log}");
+        let recorded = s.recorded.as_ref().expect("the uv builder records");
+        let published = recorded.0.lock().unwrap();
+        let ids: Vec<(&str, &str)> = published
+            .iter()
+            .map(|(topic, message)| {
+                assert_eq!(*topic, Topic::BuildEvents);
+                (
+                    message.attributes["buildId"].as_str(),
+                    message.attributes["status"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (built.build_id.as_str(), "SUCCESS"),
+                (failed.build_id.as_str(), "FAILURE")
+            ]
+        );
+    }
+}

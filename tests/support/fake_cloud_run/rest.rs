@@ -1,0 +1,377 @@
+//! The REST surface of the fake Cloud Run Admin API v2: the paths and methods it serves, the
+//! query parameters each documents, long-running operations, Google's errors, and the
+//! service's enums as names or numbers.
+
+use super::*;
+
+pub(super) fn error_response(http: u16, status: &str, message: &str) -> Response {
+    let code = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    GoogleError::new(code, status, message).response()
+}
+
+/// The resource a `/v2/...` path names.
+pub(super) enum Resource {
+    Service(String),
+    Operation(String),
+}
+
+impl Resource {
+    fn parse(path: &str) -> Option<Self> {
+        let name = path.strip_prefix("/v2/")?;
+        let parts: Vec<&str> = name.split('/').collect();
+        let named = parts.iter().all(|part| !part.is_empty());
+        match parts.as_slice() {
+            ["projects", _, "locations", _, "services", _] if named => {
+                Some(Self::Service(name.to_owned()))
+            }
+            ["projects", _, "locations", _, "operations", _] if named => {
+                Some(Self::Operation(name.to_owned()))
+            }
+            _ => None,
+        }
+    }
+}
+
+pub(super) async fn handle(state: Arc<Mutex<State>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    if let Some(rest) = path.strip_prefix("/serve/") {
+        return match serve_app(&lock(&state), rest) {
+            Ok(answer) => json(StatusCode::OK, &answer),
+            Err(error) => error.response(),
+        };
+    }
+    let method = request.method().clone();
+    let query = parse_query(request.uri().query().unwrap_or(""));
+    let body = match read_body(request, 1 << 20).await {
+        Ok(bytes) if bytes.is_empty() => None,
+        Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                return GoogleError::invalid(format!("Invalid JSON payload received. {error}"))
+                    .response();
+            }
+        },
+        Err(_) => return GoogleError::invalid("unreadable body").response(),
+    };
+    let seen = SeenRequest {
+        method: method.to_string(),
+        path,
+        query,
+        body,
+    };
+    let mut state = lock(&state);
+    state.requests.push(seen.clone());
+    if let Some(injected) = take_injected(&mut state, &seen.method) {
+        return error_response(injected.http_status, &injected.status, &injected.message);
+    }
+    let numbers = seen.param("$alt") == Some("json;enum-encoding=int");
+    match route(&mut state, &method, &seen) {
+        Ok((status, mut body)) => {
+            if numbers {
+                encode_enums(&mut body, Encoding::Numbers);
+            }
+            json(status, &body)
+        }
+        Err(error) => error.response(),
+    }
+}
+
+pub(super) fn take_injected(state: &mut State, method: &str) -> Option<Injected> {
+    let index = state.injected.iter().position(|i| i.method == method)?;
+    state.injected.remove(index)
+}
+
+pub(super) fn route(
+    state: &mut State,
+    method: &Method,
+    request: &SeenRequest,
+) -> Result<(StatusCode, Value), GoogleError> {
+    let resource = Resource::parse(&request.path)
+        .ok_or_else(|| GoogleError::not_found(&format!("{} {}", method, request.path)))?;
+    match (method, resource) {
+        (&Method::PATCH, Resource::Service(name)) => {
+            only_params(
+                request,
+                &["updateMask", "validateOnly", "allowMissing", "$alt"],
+            )?;
+            patch_service(state, &name, request)
+        }
+        (&Method::GET, Resource::Service(name)) => {
+            only_params(request, &["$alt"])?;
+            let service = state
+                .services
+                .get(&name)
+                .ok_or_else(|| GoogleError::not_found(&name))?;
+            Ok((StatusCode::OK, service.to_json(&name)))
+        }
+        (&Method::DELETE, Resource::Service(name)) => {
+            only_params(request, &["validateOnly", "etag", "$alt"])?;
+            delete_service(state, &name, request)
+        }
+        (&Method::GET, Resource::Operation(name)) => {
+            only_params(request, &["$alt"])?;
+            get_operation(state, &name)
+        }
+        (method, _) => Err(GoogleError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNIMPLEMENTED",
+            format!("{method} {} is not served by the fake", request.path),
+        )),
+    }
+}
+
+/// Refuses query parameters the API does not document for this method, as Google does.
+pub(super) fn only_params(request: &SeenRequest, allowed: &[&str]) -> Result<(), GoogleError> {
+    match request
+        .query
+        .iter()
+        .find(|(key, _)| !allowed.contains(&key.as_str()))
+    {
+        Some((key, _)) => Err(GoogleError::invalid(format!(
+            "Invalid JSON payload received. Unknown name \"{key}\": Cannot bind query parameter."
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn flag(request: &SeenRequest, name: &str) -> bool {
+    request.param(name) == Some("true")
+}
+
+pub(super) fn patch_service(
+    state: &mut State,
+    name: &str,
+    request: &SeenRequest,
+) -> Result<(StatusCode, Value), GoogleError> {
+    if flag(request, "validateOnly") {
+        return Err(GoogleError::invalid(
+            "validateOnly is not supported by the fake",
+        ));
+    }
+    let mut body = request
+        .body
+        .clone()
+        .ok_or_else(|| GoogleError::invalid("the request body must be a Service"))?;
+    encode_enums(&mut body, Encoding::Names);
+    let Value::Object(body) = body else {
+        return Err(GoogleError::invalid("the request body must be a Service"));
+    };
+    if body.get("name").and_then(Value::as_str) != Some(name) {
+        return Err(GoogleError::invalid("service.name must match the URL"));
+    }
+    let mask = request.param("updateMask").map(|mask| {
+        mask.split(',')
+            .map(str::trim)
+            .filter(|field| !field.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    });
+    let existed = state.services.contains_key(name);
+    if !existed && !flag(request, "allowMissing") {
+        return Err(GoogleError::not_found(name));
+    }
+    let mut service = state
+        .services
+        .remove(name)
+        .unwrap_or_else(|| new_service(&state.base_url, name));
+    let outcome = match apply(
+        &mut service,
+        name,
+        body,
+        mask.as_deref(),
+        &state.broken_images,
+    ) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            if existed {
+                state.services.insert(name.to_owned(), service);
+            }
+            return Err(error);
+        }
+    };
+    let operation = Operation {
+        service: name.to_owned(),
+        generation: service.generation,
+        polls_left: state.pending_polls,
+        metadata: service.to_json(name),
+        outcome,
+    };
+    state.services.insert(name.to_owned(), service);
+    Ok((StatusCode::OK, start_operation(state, name, operation)))
+}
+
+pub(super) fn delete_service(
+    state: &mut State,
+    name: &str,
+    request: &SeenRequest,
+) -> Result<(StatusCode, Value), GoogleError> {
+    if flag(request, "validateOnly") {
+        return Err(GoogleError::invalid(
+            "validateOnly is not supported by the fake",
+        ));
+    }
+    let service = state
+        .services
+        .remove(name)
+        .ok_or_else(|| GoogleError::not_found(name))?;
+    let last = service.to_json(name);
+    let operation = Operation {
+        service: name.to_owned(),
+        generation: service.generation,
+        polls_left: state.pending_polls,
+        metadata: last.clone(),
+        outcome: Ok(last),
+    };
+    Ok((StatusCode::OK, start_operation(state, name, operation)))
+}
+
+/// Records the operation and answers its first state (not done, unless polls are off).
+pub(super) fn start_operation(state: &mut State, service: &str, operation: Operation) -> Value {
+    let location = service.split("/services/").next().unwrap_or(service);
+    let name = format!("{location}/operations/{}", Uuid::new_v4());
+    if operation.polls_left == 0 {
+        finish(state, &operation.service, operation.generation);
+    }
+    let answer = operation.to_json(&name);
+    state.operations.insert(name, operation);
+    answer
+}
+
+pub(super) fn get_operation(
+    state: &mut State,
+    name: &str,
+) -> Result<(StatusCode, Value), GoogleError> {
+    let operation = state
+        .operations
+        .get_mut(name)
+        .ok_or_else(|| GoogleError::not_found(name))?;
+    if operation.polls_left > 0 {
+        operation.polls_left -= 1;
+        if operation.polls_left == 0 {
+            let (service, generation) = (operation.service.clone(), operation.generation);
+            finish(state, &service, generation);
+        }
+    }
+    let operation = state
+        .operations
+        .get(name)
+        .ok_or_else(|| GoogleError::not_found(name))?;
+    Ok((StatusCode::OK, operation.to_json(name)))
+}
+
+pub(super) fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(super) fn parse_query(query: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Encoding {
+    Names,
+    Numbers,
+}
+
+/// The enum fields of a `Service` the fake reads or writes, with their proto numbers.
+/// An enum's values: (proto number, name).
+pub(super) type EnumTable = &'static [(i64, &'static str)];
+
+pub(super) const ENUM_FIELDS: &[(&[&str], EnumTable)] = &[
+    (&["traffic", "[]", "type"], TRAFFIC_TYPES),
+    (&["trafficStatuses", "[]", "type"], TRAFFIC_TYPES),
+    (&["terminalCondition", "state"], CONDITION_STATES),
+    (&["terminalCondition", "severity"], SEVERITIES),
+    (&["conditions", "[]", "state"], CONDITION_STATES),
+    (&["conditions", "[]", "severity"], SEVERITIES),
+    (&["ingress"], INGRESS),
+    (&["launchStage"], LAUNCH_STAGES),
+    (
+        &["template", "executionEnvironment"],
+        EXECUTION_ENVIRONMENTS,
+    ),
+];
+
+pub(super) const TRAFFIC_TYPES: EnumTable = &[
+    (0, "TRAFFIC_TARGET_ALLOCATION_TYPE_UNSPECIFIED"),
+    (1, LATEST),
+    (2, REVISION),
+];
+pub(super) const CONDITION_STATES: EnumTable = &[
+    (0, "STATE_UNSPECIFIED"),
+    (1, "CONDITION_PENDING"),
+    (2, "CONDITION_RECONCILING"),
+    (3, "CONDITION_FAILED"),
+    (4, "CONDITION_SUCCEEDED"),
+];
+pub(super) const SEVERITIES: EnumTable = &[
+    (0, "SEVERITY_UNSPECIFIED"),
+    (1, "ERROR"),
+    (2, "WARNING"),
+    (3, "INFO"),
+];
+pub(super) const INGRESS: EnumTable = &[
+    (0, "INGRESS_TRAFFIC_UNSPECIFIED"),
+    (1, "INGRESS_TRAFFIC_ALL"),
+    (2, "INGRESS_TRAFFIC_INTERNAL_ONLY"),
+    (3, "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"),
+    (4, "INGRESS_TRAFFIC_NONE"),
+];
+pub(super) const LAUNCH_STAGES: EnumTable = &[
+    (0, "LAUNCH_STAGE_UNSPECIFIED"),
+    (1, "EARLY_ACCESS"),
+    (2, "ALPHA"),
+    (3, "BETA"),
+    (4, "GA"),
+    (5, "DEPRECATED"),
+    (6, "UNIMPLEMENTED"),
+    (7, "PRELAUNCH"),
+];
+pub(super) const EXECUTION_ENVIRONMENTS: EnumTable = &[
+    (0, "EXECUTION_ENVIRONMENT_UNSPECIFIED"),
+    (1, "EXECUTION_ENVIRONMENT_GEN1"),
+    (2, "EXECUTION_ENVIRONMENT_GEN2"),
+];
+
+/// Rewrites the known enum fields of a `Service` (or an `Operation` holding one) as names or
+/// as numbers; values it does not know stay as they are.
+pub(super) fn encode_enums(value: &mut Value, to: Encoding) {
+    for key in ["metadata", "response"] {
+        if let Some(inner) = value.get_mut(key) {
+            encode_enums(inner, to);
+        }
+    }
+    for (path, table) in ENUM_FIELDS {
+        rewrite(value, path, &|field| convert(field, table, to));
+    }
+}
+
+pub(super) fn rewrite(value: &mut Value, path: &[&str], f: &dyn Fn(&mut Value)) {
+    match path {
+        [] => f(value),
+        ["[]", rest @ ..] => {
+            if let Some(items) = value.as_array_mut() {
+                items.iter_mut().for_each(|item| rewrite(item, rest, f));
+            }
+        }
+        [key, rest @ ..] => {
+            if let Some(field) = value.get_mut(*key) {
+                rewrite(field, rest, f);
+            }
+        }
+    }
+}
+
+pub(super) fn convert(field: &mut Value, table: EnumTable, to: Encoding) {
+    let found = table
+        .iter()
+        .find(|(number, name)| field.as_i64() == Some(*number) || field.as_str() == Some(*name));
+    if let Some((number, name)) = found {
+        *field = match to {
+            Encoding::Names => json!(name),
+            Encoding::Numbers => json!(number),
+        };
+    }
+}
