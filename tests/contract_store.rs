@@ -83,6 +83,7 @@ runway_tests::contract! {
     a_settings_change_keeps_the_live_release,
     releases_are_found_by_build_and_by_stale_state,
     a_delivery_id_is_recorded_once,
+    one_delivery_id_reaches_every_app_whose_hook_received_it,
     the_audit_trail_is_newest_first_and_narrows_to_an_app,
     orphan_hooks_are_kept_until_removed,
     concurrent_claims_of_one_release_let_exactly_one_win,
@@ -409,6 +410,7 @@ async fn a_delivery_id_is_recorded_once(subject: &Subject) {
     let store = subject.store();
     let delivery = |id: &str, seconds_ago: i64| Delivery {
         id: id.into(),
+        app: Some(app("demo")),
         event: "push".into(),
         repo_id: Some(7),
         git_ref: Some("refs/heads/main".into()),
@@ -428,6 +430,30 @@ async fn a_delivery_id_is_recorded_once(subject: &Subject) {
         .collect();
     assert_eq!(ids, ["d-2", "d-1"], "newest first");
     assert!(store.deliveries_of_repo(8, 10).await.unwrap().is_empty());
+}
+
+/// GitHub sends one delivery id per event to every hook of the repository: two apps on one
+/// repository each receive it, and neither is a replay of the other.
+async fn one_delivery_id_reaches_every_app_whose_hook_received_it(subject: &Subject) {
+    let store = subject.store();
+    let delivery = |to: &str| Delivery {
+        id: "d-shared".into(),
+        app: Some(app(to)),
+        event: "push".into(),
+        repo_id: Some(9),
+        git_ref: Some("refs/heads/main".into()),
+        commit: Some("b".repeat(40)),
+        received_at: Utc::now(),
+        outcome: format!("seen by {to}"),
+    };
+    assert!(store.record_delivery(&delivery("staging")).await.unwrap());
+    assert!(
+        store.record_delivery(&delivery("prod")).await.unwrap(),
+        "the prod app's hook got the same event: not a replay"
+    );
+    assert!(!store.record_delivery(&delivery("staging")).await.unwrap());
+    assert!(!store.record_delivery(&delivery("prod")).await.unwrap());
+    assert_eq!(store.deliveries_of_repo(9, 10).await.unwrap().len(), 2);
 }
 
 async fn the_audit_trail_is_newest_first_and_narrows_to_an_app(subject: &Subject) {

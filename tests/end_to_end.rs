@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use runway_tests::{GitRepo, Runway, files_containing, processes_mentioning, streamlit_app};
-use serde_json::json;
+use runway_tests::{GitRepo, Runway, files_containing, git, processes_mentioning, streamlit_app};
+use serde_json::{Value, json};
 
 const SECRET: &str = "s3cr3t-greeting-7f4e1b";
 const LIVE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -252,5 +252,103 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
     let (code, _) = runway.get_json("/api/deployments/e2e").await?;
     assert_eq!(code, 404);
     assert_eq!(runway.health("e2e").await?.0, 404);
+    Ok(())
+}
+
+/// Two apps deploy two branches of one repository, as a staging and a production app do.
+/// Each push reaches both apps' hooks with one delivery id (as GitHub sends it), and goes live
+/// on exactly the app that deploys its branch; the other says why it did nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_branches_of_one_repository_are_two_apps_and_each_push_reaches_its_own()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("app.py", &streamlit_app("Production")),
+            ("requirements.txt", "streamlit\n"),
+        ],
+    )?;
+    git(&repo.work, &["checkout", "-q", "-b", "dev"])?;
+    repo.commit(&[("app.py", &streamlit_app("Staging"))], "staging")?;
+    repo.push("dev")?;
+    let runway = Runway::start(dir.path())?;
+    for (app, branch) in [("staging", "dev"), ("prod", "main")] {
+        let (code, body) = runway
+            .post_json(
+                "/api/deployments",
+                &json!({
+                    "repo_url": repo.url(), "main_file": "app.py", "app_name": app,
+                    "branch": branch, "secrets": "greeting = \"hello\"",
+                }),
+            )
+            .await?;
+        assert_eq!(code, 202, "{body}");
+        let release = body["release_id"].as_str().unwrap_or_default().to_owned();
+        let live = runway
+            .wait_for_release(app, &release, Duration::from_secs(180))
+            .await?;
+        assert_eq!(live["state"], "live", "{live:#}");
+    }
+
+    // A push to dev: staging deploys it, prod hears of it and does nothing.
+    let on_dev = repo.commit(&[("app.py", &streamlit_app("Staging two"))], "dev two")?;
+    repo.push("dev")?;
+    let staged = runway
+        .wait_for_push("staging", &on_dev, Duration::from_secs(120))
+        .await?;
+    assert_eq!(staged["state"], "live", "{staged:#}");
+
+    // A push to main: prod deploys it, staging does nothing.
+    git(&repo.work, &["checkout", "-q", "main"])?;
+    let on_main = repo.commit(&[("app.py", &streamlit_app("Production two"))], "main two")?;
+    repo.push("main")?;
+    let released = runway
+        .wait_for_push("prod", &on_main, Duration::from_secs(120))
+        .await?;
+    assert_eq!(released["state"], "live", "{released:#}");
+
+    // Each push is one delivery id that both hooks received, and each app recorded what it did.
+    let deliveries = runway.status("prod").await?["deliveries"].clone();
+    let outcome = |commit: &str, app: &str| -> Option<String> {
+        deliveries.as_array()?.iter().find_map(|d| {
+            (d["commit"] == commit && d["app"] == app)
+                .then(|| d["outcome"].as_str().unwrap_or_default().to_owned())
+        })
+    };
+    let id_of = |commit: &str, app: &str| -> Option<Value> {
+        deliveries
+            .as_array()?
+            .iter()
+            .find_map(|d| (d["commit"] == commit && d["app"] == app).then(|| d["id"].clone()))
+    };
+    for (commit, deployer, bystander, branch) in [
+        (&on_dev, "staging", "prod", "dev"),
+        (&on_main, "prod", "staging", "main"),
+    ] {
+        assert_eq!(
+            outcome(commit, deployer).as_deref(),
+            Some(format!("queued a release of {deployer}").as_str()),
+            "{deliveries:#}"
+        );
+        let ignored = outcome(commit, bystander).unwrap_or_default();
+        assert!(
+            ignored.starts_with(&format!("ignored: no app deploys branch {branch}")),
+            "{bystander} on the push to {branch}: {ignored:?}"
+        );
+        assert_eq!(
+            id_of(commit, deployer),
+            id_of(commit, bystander),
+            "one delivery id for both hooks"
+        );
+    }
+    let prod = runway.status("prod").await?;
+    let pushed: Vec<&Value> = prod["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"] == "push")
+        .collect();
+    assert_eq!(pushed.len(), 1, "prod released only main's push: {prod:#}");
     Ok(())
 }

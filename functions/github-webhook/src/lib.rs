@@ -113,6 +113,7 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
     let event: PushEvent = parse_json(body)?;
     let mut delivery = Delivery {
         id: DeliveryId::new(delivery_id),
+        app: Some(app.clone()),
         event: "push".into(),
         repo_id: Some(event.repository.id),
         git_ref: Some(event.git_ref.clone()),

@@ -67,6 +67,23 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX IF NOT EXISTS queue_due ON queue_messages (dead, next_attempt_ms);
 "#,
+    // A delivery is known by the app whose hook received it and its id: GitHub sends one id
+    // per event to every hook. Deliveries recorded before keep an empty app.
+    r#"
+    CREATE TABLE deliveries_by_app (
+        app         TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        repo_id     INTEGER,
+        received_at TEXT NOT NULL,
+        doc         TEXT NOT NULL,
+        PRIMARY KEY (app, id)
+    );
+    INSERT INTO deliveries_by_app (app, id, repo_id, received_at, doc)
+        SELECT '', id, repo_id, received_at, doc FROM deliveries;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_by_app RENAME TO deliveries;
+    CREATE INDEX deliveries_by_repo ON deliveries (repo_id, received_at);
+"#,
 ];
 
 /// Opens (creating and migrating) the database at `path`, shared by the store and the queue.
@@ -160,7 +177,7 @@ mod tests {
 
     /// Before the queue's table was a migration, the queue created it itself beside version 1.
     #[test]
-    fn a_database_from_before_the_queue_migration_opens_and_keeps_its_messages() {
+    fn a_database_from_before_the_queue_migration_opens_and_keeps_its_messages_and_deliveries() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runway.db");
         {
@@ -174,6 +191,11 @@ mod tests {
                 [],
             )
             .unwrap();
+            old.execute(
+                "INSERT INTO deliveries (id, repo_id, received_at, doc) VALUES ('d', 1, 'now', '{}')",
+                [],
+            )
+            .unwrap();
         }
 
         let database = Database::open(&path).unwrap();
@@ -183,6 +205,17 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(kept, 1);
+        let deliveries: Vec<(String, String)> = database
+            .now(|c| {
+                let mut statement = c.prepare("SELECT app, id FROM deliveries").unwrap();
+                statement
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            })
+            .unwrap();
+        assert_eq!(deliveries, [(String::new(), "d".to_owned())]);
         assert_eq!(version(&path), MIGRATIONS.len() as i64);
     }
 }

@@ -344,8 +344,9 @@ pub async fn deliver_post_receive(git_dir: &Path, updates: &str) -> anyhow::Resu
         };
         let payload = push_payload(git_dir, before, after, git_ref, &pusher).await?;
         let body = serde_json::to_vec(&payload)?;
+        // One delivery id per event, the same for every hook, as GitHub sends it.
+        let delivery = uuid::Uuid::new_v4().to_string();
         for hook in &hooks {
-            let delivery = uuid::Uuid::new_v4().to_string();
             let result = client
                 .post(&hook.url)
                 .header("content-type", "application/json")

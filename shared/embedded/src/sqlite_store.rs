@@ -335,9 +335,11 @@ impl Store for SqliteStore {
         let delivery = delivery.clone();
         self.with(move |c| {
             let inserted = c.execute(
-                "INSERT INTO deliveries (id, repo_id, received_at, doc) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO deliveries (app, id, repo_id, received_at, doc)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (app, id) DO NOTHING",
                 params![
+                    delivery.app.as_ref().map_or("", |app| app.as_str()),
                     delivery.id.as_str(),
                     delivery.repo_id.map(|id| id as i64),
                     delivery.received_at.to_rfc3339(),

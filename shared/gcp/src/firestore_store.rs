@@ -404,6 +404,14 @@ struct OrphanHookDoc {
 }
 
 /// Document ids may not contain `/`; a repository's name does.
+/// A delivery's document id: the app and the delivery id, hashed (a delivery id is whatever
+/// the sender put in a header; a document id may not hold `/`).
+fn delivery_doc_id(delivery: &Delivery) -> String {
+    let app = delivery.app.as_ref().map_or("", |app| app.as_str());
+    let digest = Sha256::digest(format!("{app}\n{}", delivery.id).as_bytes());
+    format!("delivery-{}", hex::encode(digest))
+}
+
 fn orphan_hook_id(repo: &str, hook_id: &str) -> String {
     let digest = Sha256::digest(format!("{repo}\n{hook_id}"));
     hex::encode(&digest[..16])
@@ -685,14 +693,15 @@ impl Store for FirestoreStore {
             received_at: timestamp(delivery.received_at),
             record: encode(delivery)?,
         };
-        // Created only if absent: the id is GitHub's delivery GUID, so a replay finds it.
+        // Created only if absent, keyed by the app and GitHub's delivery GUID (one per event,
+        // the same for every hook), so a replay to the same hook finds it.
         let created = self
             .db
             .fluent()
             .update()
             .in_col(DELIVERIES)
             .precondition(FirestoreWritePrecondition::Exists(false))
-            .document_id(&delivery.id)
+            .document_id(delivery_doc_id(delivery))
             .object(&doc)
             .execute::<()>()
             .await;

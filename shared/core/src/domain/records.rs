@@ -228,7 +228,12 @@ pub struct ReleaseUpdate {
 /// A webhook delivery and what Runway did with it, so that a push that did not redeploy says why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
+    /// GitHub's `X-GitHub-Delivery`: one per event, the same for every hook it reaches, so a
+    /// delivery is known by the app whose hook received it and this id together.
     pub id: DeliveryId,
+    /// The app whose hook received it (absent on deliveries recorded before apps were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppName>,
     pub event: String,
     pub repo_id: Option<u64>,
     pub git_ref: Option<String>,

@@ -58,7 +58,9 @@ pub trait Store: Send + Sync {
         update: ReleaseUpdate,
     ) -> Result<Release, StoreError>;
 
-    /// Records a webhook delivery; `false` if its id was seen before (a replay).
+    /// Records a webhook delivery; `false` if this app's hook received its id before (a
+    /// replay). The same id reaching another app's hook is another delivery: GitHub sends one
+    /// id per event to every hook.
     async fn record_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError>;
     async fn deliveries_of_repo(
         &self,
