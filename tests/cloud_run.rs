@@ -104,19 +104,19 @@ async fn a_deploy_upserts_and_waits_for_the_operation() -> anyhow::Result<()> {
     setup.deploy("r1", GOOD).await?;
 
     let requests = setup.fake.requests();
-    let patch = &requests[0];
+    let patch = requests
+        .iter()
+        .find(|r| r.method == "PATCH")
+        .context("a PATCH")?;
     assert_eq!(
-        (patch.method.as_str(), patch.path.as_str()),
-        (
-            "PATCH",
-            "/v2/projects/runway-test/locations/europe-west1/services/hello"
-        )
+        patch.path,
+        "/v2/projects/runway-test/locations/europe-west1/services/hello"
     );
     assert_eq!(patch.param("allowMissing"), Some("true"));
     assert_eq!(
         patch.param("updateMask"),
-        None,
-        "a deploy replaces the whole service"
+        Some("labels,template,traffic"),
+        "a deploy writes only the fields Runway owns"
     );
     let polls = requests
         .iter()
@@ -132,6 +132,37 @@ async fn a_deploy_upserts_and_waits_for_the_operation() -> anyhow::Result<()> {
         ),
         "reads the service once the operation is done"
     );
+    Ok(())
+}
+
+/// What an operator set on the service outside Runway (with Terraform or gcloud), such as
+/// `invokerIamDisabled` for public apps where `allUsers` is forbidden, or labels of their own,
+/// survives Runway's deploys.
+#[tokio::test]
+async fn a_deploy_keeps_what_the_operator_set_on_the_service() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    setup.deploy("r1", GOOD).await?;
+    let name = service_name(PROJECT, REGION, "hello");
+    let operator = reqwest::Client::new()
+        .patch(format!(
+            "{}/v2/{name}?updateMask=invokerIamDisabled,labels",
+            setup.fake.endpoint()
+        ))
+        .json(&serde_json::json!({
+            "name": name,
+            "invokerIamDisabled": true,
+            "labels": { "managed-by": "runway", "team": "data-science" },
+        }))
+        .send()
+        .await?;
+    anyhow::ensure!(operator.status().is_success(), "{}", operator.status());
+
+    setup.deploy("r2", BETTER).await?;
+
+    let service = setup.service()?;
+    assert_eq!(service["invokerIamDisabled"], true, "{service:#}");
+    assert_eq!(service["labels"]["team"], "data-science", "{service:#}");
+    assert_eq!(service["labels"]["managed-by"], "runway", "{service:#}");
     Ok(())
 }
 
@@ -181,6 +212,32 @@ async fn a_broken_image_is_not_ready_and_the_previous_revision_keeps_serving() -
             .unwrap_or_default()
             .ends_with(&good.revision)
     );
+    Ok(())
+}
+
+/// Cloud Run fails some operations whose revision never gets ready with code 13 (INTERNAL),
+/// not 9: such a deploy is "not ready" with Cloud Run's reason, not an outage to retry (the
+/// worker would retry it until the message is dead-lettered, and the user never learn why).
+#[tokio::test]
+async fn a_revision_failed_with_internal_is_not_ready_and_the_previous_one_keeps_serving()
+-> anyhow::Result<()> {
+    const DENIED: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:5ec2";
+    let setup = Setup::start().await?;
+    setup.fake.fail_image_internally(
+        DENIED,
+        "spec.template.spec.containers[0].env[0].value_from.secret_key_ref.name: Permission \
+         denied on secret: projects/runway-test/secrets/runway-app-hello/versions/1",
+    );
+    let first = setup.deploy("r1", GOOD).await?;
+
+    let error = setup.deploy("r2", DENIED).await.unwrap_err();
+
+    let PlatformError::NotReady(message) = &error else {
+        panic!("expected NotReady, got {error:?}");
+    };
+    assert!(message.contains("Permission denied on secret"), "{message}");
+    let (_, image) = serving(&first).await?;
+    assert_eq!(image, GOOD, "the previous revision keeps serving");
     Ok(())
 }
 

@@ -181,33 +181,48 @@ impl CloudRunPlatform {
 
     /// Turns a finished operation into the service's current state. An operation that failed
     /// because the new revision never got ready is not an error of ours: the service says why,
-    /// and the caller decides from it.
+    /// and the caller decides from it. Cloud Run fails such operations with code 9, and with
+    /// code 13 for some (a revision denied its secret, say), so whatever the code, the service
+    /// is read: a failed reconciliation whose newest revision is not the ready one means "not
+    /// ready, the previous revision keeps serving".
     async fn settle(
         &self,
         name: &str,
         outcome: Result<Service, GaxError>,
         action: &str,
     ) -> Result<Service, PlatformError> {
-        let operation_error = match outcome {
-            Ok(_) => None,
-            Err(error) if has_code(&error, Code::FailedPrecondition) => Some(error),
-            Err(error) => return Err(self.platform_error(error, action)),
+        let Err(error) = outcome else {
+            return self.read(name).await;
         };
-        let service = self
-            .client
+        let service = match self.read(name).await {
+            Ok(service) => service,
+            // A service that cannot be read says nothing about the revision: the operation's
+            // error stands.
+            Err(_) if !has_code(&error, Code::FailedPrecondition) => {
+                return Err(self.platform_error(error, action));
+            }
+            Err(read) => return Err(read),
+        };
+        let revision_not_ready =
+            failed(&service) && service.latest_created_revision != service.latest_ready_revision;
+        if revision_not_ready || (failed(&service) && has_code(&error, Code::FailedPrecondition)) {
+            return Ok(service);
+        }
+        if has_code(&error, Code::FailedPrecondition) {
+            // The service normally records the failure in `terminalCondition`; when it does
+            // not, the operation's own message says why.
+            return Err(PlatformError::NotReady(status_message(&error)));
+        }
+        Err(self.platform_error(error, action))
+    }
+
+    async fn read(&self, name: &str) -> Result<Service, PlatformError> {
+        self.client
             .get_service()
             .set_name(name)
             .send()
             .await
-            .map_err(|error| self.platform_error(error, "reading the service"))?;
-        // The service normally records the failure in `terminalCondition`; when it does not,
-        // the operation's own message says why.
-        match operation_error {
-            Some(error) if !failed(&service) => {
-                Err(PlatformError::NotReady(status_message(&error)))
-            }
-            _ => Ok(service),
-        }
+            .map_err(|error| self.platform_error(error, "reading the service"))
     }
 
     fn platform_error(&self, error: GaxError, action: &str) -> PlatformError {
@@ -246,12 +261,26 @@ impl Platform for CloudRunPlatform {
     #[tracing::instrument(skip_all, fields(app = %spec.app.as_str(), release = %spec.release_id))]
     async fn deploy(&self, spec: DeploySpec) -> Result<Deployed, PlatformError> {
         let name = self.service_name(spec.region.as_str(), &spec.app);
-        let service = desired_service(&self.config, &name, &spec)?;
+        let existing = match self.client.get_service().set_name(&name).send().await {
+            Ok(service) => Some(service),
+            Err(error) if has_code(&error, Code::NotFound) => None,
+            Err(error) => return Err(self.platform_error(error, "reading the service")),
+        };
+        let mut service = desired_service(&self.config, &name, &spec)?;
+        // Labels are one field: keep the ones others put on the service beside Runway's own.
+        if let Some(existing) = existing {
+            let mut labels = existing.labels;
+            labels.extend(service.labels);
+            service.labels = labels;
+        }
         let outcome = self
             .client
             .update_service()
             .set_service(service)
             .set_allow_missing(true)
+            // Only what Runway owns: an operator's settings on the service (its invoker
+            // policy, `invokerIamDisabled`, its own labels) survive every deploy.
+            .set_update_mask(FieldMask::default().set_paths(RUNWAY_FIELDS))
             .poller()
             .until_done()
             .await;
@@ -285,7 +314,10 @@ fn platform_error(config: &CloudRunConfig, error: GaxError, action: &str) -> Pla
     PlatformError::Other(anyhow::Error::new(error).context(format!("{action} in Cloud Run")))
 }
 
-/// The whole service as Runway wants it: an upsert replaces what was there.
+/// The fields of a service Runway writes; a deploy leaves the others as they are.
+const RUNWAY_FIELDS: [&str; 3] = ["labels", "template", "traffic"];
+
+/// The service as Runway wants it, in the fields it owns (`RUNWAY_FIELDS`).
 fn desired_service(
     config: &CloudRunConfig,
     name: &str,

@@ -80,6 +80,8 @@ pub struct FakeRevision {
     pub ready: bool,
     /// Why it is not ready (empty when ready).
     pub message: String,
+    /// The gRPC code an operation that needs it ready fails with.
+    pub failure_code: i64,
     /// The `RevisionTemplate` it was created from, enums as names.
     pub template: Value,
 }
@@ -129,7 +131,15 @@ impl FakeCloudRun {
     pub fn fail_image(&self, image: &str, message: &str) {
         self.lock()
             .broken_images
-            .insert(image.to_owned(), message.to_owned());
+            .insert(image.to_owned(), (FAILED_PRECONDITION, message.to_owned()));
+    }
+
+    /// Like `fail_image`, but the operation fails with code 13 (INTERNAL), as Cloud Run reports
+    /// some revisions that never get ready, e.g. one denied its secret.
+    pub fn fail_image_internally(&self, image: &str, message: &str) {
+        self.lock()
+            .broken_images
+            .insert(image.to_owned(), (INTERNAL, message.to_owned()));
     }
 
     /// The next request with `method` is answered with this error instead
@@ -194,7 +204,8 @@ struct State {
     base_url: String,
     services: BTreeMap<String, FakeService>,
     operations: HashMap<String, Operation>,
-    broken_images: HashMap<String, String>,
+    /// Images whose revisions never get ready: the operation's gRPC code and why.
+    broken_images: HashMap<String, (i64, String)>,
     injected: VecDeque<Injected>,
     requests: Vec<SeenRequest>,
     pending_polls: u32,

@@ -31,7 +31,7 @@ pub(super) fn apply(
     name: &str,
     body: Map<String, Value>,
     mask: Option<&[String]>,
-    broken: &HashMap<String, String>,
+    broken: &HashMap<String, (i64, String)>,
 ) -> Result<Result<Value, Failure>, GoogleError> {
     let mut spec = service.spec.clone();
     write_fields(&mut spec, body, mask)?;
@@ -79,7 +79,7 @@ pub(super) fn new_revision(
     service: &FakeService,
     name: &str,
     template: &Value,
-    broken: &HashMap<String, String>,
+    broken: &HashMap<String, (i64, String)>,
 ) -> Result<FakeRevision, GoogleError> {
     let containers = template["containers"]
         .as_array()
@@ -102,14 +102,18 @@ pub(super) fn new_revision(
         service.revisions.len() + 1,
         random_suffix()
     );
-    let failure = broken
-        .get(&image)
-        .map(|why| format!("Revision '{revision}' is not ready and cannot serve traffic. {why}"));
+    let failure = broken.get(&image).map(|(code, why)| {
+        (
+            *code,
+            format!("Revision '{revision}' is not ready and cannot serve traffic. {why}"),
+        )
+    });
     Ok(FakeRevision {
         name: revision,
         image,
         ready: failure.is_none(),
-        message: failure.unwrap_or_default(),
+        failure_code: failure.as_ref().map_or(0, |(code, _)| *code),
+        message: failure.map(|(_, message)| message).unwrap_or_default(),
         template: template.clone(),
     })
 }
@@ -145,7 +149,7 @@ pub(super) fn route_traffic(service: &FakeService) -> Result<Vec<Route>, Failure
     if let Some(created) = service.revisions.last()
         && !created.ready
     {
-        return Err((FAILED_PRECONDITION, created.message.clone()));
+        return Err((created.failure_code, created.message.clone()));
     }
     let default = vec![json!({ "type": LATEST, "percent": 100 })];
     let targets = service
@@ -187,7 +191,7 @@ pub(super) fn pinned(service: &FakeService, revision: &str) -> Result<String, Fa
                  route to currently available revisions."
             ),
         )),
-        Some(found) if !found.ready => Err((FAILED_PRECONDITION, found.message.clone())),
+        Some(found) if !found.ready => Err((found.failure_code, found.message.clone())),
         Some(found) => Ok(found.name.clone()),
     }
 }
