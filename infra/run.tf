@@ -67,6 +67,8 @@ locals {
       RUNWAY_ADMINS       = join(",", var.admins)
       RUNWAY_WEBHOOK_URL  = local.webhook_url
       RUNWAY_DEPLOY_TOPIC = local.deploy_topic
+      # App names may not start with it: Runway's own services do.
+      RUNWAY_NAME_PREFIX = var.name_prefix
     })
     status = merge(local.common_env, local.build_env, {
       RUNWAY_IAP_AUDIENCE = local.iap_audience["status"]

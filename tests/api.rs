@@ -47,6 +47,12 @@ async fn every_bad_field_gets_a_4xx_naming_it_and_leaves_nothing_behind() -> any
             "app_name",
             "30",
         ),
+        (
+            with(base.clone(), "app_name", json!("runway-submit")),
+            400,
+            "app_name",
+            "Runway's own services",
+        ),
         (missing("repo_url"), 400, "repo_url", "required"),
         (
             with(base.clone(), "repo_url", json!("https://gitlab.com/a/b")),

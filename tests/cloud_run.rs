@@ -135,6 +135,43 @@ async fn a_deploy_upserts_and_waits_for_the_operation() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A service that is not Runway's (no `managed-by=runway` label) is never replaced by an app of
+/// the same name: a submit hears of it first (`check_name`), and a deploy refuses too.
+#[tokio::test]
+async fn a_service_runway_did_not_create_is_never_replaced() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    let name = service_name(PROJECT, REGION, "hello");
+    let theirs = "europe-docker.pkg.dev/other-team/tools/hello@sha256:7777";
+    let created = reqwest::Client::new()
+        .patch(format!(
+            "{}/v2/{name}?allowMissing=true",
+            setup.fake.endpoint()
+        ))
+        .json(&serde_json::json!({
+            "name": name,
+            "template": { "containers": [{ "image": theirs }] },
+        }))
+        .send()
+        .await?;
+    anyhow::ensure!(created.status().is_success(), "{}", created.status());
+
+    let checked = setup
+        .platform
+        .check_name(&app(), &runway_tests::region(REGION))
+        .await;
+    let deployed = setup.deploy("r1", GOOD).await;
+
+    for outcome in [checked.map(|_| ()), deployed.map(|_| ())] {
+        let Err(PlatformError::Conflict(message)) = outcome else {
+            panic!("expected a conflict, got {outcome:?}");
+        };
+        assert!(message.contains("Runway did not create it"), "{message}");
+    }
+    let service = setup.service()?;
+    assert_eq!(service["template"]["containers"][0]["image"], theirs);
+    Ok(())
+}
+
 /// What an operator set on the service outside Runway (with Terraform or gcloud), such as
 /// `invokerIamDisabled` for public apps where `allUsers` is forbidden, or labels of their own,
 /// survives Runway's deploys.

@@ -165,6 +165,7 @@ struct Validated {
 impl DeploymentForm {
     fn validate(self, policy: &Policy) -> Result<Validated, ApiError> {
         let app = AppName::parse(required(&self.app_name, "app_name")?)?;
+        app.check_not_reserved(&policy.reserved_prefix)?;
         let repo = RepoUrl::parse(
             required(&self.repo_url, "repo_url")?,
             policy.allow_local_repos,
@@ -242,6 +243,8 @@ async fn create_or_update(
             SubmitRefused::OtherRepository { .. } => ApiError::Conflict(refused.to_string()),
         },
     )?;
+    // A service Runway did not create may already have the name where the app would run.
+    state.platform.check_name(&form.app, &form.region).await?;
     let repository = state
         .forge
         .repository(&form.repo)

@@ -562,6 +562,10 @@ async fn go_live(state: &State, release: Release) -> Outcome {
             ),
         )
         .await,
+        // Retrying cannot help: someone else's service has the app's name.
+        Err(PlatformError::Conflict(message)) => {
+            fail(state, &release, ReleaseState::Deploying, message).await
+        }
         Err(error) => Outcome::Retry(format!("deploying: {error:#}")),
     }
 }

@@ -121,4 +121,6 @@ pub struct Policy {
     pub default_region: String,
     /// Local mode also deploys from `file://` URLs and paths of local git repositories.
     pub allow_local_repos: bool,
+    /// App names may not start with it: Runway's own services are named so (`runway-submit`).
+    pub reserved_prefix: String,
 }

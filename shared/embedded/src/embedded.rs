@@ -142,6 +142,7 @@ impl Embedded {
                 .unwrap_or_else(|| "local".into()),
             allowed_regions: config.regions.clone(),
             allow_local_repos: true,
+            reserved_prefix: "runway-".into(),
         };
         Ok(Self {
             identity: Arc::new(LocalIdentity {

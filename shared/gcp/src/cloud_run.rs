@@ -28,7 +28,7 @@ use google_cloud_run_v2::model::{
 use google_cloud_wkt::FieldMask;
 
 use super::{has_code, is_transient};
-use runway_core::domain::AppName;
+use runway_core::domain::{AppName, Region};
 use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError, SecretRef};
 
 /// Label on every service and revision Runway creates, so cleanup and people can tell them apart.
@@ -267,6 +267,9 @@ impl Platform for CloudRunPlatform {
             Err(error) => return Err(self.platform_error(error, "reading the service")),
         };
         let mut service = desired_service(&self.config, &name, &spec)?;
+        if let Some(existing) = &existing {
+            not_someone_elses(existing)?;
+        }
         // Labels are one field: keep the ones others put on the service beside Runway's own.
         if let Some(existing) = existing {
             let mut labels = existing.labels;
@@ -294,6 +297,28 @@ impl Platform for CloudRunPlatform {
         }
         Ok(())
     }
+
+    async fn check_name(&self, app: &AppName, region: &Region) -> Result<(), PlatformError> {
+        let name = self.service_name(region.as_str(), app);
+        match self.client.get_service().set_name(&name).send().await {
+            Ok(service) => not_someone_elses(&service),
+            Err(error) if has_code(&error, Code::NotFound) => Ok(()),
+            Err(error) => Err(self.platform_error(error, "reading the service")),
+        }
+    }
+}
+
+/// Runway updates only the services it created: every one carries `managed-by=runway`. An
+/// upsert of another (an operator's, or another team's) would replace it.
+fn not_someone_elses(service: &Service) -> Result<(), PlatformError> {
+    if service.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some("runway") {
+        return Ok(());
+    }
+    Err(PlatformError::Conflict(format!(
+        "the Cloud Run service {} exists and Runway did not create it (it has no label \
+         {MANAGED_BY_LABEL}=runway); choose another app name",
+        short_revision(&service.name)
+    )))
 }
 
 /// Classifies a Cloud Run error: transient ones are retried by the caller, a missing

@@ -276,6 +276,8 @@ impl GcpEnv {
             default_region: allowed_regions.first().cloned().unwrap_or_default(),
             allowed_regions,
             allow_local_repos: false,
+            // Runway's services are `${name_prefix}-submit` & co. (infra/run.tf).
+            reserved_prefix: format!("{}-", env.or("RUNWAY_NAME_PREFIX", "runway")),
         }
     }
 

@@ -73,8 +73,6 @@ pub struct AppName(String);
 
 impl AppName {
     pub const MAX_LEN: usize = 30;
-    /// Runway's own Cloud Run services are `runway-submit`, `runway-worker`, …
-    pub const RESERVED_PREFIX: &str = "runway-";
 
     pub fn parse(input: &str) -> Result<Self, FieldError> {
         let fail = |message: String| Err(FieldError::new("app_name", message));
@@ -104,16 +102,22 @@ impl AppName {
         if input.contains("--") {
             return fail(format!("must not contain \"--\" (got {})", shown(input)));
         }
-        // Apps are Cloud Run services in Runway's own project, beside `runway-submit` & co.
-        if input == Self::RESERVED_PREFIX.trim_end_matches('-')
-            || input.starts_with(Self::RESERVED_PREFIX)
+        Ok(Self(input.to_owned()))
+    }
+
+    /// Refuses a name Runway's own services use: apps are Cloud Run services in Runway's own
+    /// project, beside `{prefix}submit`, `{prefix}worker`, … (`prefix` is the installation's
+    /// `name_prefix` and a `-`).
+    pub fn check_not_reserved(&self, prefix: &str) -> Result<(), FieldError> {
+        let name = self.as_str();
+        if !prefix.is_empty() && (name == prefix.trim_end_matches('-') || name.starts_with(prefix))
         {
-            return fail(format!(
-                "must not start with \"{}\": Runway's own services are named so",
-                Self::RESERVED_PREFIX
+            return Err(FieldError::new(
+                "app_name",
+                format!("must not start with \"{prefix}\": Runway's own services are named so"),
             ));
         }
-        Ok(Self(input.to_owned()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
@@ -745,7 +749,10 @@ mod tests {
     fn rejects_app_names_that_could_replace_runways_own_services() {
         for input in ["runway", "runway-submit", "runway-worker", "runway-x"] {
             // Act
-            let error = AppName::parse(input).unwrap_err();
+            let error = AppName::parse(input)
+                .unwrap()
+                .check_not_reserved("runway-")
+                .unwrap_err();
 
             // Assert
             assert_eq!(error.field, "app_name");
@@ -756,8 +763,13 @@ mod tests {
             );
         }
         // A name merely containing the word is fine.
-        assert!(AppName::parse("runways").is_ok());
-        assert!(AppName::parse("my-runway-app").is_ok());
+        let free = |name: &str| AppName::parse(name).unwrap().check_not_reserved("runway-");
+        assert!(free("runways").is_ok());
+        assert!(free("my-runway-app").is_ok());
+        // An installation named otherwise reserves its own prefix, not Runway's.
+        let acme = |name: &str| AppName::parse(name).unwrap().check_not_reserved("acme-");
+        assert!(acme("acme-submit").is_err());
+        assert!(acme("runway-submit").is_ok());
     }
 
     #[test]

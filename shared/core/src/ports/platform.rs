@@ -10,6 +10,9 @@ pub enum PlatformError {
     NotReady(String),
     #[error("platform unavailable: {0}")]
     Unavailable(String),
+    /// Something Runway did not create already has the app's name where it would run.
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -70,4 +73,11 @@ pub trait Platform: Send + Sync {
     }
     /// Stops and removes everything of the app. Deleting an unknown app is not an error.
     async fn delete(&self, app: &AppName) -> Result<(), PlatformError>;
+    /// Whether `app` may run in `region`: `Conflict` when something Runway did not create (a
+    /// service of someone else's, say) already has its name there. `deploy` checks it too; a
+    /// submit asks first, so the person choosing the name hears of it.
+    async fn check_name(&self, app: &AppName, region: &Region) -> Result<(), PlatformError> {
+        let _ = (app, region);
+        Ok(())
+    }
 }
