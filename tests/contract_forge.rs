@@ -585,6 +585,34 @@ mod github {
         Ok(())
     }
 
+    /// GitHub answers 404, not 403, where a credential may not look: a hook delete answered
+    /// 404 is not proof the hook is gone. The forge says the permission is missing rather than
+    /// reporting success while the hook stays and keeps firing.
+    #[tokio::test]
+    async fn a_hook_delete_answered_404_for_want_of_permission_is_not_success() -> anyhow::Result<()>
+    {
+        let s = Subject::github_token().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        let hook = s
+            .forge()
+            .ensure_webhook(&url, HOOK_URL, &secret("s"))
+            .await?;
+        github.hide_webhooks();
+
+        let deleted = s.forge().delete_webhook(&url, &hook).await;
+
+        let Err(ForgeError::Rejected(message)) = deleted else {
+            bail!("a hidden hook must not read as deleted: {deleted:?}");
+        };
+        ensure!(message.contains("Webhooks"), "{message}");
+        ensure!(
+            github.hooks(OWNER, "app").len() == 1,
+            "the hook is still there"
+        );
+        Ok(())
+    }
+
     /// reqwest's default redirect policy compares each hop with the one before, and tower-http
     /// 0.6 replays the original headers on every hop: api → codeload → codeload sends the token
     /// on the last hop. Ours only ever sends it to the API's own origin.

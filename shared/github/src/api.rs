@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use url::Url;
 
-use super::errors::{Op, api_error};
+use super::errors::{Op, api_error, deprecation_notice};
 use runway_core::ports::ForgeError;
 
 /// GitHub answers a renamed repository with 301/307 and a tarball with 302 to codeload; a few
@@ -82,6 +82,9 @@ impl Api {
                 request = request.json(body);
             }
             let response = request.send().await.map_err(|e| unreachable(&url, e))?;
+            if let Some(notice) = deprecation_notice(response.headers(), &call.op.action) {
+                tracing::warn!(%notice, "GitHub API deprecation");
+            }
             let status = response.status();
             let Some(next) = redirect_target(&response, &url) else {
                 return Ok(response);

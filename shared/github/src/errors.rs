@@ -48,6 +48,11 @@ impl Permission {
     }
 }
 
+/// What to grant so Runway may manage a repository's webhooks.
+pub(super) fn webhooks_permission() -> &'static str {
+    Permission::Webhooks.describe()
+}
+
 /// GitHub's error body: `{"message", "errors", "documentation_url"}`.
 #[derive(Default, Deserialize)]
 struct ErrorBody {
@@ -79,7 +84,13 @@ pub(super) fn api_error(
             "Runway's GitHub credentials may not {action} (403 {message}): {}",
             op.needs.describe()
         )),
-        StatusCode::NOT_FOUND | StatusCode::GONE => ForgeError::NotFound(op.missing.clone()),
+        StatusCode::NOT_FOUND => ForgeError::NotFound(op.missing.clone()),
+        // Not "missing": what GitHub retired (an API version, a disabled feature) stays gone,
+        // and Runway must change, not wait.
+        StatusCode::GONE => ForgeError::Rejected(format!(
+            "GitHub answered 410 Gone when Runway tried to {action} ({message}): GitHub no \
+             longer serves this; Runway needs an update"
+        )),
         StatusCode::UNPROCESSABLE_ENTITY | StatusCode::CONFLICT | StatusCode::BAD_REQUEST => {
             let details = validation_details(&parsed.errors);
             ForgeError::Rejected(format!(
@@ -139,6 +150,21 @@ fn rate_limited(
              {wait}"
         ))
     })
+}
+
+/// GitHub's notice that an API Runway calls is going away (`Deprecation`, `Sunset`), for the
+/// log: the operator then hears of it before it answers 410.
+pub(super) fn deprecation_notice(headers: &HeaderMap, action: &str) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (deprecation, sunset) = (header("deprecation"), header("sunset"));
+    if deprecation.is_none() && sunset.is_none() {
+        return None;
+    }
+    Some(format!(
+        "GitHub marks the API Runway used to {action} as deprecated{}{}",
+        deprecation.map_or(String::new(), |at| format!(" (since {at})")),
+        sunset.map_or(String::new(), |at| format!("; it stops answering on {at}")),
+    ))
 }
 
 /// "2030-01-01 00:00:00 UTC (in 12 minutes)".
@@ -226,6 +252,34 @@ mod tests {
             map.insert(*name, value.parse().unwrap());
         }
         map
+    }
+
+    #[test]
+    fn gone_is_not_missing() {
+        let body = br#"{"message":"This API version is no longer supported."}"#;
+
+        let error = api_error(StatusCode::GONE, &headers(&[]), body, &op());
+
+        let ForgeError::Rejected(message) = error else {
+            panic!("410 must not read as 'not found': {error:?}");
+        };
+        assert!(message.contains("410 Gone"), "{message}");
+        assert!(message.contains("no longer supported"), "{message}");
+    }
+
+    #[test]
+    fn deprecation_and_sunset_headers_make_a_notice() {
+        assert_eq!(deprecation_notice(&headers(&[]), "list hooks"), None);
+        let notice = deprecation_notice(
+            &headers(&[
+                ("deprecation", "@1767225600"),
+                ("sunset", "Wed, 01 Jul 2026 00:00:00 GMT"),
+            ]),
+            "list hooks",
+        )
+        .unwrap();
+        assert!(notice.contains("since @1767225600"), "{notice}");
+        assert!(notice.contains("Wed, 01 Jul 2026"), "{notice}");
     }
 
     #[test]

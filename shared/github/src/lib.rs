@@ -430,8 +430,21 @@ impl Forge for GitHubForge {
         };
         let url = self.repo_url(&repo, &["hooks", hook_id]);
         match self.send(&repo, Method::DELETE, url, None, &op).await {
-            // Already gone (or the repository is): what deleting wanted.
-            Ok(_) | Err(ForgeError::NotFound(_)) => Ok(()),
+            Ok(_) => Ok(()),
+            // GitHub answers 404 where the credential may not look (a classic token without
+            // admin:repo_hook), so 404 proves the hook gone only if the hooks can be listed.
+            Err(ForgeError::NotFound(_)) => match self.list_hooks(&repo).await {
+                Ok(hooks) if hooks.iter().all(|hook| hook.id.to_string() != hook_id) => Ok(()),
+                Ok(_) => Err(ForgeError::Other(anyhow::anyhow!(
+                    "GitHub answered 404 to deleting the webhook {hook_id} of {repo}, yet lists it"
+                ))),
+                Err(ForgeError::NotFound(_)) => Err(ForgeError::Rejected(format!(
+                    "GitHub answered 404 to deleting the webhook {hook_id} of {repo} and lets \
+                     Runway see none of its webhooks: the credentials lack the permission. {}",
+                    errors::webhooks_permission()
+                ))),
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         }
     }

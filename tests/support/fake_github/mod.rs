@@ -81,6 +81,7 @@ struct State {
     next_id: u64,
     rate_limit_reset: Option<i64>,
     hooks_forbidden: bool,
+    hooks_hidden: bool,
     page_cap: Option<usize>,
     downloads: HashMap<String, (u64, String)>,
     codeload_requests: usize,
@@ -249,6 +250,13 @@ impl FakeGitHub {
     /// GitHub does for an App or token without the Webhooks permission.
     pub fn forbid_webhooks(&self) {
         self.state().hooks_forbidden = true;
+    }
+
+    /// From now on the hook endpoints answer 404, as GitHub does for a classic token without
+    /// the `admin:repo_hook` scope: it hides what the credential may not see rather than
+    /// saying it is forbidden.
+    pub fn hide_webhooks(&self) {
+        self.state().hooks_hidden = true;
     }
 
     /// Revokes every installation token issued so far; GitHub then answers 401.

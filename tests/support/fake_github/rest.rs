@@ -362,6 +362,9 @@ pub(super) async fn repo_route(
             "Resource not accessible by integration",
         );
     }
+    if rest.first() == Some(&"hooks") && lock(state).hooks_hidden {
+        return not_found();
+    }
     match (rest, &method) {
         ([], &Method::GET) => get_repo(state, id).await,
         (["branches", branch @ ..], &Method::GET) if !branch.is_empty() => {
