@@ -339,6 +339,31 @@ async fn a_rollback_pins_an_older_revision_and_the_next_deploy_returns_to_latest
     Ok(())
 }
 
+/// After a rollback to R1 (from R2), a deploy of R3 that never gets ready must leave R1
+/// serving. Setting traffic to LATEST with the new template would hand it to R2, the latest
+/// *ready* revision, which the user rolled back from.
+#[tokio::test]
+async fn a_failed_deploy_after_a_rollback_keeps_the_rolled_back_revision_serving()
+-> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    let first = setup.deploy("r1", GOOD).await?;
+    setup.deploy("r2", BETTER).await?;
+    setup
+        .platform
+        .route_to(&app(), REGION, &first.revision)
+        .await?;
+
+    let error = setup.deploy("r3", BROKEN).await.unwrap_err();
+
+    assert!(matches!(error, PlatformError::NotReady(_)), "{error:?}");
+    assert_eq!(
+        serving(&first).await?,
+        (first.revision.clone(), GOOD.into()),
+        "the rolled-back-to revision keeps serving"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_rollback_to_a_revision_that_never_got_ready_is_not_ready() -> anyhow::Result<()> {
     let setup = Setup::start().await?;

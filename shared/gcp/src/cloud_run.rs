@@ -270,6 +270,17 @@ impl Platform for CloudRunPlatform {
         if let Some(existing) = &existing {
             not_someone_elses(existing)?;
         }
+        // After a rollback traffic is pinned. LATEST would mean the latest *ready* revision,
+        // the one rolled back from, should the new one never get ready; so the pin stays until
+        // the new revision is ready, and only then does traffic move.
+        let pinned = existing
+            .as_ref()
+            .is_some_and(|service| !follows_latest(service));
+        let fields: &[&str] = if pinned {
+            &RUNWAY_FIELDS[..2]
+        } else {
+            &RUNWAY_FIELDS
+        };
         // Labels are one field: keep the ones others put on the service beside Runway's own.
         if let Some(existing) = existing {
             let mut labels = existing.labels;
@@ -283,11 +294,28 @@ impl Platform for CloudRunPlatform {
             .set_allow_missing(true)
             // Only what Runway owns: an operator's settings on the service (its invoker
             // policy, `invokerIamDisabled`, its own labels) survive every deploy.
-            .set_update_mask(FieldMask::default().set_paths(RUNWAY_FIELDS))
+            .set_update_mask(FieldMask::default().set_paths(fields.iter().copied()))
             .poller()
             .until_done()
             .await;
         let service = self.settle(&name, outcome, "deploying").await?;
+        if !pinned {
+            return serving_latest(&service);
+        }
+        if failed(&service) || service.latest_ready_revision != service.latest_created_revision {
+            return Err(PlatformError::NotReady(condition_message(&service)));
+        }
+        let outcome = self
+            .client
+            .update_service()
+            .set_service(Service::new().set_name(&name).set_traffic([latest()]))
+            .set_update_mask(FieldMask::default().set_paths(["traffic"]))
+            .poller()
+            .until_done()
+            .await;
+        let service = self
+            .settle(&name, outcome, "moving traffic to the new revision")
+            .await?;
         serving_latest(&service)
     }
 
@@ -339,8 +367,27 @@ fn platform_error(config: &CloudRunConfig, error: GaxError, action: &str) -> Pla
     PlatformError::Other(anyhow::Error::new(error).context(format!("{action} in Cloud Run")))
 }
 
-/// The fields of a service Runway writes; a deploy leaves the others as they are.
+/// The fields of a service Runway writes; a deploy leaves the others as they are. (Traffic
+/// last: a deploy after a rollback writes the first two, and traffic once the revision is
+/// ready.)
 const RUNWAY_FIELDS: [&str; 3] = ["labels", "template", "traffic"];
+
+/// All traffic to the latest ready revision.
+fn latest() -> TrafficTarget {
+    TrafficTarget::new()
+        .set_type(TrafficTargetAllocationType::Latest)
+        .set_percent(100)
+}
+
+/// Whether the service sends all traffic to its latest ready revision (an empty list means
+/// that too), rather than pinning it to one revision as a rollback does.
+fn follows_latest(service: &Service) -> bool {
+    match service.traffic.as_slice() {
+        [] => true,
+        [only] => only.r#type == TrafficTargetAllocationType::Latest && only.percent == 100,
+        _ => false,
+    }
+}
 
 /// The service as Runway wants it, in the fields it owns (`RUNWAY_FIELDS`).
 fn desired_service(
@@ -352,9 +399,7 @@ fn desired_service(
         .set_name(name)
         .set_labels(managed_labels())
         .set_template(template(config, spec)?)
-        .set_traffic([TrafficTarget::new()
-            .set_type(TrafficTargetAllocationType::Latest)
-            .set_percent(100)]))
+        .set_traffic([latest()]))
 }
 
 fn template(config: &CloudRunConfig, spec: &DeploySpec) -> Result<RevisionTemplate, PlatformError> {

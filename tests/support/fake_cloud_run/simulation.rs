@@ -128,17 +128,30 @@ pub(super) fn random_suffix() -> String {
         .collect()
 }
 
-/// Routes traffic as the spec asks, if it can. On failure the previous routing stays and the
-/// terminal condition says why.
+/// Routes traffic as the spec asks, if it can; the terminal condition says how that went. As
+/// in Cloud Run, `LATEST` is the latest *ready* revision: when the newest revision never gets
+/// ready, the operation fails, yet traffic for `LATEST` still goes to the newest one that did,
+/// which after a rollback is not the one serving now. When the spec cannot be routed at all (a
+/// pinned revision that is gone), the previous routing stays.
 pub(super) fn reconcile(service: &mut FakeService, name: &str) -> Result<Value, Failure> {
-    match route_traffic(service) {
-        Ok(serving) => {
+    let newest_failed = service
+        .revisions
+        .last()
+        .filter(|created| !created.ready)
+        .map(|created| (created.failure_code, created.message.clone()));
+    match (route_traffic(service), newest_failed) {
+        (Ok(serving), None) => {
             service.serving = serving;
             service.observed_generation = service.generation;
             service.terminal_condition = condition("CONDITION_SUCCEEDED", "");
             Ok(service.to_json(name))
         }
-        Err((code, message)) => {
+        (Ok(serving), Some((code, message))) => {
+            service.serving = serving;
+            service.terminal_condition = condition("CONDITION_FAILED", &message);
+            Err((code, message))
+        }
+        (Err((code, message)), _) => {
             service.terminal_condition = condition("CONDITION_FAILED", &message);
             Err((code, message))
         }
@@ -146,11 +159,6 @@ pub(super) fn reconcile(service: &mut FakeService, name: &str) -> Result<Value, 
 }
 
 pub(super) fn route_traffic(service: &FakeService) -> Result<Vec<Route>, Failure> {
-    if let Some(created) = service.revisions.last()
-        && !created.ready
-    {
-        return Err((created.failure_code, created.message.clone()));
-    }
     let default = vec![json!({ "type": LATEST, "percent": 100 })];
     let targets = service
         .spec
