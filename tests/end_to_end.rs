@@ -352,3 +352,73 @@ async fn two_branches_of_one_repository_are_two_apps_and_each_push_reaches_its_o
     assert_eq!(pushed.len(), 1, "prod released only main's push: {prod:#}");
     Ok(())
 }
+
+/// A push's signature covers only its body: a captured delivery replayed with a fresh id, or
+/// one that arrives after a newer push, must not bring back the older commit. A push builds
+/// what its branch points at when the build starts, and records the commit it named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replayed_push_builds_the_branch_head_not_the_commit_it_named() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("app.py", &streamlit_app("One")),
+            ("requirements.txt", "streamlit\n"),
+        ],
+    )?;
+    let runway = Runway::start(dir.path())?;
+    let first = runway
+        .deploy("heads", &repo, "app.py", "greeting = \"hi\"\n")
+        .await?;
+    let old = first["commit"].as_str().unwrap_or_default().to_owned();
+    let head = repo.commit(&[("app.py", &streamlit_app("Two"))], "two")?;
+    repo.push("main")?;
+    let pushed = runway.wait_for_push("heads", &head, LIVE_TIMEOUT).await?;
+    assert_eq!(pushed["state"], "live", "{pushed:#}");
+
+    // The first push's body again, with a delivery id never seen: signed, so accepted.
+    let status = runway.status("heads").await?;
+    let key = secrecy::SecretString::from(runway.webhook_secret());
+    let app = runway_core::domain::AppName::parse("heads").unwrap();
+    let secret =
+        secrecy::ExposeSecret::expose_secret(&runway_http::webhook::app_secret(&key, &app))
+            .to_owned();
+    let replay = json!({
+        "ref": "refs/heads/main", "before": "0".repeat(40), "after": old, "deleted": false,
+        "repository": { "id": status["deliveries"][0]["repo_id"], "full_name": "acme/heads" },
+    })
+    .to_string();
+    let response = runway
+        .client
+        .post(runway.url("/github/webhook/heads"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "replayed-with-a-fresh-id")
+        .header("x-hub-signature-256", sign(&secret, replay.as_bytes()))
+        .body(replay)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 202);
+    let queued: Value = response.json().await?;
+    let release_id = queued["release_id"].as_str().unwrap_or_default().to_owned();
+
+    let replayed = runway
+        .wait_for_release("heads", &release_id, LIVE_TIMEOUT)
+        .await?;
+
+    assert_eq!(replayed["commit"], head.as_str(), "{replayed:#}");
+    assert_eq!(replayed["pushed"], old.as_str(), "{replayed:#}");
+    let status = runway.status("heads").await?;
+    let live = status["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == status["live_release"])
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        live["commit"],
+        head.as_str(),
+        "the old commit came back: {status:#}"
+    );
+    Ok(())
+}

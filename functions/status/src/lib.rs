@@ -90,6 +90,7 @@ fn release_json(release: &Release) -> Value {
         "trigger": release.trigger,
         "actor": release.actor,
         "commit": release.commit,
+        "pushed": release.pushed,
         "build_id": release.build_id,
         "log_url": release.log_url,
         "revision": release.revision,

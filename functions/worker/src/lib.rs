@@ -17,7 +17,9 @@ use runway_core::clock::Clock;
 use axum::extract::State as Shared;
 use axum::routing::post;
 use http::StatusCode;
-use runway_core::domain::{AuditAction, BuildId, Release, ReleaseId, ReleaseState, ReleaseUpdate};
+use runway_core::domain::{
+    AuditAction, BuildId, Release, ReleaseId, ReleaseState, ReleaseUpdate, Trigger,
+};
 use runway_core::messages::{BuildEnded, BuildNotification, CloudBuildStatus, DeployRequest};
 use runway_core::ports::{
     BuildError, BuildRequest, DeploySpec, Forge, ForgeError, Identity, ImageBuilder, Platform,
@@ -206,8 +208,14 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
         .await?;
         return Ok(go_live(state, release).await);
     }
-    let commit = match &release.commit {
-        Some(commit) => commit.clone(),
+    // A push builds what its branch points at now, not the commit it named: a replayed or late
+    // delivery then cannot bring back older code (its signature covers only the body).
+    let pushed = release
+        .commit
+        .clone()
+        .filter(|_| release.trigger == Trigger::Push);
+    let commit = match release.commit.clone().filter(|_| pushed.is_none()) {
+        Some(commit) => commit,
         None => match state
             .forge
             .resolve_commit(&deployment.repo, &deployment.branch)
@@ -220,6 +228,15 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
             Err(error) => return Err(Outcome::Retry(format!("resolving the commit: {error:#}"))),
         },
     };
+    let moved_on = pushed.filter(|pushed| *pushed != commit);
+    let message = moved_on.as_ref().map(|pushed| {
+        format!(
+            "the push named {}, but {} had moved on: built its head {}",
+            pushed.short(),
+            deployment.branch,
+            commit.short()
+        )
+    });
     // Claim it first, so a duplicate message finds it building and stops.
     let release = claim(
         state,
@@ -227,6 +244,8 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
         ReleaseState::Building,
         ReleaseUpdate {
             commit: Some(commit.clone()),
+            pushed: moved_on,
+            message,
             ..Default::default()
         },
     )

@@ -125,8 +125,13 @@ pub struct Release {
     pub trigger: Trigger,
     pub actor: String,
     pub state: ReleaseState,
-    /// Resolved when the build starts for manual deploys; known up front for pushes.
+    /// What the release builds: resolved when the build starts for manual deploys; for a
+    /// push, the branch's head when the build starts (which a late or replayed delivery may
+    /// have moved past the commit it named).
     pub commit: Option<CommitSha>,
+    /// For a push whose branch had moved on when its build started: the commit it named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<CommitSha>,
     pub build_id: Option<BuildId>,
     pub log_url: Option<String>,
     pub image: Option<String>,
@@ -162,6 +167,7 @@ impl Release {
             actor: new.actor,
             state: ReleaseState::Queued,
             commit: new.commit,
+            pushed: None,
             build_id,
             log_url,
             image,
@@ -185,6 +191,7 @@ impl Release {
         }
         let ReleaseUpdate {
             commit,
+            pushed,
             build_id,
             log_url,
             image,
@@ -193,6 +200,7 @@ impl Release {
             message,
         } = update;
         self.commit = commit.or(self.commit.take());
+        self.pushed = pushed.or(self.pushed.take());
         self.build_id = build_id.or(self.build_id.take());
         self.log_url = log_url.or(self.log_url.take());
         self.image = image.or(self.image.take());
@@ -217,6 +225,7 @@ pub struct NewRelease {
 #[derive(Clone, Debug, Default)]
 pub struct ReleaseUpdate {
     pub commit: Option<CommitSha>,
+    pub pushed: Option<CommitSha>,
     pub build_id: Option<BuildId>,
     pub log_url: Option<String>,
     pub image: Option<String>,
