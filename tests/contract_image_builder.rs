@@ -10,7 +10,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use runway_core::domain::AppName;
 use runway_core::ports::{ImageBuilder, OutboundMessage, Queue, QueueError, Topic};
-use runway_embedded::{GitForge, UvBuilder, UvBuilderConfig};
 use runway_tests::GitRepo;
 use runway_tests::fake_cloud_build::OnEmulators;
 use runway_tests::image_builder_contract::{self as contract, GOOD_APP, MISSING_REQUIREMENT};
@@ -53,18 +52,7 @@ impl Subject {
 async fn uv_builder() -> Subject {
     let dir = tempfile::tempdir().unwrap();
     let recorded = Arc::new(Recorded::default());
-    let builder = UvBuilder::new(
-        UvBuilderConfig {
-            dir: dir.path().join("builds"),
-            uv: runway_tests::uv_bin(),
-            python: "python3".into(),
-            uv_cache_dir: std::env::temp_dir().join("runway-test-uv-cache"),
-            public_url: "http://127.0.0.1:1".into(),
-            timeout: Duration::from_secs(300),
-        },
-        Arc::new(GitForge::new("/usr/bin/true".into())),
-        recorded.clone(),
-    );
+    let builder = runway_tests::uv_builder(dir.path(), Duration::from_secs(300), recorded.clone());
     Subject {
         builder: Arc::new(builder),
         timeout: Duration::from_secs(240),

@@ -23,7 +23,7 @@ use runway_core::ports::{
 };
 use runway_embedded::process_platform::ProcessPlatformConfig;
 use runway_embedded::proxy::{Proxy, Routes, app_from_host};
-use runway_embedded::{GitForge, ProcessPlatform, UvBuilder, UvBuilderConfig};
+use runway_embedded::{ProcessPlatform, UvBuilder};
 use runway_gcp::{CloudRunConfig, CloudRunPlatform};
 use runway_http::serve;
 use runway_tests::fake_cloud_run::{FakeCloudRun, served};
@@ -113,18 +113,7 @@ async fn build(
 /// The embedded platform, its proxy, and the images the real uv builder made for it.
 async fn process_platform() -> anyhow::Result<Subject> {
     let dir = tempfile::tempdir()?;
-    let builder = UvBuilder::new(
-        UvBuilderConfig {
-            dir: dir.path().join("builds"),
-            uv: runway_tests::uv_bin(),
-            python: "python3".into(),
-            uv_cache_dir: std::env::temp_dir().join("runway-test-uv-cache"),
-            public_url: "http://127.0.0.1:1".into(),
-            timeout: BUILD_TIMEOUT,
-        },
-        Arc::new(GitForge::new("/usr/bin/true".into())),
-        Arc::new(NoNotifications),
-    );
+    let builder = runway_tests::uv_builder(dir.path(), BUILD_TIMEOUT, Arc::new(NoNotifications));
     let repos = dir.path().join("repos");
     let (one, two, broken) = tokio::try_join!(
         build(&builder, &repos, "one", versioned_app("one")),

@@ -51,6 +51,27 @@ macro_rules! contract {
     };
 }
 
+/// A `UvBuilder` building under `dir` with the test uv and the cache the tests share,
+/// announcing its ends on `notifications`.
+pub fn uv_builder(
+    dir: &Path,
+    timeout: Duration,
+    notifications: std::sync::Arc<dyn runway_core::ports::Queue>,
+) -> runway_embedded::UvBuilder {
+    runway_embedded::UvBuilder::new(
+        runway_embedded::UvBuilderConfig {
+            dir: dir.join("builds"),
+            uv: uv_bin(),
+            python: "python3".into(),
+            uv_cache_dir: std::env::temp_dir().join("runway-test-uv-cache"),
+            public_url: "http://127.0.0.1:1".into(),
+            timeout,
+        },
+        std::sync::Arc::new(runway_embedded::GitForge::new("/usr/bin/true".into())),
+        notifications,
+    )
+}
+
 /// A region by name, as stored records carry it.
 pub fn region(name: &str) -> runway_core::domain::Region {
     runway_core::domain::Region::try_from(name.to_owned()).expect("a region name")

@@ -15,4 +15,7 @@ pub mod ports;
 pub mod releases;
 pub mod text;
 
+#[cfg(test)]
+mod testing;
+
 pub use adapters::{Adapters, Need, Timeouts, Unwired};

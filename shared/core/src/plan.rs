@@ -136,16 +136,7 @@ mod tests {
     }
 
     fn release(id: &str, seq: u64, state: ReleaseState) -> Release {
-        let new = NewRelease {
-            app: AppName::parse("demo").unwrap(),
-            trigger: Trigger::Push,
-            actor: "ada".into(),
-            commit: None,
-            rollback_of: None,
-        };
-        let mut release = Release::queued(new, ReleaseId::new(id), seq, now());
-        release.state = state;
-        release
+        crate::testing::release(id, seq, state, now())
     }
 
     fn deployment(live: Option<&str>) -> Deployment {

@@ -118,18 +118,9 @@ pub fn rollback_target<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Trigger;
 
     fn release(id: &str, seq: u64, state: ReleaseState, image: bool) -> Release {
-        let new = NewRelease {
-            app: AppName::parse("demo").unwrap(),
-            trigger: Trigger::Push,
-            actor: "ada".into(),
-            commit: None,
-            rollback_of: None,
-        };
-        let mut release = Release::queued(new, ReleaseId::new(id), seq, chrono::Utc::now());
-        release.state = state;
+        let mut release = crate::testing::release(id, seq, state, chrono::Utc::now());
         release.image = image.then(|| format!("image-{id}"));
         release
     }
