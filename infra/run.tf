@@ -113,29 +113,35 @@ locals {
   # --- per-service settings --------------------------------------------------------------------
   function_settings = {
     submit = {
-      iap     = var.direct_iap
-      ingress = var.direct_iap ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
-      timeout = "60s"
+      iap           = var.direct_iap
+      ingress       = var.direct_iap ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+      timeout       = "60s"
+      min_instances = 0
     }
     status = {
-      iap     = var.direct_iap
-      ingress = var.direct_iap ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
-      timeout = "60s"
+      iap           = var.direct_iap
+      ingress       = var.direct_iap ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+      timeout       = "60s"
+      min_instances = 0
     }
     "github-webhook" = {
       iap     = false
       ingress = "INGRESS_TRAFFIC_ALL"
       timeout = "30s" # GitHub gives up after 10 s anyway
+      # GitHub never retries a delivery it gave up on: a cold start must not eat its 10 s.
+      min_instances = var.webhook_min_instances
     }
     worker = {
-      iap     = false
-      ingress = var.private_ingress
-      timeout = "60s" # = the push subscriptions' ack deadline: a longer request is a failed push
+      iap           = false
+      ingress       = var.private_ingress
+      timeout       = "60s" # = the push subscriptions' ack deadline: a longer request is a failed push
+      min_instances = 0
     }
     cleanup = {
-      iap     = false
-      ingress = var.private_ingress
-      timeout = "300s" # = the scheduler job's attempt deadline
+      iap           = false
+      ingress       = var.private_ingress
+      timeout       = "300s" # = the scheduler job's attempt deadline
+      min_instances = 0
     }
   }
 }
@@ -161,7 +167,7 @@ resource "google_cloud_run_v2_service" "function" {
     timeout         = each.value.timeout
 
     scaling {
-      min_instance_count = 0
+      min_instance_count = each.value.min_instances
       max_instance_count = var.function_max_instances
     }
 

@@ -129,6 +129,12 @@ variable "image_tags" {
   default     = {}
 }
 
+variable "webhook_min_instances" {
+  description = "Instances of github-webhook kept warm: GitHub gives up on a delivery after 10 s and never retries it, so a cold start must not eat that time (0 saves the idle cost)."
+  type        = number
+  default     = 1
+}
+
 variable "function_max_instances" {
   description = "Max instances of each Runway service."
   type        = number

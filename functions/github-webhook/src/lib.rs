@@ -3,7 +3,9 @@
 //! that did not redeploy says why), and queues a release of the hook's app when the push is to
 //! its branch. Each app has its own hook, URL and secret (`webhook::app_secret`).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
 use runway_core::clock::Clock;
@@ -15,17 +17,24 @@ use runway_core::domain::{
     AppName, AuditAction, CommitSha, Delivery, DeliveryId, NewRelease, Trigger,
 };
 use runway_core::ports::{Queue, Store};
-use runway_core::releases::{audit, enqueue};
+use runway_core::releases::{audit, publish};
 use runway_http::webhook::{self, PushEvent};
 use runway_http::{ApiError, ApiResult, Body, Limits, Router, json, limits, parse_json};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-/// GitHub caps payloads at 25 MB, and gives up on a delivery after 10 s.
+/// GitHub caps payloads at 25 MB. The deadline only stops what is stuck: each step of a push
+/// is bounded by `State::step` well within it, so the handler answers before it is cut off
+/// between recording a delivery and queueing its release.
 const LIMITS: Limits = Limits {
     body: 25 * 1024 * 1024,
-    timeout: std::time::Duration::from_secs(10),
+    timeout: Duration::from_secs(30),
 };
+
+/// How long one store or queue call on the push path may take. GitHub gives up on a delivery
+/// after 10 s and never retries it by itself: better a 503 it shows as failed (and a person can
+/// redeliver) than no answer.
+pub const STEP: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct State {
@@ -33,6 +42,8 @@ pub struct State {
     pub queue: Arc<dyn Queue>,
     pub secret: SecretString,
     pub clock: Arc<dyn Clock>,
+    /// The bound on each store or queue call (`STEP`).
+    pub step: Duration,
 }
 
 /// Firestore and Pub/Sub on Google Cloud; GitHub's signature is the only credential.
@@ -45,6 +56,7 @@ impl State {
             store: adapters.store()?,
             queue: adapters.queue()?,
             secret: adapters.webhook_secret()?,
+            step: STEP,
         })
     }
 }
@@ -55,6 +67,25 @@ pub fn router(state: State) -> Router {
         .route("/github/webhook/{app}", post(receive))
         .with_state(state);
     limits(routes, LIMITS)
+}
+
+/// `call`, or 503 once it has taken longer than the state's step.
+async fn bounded<T, E>(
+    state: &State,
+    what: &str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, ApiError>
+where
+    ApiError: From<E>,
+{
+    match tokio::time::timeout(state.step, call).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(_) => Err(ApiError::Unavailable(format!(
+            "{what} took longer than {:?}; redeliver this delivery from GitHub's webhook page \
+             once Runway answers again",
+            state.step
+        ))),
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -128,24 +159,32 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
         (None, _, _) => Err(format!("{} is not a branch", event.git_ref)),
         (Some(branch), true, _) => Err(format!("branch {branch} was deleted")),
         (Some(_), false, None) => Err(format!("'{}' is not a commit id", event.after)),
-        (Some(branch), false, Some(_)) => match state.store.deployment(app).await? {
-            None => Err(format!("the app {app} no longer exists")),
-            Some(d) if d.repo_id != event.repository.id => Err(format!(
-                "{app} does not deploy {}",
-                event.repository.full_name
-            )),
-            Some(d) if d.branch.as_str() != branch => Err(format!(
-                "no app deploys branch {branch} of {} ({app} deploys {})",
-                event.repository.full_name, d.branch
-            )),
-            Some(d) => Ok(d),
-        },
+        (Some(branch), false, Some(_)) => {
+            match bounded(&state, "reading the app", state.store.deployment(app)).await? {
+                None => Err(format!("the app {app} no longer exists")),
+                Some(d) if d.repo_id != event.repository.id => Err(format!(
+                    "{app} does not deploy {}",
+                    event.repository.full_name
+                )),
+                Some(d) if d.branch.as_str() != branch => Err(format!(
+                    "no app deploys branch {branch} of {} ({app} deploys {})",
+                    event.repository.full_name, d.branch
+                )),
+                Some(d) => Ok(d),
+            }
+        }
     };
     delivery.outcome = match &deployment {
         Ok(d) => format!("queued a release of {}", d.app),
         Err(reason) => format!("ignored: {reason}"),
     };
-    if !state.store.record_delivery(&delivery).await? {
+    let recorded = bounded(
+        &state,
+        "recording the delivery",
+        state.store.record_delivery(&delivery),
+    )
+    .await?;
+    if !recorded {
         return Ok(json(
             StatusCode::OK,
             &json!({ "status": "duplicate", "reason": format!("delivery {} was already received", delivery.id) }),
@@ -165,27 +204,41 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
         .pusher
         .as_ref()
         .map_or_else(|| "github".to_owned(), |p| format!("{} (push)", p.name));
-    let release = enqueue(
-        state.store.as_ref(),
-        state.queue.as_ref(),
-        NewRelease {
-            app: deployment.app.clone(),
-            trigger: Trigger::Push,
-            actor: actor.clone(),
-            commit,
-            rollback_of: None,
-        },
+    let new = NewRelease {
+        app: deployment.app.clone(),
+        trigger: Trigger::Push,
+        actor: actor.clone(),
+        commit,
+        rollback_of: None,
+    };
+    let release = bounded(
+        &state,
+        "queueing the release",
+        state.store.queue_release(new),
     )
     .await?;
-    audit(
+    // The release is durably queued: the answer need not wait for the queue. The record is the
+    // outbox, so a publish that fails or hangs is published again by cleanup.
+    match tokio::time::timeout(state.step, publish(state.queue.as_ref(), &release)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(release = %release.id, %error, "publish failed; cleanup will publish it again");
+        }
+        Err(_) => {
+            tracing::warn!(release = %release.id, "publish took too long; cleanup will publish it again");
+        }
+    }
+    let audited = audit(
         state.store.as_ref(),
         state.clock.as_ref(),
         &actor,
         AuditAction::Push,
         Some(deployment.app.as_str()),
         format!("delivery {} commit {}", delivery.id, event.after),
-    )
-    .await;
+    );
+    if tokio::time::timeout(state.step, audited).await.is_err() {
+        tracing::warn!(release = %release.id, "the audit entry took too long; left out");
+    }
     Ok(json(
         StatusCode::ACCEPTED,
         &json!({ "status": "queued", "app": deployment.app, "release_id": release.id }),

@@ -1,0 +1,222 @@
+//! The push path is bounded: GitHub gives up on a delivery after 10 s and never retries it by
+//! itself, so a store or queue that hangs must get an answer from the ingress in time, not
+//! silence. A queue that hangs is no reason to fail the push at all: the release is durably
+//! queued, and cleanup publishes it again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use http::StatusCode;
+use runway_core::clock;
+use runway_core::domain::{
+    AppName, AuditEntry, BuildId, Delivery, Deployment, HookId, NewRelease, Release, ReleaseId,
+    ReleaseState, ReleaseUpdate, RepoUrl, Timestamp,
+};
+use runway_core::ports::{OutboundMessage, Queue, QueueError, Store, StoreError, Topic};
+use runway_embedded::SqliteStore;
+use runway_github_webhook::{State, router};
+use secrecy::SecretString;
+use tower::ServiceExt;
+
+const STEP: Duration = Duration::from_millis(200);
+
+/// A real store, whose `record_delivery` can be made to hang.
+struct SometimesHanging {
+    inner: SqliteStore,
+    hang_on_delivery: bool,
+}
+
+async fn never<T>() -> T {
+    std::future::pending().await
+}
+
+#[async_trait]
+impl Store for SometimesHanging {
+    async fn put_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
+        self.inner.put_deployment(d).await
+    }
+    async fn deployment(&self, app: &AppName) -> Result<Option<Deployment>, StoreError> {
+        self.inner.deployment(app).await
+    }
+    async fn deployments(&self) -> Result<Vec<Deployment>, StoreError> {
+        self.inner.deployments().await
+    }
+    async fn deployments_of_repo(&self, repo_id: u64) -> Result<Vec<Deployment>, StoreError> {
+        self.inner.deployments_of_repo(repo_id).await
+    }
+    async fn delete_deployment(&self, app: &AppName) -> Result<(), StoreError> {
+        self.inner.delete_deployment(app).await
+    }
+    async fn queue_release(&self, release: NewRelease) -> Result<Release, StoreError> {
+        self.inner.queue_release(release).await
+    }
+    async fn release(&self, id: &ReleaseId) -> Result<Option<Release>, StoreError> {
+        self.inner.release(id).await
+    }
+    async fn releases(&self, app: &AppName, limit: usize) -> Result<Vec<Release>, StoreError> {
+        self.inner.releases(app, limit).await
+    }
+    async fn release_by_build(&self, id: &BuildId) -> Result<Option<Release>, StoreError> {
+        self.inner.release_by_build(id).await
+    }
+    async fn releases_in_state(
+        &self,
+        state: ReleaseState,
+        before: Timestamp,
+    ) -> Result<Vec<Release>, StoreError> {
+        self.inner.releases_in_state(state, before).await
+    }
+    async fn transition(
+        &self,
+        id: &ReleaseId,
+        from: ReleaseState,
+        to: ReleaseState,
+        update: ReleaseUpdate,
+    ) -> Result<Release, StoreError> {
+        self.inner.transition(id, from, to, update).await
+    }
+    async fn record_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError> {
+        if self.hang_on_delivery {
+            return never().await;
+        }
+        self.inner.record_delivery(delivery).await
+    }
+    async fn deliveries_of_repo(
+        &self,
+        repo_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.deliveries_of_repo(repo_id, limit).await
+    }
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.inner.append_audit(entry).await
+    }
+    async fn audit(
+        &self,
+        app: Option<&AppName>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit(app, limit).await
+    }
+    async fn add_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError> {
+        self.inner.add_orphan_hook(repo, hook_id).await
+    }
+    async fn orphan_hooks(&self) -> Result<Vec<(String, HookId)>, StoreError> {
+        self.inner.orphan_hooks().await
+    }
+    async fn remove_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError> {
+        self.inner.remove_orphan_hook(repo, hook_id).await
+    }
+}
+
+/// A queue that never answers.
+struct HangingQueue;
+
+#[async_trait]
+impl Queue for HangingQueue {
+    async fn publish(&self, _: Topic, _: OutboundMessage) -> Result<String, QueueError> {
+        never().await
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<SometimesHanging>,
+    state: State,
+}
+
+async fn fixture(hang_on_delivery: bool) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteStore::open(&dir.path().join("runway.db")).unwrap();
+    let store = Arc::new(SometimesHanging {
+        inner,
+        hang_on_delivery,
+    });
+    let now = chrono::Utc::now();
+    store
+        .put_deployment(&Deployment {
+            app: AppName::parse("demo").unwrap(),
+            repo: RepoUrl::parse("https://github.com/acme/demo", false).unwrap(),
+            repo_id: 7,
+            branch: runway_core::domain::Branch::parse("main").unwrap(),
+            main_file: runway_core::domain::MainFile::parse("app.py").unwrap(),
+            region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
+            resources: Default::default(),
+            owner: "ada@example.com".into(),
+            webhook_id: None,
+            live_release: None,
+            url: None,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    let state = State {
+        store: store.clone(),
+        queue: Arc::new(HangingQueue),
+        secret: SecretString::from("installation-key".to_owned()),
+        clock: clock::system(),
+        step: STEP,
+    };
+    Fixture {
+        _dir: dir,
+        store,
+        state,
+    }
+}
+
+/// Sends a signed push to `main` of the app's repository; the status and how long it took.
+async fn push(state: &State) -> (StatusCode, Duration) {
+    let body = serde_json::json!({
+        "ref": "refs/heads/main", "before": "0".repeat(40), "after": "a".repeat(40),
+        "deleted": false, "repository": { "id": 7, "full_name": "acme/demo" },
+    })
+    .to_string();
+    let app = AppName::parse("demo").unwrap();
+    let secret = runway_http::webhook::app_secret(&state.secret, &app);
+    let signature = runway_http::webhook::sign(
+        secrecy::ExposeSecret::expose_secret(&secret).as_bytes(),
+        body.as_bytes(),
+    );
+    let request = http::Request::post("/github/webhook/demo")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "d-1")
+        .header("x-hub-signature-256", signature)
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let started = Instant::now();
+    let response = router(state.clone()).oneshot(request).await.unwrap();
+    (response.status(), started.elapsed())
+}
+
+#[tokio::test]
+async fn a_hanging_queue_does_not_hold_the_answer_and_the_release_stays_queued() {
+    let f = fixture(false).await;
+
+    let (status, took) = push(&f.state).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(took < STEP * 4, "answered after {took:?}");
+    let releases = f
+        .store
+        .releases(&AppName::parse("demo").unwrap(), 5)
+        .await
+        .unwrap();
+    assert_eq!(releases.len(), 1);
+    assert_eq!(
+        releases[0].state,
+        ReleaseState::Queued,
+        "cleanup publishes it"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_store_gets_a_503_in_time_not_silence() {
+    let f = fixture(true).await;
+
+    let (status, took) = push(&f.state).await;
+
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < STEP * 4, "answered after {took:?}");
+}
