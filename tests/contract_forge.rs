@@ -306,6 +306,29 @@ async fn deleting_a_webhook_removes_it_and_deleting_it_again_is_fine(
     Ok(())
 }
 
+/// A hook says when it was made, so cleanup can leave alone a hook whose app a submit is still
+/// recording (its grace period). GitHub reports `created_at`; a fake that dated every hook
+/// 2024 made the grace period untestable.
+async fn a_new_webhook_is_dated_when_it_was_made(s: &Subject) -> anyhow::Result<()> {
+    let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+    let before = chrono::Utc::now() - chrono::Duration::seconds(2);
+    s.forge()
+        .ensure_webhook(&url, HOOK_URL, &secret("a"))
+        .await?;
+
+    let hooks = s.forge().webhooks(&url).await?;
+
+    let made = hooks
+        .first()
+        .and_then(|hook| hook.created_at)
+        .context("the hook has a creation time")?;
+    ensure!(
+        made >= before && made <= chrono::Utc::now() + chrono::Duration::seconds(2),
+        "a hook made just now is dated {made}"
+    );
+    Ok(())
+}
+
 async fn lists_every_webhook_with_its_url(s: &Subject) -> anyhow::Result<()> {
     let (url, _repo) = s.repo("app", &[("app.py", "")])?;
     let other_url = "https://other.example.com/hook";
@@ -352,6 +375,7 @@ runway_tests::contract! {
         ensuring_a_webhook_twice_keeps_one_hook_with_the_newer_secret,
         deleting_a_webhook_removes_it_and_deleting_it_again_is_fine,
         lists_every_webhook_with_its_url,
+        a_new_webhook_is_dated_when_it_was_made,
     ]
 }
 

@@ -65,6 +65,10 @@ pub struct FakeHook {
     pub insecure_ssl: String,
     pub events: Vec<String>,
     pub active: bool,
+    /// When it was made and last changed, as GitHub reports them (cleanup's grace period for
+    /// young hooks reads `created_at`).
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Default)]

@@ -118,8 +118,8 @@ pub(super) fn hook_json(state: &State, repo: &Repo, hook: &FakeHook) -> Value {
         "active": hook.active,
         "events": hook.events,
         "config": config,
-        "updated_at": "2024-01-01T00:00:00Z",
-        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": hook.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "created_at": hook.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "url": url,
         "test_url": format!("{url}/test"),
         "ping_url": format!("{url}/pings"),
@@ -518,6 +518,8 @@ pub(super) fn create_hook(state: &mut State, id: u64, body: &Value) -> Response 
         insecure_ssl: config_string(config, "insecure_ssl", "0"),
         events,
         active: body["active"].as_bool().unwrap_or(true),
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
     };
     repo.hooks.push(hook.clone());
     let state = &*state;
@@ -554,6 +556,7 @@ pub(super) fn update_hook(state: &mut State, id: u64, hook_id: u64, body: &Value
     };
     if config.is_object() {
         hook.url = config["url"].as_str().unwrap_or_default().to_owned();
+        hook.updated_at = Utc::now();
         hook.secret = config["secret"].as_str().map(str::to_owned);
         hook.content_type = config_string(config, "content_type", "form");
         hook.insecure_ssl = config_string(config, "insecure_ssl", "0");
