@@ -67,12 +67,12 @@ async fn wait_for(
 }
 
 /// Sends the push event GitHub would send for `commit` on `main`, signed.
+/// A push as GitHub delivers it: its full body and GitHub's headers (all but the legacy SHA-1
+/// `X-Hub-Signature`, which Runway never reads).
 async fn push(production: &Production, repo_id: u64, commit: &str) -> anyhow::Result<u16> {
-    let body = json!({
-        "ref": "refs/heads/main", "before": "0".repeat(40), "after": commit, "deleted": false,
-        "repository": { "id": repo_id, "full_name": "ada/demo" },
-    })
-    .to_string();
+    let body =
+        runway_tests::github_push_payload(repo_id, "ada/demo", "main", &"0".repeat(40), commit)
+            .to_string();
     let secret = production.app_webhook_secret("demo");
     let signature = webhook::sign(secret.as_bytes(), body.as_bytes());
     let response = production
@@ -81,8 +81,12 @@ async fn push(production: &Production, repo_id: u64, commit: &str) -> anyhow::Re
             "{}/github/webhook/demo",
             production.url("github-webhook")
         ))
+        .header("user-agent", "GitHub-Hookshot/5b2c1a4")
         .header("x-github-event", "push")
         .header("x-github-delivery", uuid::Uuid::new_v4().to_string())
+        .header("x-github-hook-id", "512003764")
+        .header("x-github-hook-installation-target-id", repo_id.to_string())
+        .header("x-github-hook-installation-target-type", "repository")
         .header("x-hub-signature-256", signature)
         .header("content-type", "application/json")
         .body(body)

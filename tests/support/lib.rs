@@ -72,6 +72,51 @@ pub fn uv_builder(
     )
 }
 
+/// A push event's body as GitHub sends it (REST API version 2022-11-28, `push` webhook), with
+/// every field GitHub documents for one commit, not only those Runway reads, so the ingress is
+/// tested on what really arrives.
+pub fn github_push_payload(
+    repo_id: u64,
+    full_name: &str,
+    branch: &str,
+    before: &str,
+    after: &str,
+) -> Value {
+    let (owner, name) = full_name.split_once('/').unwrap_or(("octo", full_name));
+    let html = format!("https://github.com/{full_name}");
+    let person = serde_json::json!({
+        "name": "Ada Lovelace", "email": "ada@example.com", "username": "ada",
+    });
+    let commit = serde_json::json!({
+        "id": after, "tree_id": "f".repeat(40), "distinct": true, "message": "A change",
+        "timestamp": "2026-11-29T12:00:00+00:00", "url": format!("{html}/commit/{after}"),
+        "author": person, "committer": person,
+        "added": [], "removed": [], "modified": ["app.py"],
+    });
+    serde_json::json!({
+        "ref": format!("refs/heads/{branch}"),
+        "before": before,
+        "after": after,
+        "created": false,
+        "deleted": false,
+        "forced": false,
+        "base_ref": null,
+        "compare": format!("{html}/compare/{}...{}", &before[..12.min(before.len())], &after[..12.min(after.len())]),
+        "commits": [commit],
+        "head_commit": commit,
+        "repository": {
+            "id": repo_id, "node_id": "R_kgDOAbc", "name": name, "full_name": full_name,
+            "private": true,
+            "owner": { "name": owner, "login": owner, "id": 1, "type": "Organization" },
+            "html_url": html, "url": html, "default_branch": "main", "master_branch": "main",
+            "pushed_at": 1_795_000_000, "created_at": 1_700_000_000,
+            "visibility": "private", "fork": false, "archived": false,
+        },
+        "pusher": { "name": "ada", "email": "ada@example.com" },
+        "sender": { "login": "ada", "id": 583231, "type": "User", "site_admin": false },
+    })
+}
+
 /// A region by name, as stored records carry it.
 pub fn region(name: &str) -> runway_core::domain::Region {
     runway_core::domain::Region::try_from(name.to_owned()).expect("a region name")
