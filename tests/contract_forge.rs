@@ -515,6 +515,35 @@ mod github {
     }
 
     #[tokio::test]
+    async fn a_secondary_rate_limit_names_the_wait_and_is_not_retried_at_once() -> anyhow::Result<()>
+    {
+        let s = Subject::github_token().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        github.trip_secondary_rate_limit(1, 60);
+
+        let result = s
+            .forge()
+            .ensure_webhook(&url, HOOK_URL, &secret("whsec-7f3a"))
+            .await;
+
+        // Retrying at once is what GitHub warns can get an integration banned: the one refused
+        // request must reach the caller, with the wait GitHub named.
+        let Err(ForgeError::Unavailable(message)) = result else {
+            bail!("expected Unavailable, got {result:?}");
+        };
+        ensure!(message.contains("secondary rate limit"), "{message}");
+        ensure!(message.contains("retry after 60 s"), "{message}");
+        ensure!(github.hooks(OWNER, "app").is_empty());
+        // Once the limit has passed, the same call succeeds.
+        s.forge()
+            .ensure_webhook(&url, HOOK_URL, &secret("whsec-7f3a"))
+            .await?;
+        ensure!(github.hooks(OWNER, "app").len() == 1);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_missing_permission_is_named() -> anyhow::Result<()> {
         let s = Subject::github_token().await?;
         let (url, _repo) = s.repo("app", &[("app.py", "")])?;

@@ -10,6 +10,7 @@ use anyhow::bail;
 use reqwest::Method;
 use runway_http::webhook;
 use runway_tests::fake_cloud_run::served;
+use runway_tests::fake_github::FakeDelivery;
 use runway_tests::production::{ADMIN, Production};
 use runway_tests::{GitRepo, streamlit_app};
 use serde_json::{Value, json};
@@ -158,6 +159,11 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     assert_eq!(hooks[0].secret.as_deref(), Some(secret.as_str()));
     assert_ne!(secret, production.app_webhook_secret("other"));
     assert_ne!(secret, production.env["RUNWAY_WEBHOOK_SECRET"]);
+    // GitHub pinged the new hook, with Hookshot's headers and the hook's signature, and the
+    // ingress answered it; a ping it refused would show as a failed delivery on the hook's page.
+    let ping = pinged(&production, hooks[0].id).await?;
+    assert_eq!(ping.status, Some(200), "{ping:?}\n{}", production.logs());
+    assert!(ping.response.contains("pong"), "{ping:?}");
 
     // A signed push redeploys: a new revision takes the traffic.
     let second_commit = repo.commit(&[("app.py", &streamlit_app("Version two"))], "two")?;
@@ -395,4 +401,23 @@ async fn callers_without_googles_tokens_are_refused() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The ping GitHub sent hook `hook_id`, once its receiver has answered (GitHub waits 10 s).
+async fn pinged(production: &Production, hook_id: u64) -> anyhow::Result<FakeDelivery> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let deliveries = production.github.deliveries();
+        let ping = deliveries
+            .iter()
+            .find(|d| d.event == "ping" && d.hook_id == hook_id);
+        if let Some(ping) = ping {
+            return Ok(ping.clone());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "GitHub made no ping to hook {hook_id}: {deliveries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

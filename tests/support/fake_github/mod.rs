@@ -94,6 +94,11 @@ struct State {
     /// foreign host, where a client that compares each hop only with the previous one sends
     /// the credentials again).
     codeload_hops_once: bool,
+    /// Deliveries decided but not yet sent, and those sent with what their receivers answered.
+    outbox: Vec<hookshot::Outgoing>,
+    deliveries: Vec<FakeDelivery>,
+    /// How many more write requests hit a secondary rate limit, and the `retry-after` they name.
+    secondary_limit: Option<(usize, u64)>,
 }
 
 struct AppKey {
@@ -250,6 +255,18 @@ impl FakeGitHub {
         self.state().rate_limit_reset = Some(reset);
     }
 
+    /// The next `requests` writes (POST, PATCH, DELETE) answer 403 with `retry-after: seconds`
+    /// and GitHub's secondary-rate-limit message, while the primary limit has plenty left: GitHub
+    /// limits content creation this way, and warns that retrying at once can ban the integration.
+    pub fn trip_secondary_rate_limit(&self, requests: usize, retry_after: u64) {
+        self.state().secondary_limit = (requests > 0).then_some((requests, retry_after));
+    }
+
+    /// The deliveries GitHub made so far (pings to new hooks), with what each receiver answered.
+    pub fn deliveries(&self) -> Vec<FakeDelivery> {
+        self.state().deliveries.clone()
+    }
+
     /// From now on the hook endpoints answer 403 "Resource not accessible by integration", as
     /// GitHub does for an App or token without the Webhooks permission.
     pub fn forbid_webhooks(&self) {
@@ -322,8 +339,11 @@ impl State {
 // ---------------------------------------------------------------------------------------------
 // Responses in GitHub's shapes
 
+mod hookshot;
 mod repos;
 mod rest;
 
+pub use hookshot::FakeDelivery;
+use hookshot::*;
 use repos::*;
 use rest::*;

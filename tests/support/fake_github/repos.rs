@@ -7,17 +7,25 @@ pub(super) fn bare_path(state: &Mutex<State>, id: u64) -> Option<PathBuf> {
     lock(state).repo(id).map(|repo| repo.bare.clone())
 }
 
+/// The repository's default branch, as `git symbolic-ref HEAD` of its bare repository names it.
+pub(super) async fn default_branch(state: &Mutex<State>, id: u64) -> Option<String> {
+    let bare = bare_path(state, id)?;
+    let head = git(&bare, &["symbolic-ref", "--short", "HEAD"])
+        .await
+        .ok()?;
+    Some(head.trim().to_owned())
+}
+
 pub(super) async fn get_repo(state: &Mutex<State>, id: u64) -> Response {
-    let Some(bare) = bare_path(state, id) else {
+    if bare_path(state, id).is_none() {
         return not_found();
-    };
-    let head = git(&bare, &["symbolic-ref", "--short", "HEAD"]).await;
-    let Ok(default_branch) = head else {
+    }
+    let Some(default_branch) = default_branch(state, id).await else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
     };
     let state = lock(state);
     match state.repo(id) {
-        Some(repo) => ok(repo_json(&state, repo, default_branch.trim())),
+        Some(repo) => ok(repo_json(&state, repo, &default_branch)),
         None => not_found(),
     }
 }

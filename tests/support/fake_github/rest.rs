@@ -141,7 +141,7 @@ pub(super) enum Caller {
     Refused(&'static str),
 }
 
-pub(super) async fn api_request(state: &Mutex<State>, request: Request) -> Response {
+pub(super) async fn api_request(state: &Arc<Mutex<State>>, request: Request) -> Response {
     let reset = lock(state).rate_limit_reset;
     if let Some(reset) = reset {
         let response = error(
@@ -152,8 +152,34 @@ pub(super) async fn api_request(state: &Mutex<State>, request: Request) -> Respo
         return with_rate_limit_headers(response, 0, reset);
     }
     let hour = Utc::now().timestamp() + 3600;
+    let writes = [Method::POST, Method::PATCH, Method::DELETE];
+    if writes.contains(request.method())
+        && let Some(retry_after) = secondary_limit(&mut lock(state))
+    {
+        let mut response = error(
+            StatusCode::FORBIDDEN,
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try \
+             again. If you reach out to GitHub Support for help, please include the request ID.",
+        );
+        if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return with_rate_limit_headers(response, 4999, hour);
+    }
     let response = route(state, request).await;
+    send_outbox(state);
     with_rate_limit_headers(response, 4999, hour)
+}
+
+/// Counts a write against a tripped secondary limit; its `retry-after` while the limit holds.
+fn secondary_limit(state: &mut State) -> Option<u64> {
+    let (left, retry_after) = state.secondary_limit.as_mut()?;
+    let retry_after = *retry_after;
+    *left -= 1;
+    if *left == 0 {
+        state.secondary_limit = None;
+    }
+    Some(retry_after)
 }
 
 pub(super) async fn route(state: &Mutex<State>, request: Request) -> Response {
@@ -375,7 +401,10 @@ pub(super) async fn repo_route(
         }
         (["hooks"], &Method::GET) => list_hooks(state, id, request.uri().query()),
         (["hooks"], &Method::POST) => match json_body(request).await {
-            Ok(body) => create_hook(&mut lock(state), id, &body),
+            Ok(body) => {
+                let default_branch = default_branch(state, id).await.unwrap_or_default();
+                create_hook(&mut lock(state), id, &body, &default_branch)
+            }
             Err(response) => response,
         },
         (["hooks", hook], _) => {
@@ -486,7 +515,12 @@ pub(super) fn config_string(config: &Value, key: &str, default: &str) -> String 
     }
 }
 
-pub(super) fn create_hook(state: &mut State, id: u64, body: &Value) -> Response {
+pub(super) fn create_hook(
+    state: &mut State,
+    id: u64,
+    body: &Value,
+    default_branch: &str,
+) -> Response {
     let config = &body["config"];
     if let Some(errors) = invalid_url(config["url"].as_str()) {
         return validation_failed(errors);
@@ -522,6 +556,7 @@ pub(super) fn create_hook(state: &mut State, id: u64, body: &Value) -> Response 
         updated_at: Utc::now(),
     };
     repo.hooks.push(hook.clone());
+    queue_ping(state, id, &hook, default_branch);
     let state = &*state;
     let Some(repo) = state.repo(id) else {
         return not_found();

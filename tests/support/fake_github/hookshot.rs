@@ -1,0 +1,108 @@
+//! Deliveries, as GitHub's Hookshot makes them: after a hook is created GitHub sends it a `ping`
+//! ("When you create a new webhook, we'll send you a simple ping event to let you know you've set
+//! up the webhook correctly"), and every delivery carries the headers GitHub documents under
+//! "Delivery headers". Each delivery is recorded with what the receiver answered, as the hook's
+//! "Recent Deliveries" page shows it; GitHub does not retry a failed one.
+
+use std::time::Duration;
+
+use super::*;
+
+/// GitHub gives a receiver 10 seconds to answer a delivery; later counts as failed.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A delivery the fake made, and what the receiver answered.
+#[derive(Clone, Debug)]
+pub struct FakeDelivery {
+    pub guid: String,
+    pub event: String,
+    pub hook_id: u64,
+    /// The receiver's status, or `None` when it could not be reached in time.
+    pub status: Option<u16>,
+    pub response: String,
+}
+
+/// A delivery decided while the state was locked, sent after the API has answered.
+pub(super) struct Outgoing {
+    hook: FakeHook,
+    repo_id: u64,
+    event: &'static str,
+    payload: Value,
+}
+
+/// Queues the `ping` GitHub sends a hook it has just created.
+pub(super) fn queue_ping(state: &mut State, repo_id: u64, hook: &FakeHook, default_branch: &str) {
+    let Some(repo) = state.repo(repo_id) else {
+        return;
+    };
+    let payload = json!({
+        "zen": "Design for failure.",
+        "hook_id": hook.id,
+        "hook": hook_json(state, repo, hook),
+        "repository": repo_json(state, repo, default_branch),
+        "sender": { "login": repo.owner, "type": "User" },
+    });
+    state.outbox.push(Outgoing {
+        hook: hook.clone(),
+        repo_id,
+        event: "ping",
+        payload,
+    });
+}
+
+/// Sends what is queued, each on its own task, and records what the receivers answer.
+pub(super) fn send_outbox(state: &Arc<Mutex<State>>) {
+    let outgoing = std::mem::take(&mut lock(state).outbox);
+    for delivery in outgoing {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let record = deliver(&delivery).await;
+            lock(&state).deliveries.push(record);
+        });
+    }
+}
+
+async fn deliver(delivery: &Outgoing) -> FakeDelivery {
+    let guid = uuid::Uuid::new_v4().to_string();
+    let json_body = delivery.payload.to_string();
+    // A hook made with `content_type: form` gets the JSON as the `payload` form field.
+    let (content_type, body) = if delivery.hook.content_type == "json" {
+        ("application/json", json_body)
+    } else {
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &json_body)
+            .finish();
+        ("application/x-www-form-urlencoded", form)
+    };
+    let mut request = reqwest::Client::new()
+        .post(&delivery.hook.url)
+        .timeout(DELIVERY_TIMEOUT)
+        .header("content-type", content_type)
+        .header("user-agent", "GitHub-Hookshot/9a1f2c4")
+        .header("x-github-event", delivery.event)
+        .header("x-github-delivery", &guid)
+        .header("x-github-hook-id", delivery.hook.id.to_string())
+        .header(
+            "x-github-hook-installation-target-id",
+            delivery.repo_id.to_string(),
+        )
+        .header("x-github-hook-installation-target-type", "repository");
+    if let Some(secret) = &delivery.hook.secret {
+        let signature = runway_http::webhook::sign(secret.as_bytes(), body.as_bytes());
+        request = request.header("x-hub-signature-256", signature);
+    }
+    let (status, response) = match request.body(body).send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (Some(status), response.text().await.unwrap_or_default())
+        }
+        Err(e) => (None, e.to_string()),
+    };
+    FakeDelivery {
+        guid,
+        event: delivery.event.to_owned(),
+        hook_id: delivery.hook.id,
+        status,
+        response,
+    }
+}
