@@ -138,16 +138,22 @@ pub(super) fn flag(request: &SeenRequest, name: &str) -> bool {
     request.param(name) == Some("true")
 }
 
-pub(super) fn patch_service(
-    state: &mut State,
-    name: &str,
-    request: &SeenRequest,
-) -> Result<(StatusCode, Value), GoogleError> {
+/// The fake carries out every write; a dry run it would report as done is refused instead.
+fn refuse_validate_only(request: &SeenRequest) -> Result<(), GoogleError> {
     if flag(request, "validateOnly") {
         return Err(GoogleError::invalid(
             "validateOnly is not supported by the fake",
         ));
     }
+    Ok(())
+}
+
+pub(super) fn patch_service(
+    state: &mut State,
+    name: &str,
+    request: &SeenRequest,
+) -> Result<(StatusCode, Value), GoogleError> {
+    refuse_validate_only(request)?;
     let mut body = request
         .body
         .clone()
@@ -205,11 +211,7 @@ pub(super) fn delete_service(
     name: &str,
     request: &SeenRequest,
 ) -> Result<(StatusCode, Value), GoogleError> {
-    if flag(request, "validateOnly") {
-        return Err(GoogleError::invalid(
-            "validateOnly is not supported by the fake",
-        ));
-    }
+    refuse_validate_only(request)?;
     let service = state
         .services
         .remove(name)

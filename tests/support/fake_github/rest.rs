@@ -556,7 +556,10 @@ pub(super) fn create_hook(
         updated_at: Utc::now(),
     };
     repo.hooks.push(hook.clone());
-    queue_ping(state, id, &hook, default_branch);
+    // GitHub delivers nothing to an inactive hook, its ping included.
+    if hook.active {
+        queue_ping(state, id, &hook, default_branch);
+    }
     let state = &*state;
     let Some(repo) = state.repo(id) else {
         return not_found();
