@@ -59,6 +59,8 @@ locals {
     RUNWAY_REGIONS                 = join(",", local.app_regions)
     RUNWAY_RUNTIME_SERVICE_ACCOUNT = local.sa_email["app-runtime"]
     RUNWAY_MAX_INSTANCES           = tostring(var.app_max_instances)
+    RUNWAY_PROJECT_NUMBER          = local.project_number
+    RUNWAY_PUBLIC_ACCESS           = var.app_public_access
   }
 
   function_env = {
@@ -69,6 +71,9 @@ locals {
       RUNWAY_DEPLOY_TOPIC = local.deploy_topic
       # App names may not start with it: Runway's own services do.
       RUNWAY_NAME_PREFIX = var.name_prefix
+      # Who may open an app whose submit does not say.
+      RUNWAY_APP_ACCESS  = var.app_access
+      RUNWAY_APP_VIEWERS = join(",", var.app_viewers)
     })
     status = merge(local.common_env, local.build_env, {
       RUNWAY_IAP_AUDIENCE = local.iap_audience["status"]

@@ -199,6 +199,15 @@ resource "google_project_iam_member" "worker_app_deployer" {
   member  = local.sa["worker"]
 }
 
+# A private app is IAP on its service: the worker sets who may pass (roles/iap.httpsResourceAccessor
+# on projects/N/iap_web/cloud_run-REGION/services/APP) and the service's iapEnabled. IAP's
+# resource policies are only writable through roles/iap.admin (no narrower predefined role).
+resource "google_project_iam_member" "worker_iap_admin" {
+  project = var.project_id
+  role    = "roles/iap.admin"
+  member  = local.sa["worker"]
+}
+
 # A build that runs as app-build needs the caller to be allowed to act as app-build.
 resource "google_service_account_iam_member" "worker_acts_as_app_build" {
   service_account_id = google_service_account.sa["app-build"].name

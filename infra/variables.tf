@@ -147,6 +147,34 @@ variable "app_max_instances" {
   default     = 3
 }
 
+variable "app_access" {
+  description = "Who may open an app whose submit does not say (RUNWAY_APP_ACCESS): public (anyone with the URL) or private (IAP on the app, app_viewers and whoever the form names). Each app can override it in the form."
+  type        = string
+  default     = "public"
+
+  validation {
+    condition     = contains(["public", "private"], var.app_access)
+    error_message = "app_access must be public or private."
+  }
+}
+
+variable "app_viewers" {
+  description = "Viewers of an app that is private by default (RUNWAY_APP_VIEWERS): user:, group: or serviceAccount: emails, or domain:example.com."
+  type        = list(string)
+  default     = []
+}
+
+variable "app_public_access" {
+  description = "How a public app is opened (RUNWAY_PUBLIC_ACCESS): all-users grants roles/run.invoker to allUsers; invoker-iam-disabled turns the service's invoker check off, for organizations whose policy (domain-restricted sharing) forbids allUsers."
+  type        = string
+  default     = "all-users"
+
+  validation {
+    condition     = contains(["all-users", "invoker-iam-disabled"], var.app_public_access)
+    error_message = "app_public_access must be all-users or invoker-iam-disabled."
+  }
+}
+
 variable "private_ingress" {
   description = "Ingress of worker and cleanup. Pub/Sub push and Cloud Scheduler in the same project count as internal traffic, so INTERNAL_ONLY works and keeps the internet out; the invoker IAM binding is the second lock."
   type        = string

@@ -4,10 +4,14 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use runway_core::domain::{AppName, Cpu, MainFile, Memory, ReleaseId, Resources};
+use http::StatusCode;
+use runway_core::domain::{Access, AppName, Cpu, MainFile, Memory, ReleaseId, Resources};
 use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError, SecretRef};
-use runway_gcp::{CloudRunConfig, CloudRunPlatform};
-use runway_tests::fake_cloud_run::{FakeCloudRun, served, service_name};
+use runway_gcp::{CloudRunConfig, CloudRunPlatform, PublicAccess};
+use runway_tests::fake_cloud_run::{
+    FakeCloudRun, INVOKER, PROJECT_NUMBER, iap_agent, served, service_name, status_for,
+};
+use runway_tests::google_keys::GoogleKeys;
 use serde_json::Value;
 
 const PROJECT: &str = "runway-test";
@@ -28,14 +32,18 @@ impl Setup {
     async fn start() -> anyhow::Result<Self> {
         let fake = FakeCloudRun::start().await?;
         fake.fail_image(BROKEN, BROKEN_WHY);
-        let mut config = CloudRunConfig::new(PROJECT, RUNTIME_SA, vec![REGION.into()]);
-        config.endpoint = Some(fake.endpoint());
-        config.anonymous = true;
-        config.poll_initial_delay = Duration::from_millis(10);
-        config.poll_max_delay = Duration::from_millis(50);
-        config.operation_timeout = Duration::from_secs(10);
-        let platform = CloudRunPlatform::new(config).await?;
+        let platform = CloudRunPlatform::new(config(&fake)).await?;
         Ok(Self { fake, platform })
+    }
+
+    /// Another platform on the same fake, configured differently.
+    async fn platform_with(
+        &self,
+        change: impl FnOnce(&mut CloudRunConfig),
+    ) -> anyhow::Result<CloudRunPlatform> {
+        let mut config = config(&self.fake);
+        change(&mut config);
+        CloudRunPlatform::new(config).await
     }
 
     async fn deploy(&self, release: &str, image: &str) -> Result<Deployed, PlatformError> {
@@ -47,6 +55,17 @@ impl Setup {
             .service(&service_name(PROJECT, REGION, "hello"))
             .context("the service exists in the fake")
     }
+}
+
+fn config(fake: &FakeCloudRun) -> CloudRunConfig {
+    let mut config = CloudRunConfig::new(PROJECT, PROJECT_NUMBER, RUNTIME_SA, vec![REGION.into()]);
+    config.endpoint = Some(fake.endpoint());
+    config.iap_endpoint = Some(fake.endpoint());
+    config.anonymous = true;
+    config.poll_initial_delay = Duration::from_millis(10);
+    config.poll_max_delay = Duration::from_millis(50);
+    config.operation_timeout = Duration::from_secs(10);
+    config
 }
 
 fn app() -> AppName {
@@ -62,6 +81,7 @@ fn spec(release: &str, image: &str, secrets: Option<&str>) -> DeploySpec {
         region: runway_tests::region(REGION),
         resources: Resources::new(Memory::Gi2, Cpu::One).expect("allowed resources"),
         secrets: secrets.map(|name| SecretRef(name.to_owned())),
+        access: Access::Public,
     }
 }
 
@@ -115,7 +135,7 @@ async fn a_deploy_upserts_and_waits_for_the_operation() -> anyhow::Result<()> {
     assert_eq!(patch.param("allowMissing"), Some("true"));
     assert_eq!(
         patch.param("updateMask"),
-        Some("labels,template,traffic"),
+        Some("labels,template,iapEnabled,traffic"),
         "a deploy writes only the fields Runway owns"
     );
     let polls = requests
@@ -123,14 +143,23 @@ async fn a_deploy_upserts_and_waits_for_the_operation() -> anyhow::Result<()> {
         .filter(|r| r.method == "GET" && r.path.contains("/operations/"))
         .count();
     assert_eq!(polls, 3, "polled until done: {requests:#?}");
-    let last = requests.last().context("a last request")?;
+    let last_poll = requests
+        .iter()
+        .rposition(|r| r.path.contains("/operations/"))
+        .context("a poll")?;
+    let after: Vec<(&str, &str)> = requests[last_poll + 1..]
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    let service = "/v2/projects/runway-test/locations/europe-west1/services/hello";
     assert_eq!(
-        (last.method.as_str(), last.path.as_str()),
-        (
-            "GET",
-            "/v2/projects/runway-test/locations/europe-west1/services/hello"
-        ),
-        "reads the service once the operation is done"
+        after,
+        [
+            ("GET", service),
+            ("GET", &*format!("{service}:getIamPolicy")),
+            ("POST", &*format!("{service}:setIamPolicy")),
+        ],
+        "reads the service once the operation is done, then opens it to viewers"
     );
     Ok(())
 }
@@ -521,5 +550,135 @@ async fn an_unavailable_cloud_run_is_worth_retrying() -> anyhow::Result<()> {
         .deploy("r1", GOOD)
         .await
         .context("the retry succeeds")?;
+    Ok(())
+}
+
+/// Cloud Run lets nobody in whom its invoker check does not admit: a public app needs
+/// `allUsers` as invoker, or every viewer gets 403.
+#[tokio::test]
+async fn a_public_app_opens_to_anonymous_viewers() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+
+    let deployed = setup.deploy("r1", GOOD).await?;
+
+    let name = service_name(PROJECT, REGION, "hello");
+    assert_eq!(setup.fake.members(&name, INVOKER), ["allUsers"]);
+    assert_eq!(status_for(&deployed.url, None).await?, StatusCode::OK);
+    assert!(!flag(&setup.service()?, "iapEnabled"));
+    Ok(())
+}
+
+/// A service's boolean field as JSON gives it: `false` is left out, as proto3 JSON does.
+fn flag(service: &Value, field: &str) -> bool {
+    service[field].as_bool().unwrap_or(false)
+}
+
+fn private(viewers: &[&str]) -> Access {
+    Access::parse("private", viewers.iter().copied()).expect("valid viewers")
+}
+
+/// A private app is IAP on the service: anonymous viewers are sent to sign in, signed-in ones
+/// pass only if named (directly, through a group, or by domain), and IAP's agent may invoke.
+#[tokio::test]
+async fn a_private_app_lets_in_only_its_signed_in_viewers() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    let keys = GoogleKeys::start().await;
+    setup.fake.trust(keys.verifier());
+    setup.fake.add_to_group("group:ds@acme.io", "bob@acme.io");
+    let mut spec = spec("r1", GOOD, None);
+    spec.access = private(&["ada@acme.io", "group:ds@acme.io", "domain:partner.io"]);
+
+    let deployed = setup.platform.deploy(spec).await?;
+
+    let url = &deployed.url;
+    let token = |email: &str| keys.id_token(url, email);
+    assert_eq!(
+        status_for(url, None).await?,
+        StatusCode::FOUND,
+        "sign in first"
+    );
+    for viewer in ["ada@acme.io", "bob@acme.io", "carol@partner.io"] {
+        assert_eq!(
+            status_for(url, Some(&token(viewer))).await?,
+            StatusCode::OK,
+            "{viewer}"
+        );
+    }
+    assert_eq!(
+        status_for(url, Some(&token("eve@acme.io"))).await?,
+        StatusCode::FORBIDDEN
+    );
+    let other_audience = keys.id_token("https://elsewhere.run.app", "ada@acme.io");
+    assert_eq!(
+        status_for(url, Some(&other_audience)).await?,
+        StatusCode::UNAUTHORIZED
+    );
+    let name = service_name(PROJECT, REGION, "hello");
+    assert_eq!(setup.fake.members(&name, INVOKER), [iap_agent()]);
+    assert!(flag(&setup.service()?, "iapEnabled"));
+    assert!(!flag(&setup.service()?, "invokerIamDisabled"));
+    Ok(())
+}
+
+/// Access follows the setting both ways, and whatever else an operator granted stays.
+#[tokio::test]
+async fn changing_access_revokes_and_grants_and_keeps_the_operators_grants() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    let deployed = setup.deploy("r1", GOOD).await?;
+    let name = service_name(PROJECT, REGION, "hello");
+    let policy: Value = reqwest::get(format!("{}/v2/{name}:getIamPolicy", setup.fake.endpoint()))
+        .await?
+        .json()
+        .await?;
+    let granted = reqwest::Client::new()
+        .post(format!("{}/v2/{name}:setIamPolicy", setup.fake.endpoint()))
+        .json(&serde_json::json!({ "policy": {
+            "etag": policy["etag"],
+            "bindings": [{ "role": INVOKER, "members": ["allUsers", "serviceAccount:ops@acme.io"] }],
+        }}))
+        .send()
+        .await?;
+    anyhow::ensure!(granted.status().is_success(), "{}", granted.status());
+
+    let mut spec = spec("r2", BETTER, None);
+    spec.access = private(&["ada@acme.io"]);
+    setup.platform.deploy(spec).await?;
+    assert_eq!(status_for(&deployed.url, None).await?, StatusCode::FOUND);
+    assert_eq!(
+        setup.fake.members(&name, INVOKER),
+        ["serviceAccount:ops@acme.io".to_owned(), iap_agent()]
+    );
+
+    setup.deploy("r3", GOOD).await?;
+    assert_eq!(status_for(&deployed.url, None).await?, StatusCode::OK);
+    assert!(!flag(&setup.service()?, "iapEnabled"));
+    assert!(
+        setup
+            .fake
+            .members(&name, INVOKER)
+            .contains(&"serviceAccount:ops@acme.io".to_owned())
+    );
+    Ok(())
+}
+
+/// Domain-restricted sharing refuses `allUsers`: the error says which setting to change, and
+/// with `invoker-iam-disabled` the app is public all the same.
+#[tokio::test]
+async fn an_organization_that_forbids_all_users_gets_public_apps_through_the_invoker_switch()
+-> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    setup.fake.forbid_public_members();
+
+    let refused = setup.deploy("r1", GOOD).await.unwrap_err();
+    let message = format!("{refused:#}");
+    assert!(message.contains("invoker-iam-disabled"), "{message}");
+    assert!(message.contains("organization"), "{message}");
+
+    let platform = setup
+        .platform_with(|config| config.public_access = PublicAccess::InvokerIamDisabled)
+        .await?;
+    let deployed = platform.deploy(spec("r2", GOOD, None)).await?;
+    assert_eq!(status_for(&deployed.url, None).await?, StatusCode::OK);
+    assert_eq!(setup.service()?["invokerIamDisabled"], true);
     Ok(())
 }

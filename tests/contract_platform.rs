@@ -26,7 +26,7 @@ use runway_embedded::proxy::{Proxy, Routes, app_from_host};
 use runway_embedded::{ProcessPlatform, UvBuilder};
 use runway_gcp::{CloudRunConfig, CloudRunPlatform};
 use runway_http::serve;
-use runway_tests::fake_cloud_run::{FakeCloudRun, served};
+use runway_tests::fake_cloud_run::{self, FakeCloudRun, served};
 use runway_tests::image_builder_contract::wait_for_end;
 use runway_tests::platform_contract::{self, Fixture};
 use runway_tests::{GitRepo, git, processes_mentioning};
@@ -218,10 +218,12 @@ async fn cloud_run() -> anyhow::Result<Subject> {
     );
     let mut config = CloudRunConfig::new(
         PROJECT,
+        fake_cloud_run::PROJECT_NUMBER,
         "apps@runway-test.iam.gserviceaccount.com",
         vec![REGION.into()],
     );
     config.endpoint = Some(fake.endpoint());
+    config.iap_endpoint = Some(fake.endpoint());
     config.anonymous = true;
     config.poll_initial_delay = Duration::from_millis(10);
     config.poll_max_delay = Duration::from_millis(50);

@@ -106,6 +106,7 @@ fn deployment(name: &str, repo_id: u64) -> Deployment {
         main_file: MainFile::parse("app.py").unwrap(),
         region: runway_tests::region("europe-west1"),
         resources: Resources::default(),
+        access: Default::default(),
         owner: "ada@example.com".into(),
         webhook_id: Some("17".into()),
         live_release: None,

@@ -7,9 +7,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use http::StatusCode;
 use reqwest::Method;
 use runway_http::webhook;
-use runway_tests::fake_cloud_run::served;
+use runway_tests::fake_cloud_run::{served, status_for};
 use runway_tests::fake_github::FakeDelivery;
 use runway_tests::production::{ADMIN, Production};
 use runway_tests::{GitRepo, streamlit_app};
@@ -142,6 +143,7 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     let (_, shown) = status(&production, "demo").await?;
     assert_eq!(shown["url"], url, "{shown:#}");
     assert_eq!(served(url).await?["revision"], first["revision"]);
+    assert_eq!(shown["access"], json!({ "mode": "public" }), "{shown:#}");
     // The secret reached Cloud Run only as a Secret Manager version, mounted as a file.
     let template = service["template"].to_string();
     assert!(template.contains("runway-app-demo"), "{template}");
@@ -266,6 +268,40 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     assert_eq!(serving["revision"], fixed["revision"]);
     assert_ne!(fixed["revision"], first["revision"]);
     assert_ne!(fixed["revision"], second["revision"]);
+
+    // Made private, the app sends anonymous viewers to sign in and lets in only those named.
+    production.cloud_build.drop_final_notification(false);
+    let update = production
+        .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+        .json(&json!({
+            "repo_url": "https://github.com/ada/demo",
+            "main_file": "app.py",
+            "app_name": "demo",
+            "access": "private",
+            "viewers": [OWNER],
+        }))
+        .send()
+        .await?;
+    assert_eq!(update.status(), 202, "{}", update.text().await?);
+    let update: Value = update.json().await?;
+    let private = wait_for(&production, "demo", "the private release", |r| {
+        r["id"] == update["release_id"]
+    })
+    .await?;
+    assert_eq!(private["state"], "live", "{private:#}");
+    let token = |email: &str| production.keys.id_token(url, email);
+    assert_eq!(status_for(url, None).await?, StatusCode::FOUND);
+    assert_eq!(status_for(url, Some(&token(OWNER))).await?, StatusCode::OK);
+    assert_eq!(
+        status_for(url, Some(&token("eve@example.com"))).await?,
+        StatusCode::FORBIDDEN
+    );
+    let (_, shown) = status(&production, "demo").await?;
+    assert_eq!(
+        shown["access"],
+        json!({ "mode": "private", "viewers": [format!("user:{OWNER}")] }),
+        "{shown:#}"
+    );
 
     // The secret is in no Firestore document (read as an admin over the emulator's REST API).
     for collection in ["deployments", "releases", "deliveries", "audit"] {

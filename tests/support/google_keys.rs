@@ -12,7 +12,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http_body_util::BodyExt;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use p256::ecdsa::SigningKey;
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use rsa::pkcs1::EncodeRsaPrivateKey;
@@ -26,6 +26,7 @@ pub const OIDC_ISSUER: &str = "https://accounts.google.com";
 pub struct GoogleKeys {
     iap: EncodingKey,
     oidc: EncodingKey,
+    oidc_public: DecodingKey,
     pub iap_keys_url: String,
     pub oidc_keys_url: String,
 }
@@ -77,6 +78,11 @@ impl GoogleKeys {
         Arc::new(Self {
             iap: EncodingKey::from_ec_pem(iap_pem.as_bytes()).unwrap(),
             oidc: EncodingKey::from_rsa_pem(oidc_pem.as_bytes()).unwrap(),
+            oidc_public: DecodingKey::from_rsa_components(
+                &URL_SAFE_NO_PAD.encode(rsa.n().to_bytes_be()),
+                &URL_SAFE_NO_PAD.encode(rsa.e().to_bytes_be()),
+            )
+            .unwrap(),
             iap_keys_url: format!("{base}/iap"),
             oidc_keys_url: format!("{base}/oidc"),
         })
@@ -92,6 +98,27 @@ impl GoogleKeys {
             "email": email, "iat": now - 5, "exp": now + 600,
         });
         encode(&header, &claims, &self.iap).unwrap()
+    }
+
+    /// A Google ID token for a signed-in person, as `gcloud auth print-identity-token
+    /// --audiences=AUDIENCE` prints it.
+    pub fn id_token(&self, audience: &str, email: &str) -> String {
+        self.oidc_token(audience, email)
+    }
+
+    /// Checks a Google ID token as Cloud Run and IAP do (signature, issuer, audience, expiry)
+    /// and gives its email.
+    pub fn verifier(self: &Arc<Self>) -> crate::fake_cloud_run::Verifier {
+        let keys = self.clone();
+        Arc::new(move |token, audience| {
+            let mut validation = Validation::new(Algorithm::RS256);
+            validation.set_audience(&[audience]);
+            validation.set_issuer(&[OIDC_ISSUER]);
+            let claims = decode::<Value>(token, &keys.oidc_public, &validation)
+                .ok()?
+                .claims;
+            claims["email"].as_str().map(str::to_owned)
+        })
     }
 
     /// The OIDC token Pub/Sub push or Cloud Scheduler sends as `service_account`.

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use anyhow::{Context, bail, ensure};
-use runway_core::domain::{AppName, MainFile, Region, ReleaseId, Resources};
+use runway_core::domain::{Access, AppName, MainFile, Region, ReleaseId, Resources};
 use runway_core::ports::{DeploySpec, Platform, PlatformError};
 
 pub type Probe = Box<
@@ -33,6 +33,7 @@ impl Fixture {
             region: self.region.clone(),
             resources: Resources::default(),
             secrets: None,
+            access: Access::Public,
         }
     }
 }

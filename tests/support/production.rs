@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use crate::emulators;
 use crate::fake_cloud_build::FakeCloudBuild;
-use crate::fake_cloud_run::FakeCloudRun;
+use crate::fake_cloud_run::{FakeCloudRun, PROJECT_NUMBER};
 use crate::fake_github::FakeGitHub;
 use crate::google_keys::{GoogleKeys, PushRelay};
 
@@ -93,6 +93,7 @@ impl Production {
         let cloud_build =
             FakeCloudBuild::start(&project, &emulators::gcs(), &emulators::pubsub()).await?;
         let cloud_run = FakeCloudRun::start().await?;
+        cloud_run.trust(keys.verifier());
 
         let ports: BTreeMap<&str, u16> = FUNCTIONS.iter().map(|f| (*f, free_port())).collect();
         let url = |function: &str| format!("http://127.0.0.1:{}", ports[function]);
@@ -129,6 +130,10 @@ impl Production {
                 account("runway-app-runtime"),
             ),
             ("RUNWAY_MAX_INSTANCES", "2".to_owned()),
+            ("RUNWAY_PROJECT_NUMBER", PROJECT_NUMBER.to_owned()),
+            ("RUNWAY_PUBLIC_ACCESS", "all-users".to_owned()),
+            ("RUNWAY_APP_ACCESS", "public".to_owned()),
+            ("RUNWAY_APP_VIEWERS", String::new()),
             // Cleanup polls a build whose notification is a second late, not ten minutes.
             ("RUNWAY_STALE_SECS", "1".to_owned()),
             ("RUNWAY_DEPLOY_TIMEOUT_SECS", "900".to_owned()),
@@ -167,6 +172,7 @@ impl Production {
             ("RUNWAY_SECRETMANAGER_ENDPOINT", emulators::secret_manager()),
             ("RUNWAY_CLOUDBUILD_ENDPOINT", cloud_build.url().to_owned()),
             ("RUNWAY_CLOUDRUN_ENDPOINT", cloud_run.endpoint()),
+            ("RUNWAY_IAP_ENDPOINT", cloud_run.endpoint()),
             ("RUNWAY_IAP_KEYS_URL", keys.iap_keys_url.clone()),
             ("RUNWAY_OIDC_KEYS_URL", keys.oidc_keys_url.clone()),
         ]);

@@ -174,6 +174,7 @@ async fn hooks_no_app_stands_behind_are_removed_and_the_rest_kept() {
         main_file: runway_core::domain::MainFile::parse("app.py").unwrap(),
         region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
         resources: Default::default(),
+        access: Default::default(),
         owner: "ada".into(),
         webhook_id: None,
         live_release: None,

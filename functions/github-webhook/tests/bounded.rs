@@ -143,6 +143,7 @@ async fn fixture(hang_on_delivery: bool) -> Fixture {
             main_file: runway_core::domain::MainFile::parse("app.py").unwrap(),
             region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
             resources: Default::default(),
+            access: Default::default(),
             owner: "ada@example.com".into(),
             webhook_id: None,
             live_release: None,

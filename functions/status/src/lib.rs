@@ -70,6 +70,7 @@ fn deployment_json(deployment: &Deployment, latest: Option<&Release>) -> Value {
         "region": deployment.region,
         "memory": deployment.resources.memory().as_str(),
         "cpu": deployment.resources.cpu().as_str(),
+        "access": deployment.access,
         "owner": deployment.owner,
         "url": deployment.url,
         "live_release": deployment.live_release,

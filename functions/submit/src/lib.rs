@@ -11,8 +11,8 @@ use http::{HeaderMap, StatusCode};
 use runway_core::config::Policy;
 use runway_core::deployments::{Settings, SubmitRefused, may_submit, submitted};
 use runway_core::domain::{
-    AppName, AuditAction, Branch, Caller, CommitSha, Cpu, Deployment, MainFile, Memory, NewRelease,
-    Region, Release, ReleaseId, RepoUrl, Resources, SecretsToml, Trigger,
+    Access, AppName, AuditAction, Branch, Caller, CommitSha, Cpu, Deployment, MainFile, Memory,
+    NewRelease, Region, Release, ReleaseId, RepoUrl, Resources, SecretsToml, Trigger, Viewer,
 };
 use runway_core::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
 use runway_core::releases::{RollbackRefused, audit, enqueue, rollback_target};
@@ -108,6 +108,8 @@ struct FormPage<'a> {
     default_memory: &'static str,
     cpus: Vec<&'static str>,
     default_cpu: &'static str,
+    default_access: &'static str,
+    default_viewers: String,
 }
 
 async fn form(Shared(state): Shared<State>, _: Authenticated) -> ApiResult {
@@ -118,6 +120,8 @@ async fn form(Shared(state): Shared<State>, _: Authenticated) -> ApiResult {
         default_memory: Resources::default().memory().as_str(),
         cpus: Cpu::ALL.iter().map(|c| c.as_str()).collect(),
         default_cpu: Resources::default().cpu().as_str(),
+        default_access: state.policy.default_access.mode(),
+        default_viewers: viewer_list(&state.policy.default_access),
     };
     let html = askama::Template::render(&page).map_err(|e| ApiError::Internal(e.into()))?;
     Ok(with_type(StatusCode::OK, "text/html; charset=utf-8", html))
@@ -135,6 +139,10 @@ struct DeploymentForm {
     region: Option<String>,
     memory: Option<String>,
     cpu: Option<String>,
+    /// `public` or `private`; omitted on an update, the app keeps its access.
+    access: Option<String>,
+    /// A private app's viewers: one string (separated by commas, spaces or lines) or a list.
+    viewers: Option<serde_json::Value>,
     /// Omitted on an update: the app keeps the secrets it has. Any JSON type is read here, so
     /// a wrong one is refused by us without serde quoting the value back.
     secrets: Option<serde_json::Value>,
@@ -159,7 +167,55 @@ struct Validated {
     main_file: MainFile,
     region: Region,
     resources: Resources,
+    /// `None`: the app keeps its access (a new one gets the installation's default).
+    access: Option<Access>,
     secrets: Option<SecretsToml>,
+}
+
+/// The viewers as one line, the way the form shows them.
+fn viewer_list(access: &Access) -> String {
+    access
+        .viewers()
+        .iter()
+        .map(Viewer::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `access` and `viewers` as sent: `viewers` alone is refused rather than guessed at.
+fn access(
+    mode: Option<&str>,
+    viewers: Option<serde_json::Value>,
+) -> Result<Option<Access>, ApiError> {
+    let viewers: Vec<String> = match viewers {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::String(list)) => vec![list],
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                serde_json::Value::String(viewer) => Ok(viewer),
+                _ => Err(ApiError::bad_request("viewers", "viewers must be strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "viewers",
+                "viewers must be a string or a list of strings",
+            ));
+        }
+    };
+    let listed = viewers.iter().any(|v| !v.trim().is_empty());
+    match mode {
+        Some(mode) => Ok(Some(Access::parse(
+            mode,
+            viewers.iter().map(String::as_str),
+        )?)),
+        None if listed => Err(ApiError::bad_request(
+            "access",
+            "viewers are for a private app: set access to private",
+        )),
+        None => Ok(None),
+    }
 }
 
 impl DeploymentForm {
@@ -183,6 +239,7 @@ impl DeploymentForm {
             memory.unwrap_or(defaults.memory()),
             cpu.unwrap_or(defaults.cpu()),
         )?;
+        let access = access(present(&self.access), self.viewers)?;
         Ok(Validated {
             app,
             repo,
@@ -190,6 +247,7 @@ impl DeploymentForm {
             main_file,
             region,
             resources,
+            access,
             secrets: match self.secrets {
                 None | Some(serde_json::Value::Null) => None,
                 Some(serde_json::Value::String(toml)) => Some(SecretsToml::parse(toml)?),
@@ -281,6 +339,12 @@ async fn create_or_update(
             main_file: form.main_file.clone(),
             region: form.region.clone(),
             resources: form.resources,
+            access: form.access.clone().unwrap_or_else(|| {
+                existing.as_ref().map_or_else(
+                    || state.policy.default_access.clone(),
+                    |app| app.access.clone(),
+                )
+            }),
             webhook_id,
         };
         let deployment = submitted(existing.as_ref(), settings, &caller, state.clock.now());
@@ -507,6 +571,10 @@ mod tests {
     use super::*;
 
     fn page(regions: &[String], default_region: &str) -> String {
+        page_with(regions, default_region, &Access::Public)
+    }
+
+    fn page_with(regions: &[String], default_region: &str, access: &Access) -> String {
         askama::Template::render(&FormPage {
             regions,
             default_region,
@@ -514,8 +582,55 @@ mod tests {
             default_memory: "1Gi",
             cpus: Cpu::ALL.iter().map(|c| c.as_str()).collect(),
             default_cpu: "1",
+            default_access: access.mode(),
+            default_viewers: viewer_list(access),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn the_form_offers_access_with_the_installations_default() {
+        let public = page(&["europe-west1".into()], "europe-west1");
+        assert!(
+            public.contains(r#"<option value="public" selected>"#),
+            "{public}"
+        );
+        assert!(public.contains(r#"<option value="private">"#));
+
+        let private = Access::parse("private", ["group:ds@x.io"]).unwrap();
+        let html = page_with(&["europe-west1".into()], "europe-west1", &private);
+        assert!(
+            html.contains(r#"<option value="private" selected>"#),
+            "{html}"
+        );
+        assert!(html.contains(r#"value="group:ds@x.io""#), "{html}");
+    }
+
+    #[test]
+    fn access_is_read_from_a_string_or_a_list_and_viewers_alone_are_refused() {
+        let listed = access(Some("private"), Some(json!(["ada@x.io", "group:ds@x.io"])))
+            .unwrap()
+            .unwrap();
+        assert_eq!(listed.viewers().len(), 2);
+        let line = access(Some("private"), Some(json!("ada@x.io, group:ds@x.io")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(line, listed);
+        assert_eq!(access(None, None).unwrap(), None);
+        for (mode, viewers, field) in [
+            (None, json!("ada@x.io"), "access"),
+            (Some("private"), json!(42), "viewers"),
+            (Some("private"), json!([1]), "viewers"),
+            (Some("public"), json!("ada@x.io"), "viewers"),
+        ] {
+            let Err(ApiError::BadRequest {
+                field: Some(named), ..
+            }) = access(mode, Some(viewers))
+            else {
+                panic!("{mode:?} was not refused");
+            };
+            assert_eq!(named, field);
+        }
     }
 
     #[test]

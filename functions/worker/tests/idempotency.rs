@@ -72,6 +72,7 @@ async fn a_redelivered_deploy_request_never_builds_twice() {
             main_file: MainFile::parse("app.py").unwrap(),
             region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
             resources: Resources::default(),
+            access: Default::default(),
             owner: "t@t".into(),
             webhook_id: None,
             live_release: None,

@@ -2,6 +2,8 @@
 
 use std::str::FromStr;
 
+use crate::domain::Access;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0} is not set")]
@@ -123,4 +125,6 @@ pub struct Policy {
     pub allow_local_repos: bool,
     /// App names may not start with it: Runway's own services are named so (`runway-submit`).
     pub reserved_prefix: String,
+    /// Who may open an app whose submit does not say: the operator's choice, made once.
+    pub default_access: Access,
 }

@@ -2,7 +2,8 @@
 //! its record becomes when it is created or updated.
 
 use crate::domain::{
-    AppName, Branch, Caller, Deployment, HookId, MainFile, Region, RepoUrl, Resources, Timestamp,
+    Access, AppName, Branch, Caller, Deployment, HookId, MainFile, Region, RepoUrl, Resources,
+    Timestamp,
 };
 
 /// Why a submit is refused before anything is done.
@@ -50,6 +51,7 @@ pub struct Settings {
     pub main_file: MainFile,
     pub region: Region,
     pub resources: Resources,
+    pub access: Access,
     pub webhook_id: HookId,
 }
 
@@ -70,6 +72,7 @@ pub fn submitted(
         main_file: settings.main_file,
         region: settings.region,
         resources: settings.resources,
+        access: settings.access,
         owner: existing.map_or_else(|| caller.email.clone(), |d| d.owner.clone()),
         webhook_id: Some(settings.webhook_id),
         live_release: existing.and_then(|d| d.live_release.clone()),
@@ -108,6 +111,7 @@ mod tests {
             main_file: MainFile::parse(main_file).unwrap(),
             region: Region::try_from("europe-west1".to_owned()).unwrap(),
             resources: Resources::default(),
+            access: Access::default(),
             webhook_id: HookId::new("11"),
         }
     }

@@ -143,6 +143,8 @@ impl Embedded {
             allowed_regions: config.regions.clone(),
             allow_local_repos: true,
             reserved_prefix: "runway-".into(),
+            // Apps are served on loopback, to this machine's user only.
+            default_access: runway_core::domain::Access::Public,
         };
         Ok(Self {
             identity: Arc::new(LocalIdentity {

@@ -18,6 +18,7 @@ use google_cloud_gax::error::Error as GaxError;
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_gax::polling_error_policy::LimitedElapsedTime;
+use google_cloud_iap_v1::client::IdentityAwareProxyAdminService;
 use google_cloud_lro::Poller;
 use google_cloud_run_v2::client::Services;
 use google_cloud_run_v2::model::{
@@ -26,6 +27,10 @@ use google_cloud_run_v2::model::{
     VersionToPath, Volume, VolumeMount, condition,
 };
 use google_cloud_wkt::FieldMask;
+
+mod access;
+
+pub use access::{IAP_ACCESSOR, INVOKER, PublicAccess};
 
 use super::{has_code, is_transient};
 use runway_core::domain::{AppName, Region};
@@ -59,8 +64,14 @@ pub struct CloudRunConfig {
     /// Regions an app may live in. [`Platform::delete`] is given no region, so it deletes the
     /// app's service in each of them.
     pub regions: Vec<String>,
+    /// The project's number: IAP names a service's resource by it.
+    pub project_number: String,
+    /// How a public app is opened to everyone.
+    pub public_access: PublicAccess,
     /// Admin API base URL; `None` for `https://run.googleapis.com`. Tests point it at a fake.
     pub endpoint: Option<String>,
+    /// IAP Admin API base URL; `None` for `https://iap.googleapis.com`.
+    pub iap_endpoint: Option<String>,
     /// Send no credentials (tests only); otherwise Application Default Credentials.
     pub anonymous: bool,
     /// First wait between polls of a long-running operation; doubles up to `poll_max_delay`.
@@ -76,11 +87,15 @@ impl CloudRunConfig {
     /// for at most 10 minutes (a revision's startup probe alone may take 2 minutes).
     pub fn new(
         project: impl Into<String>,
+        project_number: impl Into<String>,
         runtime_service_account: impl Into<String>,
         regions: Vec<String>,
     ) -> Self {
         Self {
             project: project.into(),
+            project_number: project_number.into(),
+            public_access: PublicAccess::default(),
+            iap_endpoint: None,
             runtime_service_account: runtime_service_account.into(),
             max_instances: 3,
             regions,
@@ -97,6 +112,7 @@ impl CloudRunConfig {
 #[derive(Clone, Debug)]
 pub struct CloudRunPlatform {
     client: Services,
+    iap: IdentityAwareProxyAdminService,
     config: CloudRunConfig,
 }
 
@@ -123,7 +139,24 @@ impl CloudRunPlatform {
             .build()
             .await
             .context("building the Cloud Run Admin API client")?;
-        Ok(Self { client, config })
+        let mut iap = IdentityAwareProxyAdminService::builder();
+        if let Some(endpoint) = &config.iap_endpoint {
+            iap = iap.with_endpoint(endpoint);
+        }
+        if config.anonymous {
+            iap = iap.with_credentials(
+                google_cloud_auth::credentials::anonymous::Builder::new().build(),
+            );
+        }
+        let iap = iap
+            .build()
+            .await
+            .context("building the IAP Admin API client")?;
+        Ok(Self {
+            client,
+            iap,
+            config,
+        })
     }
 
     /// Rollback: pins 100% of the app's traffic to `revision` (a short revision name, as
@@ -276,14 +309,26 @@ impl Platform for CloudRunPlatform {
         let pinned = existing
             .as_ref()
             .is_some_and(|service| !follows_latest(service));
-        let fields: &[&str] = if pinned {
-            &RUNWAY_FIELDS[..2]
-        } else {
-            &RUNWAY_FIELDS
-        };
+        let mut fields = vec!["labels", "template", "iap_enabled"];
+        let switches = access::switches(&spec.access, self.config.public_access);
+        service.iap_enabled = switches.iap_enabled;
+        if let Some(disabled) = switches.invoker_iam_disabled {
+            service.invoker_iam_disabled = disabled;
+            fields.push("invoker_iam_disabled");
+        }
+        if !pinned {
+            fields.push("traffic");
+        }
+        // Who may open the app is set before the new revision on a service that exists, so no
+        // moment serves it to people it no longer should; a new service has no policy to set
+        // until it exists. Both orders fail closed: revoking comes before opening up.
+        if existing.is_some() {
+            self.grant(&spec.app, spec.region.as_str(), &spec.access)
+                .await?;
+        }
         // Labels are one field: keep the ones others put on the service beside Runway's own.
-        if let Some(existing) = existing {
-            let mut labels = existing.labels;
+        if let Some(existing) = &existing {
+            let mut labels = existing.labels.clone();
             labels.extend(service.labels);
             service.labels = labels;
         }
@@ -292,13 +337,17 @@ impl Platform for CloudRunPlatform {
             .update_service()
             .set_service(service)
             .set_allow_missing(true)
-            // Only what Runway owns: an operator's settings on the service (its invoker
-            // policy, `invokerIamDisabled`, its own labels) survive every deploy.
-            .set_update_mask(FieldMask::default().set_paths(fields.iter().copied()))
+            // Only what Runway owns: an operator's settings on the service (its other invoker
+            // settings, its own labels) survive every deploy.
+            .set_update_mask(FieldMask::default().set_paths(fields))
             .poller()
             .until_done()
             .await;
         let service = self.settle(&name, outcome, "deploying").await?;
+        if existing.is_none() {
+            self.grant(&spec.app, spec.region.as_str(), &spec.access)
+                .await?;
+        }
         if !pinned {
             return serving_latest(&service);
         }
@@ -367,11 +416,6 @@ fn platform_error(config: &CloudRunConfig, error: GaxError, action: &str) -> Pla
     PlatformError::Other(anyhow::Error::new(error).context(format!("{action} in Cloud Run")))
 }
 
-/// The fields of a service Runway writes; a deploy leaves the others as they are. (Traffic
-/// last: a deploy after a rollback writes the first two, and traffic once the revision is
-/// ready.)
-const RUNWAY_FIELDS: [&str; 3] = ["labels", "template", "traffic"];
-
 /// All traffic to the latest ready revision.
 fn latest() -> TrafficTarget {
     TrafficTarget::new()
@@ -389,7 +433,7 @@ fn follows_latest(service: &Service) -> bool {
     }
 }
 
-/// The service as Runway wants it, in the fields it owns (`RUNWAY_FIELDS`).
+/// The service as Runway wants it: its labels, template and traffic (access is set apart).
 fn desired_service(
     config: &CloudRunConfig,
     name: &str,
@@ -605,11 +649,12 @@ mod tests {
             region: Region::try_from("europe-west1".to_owned()).unwrap(),
             resources: Resources::new(Memory::Gi2, Cpu::Two).unwrap(),
             secrets: secrets.map(|s| SecretRef(s.into())),
+            access: Default::default(),
         }
     }
 
     fn config() -> CloudRunConfig {
-        CloudRunConfig::new("proj", "apps@proj.iam.gserviceaccount.com", vec![])
+        CloudRunConfig::new("proj", "42", "apps@proj.iam.gserviceaccount.com", vec![])
     }
 
     fn service(ready: &str, created: &str, state: condition::State, message: &str) -> Service {

@@ -17,7 +17,7 @@ use secrecy::SecretString;
 
 use runway_core::adapters::{Adapters, Need, Timeouts};
 use runway_core::config::{Env, Policy};
-use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
+use runway_core::domain::{Access, Branch, CommitSha, HookId, RepoUrl};
 use runway_core::ports::Topic;
 use runway_core::ports::{Forge, ForgeError, Repository, Webhook};
 use runway_github::{GitHubAuth, GitHubConfig, GitHubForge};
@@ -39,6 +39,19 @@ pub struct GcpEnv {
 }
 
 /// Reads `what`'s variables into `T`, or names every missing one.
+/// `RUNWAY_APP_ACCESS` (`public`, the default, or `private`) and `RUNWAY_APP_VIEWERS` (for a
+/// private default): who may open an app whose submit does not say.
+fn default_access(env: &mut Env) -> Access {
+    let mode = env.or("RUNWAY_APP_ACCESS", "public");
+    let viewers = env.or("RUNWAY_APP_VIEWERS", "");
+    Access::parse(&mode, [viewers.as_str()]).unwrap_or_else(|error| {
+        env.problem(format!(
+            "RUNWAY_APP_ACCESS and RUNWAY_APP_VIEWERS are not valid: {error}"
+        ));
+        Access::Public
+    })
+}
+
 fn read<T>(what: &str, build: impl FnOnce(&mut Env) -> T) -> anyhow::Result<T> {
     let mut env = Env::new();
     let value = build(&mut env);
@@ -216,11 +229,14 @@ impl GcpEnv {
         {
             let mut config = CloudRunConfig::new(
                 self.project.clone(),
+                env.required("RUNWAY_PROJECT_NUMBER"),
                 env.required("RUNWAY_RUNTIME_SERVICE_ACCOUNT"),
                 env.list("RUNWAY_REGIONS", &self.region),
             );
             config.max_instances = env.parse_or("RUNWAY_MAX_INSTANCES", config.max_instances);
+            config.public_access = env.parse_or("RUNWAY_PUBLIC_ACCESS", config.public_access);
             config.endpoint = env.optional("RUNWAY_CLOUDRUN_ENDPOINT");
+            config.iap_endpoint = env.optional("RUNWAY_IAP_ENDPOINT");
             config.anonymous = config.endpoint.is_some();
             config
         }
@@ -278,6 +294,7 @@ impl GcpEnv {
             allow_local_repos: false,
             // Runway's services are `${name_prefix}-submit` & co. (infra/run.tf).
             reserved_prefix: format!("{}-", env.or("RUNWAY_NAME_PREFIX", "runway")),
+            default_access: default_access(env),
         }
     }
 

@@ -176,6 +176,37 @@ impl FakeCloudRun {
             .unwrap_or_default()
     }
 
+    /// Tokens `verify(token, audience)` accepts (giving the email) count as signed-in callers
+    /// of the services' URLs; without it, no token does.
+    pub fn trust(&self, verify: Verifier) {
+        self.lock().iam.verifier = Some(verify);
+    }
+
+    /// Behave as an organization whose policy forbids `allUsers` and `allAuthenticatedUsers`.
+    pub fn forbid_public_members(&self) {
+        self.lock().iam.forbid_public = true;
+    }
+
+    /// `email` is a member of `group` (`group:name@domain`).
+    pub fn add_to_group(&self, group: &str, email: &str) {
+        self.lock()
+            .iam
+            .groups
+            .entry(group.to_owned())
+            .or_default()
+            .insert(email.to_ascii_lowercase());
+    }
+
+    /// Members of `role`'s unconditional binding on a service (its full name) or an IAP
+    /// resource.
+    pub fn members(&self, resource: &str, role: &str) -> Vec<String> {
+        self.lock()
+            .iam
+            .members(resource, role)
+            .into_iter()
+            .collect()
+    }
+
     /// Every Admin API request so far, oldest first (not those to the served URLs).
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.lock().requests.clone()
@@ -209,6 +240,7 @@ struct State {
     injected: VecDeque<Injected>,
     requests: Vec<SeenRequest>,
     pending_polls: u32,
+    iam: Iam,
 }
 
 impl State {
@@ -221,6 +253,7 @@ impl State {
             injected: VecDeque::new(),
             requests: Vec::new(),
             pending_polls: 1,
+            iam: Iam::default(),
         }
     }
 }
@@ -349,9 +382,12 @@ impl Operation {
     }
 }
 
+mod access;
 mod rest;
 mod simulation;
 
+use access::*;
+pub use access::{IAP_ACCESSOR, INVOKER, PROJECT_NUMBER, Verifier, iap_agent};
 use rest::*;
 use simulation::*;
 
@@ -360,10 +396,40 @@ pub fn service_name(project: &str, location: &str, service: &str) -> String {
     format!("projects/{project}/locations/{location}/services/{service}")
 }
 
-/// What a service's `uri` on the fake answers: `{"service", "revision", "image"}` of the revision
-/// that has the traffic.
+/// What a service's `uri` on the fake answers to an anonymous viewer: `{"service", "revision",
+/// "image"}` of the revision that has the traffic.
 pub async fn served(url: &str) -> anyhow::Result<Value> {
-    let response = reqwest::get(url).await.context("asking the served URL")?;
+    served_to(url, None).await
+}
+
+/// The status a service's `uri` answers a viewer with this ID token (or none); redirects
+/// (IAP's sign-in) are not followed.
+pub async fn status_for(url: &str, token: Option<&str>) -> anyhow::Result<StatusCode> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut request = client.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let status = request
+        .send()
+        .await
+        .context("asking the served URL")?
+        .status();
+    Ok(StatusCode::from_u16(status.as_u16())?)
+}
+
+/// What a service's `uri` answers to a viewer with this ID token (or none).
+pub async fn served_to(url: &str, token: Option<&str>) -> anyhow::Result<Value> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut request = client.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.context("asking the served URL")?;
     let status = response.status();
     let body: Value = response.json().await.context("the served URL's JSON")?;
     anyhow::ensure!(status.is_success(), "{url} answered {status}: {body}");

@@ -35,7 +35,11 @@ impl Resource {
 pub(super) async fn handle(state: Arc<Mutex<State>>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
     if let Some(rest) = path.strip_prefix("/serve/") {
-        return match serve_app(&lock(&state), rest) {
+        let authorization = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok());
+        return match serve_app(&lock(&state), rest, authorization) {
             Ok(answer) => json(StatusCode::OK, &answer),
             Err(error) => error.response(),
         };
@@ -65,6 +69,12 @@ pub(super) async fn handle(state: Arc<Mutex<State>>, request: Request) -> Respon
         return error_response(injected.http_status, &injected.status, &injected.message);
     }
     let numbers = seen.param("$alt") == Some("json;enum-encoding=int");
+    if let Some((resource, verb)) = PolicyResource::parse(&seen.path) {
+        return match policy_request(&mut state, &method, resource, verb, &seen) {
+            Ok((status, body)) => json(status, &body),
+            Err(error) => error.response(),
+        };
+    }
     match route(&mut state, &method, &seen) {
         Ok((status, mut body)) => {
             if numbers {
@@ -216,6 +226,7 @@ pub(super) fn delete_service(
         .services
         .remove(name)
         .ok_or_else(|| GoogleError::not_found(name))?;
+    state.iam.forget(name);
     let last = service.to_json(name);
     let operation = Operation {
         service: name.to_owned(),

@@ -227,7 +227,11 @@ pub(super) fn finish(state: &mut State, service: &str, generation: i64) {
 }
 
 /// The stand-in for the app itself: which revision (and image) answers at the service's URL.
-pub(super) fn serve_app(state: &State, rest: &str) -> Result<Value, GoogleError> {
+pub(super) fn serve_app(
+    state: &State,
+    rest: &str,
+    authorization: Option<&str>,
+) -> Result<Value, GoogleError> {
     let [project, location, id] = rest.split('/').collect::<Vec<_>>()[..] else {
         return Err(GoogleError::not_found(rest));
     };
@@ -236,6 +240,9 @@ pub(super) fn serve_app(state: &State, rest: &str) -> Result<Value, GoogleError>
         .services
         .get(&name)
         .ok_or_else(|| GoogleError::not_found(&name))?;
+    if let Err(refused) = admit(state, &name, service, authorization) {
+        return Err(GoogleError::new(refused.status, "REFUSED", refused.message));
+    }
     let serving = service
         .serving
         .iter()

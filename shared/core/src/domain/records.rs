@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AppName, Branch, BuildId, CommitSha, DeliveryId, HookId, MainFile, Region, ReleaseId, RepoUrl,
-    Resources,
+    Access, AppName, Branch, BuildId, CommitSha, DeliveryId, HookId, MainFile, Region, ReleaseId,
+    RepoUrl, Resources,
 };
 
 pub type Timestamp = DateTime<Utc>;
@@ -22,6 +22,9 @@ pub struct Deployment {
     pub main_file: MainFile,
     pub region: Region,
     pub resources: Resources,
+    /// Who may open the app. Records from before access was a setting are public.
+    #[serde(default)]
+    pub access: Access,
     pub owner: String,
     /// The push webhook on the repository, once created.
     pub webhook_id: Option<HookId>,

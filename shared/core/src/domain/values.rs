@@ -29,7 +29,7 @@ impl FieldError {
 
 /// Quotes input for an error message: escaped (no control characters reach
 /// logs) and cut short (a pasted blob cannot flood them).
-fn shown(input: &str) -> String {
+pub(super) fn shown(input: &str) -> String {
     const MAX_CHARS: usize = 64;
     match input.char_indices().nth(MAX_CHARS) {
         Some((end, _)) => format!("{:?}...", &input[..end]),

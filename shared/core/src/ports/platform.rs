@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use crate::domain::{AppName, Deployment, MainFile, Region, ReleaseId, Resources};
+use crate::domain::{Access, AppName, Deployment, MainFile, Region, ReleaseId, Resources};
 use crate::ports::SecretRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,8 @@ pub struct DeploySpec {
     pub region: Region,
     pub resources: Resources,
     pub secrets: Option<SecretRef>,
+    /// Who may open the app.
+    pub access: Access,
 }
 
 impl DeploySpec {
@@ -44,6 +46,7 @@ impl DeploySpec {
             region: deployment.region.clone(),
             resources: deployment.resources,
             secrets,
+            access: deployment.access.clone(),
         }
     }
 }
