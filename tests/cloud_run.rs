@@ -19,6 +19,7 @@ const REGION: &str = "europe-west1";
 const RUNTIME_SA: &str = "apps@runway-test.iam.gserviceaccount.com";
 const GOOD: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:1111";
 const BETTER: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:2222";
+const GOOD_TOO: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:3333";
 const BROKEN: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:dead";
 const BROKEN_WHY: &str = "The user-provided container failed to start and listen on the port \
                           defined provided by the PORT=8080 environment variable.";
@@ -76,6 +77,7 @@ fn spec(release: &str, image: &str, secrets: Option<&str>) -> DeploySpec {
     DeploySpec {
         app: app(),
         release_id: ReleaseId::new(release),
+        seq: runway_tests::seq_of(release),
         image: image.to_owned(),
         main_file: MainFile::parse("streamlit_app.py").expect("a valid main file"),
         region: runway_tests::region(REGION),
@@ -135,7 +137,7 @@ async fn a_deploy_upserts_and_waits_for_the_operation() -> anyhow::Result<()> {
     assert_eq!(patch.param("allowMissing"), Some("true"));
     assert_eq!(
         patch.param("updateMask"),
-        Some("labels,template,iapEnabled,traffic"),
+        Some("labels,template,iapEnabled,traffic,annotations"),
         "a deploy writes only the fields Runway owns"
     );
     let polls = requests
@@ -331,7 +333,7 @@ async fn a_rollback_pins_an_older_revision_and_the_next_deploy_returns_to_latest
 
     let rolled_back = setup
         .platform
-        .route_to(&app(), REGION, &first.revision)
+        .route_to(&app(), REGION, &first.revision, 3)
         .await?;
 
     assert_eq!(
@@ -379,7 +381,7 @@ async fn a_failed_deploy_after_a_rollback_keeps_the_rolled_back_revision_serving
     setup.deploy("r2", BETTER).await?;
     setup
         .platform
-        .route_to(&app(), REGION, &first.revision)
+        .route_to(&app(), REGION, &first.revision, 3)
         .await?;
 
     let error = setup.deploy("r3", BROKEN).await.unwrap_err();
@@ -407,7 +409,7 @@ async fn a_rollback_to_a_revision_that_never_got_ready_is_not_ready() -> anyhow:
 
     let error = setup
         .platform
-        .route_to(&app(), REGION, &broken)
+        .route_to(&app(), REGION, &broken, 3)
         .await
         .unwrap_err();
 
@@ -680,5 +682,93 @@ async fn an_organization_that_forbids_all_users_gets_public_apps_through_the_inv
     let deployed = platform.deploy(spec("r2", GOOD, None)).await?;
     assert_eq!(status_for(&deployed.url, None).await?, StatusCode::OK);
     assert_eq!(setup.service()?["invokerIamDisabled"], true);
+    Ok(())
+}
+
+fn spec_seq(release: &str, image: &str) -> DeploySpec {
+    spec(release, image, None)
+}
+
+/// Two deploys of one app overlap (build events arrive in any order): release 2's operation
+/// is still running when release 3's is done. However 2 ends, 3 serves and 2 stands aside.
+#[tokio::test]
+async fn an_older_release_that_finishes_last_never_replaces_a_newer_one() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    setup.deploy("r1", GOOD).await?;
+    setup.fake.hold_next_patch();
+    let platform = setup.platform.clone();
+    let older = tokio::spawn(async move { platform.deploy(spec_seq("r2", BETTER)).await });
+    let name = service_name(PROJECT, REGION, "hello");
+    while setup.fake.revisions(&name).len() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let newer = setup.deploy("r3", GOOD_TOO).await?;
+    setup.fake.release_held();
+    let older = older.await?;
+
+    assert!(
+        matches!(&older, Err(PlatformError::Superseded(m)) if m.contains("#3")),
+        "{older:?}"
+    );
+    assert_eq!(
+        serving(&newer).await?,
+        (newer.revision.clone(), GOOD_TOO.into())
+    );
+    Ok(())
+}
+
+/// Release 2 read the service before release 3 wrote it, and writes after: Cloud Run refuses
+/// the stale etag, and on reading again release 2 finds itself superseded and writes nothing.
+#[tokio::test]
+async fn a_write_based_on_a_stale_read_is_refused_and_not_repeated() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    setup.deploy("r1", GOOD).await?;
+    let name = service_name(PROJECT, REGION, "hello");
+    let stale = setup.service()?["etag"].clone();
+    let newer = setup.deploy("r3", GOOD_TOO).await?;
+
+    let refused = reqwest::Client::new()
+        .patch(format!(
+            "{}/v2/{name}?updateMask=template",
+            setup.fake.endpoint()
+        ))
+        .json(&serde_json::json!({ "name": name, "etag": stale, "template": {} }))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+
+    let older = setup.deploy("r2", BETTER).await;
+    assert!(
+        matches!(&older, Err(PlatformError::Superseded(_))),
+        "{older:?}"
+    );
+    assert_eq!(
+        setup.fake.revisions(&name).len(),
+        2,
+        "release 2 made no revision"
+    );
+    assert_eq!(
+        serving(&newer).await?,
+        (newer.revision.clone(), GOOD_TOO.into())
+    );
+    Ok(())
+}
+
+/// A write that lost the etag race is retried from a fresh read.
+#[tokio::test]
+async fn an_aborted_write_is_read_again_and_retried() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    setup.deploy("r1", GOOD).await?;
+    setup
+        .fake
+        .fail_next("PATCH", 409, "ABORTED", "The etag does not match.");
+
+    let deployed = setup.deploy("r2", BETTER).await?;
+
+    assert_eq!(
+        serving(&deployed).await?,
+        (deployed.revision.clone(), BETTER.into())
+    );
     Ok(())
 }

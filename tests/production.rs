@@ -457,3 +457,146 @@ async fn pinged(production: &Production, hook_id: u64) -> anyhow::Result<FakeDel
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Two pushes whose deploys overlap. The newer one's Cloud Run operation is still running when
+/// the older one's build ends (its notification was lost; cleanup's poll finds it), so the
+/// older deploy starts last. It must stand aside: the newer one serves its own revision, the
+/// store says so, and the older one is recorded as superseded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_older_push_that_deploys_last_never_replaces_a_newer_one() -> anyhow::Result<()> {
+    let production = Production::start().await?;
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("app.py", &streamlit_app("Version one")),
+            ("requirements.txt", "streamlit\n"),
+        ],
+    )?;
+    let repo_id = production.github.add_repo("ada", "demo", &repo.bare);
+    let submitted = production
+        .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+        .json(&json!({
+            "repo_url": "https://github.com/ada/demo",
+            "main_file": "app.py",
+            "app_name": "demo",
+        }))
+        .send()
+        .await?;
+    assert_eq!(submitted.status(), 202);
+    let submitted: Value = submitted.json().await?;
+    let first = wait_for(&production, "demo", "the first release", |r| {
+        r["id"] == submitted["release_id"]
+    })
+    .await?;
+    assert_eq!(first["state"], "live", "{first:#}");
+    let name = format!(
+        "projects/{}/locations/europe-west1/services/demo",
+        production.project
+    );
+    let deadline = Instant::now() + WAIT;
+    let release_of = |commit: &str| {
+        let commit = commit.to_owned();
+        let production = &production;
+        async move {
+            let (_, body) = status(production, "demo").await?;
+            anyhow::Ok(
+                body["releases"]
+                    .as_array()
+                    .and_then(|all| all.iter().find(|r| r["commit"] == commit.as_str()))
+                    .cloned(),
+            )
+        }
+    };
+
+    // The older push builds, but the news of its build's end is lost.
+    production.cloud_build.drop_final_notification(true);
+    let older_commit = repo.commit(&[("app.py", &streamlit_app("Version two"))], "two")?;
+    repo.push("main")?;
+    assert_eq!(push(&production, repo_id, &older_commit).await?, 202);
+    let ended = |build: Option<Value>| {
+        build.is_some_and(|b| !matches!(b["status"].as_str(), Some("QUEUED" | "WORKING")))
+    };
+    while production.cloud_build.build_ids().len() < 2
+        || !production
+            .cloud_build
+            .build_ids()
+            .iter()
+            .all(|id| ended(production.cloud_build.build(id)))
+    {
+        assert!(Instant::now() < deadline, "{}", production.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    production.cloud_build.drop_final_notification(false);
+
+    // The newer push builds and deploys; Cloud Run's operation is latched.
+    production.cloud_run.hold_next_patch();
+    let newer_commit = repo.commit(&[("app.py", &streamlit_app("Version three"))], "three")?;
+    repo.push("main")?;
+    assert_eq!(push(&production, repo_id, &newer_commit).await?, 202);
+    while production.cloud_run.revisions(&name).len() < 2 {
+        assert!(Instant::now() < deadline, "{}", production.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Cleanup's poll finds the older build's end: its deploy starts now, after the newer one.
+    let scheduler = format!(
+        "runway-scheduler@{}.iam.gserviceaccount.com",
+        production.project
+    );
+    let older = loop {
+        let token = production
+            .keys
+            .oidc_token(production.url("cleanup"), &scheduler);
+        production
+            .client
+            .post(format!("{}/cleanup/run", production.url("cleanup")))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        if let Some(older) = release_of(&older_commit)
+            .await?
+            .filter(|r| !matches!(r["state"].as_str(), Some("building" | "queued")))
+        {
+            break older;
+        }
+        assert!(Instant::now() < deadline, "{}", production.logs());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    production.cloud_run.release_held();
+    let newer = wait_for(&production, "demo", "the newer push", |r| {
+        r["commit"] == newer_commit.as_str()
+    })
+    .await?;
+    assert_eq!(newer["state"], "live", "{newer:#}");
+    let older = loop {
+        let older = release_of(&older_commit).await?.unwrap_or(older.clone());
+        if older["state"] != "deploying" {
+            break older;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{older:#}\n{}",
+            production.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(older["state"], "superseded", "{older:#}");
+
+    let (_, shown) = status(&production, "demo").await?;
+    assert_eq!(shown["live_release"], newer["id"], "{shown:#}");
+    let service = production.cloud_run.service(&name).expect("the service");
+    let serving = served(service["uri"].as_str().unwrap_or_default()).await?;
+    assert_eq!(serving["revision"], newer["revision"]);
+    let revision = production
+        .cloud_run
+        .revisions(&name)
+        .into_iter()
+        .find(|r| serving["revision"] == r.name.as_str())
+        .expect("the serving revision");
+    assert_eq!(
+        revision.template["annotations"]["runway/release-id"], newer["id"],
+        "the revision serving runs the newer release"
+    );
+    Ok(())
+}

@@ -506,3 +506,14 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
     }
     found
 }
+
+/// The sequence a test's release id stands for: its first number (`r12` → 12, `r2-late` → 2).
+pub fn seq_of(release_id: &str) -> u64 {
+    release_id
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(1)
+}

@@ -24,10 +24,12 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// Release `rN` has sequence N: the first number in its id.
     pub fn spec(&self, app: &AppName, release_id: &str, image: &str) -> DeploySpec {
         DeploySpec {
             app: app.clone(),
             release_id: ReleaseId::new(release_id),
+            seq: crate::seq_of(release_id),
             image: image.to_owned(),
             main_file: MainFile::parse("streamlit_app.py").expect("a valid main file"),
             region: self.region.clone(),
@@ -95,6 +97,19 @@ pub async fn deploys_updates_survives_a_broken_release_and_deletes(
     ensure!(
         serving == *better,
         "a deploy after a rollback moves traffic to the latest, yet {serving} serves"
+    );
+
+    // An older release that reaches the platform late (its build ended last) stands aside.
+    match platform.deploy(fixture.spec(app, "r2-late", good)).await {
+        Err(PlatformError::Superseded(message)) => {
+            ensure!(!message.is_empty(), "Superseded says why")
+        }
+        other => bail!("an older release must be Superseded, got {other:?}"),
+    }
+    let serving = (fixture.serving)(third.url.clone()).await?;
+    ensure!(
+        serving == *better,
+        "a late older release replaced the newer one: {serving} serves"
     );
 
     platform.delete(app).await?;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use runway_core::domain::ReleaseState;
-use runway_core::ports::{DeploySpec, Platform, SecretStore, Store, Topic};
+use runway_core::ports::{DeploySpec, Platform, PlatformError, SecretStore, Store, Topic};
 use runway_embedded::proxy::{Proxy, app_from_host};
 use runway_embedded::{Embedded, EmbeddedConfig, PushSubscription, RetryPolicy};
 use runway_http::serve::ServeOptions;
@@ -143,9 +143,13 @@ async fn restore_live_apps(embedded: Embedded) {
             .await
             .ok()
             .flatten();
-        let spec = DeploySpec::new(&deployment, &release.id, image, secrets);
+        let spec = DeploySpec::new(&deployment, &release, image, secrets);
         match embedded.platform.deploy(spec).await {
             Ok(deployed) => tracing::info!(app = %deployment.app, url = %deployed.url, "restored"),
+            // A newer release went live meanwhile (the dispatcher runs beside this).
+            Err(PlatformError::Superseded(why)) => {
+                tracing::info!(app = %deployment.app, why, "not restored")
+            }
             Err(error) => tracing::error!(app = %deployment.app, %error, "could not restore"),
         }
     }

@@ -522,7 +522,7 @@ async fn go_live(state: &State, release: Release) -> Outcome {
         Ok(secrets) => secrets,
         Err(error) => return Outcome::Retry(format!("reading the secret reference: {error}")),
     };
-    let spec = DeploySpec::new(&deployment, &release.id, image, secrets);
+    let spec = DeploySpec::new(&deployment, &release, image, secrets);
     let deployed = match &release.rollback_of {
         None => state.platform.deploy(spec).await,
         Some(target) => {
@@ -584,6 +584,26 @@ async fn go_live(state: &State, release: Release) -> Outcome {
         // Retrying cannot help: someone else's service has the app's name.
         Err(PlatformError::Conflict(message)) => {
             fail(state, &release, ReleaseState::Deploying, message).await
+        }
+        // A newer release reached the platform first and serves; this one stands aside.
+        Err(PlatformError::Superseded(message)) => {
+            let update = ReleaseUpdate {
+                message: Some(message.clone()),
+                ..Default::default()
+            };
+            match state
+                .store
+                .transition(
+                    &release.id,
+                    ReleaseState::Deploying,
+                    ReleaseState::Superseded,
+                    update,
+                )
+                .await
+            {
+                Ok(_) | Err(StoreError::Conflict(_)) => Outcome::Done(message),
+                Err(error) => error.into(),
+            }
         }
         Err(error) => Outcome::Retry(format!("deploying: {error:#}")),
     }

@@ -47,6 +47,8 @@ type Slot = Arc<Mutex<Option<Supervised>>>;
 /// A running revision and the handle that stops its supervisor.
 struct Supervised {
     revision: String,
+    /// The sequence of the release it runs: an older release never replaces it.
+    seq: u64,
     stop: oneshot::Sender<()>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -179,7 +181,7 @@ impl ProcessPlatform {
     }
 
     /// Owns the process: stops it when asked, starts it again when it dies on its own.
-    fn supervise(&self, launch: Launch, started: Started) -> Supervised {
+    fn supervise(&self, launch: Launch, started: Started, seq: u64) -> Supervised {
         let (stop_tx, mut stop_rx) = oneshot::channel();
         let platform = self.clone();
         let revision = launch.revision.clone();
@@ -228,6 +230,7 @@ impl ProcessPlatform {
         });
         Supervised {
             revision,
+            seq,
             stop: stop_tx,
             done,
         }
@@ -302,6 +305,16 @@ impl Platform for ProcessPlatform {
         let app = spec.app.to_string();
         let slot = self.slot(&app).await;
         let mut current = slot.lock().await;
+        // Deploys of one app queue on the slot; one that waited behind a newer release's
+        // must not replace it.
+        if let Some(running) = current.as_ref()
+            && running.seq > spec.seq
+        {
+            return Err(PlatformError::Superseded(format!(
+                "a newer release (revision {}) is already running",
+                running.revision
+            )));
+        }
         let release = spec.release_id.as_str();
         let revision = format!("{app}-{}", &release[..release.len().min(8)]);
         let app_dir = self.config.dir.join(&app);
@@ -324,7 +337,7 @@ impl Platform for ProcessPlatform {
         let mut started = self.start(&launch).await?;
         self.wait_healthy(&launch, &mut started).await?;
         let addr = started.addr;
-        let next = self.supervise(launch, started);
+        let next = self.supervise(launch, started, spec.seq);
         let replaced = self.routes.set(&app, backend(addr, &revision));
         if let Some(old) = current.replace(next) {
             let drain = self.config.drain;

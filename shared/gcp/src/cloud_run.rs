@@ -7,6 +7,12 @@
 //! [`PlatformError::NotReady`]. Setting LATEST again on every deploy also undoes a rollback's pin
 //! ([`CloudRunPlatform::route_to`]).
 //!
+//! Deploys of one app may overlap (build events arrive in any order, a rollback travels on
+//! another topic), so every write is fenced by the release's sequence: the service carries the
+//! sequence of the last release that wrote it and the etag of each read guards each write
+//! ([`CloudRunPlatform::write`]). An older release that comes late is `Superseded`, and a
+//! deploy is live only if the service's newest revision carries its own release id.
+//!
 //! The image's own command starts Streamlit (the generated Dockerfile names the main file), so
 //! `DeploySpec::main_file` is not used here.
 
@@ -41,6 +47,11 @@ pub const MANAGED_BY_LABEL: &str = "managed-by";
 /// Revision annotation naming the release it runs. An annotation, not a label: label values
 /// allow only 63 characters of `[a-z0-9_-]`, and a release id need not fit that.
 pub const RELEASE_ANNOTATION: &str = "runway/release-id";
+/// Service annotation: the sequence of the last release that wrote the service, the fence
+/// between overlapping deploys of one app.
+pub const SEQ_ANNOTATION: &str = "runway/release-seq";
+/// Fenced writes before giving up on a service that keeps changing under them.
+const WRITE_ATTEMPTS: usize = 5;
 /// Where the app's secrets file is mounted. Not `/app/.streamlit`: a mount there would hide the
 /// repository's own `.streamlit/config.toml`.
 pub const SECRETS_DIR: &str = "/secrets";
@@ -160,31 +171,142 @@ impl CloudRunPlatform {
     }
 
     /// Rollback: pins 100% of the app's traffic to `revision` (a short revision name, as
-    /// [`Deployed::revision`] gives). The revision must still exist and be ready; if it is not,
-    /// traffic stays where it was and the error is `NotReady`. The next [`Platform::deploy`]
-    /// moves traffic back to LATEST.
+    /// [`Deployed::revision`] gives), as release `seq`. The revision must still exist and be
+    /// ready; if it is not, traffic stays where it was and the error is `NotReady`. The next
+    /// [`Platform::deploy`] moves traffic back to LATEST.
     #[tracing::instrument(skip_all, fields(app = %app.as_str(), %region, %revision))]
     pub async fn route_to(
         &self,
         app: &AppName,
         region: &str,
         revision: &str,
+        seq: u64,
     ) -> Result<Deployed, PlatformError> {
         let name = self.service_name(region, app);
         let pin = TrafficTarget::new()
             .set_type(TrafficTargetAllocationType::Revision)
             .set_revision(revision)
             .set_percent(100);
-        let outcome = self
-            .client
-            .update_service()
-            .set_service(Service::new().set_name(&name).set_traffic([pin]))
-            .set_update_mask(FieldMask::default().set_paths(["traffic"]))
-            .poller()
-            .until_done()
-            .await;
-        let service = self.settle(&name, outcome, "routing traffic").await?;
+        let service = self
+            .write(&name, seq, Change::Traffic(pin), "routing traffic")
+            .await?;
         serving_pinned(&service, revision)
+    }
+
+    /// Writes `change` to the service as release `seq`, fenced so that an older release never
+    /// replaces a newer one however their calls overlap: the service carries the sequence of
+    /// the last release that wrote it (`SEQ_ANNOTATION`), a write from an older one is refused
+    /// as [`PlatformError::Superseded`], and each write sends the etag of the service it read,
+    /// so Cloud Run refuses it (ABORTED) if another landed in between; then it is read again.
+    /// Once the operation is done the service must still carry `seq`, or a newer release
+    /// wrote after it.
+    async fn write(
+        &self,
+        name: &str,
+        seq: u64,
+        change: Change<'_>,
+        action: &str,
+    ) -> Result<Service, PlatformError> {
+        for attempt in 1..=WRITE_ATTEMPTS {
+            let existing = match self.client.get_service().set_name(name).send().await {
+                Ok(service) => Some(service),
+                Err(error) if has_code(&error, Code::NotFound) => None,
+                Err(error) => return Err(self.platform_error(error, "reading the service")),
+            };
+            if let Some(existing) = &existing {
+                not_someone_elses(existing)?;
+                fenced(existing, seq)?;
+            }
+            let (mut service, mut fields) = match &change {
+                Change::Deploy(spec) => {
+                    // Who may open the app is set before the new revision on a service that
+                    // exists, so no moment serves it to people it no longer should; a new
+                    // service has no policy until it exists. Both orders fail closed.
+                    if existing.is_some() {
+                        self.grant(&spec.app, spec.region.as_str(), &spec.access)
+                            .await?;
+                    }
+                    self.revision_change(name, spec, existing.as_ref())?
+                }
+                Change::Traffic(target) => (
+                    Service::new().set_name(name).set_traffic([target.clone()]),
+                    vec!["traffic"],
+                ),
+            };
+            // Annotations are one field: keep the ones others put on the service.
+            let mut annotations = existing
+                .as_ref()
+                .map(|service| service.annotations.clone())
+                .unwrap_or_default();
+            annotations.insert(SEQ_ANNOTATION.to_owned(), seq.to_string());
+            service.annotations = annotations;
+            fields.push("annotations");
+            if let Some(existing) = &existing {
+                service.etag = existing.etag.clone();
+            }
+            let outcome = self
+                .client
+                .update_service()
+                .set_service(service)
+                .set_allow_missing(true)
+                // Only what Runway owns: an operator's settings on the service (its other
+                // invoker settings, its own labels and annotations) survive every deploy.
+                .set_update_mask(FieldMask::default().set_paths(fields))
+                .poller()
+                .until_done()
+                .await;
+            if let Err(error) = &outcome
+                && has_code(error, Code::Aborted)
+            {
+                tracing::info!(attempt, "the service changed since it was read; again");
+                continue;
+            }
+            let service = self.settle(name, outcome, action).await?;
+            if let Change::Deploy(spec) = &change
+                && existing.is_none()
+            {
+                self.grant(&spec.app, spec.region.as_str(), &spec.access)
+                    .await?;
+            }
+            fenced(&service, seq)?;
+            if written_seq(&service).is_some_and(|written| written < seq) {
+                // Two first deploys raced to create the service (there is no etag to send
+                // before it exists) and an older one wrote last: write again.
+                continue;
+            }
+            return Ok(service);
+        }
+        Err(PlatformError::Unavailable(format!(
+            "{action}: the service kept changing under Runway's writes ({WRITE_ATTEMPTS} attempts)"
+        )))
+    }
+
+    /// A release's revision: template, labels and access switches, and traffic to LATEST
+    /// unless a rollback pinned it (then traffic moves once the revision is ready).
+    fn revision_change(
+        &self,
+        name: &str,
+        spec: &DeploySpec,
+        existing: Option<&Service>,
+    ) -> Result<(Service, Vec<&'static str>), PlatformError> {
+        let mut service = desired_service(&self.config, name, spec)?;
+        let mut fields = vec!["labels", "template", "iap_enabled"];
+        let switches = access::switches(&spec.access, self.config.public_access);
+        service.iap_enabled = switches.iap_enabled;
+        if let Some(disabled) = switches.invoker_iam_disabled {
+            service.invoker_iam_disabled = disabled;
+            fields.push("invoker_iam_disabled");
+        }
+        if existing.is_none_or(follows_latest) {
+            fields.push("traffic");
+        }
+        // Labels are one field: keep the ones others put on the service beside Runway's own.
+        if let Some(existing) = existing {
+            let mut labels = existing.labels.clone();
+            labels.extend(service.labels);
+            service.labels = labels;
+        }
+        Ok((service, fields))
     }
 
     /// Deletes the app's service in one region; a service that is not there is already deleted.
@@ -277,10 +399,11 @@ impl Platform for CloudRunPlatform {
             // Cloud Run reports a revision it no longer has as INTERNAL, not NOT_FOUND, so
             // any failure falls back; if Cloud Run itself is down, `deploy` says so.
             match self
-                .route_to(&spec.app, spec.region.as_str(), revision)
+                .route_to(&spec.app, spec.region.as_str(), revision, spec.seq)
                 .await
             {
                 Ok(deployed) => return Ok(deployed),
+                Err(superseded @ PlatformError::Superseded(_)) => return Err(superseded),
                 Err(error) => tracing::warn!(
                     revision,
                     error = format!("{error:#}"),
@@ -294,77 +417,28 @@ impl Platform for CloudRunPlatform {
     #[tracing::instrument(skip_all, fields(app = %spec.app.as_str(), release = %spec.release_id))]
     async fn deploy(&self, spec: DeploySpec) -> Result<Deployed, PlatformError> {
         let name = self.service_name(spec.region.as_str(), &spec.app);
-        let existing = match self.client.get_service().set_name(&name).send().await {
-            Ok(service) => Some(service),
-            Err(error) if has_code(&error, Code::NotFound) => None,
-            Err(error) => return Err(self.platform_error(error, "reading the service")),
-        };
-        let mut service = desired_service(&self.config, &name, &spec)?;
-        if let Some(existing) = &existing {
-            not_someone_elses(existing)?;
-        }
+        let service = self
+            .write(&name, spec.seq, Change::Deploy(&spec), "deploying")
+            .await?;
+        carries(&service, &spec)?;
         // After a rollback traffic is pinned. LATEST would mean the latest *ready* revision,
         // the one rolled back from, should the new one never get ready; so the pin stays until
         // the new revision is ready, and only then does traffic move.
-        let pinned = existing
-            .as_ref()
-            .is_some_and(|service| !follows_latest(service));
-        let mut fields = vec!["labels", "template", "iap_enabled"];
-        let switches = access::switches(&spec.access, self.config.public_access);
-        service.iap_enabled = switches.iap_enabled;
-        if let Some(disabled) = switches.invoker_iam_disabled {
-            service.invoker_iam_disabled = disabled;
-            fields.push("invoker_iam_disabled");
-        }
-        if !pinned {
-            fields.push("traffic");
-        }
-        // Who may open the app is set before the new revision on a service that exists, so no
-        // moment serves it to people it no longer should; a new service has no policy to set
-        // until it exists. Both orders fail closed: revoking comes before opening up.
-        if existing.is_some() {
-            self.grant(&spec.app, spec.region.as_str(), &spec.access)
-                .await?;
-        }
-        // Labels are one field: keep the ones others put on the service beside Runway's own.
-        if let Some(existing) = &existing {
-            let mut labels = existing.labels.clone();
-            labels.extend(service.labels);
-            service.labels = labels;
-        }
-        let outcome = self
-            .client
-            .update_service()
-            .set_service(service)
-            .set_allow_missing(true)
-            // Only what Runway owns: an operator's settings on the service (its other invoker
-            // settings, its own labels) survive every deploy.
-            .set_update_mask(FieldMask::default().set_paths(fields))
-            .poller()
-            .until_done()
-            .await;
-        let service = self.settle(&name, outcome, "deploying").await?;
-        if existing.is_none() {
-            self.grant(&spec.app, spec.region.as_str(), &spec.access)
-                .await?;
-        }
-        if !pinned {
+        if follows_latest(&service) {
             return serving_latest(&service);
         }
         if failed(&service) || service.latest_ready_revision != service.latest_created_revision {
             return Err(PlatformError::NotReady(condition_message(&service)));
         }
-        let outcome = self
-            .client
-            .update_service()
-            .set_service(Service::new().set_name(&name).set_traffic([latest()]))
-            .set_update_mask(FieldMask::default().set_paths(["traffic"]))
-            .poller()
-            .until_done()
-            .await;
         let service = self
-            .settle(&name, outcome, "moving traffic to the new revision")
+            .write(
+                &name,
+                spec.seq,
+                Change::Traffic(latest()),
+                "moving traffic to the new revision",
+            )
             .await?;
+        carries(&service, &spec)?;
         serving_latest(&service)
     }
 
@@ -383,6 +457,46 @@ impl Platform for CloudRunPlatform {
             Err(error) => Err(self.platform_error(error, "reading the service")),
         }
     }
+}
+
+/// What a fenced write sets.
+enum Change<'a> {
+    /// A release's revision.
+    Deploy(&'a DeploySpec),
+    /// All traffic to one target.
+    Traffic(TrafficTarget),
+}
+
+/// The sequence of the last release that wrote the service, if Runway wrote it.
+fn written_seq(service: &Service) -> Option<u64> {
+    service.annotations.get(SEQ_ANNOTATION)?.parse().ok()
+}
+
+/// Refuses a write (or its result) from a release older than the one that wrote last.
+fn fenced(service: &Service, seq: u64) -> Result<(), PlatformError> {
+    match written_seq(service) {
+        Some(newer) if newer > seq => Err(PlatformError::Superseded(format!(
+            "release #{newer} of the app reached Cloud Run after this one (#{seq}) and serves \
+             in its place"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The service's newest revision must be the release's own: the template names it.
+fn carries(service: &Service, spec: &DeploySpec) -> Result<(), PlatformError> {
+    let carried = service
+        .template
+        .as_ref()
+        .and_then(|template| template.annotations.get(RELEASE_ANNOTATION));
+    if carried.map(String::as_str) == Some(spec.release_id.as_str()) {
+        return Ok(());
+    }
+    Err(PlatformError::Superseded(format!(
+        "the service's newest revision runs release {}, not {}",
+        carried.map_or("(none)", String::as_str),
+        spec.release_id
+    )))
 }
 
 /// Runway updates only the services it created: every one carries `managed-by=runway`. An
@@ -644,6 +758,7 @@ mod tests {
         DeploySpec {
             app: AppName::parse("hello").unwrap(),
             release_id: "rel-1".into(),
+            seq: 1,
             image: "europe-docker.pkg.dev/p/apps/hello@sha256:abc".into(),
             main_file: MainFile::parse("app.py").unwrap(),
             region: Region::try_from("europe-west1".to_owned()).unwrap(),

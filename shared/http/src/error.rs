@@ -168,7 +168,9 @@ impl From<runway_core::ports::PlatformError> for ApiError {
             PlatformError::NotReady(message) | PlatformError::Unavailable(message) => {
                 Self::Unavailable(message)
             }
-            PlatformError::Conflict(message) => Self::Conflict(message),
+            PlatformError::Conflict(message) | PlatformError::Superseded(message) => {
+                Self::Conflict(message)
+            }
             PlatformError::Other(error) => Self::Internal(error),
         }
     }

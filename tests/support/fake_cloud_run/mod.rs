@@ -153,6 +153,36 @@ impl FakeCloudRun {
         });
     }
 
+    /// The next PATCH is carried out at once, but its operation answers `done: false` until
+    /// [`Self::release_held`]: a deploy that is slow to finish, latched.
+    pub fn hold_next_patch(&self) {
+        self.lock().hold_next_patches += 1;
+    }
+
+    /// Lets every held operation finish.
+    pub fn release_held(&self) {
+        let mut state = self.lock();
+        let held: Vec<(String, i64)> = state
+            .operations
+            .values_mut()
+            .filter(|operation| operation.held)
+            .map(|operation| {
+                operation.held = false;
+                (operation.service.clone(), operation.generation)
+            })
+            .collect();
+        for (service, generation) in held {
+            if let Some(operation) = state
+                .operations
+                .values()
+                .find(|o| o.service == service && o.generation == generation)
+                && operation.polls_left == 0
+            {
+                finish(&mut state, &service, generation);
+            }
+        }
+    }
+
     /// How many GETs an operation answers `done: false` to before it is done (default 1).
     pub fn set_pending_polls(&self, polls: u32) {
         self.lock().pending_polls = polls;
@@ -240,6 +270,8 @@ struct State {
     injected: VecDeque<Injected>,
     requests: Vec<SeenRequest>,
     pending_polls: u32,
+    /// How many of the next PATCHes start a held operation.
+    hold_next_patches: usize,
     iam: Iam,
 }
 
@@ -253,6 +285,7 @@ impl State {
             injected: VecDeque::new(),
             requests: Vec::new(),
             pending_polls: 1,
+            hold_next_patches: 0,
             iam: Iam::default(),
         }
     }
@@ -282,6 +315,11 @@ impl FakeService {
         } else {
             format!("{name}/revisions/{revision}")
         }
+    }
+
+    /// Changes with every write, as Cloud Run's does.
+    fn etag(&self) -> String {
+        format!("\"{}-{}\"", self.uid, self.generation)
     }
 
     fn latest_ready(&self) -> Option<&FakeRevision> {
@@ -315,7 +353,7 @@ impl FakeService {
             "uri": self.uri,
             "urls": [self.uri],
             "reconciling": self.reconciling,
-            "etag": format!("\"{}-{}\"", self.uid, self.generation),
+            "etag": self.etag(),
         });
         if let Value::Object(output) = output {
             service.extend(output);
@@ -367,6 +405,8 @@ struct Operation {
     service: String,
     generation: i64,
     polls_left: u32,
+    /// Answers `done: false` until the test releases it.
+    held: bool,
     /// The service when the operation was started (its `metadata`).
     metadata: Value,
     outcome: Result<Value, Failure>,
@@ -374,7 +414,7 @@ struct Operation {
 
 impl Operation {
     fn to_json(&self, name: &str) -> Value {
-        let outcome = (self.polls_left == 0).then(|| match &self.outcome {
+        let outcome = (self.polls_left == 0 && !self.held).then(|| match &self.outcome {
             Ok(service) => Ok(any(SERVICE_TYPE, service)),
             Err((code, message)) => Err((*code, message.as_str())),
         });

@@ -186,6 +186,21 @@ pub(super) fn patch_service(
     if !existed && !flag(request, "allowMissing") {
         return Err(GoogleError::not_found(name));
     }
+    // `etag` is the optimistic lock of AIP-154: a write based on a service that changed since
+    // it was read is refused, whatever the mask.
+    let mut body = body;
+    if let Some(sent) = body
+        .remove("etag")
+        .and_then(|etag| etag.as_str().map(str::to_owned))
+        && let Some(current) = state.services.get(name).map(FakeService::etag)
+        && sent != current
+    {
+        return Err(GoogleError::new(
+            StatusCode::CONFLICT,
+            "ABORTED",
+            format!("The etag {sent} does not match the service's current etag {current}."),
+        ));
+    }
     let mut service = state
         .services
         .remove(name)
@@ -205,10 +220,13 @@ pub(super) fn patch_service(
             return Err(error);
         }
     };
+    let held = state.hold_next_patches > 0;
+    state.hold_next_patches = state.hold_next_patches.saturating_sub(1);
     let operation = Operation {
         service: name.to_owned(),
         generation: service.generation,
         polls_left: state.pending_polls,
+        held,
         metadata: service.to_json(name),
         outcome,
     };
@@ -232,6 +250,7 @@ pub(super) fn delete_service(
         service: name.to_owned(),
         generation: service.generation,
         polls_left: state.pending_polls,
+        held: false,
         metadata: last.clone(),
         outcome: Ok(last),
     };
@@ -242,7 +261,7 @@ pub(super) fn delete_service(
 pub(super) fn start_operation(state: &mut State, service: &str, operation: Operation) -> Value {
     let location = service.split("/services/").next().unwrap_or(service);
     let name = format!("{location}/operations/{}", Uuid::new_v4());
-    if operation.polls_left == 0 {
+    if operation.polls_left == 0 && !operation.held {
         finish(state, &operation.service, operation.generation);
     }
     let answer = operation.to_json(&name);
@@ -258,7 +277,7 @@ pub(super) fn get_operation(
         .operations
         .get_mut(name)
         .ok_or_else(|| GoogleError::not_found(name))?;
-    if operation.polls_left > 0 {
+    if operation.polls_left > 0 && !operation.held {
         operation.polls_left -= 1;
         if operation.polls_left == 0 {
             let (service, generation) = (operation.service.clone(), operation.generation);

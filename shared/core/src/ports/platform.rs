@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use crate::domain::{Access, AppName, Deployment, MainFile, Region, ReleaseId, Resources};
+use crate::domain::{Access, AppName, Deployment, MainFile, Region, Release, ReleaseId, Resources};
 use crate::ports::SecretRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +13,9 @@ pub enum PlatformError {
     /// Something Runway did not create already has the app's name where it would run.
     #[error("{0}")]
     Conflict(String),
+    /// A newer release of the app got to the platform first; this one must not replace it.
+    #[error("{0}")]
+    Superseded(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -21,6 +24,9 @@ pub enum PlatformError {
 pub struct DeploySpec {
     pub app: AppName,
     pub release_id: ReleaseId,
+    /// The release's place in the app's order: the fence that keeps an older release from
+    /// replacing a newer one on the platform, however their calls overlap.
+    pub seq: u64,
     pub image: String,
     pub main_file: MainFile,
     pub region: Region,
@@ -31,16 +37,17 @@ pub struct DeploySpec {
 }
 
 impl DeploySpec {
-    /// Runs `image` of release `release_id` with the deployment's settings.
+    /// Runs `image` of `release` with the deployment's settings.
     pub fn new(
         deployment: &Deployment,
-        release_id: &ReleaseId,
+        release: &Release,
         image: String,
         secrets: Option<SecretRef>,
     ) -> Self {
         Self {
             app: deployment.app.clone(),
-            release_id: release_id.clone(),
+            release_id: release.id.clone(),
+            seq: release.seq,
             image,
             main_file: deployment.main_file.clone(),
             region: deployment.region.clone(),
