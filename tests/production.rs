@@ -12,6 +12,7 @@ use reqwest::Method;
 use runway_http::webhook;
 use runway_tests::fake_cloud_run::{served, status_for};
 use runway_tests::fake_github::FakeDelivery;
+use runway_tests::iap_proxy::{IAP_CLIENT_ID, IapProxy};
 use runway_tests::production::{ADMIN, Production};
 use runway_tests::{GitRepo, streamlit_app};
 use serde_json::{Value, json};
@@ -598,5 +599,89 @@ async fn an_older_push_that_deploys_last_never_replaces_a_newer_one() -> anyhow:
         revision.template["annotations"]["runway/release-id"], newer["id"],
         "the revision serving runs the newer release"
     );
+    Ok(())
+}
+
+/// The operator's check after `terraform apply` (`scripts/smoke-cloud`), run against this
+/// topology behind IAP with a script's identity token: it deploys the bundled example, opens
+/// it, deletes it and leaves nothing behind; without a valid token it fails saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_smoke_check_deploys_opens_and_deletes_the_example_through_iap() -> anyhow::Result<()> {
+    let production = Production::start().await?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let example = |file: &str| std::fs::read_to_string(root.join("examples/hello").join(file));
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("streamlit_app.py", &example("streamlit_app.py")?),
+            ("requirements.txt", &example("requirements.txt")?),
+        ],
+    )?;
+    production.github.add_repo("ada", "hello", &repo.bare);
+    let mut iap = Vec::new();
+    for function in ["submit", "status"] {
+        let proxy = IapProxy::start(
+            production.url(function).to_owned(),
+            production.keys.clone(),
+            production.iap_audience(function),
+        )
+        .await;
+        iap.push(proxy.url);
+    }
+    let smoke = |token: String| {
+        tokio::process::Command::new(root.join("scripts/smoke-cloud"))
+            .args([&iap[0], &iap[1], "--repo", "https://github.com/ada/hello"])
+            .args(["--app", "smoke-test", "--poll", "0.2", "--timeout", "90"])
+            .env("RUNWAY_ID_TOKEN", token)
+            .output()
+    };
+
+    let token = production.keys.id_token(IAP_CLIENT_ID, OWNER);
+    let run = smoke(token.clone()).await?;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "{stdout}\n{stderr}\n{}",
+        production.logs()
+    );
+    for step in [
+        "identity token",
+        "submit",
+        "live",
+        "open as viewer",
+        "delete",
+        "all",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("ok   {step} ")))
+            .unwrap_or_else(|| panic!("no line for {step}: {stdout}"));
+        let timed = line
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|pair| pair[0].parse::<f64>().is_ok() && pair[1] == "s");
+        assert!(timed, "the step has its time: {line}");
+    }
+    assert!(
+        stdout.contains("answers 200 to an anonymous viewer"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&token) && !stderr.contains(&token));
+    assert!(production.github.hooks("ada", "hello").is_empty());
+    let service = format!(
+        "projects/{}/locations/europe-west1/services/smoke-test",
+        production.project
+    );
+    assert!(production.cloud_run.service(&service).is_none());
+
+    let wrong_audience = production.keys.id_token("https://elsewhere.example", OWNER);
+    let refused = smoke(wrong_audience).await?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(stderr.contains("audience"), "{stderr}");
     Ok(())
 }

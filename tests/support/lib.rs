@@ -13,6 +13,7 @@ pub mod fake_cloud_run;
 pub mod fake_github;
 pub mod google_keys;
 pub mod google_rest;
+pub mod iap_proxy;
 pub mod image_builder_contract;
 pub mod platform_contract;
 pub mod production;

@@ -297,6 +297,11 @@ impl Production {
             .collect()
     }
 
+    /// The audience IAP signs `submit`'s or `status`'s assertions for (`RUNWAY_IAP_AUDIENCE`).
+    pub fn iap_audience(&self, function: &str) -> String {
+        format!("/projects/123/locations/{REGION}/services/runway-{function}")
+    }
+
     /// A request to `submit` or `status` as IAP forwards it for `email`.
     pub fn as_user(
         &self,
@@ -305,7 +310,7 @@ impl Production {
         path: &str,
         email: &str,
     ) -> reqwest::RequestBuilder {
-        let audience = format!("/projects/123/locations/{REGION}/services/runway-{function}");
+        let audience = self.iap_audience(function);
         self.client
             .request(method, format!("{}{path}", self.url(function)))
             .header(
