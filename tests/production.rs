@@ -365,6 +365,13 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     );
     assert!(production.cloud_run.service(&service_name).is_none());
     assert!(production.github.hooks("ada", "demo").is_empty());
+    let images = production.cloud_build.pushed_images();
+    assert!(
+        !images
+            .iter()
+            .any(|image| image.contains("/runway-apps/demo")),
+        "the app's images outlive it: {images:?}"
+    );
     let secret = reqwest::get(format!(
         "{}/v1/projects/{}/secrets/runway-app-demo",
         runway_tests::emulators::secret_manager(),

@@ -84,6 +84,22 @@ fn cloud_run_variables(function: &str) -> Vec<String> {
 
 impl Production {
     pub async fn start() -> anyhow::Result<Self> {
+        // A port `free_port` found can be taken by another test's process before the function
+        // binds it; then the whole topology starts again on new ports (and a new project).
+        let mut attempt = 1;
+        loop {
+            match Self::start_once().await {
+                Err(error)
+                    if attempt < 3 && format!("{error:#}").contains("Address already in use") =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let project = emulators::unique_project();
         let suffix = &project[3..15];
@@ -171,6 +187,10 @@ impl Production {
             ("STORAGE_EMULATOR_HOST", emulators::gcs()),
             ("RUNWAY_SECRETMANAGER_ENDPOINT", emulators::secret_manager()),
             ("RUNWAY_CLOUDBUILD_ENDPOINT", cloud_build.url().to_owned()),
+            (
+                "RUNWAY_ARTIFACTREGISTRY_ENDPOINT",
+                cloud_build.url().to_owned(),
+            ),
             ("RUNWAY_CLOUDRUN_ENDPOINT", cloud_run.endpoint()),
             ("RUNWAY_IAP_ENDPOINT", cloud_run.endpoint()),
             ("RUNWAY_IAP_KEYS_URL", keys.iap_keys_url.clone()),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
+use google_cloud_artifactregistry_v1::client::ArtifactRegistry;
 use google_cloud_auth::credentials::{CacheableResource, Credentials};
 use google_cloud_build_v1::client::CloudBuild;
 use google_cloud_build_v1::model::{
@@ -17,10 +18,12 @@ use google_cloud_build_v1::model::{
     build_options,
 };
 use google_cloud_gax::error::rpc::Code;
+use google_cloud_lro::Poller;
 use google_cloud_storage::client::Storage;
 use serde::Deserialize;
 
 use super::dockerfile::{GENERATED_DOCKERIGNORE, SourceFiles, generated_dockerfile};
+use super::{has_code, is_transient};
 use runway_core::domain::{AppName, BuildId};
 use runway_core::messages::untagged;
 use runway_core::ports::{
@@ -48,6 +51,8 @@ pub struct CloudBuildConfig {
     pub service_account: Option<String>,
     /// Cloud Build API endpoint; Google's when unset (tests point it at a fake).
     pub build_endpoint: Option<String>,
+    /// Artifact Registry API endpoint; Google's when unset.
+    pub registry_endpoint: Option<String>,
     /// Cloud Storage endpoint; Google's when unset (tests point it at fake-gcs-server).
     pub storage_endpoint: Option<String>,
     /// No credentials at all: for emulators and fakes only.
@@ -56,15 +61,16 @@ pub struct CloudBuildConfig {
     pub timeout: Duration,
 }
 
-/// Images are not deleted by `delete_app`: Artifact Registry's cleanup policies (keep the most
-/// recent versions, delete untagged) do that for the whole repository, without Runway holding
-/// delete rights on it. Sources and logs are deleted.
+/// `delete_app` deletes the app's sources, build logs and images (its Artifact Registry package,
+/// every version and tag): a re-created app of the same name starts with no layer cache of the
+/// old one. Artifact Registry's cleanup policies keep the live apps' repositories small.
 #[derive(Clone)]
 pub struct CloudBuildBuilder {
     config: Arc<CloudBuildConfig>,
     forge: Arc<dyn Forge>,
     builds: CloudBuild,
     storage: Storage,
+    registry: ArtifactRegistry,
     credentials: Credentials,
     http: reqwest::Client,
 }
@@ -95,6 +101,14 @@ impl CloudBuildBuilder {
             .build()
             .await
             .context("creating the Cloud Storage client")?;
+        let mut registry = ArtifactRegistry::builder().with_credentials(credentials.clone());
+        if let Some(endpoint) = &config.registry_endpoint {
+            registry = registry.with_endpoint(endpoint);
+        }
+        let registry = registry
+            .build()
+            .await
+            .context("creating the Artifact Registry client")?;
         // It carries Google access tokens; reqwest's default policy can replay them to another
         // host on the second hop of a redirect chain (tower-http 0.6), so none is followed.
         let http = reqwest::Client::builder()
@@ -107,6 +121,7 @@ impl CloudBuildBuilder {
             forge,
             builds,
             storage,
+            registry,
             credentials,
             http,
         })
@@ -609,7 +624,58 @@ impl ImageBuilder for CloudBuildBuilder {
             self.delete_object(&self.config.source_bucket, &name)
                 .await?;
         }
-        Ok(())
+        self.delete_images(app).await
+    }
+}
+
+impl CloudBuildBuilder {
+    /// Deletes the app's package (`{image_repo}/{app}`, every version and tag) from Artifact
+    /// Registry; a package that is not there is already deleted.
+    async fn delete_images(&self, app: &AppName) -> Result<(), BuildError> {
+        let package = package_name(&self.config.image_repo, app)?;
+        let outcome = self
+            .registry
+            .delete_package()
+            .set_name(&package)
+            .poller()
+            .until_done()
+            .await;
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(error) if has_code(&error, Code::NotFound) => Ok(()),
+            Err(error) if is_transient(&error) => Err(BuildError::Unavailable(format!(
+                "deleting the images of {app}: {error}"
+            ))),
+            Err(error) => Err(BuildError::Other(anyhow::Error::new(error).context(
+                format!(
+                    "deleting the images of {app} ({package}); Runway's submit account needs \
+                     roles/artifactregistry.repoAdmin on the apps' repository"
+                ),
+            ))),
+        }
+    }
+}
+
+/// `LOCATION-docker.pkg.dev/PROJECT/REPOSITORY` and an app → the Artifact Registry package
+/// `projects/PROJECT/locations/LOCATION/repositories/REPOSITORY/packages/APP`.
+fn package_name(image_repo: &str, app: &AppName) -> Result<String, BuildError> {
+    let parts: Vec<&str> = image_repo.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        [host, project, repository] if !project.is_empty() && !repository.is_empty() => {
+            let location = host.strip_suffix("-docker.pkg.dev").ok_or_else(|| {
+                BuildError::Other(anyhow!(
+                    "the image repository {image_repo} is not in Artifact Registry \
+                     (LOCATION-docker.pkg.dev/PROJECT/REPOSITORY)"
+                ))
+            })?;
+            Ok(format!(
+                "projects/{project}/locations/{location}/repositories/{repository}/packages/{}",
+                app.as_str()
+            ))
+        }
+        _ => Err(BuildError::Other(anyhow!(
+            "the image repository {image_repo} is not LOCATION-docker.pkg.dev/PROJECT/REPOSITORY"
+        ))),
     }
 }
 
@@ -626,6 +692,22 @@ fn is_build_tag(tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_the_apps_package_in_artifact_registry() {
+        let app = AppName::parse("demo").unwrap();
+        assert_eq!(
+            package_name("europe-west1-docker.pkg.dev/proj/runway-apps/", &app).unwrap(),
+            "projects/proj/locations/europe-west1/repositories/runway-apps/packages/demo"
+        );
+        for bad in [
+            "gcr.io/proj/apps",
+            "europe-west1-docker.pkg.dev/proj",
+            "x/y/z/w",
+        ] {
+            assert!(package_name(bad, &app).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn accepts_only_tags_cloud_build_accepts() {

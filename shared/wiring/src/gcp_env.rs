@@ -4,7 +4,8 @@
 //!
 //! Endpoint overrides point the clients at emulators and fakes: `FIRESTORE_EMULATOR_HOST`,
 //! `PUBSUB_EMULATOR_HOST` and `STORAGE_EMULATOR_HOST` as Google's tools name them, and
-//! `RUNWAY_SECRETMANAGER_ENDPOINT`, `RUNWAY_CLOUDBUILD_ENDPOINT`, `RUNWAY_CLOUDRUN_ENDPOINT`,
+//! `RUNWAY_SECRETMANAGER_ENDPOINT`, `RUNWAY_CLOUDBUILD_ENDPOINT`, `RUNWAY_ARTIFACTREGISTRY_ENDPOINT`,
+//! `RUNWAY_CLOUDRUN_ENDPOINT`, `RUNWAY_IAP_ENDPOINT`,
 //! `RUNWAY_IAP_KEYS_URL` and `RUNWAY_OIDC_KEYS_URL` for the rest. A client with an override
 //! sends no credentials.
 
@@ -209,6 +210,7 @@ impl GcpEnv {
                     }
                 }),
                 anonymous: build_endpoint.is_some() || storage_endpoint.is_some(),
+                registry_endpoint: env.optional("RUNWAY_ARTIFACTREGISTRY_ENDPOINT"),
                 build_endpoint,
                 storage_endpoint,
                 timeout: Duration::from_secs(env.parse_or("RUNWAY_BUILD_TIMEOUT_SECS", 1200)),

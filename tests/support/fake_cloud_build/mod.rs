@@ -24,6 +24,11 @@
 //! digest `sha256:` + the hex SHA-256 of the source tarball, and publishes QUEUED → WORKING →
 //! SUCCESS/FAILURE to the Pub/Sub emulator's `cloud-builds` topic exactly as Cloud Build does
 //! (`data` = base64 of the Build JSON, attributes `buildId` and `status`).
+//!
+//! It also stands in for the one Artifact Registry call Runway makes, on the images it
+//! "pushed": `projects.locations.repositories.packages.delete` (`DELETE /v1/projects/P/locations/
+//! L/repositories/R/packages/PKG`, an `Operation` with an `Empty` response; NOT_FOUND for a
+//! package with no images), after which `docker pull` of its images fails.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
@@ -163,6 +168,13 @@ impl FakeCloudBuild {
             .builds
             .get(id)
             .map(|record| record.build.clone())
+    }
+
+    /// Every image a build pushed that is still in the registry (`name:tag`).
+    pub fn pushed_images(&self) -> Vec<String> {
+        let mut images: Vec<String> = self.inner().pushed.iter().cloned().collect();
+        images.sort();
+        images
     }
 
     /// Every request the client sent, as `METHOD path?query`.
@@ -328,6 +340,7 @@ impl OnEmulators {
                 logs_bucket: logs_bucket.clone(),
                 service_account: None,
                 build_endpoint: Some(fake.url().to_owned()),
+                registry_endpoint: Some(fake.url().to_owned()),
                 storage_endpoint: Some(emulators::gcs()),
                 anonymous: true,
                 timeout: Duration::from_secs(1200),

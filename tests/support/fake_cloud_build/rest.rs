@@ -21,6 +21,10 @@ pub(super) fn router(state: Arc<State>) -> Router {
             get(get_operation),
         )
         .route("/v1/operations/{*operation}", get(get_operation))
+        .route(
+            "/v1/projects/{project}/locations/{location}/repositories/{repository}/packages/{package}",
+            axum::routing::delete(delete_package),
+        )
         .with_state(state)
 }
 
@@ -447,4 +451,50 @@ pub(super) fn uuid_like(n: u64) -> String {
         &random[16..20],
         n
     )
+}
+
+/// Artifact Registry's `packages.delete`: every version and tag of the package goes.
+async fn delete_package(
+    Shared(state): Shared<Arc<State>>,
+    Path(params): Path<Params>,
+) -> ApiResult {
+    let (project, location) = (params.get("project"), params.get("location"));
+    let image = format!(
+        "{location}-docker.pkg.dev/{project}/{}/{}",
+        params.get("repository"),
+        params.get("package")
+    );
+    let removed = {
+        let mut inner = state.inner.lock().expect("fake state");
+        let before = inner.pushed.len();
+        inner.pushed.retain(|pushed| {
+            !(pushed.starts_with(&image)
+                && matches!(pushed.as_bytes().get(image.len()), Some(b':' | b'@')))
+        });
+        before - inner.pushed.len()
+    };
+    if removed == 0 {
+        return google_error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("Requested entity was not found: package {image}"),
+        );
+    }
+    let name = format!(
+        "projects/{project}/locations/{location}/operations/{}",
+        uuid::Uuid::new_v4()
+    );
+    let metadata = any(
+        "type.googleapis.com/google.devtools.artifactregistry.v1.OperationMetadata",
+        &json!({}),
+    );
+    let done = operation(
+        &name,
+        metadata,
+        Some(Ok(any(
+            "type.googleapis.com/google.protobuf.Empty",
+            &json!({}),
+        ))),
+    );
+    Ok(json(StatusCode::OK, &done))
 }
