@@ -319,6 +319,27 @@ async fn claim(
     }
 }
 
+/// Deploying → superseded: a newer release serves, or will.
+async fn supersede(state: &State, release: &Release, message: String) -> Outcome {
+    let update = ReleaseUpdate {
+        message: Some(message.clone()),
+        ..Default::default()
+    };
+    match state
+        .store
+        .transition(
+            &release.id,
+            ReleaseState::Deploying,
+            ReleaseState::Superseded,
+            update,
+        )
+        .await
+    {
+        Ok(_) | Err(StoreError::Conflict(_)) => Outcome::Done(message),
+        Err(error) => error.into(),
+    }
+}
+
 async fn fail(state: &State, release: &Release, from: ReleaseState, message: String) -> Outcome {
     let update = ReleaseUpdate {
         message: Some(message.clone()),
@@ -487,23 +508,7 @@ async fn go_live(state: &State, release: Release) -> Outcome {
         match state.store.release(live_id).await {
             Ok(Some(live)) if live.seq > release.seq => {
                 let message = format!("the newer release {} is already live", live.id);
-                let update = ReleaseUpdate {
-                    message: Some(message.clone()),
-                    ..Default::default()
-                };
-                return match state
-                    .store
-                    .transition(
-                        &release.id,
-                        ReleaseState::Deploying,
-                        ReleaseState::Superseded,
-                        update,
-                    )
-                    .await
-                {
-                    Ok(_) | Err(StoreError::Conflict(_)) => Outcome::Done(message),
-                    Err(error) => error.into(),
-                };
+                return supersede(state, &release, message).await;
             }
             Err(error) => return error.into(),
             _ => {}
@@ -586,25 +591,7 @@ async fn go_live(state: &State, release: Release) -> Outcome {
             fail(state, &release, ReleaseState::Deploying, message).await
         }
         // A newer release reached the platform first and serves; this one stands aside.
-        Err(PlatformError::Superseded(message)) => {
-            let update = ReleaseUpdate {
-                message: Some(message.clone()),
-                ..Default::default()
-            };
-            match state
-                .store
-                .transition(
-                    &release.id,
-                    ReleaseState::Deploying,
-                    ReleaseState::Superseded,
-                    update,
-                )
-                .await
-            {
-                Ok(_) | Err(StoreError::Conflict(_)) => Outcome::Done(message),
-                Err(error) => error.into(),
-            }
-        }
+        Err(PlatformError::Superseded(message)) => supersede(state, &release, message).await,
         Err(error) => Outcome::Retry(format!("deploying: {error:#}")),
     }
 }

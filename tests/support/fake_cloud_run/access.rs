@@ -39,6 +39,15 @@ const EVERYONE: [&str; 2] = ["allUsers", "allAuthenticatedUsers"];
 /// Checks an ID token for an audience; the signed-in email, if valid.
 pub type Verifier = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
 
+/// The IAP resource of a service `projects/P/locations/L/services/S`.
+fn iap_resource(service: &str) -> String {
+    let parts: Vec<&str> = service.split('/').collect();
+    format!(
+        "projects/{PROJECT_NUMBER}/iap_web/cloud_run-{}/services/{}",
+        parts[3], parts[5]
+    )
+}
+
 pub fn iap_agent() -> String {
     format!("serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-iap.iam.gserviceaccount.com")
 }
@@ -67,13 +76,8 @@ impl Iam {
 
     /// A deleted service's policies go with it (its IAP resource's too).
     pub(super) fn forget(&mut self, service: &str) {
-        let parts: Vec<&str> = service.split('/').collect();
-        let iap = format!(
-            "projects/{PROJECT_NUMBER}/iap_web/cloud_run-{}/services/{}",
-            parts[3], parts[5]
-        );
         self.policies.remove(service);
-        self.policies.remove(&iap);
+        self.policies.remove(&iap_resource(service));
     }
 
     /// Members of `role`'s unconditional binding on `resource`.
@@ -330,12 +334,7 @@ pub(super) fn admit(
             }
             Some(Some(email)) => email,
         };
-        let parts: Vec<&str> = name.split('/').collect();
-        let resource = format!(
-            "projects/{PROJECT_NUMBER}/iap_web/cloud_run-{}/services/{}",
-            parts[3], parts[5]
-        );
-        let accessors = state.iam.members(&resource, IAP_ACCESSOR);
+        let accessors = state.iam.members(&iap_resource(name), IAP_ACCESSOR);
         if !state.iam.includes(&accessors, &email) {
             return Err(Refused {
                 status: StatusCode::FORBIDDEN,

@@ -445,13 +445,7 @@ pub async fn served(url: &str) -> anyhow::Result<Value> {
 /// The status a service's `uri` answers a viewer with this ID token (or none); redirects
 /// (IAP's sign-in) are not followed.
 pub async fn status_for(url: &str, token: Option<&str>) -> anyhow::Result<StatusCode> {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let mut request = client.get(url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
+    let request = viewer_request(url, token)?;
     let status = request
         .send()
         .await
@@ -460,15 +454,21 @@ pub async fn status_for(url: &str, token: Option<&str>) -> anyhow::Result<Status
     Ok(StatusCode::from_u16(status.as_u16())?)
 }
 
-/// What a service's `uri` answers to a viewer with this ID token (or none).
-pub async fn served_to(url: &str, token: Option<&str>) -> anyhow::Result<Value> {
+/// A GET of a served URL as a viewer with this ID token (or none), following no redirect.
+fn viewer_request(url: &str, token: Option<&str>) -> anyhow::Result<reqwest::RequestBuilder> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let mut request = client.get(url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
+    let request = client.get(url);
+    Ok(match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    })
+}
+
+/// What a service's `uri` answers to a viewer with this ID token (or none).
+pub async fn served_to(url: &str, token: Option<&str>) -> anyhow::Result<Value> {
+    let request = viewer_request(url, token)?;
     let response = request.send().await.context("asking the served URL")?;
     let status = response.status();
     let body: Value = response.json().await.context("the served URL's JSON")?;
