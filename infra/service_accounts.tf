@@ -311,7 +311,8 @@ resource "google_storage_bucket_iam_member" "app_build_logs_bucket_reader" {
   member = local.sa["app-build"]
 }
 
-# Push the app's image and pull its previous one for --cache-from; only in runway-apps.
+# Push the app's image (tagged by commit) and pull the live one by digest for --cache-from; only in
+# runway-apps. Any build may write any tag there, so Runway reads no tag back (cloud_build.rs).
 resource "google_artifact_registry_repository_iam_member" "app_build_apps_repo_writer" {
   project    = var.project_id
   location   = google_artifact_registry_repository.apps.location

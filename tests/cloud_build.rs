@@ -223,22 +223,13 @@ async fn a_repository_without_a_dockerfile_is_built_with_the_generated_one() {
         build["source"]["storageSource"]["bucket"],
         cloud.source_bucket
     );
-    let latest = format!("{}/plain:latest", cloud.image_repo);
     let tagged = format!("{}/plain:{commit}", cloud.image_repo);
-    assert_eq!(build["images"], json!([tagged, latest]));
-    assert_eq!(
-        build["steps"][0]["args"],
-        json!(["-c", format!("docker pull {latest} || exit 0")])
-    );
-    assert_eq!(build["steps"][0]["entrypoint"], "bash");
-    let args = &build["steps"][1]["args"];
+    assert_eq!(build["images"], json!([tagged]));
+    // A first build has no image of its own to take a cache from.
+    assert_eq!(build["steps"].as_array().unwrap().len(), 1);
+    let args = &build["steps"][0]["args"];
     assert_eq!(args[0], "build");
-    assert!(
-        args.as_array()
-            .unwrap()
-            .windows(2)
-            .any(|w| w[0] == "--cache-from" && w[1] == latest)
-    );
+    assert!(!args.to_string().contains("--cache-from"), "{args}");
     assert_eq!(
         build["tags"],
         json!(["runway", "app-plain", format!("release-{release}")])
@@ -362,7 +353,7 @@ async fn start_returns_at_once_and_cloud_builds_announces_each_status() {
         .notification;
     assert!(done.is_finished());
     let images = &done.results.as_ref().expect("results").images;
-    assert_eq!(images.len(), 2);
+    assert_eq!(images.len(), 1);
     assert!(images[0].digest.starts_with("sha256:"));
     let BuildStatus::Succeeded { image } = cloud.builder.status(&started.build_id).await.unwrap()
     else {
@@ -389,13 +380,13 @@ async fn a_failing_build_is_failed_with_its_reason_and_the_end_of_its_log() {
         contract::reports_a_failed_build(&cloud.builder, contract::request("broken", &repo), WAIT)
             .await;
 
-    assert!(detail.contains("build step 1"), "{detail}");
+    assert!(detail.contains("build step 0"), "{detail}");
     assert!(log.contains(MISSING_REQUIREMENT), "{log}");
     let tail = cloud.builder.log_tail(&started.build_id, 2).await.unwrap();
     assert_eq!(
         tail.lines().last(),
         Some(
-            "ERROR: build step 1 \"gcr.io/cloud-builders/docker\" failed: step exited with \
+            "ERROR: build step 0 \"gcr.io/cloud-builders/docker\" failed: step exited with \
              non-zero status: 1"
         )
     );
@@ -495,7 +486,7 @@ async fn without_the_final_notification_status_still_tells_the_end() {
 async fn a_second_build_pulls_the_first_image_as_its_cache() {
     let cloud = cloud().await;
     let repo = cloud.repo("cached", GOOD_APP);
-    let (first, _) =
+    let (first, first_image) =
         contract::builds_a_commit(&cloud.builder, contract::request("cached", &repo), WAIT).await;
     repo.commit(
         &[("app.py", "import streamlit as st\nst.write(2)\n")],
@@ -504,15 +495,65 @@ async fn a_second_build_pulls_the_first_image_as_its_cache() {
     .unwrap();
     repo.push("main").unwrap();
 
-    let (second, _) =
-        contract::builds_a_commit(&cloud.builder, contract::request("cached", &repo), WAIT).await;
+    let mut request = contract::request("cached", &repo);
+    request.cache_from = Some(first_image.clone());
+    let (second, _) = contract::builds_a_commit(&cloud.builder, request, WAIT).await;
 
     let first_log = cloud.builder.log(&first.build_id).await.unwrap();
     let second_log = cloud.builder.log(&second.build_id).await.unwrap();
-    assert!(first_log.contains("manifest unknown"), "{first_log}");
+    assert!(!first_log.contains("docker pull"), "{first_log}");
     assert!(
-        second_log.contains("Status: Downloaded newer image for"),
+        second_log.contains(&format!("Status: Downloaded newer image for {first_image}")),
         "{second_log}"
+    );
+    assert!(
+        second_log.contains(&format!("importing cache manifest from {first_image}")),
+        "{second_log}"
+    );
+    // Another app's image is never a cache, even when asked for.
+    let mut request = contract::request("cached", &repo);
+    request.cache_from = Some(first_image.replace("/cached@", "/other@"));
+    let (third, _) = contract::builds_a_commit(&cloud.builder, request, WAIT).await;
+    assert_eq!(cloud.fake.cache_of(third.build_id.as_str()), None);
+}
+
+/// Every app's build runs as one account that may push anywhere in the apps' repository, so a
+/// hostile Dockerfile of one app can push under another's name. Nothing an app runs or builds
+/// from may then come from a tag: its layer cache is its own last image, by digest.
+#[tokio::test]
+async fn another_apps_build_cannot_plant_layers_in_an_apps_next_build() {
+    let cloud = cloud().await;
+    let repo = cloud.repo("victim", GOOD_APP);
+    let (_, first_image) =
+        contract::builds_a_commit(&cloud.builder, contract::request("victim", &repo), WAIT).await;
+    let (_, first_digest) = first_image.split_once('@').expect("an image by digest");
+    // Whatever tag Runway's builds use, the other app's build overwrites it.
+    let package = format!("{}/victim", cloud.image_repo);
+    let mut planted = Vec::new();
+    for tag in cloud.fake.pushed_images() {
+        planted.push(cloud.fake.push_from_another_build(&tag));
+    }
+    planted.push(
+        cloud
+            .fake
+            .push_from_another_build(&format!("{package}:latest")),
+    );
+    repo.commit(
+        &[("app.py", "import streamlit as st\nst.write(2)\n")],
+        "two",
+    )
+    .unwrap();
+    repo.push("main").unwrap();
+
+    let mut request = contract::request("victim", &repo);
+    request.cache_from = Some(first_image.clone());
+    let (second, _) = contract::builds_a_commit(&cloud.builder, request, WAIT).await;
+
+    let cache = cloud.fake.cache_of(second.build_id.as_str());
+    assert_eq!(
+        cache.as_deref(),
+        Some(first_digest),
+        "the second build's cache came from {cache:?}; planted: {planted:?}"
     );
 }
 

@@ -99,6 +99,7 @@ async fn build(
             repo: RepoUrl::parse(&repo.url(), true)?,
             commit: CommitSha::parse(head.trim())?,
             main_file: MainFile::parse(MAIN_FILE)?,
+            cache_from: None,
         })
         .await?;
     match wait_for_end(builder, &started.build_id, BUILD_TIMEOUT).await {

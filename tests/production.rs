@@ -143,6 +143,10 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     let url = service["uri"].as_str().unwrap();
     let (_, shown) = status(&production, "demo").await?;
     assert_eq!(shown["url"], url, "{shown:#}");
+    let first_image = served(url).await?["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(served(url).await?["revision"], first["revision"]);
     assert_eq!(shown["access"], json!({ "mode": "public" }), "{shown:#}");
     // The secret reached Cloud Run only as a Secret Manager version, mounted as a file.
@@ -180,6 +184,15 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     assert_eq!(second["trigger"], "push");
     assert_ne!(second["revision"], first["revision"]);
     assert_eq!(served(url).await?["revision"], second["revision"]);
+    // Its build took its layers from the live image, by the digest the first build reported
+    // (a tag in the apps' repository is anyone's to move).
+    let cache = production
+        .cloud_build
+        .cache_of(second["build_id"].as_str().unwrap_or_default());
+    let (_, first_digest) = first_image
+        .split_once('@')
+        .expect("the first image, by digest");
+    assert_eq!(cache.as_deref(), Some(first_digest), "{second:#}");
 
     // A failing build is reported with its reason; the second revision keeps serving.
     production

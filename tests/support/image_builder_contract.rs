@@ -39,6 +39,7 @@ pub fn request(app: &str, repo: &GitRepo) -> BuildRequest {
         repo: RepoUrl::parse(&repo.url(), true).expect("a repo URL"),
         commit: CommitSha::parse(head.trim()).expect("a commit"),
         main_file: MainFile::parse("app.py").expect("a main file"),
+        cache_from: None,
     }
 }
 

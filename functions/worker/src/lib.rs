@@ -237,6 +237,11 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
             commit.short()
         )
     });
+    // The live image seeds the layer cache: by digest, as its own build reported it.
+    let cache_from = match &deployment.live_release {
+        Some(live) => state.store.release(live).await?.and_then(|live| live.image),
+        None => None,
+    };
     // Claim it first, so a duplicate message finds it building and stops.
     let release = claim(
         state,
@@ -258,6 +263,7 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
             repo: deployment.repo.clone(),
             commit,
             main_file: deployment.main_file.clone(),
+            cache_from,
         })
         .await;
     match started {

@@ -1,6 +1,8 @@
 //! `ImageBuilder` on Cloud Build: the commit's tree (plus the generated Dockerfile when it has
 //! none) goes to Cloud Storage as a tarball, and a build made of `docker` steps turns it into an
-//! image in Artifact Registry, tagged by commit and `latest` (the next build's layer cache).
+//! image in Artifact Registry, tagged by commit. Runway reads no tag back: it deploys the digest
+//! Cloud Build reports for the build, and the next build takes its layer cache from that digest
+//! ([`BuildRequest::cache_from`]), because every app's build may push any tag.
 //! `start` returns as soon as Cloud Build accepted the build; Cloud Build itself announces the
 //! end on the `cloud-builds` topic, and `status` is the poll fallback.
 
@@ -202,33 +204,43 @@ impl CloudBuildBuilder {
         generation: i64,
     ) -> Result<Build, BuildError> {
         let image = self.image(&request.app);
-        let latest = format!("{image}:latest");
         let tagged = format!("{image}:{}", request.commit);
-        let steps = [
-            // The previous image seeds the layer cache; the first build has none.
-            BuildStep::new()
-                .set_id("pull-cache")
-                .set_name(DOCKER)
-                .set_entrypoint("bash")
-                .set_args(["-c", &format!("docker pull {latest} || exit 0")]),
+        // Every app's build runs as one account that may push any tag of the apps' repository,
+        // so a tag says nothing about whose build made the image: the cache is the app's own
+        // last image by digest (recorded from its build's results), or none.
+        let own = format!("{image}@sha256:");
+        let cache = request
+            .cache_from
+            .as_deref()
+            .filter(|cache| cache.starts_with(&own));
+        let mut steps = Vec::new();
+        let mut build = vec!["build"];
+        if let Some(cache) = cache {
+            // Pulled first so its layers are local; a deleted image only costs the cache.
+            steps.push(
+                BuildStep::new()
+                    .set_id("pull-cache")
+                    .set_name(DOCKER)
+                    .set_entrypoint("bash")
+                    .set_args(["-c", &format!("docker pull {cache} || exit 0")]),
+            );
+            build.extend(["--cache-from", cache]);
+        }
+        build.extend([
+            // So the pushed image can serve as the next build's --cache-from.
+            "--build-arg",
+            "BUILDKIT_INLINE_CACHE=1",
+            "-t",
+            &tagged,
+            ".",
+        ]);
+        steps.push(
             BuildStep::new()
                 .set_id("build")
                 .set_name(DOCKER)
                 .set_env(["DOCKER_BUILDKIT=1"])
-                .set_args([
-                    "build",
-                    "--cache-from",
-                    &latest,
-                    // So the pushed image can serve as the next build's --cache-from.
-                    "--build-arg",
-                    "BUILDKIT_INLINE_CACHE=1",
-                    "-t",
-                    &tagged,
-                    "-t",
-                    &latest,
-                    ".",
-                ]),
-        ];
+                .set_args(build),
+        );
         let mut spec = Build::new()
             .set_source(
                 Source::new().set_storage_source(
@@ -240,8 +252,8 @@ impl CloudBuildBuilder {
             )
             .set_steps(steps)
             // Listed images are pushed by Cloud Build, which reports their digests in
-            // `results.images`.
-            .set_images([tagged, latest])
+            // `results.images`: what Runway deploys and caches from, never the tag.
+            .set_images([tagged])
             .set_tags([
                 "runway".to_owned(),
                 format!("app-{}", request.app),

@@ -28,11 +28,13 @@ pub(super) async fn run(state: Arc<State>, id: String) {
         Ok(images) => {
             log.extend(["DONE".to_owned()]);
             let mut inner = state.inner.lock().expect("fake state");
-            inner.pushed.extend(
-                images
-                    .iter()
-                    .filter_map(|i| i["name"].as_str().map(str::to_owned)),
-            );
+            for image in &images {
+                let (Some(name), Some(digest)) = (image["name"].as_str(), image["digest"].as_str())
+                else {
+                    continue;
+                };
+                inner.registry.push(name, digest);
+            }
             let record = inner.builds.get_mut(&id).expect("a build this fake made");
             record.build["status"] = json!("SUCCESS");
             record.build["results"] = json!({
@@ -145,11 +147,31 @@ pub(super) async fn execute(
             None => format!("Step #{index}"),
         };
         log.push(format!("Starting {label}"));
+        // BuildKit resolves the cache reference when the step starts: what it names then is
+        // what the image's layers may come from.
+        let cache = cache_source(step).map(|reference| {
+            let digest = state
+                .inner
+                .lock()
+                .expect("fake state")
+                .registry
+                .resolve(&reference);
+            state.update(id, |record| record.cache = digest.clone());
+            match digest {
+                Some(_) => format!("importing cache manifest from {reference}"),
+                None => {
+                    format!("WARNING: failed to import cache manifest from {reference}: not found")
+                }
+            }
+        });
         let result = run_step(state, step, &files, &failures);
-        let (lines, failed) = match result {
+        let (mut lines, failed) = match result {
             Ok(lines) => (lines, None),
             Err((lines, why)) => (lines, Some(why)),
         };
+        if let Some(cache) = cache {
+            lines.insert(lines.len().min(1), cache);
+        }
         log.extend(lines.into_iter().map(|line| format!("{label}: {line}")));
         log.push(format!("Finished {label}"));
         state.update(id, |record| {
@@ -228,14 +250,13 @@ pub(super) fn run_step(
             .inner
             .lock()
             .expect("fake state")
-            .pushed
-            .contains(image);
+            .registry
+            .resolve(image)
+            .is_some();
         if found {
-            lines.push(format!(
-                "{}: Pulling from {}",
-                tag_of(image),
-                repo_of(image)
-            ));
+            let (name, tag) = split_reference(image);
+            let shown = image.rsplit_once('@').map_or(tag, |(_, digest)| digest);
+            lines.push(format!("{shown}: Pulling from {name}"));
             lines.push(format!("Status: Downloaded newer image for {image}"));
             return Ok(lines);
         }
@@ -444,12 +465,21 @@ pub(super) fn after_run(words: &[String]) -> Option<String> {
         .then(|| main.trim_start_matches("./").to_owned())
 }
 
-pub(super) fn tag_of(image: &str) -> &str {
-    image.rsplit_once(':').map_or("latest", |(_, tag)| tag)
-}
-
-pub(super) fn repo_of(image: &str) -> &str {
-    image.rsplit_once(':').map_or(image, |(repo, _)| repo)
+/// The image a `docker build` step seeds its layer cache from (`--cache-from REF`).
+pub(super) fn cache_source(step: &Value) -> Option<String> {
+    let args: Vec<&str> = step["args"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    if args.first() != Some(&"build") {
+        return None;
+    }
+    args.windows(2).find_map(|pair| {
+        (pair[0] == "--cache-from")
+            .then(|| pair[1].to_owned())
+            .or_else(|| pair[0].strip_prefix("--cache-from=").map(str::to_owned))
+    })
 }
 
 /// The regular files of a gzipped tarball, by path.

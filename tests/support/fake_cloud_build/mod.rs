@@ -25,12 +25,17 @@
 //! SUCCESS/FAILURE to the Pub/Sub emulator's `cloud-builds` topic exactly as Cloud Build does
 //! (`data` = base64 of the Build JSON, attributes `buildId` and `status`).
 //!
-//! It also stands in for the one Artifact Registry call Runway makes, on the images it
-//! "pushed": `projects.locations.repositories.packages.delete` (`DELETE /v1/projects/P/locations/
-//! L/repositories/R/packages/PKG`, an `Operation` with an `Empty` response; NOT_FOUND for a
-//! package with no images), after which `docker pull` of its images fails.
+//! It also stands in for the registry those images go to, as far as Runway can observe it: tags
+//! name digests, a push moves its tag, a reference by digest finds exactly that manifest, and
+//! `docker build --cache-from REF` seeds its layers from whatever REF names *when the step runs*
+//! ([`FakeCloudBuild::cache_of`]). Every app build runs as one account with write access to the
+//! whole apps repository, so any build's steps can push under any app's name:
+//! [`FakeCloudBuild::push_from_another_build`] is that. And it serves the one Artifact Registry
+//! call Runway makes: `projects.locations.repositories.packages.delete` (`DELETE /v1/projects/P/
+//! locations/L/repositories/R/packages/PKG`, an `Operation` with an `Empty` response; NOT_FOUND
+//! for a package with no images), after which `docker pull` of its images fails.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -77,8 +82,8 @@ struct Inner {
     builds: BTreeMap<String, Record>,
     /// `METHOD path?query` of every request, in order.
     requests: Vec<String>,
-    /// Images an earlier build pushed (so `docker pull` of `:latest` finds them).
-    pushed: HashSet<String>,
+    /// What builds pushed.
+    registry: Registry,
     failures: Vec<(String, String)>,
     drop_final_notification: bool,
     duration: Duration,
@@ -91,6 +96,62 @@ struct Record {
     operation: String,
     /// What was built: the unpacked source, path → bytes.
     files: BTreeMap<String, Vec<u8>>,
+    /// The digest the `docker build` step's `--cache-from` named when it ran.
+    cache: Option<String>,
+}
+
+/// The apps' Docker repository as builds see it.
+#[derive(Default)]
+struct Registry {
+    /// `name:tag` → the digest it names now.
+    tags: BTreeMap<String, String>,
+    /// `name@digest` of every manifest pushed (a moved tag leaves its old one behind).
+    manifests: BTreeSet<String>,
+}
+
+impl Registry {
+    fn push(&mut self, name_and_tag: &str, digest: &str) {
+        let (name, _) = split_reference(name_and_tag);
+        self.tags.insert(name_and_tag.to_owned(), digest.to_owned());
+        self.manifests.insert(format!("{name}@{digest}"));
+    }
+
+    /// The digest `reference` names: `name@sha256:…` if that manifest is there, `name:tag`
+    /// (or a bare name, `:latest`) through its tag.
+    fn resolve(&self, reference: &str) -> Option<String> {
+        match reference.split_once('@') {
+            Some((_, digest)) => self
+                .manifests
+                .contains(reference)
+                .then(|| digest.to_owned()),
+            None => {
+                let (name, tag) = split_reference(reference);
+                self.tags.get(&format!("{name}:{tag}")).cloned()
+            }
+        }
+    }
+
+    /// Removes every tag and manifest of the package `name`; how many there were.
+    fn delete_package(&mut self, name: &str) -> usize {
+        let of_package = |reference: &String| split_reference(reference).0 != name;
+        let before = self.tags.len() + self.manifests.len();
+        self.tags.retain(|reference, _| of_package(reference));
+        self.manifests.retain(of_package);
+        before - self.tags.len() - self.manifests.len()
+    }
+}
+
+/// `(name, tag)` of `name:tag`, `name@digest` (tag empty) or a bare name (tag `latest`). A
+/// registry host may carry a port, so only a colon after the last slash starts a tag.
+fn split_reference(reference: &str) -> (&str, &str) {
+    if let Some((name, _)) = reference.split_once('@') {
+        return (name, "");
+    }
+    let slash = reference.rfind('/').map_or(0, |at| at + 1);
+    match reference[slash..].rfind(':') {
+        Some(at) => (&reference[..slash + at], &reference[slash + at + 1..]),
+        None => (reference, "latest"),
+    }
 }
 
 /// Why a step failed: the log's last words and the build's statusDetail.
@@ -170,11 +231,26 @@ impl FakeCloudBuild {
             .map(|record| record.build.clone())
     }
 
-    /// Every image a build pushed that is still in the registry (`name:tag`).
+    /// Every tag a build pushed that is still in the registry (`name:tag`), sorted.
     pub fn pushed_images(&self) -> Vec<String> {
-        let mut images: Vec<String> = self.inner().pushed.iter().cloned().collect();
-        images.sort();
-        images
+        self.inner().registry.tags.keys().cloned().collect()
+    }
+
+    /// What another app's build can do with the apps' shared build account: push an image of
+    /// its own making under `name:tag`, whoever's name it is. Returns its digest.
+    pub fn push_from_another_build(&self, name_and_tag: &str) -> String {
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(format!("planted as {name_and_tag}")))
+        );
+        self.inner().registry.push(name_and_tag, &digest);
+        digest
+    }
+
+    /// The digest build `id` took its layer cache from (`docker build --cache-from`), if the
+    /// reference it named was in the registry when its build step ran.
+    pub fn cache_of(&self, id: &str) -> Option<String> {
+        self.inner().builds.get(id)?.cache.clone()
     }
 
     /// Every request the client sent, as `METHOD path?query`.

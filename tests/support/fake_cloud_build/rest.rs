@@ -188,6 +188,7 @@ pub(super) async fn create(
             build: build.clone(),
             operation: operation.clone(),
             files: BTreeMap::new(),
+            cache: None,
         },
     );
     drop(inner);
@@ -464,15 +465,12 @@ async fn delete_package(
         params.get("repository"),
         params.get("package")
     );
-    let removed = {
-        let mut inner = state.inner.lock().expect("fake state");
-        let before = inner.pushed.len();
-        inner.pushed.retain(|pushed| {
-            !(pushed.starts_with(&image)
-                && matches!(pushed.as_bytes().get(image.len()), Some(b':' | b'@')))
-        });
-        before - inner.pushed.len()
-    };
+    let removed = state
+        .inner
+        .lock()
+        .expect("fake state")
+        .registry
+        .delete_package(&image);
     if removed == 0 {
         return google_error(
             StatusCode::NOT_FOUND,

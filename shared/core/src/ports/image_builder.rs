@@ -19,6 +19,9 @@ pub struct BuildRequest {
     pub repo: RepoUrl,
     pub commit: CommitSha,
     pub main_file: MainFile,
+    /// The app's own last image, by digest, to take unchanged layers from. Never a tag: any
+    /// app's build may push any tag of the shared repository.
+    pub cache_from: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
