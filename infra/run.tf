@@ -54,13 +54,15 @@ locals {
     RUNWAY_IMAGE_REPO            = local.apps_image_repo
     RUNWAY_BUILD_SERVICE_ACCOUNT = local.sa_email["app-build"]
   }
-  # What CloudRunPlatform reads: submit (delete) and worker (deploy).
+  # What CloudRunPlatform reads: submit (delete) and worker (deploy). Each app runs as its own
+  # service account, ${name_prefix}-a-{app}, which the worker creates and submit deletes.
   platform_env = {
-    RUNWAY_REGIONS                 = join(",", local.app_regions)
-    RUNWAY_RUNTIME_SERVICE_ACCOUNT = local.sa_email["app-runtime"]
-    RUNWAY_MAX_INSTANCES           = tostring(var.app_max_instances)
-    RUNWAY_PROJECT_NUMBER          = local.project_number
-    RUNWAY_PUBLIC_ACCESS           = var.app_public_access
+    RUNWAY_REGIONS        = join(",", local.app_regions)
+    RUNWAY_MAX_INSTANCES  = tostring(var.app_max_instances)
+    RUNWAY_PROJECT_NUMBER = local.project_number
+    RUNWAY_PUBLIC_ACCESS  = var.app_public_access
+    # App names may not start with it (Runway's own services do); apps' accounts start with it.
+    RUNWAY_NAME_PREFIX = var.name_prefix
   }
 
   function_env = {
@@ -69,8 +71,6 @@ locals {
       RUNWAY_ADMINS       = join(",", var.admins)
       RUNWAY_WEBHOOK_URL  = local.webhook_url
       RUNWAY_DEPLOY_TOPIC = local.deploy_topic
-      # App names may not start with it: Runway's own services do.
-      RUNWAY_NAME_PREFIX = var.name_prefix
       # Who may open an app whose submit does not say.
       RUNWAY_APP_ACCESS  = var.app_access
       RUNWAY_APP_VIEWERS = join(",", var.app_viewers)

@@ -76,22 +76,9 @@ resource "google_secret_manager_secret_iam_member" "webhook_accessor" {
 
 # --- the apps' secrets: runway-app-{app}, created at run time ------------------------------------
 
-# Every app runs as app-runtime and reads its secrets.toml from a Secret Manager volume. One
-# project-level binding with a name-prefix condition covers secrets that do not exist yet; it
-# matches runway-app-* secrets and their versions, nothing else (not the GitHub secrets).
-# All apps share this identity, so an app could read another app's secret if it knew its name
-# and called the API itself; per-app runtime accounts would close that (README: open questions).
-resource "google_project_iam_member" "app_runtime_secret_accessor" {
-  project = var.project_id
-  role    = "roles/secretmanager.secretAccessor"
-  member  = local.sa["app-runtime"]
-
-  condition {
-    title       = "runway-app-secrets-only"
-    description = "Only secrets named ${local.app_secret_prefix}* (and their versions)."
-    expression  = "resource.name.startsWith(\"${local.app_secret_name_prefix}\")"
-  }
-}
+# Every app runs as its own account, which reads its secrets.toml from a Secret Manager volume:
+# the worker grants it roles/secretmanager.secretAccessor on that one secret (its IAM policy)
+# before the app's revision runs. No app's account can read another app's secret.
 
 # submit stores an app's secrets on create/update and deletes them with the app; the worker
 # manages them too (Secret Manager admin-like, custom role in service_accounts.tf: no payload

@@ -1,8 +1,10 @@
 # Service accounts and what each may do.
 #
-# One identity per function, one for the deployed apps, two for Cloud Build (the apps' builds run
-# untrusted Dockerfiles, so they must not share an identity with Runway's own rollout), and one
-# each for the two Google services that call private functions with OIDC tokens. No account gets
+# One identity per function, two for Cloud Build (the apps' builds run untrusted Dockerfiles, so
+# they must not share an identity with Runway's own rollout), and one each for the two Google
+# services that call private functions with OIDC tokens. Each deployed app runs as its own
+# account, ${name_prefix}-a-{app}, which the worker creates at the app's first deploy (granting it
+# read access to the app's secret only) and submit deletes with the app: they are not Terraform's. No account gets
 # a basic role (owner/editor/viewer) and none has a key: Cloud Run and Cloud Build hand out
 # short-lived tokens.
 #
@@ -18,7 +20,6 @@ locals {
     "cleanup"        = "Runway cleanup: periodic sweep (Cloud Scheduler)"
     "pubsub-push"    = "Identity Pub/Sub uses to call the worker (OIDC)"
     "scheduler"      = "Identity Cloud Scheduler uses to call cleanup (OIDC)"
-    "app-runtime"    = "Runtime identity of every app Runway deploys"
     "app-build"      = "Cloud Build identity of app builds (untrusted Dockerfiles)"
     "deployer"       = "Cloud Build identity of Runway's own build and rollout"
   }
@@ -48,7 +49,11 @@ locals {
 
 # The worker's Platform adapter: upsert an app's service (PATCH ?allowMissing=true creates it),
 # read it back, wait on the operation, read revisions (latestReady vs latestCreated, rollback),
-# and set the app's invoker policy (a public app needs allUsers as invoker).
+# and set the app's invoker policy (a public app needs allUsers as invoker). And the app's own
+# service account: create it (and read it back) and act as it, which deploying a revision that
+# runs as it requires. IAM cannot narrow these to the accounts of one name prefix, so the worker
+# could act as any account of the project: it runs only Runway's code, and the account it names
+# is always {prefix}-a-{app}, checked to be one Runway created (cloud_run/identity.rs).
 resource "google_project_iam_custom_role" "app_deployer" {
   project     = var.project_id
   role_id     = "${replace(var.name_prefix, "-", "_")}AppDeployer"
@@ -64,10 +69,14 @@ resource "google_project_iam_custom_role" "app_deployer" {
     "run.revisions.get",
     "run.revisions.list",
     "run.operations.get",
+    "iam.serviceAccounts.create",
+    "iam.serviceAccounts.get",
+    "iam.serviceAccounts.actAs",
   ]
 }
 
-# submit's DELETE /api/deployments/{app}: stop the app's service. Nothing else on Cloud Run.
+# submit's DELETE /api/deployments/{app}: stop the app's service and delete the app's account.
+# Nothing else on Cloud Run.
 resource "google_project_iam_custom_role" "app_remover" {
   project     = var.project_id
   role_id     = "${replace(var.name_prefix, "-", "_")}AppRemover"
@@ -77,14 +86,16 @@ resource "google_project_iam_custom_role" "app_remover" {
     "run.services.get",
     "run.services.delete",
     "run.operations.get",
+    "iam.serviceAccounts.get",
+    "iam.serviceAccounts.delete",
   ]
 }
 
 # The SecretStore adapter: create the secret runway-app-{app}, add a version per update, disable
-# and destroy old versions, delete the secret with the app. Deliberately no
-# secretmanager.versions.access (Runway writes secrets, only the app reads them) and no
-# setIamPolicy (the runtime account reads every runway-app-* secret through one conditional
-# project binding, secrets.tf). Bound with a name-prefix condition in secrets.tf.
+# and destroy old versions, delete the secret with the app; and the Platform adapter: let the
+# app's own account read it (the secret's IAM policy). Deliberately no
+# secretmanager.versions.access: Runway writes secrets, only the app reads them. Bound with a
+# name-prefix condition in secrets.tf.
 resource "google_project_iam_custom_role" "app_secrets" {
   project     = var.project_id
   role_id     = "${replace(var.name_prefix, "-", "_")}AppSecrets"
@@ -101,6 +112,8 @@ resource "google_project_iam_custom_role" "app_secrets" {
     "secretmanager.versions.enable",
     "secretmanager.versions.disable",
     "secretmanager.versions.destroy",
+    "secretmanager.secrets.getIamPolicy",
+    "secretmanager.secrets.setIamPolicy",
   ]
 }
 
@@ -215,13 +228,6 @@ resource "google_service_account_iam_member" "worker_acts_as_app_build" {
   member             = local.sa["worker"]
 }
 
-# An app's service runs as app-runtime; deploying it needs actAs on that account.
-resource "google_service_account_iam_member" "worker_acts_as_app_runtime" {
-  service_account_id = google_service_account.sa["app-runtime"].name
-  role               = "roles/iam.serviceAccountUser"
-  member             = local.sa["worker"]
-}
-
 # Upload the source tarball of the exact commit for Cloud Build (create; overwrite on a retry).
 resource "google_storage_bucket_iam_member" "worker_source_writer" {
   bucket = google_storage_bucket.source.name
@@ -277,12 +283,6 @@ resource "google_storage_bucket_iam_member" "cleanup_logs_reader" {
 # ---------------------------------------------------------------------------------------------
 # pubsub-push and scheduler: identities only. Each may invoke exactly one service (run.tf);
 # nothing else.
-# ---------------------------------------------------------------------------------------------
-
-# ---------------------------------------------------------------------------------------------
-# app-runtime: every deployed app runs as this account. It may read runway-app-* secrets
-# (conditional binding, secrets.tf) and nothing else; in particular not Firestore, not other
-# buckets, not Runway's GitHub credential.
 # ---------------------------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------------------------

@@ -8,15 +8,18 @@ use http::StatusCode;
 use runway_core::domain::{Access, AppName, Cpu, MainFile, Memory, ReleaseId, Resources};
 use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError, SecretRef};
 use runway_gcp::{CloudRunConfig, CloudRunPlatform, PublicAccess};
+use runway_tests::emulators;
 use runway_tests::fake_cloud_run::{
-    FakeCloudRun, INVOKER, PROJECT_NUMBER, iap_agent, served, service_name, status_for,
+    FakeCloudRun, INVOKER, PROJECT_NUMBER, SECRET_ACCESSOR, iap_agent, served, service_name,
+    status_for,
 };
 use runway_tests::google_keys::GoogleKeys;
 use serde_json::Value;
 
 const PROJECT: &str = "runway-test";
 const REGION: &str = "europe-west1";
-const RUNTIME_SA: &str = "apps@runway-test.iam.gserviceaccount.com";
+/// The account app `hello` runs as.
+const HELLO_SA: &str = "runway-a-hello@runway-test.iam.gserviceaccount.com";
 const GOOD: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:1111";
 const BETTER: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:2222";
 const GOOD_TOO: &str = "europe-docker.pkg.dev/runway-test/apps/hello@sha256:3333";
@@ -32,6 +35,7 @@ struct Setup {
 impl Setup {
     async fn start() -> anyhow::Result<Self> {
         let fake = FakeCloudRun::start().await?;
+        fake.front(&emulators::secret_manager());
         fake.fail_image(BROKEN, BROKEN_WHY);
         let platform = CloudRunPlatform::new(config(&fake)).await?;
         Ok(Self { fake, platform })
@@ -59,9 +63,11 @@ impl Setup {
 }
 
 fn config(fake: &FakeCloudRun) -> CloudRunConfig {
-    let mut config = CloudRunConfig::new(PROJECT, PROJECT_NUMBER, RUNTIME_SA, vec![REGION.into()]);
+    let mut config = CloudRunConfig::new(PROJECT, PROJECT_NUMBER, vec![REGION.into()]);
     config.endpoint = Some(fake.endpoint());
     config.iap_endpoint = Some(fake.endpoint());
+    config.iam_endpoint = Some(fake.endpoint());
+    config.secret_manager_endpoint = Some(fake.endpoint());
     config.anonymous = true;
     config.poll_initial_delay = Duration::from_millis(10);
     config.poll_max_delay = Duration::from_millis(50);
@@ -424,6 +430,7 @@ async fn a_rollback_to_a_revision_that_never_got_ready_is_not_ready() -> anyhow:
 #[tokio::test]
 async fn secrets_are_mounted_as_the_file_streamlit_is_pointed_at() -> anyhow::Result<()> {
     let setup = Setup::start().await?;
+    emulators::create_secret(PROJECT, "app-hello").await;
     let version = format!("projects/{PROJECT}/secrets/app-hello/versions/4");
 
     setup
@@ -457,6 +464,7 @@ async fn secrets_are_mounted_as_the_file_streamlit_is_pointed_at() -> anyhow::Re
 #[tokio::test]
 async fn a_secret_in_another_project_is_named_in_full() -> anyhow::Result<()> {
     let setup = Setup::start().await?;
+    emulators::create_secret("vault", "app-hello").await;
     let version = "projects/vault/secrets/app-hello/versions/latest";
 
     setup
@@ -490,7 +498,7 @@ async fn the_revision_has_resources_affinity_scaling_and_its_identity() -> anyho
     );
     assert_eq!(template["sessionAffinity"], true);
     assert_eq!(template["scaling"]["maxInstanceCount"], 3);
-    assert_eq!(template["serviceAccount"], RUNTIME_SA);
+    assert_eq!(template["serviceAccount"], HELLO_SA);
     assert!(template.get("volumes").is_none(), "no secrets, no volume");
     Ok(())
 }
@@ -513,6 +521,152 @@ async fn delete_removes_the_service_and_deleting_again_is_fine() -> anyhow::Resu
     Ok(())
 }
 
+/// The app's `spec` under another name, with its own secret version.
+fn spec_of(name: &str, release: &str, secret: Option<&str>) -> DeploySpec {
+    let mut spec = spec(release, GOOD, secret);
+    spec.app = AppName::parse(name).expect("a valid app name");
+    spec
+}
+
+/// Every app used to run as one account that could read every app's secret. Each now runs as
+/// its own, which may read its own secret and no other.
+#[tokio::test]
+async fn each_app_runs_as_its_own_account_that_reads_only_its_own_secret() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    // IAM does not know a new account at once: a policy naming it is refused a few times.
+    setup.fake.settle_after(3);
+    for name in ["hello", "world"] {
+        emulators::create_secret(PROJECT, &format!("runway-app-{name}")).await;
+    }
+    let secret = |name: &str| format!("projects/{PROJECT}/secrets/runway-app-{name}");
+    let version = |name: &str| format!("{}/versions/1", secret(name));
+
+    let hello = setup
+        .platform
+        .deploy(spec_of("hello", "r1", Some(&version("hello"))))
+        .await?;
+    let world = setup
+        .platform
+        .deploy(spec_of("world", "r2", Some(&version("world"))))
+        .await?;
+
+    // Both revisions got ready: Cloud Run let each account read the secret it mounts.
+    assert_eq!(served(&hello.url).await?["revision"], hello.revision);
+    assert_eq!(served(&world.url).await?["revision"], world.revision);
+    let account = |name: &str| format!("runway-a-{name}@{PROJECT}.iam.gserviceaccount.com");
+    for name in ["hello", "world"] {
+        let template = setup
+            .fake
+            .service(&service_name(PROJECT, REGION, name))
+            .context("the service")?["template"]
+            .clone();
+        assert_eq!(template["serviceAccount"], account(name));
+        assert_eq!(
+            setup.fake.members(&secret(name), SECRET_ACCESSOR),
+            [format!("serviceAccount:{}", account(name))],
+        );
+    }
+    let accounts = setup.fake.service_accounts();
+    assert_eq!(
+        accounts.keys().cloned().collect::<Vec<_>>(),
+        [account("hello"), account("world")]
+    );
+    assert_eq!(
+        accounts[&account("hello")]["description"],
+        "Runway: the identity app hello runs as"
+    );
+
+    // Deleting an app deletes its account; its grant on the secret becomes a deleted member,
+    // so the app re-created under the same name has to be granted again, and is.
+    setup.platform.delete(&app()).await?;
+    assert!(
+        !setup
+            .fake
+            .service_accounts()
+            .contains_key(&account("hello"))
+    );
+    let again = setup
+        .platform
+        .deploy(spec_of("hello", "r3", Some(&version("hello"))))
+        .await?;
+    assert_eq!(served(&again.url).await?["revision"], again.revision);
+    let readers = setup.fake.members(&secret("hello"), SECRET_ACCESSOR);
+    assert!(
+        readers.contains(&format!("serviceAccount:{}", account("hello"))),
+        "{readers:?}"
+    );
+    assert!(
+        readers
+            .iter()
+            .any(|member| member.starts_with("deleted:serviceAccount:")),
+        "{readers:?}"
+    );
+    Ok(())
+}
+
+/// A project holds 100 service accounts unless its quota was raised. Past it a deploy fails
+/// with what to do, and creates nothing.
+#[tokio::test]
+async fn past_the_service_account_quota_a_deploy_fails_with_what_to_do() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    setup.fake.limit_service_accounts(1);
+    setup.platform.deploy(spec_of("hello", "r1", None)).await?;
+
+    let error = setup
+        .platform
+        .deploy(spec_of("world", "r2", None))
+        .await
+        .unwrap_err();
+
+    let PlatformError::Other(error) = error else {
+        panic!("a full quota does not clear by retrying: {error:?}");
+    };
+    let message = format!("{error:#}");
+    assert!(message.contains("quota"), "{message}");
+    assert!(message.contains("Delete apps"), "{message}");
+    assert!(
+        setup
+            .fake
+            .service(&service_name(PROJECT, REGION, "world"))
+            .is_none()
+    );
+    assert_eq!(setup.fake.service_accounts().len(), 1);
+    Ok(())
+}
+
+/// An account under the app's account name that someone else made is not taken over: its
+/// grants are not Runway's to give to untrusted code.
+#[tokio::test]
+async fn an_account_of_the_apps_name_that_runway_did_not_create_is_refused() -> anyhow::Result<()> {
+    let setup = Setup::start().await?;
+    let made = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/projects/{PROJECT}/serviceAccounts",
+            setup.fake.endpoint()
+        ))
+        .json(&serde_json::json!({
+            "accountId": "runway-a-hello",
+            "serviceAccount": { "displayName": "ops", "description": "the ops team's robot" },
+        }))
+        .send()
+        .await?;
+    assert!(made.status().is_success(), "{}", made.text().await?);
+
+    let error = setup.deploy("r1", GOOD).await.unwrap_err();
+
+    let PlatformError::Conflict(message) = error else {
+        panic!("expected a conflict: {error:?}");
+    };
+    assert!(message.contains(HELLO_SA), "{message}");
+    assert!(
+        setup
+            .fake
+            .service(&service_name(PROJECT, REGION, "hello"))
+            .is_none()
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_missing_permission_names_the_role_to_grant() -> anyhow::Result<()> {
     let setup = Setup::start().await?;
@@ -530,8 +684,7 @@ async fn a_missing_permission_names_the_role_to_grant() -> anyhow::Result<()> {
     };
     let message = format!("{error:#}");
     assert!(message.contains("run.services.update"), "{message}");
-    assert!(message.contains("roles/run.developer"), "{message}");
-    assert!(message.contains(RUNTIME_SA), "{message}");
+    assert!(message.contains("app deployer role"), "{message}");
     Ok(())
 }
 

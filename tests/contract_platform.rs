@@ -217,14 +217,13 @@ async fn cloud_run() -> anyhow::Result<Subject> {
         "The user-provided container failed to start and listen on the port defined provided \
          by the PORT=8080 environment variable.",
     );
-    let mut config = CloudRunConfig::new(
-        PROJECT,
-        fake_cloud_run::PROJECT_NUMBER,
-        "apps@runway-test.iam.gserviceaccount.com",
-        vec![REGION.into()],
-    );
+    fake.front(&runway_tests::emulators::secret_manager());
+    let mut config =
+        CloudRunConfig::new(PROJECT, fake_cloud_run::PROJECT_NUMBER, vec![REGION.into()]);
     config.endpoint = Some(fake.endpoint());
     config.iap_endpoint = Some(fake.endpoint());
+    config.iam_endpoint = Some(fake.endpoint());
+    config.secret_manager_endpoint = Some(fake.endpoint());
     config.anonymous = true;
     config.poll_initial_delay = Duration::from_millis(10);
     config.poll_max_delay = Duration::from_millis(50);

@@ -43,7 +43,7 @@ fn on_google_cloud_a_function_names_every_missing_variable_and_exits() {
         "RUNWAY_SOURCE_BUCKET",
         "RUNWAY_IMAGE_REPO",
         "RUNWAY_LOGS_BUCKET",
-        "RUNWAY_RUNTIME_SERVICE_ACCOUNT",
+        "RUNWAY_PROJECT_NUMBER",
         "RUNWAY_IAP_AUDIENCE",
         "RUNWAY_WEBHOOK_URL",
         "RUNWAY_WEBHOOK_SECRET",

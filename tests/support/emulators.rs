@@ -112,3 +112,23 @@ pub async fn create_bucket(project: &str, name: &str) {
         response.status()
     );
 }
+
+/// Creates the secret `projects/{project}/secrets/{id}` on drongo (Secret Manager's REST API,
+/// as `gcloud secrets create`); one that exists already is fine.
+pub async fn create_secret(project: &str, id: &str) {
+    let url = format!(
+        "{}/v1/projects/{project}/secrets?secretId={id}",
+        secret_manager()
+    );
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({ "replication": { "automatic": {} } }))
+        .send()
+        .await
+        .expect("drongo answers");
+    assert!(
+        response.status().is_success() || response.status() == reqwest::StatusCode::CONFLICT,
+        "creating secret {id}: {}",
+        response.status()
+    );
+}

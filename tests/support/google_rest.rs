@@ -16,6 +16,8 @@ pub struct GoogleError {
     /// The canonical code's name: `NOT_FOUND`, `INVALID_ARGUMENT`, …
     pub status: String,
     pub message: String,
+    /// `error.details`, when the API sends any (`RetryInfo`, `ErrorInfo`, …).
+    pub details: Option<Value>,
 }
 
 impl GoogleError {
@@ -24,7 +26,13 @@ impl GoogleError {
             http,
             status: status.to_owned(),
             message: message.into(),
+            details: None,
         }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -40,9 +48,12 @@ impl GoogleError {
     }
 
     pub fn response(&self) -> Response {
-        let body = json!({
+        let mut body = json!({
             "error": { "code": self.http.as_u16(), "message": self.message, "status": self.status }
         });
+        if let Some(details) = &self.details {
+            body["error"]["details"] = details.clone();
+        }
         json(self.http, &body)
     }
 }

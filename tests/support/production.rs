@@ -110,6 +110,8 @@ impl Production {
             FakeCloudBuild::start(&project, &emulators::gcs(), &emulators::pubsub()).await?;
         let cloud_run = FakeCloudRun::start().await?;
         cloud_run.trust(keys.verifier());
+        // Secret Manager's IAM policies are the fake's (drongo has none); the rest is drongo's.
+        cloud_run.front(&emulators::secret_manager());
 
         let ports: BTreeMap<&str, u16> = FUNCTIONS.iter().map(|f| (*f, free_port())).collect();
         let url = |function: &str| format!("http://127.0.0.1:{}", ports[function]);
@@ -141,10 +143,6 @@ impl Production {
                 format!("{REGION}-docker.pkg.dev/{project}/runway-apps"),
             ),
             ("RUNWAY_BUILD_SERVICE_ACCOUNT", account("runway-app-build")),
-            (
-                "RUNWAY_RUNTIME_SERVICE_ACCOUNT",
-                account("runway-app-runtime"),
-            ),
             ("RUNWAY_MAX_INSTANCES", "2".to_owned()),
             ("RUNWAY_PROJECT_NUMBER", PROJECT_NUMBER.to_owned()),
             ("RUNWAY_PUBLIC_ACCESS", "all-users".to_owned()),
@@ -185,7 +183,8 @@ impl Production {
             ("FIRESTORE_EMULATOR_HOST", emulators::firestore()),
             ("PUBSUB_EMULATOR_HOST", emulators::pubsub()),
             ("STORAGE_EMULATOR_HOST", emulators::gcs()),
-            ("RUNWAY_SECRETMANAGER_ENDPOINT", emulators::secret_manager()),
+            ("RUNWAY_SECRETMANAGER_ENDPOINT", cloud_run.endpoint()),
+            ("RUNWAY_IAM_ENDPOINT", cloud_run.endpoint()),
             ("RUNWAY_CLOUDBUILD_ENDPOINT", cloud_build.url().to_owned()),
             (
                 "RUNWAY_ARTIFACTREGISTRY_ENDPOINT",

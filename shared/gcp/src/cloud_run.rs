@@ -35,8 +35,11 @@ use google_cloud_run_v2::model::{
 use google_cloud_wkt::FieldMask;
 
 mod access;
+mod identity;
 
 pub use access::{IAP_ACCESSOR, INVOKER, PublicAccess};
+use identity::Identities;
+pub use identity::{SECRET_ACCESSOR, account_id};
 
 use super::{has_code, is_transient};
 use runway_core::domain::{AppName, Region};
@@ -67,9 +70,9 @@ pub const HEALTH_PATH: &str = "/_stcore/health";
 pub struct CloudRunConfig {
     /// The project the app services live in.
     pub project: String,
-    /// The identity apps run as. It should hold nothing but `roles/secretmanager.secretAccessor`
-    /// on the apps' secrets: app code is untrusted.
-    pub runtime_service_account: String,
+    /// Runway's `name_prefix`: each app runs as its own service account,
+    /// `{name_prefix}-a-{app}` ([`account_id`]).
+    pub name_prefix: String,
     /// Upper bound on instances per app (Cloud Run's `maxInstanceCount`), a cost guard.
     pub max_instances: i32,
     /// Regions an app may live in. [`Platform::delete`] is given no region, so it deletes the
@@ -83,6 +86,13 @@ pub struct CloudRunConfig {
     pub endpoint: Option<String>,
     /// IAP Admin API base URL; `None` for `https://iap.googleapis.com`.
     pub iap_endpoint: Option<String>,
+    /// IAM API base URL (the apps' service accounts); `None` for Google's.
+    pub iam_endpoint: Option<String>,
+    /// Secret Manager API base URL (who may read an app's secret); `None` for Google's.
+    pub secret_manager_endpoint: Option<String>,
+    /// How long a policy naming a new service account is retried while IAM does not know the
+    /// account yet (IAM is eventually consistent).
+    pub settle_timeout: Duration,
     /// Send no credentials (tests only); otherwise Application Default Credentials.
     pub anonymous: bool,
     /// First wait between polls of a long-running operation; doubles up to `poll_max_delay`.
@@ -99,15 +109,17 @@ impl CloudRunConfig {
     pub fn new(
         project: impl Into<String>,
         project_number: impl Into<String>,
-        runtime_service_account: impl Into<String>,
         regions: Vec<String>,
     ) -> Self {
         Self {
             project: project.into(),
             project_number: project_number.into(),
+            name_prefix: "runway".into(),
             public_access: PublicAccess::default(),
             iap_endpoint: None,
-            runtime_service_account: runtime_service_account.into(),
+            iam_endpoint: None,
+            secret_manager_endpoint: None,
+            settle_timeout: Duration::from_secs(120),
             max_instances: 3,
             regions,
             endpoint: None,
@@ -124,6 +136,7 @@ impl CloudRunConfig {
 pub struct CloudRunPlatform {
     client: Services,
     iap: IdentityAwareProxyAdminService,
+    identities: Identities,
     config: CloudRunConfig,
 }
 
@@ -166,6 +179,7 @@ impl CloudRunPlatform {
         Ok(Self {
             client,
             iap,
+            identities: Identities::new(&config).await?,
             config,
         })
     }
@@ -218,7 +232,7 @@ impl CloudRunPlatform {
                 fenced(existing, seq)?;
             }
             let (mut service, mut fields) = match &change {
-                Change::Deploy(spec) => {
+                Change::Deploy { spec, account } => {
                     // Who may open the app is set before the new revision on a service that
                     // exists, so no moment serves it to people it no longer should; a new
                     // service has no policy until it exists. Both orders fail closed.
@@ -226,7 +240,7 @@ impl CloudRunPlatform {
                         self.grant(&spec.app, spec.region.as_str(), &spec.access)
                             .await?;
                     }
-                    self.revision_change(name, spec, existing.as_ref())?
+                    self.revision_change(name, spec, account, existing.as_ref())?
                 }
                 Change::Traffic(target) => (
                     Service::new().set_name(name).set_traffic([target.clone()]),
@@ -262,7 +276,7 @@ impl CloudRunPlatform {
                 continue;
             }
             let service = self.settle(name, outcome, action).await?;
-            if let Change::Deploy(spec) = &change
+            if let Change::Deploy { spec, .. } = &change
                 && existing.is_none()
             {
                 self.grant(&spec.app, spec.region.as_str(), &spec.access)
@@ -287,9 +301,10 @@ impl CloudRunPlatform {
         &self,
         name: &str,
         spec: &DeploySpec,
+        account: &str,
         existing: Option<&Service>,
     ) -> Result<(Service, Vec<&'static str>), PlatformError> {
-        let mut service = desired_service(&self.config, name, spec)?;
+        let mut service = desired_service(&self.config, name, spec, account)?;
         let mut fields = vec!["labels", "template", "iap_enabled"];
         let switches = access::switches(&spec.access, self.config.public_access);
         service.iap_enabled = switches.iap_enabled;
@@ -417,9 +432,17 @@ impl Platform for CloudRunPlatform {
     #[tracing::instrument(skip_all, fields(app = %spec.app.as_str(), release = %spec.release_id))]
     async fn deploy(&self, spec: DeploySpec) -> Result<Deployed, PlatformError> {
         let name = self.service_name(spec.region.as_str(), &spec.app);
-        let service = self
-            .write(&name, spec.seq, Change::Deploy(&spec), "deploying")
-            .await?;
+        // The app's own identity, able to read its own secret, before any revision runs as it.
+        let account = self.identities.ensure(&spec.app).await?;
+        if let Some(secrets) = &spec.secrets {
+            let secret = SecretVersion::parse(secrets)?.secret_name();
+            self.let_read(&secret, &account).await?;
+        }
+        let change = Change::Deploy {
+            spec: &spec,
+            account: &account,
+        };
+        let service = self.write(&name, spec.seq, change, "deploying").await?;
         carries(&service, &spec)?;
         // After a rollback traffic is pinned. LATEST would mean the latest *ready* revision,
         // the one rolled back from, should the new one never get ready; so the pin stays until
@@ -446,7 +469,8 @@ impl Platform for CloudRunPlatform {
         for region in &self.config.regions {
             self.delete_in(region, app).await?;
         }
-        Ok(())
+        // Last: a service still running as it would lose its identity mid-flight.
+        self.identities.remove(app).await
     }
 
     async fn check_name(&self, app: &AppName, region: &Region) -> Result<(), PlatformError> {
@@ -461,8 +485,11 @@ impl Platform for CloudRunPlatform {
 
 /// What a fenced write sets.
 enum Change<'a> {
-    /// A release's revision.
-    Deploy(&'a DeploySpec),
+    /// A release's revision, run as the app's account.
+    Deploy {
+        spec: &'a DeploySpec,
+        account: &'a str,
+    },
     /// All traffic to one target.
     Traffic(TrafficTarget),
 }
@@ -517,11 +544,10 @@ fn not_someone_elses(service: &Service) -> Result<(), PlatformError> {
 fn platform_error(config: &CloudRunConfig, error: GaxError, action: &str) -> PlatformError {
     if has_code(&error, Code::PermissionDenied) {
         return PlatformError::Other(anyhow!(
-            "{action} in Cloud Run was denied: {}. Runway's service account needs \
-             roles/run.developer on project {} and roles/iam.serviceAccountUser on {}",
+            "{action} in Cloud Run was denied: {}. Runway's worker needs the app deployer role \
+             on project {} (Cloud Run services, and actAs on the apps' service accounts)",
             status_message(&error),
             config.project,
-            config.runtime_service_account,
         ));
     }
     if is_transient(&error) {
@@ -552,20 +578,25 @@ fn desired_service(
     config: &CloudRunConfig,
     name: &str,
     spec: &DeploySpec,
+    account: &str,
 ) -> Result<Service, PlatformError> {
     Ok(Service::new()
         .set_name(name)
         .set_labels(managed_labels())
-        .set_template(template(config, spec)?)
+        .set_template(template(config, spec, account)?)
         .set_traffic([latest()]))
 }
 
-fn template(config: &CloudRunConfig, spec: &DeploySpec) -> Result<RevisionTemplate, PlatformError> {
+fn template(
+    config: &CloudRunConfig,
+    spec: &DeploySpec,
+    account: &str,
+) -> Result<RevisionTemplate, PlatformError> {
     let mut container = container(spec);
     let mut template = RevisionTemplate::new()
         .set_labels(managed_labels())
         .set_annotations([(RELEASE_ANNOTATION, spec.release_id.as_str())])
-        .set_service_account(&config.runtime_service_account)
+        .set_service_account(account)
         .set_scaling(RevisionScaling::new().set_max_instance_count(config.max_instances))
         // Streamlit keeps one websocket per browser session, and its state lives in the
         // instance that holds it: reconnects must land on the same instance.
@@ -662,6 +693,11 @@ impl<'a> SecretVersion<'a> {
 
     /// A secret volume exposing exactly this version as `secrets.toml`. Cloud Run wants the
     /// bare secret id for a secret in the service's project and the full name otherwise.
+    /// The secret itself, `projects/P/secrets/S`: where who may read it is set.
+    fn secret_name(&self) -> String {
+        format!("projects/{}/secrets/{}", self.project, self.secret)
+    }
+
     fn volume(&self, service_project: &str) -> Volume {
         let secret = if self.project == service_project {
             self.secret.to_owned()
@@ -769,7 +805,7 @@ mod tests {
     }
 
     fn config() -> CloudRunConfig {
-        CloudRunConfig::new("proj", "42", "apps@proj.iam.gserviceaccount.com", vec![])
+        CloudRunConfig::new("proj", "42", vec![])
     }
 
     fn service(ready: &str, created: &str, state: condition::State, message: &str) -> Service {
@@ -863,14 +899,17 @@ mod tests {
         assert_eq!(template["scaling"]["maxInstanceCount"], 3);
         assert_eq!(
             template["serviceAccount"],
-            "apps@proj.iam.gserviceaccount.com"
+            "runway-a-hello@proj.iam.gserviceaccount.com"
         );
         assert_eq!(template["annotations"][RELEASE_ANNOTATION], "rel-1");
         assert_eq!(template["labels"][MANAGED_BY_LABEL], "runway");
     }
 
     fn template_for(config: &CloudRunConfig, spec: &DeploySpec) -> serde_json::Value {
-        serde_json::to_value(template(config, spec).unwrap()).unwrap()
+        serde_json::to_value(
+            template(config, spec, "runway-a-hello@proj.iam.gserviceaccount.com").unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -920,11 +959,8 @@ mod tests {
         }
         let denied = platform_error(&config, service_error(Code::PermissionDenied), "deploying");
         let message = format!("{denied:#}");
-        assert!(message.contains("roles/run.developer"), "{message}");
-        assert!(
-            message.contains("roles/iam.serviceAccountUser"),
-            "{message}"
-        );
+        assert!(message.contains("app deployer role"), "{message}");
+        assert!(message.contains("actAs"), "{message}");
         let invalid = platform_error(&config, service_error(Code::InvalidArgument), "deploying");
         assert!(matches!(invalid, PlatformError::Other(_)));
     }

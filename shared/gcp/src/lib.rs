@@ -13,7 +13,10 @@ mod pubsub_queue;
 mod secret_manager;
 
 pub use cloud_build::{CloudBuildBuilder, CloudBuildConfig};
-pub use cloud_run::{CloudRunConfig, CloudRunPlatform, IAP_ACCESSOR, INVOKER, PublicAccess};
+pub use cloud_run::{
+    CloudRunConfig, CloudRunPlatform, IAP_ACCESSOR, INVOKER, PublicAccess, SECRET_ACCESSOR,
+    account_id,
+};
 pub use dockerfile::{
     GENERATED_DOCKERIGNORE, Install, PYTHON_BASE, SourceFiles, UV_IMAGE, generated_dockerfile,
 };

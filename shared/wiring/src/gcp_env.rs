@@ -5,7 +5,7 @@
 //! Endpoint overrides point the clients at emulators and fakes: `FIRESTORE_EMULATOR_HOST`,
 //! `PUBSUB_EMULATOR_HOST` and `STORAGE_EMULATOR_HOST` as Google's tools name them, and
 //! `RUNWAY_SECRETMANAGER_ENDPOINT`, `RUNWAY_CLOUDBUILD_ENDPOINT`, `RUNWAY_ARTIFACTREGISTRY_ENDPOINT`,
-//! `RUNWAY_CLOUDRUN_ENDPOINT`, `RUNWAY_IAP_ENDPOINT`,
+//! `RUNWAY_CLOUDRUN_ENDPOINT`, `RUNWAY_IAP_ENDPOINT`, `RUNWAY_IAM_ENDPOINT`,
 //! `RUNWAY_IAP_KEYS_URL` and `RUNWAY_OIDC_KEYS_URL` for the rest. A client with an override
 //! sends no credentials.
 
@@ -232,9 +232,11 @@ impl GcpEnv {
             let mut config = CloudRunConfig::new(
                 self.project.clone(),
                 env.required("RUNWAY_PROJECT_NUMBER"),
-                env.required("RUNWAY_RUNTIME_SERVICE_ACCOUNT"),
                 env.list("RUNWAY_REGIONS", &self.region),
             );
+            config.name_prefix = env.or("RUNWAY_NAME_PREFIX", "runway");
+            config.iam_endpoint = env.optional("RUNWAY_IAM_ENDPOINT");
+            config.secret_manager_endpoint = env.optional("RUNWAY_SECRETMANAGER_ENDPOINT");
             config.max_instances = env.parse_or("RUNWAY_MAX_INSTANCES", config.max_instances);
             config.public_access = env.parse_or("RUNWAY_PUBLIC_ACCESS", config.public_access);
             config.endpoint = env.optional("RUNWAY_CLOUDRUN_ENDPOINT");

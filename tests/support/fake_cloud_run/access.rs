@@ -60,6 +60,7 @@ pub(super) struct Iam {
     pub(super) forbid_public: bool,
     pub(super) groups: HashMap<String, BTreeSet<String>>,
     pub(super) verifier: Option<Verifier>,
+    pub(super) accounts: identity::Accounts,
 }
 
 impl Iam {
@@ -78,6 +79,24 @@ impl Iam {
     pub(super) fn forget(&mut self, service: &str) {
         self.policies.remove(service);
         self.policies.remove(&iap_resource(service));
+    }
+
+    /// A deleted secret's policy goes with it.
+    pub(super) fn forget_secret(&mut self, secret: &str) {
+        self.policies.remove(secret);
+    }
+
+    /// Replaces `member` by `replacement` in every policy (a deleted account's members).
+    pub(super) fn rename_member(&mut self, member: &str, replacement: &Value) {
+        for (policy, _) in self.policies.values_mut() {
+            for binding in policy["bindings"].as_array_mut().into_iter().flatten() {
+                for each in binding["members"].as_array_mut().into_iter().flatten() {
+                    if each == member {
+                        *each = replacement.clone();
+                    }
+                }
+            }
+        }
     }
 
     /// Members of `role`'s unconditional binding on `resource`.
@@ -120,6 +139,8 @@ pub(super) enum PolicyResource {
     Service(String),
     /// A service's IAP resource, by its IAP name.
     Iap(String),
+    /// A Secret Manager secret, `projects/P/secrets/S` (its existence checked in drongo).
+    Secret(String),
 }
 
 impl PolicyResource {
@@ -134,6 +155,9 @@ impl PolicyResource {
             return matches!(parts.as_slice(), ["projects", _, "locations", _, "services", s] if !s.is_empty())
                 .then(|| (Self::Service(name.to_owned()), verb));
         }
+        if let Some(secret) = identity::secret_of_policy_path(path) {
+            return Some((Self::Secret(secret), verb));
+        }
         let name = resource.strip_prefix("/v1/")?;
         let parts: Vec<&str> = name.split('/').collect();
         matches!(parts.as_slice(), ["projects", _, "iap_web", kind, "services", s] if kind.starts_with("cloud_run-") && !s.is_empty())
@@ -143,6 +167,7 @@ impl PolicyResource {
     /// The Cloud Run service the policy belongs to, which must exist.
     fn service(&self, state: &State) -> Result<String, GoogleError> {
         match self {
+            Self::Secret(name) => Ok(name.clone()),
             Self::Service(name) => state
                 .services
                 .contains_key(name)
@@ -173,7 +198,7 @@ impl PolicyResource {
 
     fn key(&self) -> &str {
         match self {
-            Self::Service(name) | Self::Iap(name) => name,
+            Self::Service(name) | Self::Iap(name) | Self::Secret(name) => name,
         }
     }
 
@@ -181,6 +206,7 @@ impl PolicyResource {
         match self {
             Self::Service(_) => role.starts_with("roles/run."),
             Self::Iap(_) => role.starts_with("roles/iap."),
+            Self::Secret(_) => role.starts_with("roles/secretmanager."),
         }
     }
 }
@@ -193,7 +219,8 @@ pub(super) fn policy_request(
     request: &SeenRequest,
 ) -> Result<(StatusCode, Value), GoogleError> {
     resource.service(state)?;
-    let cloud_run = matches!(resource, PolicyResource::Service(_));
+    // Cloud Run and Secret Manager read a policy with GET, IAP with POST.
+    let cloud_run = !matches!(resource, PolicyResource::Iap(_));
     match (method, verb) {
         (&Method::GET, "getIamPolicy") if cloud_run => {
             only_params(request, &["options.requestedPolicyVersion", "$alt"])?;
@@ -252,6 +279,9 @@ fn set_policy(
                     "Invalid member: {member:?} is not a valid principal."
                 )));
             }
+            if let Some(refused) = state.iam.accounts.refuses(member) {
+                return Err(refused);
+            }
             if state.iam.forbid_public && EVERYONE.contains(&member) {
                 return Err(GoogleError::new(
                     StatusCode::BAD_REQUEST,
@@ -279,6 +309,10 @@ fn set_policy(
 fn is_principal(member: &str) -> bool {
     if EVERYONE.contains(&member) {
         return true;
+    }
+    // What IAM shows (and takes back) for an account that was deleted.
+    if let Some(deleted) = member.strip_prefix("deleted:serviceAccount:") {
+        return deleted.contains("?uid=");
     }
     match member.split_once(':') {
         Some(("user" | "group" | "serviceAccount", email)) => email

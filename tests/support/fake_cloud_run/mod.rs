@@ -26,6 +26,9 @@
 //! to failed and leaves `trafficStatuses` and `latestReadyRevision` on the last serving
 //! revision. Operations answer `done: false` first, so the client's polling runs.
 //!
+//! It also answers for the identities revisions run as (`identity`: service accounts and
+//! secrets' IAM policies) and who may open a service (`access`).
+//!
 //! What a real revision would serve is stood in for by the fake itself: `Service.uri` is
 //! `{base}/serve/{project}/{location}/{service}` on this server, answering which revision and
 //! image have the traffic.
@@ -237,6 +240,28 @@ impl FakeCloudRun {
             .collect()
     }
 
+    /// Serves Secret Manager in front of drongo at `url`: IAM policies here, the rest there.
+    /// Point Runway's Secret Manager client at [`Self::endpoint`].
+    pub fn front(&self, url: &str) {
+        self.lock().front = Some(url.trim_end_matches('/').to_owned());
+    }
+
+    /// The project may have at most `quota` service accounts (Google's default is 100).
+    pub fn limit_service_accounts(&self, quota: usize) {
+        self.lock().iam.accounts.quota = quota;
+    }
+
+    /// A policy naming a new service account is refused this many times before IAM knows it
+    /// (default 1).
+    pub fn settle_after(&self, refusals: u32) {
+        self.lock().iam.accounts.settle_after = refusals;
+    }
+
+    /// The service accounts that exist, by e-mail, with their `ServiceAccount` resources.
+    pub fn service_accounts(&self) -> BTreeMap<String, Value> {
+        self.lock().iam.accounts.by_email.clone()
+    }
+
     /// Every Admin API request so far, oldest first (not those to the served URLs).
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.lock().requests.clone()
@@ -273,6 +298,8 @@ struct State {
     /// How many of the next PATCHes start a held operation.
     hold_next_patches: usize,
     iam: Iam,
+    /// drongo's URL: Secret Manager calls other than IAM policies go there.
+    front: Option<String>,
 }
 
 impl State {
@@ -287,6 +314,7 @@ impl State {
             pending_polls: 1,
             hold_next_patches: 0,
             iam: Iam::default(),
+            front: None,
         }
     }
 }
@@ -423,11 +451,14 @@ impl Operation {
 }
 
 mod access;
+mod identity;
 mod rest;
 mod simulation;
 
 use access::*;
 pub use access::{IAP_ACCESSOR, INVOKER, PROJECT_NUMBER, Verifier, iap_agent};
+pub use identity::SECRET_ACCESSOR;
+use identity::*;
 use rest::*;
 use simulation::*;
 

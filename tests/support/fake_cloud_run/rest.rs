@@ -44,6 +44,14 @@ pub(super) async fn handle(state: Arc<Mutex<State>>, request: Request) -> Respon
             Err(error) => error.response(),
         };
     }
+    if is_secret_manager_path(&path) {
+        return front(&state, request).await;
+    }
+    if let Some(secret) = secret_of_policy_path(&path)
+        && let Err(error) = secret_exists(&state, &secret).await
+    {
+        return error.response();
+    }
     let method = request.method().clone();
     let query = parse_query(request.uri().query().unwrap_or(""));
     let body = match read_body(request, 1 << 20).await {
@@ -69,6 +77,12 @@ pub(super) async fn handle(state: Arc<Mutex<State>>, request: Request) -> Respon
         return error_response(injected.http_status, &injected.status, &injected.message);
     }
     let numbers = seen.param("$alt") == Some("json;enum-encoding=int");
+    if is_accounts_path(&seen.path) {
+        return match account_request(&mut state, &method, &seen) {
+            Ok((status, body)) => json(status, &body),
+            Err(error) => error.response(),
+        };
+    }
     if let Some((resource, verb)) = PolicyResource::parse(&seen.path) {
         return match policy_request(&mut state, &method, resource, verb, &seen) {
             Ok((status, body)) => json(status, &body),
@@ -83,6 +97,66 @@ pub(super) async fn handle(state: Arc<Mutex<State>>, request: Request) -> Respon
             json(status, &body)
         }
         Err(error) => error.response(),
+    }
+}
+
+/// Passes a Secret Manager call on to drongo; a deleted secret's policy goes too.
+async fn front(state: &Mutex<State>, request: Request) -> Response {
+    let Some(base) = lock(state).front.clone() else {
+        return GoogleError::not_found("Secret Manager (the fake fronts none)").response();
+    };
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let target = match request.uri().query() {
+        Some(query) => format!("{base}{path}?{query}"),
+        None => format!("{base}{path}"),
+    };
+    let content_type = request.headers().get(http::header::CONTENT_TYPE).cloned();
+    let Ok(body) = read_body(request, 1 << 20).await else {
+        return GoogleError::invalid("unreadable body").response();
+    };
+    let mut forwarded = reqwest::Client::new()
+        .request(method.clone(), target)
+        .body(body);
+    if let Some(content_type) = content_type {
+        forwarded = forwarded.header(http::header::CONTENT_TYPE, content_type);
+    }
+    let answer = match forwarded.send().await {
+        Ok(answer) => answer,
+        Err(error) => {
+            return GoogleError::new(StatusCode::BAD_GATEWAY, "UNAVAILABLE", error.to_string())
+                .response();
+        }
+    };
+    let status = answer.status();
+    let bytes = answer.bytes().await.unwrap_or_default();
+    if method == Method::DELETE && status.is_success() {
+        let secret = path.trim_start_matches("/v1/");
+        lock(state).iam.forget_secret(secret);
+    }
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    json(status, &body)
+}
+
+/// A secret's policy exists only while drongo has the secret.
+async fn secret_exists(state: &Mutex<State>, secret: &str) -> Result<(), GoogleError> {
+    let base = lock(state)
+        .front
+        .clone()
+        .ok_or_else(|| GoogleError::not_found(secret))?;
+    let answer = reqwest::get(format!("{base}/v1/{secret}"))
+        .await
+        .map_err(|error| {
+            GoogleError::new(StatusCode::BAD_GATEWAY, "UNAVAILABLE", error.to_string())
+        })?;
+    match answer.status() {
+        status if status.is_success() => Ok(()),
+        StatusCode::NOT_FOUND => Err(GoogleError::not_found(secret)),
+        status => Err(GoogleError::new(
+            StatusCode::BAD_GATEWAY,
+            "UNAVAILABLE",
+            format!("drongo answered {status}"),
+        )),
     }
 }
 
@@ -211,6 +285,7 @@ pub(super) fn patch_service(
         body,
         mask.as_deref(),
         &state.broken_images,
+        &state.iam,
     ) {
         Ok(outcome) => outcome,
         Err(error) => {

@@ -32,13 +32,14 @@ pub(super) fn apply(
     body: Map<String, Value>,
     mask: Option<&[String]>,
     broken: &HashMap<String, (i64, String)>,
+    iam: &Iam,
 ) -> Result<Result<Value, Failure>, GoogleError> {
     let mut spec = service.spec.clone();
     write_fields(&mut spec, body, mask)?;
     let template = spec.get("template").cloned().unwrap_or(Value::Null);
     let changed = service.revisions.is_empty() || service.spec.get("template") != Some(&template);
     let revision = match changed {
-        true => Some(new_revision(service, name, &template, broken)?),
+        true => Some(new_revision(service, name, &template, broken, iam)?),
         false => None,
     };
     service.spec = spec;
@@ -80,6 +81,7 @@ pub(super) fn new_revision(
     name: &str,
     template: &Value,
     broken: &HashMap<String, (i64, String)>,
+    iam: &Iam,
 ) -> Result<FakeRevision, GoogleError> {
     let containers = template["containers"]
         .as_array()
@@ -102,12 +104,16 @@ pub(super) fn new_revision(
         service.revisions.len() + 1,
         random_suffix()
     );
-    let failure = broken.get(&image).map(|(code, why)| {
-        (
-            *code,
-            format!("Revision '{revision}' is not ready and cannot serve traffic. {why}"),
-        )
-    });
+    let project = name.split('/').nth(1).unwrap_or_default();
+    let denied = revision_denied(iam, project, template)?;
+    let failure = denied
+        .or_else(|| broken.get(&image).cloned())
+        .map(|(code, why)| {
+            (
+                code,
+                format!("Revision '{revision}' is not ready and cannot serve traffic. {why}"),
+            )
+        });
     Ok(FakeRevision {
         name: revision,
         image,

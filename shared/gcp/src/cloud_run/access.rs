@@ -15,13 +15,14 @@
 //! when someone else wrote in between.
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use google_cloud_gax::error::Error as GaxError;
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_iam_v1::model::{Binding, GetPolicyOptions, Policy};
 
-use super::{CloudRunPlatform, has_code};
+use super::{CloudRunPlatform, SECRET_ACCESSOR, has_code};
 use runway_core::domain::{Access, AppName};
 use runway_core::ports::PlatformError;
 
@@ -88,6 +89,8 @@ enum Target<'a> {
     Service(&'a str),
     /// The service's IAP resource, `projects/N/iap_web/cloud_run-L/services/S`.
     Iap(String),
+    /// An app's secret, `projects/P/secrets/S`.
+    Secret(&'a str),
 }
 
 impl CloudRunPlatform {
@@ -134,8 +137,18 @@ impl CloudRunPlatform {
         Ok(())
     }
 
+    /// Lets the app's `account` read `secret` (`projects/P/secrets/S`), and no one else that
+    /// Runway would add: the binding is the account's own.
+    pub(super) async fn let_read(&self, secret: &str, account: &str) -> Result<(), PlatformError> {
+        let member = format!("serviceAccount:{account}");
+        self.edit(&Target::Secret(secret), SECRET_ACCESSOR, |members| {
+            members.insert(member.clone());
+        })
+        .await
+    }
+
     /// Rewrites the members of `role`'s unconditional binding with `change`, retrying when the
-    /// policy changed between read and write.
+    /// policy changed between read and write, and while IAM does not know a new account yet.
     async fn edit(
         &self,
         target: &Target<'_>,
@@ -143,6 +156,8 @@ impl CloudRunPlatform {
         change: impl Fn(&mut BTreeSet<String>),
     ) -> Result<(), PlatformError> {
         let mut attempt = 0;
+        let since = Instant::now();
+        let mut wait = Duration::from_millis(250);
         loop {
             attempt += 1;
             let policy = self.policy(target).await?;
@@ -152,6 +167,7 @@ impl CloudRunPlatform {
             match self.set_policy(target, policy).await {
                 Ok(()) => return Ok(()),
                 Err(error) if has_code(&error, Code::Aborted) && attempt < ATTEMPTS => continue,
+                Err(error) if self.identities.settling(&error, since, &mut wait).await => continue,
                 Err(error) => return Err(policy_error(&self.config, target, role, error)),
             }
         }
@@ -176,6 +192,15 @@ impl CloudRunPlatform {
                     .send()
                     .await
             }
+            Target::Secret(secret) => {
+                self.identities
+                    .secrets
+                    .get_iam_policy()
+                    .set_resource(*secret)
+                    .set_options(options)
+                    .send()
+                    .await
+            }
         };
         read.map_err(|error| policy_error(&self.config, target, "", error))
     }
@@ -194,6 +219,15 @@ impl CloudRunPlatform {
                 self.iap
                     .set_iam_policy()
                     .set_resource(resource)
+                    .set_policy(policy)
+                    .send()
+                    .await
+            }
+            Target::Secret(secret) => {
+                self.identities
+                    .secrets
+                    .set_iam_policy()
+                    .set_resource(*secret)
                     .set_policy(policy)
                     .send()
                     .await
@@ -247,6 +281,10 @@ fn policy_error(
             "run.services.getIamPolicy and run.services.setIamPolicy (the app deployer role)",
         ),
         Target::Iap(resource) => (format!("the IAP policy of {resource}"), "roles/iap.admin"),
+        Target::Secret(secret) => (
+            format!("who may read {secret}"),
+            "secretmanager.secrets.getIamPolicy and setIamPolicy (the app secrets role)",
+        ),
     };
     // Domain-restricted sharing refuses `allUsers` with FAILED_PRECONDITION ("One or more users
     // named in the policy do not belong to a permitted customer").
