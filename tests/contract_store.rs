@@ -12,7 +12,7 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use runway_core::domain::{
     AppName, AuditAction, AuditEntry, Branch, BuildId, Delivery, Deployment, HookId, MainFile,
-    NewRelease, ReleaseId, ReleaseState, ReleaseUpdate, RepoUrl, Resources, Trigger,
+    NewRelease, Release, ReleaseId, ReleaseState, ReleaseUpdate, RepoUrl, Resources, Trigger,
 };
 use runway_core::ports::{Store, StoreError};
 use runway_embedded::SqliteStore;
@@ -84,6 +84,7 @@ runway_tests::contract! {
     releases_are_found_by_build_and_by_stale_state,
     a_delivery_id_is_recorded_once,
     one_delivery_id_reaches_every_app_whose_hook_received_it,
+    a_push_is_recorded_with_its_release_once_even_when_replayed_at_once,
     the_audit_trail_is_newest_first_and_narrows_to_an_app,
     orphan_hooks_are_kept_until_removed,
     concurrent_claims_of_one_release_let_exactly_one_win,
@@ -455,6 +456,42 @@ async fn one_delivery_id_reaches_every_app_whose_hook_received_it(subject: &Subj
     assert!(!store.record_delivery(&delivery("staging")).await.unwrap());
     assert!(!store.record_delivery(&delivery("prod")).await.unwrap());
     assert_eq!(store.deliveries_of_repo(9, 10).await.unwrap().len(), 2);
+}
+
+/// A push's delivery and its release are one write: the first of two simultaneous replays
+/// (two instances of the ingress) queues one release, the other is told it is a replay, and
+/// another app's hook with the same delivery id queues its own.
+async fn a_push_is_recorded_with_its_release_once_even_when_replayed_at_once(subject: &Subject) {
+    let delivery = |to: &str| Delivery {
+        id: "d-push".into(),
+        app: Some(app(to)),
+        event: "push".into(),
+        repo_id: Some(11),
+        git_ref: Some("refs/heads/main".into()),
+        commit: Some("c".repeat(40)),
+        received_at: Utc::now(),
+        outcome: format!("queued a release of {to}"),
+    };
+    let (first, second) = (subject.instance(0), subject.instance(1));
+    let (one, other) = (delivery("web"), delivery("web"));
+    let (a, b) = tokio::join!(
+        first.accept_push(&one, new_release("web")),
+        second.accept_push(&other, new_release("web")),
+    );
+    let accepted: Vec<Release> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    let store = subject.store();
+    let releases = store.releases(&app("web"), 10).await.unwrap();
+    assert_eq!(releases.len(), 1);
+    assert_eq!(releases[0].id, accepted[0].id);
+    assert_eq!(store.deliveries_of_repo(11, 10).await.unwrap().len(), 1);
+    // Once recorded, it is a replay whichever way it comes back.
+    assert!(!store.record_delivery(&delivery("web")).await.unwrap());
+    let other = store
+        .accept_push(&delivery("api"), new_release("api"))
+        .await
+        .unwrap();
+    assert!(other.is_some(), "another app's hook got the same event");
 }
 
 async fn the_audit_trail_is_newest_first_and_narrows_to_an_app(subject: &Subject) {

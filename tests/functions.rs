@@ -23,6 +23,47 @@ fn run_to_exit(function: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     (output.status.code(), text)
 }
 
+/// On Cloud Run (`K_SERVICE` set) a function with no `RUNWAY_BACKEND` must not fall back to the
+/// embedded backend, where there is no IAP and everyone is an admin: it refuses to start.
+#[test]
+fn on_cloud_run_a_function_without_a_backend_refuses_to_start() {
+    for function in ["submit", "status", "worker"] {
+        let mut child = Command::new(function_bin(function))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PORT", "0")
+            .env("K_SERVICE", format!("runway-{function}"))
+            .env(
+                "RUNWAY_DATA_DIR",
+                std::env::temp_dir().join("runway-k-service"),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let code = loop {
+            if let Some(status) = child.try_wait().expect("waiting on the binary") {
+                break status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().ok();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let output = child.wait_with_output().expect("its output");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(code, Some(1), "{function} kept serving: {text}");
+        assert!(text.contains("RUNWAY_BACKEND"), "{text}");
+        assert!(text.contains("K_SERVICE"), "{text}");
+    }
+}
+
 #[test]
 fn on_google_cloud_a_function_names_every_missing_variable_and_exits() {
     let (code, output) = run_to_exit("worker", &[("RUNWAY_BACKEND", "gcp")]);

@@ -10,7 +10,7 @@ use anyhow::bail;
 use http::StatusCode;
 use reqwest::Method;
 use runway_http::webhook;
-use runway_tests::fake_cloud_run::{served, status_for};
+use runway_tests::fake_cloud_run::{SECRET_ACCESSOR, served, status_for};
 use runway_tests::fake_github::FakeDelivery;
 use runway_tests::iap_proxy::{IAP_CLIENT_ID, IapProxy};
 use runway_tests::production::{ADMIN, Production};
@@ -154,6 +154,19 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     assert!(template.contains("runway-app-demo"), "{template}");
     assert!(template.contains("STREAMLIT_SECRETS_FILES"), "{template}");
     assert!(!template.contains(SECRET));
+    // It runs as its own account, the only one that may read its secret.
+    let account = format!(
+        "runway-a-demo@{}.iam.gserviceaccount.com",
+        production.project
+    );
+    assert_eq!(service["template"]["serviceAccount"], account.as_str());
+    assert_eq!(
+        production.cloud_run.members(
+            &format!("projects/{}/secrets/runway-app-demo", production.project),
+            SECRET_ACCESSOR
+        ),
+        [format!("serviceAccount:{account}")]
+    );
     // The push webhook is on the repository, with the app's own URL and secret.
     let hooks = production.github.hooks("ada", "demo");
     assert_eq!(hooks.len(), 1, "{hooks:?}");
@@ -392,6 +405,11 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     ))
     .await?;
     assert_eq!(secret.status(), 404, "the app's secret is deleted");
+    let accounts = production.cloud_run.service_accounts();
+    assert!(
+        !accounts.contains_key(&account),
+        "the app's account outlives it: {accounts:?}"
+    );
     assert_eq!(status(&production, "demo").await?.0, 404);
 
     // The admin sees the whole story in the audit trail; the secret is nowhere in the logs.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use runway_tests::{GitRepo, Runway, processes_mentioning, streamlit_app};
+use runway_tests::{GitRepo, RUNWAYS_OWN_CREDENTIAL, Runway, processes_mentioning, streamlit_app};
 
 async fn healthy(runway: &Runway, app: &str) -> bool {
     runway
@@ -42,9 +42,28 @@ async fn apps_are_restarted_stopped_with_runway_and_restored_after_it() -> anyho
         .await?;
     let data = runway.data_dir.display().to_string();
 
-    // A crash: the supervisor starts the app again and the proxy follows it.
+    // The app runs with an environment of its own: nothing of Runway's settings or
+    // credentials. And the data folder (secrets, logs, database, code) is Runway's alone.
     let before = processes_mentioning(&data, runway.pid());
     assert_eq!(before.len(), 1, "expected one app process: {before:?}");
+    let environ = std::fs::read(format!("/proc/{}/environ", before[0]))?;
+    let environ = String::from_utf8_lossy(&environ).replace('\0', "\n");
+    assert!(!environ.contains(RUNWAYS_OWN_CREDENTIAL), "{environ}");
+    assert!(!environ.contains("RUNWAY_"), "{environ}");
+    assert!(environ.contains("PATH="), "{environ}");
+    let mode = |path: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode(&runway.data_dir), 0o700);
+    let database = std::fs::read_dir(&runway.data_dir)?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "db"))
+        .expect("the database");
+    assert_eq!(mode(&database), 0o600, "{}", database.display());
+
+    // A crash: the supervisor starts the app again and the proxy follows it.
     kill(before[0]);
     until_healthy(&runway, "other").await?;
     let after = processes_mentioning(&data, runway.pid());

@@ -167,6 +167,9 @@ pub struct Runway {
     pub client: reqwest::Client,
 }
 
+/// In `runway`'s environment as a credential would be; no app process may inherit it.
+pub const RUNWAYS_OWN_CREDENTIAL: &str = "ghp_runways-own-credential";
+
 impl Runway {
     /// Starts `runway` on 127.0.0.1:0 with its data under `dir`.
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
@@ -180,6 +183,8 @@ impl Runway {
             .env("RUNWAY_UV_CACHE_DIR", cache)
             .env("RUNWAY_USER", "ada@example.com")
             .env("RUST_LOG", "info")
+            // A credential of Runway's own: nothing it starts for an app may see it.
+            .env("GITHUB_TOKEN", RUNWAYS_OWN_CREDENTIAL)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
             .spawn()

@@ -178,21 +178,24 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
         Ok(d) => format!("queued a release of {}", d.app),
         Err(reason) => format!("ignored: {reason}"),
     };
-    let recorded = bounded(
-        &state,
-        "recording the delivery",
-        state.store.record_delivery(&delivery),
-    )
-    .await?;
-    if !recorded {
-        return Ok(json(
+    let duplicate = || {
+        Ok(json(
             StatusCode::OK,
             &json!({ "status": "duplicate", "reason": format!("delivery {} was already received", delivery.id) }),
-        ));
-    }
+        ))
+    };
     let deployment = match deployment {
         Ok(deployment) => deployment,
         Err(reason) => {
+            let recorded = bounded(
+                &state,
+                "recording the delivery",
+                state.store.record_delivery(&delivery),
+            )
+            .await?;
+            if !recorded {
+                return duplicate();
+            }
             tracing::info!(%reason, "push ignored");
             return Ok(json(
                 StatusCode::ACCEPTED,
@@ -211,12 +214,17 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
         commit,
         rollback_of: None,
     };
-    let release = bounded(
+    // The delivery and its release are written together: a failure writes neither, so GitHub's
+    // "Redeliver" (the same id) queues the release then instead of being taken for a replay.
+    let accepted = bounded(
         &state,
-        "queueing the release",
-        state.store.queue_release(new),
+        "recording the delivery and queueing the release",
+        state.store.accept_push(&delivery, new),
     )
     .await?;
+    let Some(release) = accepted else {
+        return duplicate();
+    };
     // The release is durably queued: the answer need not wait for the queue. The record is the
     // outbox, so a publish that fails or hangs is published again by cleanup.
     match tokio::time::timeout(state.step, publish(state.queue.as_ref(), &release)).await {

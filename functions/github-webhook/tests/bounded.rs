@@ -4,6 +4,7 @@
 //! queued, and cleanup publishes it again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -21,10 +22,16 @@ use tower::ServiceExt;
 
 const STEP: Duration = Duration::from_millis(200);
 
-/// A real store, whose `record_delivery` can be made to hang.
+/// A real store, whose recording of a delivery can be made to hang, and whose next queueing of
+/// a release can be made to fail (the store unreachable at the worst moment).
 struct SometimesHanging {
     inner: SqliteStore,
     hang_on_delivery: bool,
+    fail_next_queue: AtomicBool,
+}
+
+fn unreachable() -> StoreError {
+    StoreError::Unavailable("the store did not answer".into())
 }
 
 async fn never<T>() -> T {
@@ -49,6 +56,9 @@ impl Store for SometimesHanging {
         self.inner.delete_deployment(app).await
     }
     async fn queue_release(&self, release: NewRelease) -> Result<Release, StoreError> {
+        if self.fail_next_queue.swap(false, Ordering::SeqCst) {
+            return Err(unreachable());
+        }
         self.inner.queue_release(release).await
     }
     async fn release(&self, id: &ReleaseId) -> Result<Option<Release>, StoreError> {
@@ -81,6 +91,20 @@ impl Store for SometimesHanging {
             return never().await;
         }
         self.inner.record_delivery(delivery).await
+    }
+    async fn accept_push(
+        &self,
+        delivery: &Delivery,
+        release: NewRelease,
+    ) -> Result<Option<Release>, StoreError> {
+        if self.hang_on_delivery {
+            return never().await;
+        }
+        if self.fail_next_queue.swap(false, Ordering::SeqCst) {
+            // Whatever it did is rolled back, as a failed transaction is.
+            return Err(unreachable());
+        }
+        self.inner.accept_push(delivery, release).await
     }
     async fn deliveries_of_repo(
         &self,
@@ -132,6 +156,7 @@ async fn fixture(hang_on_delivery: bool) -> Fixture {
     let store = Arc::new(SometimesHanging {
         inner,
         hang_on_delivery,
+        fail_next_queue: AtomicBool::new(false),
     });
     let now = chrono::Utc::now();
     store
@@ -169,6 +194,12 @@ async fn fixture(hang_on_delivery: bool) -> Fixture {
 
 /// Sends a signed push to `main` of the app's repository; the status and how long it took.
 async fn push(state: &State) -> (StatusCode, Duration) {
+    let (status, took, _) = push_answer(state).await;
+    (status, took)
+}
+
+/// The same push (delivery `d-1`): the status, how long it took, and the body.
+async fn push_answer(state: &State) -> (StatusCode, Duration, serde_json::Value) {
     let body = serde_json::json!({
         "ref": "refs/heads/main", "before": "0".repeat(40), "after": "a".repeat(40),
         "deleted": false, "repository": { "id": 7, "full_name": "acme/demo" },
@@ -188,7 +219,40 @@ async fn push(state: &State) -> (StatusCode, Duration) {
         .unwrap();
     let started = Instant::now();
     let response = router(state.clone()).oneshot(request).await.unwrap();
-    (response.status(), started.elapsed())
+    let (status, took) = (response.status(), started.elapsed());
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        took,
+        serde_json::from_slice(&body).unwrap_or_default(),
+    )
+}
+
+/// The store fails while the release is being queued: GitHub shows the delivery as failed, and
+/// its "Redeliver" (the same delivery id) must queue the release, not be called a duplicate.
+#[tokio::test]
+async fn a_push_whose_release_could_not_be_queued_is_queued_when_redelivered() {
+    let f = fixture(false).await;
+    f.store.fail_next_queue.store(true, Ordering::SeqCst);
+
+    let (status, _, answer) = push_answer(&f.state).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    let (status, _, answer) = push_answer(&f.state).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["status"], "queued", "{answer}");
+    let releases = f
+        .store
+        .releases(&AppName::parse("demo").unwrap(), 5)
+        .await
+        .unwrap();
+    assert_eq!(releases.len(), 1);
+    // And a third time it is a replay.
+    let (status, _, answer) = push_answer(&f.state).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["status"], "duplicate", "{answer}");
 }
 
 #[tokio::test]

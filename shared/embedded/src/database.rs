@@ -88,6 +88,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 
 /// Opens (creating and migrating) the database at `path`, shared by the store and the queue.
 fn open_database(path: &Path) -> anyhow::Result<Connection> {
+    // Created 0600 before SQLite opens it (its -wal and -shm files take the same mode).
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} private", path.display()))?;
+    }
     let mut connection =
         Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
     connection.pragma_update(None, "journal_mode", "WAL")?;

@@ -102,6 +102,9 @@ impl Embedded {
     pub fn open(config: EmbeddedConfig, public_port: u16) -> anyhow::Result<Self> {
         let data = &config.data_dir;
         std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+        // Secrets, logs, the database and the apps' code live here: no one else's to read.
+        std::fs::set_permissions(data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .with_context(|| format!("making {} private", data.display()))?;
         let data = data.canonicalize()?;
         let public_url = format!("http://127.0.0.1:{public_port}");
         let database = data.join("runway.db");

@@ -26,6 +26,56 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+/// What a process Runway starts for an app (its build's uv, the app itself) may see of Runway's
+/// environment: enough to run and to reach the network, never Runway's own settings or
+/// credentials (app code and the packages a build installs are untrusted).
+const CHILD_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "PYTHONDONTWRITEBYTECODE",
+];
+
+/// What a build's uv also reads, to find the package index.
+pub(crate) const BUILD_ENV: &[&str] = &[
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX",
+    "UV_NATIVE_TLS",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_CERT",
+    "PIP_FIND_LINKS",
+];
+
+/// Clears `command`'s environment down to [`CHILD_ENV`] and `extra`, from Runway's own.
+pub(crate) fn clean_env(command: &mut tokio::process::Command, extra: &[&str]) {
+    command.env_clear();
+    for name in CHILD_ENV.iter().chain(extra) {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+}
+
 /// Writes `contents` to `path` with mode 0600 from the first byte (never briefly world-readable),
 /// replacing any previous file atomically.
 pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {

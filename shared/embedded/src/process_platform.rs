@@ -121,6 +121,7 @@ impl ProcessPlatform {
         // The venv's script, not `python -m streamlit`: that would put the checkout first on
         // sys.path, and a `streamlit.py` in the repo would shadow Streamlit itself.
         let mut command = Command::new(launch.image.join("venv/bin/streamlit"));
+        crate::clean_env(&mut command, &[]);
         command
             .args(["run", &launch.main_file])
             .arg(format!("--server.port={port}"))
@@ -133,7 +134,6 @@ impl ProcessPlatform {
         }
         let child = command
             .current_dir(launch.image.join("src"))
-            .env_remove("VIRTUAL_ENV")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("log file")?)
             .stderr(log)

@@ -173,6 +173,48 @@ fn load_deployment(connection: &Connection, app: &str) -> Result<Option<Deployme
         .transpose()
 }
 
+/// Inserts the delivery unless this app's hook received its id before; whether it did.
+fn insert_delivery(c: &Connection, delivery: &Delivery) -> Result<bool, DbError> {
+    let inserted = c.execute(
+        "INSERT INTO deliveries (app, id, repo_id, received_at, doc)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (app, id) DO NOTHING",
+        params![
+            delivery.app.as_ref().map_or("", |app| app.as_str()),
+            delivery.id.as_str(),
+            delivery.repo_id.map(|id| id as i64),
+            delivery.received_at.to_rfc3339(),
+            to_doc(delivery)?
+        ],
+    )?;
+    Ok(inserted == 1)
+}
+
+/// Queues a release inside `transaction`: the next per-app sequence, older queued releases
+/// superseded.
+fn queue_in(transaction: &Connection, new: NewRelease, now: Timestamp) -> Result<Release, DbError> {
+    let app = new.app.to_string();
+    // The sequence lives apart from the releases, so numbers are never reused after releases
+    // are pruned or an app is deleted and created again.
+    let seq: i64 = transaction.query_row(
+        "INSERT INTO release_sequences (app, last) VALUES (?1, 1)
+         ON CONFLICT (app) DO UPDATE SET last = last + 1 RETURNING last",
+        [&app],
+        |row| row.get(0),
+    )?;
+    let older_queued: Vec<Release> = docs(
+        transaction,
+        "SELECT doc FROM releases WHERE app = ?1 AND state = 'queued'",
+        [&app],
+    )?;
+    let planned = plan::queue(new, ReleaseId::random(), seq as u64, older_queued, now);
+    for older in &planned.superseded {
+        save_release(transaction, older)?;
+    }
+    save_release(transaction, &planned.release)?;
+    Ok(planned.release)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
@@ -227,26 +269,7 @@ impl Store for SqliteStore {
         let now = self.clock.now();
         self.with(move |c| {
             let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let app = new.app.to_string();
-            // The sequence lives apart from the releases, so numbers are never reused after
-            // releases are pruned or an app is deleted and created again.
-            let seq: i64 = transaction.query_row(
-                "INSERT INTO release_sequences (app, last) VALUES (?1, 1)
-                 ON CONFLICT (app) DO UPDATE SET last = last + 1 RETURNING last",
-                [&app],
-                |row| row.get(0),
-            )?;
-            let older_queued: Vec<Release> = docs(
-                &transaction,
-                "SELECT doc FROM releases WHERE app = ?1 AND state = 'queued'",
-                [&app],
-            )?;
-            let planned = plan::queue(new, ReleaseId::random(), seq as u64, older_queued, now);
-            for older in &planned.superseded {
-                save_release(&transaction, older)?;
-            }
-            let release = planned.release;
-            save_release(&transaction, &release)?;
+            let release = queue_in(&transaction, new, now)?;
             transaction.commit()?;
             Ok(release)
         })
@@ -333,20 +356,25 @@ impl Store for SqliteStore {
 
     async fn record_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError> {
         let delivery = delivery.clone();
+        self.with(move |c| insert_delivery(c, &delivery)).await
+    }
+
+    async fn accept_push(
+        &self,
+        delivery: &Delivery,
+        new: NewRelease,
+    ) -> Result<Option<Release>, StoreError> {
+        let now = self.clock.now();
+        let delivery = delivery.clone();
         self.with(move |c| {
-            let inserted = c.execute(
-                "INSERT INTO deliveries (app, id, repo_id, received_at, doc)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (app, id) DO NOTHING",
-                params![
-                    delivery.app.as_ref().map_or("", |app| app.as_str()),
-                    delivery.id.as_str(),
-                    delivery.repo_id.map(|id| id as i64),
-                    delivery.received_at.to_rfc3339(),
-                    to_doc(&delivery)?
-                ],
-            )?;
-            Ok(inserted == 1)
+            let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // A replay writes nothing: the transaction is dropped, so rolled back.
+            if !insert_delivery(&transaction, &delivery)? {
+                return Ok(None);
+            }
+            let release = queue_in(&transaction, new, now)?;
+            transaction.commit()?;
+            Ok(Some(release))
         })
         .await
     }

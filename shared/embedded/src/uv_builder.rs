@@ -194,7 +194,9 @@ impl UvBuilder {
             .into_std()
             .await;
         let venv = cwd.parent().unwrap_or(cwd).join("venv");
-        let status = Command::new(&self.config.uv)
+        let mut command = Command::new(&self.config.uv);
+        crate::clean_env(&mut command, crate::BUILD_ENV);
+        let status = command
             .args(args)
             .current_dir(cwd)
             .env("UV_CACHE_DIR", &self.config.uv_cache_dir)
@@ -202,7 +204,6 @@ impl UvBuilder {
             .env("UV_PROJECT_ENVIRONMENT", &venv)
             .env("UV_NO_PROGRESS", "1")
             .env("NO_COLOR", "1")
-            .env_remove("VIRTUAL_ENV")
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

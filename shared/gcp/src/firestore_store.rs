@@ -305,6 +305,7 @@ enum Write {
     Deployment(DeploymentDoc),
     Release(ReleaseDoc),
     Sequence(String, SequenceDoc),
+    Delivery(String, DeliveryDoc),
     Delete(&'static str, String),
 }
 
@@ -320,6 +321,9 @@ fn apply(transaction: &mut FirestoreTransaction<'_>, writes: Vec<Write>) -> Resu
                 .map(|_| ()),
             Write::Sequence(app, doc) => transaction
                 .update_object(SEQUENCES, &app, &doc, None, None, no_transforms())
+                .map(|_| ()),
+            Write::Delivery(id, doc) => transaction
+                .update_object(DELIVERIES, &id, &doc, None, None, no_transforms())
                 .map(|_| ()),
             Write::Delete(collection, id) => {
                 transaction.delete_by_id(collection, &id, None).map(|_| ())
@@ -383,6 +387,16 @@ struct SequenceDoc {
     last: i64,
 }
 
+impl DeliveryDoc {
+    fn of(delivery: &Delivery) -> Result<Self, StoreError> {
+        Ok(Self {
+            repo_id: delivery.repo_id.map(|id| id as i64),
+            received_at: timestamp(delivery.received_at),
+            record: encode(delivery)?,
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct DeliveryDoc {
     repo_id: Option<i64>,
@@ -406,6 +420,49 @@ struct OrphanHookDoc {
 /// Document ids may not contain `/`; a repository's name does.
 /// A delivery's document id: the app and the delivery id, hashed (a delivery id is whatever
 /// the sender put in a header; a document id may not hold `/`).
+/// Queues a release inside the transaction `db` is bound to: the next per-app sequence, older
+/// queued releases superseded. The release and the writes that make it.
+async fn queue_in(
+    db: FirestoreDb,
+    new: NewRelease,
+    clock: Arc<dyn Clock>,
+) -> Result<(Release, Vec<Write>), Attempt> {
+    let app = new.app.to_string();
+    let sequence: SequenceDoc = get_in(&db, SEQUENCES, &app).await?.unwrap_or_default();
+    let seq = sequence.last + 1;
+    let older_queued: Vec<ReleaseDoc> = db
+        .fluent()
+        .select()
+        .from(RELEASES)
+        .filter(|q| {
+            q.for_all([
+                q.field("app").eq(app.as_str()),
+                q.field("state").eq(ReleaseState::Queued.as_str()),
+            ])
+        })
+        .obj()
+        .query()
+        .await?;
+    let older_queued = older_queued
+        .into_iter()
+        .map(ReleaseDoc::into_record)
+        .collect::<Result<Vec<_>, _>>()?;
+    let planned = plan::queue(
+        new,
+        ReleaseId::random(),
+        seq as u64,
+        older_queued,
+        clock.now(),
+    );
+    let mut writes = vec![Write::Sequence(app, SequenceDoc { last: seq })];
+    for older in &planned.superseded {
+        writes.push(Write::Release(ReleaseDoc::of(older)?));
+    }
+    let release = planned.release;
+    writes.push(Write::Release(ReleaseDoc::of(&release)?));
+    Ok((release, writes))
+}
+
 fn delivery_doc_id(delivery: &Delivery) -> String {
     let app = delivery.app.as_ref().map_or("", |app| app.as_str());
     let digest = Sha256::digest(format!("{app}\n{}", delivery.id).as_bytes());
@@ -543,46 +600,8 @@ impl Store for FirestoreStore {
 
     async fn queue_release(&self, new: NewRelease) -> Result<Release, StoreError> {
         let _app = self.lock_app(new.app.as_str()).await;
-        self.transact(|db| {
-            let (new, clock) = (new.clone(), self.clock.clone());
-            async move {
-                let app = new.app.to_string();
-                let sequence: SequenceDoc = get_in(&db, SEQUENCES, &app).await?.unwrap_or_default();
-                let seq = sequence.last + 1;
-                let older_queued: Vec<ReleaseDoc> = db
-                    .fluent()
-                    .select()
-                    .from(RELEASES)
-                    .filter(|q| {
-                        q.for_all([
-                            q.field("app").eq(app.as_str()),
-                            q.field("state").eq(ReleaseState::Queued.as_str()),
-                        ])
-                    })
-                    .obj()
-                    .query()
-                    .await?;
-                let older_queued = older_queued
-                    .into_iter()
-                    .map(ReleaseDoc::into_record)
-                    .collect::<Result<Vec<_>, _>>()?;
-                let planned = plan::queue(
-                    new,
-                    ReleaseId::random(),
-                    seq as u64,
-                    older_queued,
-                    clock.now(),
-                );
-                let mut writes = vec![Write::Sequence(app, SequenceDoc { last: seq })];
-                for older in &planned.superseded {
-                    writes.push(Write::Release(ReleaseDoc::of(older)?));
-                }
-                let release = planned.release;
-                writes.push(Write::Release(ReleaseDoc::of(&release)?));
-                Ok((release, writes))
-            }
-        })
-        .await
+        self.transact(|db| queue_in(db, new.clone(), self.clock.clone()))
+            .await
     }
 
     async fn release(&self, id: &ReleaseId) -> Result<Option<Release>, StoreError> {
@@ -688,13 +707,7 @@ impl Store for FirestoreStore {
     }
 
     async fn record_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError> {
-        let doc = DeliveryDoc {
-            repo_id: delivery.repo_id.map(|id| id as i64),
-            received_at: timestamp(delivery.received_at),
-            record: encode(delivery)?,
-        };
-        // Created only if absent, keyed by the app and GitHub's delivery GUID (one per event,
-        // the same for every hook), so a replay to the same hook finds it.
+        let doc = DeliveryDoc::of(delivery)?;
         let created = self
             .db
             .fluent()
@@ -715,6 +728,30 @@ impl Store for FirestoreStore {
             }
             Err(error) => Err(store_error(error)),
         }
+    }
+
+    async fn accept_push(
+        &self,
+        delivery: &Delivery,
+        new: NewRelease,
+    ) -> Result<Option<Release>, StoreError> {
+        let _app = self.lock_app(new.app.as_str()).await;
+        let id = delivery_doc_id(delivery);
+        let doc = DeliveryDoc::of(delivery)?;
+        self.transact(|db| {
+            let (id, doc, new, clock) = (id.clone(), doc.clone(), new.clone(), self.clock.clone());
+            async move {
+                // Read in the transaction, so a replay racing this one makes one of them retry.
+                let seen: Option<DeliveryDoc> = get_in(&db, DELIVERIES, &id).await?;
+                if seen.is_some() {
+                    return Ok((None, Vec::new()));
+                }
+                let (release, mut writes) = queue_in(db, new, clock).await?;
+                writes.push(Write::Delivery(id, doc));
+                Ok((Some(release), writes))
+            }
+        })
+        .await
     }
 
     async fn deliveries_of_repo(

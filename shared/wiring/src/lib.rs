@@ -49,7 +49,7 @@ async fn run(
     router: impl FnOnce(&Adapters) -> anyhow::Result<Router>,
 ) -> anyhow::Result<()> {
     let port: u16 = config::parse_or("PORT", 8080)?;
-    let backend = config::var_or("RUNWAY_BACKEND", "embedded");
+    let backend = backend()?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
     let (adapters, probes) = match backend.as_str() {
         "gcp" => GcpEnv::from_env()?.adapters(name, needs).await?,
@@ -67,6 +67,22 @@ async fn run(
     runway_http::serve_router(router, listener, runway_http::shutdown_signal()).await;
     tracing::info!(function = name, "stopped");
     Ok(())
+}
+
+/// `RUNWAY_BACKEND`, `embedded` unless set. Not on Cloud Run (`K_SERVICE` set): there the
+/// embedded backend would serve with no IAP in front and everyone an admin, so a missing
+/// variable stops the function instead (fail closed).
+fn backend() -> anyhow::Result<String> {
+    if let Ok(backend) = config::var("RUNWAY_BACKEND") {
+        return Ok(backend);
+    }
+    if let Ok(service) = config::var("K_SERVICE") {
+        anyhow::bail!(
+            "RUNWAY_BACKEND is not set, and this is Cloud Run (K_SERVICE={service}): set \
+             RUNWAY_BACKEND=gcp (infra/run.tf does); the embedded backend is for a laptop"
+        );
+    }
+    Ok("embedded".to_owned())
 }
 
 /// The embedded backend's one dependency: its database.

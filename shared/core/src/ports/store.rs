@@ -62,6 +62,14 @@ pub trait Store: Send + Sync {
     /// replay). The same id reaching another app's hook is another delivery: GitHub sends one
     /// id per event to every hook.
     async fn record_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError>;
+    /// Records a push's delivery and queues the release it asks for, in one transaction:
+    /// `None`, and nothing queued, if this app's hook received the delivery before. When it
+    /// fails nothing is written, so GitHub's "Redeliver" (the same id) is not taken for a replay.
+    async fn accept_push(
+        &self,
+        delivery: &Delivery,
+        release: NewRelease,
+    ) -> Result<Option<Release>, StoreError>;
     async fn deliveries_of_repo(
         &self,
         repo_id: u64,
