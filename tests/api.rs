@@ -236,21 +236,63 @@ async fn every_bad_field_gets_a_4xx_naming_it_and_leaves_nothing_behind() -> any
     Ok(())
 }
 
+/// The HTML form posts form-encoded, which any site's form can do too: only a post with the
+/// token Runway's own page set beside its cookie is taken.
 #[tokio::test]
-async fn the_form_encoding_is_accepted_as_well_as_json() -> anyhow::Result<()> {
+async fn the_form_encoding_is_accepted_as_well_as_json_with_the_forms_token() -> anyhow::Result<()>
+{
     let dir = tempfile::tempdir()?;
     let repo = GitRepo::create(dir.path(), &[("streamlit_app.py", &streamlit_app("x"))])?;
     let runway = Runway::start(dir.path())?;
-    let response = runway
-        .client
-        .post(runway.url("/api/deployments"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "repo_url={}&main_file=streamlit_app.py&app_name=other&branch=nope",
-            repo.url()
-        ))
-        .send()
-        .await?;
+    let page = runway.client.get(runway.url("/")).send().await?;
+    let cookie = page
+        .headers()
+        .get("set-cookie")
+        .and_then(|value| value.to_str().ok())
+        .expect("the form sets its token's cookie")
+        .to_owned();
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let html = page.text().await?;
+    let token = html
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form carries its token")
+        .to_owned();
+    let fields = format!(
+        "repo_url={}&main_file=streamlit_app.py&app_name=other&branch=nope",
+        repo.url()
+    );
+    let post = |body: String, cookie: Option<&str>| {
+        let mut request = runway
+            .client
+            .post(runway.url("/api/deployments"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send()
+    };
+
+    // Without the token, with a forged one, or with the token but not the browser's cookie:
+    // refused before anything is read.
+    for (body, cookie) in [
+        (fields.clone(), Some(cookie.as_str())),
+        (format!("{fields}&csrf=forged"), Some(cookie.as_str())),
+        (format!("{fields}&csrf={token}"), None),
+    ] {
+        let response = post(body, cookie).await?;
+        assert_eq!(response.status(), 403);
+        let answer: Value = response.json().await?;
+        assert!(
+            answer["error"].as_str().unwrap().contains("token"),
+            "{answer}"
+        );
+    }
+    // With both, the form is read: here its branch is wrong.
+    let response = post(format!("{fields}&csrf={token}"), Some(&cookie)).await?;
     assert_eq!(response.status(), 400);
     let answer: Value = response.json().await?;
     assert_eq!(answer["field"], "branch", "{answer}");

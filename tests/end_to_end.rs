@@ -58,6 +58,54 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
         "not the Streamlit page: {page:.300}"
     );
 
+    // Only Runway's own pages and API clients drive it. A hostile page's cross-site POST, a
+    // page served under another name that resolves here (DNS rebinding), and a deployed app's
+    // own page (same site as the API) are refused, and change nothing; a plain local client,
+    // with no Origin, is served.
+    let evil = json!({
+        "repo_url": repo.url(), "main_file": "app/main.py", "app_name": "evil",
+    });
+    let hostile = runway
+        .client
+        .post(runway.url("/api/deployments"))
+        .header("origin", "https://evil.example")
+        .json(&evil)
+        .send()
+        .await?;
+    assert_eq!(hostile.status(), 403, "{}", hostile.text().await?);
+    let rebound = format!("evil.example:{}", runway.port);
+    let listed = runway
+        .client
+        .get(runway.url("/api/deployments"))
+        .header("host", &rebound)
+        .send()
+        .await?;
+    assert_eq!(listed.status(), 403);
+    let deleted = runway
+        .client
+        .delete(runway.url("/api/deployments/e2e"))
+        .header("host", &rebound)
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 403);
+    let from_an_app = runway
+        .client
+        .delete(runway.url("/api/deployments/e2e"))
+        .header("origin", app.trim_end_matches('/'))
+        .header("sec-fetch-site", "same-site")
+        .send()
+        .await?;
+    assert_eq!(from_an_app.status(), 403);
+    let plain = runway
+        .client
+        .get(runway.url("/api/deployments"))
+        .send()
+        .await?;
+    assert_eq!(plain.status(), 200);
+    let apps = plain.text().await?;
+    assert!(apps.contains("\"e2e\""), "{apps}");
+    assert!(!apps.contains("\"evil\""), "{apps}");
+
     // Poll the app all through the next deploy: not one request may fail.
     let stop = Arc::new(AtomicBool::new(false));
     let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));

@@ -8,6 +8,7 @@ use runway_core::domain::ReleaseState;
 use runway_core::ports::{DeploySpec, Platform, PlatformError, SecretStore, Store, Topic};
 use runway_embedded::proxy::{Proxy, app_from_host};
 use runway_embedded::{Embedded, EmbeddedConfig, PushSubscription, RetryPolicy};
+use runway_http::origin::AllowedHosts;
 use runway_http::serve::ServeOptions;
 use runway_http::{Router, serve};
 use tokio::net::TcpListener;
@@ -43,6 +44,7 @@ pub async fn run(
     let embedded = Embedded::open(config, port)?;
     let app = runway_http::layers::app(router(&embedded));
     let proxy = Proxy::new(embedded.routes.clone());
+    let hosts = AllowedHosts::loopback(port, &embedded.config.allowed_hosts);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -76,7 +78,7 @@ pub async fn run(
     serve(
         listener,
         move |request, peer| {
-            let (app, proxy) = (app.clone(), proxy.clone());
+            let (app, proxy, hosts) = (app.clone(), proxy.clone(), hosts.clone());
             async move {
                 let host = request
                     .headers()
@@ -86,6 +88,8 @@ pub async fn run(
                     .to_owned();
                 match app_from_host(&host) {
                     Some(app) => proxy.forward(app, request, peer).await,
+                    // A page whose name resolves to 127.0.0.1 is not Runway's page.
+                    None if !hosts.allows(&host) => hosts.refuse(&host),
                     None => match app.oneshot(request).await {
                         Ok(response) => response,
                         Err(never) => match never {},

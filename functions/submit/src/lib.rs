@@ -16,6 +16,7 @@ use runway_core::domain::{
 };
 use runway_core::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
 use runway_core::releases::{RollbackRefused, audit, enqueue, rollback_target};
+use runway_http::origin::{CSRF_FIELD, csrf_matches};
 use runway_http::webhook;
 use runway_http::{
     ApiError, ApiResult, Authenticated, Authenticates, Body, Limits, Path, Router, forge_error,
@@ -110,9 +111,12 @@ struct FormPage<'a> {
     default_cpu: &'static str,
     default_access: &'static str,
     default_viewers: String,
+    /// The form's token; its cookie goes with the page.
+    csrf: String,
 }
 
-async fn form(Shared(state): Shared<State>, _: Authenticated) -> ApiResult {
+async fn form(Shared(state): Shared<State>, _: Authenticated, headers: HeaderMap) -> ApiResult {
+    let (csrf, cookie) = runway_http::origin::csrf_token(&headers);
     let page = FormPage {
         regions: &state.policy.allowed_regions,
         default_region: &state.policy.default_region,
@@ -122,9 +126,15 @@ async fn form(Shared(state): Shared<State>, _: Authenticated) -> ApiResult {
         default_cpu: Resources::default().cpu().as_str(),
         default_access: state.policy.default_access.mode(),
         default_viewers: viewer_list(&state.policy.default_access),
+        csrf,
     };
     let html = askama::Template::render(&page).map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(with_type(StatusCode::OK, "text/html; charset=utf-8", html))
+    let mut response = with_type(StatusCode::OK, "text/html; charset=utf-8", html);
+    let cookie = http::HeaderValue::from_str(&cookie).map_err(|e| ApiError::Internal(e.into()))?;
+    response
+        .headers_mut()
+        .insert(http::header::SET_COOKIE, cookie);
+    Ok(response)
 }
 
 /// The form's fields, all optional here so each missing one gets its own message. No `Debug`:
@@ -272,6 +282,16 @@ fn read_form(headers: &HeaderMap, body: &[u8]) -> Result<DeploymentForm, ApiErro
         let mut fields = serde_json::Map::new();
         for (key, value) in url::form_urlencoded::parse(body) {
             fields.insert(key.into_owned(), value.into_owned().into());
+        }
+        // What any site's HTML form can send: only Runway's own form, with the token its page
+        // set in a cookie beside it, is taken.
+        let token = fields.remove(CSRF_FIELD);
+        if !csrf_matches(headers, token.as_ref().and_then(|token| token.as_str())) {
+            return Err(ApiError::Forbidden(
+                "the form's token is missing or not this browser's: open the form again and \
+                 send it from there (API clients send JSON)"
+                    .into(),
+            ));
         }
         serde_json::from_value(fields.into()).map_err(|e| ApiError::BadRequest {
             field: None,
@@ -584,6 +604,7 @@ mod tests {
             default_cpu: "1",
             default_access: access.mode(),
             default_viewers: viewer_list(access),
+            csrf: "t0k3n".into(),
         })
         .unwrap()
     }

@@ -26,6 +26,9 @@ pub struct EmbeddedConfig {
     pub data_dir: PathBuf,
     /// `RUNWAY_LISTEN`: where `runway` listens (default `127.0.0.1:8080`; port 0 picks one).
     pub listen: SocketAddr,
+    /// `RUNWAY_ALLOWED_HOSTS`: names besides loopback's that the API answers to, as a `Host`
+    /// header carries them (`runway.lan:8080`); any other is refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
     /// `RUNWAY_USER`: the local user, an admin (default `$USER@localhost`).
     pub user: String,
     /// `RUNWAY_UV`: the uv executable (default `uv` on the PATH).
@@ -53,6 +56,7 @@ impl EmbeddedConfig {
         let user = std::env::var("USER").unwrap_or_else(|_| "local".into());
         Ok(Self {
             listen: config::parse_or("RUNWAY_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            allowed_hosts: config::list_or("RUNWAY_ALLOWED_HOSTS", ""),
             user: config::var_or("RUNWAY_USER", &format!("{user}@localhost")),
             uv: PathBuf::from(config::var_or("RUNWAY_UV", "uv")),
             python: config::var_or("RUNWAY_PYTHON", "python3"),

@@ -1,7 +1,7 @@
 //! What every request goes through, as tower layers: a request id (taken from
 //! `X-Request-Id` or made, and sent back), a span carrying it and Cloud Run's trace id (so every
-//! log line of a request can be found together), and the API's error shape for what the
-//! framework refuses. Per-route limits (`limits`) are set by each function on its routes.
+//! log line of a request can be found together), the refusal of other sites' pages
+//! (`origin::same_origin`), and the API's error shape for what the framework refuses. Per-route limits (`limits`) are set by each function on its routes.
 
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn app(router: Router) -> Router {
     router
         .fallback(|| async { crate::ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn(crate::origin::same_origin))
         .layer(axum::middleware::map_response(crate::error::json_errors))
         .layer(
             ServiceBuilder::new()

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod layers;
+pub mod origin;
 pub mod push;
 pub mod serve;
 pub mod telemetry;

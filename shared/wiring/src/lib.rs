@@ -50,7 +50,13 @@ async fn run(
 ) -> anyhow::Result<()> {
     let port: u16 = config::parse_or("PORT", 8080)?;
     let backend = backend()?;
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    // Cloud Run sends requests to the container's every interface; on a laptop, the embedded
+    // backend (no IAP, the local user an admin) answers loopback only.
+    let interface = match backend.as_str() {
+        "gcp" => "0.0.0.0",
+        _ => "127.0.0.1",
+    };
+    let listener = tokio::net::TcpListener::bind((interface, port)).await?;
     let (adapters, probes) = match backend.as_str() {
         "gcp" => GcpEnv::from_env()?.adapters(name, needs).await?,
         "embedded" => {
