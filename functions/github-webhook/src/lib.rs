@@ -14,20 +14,25 @@ use axum::extract::State as Shared;
 use axum::routing::post;
 use http::{HeaderMap, StatusCode};
 use runway_core::domain::{
-    AppName, AuditAction, CommitSha, Delivery, DeliveryId, NewRelease, Trigger,
+    AppName, AuditAction, CommitSha, Delivery, DeliveryId, Deployment, NewRelease, Trigger,
 };
 use runway_core::ports::{Queue, Store};
 use runway_core::releases::{audit, publish};
 use runway_http::webhook::{self, PushEvent};
-use runway_http::{ApiError, ApiResult, Body, Limits, Router, json, limits, parse_json};
+use runway_http::{ApiError, ApiResult, Limits, Router, json, limits, parse_json};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 /// GitHub caps payloads at 25 MB. The deadline only stops what is stuck: each step of a push
 /// is bounded by `State::step` well within it, so the handler answers before it is cut off
 /// between recording a delivery and queueing its release.
+/// GitHub caps a delivery's payload at 25 MB.
+const PUSH_BODY_LIMIT: usize = 25 * 1024 * 1024;
+/// Any other event Runway reads (a ping is a few kilobytes).
+const OTHER_BODY_LIMIT: usize = 256 * 1024;
+
 const LIMITS: Limits = Limits {
-    body: 25 * 1024 * 1024,
+    body: PUSH_BODY_LIMIT,
     timeout: Duration::from_secs(30),
 };
 
@@ -97,50 +102,67 @@ async fn receive(
     Shared(state): Shared<State>,
     // Not the API's `Path`: a malformed name is refused like a bad signature below.
     axum::extract::Path(app): axum::extract::Path<String>,
-    headers: HeaderMap,
-    Body(body): Body,
+    request: axum::extract::Request,
 ) -> ApiResult {
+    // Whatever the head alone can refuse is refused before a byte of the body is read: anyone
+    // may send one, and a push's may be 25 MB (GitHub's cap).
+    let headers = request.headers();
+    let forged = || ApiError::Unauthorized("X-Hub-Signature-256 does not match the body".into());
     // Unknown names are refused like bad signatures: the ingress is public, and says nothing
     // about which apps exist.
-    let app = AppName::parse(&app).map_err(|_| {
-        ApiError::Unauthorized("X-Hub-Signature-256 does not match the body".into())
-    })?;
-    let signature = header(&headers, "x-hub-signature-256").map(str::to_owned);
-    let event = header(&headers, "x-github-event")
-        .unwrap_or_default()
-        .to_owned();
-    let delivery_id = header(&headers, "x-github-delivery")
+    let app = AppName::parse(&app).map_err(|_| forged())?;
+    let delivery_id = header(headers, "x-github-delivery")
         .unwrap_or_default()
         .to_owned();
     tracing::Span::current().record("delivery", delivery_id.as_str());
-    let Some(signature) = signature else {
+    let Some(signature) = header(headers, "x-hub-signature-256").map(str::to_owned) else {
         return Err(ApiError::Unauthorized(
             "X-Hub-Signature-256 is missing".into(),
         ));
     };
-    let secret = webhook::app_secret(&state.secret, &app);
-    if !webhook::verify(secret.expose_secret().as_bytes(), &body, &signature) {
-        return Err(ApiError::Unauthorized(
-            "X-Hub-Signature-256 does not match the body; check the webhook secret".into(),
+    let Some(event) = header(headers, "x-github-event").map(str::to_owned) else {
+        return Err(ApiError::bad_request(
+            "X-GitHub-Event",
+            "X-GitHub-Event is missing",
         ));
-    }
+    };
     if delivery_id.is_empty() || delivery_id.len() > 100 {
         return Err(ApiError::bad_request(
             "X-GitHub-Delivery",
             "X-GitHub-Delivery is missing",
         ));
     }
-    match event.as_str() {
-        "ping" => Ok(json(StatusCode::OK, &json!({ "status": "pong" }))),
-        "push" => push(state, &app, delivery_id, &body).await,
-        other => Ok(json(
+    // A push is read only for an app that exists. Other events (GitHub's ping arrives while the
+    // app is being created, before its record) are small: a ping is a few kilobytes.
+    let (deployment, limit) = if event == "push" {
+        let deployment = bounded(&state, "reading the app", state.store.deployment(&app))
+            .await?
+            .ok_or_else(forged)?;
+        (Some(deployment), PUSH_BODY_LIMIT)
+    } else {
+        (None, OTHER_BODY_LIMIT)
+    };
+    let body = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+    let secret = webhook::app_secret(&state.secret, &app);
+    if !webhook::verify(secret.expose_secret().as_bytes(), &body, &signature) {
+        return Err(ApiError::Unauthorized(
+            "X-Hub-Signature-256 does not match the body; check the webhook secret".into(),
+        ));
+    }
+    match (event.as_str(), deployment) {
+        ("ping", _) => Ok(json(StatusCode::OK, &json!({ "status": "pong" }))),
+        ("push", Some(deployment)) => push(state, deployment, delivery_id, &body).await,
+        (other, _) => Ok(json(
             StatusCode::ACCEPTED,
             &json!({ "status": "ignored", "reason": format!("Runway acts on push events, not '{other}'") }),
         )),
     }
 }
 
-async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> ApiResult {
+async fn push(state: State, deployment: Deployment, delivery_id: String, body: &[u8]) -> ApiResult {
+    let app = &deployment.app;
     let event: PushEvent = parse_json(body)?;
     let mut delivery = Delivery {
         id: DeliveryId::new(delivery_id),
@@ -159,20 +181,15 @@ async fn push(state: State, app: &AppName, delivery_id: String, body: &[u8]) -> 
         (None, _, _) => Err(format!("{} is not a branch", event.git_ref)),
         (Some(branch), true, _) => Err(format!("branch {branch} was deleted")),
         (Some(_), false, None) => Err(format!("'{}' is not a commit id", event.after)),
-        (Some(branch), false, Some(_)) => {
-            match bounded(&state, "reading the app", state.store.deployment(app)).await? {
-                None => Err(format!("the app {app} no longer exists")),
-                Some(d) if d.repo_id != event.repository.id => Err(format!(
-                    "{app} does not deploy {}",
-                    event.repository.full_name
-                )),
-                Some(d) if d.branch.as_str() != branch => Err(format!(
-                    "no app deploys branch {branch} of {} ({app} deploys {})",
-                    event.repository.full_name, d.branch
-                )),
-                Some(d) => Ok(d),
-            }
-        }
+        (Some(_), false, Some(_)) if deployment.repo_id != event.repository.id => Err(format!(
+            "{app} does not deploy {}",
+            event.repository.full_name
+        )),
+        (Some(branch), false, Some(_)) if deployment.branch.as_str() != branch => Err(format!(
+            "no app deploys branch {branch} of {} ({app} deploys {})",
+            event.repository.full_name, deployment.branch
+        )),
+        (Some(_), false, Some(_)) => Ok(&deployment),
     };
     delivery.outcome = match &deployment {
         Ok(d) => format!("queued a release of {}", d.app),

@@ -285,3 +285,65 @@ async fn a_hanging_store_gets_a_503_in_time_not_silence() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(took < STEP * 4, "answered after {took:?}");
 }
+
+/// A request whose body never ends: the head says a push of many megabytes follows.
+fn endless(path: &str, headers: &[(&str, &str)]) -> http::Request<axum::body::Body> {
+    let endless = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+    let mut request = http::Request::post(path).header("content-length", "20000000");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+        .body(axum::body::Body::from_stream(endless))
+        .unwrap()
+}
+
+/// What the head alone can refuse is refused before the body is read: anyone may send a body
+/// of 25 MB (GitHub's cap), slowly.
+#[tokio::test]
+async fn a_delivery_the_head_refuses_is_answered_before_its_body_is_read() {
+    let f = fixture(false).await;
+    let signed = ("x-hub-signature-256", "sha256=00");
+    let push = ("x-github-event", "push");
+    let delivery = ("x-github-delivery", "d-9");
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, StatusCode);
+    let cases: [Case; 5] = [
+        (
+            "/github/webhook/demo",
+            vec![push, delivery],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "/github/webhook/demo",
+            vec![signed, delivery],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/github/webhook/demo",
+            vec![signed, push],
+            StatusCode::BAD_REQUEST,
+        ),
+        // No such app: the same answer as a bad signature.
+        (
+            "/github/webhook/nobody",
+            vec![signed, push, delivery],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "/github/webhook/Not_An_App",
+            vec![signed, push, delivery],
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (path, headers, expected) in cases {
+        let answered = tokio::time::timeout(
+            Duration::from_secs(2),
+            router(f.state.clone()).oneshot(endless(path, &headers)),
+        )
+        .await;
+        let response = answered
+            .unwrap_or_else(|_| panic!("{path} {headers:?}: waited for the body"))
+            .unwrap();
+        assert_eq!(response.status(), expected, "{path} {headers:?}");
+    }
+}

@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -13,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use crate::{Request, Response, Router};
@@ -25,6 +27,9 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// How long a stopping server waits for the requests in flight.
     pub drain: Duration,
+    /// How many connections it holds at once; more wait in the listen backlog until one
+    /// closes (a flood of idle connections cannot take every task and file descriptor).
+    pub max_connections: usize,
 }
 
 impl Default for ServeOptions {
@@ -32,6 +37,8 @@ impl Default for ServeOptions {
         Self {
             header_read_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(10),
+            // Cloud Run sends an instance at most 1000 requests at once.
+            max_connections: 1000,
         }
     }
 }
@@ -53,8 +60,16 @@ pub async fn serve<S, F>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout);
+    let slots = Arc::new(Semaphore::new(options.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -79,6 +94,7 @@ pub async fn serve<S, F>(
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -203,6 +219,59 @@ mod tests {
         assert!(
             answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
             "{answer}"
+        );
+    }
+
+    /// What the server sends on `stream` within half a second, if anything.
+    async fn answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
+        let mut buffer = vec![0; 1024];
+        let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buffer)).await;
+        read.ok()
+            .and_then(Result::ok)
+            .map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned())
+    }
+
+    /// Past its connection cap the server takes no more until one closes: a flood of idle
+    /// connections waits in the backlog instead of taking a task and a descriptor each.
+    #[tokio::test]
+    async fn connections_past_the_cap_wait_until_one_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let options = ServeOptions {
+            max_connections: 1,
+            ..ServeOptions::default()
+        };
+        let app = Router::new().route("/", get(|| async { "hello" }));
+        tokio::spawn(serve(
+            listener,
+            move |request: Request, _| {
+                let app = app.clone();
+                async move { app.oneshot(request).await.unwrap() }
+            },
+            std::future::pending(),
+            options,
+        ));
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        // The first holds the only slot (kept alive after its request).
+        let mut first = tokio::net::TcpStream::connect(address).await.unwrap();
+        first.write_all(request).await.unwrap();
+        assert!(
+            answer(&mut first)
+                .await
+                .unwrap()
+                .starts_with("HTTP/1.1 200")
+        );
+        let mut second = tokio::net::TcpStream::connect(address).await.unwrap();
+        second.write_all(request).await.unwrap();
+
+        assert_eq!(answer(&mut second).await, None, "served past the cap");
+        drop(first);
+        let served = answer(&mut second).await;
+        assert!(
+            served
+                .as_deref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+            "{served:?}"
         );
     }
 }
