@@ -298,3 +298,99 @@ async fn the_form_encoding_is_accepted_as_well_as_json_with_the_forms_token() ->
     assert_eq!(answer["field"], "branch", "{answer}");
     Ok(())
 }
+
+/// A build that fails at once (its requirement cannot be found offline): these tests are about
+/// creates, not builds.
+const FAILS_FAST: &str = "./no-such-package-here\n";
+
+/// Eight creates of one name at once, from different repositories with different secrets:
+/// exactly one app results, with its own repository and its own secrets; the others are told
+/// the name was taken, and nothing of theirs is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creates_of_one_name_at_once_leave_one_app_with_its_own_secrets() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut repos = Vec::new();
+    for i in 0..8 {
+        let path = dir.path().join(format!("repo-{i}"));
+        std::fs::create_dir_all(&path)?;
+        repos.push(GitRepo::create(
+            &path,
+            &[
+                ("streamlit_app.py", &streamlit_app("x")),
+                ("requirements.txt", FAILS_FAST),
+            ],
+        )?);
+    }
+    let runway = Runway::start(dir.path())?;
+    let creates = repos.iter().enumerate().map(|(i, repo)| {
+        runway
+            .client
+            .post(runway.url("/api/deployments"))
+            .json(&json!({
+                "repo_url": repo.url(),
+                "main_file": "streamlit_app.py",
+                "app_name": "contested",
+                "secrets": format!("owner = \"request {i}\""),
+            }))
+            .send()
+    });
+    let answers = futures_util::future::join_all(creates).await;
+
+    let statuses: Vec<u16> = answers
+        .iter()
+        .map(|answer| answer.as_ref().map_or(0, |a| a.status().as_u16()))
+        .collect();
+    let winners: Vec<usize> = (0..8).filter(|&i| statuses[i] == 202).collect();
+    assert_eq!(winners.len(), 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|&status| status == 202 || status == 409),
+        "{statuses:?}"
+    );
+    let winner = winners[0];
+    let status = runway.status("contested").await?;
+    assert_eq!(status["repo_url"], repos[winner].url(), "{status:#}");
+    let secrets = std::fs::read_to_string(runway.data_dir.join("secrets/contested.toml"))?;
+    assert_eq!(secrets.trim(), format!("owner = \"request {winner}\""));
+    for (i, repo) in repos.iter().enumerate() {
+        let hooks = repo.hook_files();
+        assert_eq!(hooks.len(), usize::from(i == winner), "repo {i}: {hooks:?}");
+    }
+    Ok(())
+}
+
+/// Ten apps created at once from one repository: each gets its own hook (the repository's
+/// post-receive script was once read half-written, and a create refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn apps_created_at_once_on_one_repository_all_get_their_hooks() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("streamlit_app.py", &streamlit_app("x")),
+            ("requirements.txt", FAILS_FAST),
+        ],
+    )?;
+    let runway = Runway::start(dir.path())?;
+    let creates = (0..10).map(|i| {
+        runway
+            .client
+            .post(runway.url("/api/deployments"))
+            .json(&json!({
+                "repo_url": repo.url(),
+                "main_file": "streamlit_app.py",
+                "app_name": format!("many-{i}"),
+            }))
+            .send()
+    });
+    let answers = futures_util::future::join_all(creates).await;
+
+    for (i, answer) in answers.into_iter().enumerate() {
+        let answer = answer?;
+        let status = answer.status();
+        assert_eq!(status, 202, "app {i}: {}", answer.text().await?);
+    }
+    assert_eq!(repo.hook_files().len(), 10);
+    Ok(())
+}

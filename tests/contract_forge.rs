@@ -743,3 +743,29 @@ mod github {
         Ok(())
     }
 }
+
+/// Many apps on one local repository get their hooks at once (a team creating apps together):
+/// every hook lands, and none is refused because another was being written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_local_forge_writes_many_hooks_of_one_repository_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = GitRepo::create(dir.path(), &[("app.py", "print(1)\n")]).unwrap();
+    let url = RepoUrl::parse(&repo.url(), true).unwrap();
+    let forge = std::sync::Arc::new(GitForge::new("/usr/bin/true".into()));
+    let writes: Vec<_> = (0..32)
+        .map(|i| {
+            let (forge, url) = (forge.clone(), url.clone());
+            tokio::spawn(async move {
+                let secret = SecretString::from(format!("secret-{i}"));
+                forge
+                    .ensure_webhook(&url, &format!("http://127.0.0.1:1/hook/{i}"), &secret)
+                    .await
+            })
+        })
+        .collect();
+    for (i, write) in writes.into_iter().enumerate() {
+        let written = write.await.unwrap();
+        assert!(written.is_ok(), "hook {i}: {written:?}");
+    }
+    assert_eq!(forge.webhooks(&url).await.unwrap().len(), 32);
+}

@@ -73,6 +73,7 @@ runway_tests::contract! {
     subjects: [sqlite => super::sqlite().await, firestore => super::firestore().await],
     checks: [
     deployments_round_trip_and_are_found_by_repo,
+    of_two_creates_of_one_name_at_once_exactly_one_wins,
     deleting_a_deployment_removes_its_releases,
     sequence_numbers_grow_per_app_and_survive_deletion,
     a_newer_queued_release_supersedes_older_queued_ones,
@@ -115,6 +116,31 @@ fn deployment(name: &str, repo_id: u64) -> Deployment {
         created_at: now,
         updated_at: now,
     }
+}
+
+/// Two users creating one name at once: the store lets exactly one claim it, so the other's
+/// secrets never land under the first one's code.
+async fn of_two_creates_of_one_name_at_once_exactly_one_wins(subject: &Subject) {
+    let (first, second) = (subject.instance(0), subject.instance(1));
+    let (mut mine, mut theirs) = (deployment("claimed", 21), deployment("claimed", 22));
+    mine.owner = "ada@example.com".into();
+    theirs.owner = "eve@example.com".into();
+    let (a, b) = tokio::join!(
+        first.insert_deployment(&mine),
+        second.insert_deployment(&theirs)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a ^ b, "exactly one create wins: {a} {b}");
+    let stored = subject
+        .store()
+        .deployment(&app("claimed"))
+        .await
+        .unwrap()
+        .unwrap();
+    let winner = if a { &mine } else { &theirs };
+    assert_eq!(stored.owner, winner.owner);
+    assert_eq!(stored.repo_id, winner.repo_id);
+    assert!(!subject.store().insert_deployment(&mine).await.unwrap());
 }
 
 fn new_release(name: &str) -> NewRelease {

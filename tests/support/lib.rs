@@ -419,6 +419,20 @@ pub fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
 }
 
 impl GitRepo {
+    /// The webhooks Runway's local forge keeps for this repository (one file each).
+    pub fn hook_files(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(self.bare.join("runway-webhooks")) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+            .collect();
+        files.sort();
+        files
+    }
+
     /// A repository whose `main` holds `files`.
     pub fn create(dir: &Path, files: &[(&str, &str)]) -> anyhow::Result<Self> {
         let bare = dir.join("app.git");

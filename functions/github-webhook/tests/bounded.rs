@@ -43,6 +43,9 @@ impl Store for SometimesHanging {
     async fn put_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
         self.inner.put_deployment(d).await
     }
+    async fn insert_deployment(&self, d: &Deployment) -> Result<bool, StoreError> {
+        self.inner.insert_deployment(d).await
+    }
     async fn deployment(&self, app: &AppName) -> Result<Option<Deployment>, StoreError> {
         self.inner.deployment(app).await
     }

@@ -11,8 +11,9 @@ use http::{HeaderMap, StatusCode};
 use runway_core::config::Policy;
 use runway_core::deployments::{Settings, SubmitRefused, may_submit, submitted};
 use runway_core::domain::{
-    Access, AppName, AuditAction, Branch, Caller, CommitSha, Cpu, Deployment, MainFile, Memory,
-    NewRelease, Region, Release, ReleaseId, RepoUrl, Resources, SecretsToml, Trigger, Viewer,
+    Access, AppName, AuditAction, Branch, Caller, CommitSha, Cpu, Deployment, HookId, MainFile,
+    Memory, NewRelease, Region, Release, ReleaseId, RepoUrl, Resources, SecretsToml, Trigger,
+    Viewer,
 };
 use runway_core::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
 use runway_core::releases::{RollbackRefused, audit, enqueue, rollback_target};
@@ -335,13 +336,41 @@ async fn create_or_update(
         .await
         .map_err(|e| forge_error("branch", e))?;
 
-    // Side effects outside the store first; a new app's are undone if a later step fails, so
-    // a failed submit leaves no secret and no hook behind.
     let is_new = existing.is_none();
-    if let Some(secrets) = &form.secrets {
-        state.secrets.put(&form.app, secrets).await?;
+    let settings = |webhook_id: Option<HookId>| Settings {
+        app: form.app.clone(),
+        repo: form.repo.clone(),
+        repo_id: repository.id,
+        branch: branch.clone(),
+        main_file: form.main_file.clone(),
+        region: form.region.clone(),
+        resources: form.resources,
+        access: form.access.clone().unwrap_or_else(|| {
+            existing.as_ref().map_or_else(
+                || state.policy.default_access.clone(),
+                |app| app.access.clone(),
+            )
+        }),
+        webhook_id,
+    };
+    // A new app's name is claimed before anything else is written: of two creates of one
+    // name at once, the second stops here, before its secrets could replace the first's.
+    if is_new {
+        let claim = submitted(None, settings(None), &caller, state.clock.now());
+        if !state.store.insert_deployment(&claim).await? {
+            tracing::info!(app = %form.app, "create refused: the name was just taken");
+            return Err(ApiError::Conflict(format!(
+                "the app {} was created by someone else a moment ago; choose another name",
+                form.app
+            )));
+        }
     }
+    // Then what lives outside the store; a new app's is undone if a later step fails, so a
+    // failed submit leaves no secret, no hook and no record behind.
     let created = async {
+        if let Some(secrets) = &form.secrets {
+            state.secrets.put(&form.app, secrets).await?;
+        }
         let webhook_id = state
             .forge
             .ensure_webhook(
@@ -351,23 +380,12 @@ async fn create_or_update(
             )
             .await
             .map_err(|e| forge_error("repo_url", e))?;
-        let settings = Settings {
-            app: form.app.clone(),
-            repo: form.repo.clone(),
-            repo_id: repository.id,
-            branch: branch.clone(),
-            main_file: form.main_file.clone(),
-            region: form.region.clone(),
-            resources: form.resources,
-            access: form.access.clone().unwrap_or_else(|| {
-                existing.as_ref().map_or_else(
-                    || state.policy.default_access.clone(),
-                    |app| app.access.clone(),
-                )
-            }),
-            webhook_id,
-        };
-        let deployment = submitted(existing.as_ref(), settings, &caller, state.clock.now());
+        let deployment = submitted(
+            existing.as_ref(),
+            settings(Some(webhook_id)),
+            &caller,
+            state.clock.now(),
+        );
         state.store.put_deployment(&deployment).await?;
         Ok::<_, ApiError>(deployment)
     }
@@ -375,6 +393,7 @@ async fn create_or_update(
     let deployment = match created {
         Ok(deployment) => deployment,
         Err(error) => {
+            tracing::warn!(app = %form.app, error = %error, "submit failed");
             if is_new {
                 undo_new_app(&state, &form.app, &form.repo).await;
             }
@@ -428,6 +447,9 @@ async fn queue_manual(
 
 /// Removes what a failed create wrote outside the store.
 async fn undo_new_app(state: &State, app: &AppName, repo: &RepoUrl) {
+    if let Err(error) = state.store.delete_deployment(app).await {
+        tracing::error!(%app, %error, "could not remove the claim of a failed create");
+    }
     if let Err(error) = state.secrets.delete(app).await {
         tracing::error!(%app, %error, "could not remove the secrets of a failed create");
     }

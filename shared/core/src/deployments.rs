@@ -52,7 +52,8 @@ pub struct Settings {
     pub region: Region,
     pub resources: Resources,
     pub access: Access,
-    pub webhook_id: HookId,
+    /// The push webhook; `None` while a new app's name is claimed and its hook not made yet.
+    pub webhook_id: Option<HookId>,
 }
 
 /// The app's record after a submit: the settings, on top of what the app already was. An
@@ -74,7 +75,7 @@ pub fn submitted(
         resources: settings.resources,
         access: settings.access,
         owner: existing.map_or_else(|| caller.email.clone(), |d| d.owner.clone()),
-        webhook_id: Some(settings.webhook_id),
+        webhook_id: settings.webhook_id,
         live_release: existing.and_then(|d| d.live_release.clone()),
         url: existing.and_then(|d| d.url.clone()),
         created_at: existing.map_or(now, |d| d.created_at),
@@ -112,7 +113,7 @@ mod tests {
             region: Region::try_from("europe-west1".to_owned()).unwrap(),
             resources: Resources::default(),
             access: Access::default(),
-            webhook_id: HookId::new("11"),
+            webhook_id: Some(HookId::new("11")),
         }
     }
 

@@ -230,6 +230,9 @@ impl Forge for GitForge {
         secret: &SecretString,
     ) -> Result<HookId, ForgeError> {
         let git_dir = git_dir(repo).await?;
+        // Creates of several apps on one repository at once: one at a time here, or one reads
+        // the hook another is writing (or removing).
+        let _hooks = HOOKS.lock().await;
         let script_path = post_receive_path(&git_dir).await?;
         if let Ok(existing) = std::fs::read_to_string(&script_path)
             && !existing.contains(HOOK_MARKER)
@@ -272,18 +275,23 @@ impl Forge for GitForge {
         if let Some(hooks) = script_path.parent() {
             std::fs::create_dir_all(hooks).context("creating the hooks folder")?;
         }
-        std::fs::write(&script_path, script).context("writing post-receive")?;
+        // Whole or not at all: git (or another reader) never sees a half-written hook.
+        let partial =
+            script_path.with_extension(format!("partial-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&partial, script).context("writing post-receive")?;
         std::fs::set_permissions(
-            &script_path,
+            &partial,
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .context("making post-receive executable")?;
+        std::fs::rename(&partial, &script_path).context("putting post-receive in place")?;
         Ok(HookId::new(hook.id))
     }
 
     async fn delete_webhook(&self, repo: &RepoUrl, hook_id: &HookId) -> Result<(), ForgeError> {
         let hook_id = hook_id.as_str();
         let git_dir = git_dir(repo).await?;
+        let _hooks = HOOKS.lock().await;
         if hook_id.is_empty() || !hook_id.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(ForgeError::NotFound(format!("no webhook {hook_id:?}")));
         }
@@ -316,6 +324,9 @@ impl Forge for GitForge {
             .collect())
     }
 }
+
+/// Held while a repository's hooks change (see `ensure_webhook`).
+static HOOKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The body of `runway post-receive`: for each `old new ref` line git gives the hook, sends every
 /// webhook of the repository a signed push event. Reports each delivery on stderr, which git

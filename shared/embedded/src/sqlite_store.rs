@@ -232,6 +232,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn insert_deployment(&self, deployment: &Deployment) -> Result<bool, StoreError> {
+        let deployment = deployment.clone();
+        self.with(move |c| {
+            let inserted = c.execute(
+                "INSERT INTO deployments (app, repo_id, doc) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (app) DO NOTHING",
+                params![
+                    deployment.app.as_str(),
+                    deployment.repo_id as i64,
+                    to_doc(&deployment)?
+                ],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
     async fn deployment(&self, app: &AppName) -> Result<Option<Deployment>, StoreError> {
         let app = app.to_string();
         self.with(move |c| load_deployment(c, &app)).await

@@ -527,6 +527,31 @@ impl Store for FirestoreStore {
         .await
     }
 
+    async fn insert_deployment(&self, deployment: &Deployment) -> Result<bool, StoreError> {
+        let doc = DeploymentDoc::of(deployment)?;
+        // Created only if absent: Firestore refuses the second of two creates.
+        let created = self
+            .db
+            .fluent()
+            .update()
+            .in_col(DEPLOYMENTS)
+            .precondition(FirestoreWritePrecondition::Exists(false))
+            .document_id(&doc.app)
+            .object(&doc)
+            .execute::<()>()
+            .await;
+        match created {
+            Ok(()) => Ok(true),
+            Err(FirestoreError::DataConflictError(_)) => Ok(false),
+            Err(FirestoreError::DatabaseError(error))
+                if error.public.code == "FailedPrecondition" =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
     async fn deployment(&self, app: &AppName) -> Result<Option<Deployment>, StoreError> {
         let doc: Option<DeploymentDoc> = self.get(DEPLOYMENTS, app.as_str()).await?;
         doc.map(|doc| decode(&doc.record)).transpose()

@@ -26,6 +26,9 @@ pub trait Store: Send + Sync {
     /// `live_release` and `url`: only `transition` moves those, so a settings change that read
     /// the deployment before a release went live cannot put the old release back.
     async fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError>;
+    /// Creates the deployment record only if the app has none: `false` if it has. Of two
+    /// creates of one name at once, exactly one gets `true`.
+    async fn insert_deployment(&self, deployment: &Deployment) -> Result<bool, StoreError>;
     async fn deployment(&self, app: &AppName) -> Result<Option<Deployment>, StoreError>;
     async fn deployments(&self) -> Result<Vec<Deployment>, StoreError>;
     /// The deployments built from this repository (any branch).
