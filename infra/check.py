@@ -283,6 +283,49 @@ def check_terraform(infra: Path, ga: Schema, beta: Schema) -> None:
 
     check_firestore(infra, docs.get("firestore.tf", {}))
     check_environment(infra, docs.get("run.tf", {}))
+    check_deadlines(docs.get("run.tf", {}), docs.get("pubsub.tf", {}))
+
+
+def check_deadlines(run: dict, pubsub: dict) -> None:
+    """The worker's longest path, a deploy inside a Pub/Sub push, fits every deadline around it:
+    the revision wait < the ack deadline = the worker's request timeout <= Pub/Sub's 600 s
+    maximum < cleanup's deploy timeout, and both push subscriptions use that ack deadline."""
+
+    def one(value):
+        # python-hcl2 gives attributes as one-element lists, strings with their quotes.
+        while isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        return unquote(value) if isinstance(value, str) else value
+
+    locals_ = {}
+    for l in run.get("locals", []):
+        locals_.update({k: one(v) for k, v in l.items() if k != "__is_block__"})
+    try:
+        deadline = int(locals_["worker_deadline"])
+        wait = int(locals_["deploy_wait"])
+    except (KeyError, TypeError, ValueError):
+        error("run.tf: locals worker_deadline and deploy_wait (seconds) are missing")
+        return
+    if not wait + 30 <= deadline <= 600:
+        error(f"run.tf: deploy_wait {wait} s + 30 s must fit worker_deadline {deadline} s (<= 600)")
+    worker = one((locals_.get("function_settings") or {}).get("worker", {}))
+    if one(worker.get("timeout")) != "${local.worker_deadline}s":
+        error(f"run.tf: the worker's timeout is {worker.get('timeout')!r}, not worker_deadline")
+    cleanup = json.dumps((locals_.get("function_env") or {}).get("cleanup", ""))
+    found = re.search(r"RUNWAY_DEPLOY_TIMEOUT_SECS\\?['\"]?\s*[:=]\s*\\?['\"](\d+)", cleanup)
+    if not found or int(found.group(1)) <= deadline:
+        error("run.tf: cleanup's RUNWAY_DEPLOY_TIMEOUT_SECS must exceed worker_deadline")
+    pushes = 0
+    for r in pubsub.get("resource", []):
+        subscriptions = {unquote(t): named for t, named in r.items()}
+        for name, body in subscriptions.get("google_pubsub_subscription", {}).items():
+            if not body.get("push_config"):
+                continue
+            pushes += 1
+            if one(body.get("ack_deadline_seconds")) != "${local.worker_deadline}":
+                error(f"pubsub.tf: push subscription {unquote(name)} must wait worker_deadline")
+    if pushes < 2:
+        error(f"pubsub.tf: expected the worker's two push subscriptions, found {pushes}")
 
 
 ENV_NAME_RE = re.compile(r"\b([A-Z][A-Z0-9_]*)\s*=(?!=)")

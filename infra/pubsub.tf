@@ -9,8 +9,9 @@
 #     Cloud Build publishes every build's status changes to a topic of exactly this name in the
 #     project, when it exists (base64 Build JSON, attributes buildId and status).
 #
-# The push request timeout is the ack deadline (60 s); the worker answers at once and never holds
-# a push for a build. Any non-2xx answer means redelivery after the backoff.
+# The push request timeout is the ack deadline, local.worker_deadline (run.tf): the worker never
+# holds a push for a build, but it deploys (a finished build, a rollback) inside one. Any non-2xx
+# answer means redelivery after the backoff.
 
 locals {
   deploy_topic = "${var.name_prefix}-deploy-requests"
@@ -67,7 +68,8 @@ resource "google_pubsub_subscription" "deploy_requests" {
   name    = "${local.deploy_topic}-worker"
   topic   = google_pubsub_topic.deploy_requests.id
 
-  ack_deadline_seconds    = 60
+  # A rollback deploys inside its push.
+  ack_deadline_seconds    = local.worker_deadline
   enable_message_ordering = true
 
   push_config {
@@ -100,10 +102,9 @@ resource "google_pubsub_subscription" "build_events" {
   name    = "${var.name_prefix}-build-events-worker"
   topic   = google_pubsub_topic.cloud_builds.id
 
-  # A finished build's push waits for Cloud Run to get the new revision ready (CloudRunPlatform
-  # waits up to 10 minutes): the ack deadline is Pub/Sub's maximum, so the push is not
-  # redelivered while the deploy is still running.
-  ack_deadline_seconds = 600
+  # A finished build's push waits for Cloud Run to get the new revision ready: the push is not
+  # redelivered while the deploy still runs.
+  ack_deadline_seconds = local.worker_deadline
 
   # Only the end of a build matters to the worker (it marks a release building itself when it
   # starts the build); this drops the QUEUED and WORKING notifications before they cost a push.

@@ -25,6 +25,14 @@ locals {
   }
 
   app_regions = length(var.app_regions) > 0 ? var.app_regions : [var.region]
+
+  # Deadlines on the worker's longest path, a deploy: Pub/Sub pushes it to the worker and waits
+  # up to the ack deadline (at most 600 s); the worker's request may last as long; inside it,
+  # CloudRunPlatform waits for the revision a minute less (the startup probe alone may take
+  # two); cleanup fails a release still deploying only well after (RUNWAY_DEPLOY_TIMEOUT_SECS).
+  # infra/check checks these against each other.
+  worker_deadline = 600
+  deploy_wait     = 540
   webhook_url = "${local.service_url["github-webhook"]}/github/webhook"
 
   image = {
@@ -85,6 +93,7 @@ locals {
     worker = merge(local.common_env, local.github_env, local.build_env, local.platform_env, {
       RUNWAY_OIDC_AUDIENCE           = local.service_url["worker"]
       RUNWAY_INVOKER_SERVICE_ACCOUNT = local.sa_email["pubsub-push"]
+      RUNWAY_DEPLOY_WAIT_SECS        = tostring(local.deploy_wait)
     })
     cleanup = merge(local.common_env, local.github_env, local.build_env, {
       RUNWAY_OIDC_AUDIENCE           = local.service_url["cleanup"]
@@ -139,7 +148,8 @@ locals {
     worker = {
       iap           = false
       ingress       = var.private_ingress
-      timeout       = "60s" # = the push subscriptions' ack deadline: a longer request is a failed push
+      # = the push subscriptions' ack deadline (pubsub.tf): a deploy runs inside one push.
+      timeout       = "${local.worker_deadline}s"
       min_instances = 0
     }
     cleanup = {

@@ -723,3 +723,75 @@ async fn the_smoke_check_deploys_opens_and_deletes_the_example_through_iap() -> 
     assert!(stderr.contains("audience"), "{stderr}");
     Ok(())
 }
+
+/// An app deleted after the worker read it and before its deploy reached Cloud Run: the deploy
+/// creates the service anew (an upsert), and it must not serve on with no record and no owner.
+/// The worker is latched at the app's service account, its first call on the platform.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_deleted_while_its_release_deploys_leaves_no_service_behind() -> anyhow::Result<()> {
+    let production = Production::start().await?;
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("app.py", &streamlit_app("Doomed"))])?;
+    production.github.add_repo("ada", "doomed", &repo.bare);
+    production.cloud_run.hold_next_account_create();
+
+    let submitted = production
+        .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+        .json(&json!({
+            "repo_url": "https://github.com/ada/doomed",
+            "main_file": "app.py",
+            "app_name": "doomed",
+        }))
+        .send()
+        .await?;
+    assert_eq!(submitted.status(), 202, "{}", submitted.text().await?);
+    let deadline = Instant::now() + WAIT;
+    while !production.cloud_run.account_create_waiting() {
+        assert!(Instant::now() < deadline, "{}", production.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deleted = production
+        .as_user(Method::DELETE, "submit", "/api/deployments/doomed", OWNER)
+        .send()
+        .await?;
+    assert!(deleted.status().is_success(), "{}", deleted.text().await?);
+    production.cloud_run.release_account_create();
+
+    // The worker's deploy goes on, finds the app gone when it records it, and removes it.
+    let name = format!(
+        "projects/{}/locations/europe-west1/services/doomed",
+        production.project
+    );
+    let account = format!(
+        "runway-a-doomed@{}.iam.gserviceaccount.com",
+        production.project
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let logs = production.logs();
+        // Done one way or the other: removed, or (before the fix) not recorded and left.
+        if ["was deleted while", "not marked live", "no longer exists"]
+            .iter()
+            .any(|end| logs.contains(end))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never finished:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        production.cloud_run.service(&name).is_none(),
+        "a service serves an app that no longer exists\n{}",
+        production.logs()
+    );
+    assert!(
+        !production
+            .cloud_run
+            .service_accounts()
+            .contains_key(&account)
+    );
+    Ok(())
+}

@@ -133,3 +133,49 @@ async fn a_revision_that_never_gets_ready_fails_and_the_previous_one_keeps_servi
     );
     Ok(())
 }
+
+/// An app deleted while its release deploys: the deploy finishes after the delete, and what it
+/// started must not serve on with no record (the worker removes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_deleted_while_it_deploys_leaves_nothing_running() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("streamlit_app.py", &streamlit_app("Up"))])?;
+    let runway = Runway::start(dir.path())?;
+    let body = serde_json::json!({
+        "repo_url": repo.url(), "main_file": "streamlit_app.py", "app_name": "doomed",
+    });
+    let (code, submitted) = runway.post_json("/api/deployments", &body).await?;
+    assert_eq!(code, 202, "{submitted}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = runway.status("doomed").await?;
+        if status["latest_release"]["state"] == "deploying" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never deploying: {status:#}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let deleted = runway
+        .client
+        .delete(runway.url("/api/deployments/doomed"))
+        .send()
+        .await?;
+    assert!(deleted.status().is_success(), "{}", deleted.text().await?);
+
+    let data = runway.data_dir.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !processes_mentioning(&data, runway.pid()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted app still runs: {:?}",
+            processes_mentioning(&data, runway.pid())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !healthy(&runway, "doomed").await,
+        "the deleted app is served"
+    );
+    Ok(())
+}

@@ -504,6 +504,31 @@ pub fn after_build(state: ReleaseState, ended: BuildEnded) -> AfterBuild {
 }
 
 /// Deploying → live on the platform, unless a newer release is already live.
+/// A release that deployed but could not be recorded live. If its app was deleted meanwhile (a
+/// delete between `go_live`'s read and the platform call), what it deployed serves an app with
+/// no record: remove it. Otherwise a newer release got there first, and that is all.
+async fn removed_if_deleted(state: &State, release: &Release, error: StoreError) -> Outcome {
+    match state.store.deployment(&release.app).await {
+        Ok(Some(_)) => Outcome::Done(format!("not marked live: {error}")),
+        Ok(None) => match state.platform.delete(&release.app).await {
+            Ok(()) => {
+                tracing::info!(app = %release.app, release = %release.id, "the app was deleted while it deployed; removed what it deployed");
+                Outcome::Done(format!(
+                    "the app {} was deleted while release {} deployed; its service was removed",
+                    release.app, release.id
+                ))
+            }
+            // Nothing would bring this message back to it (the release is gone): say so loudly.
+            Err(error) => Outcome::Permanent(format!(
+                "the app {} was deleted while it deployed, and removing its service failed: \
+                 {error:#}",
+                release.app
+            )),
+        },
+        Err(error) => error.into(),
+    }
+}
+
 async fn go_live(state: &State, release: Release) -> Outcome {
     let deployment = match state.store.deployment(&release.app).await {
         Ok(Some(deployment)) => deployment,
@@ -577,8 +602,8 @@ async fn go_live(state: &State, release: Release) -> Outcome {
                         release.id, deployed.url
                     ))
                 }
-                Err(StoreError::Conflict(message)) => {
-                    Outcome::Done(format!("not marked live: {message}"))
+                Err(error @ (StoreError::Conflict(_) | StoreError::NotFound(_))) => {
+                    removed_if_deleted(state, &release, error).await
                 }
                 Err(error) => error.into(),
             }

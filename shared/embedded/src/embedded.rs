@@ -51,6 +51,14 @@ pub struct EmbeddedConfig {
 }
 
 impl EmbeddedConfig {
+    /// How long a release may stay deploying before cleanup marks it failed. Locally a deploy
+    /// is a process start and its health wait: never shorter than that wait (and a margin),
+    /// or a deploy that would succeed is failed while it waits.
+    pub fn deploy_timeout(&self) -> Duration {
+        self.stale_after
+            .max(self.health_timeout + Duration::from_secs(30))
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         let data_dir = PathBuf::from(config::var_or("RUNWAY_DATA_DIR", ".runway"));
         let user = std::env::var("USER").unwrap_or_else(|_| "local".into());
@@ -192,10 +200,9 @@ impl Embedded {
             policy: Some(self.policy.clone()),
             webhook_url: Some(self.webhook_url()),
             webhook_secret: Some(self.webhook_secret.clone()),
-            // Locally a deploy is a process start: a stuck one is as stale as a stuck build.
             timeouts: Some(Timeouts {
                 stale_after: self.config.stale_after,
-                deploy: self.config.stale_after,
+                deploy: self.config.deploy_timeout(),
             }),
         }
     }
@@ -213,4 +220,21 @@ fn webhook_secret(path: &std::path::Path) -> anyhow::Result<SecretString> {
     );
     write_private(path, secret.as_bytes()).context("writing the webhook secret")?;
     Ok(SecretString::from(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cleanup fails a release stuck deploying; locally a deploy waits for the app's health
+    /// check, so a long health wait must not be cut short by a shorter staleness.
+    #[test]
+    fn a_deploy_may_take_its_whole_health_wait_before_cleanup_fails_it() {
+        let mut config = EmbeddedConfig::from_env().unwrap();
+        config.stale_after = Duration::from_secs(120);
+        config.health_timeout = Duration::from_secs(200);
+        assert!(config.deploy_timeout() > config.health_timeout);
+        config.health_timeout = Duration::from_secs(10);
+        assert_eq!(config.deploy_timeout(), config.stale_after);
+    }
 }

@@ -63,6 +63,13 @@ pub const SECRETS_FILE: &str = "secrets.toml";
 pub const SECRETS_ENV: &str = "STREAMLIT_SECRETS_FILES";
 /// The port the generated Dockerfile tells Streamlit to listen on (`--server.port=$PORT`).
 pub const CONTAINER_PORT: i32 = 8080;
+/// How long a deploy waits for Cloud Run by default: under the ack deadline of the push it runs
+/// in (Pub/Sub's maximum is 600 s; infra/run.tf's deploy_wait sets it).
+pub const DEPLOY_WAIT: Duration = Duration::from_secs(540);
+/// The startup probe: a revision has this long to answer Streamlit's health check.
+const PROBE_PERIOD_SECS: i32 = 3;
+const PROBE_TIMEOUT_SECS: i32 = 2;
+const PROBE_FAILURES: i32 = 40;
 /// Streamlit answers `ok` here once it can serve.
 pub const HEALTH_PATH: &str = "/_stcore/health";
 
@@ -105,7 +112,8 @@ pub struct CloudRunConfig {
 
 impl CloudRunConfig {
     /// Production defaults: Google's endpoint, default credentials, polls from 1 s up to 10 s
-    /// for at most 10 minutes (a revision's startup probe alone may take 2 minutes).
+    /// for at most 9 minutes (a revision's startup probe alone may take 2 minutes): the worker
+    /// deploys inside a Pub/Sub push, whose ack deadline is at most 10.
     pub fn new(
         project: impl Into<String>,
         project_number: impl Into<String>,
@@ -126,7 +134,7 @@ impl CloudRunConfig {
             anonymous: false,
             poll_initial_delay: Duration::from_secs(1),
             poll_max_delay: Duration::from_secs(10),
-            operation_timeout: Duration::from_secs(600),
+            operation_timeout: DEPLOY_WAIT,
         }
     }
 }
@@ -651,11 +659,11 @@ fn container(spec: &DeploySpec) -> Container {
                         .set_path(HEALTH_PATH)
                         .set_port(CONTAINER_PORT),
                 )
-                .set_timeout_seconds(2)
-                .set_period_seconds(3)
+                .set_timeout_seconds(PROBE_TIMEOUT_SECS)
+                .set_period_seconds(PROBE_PERIOD_SECS)
                 // Installing nothing at start, Streamlit is up in seconds; two minutes covers
                 // an app that imports heavy libraries.
-                .set_failure_threshold(40),
+                .set_failure_threshold(PROBE_FAILURES),
         )
 }
 
@@ -910,6 +918,18 @@ mod tests {
             template(config, spec, "runway-a-hello@proj.iam.gserviceaccount.com").unwrap(),
         )
         .unwrap()
+    }
+
+    /// The worker's longest path, a deploy whose revision uses all of its startup probe, ends
+    /// inside the wait, which ends inside the longest ack deadline Pub/Sub allows.
+    #[test]
+    fn the_longest_deploy_fits_the_wait_and_the_wait_fits_a_push() {
+        let probe = PROBE_FAILURES * (PROBE_PERIOD_SECS + PROBE_TIMEOUT_SECS);
+        // Pulling the image and starting the container come first; give them two minutes.
+        let longest = Duration::from_secs(probe as u64 + 120);
+        assert!(longest < DEPLOY_WAIT, "{longest:?}");
+        assert!(DEPLOY_WAIT + Duration::from_secs(30) <= Duration::from_secs(600));
+        assert_eq!(config().operation_timeout, DEPLOY_WAIT);
     }
 
     #[test]

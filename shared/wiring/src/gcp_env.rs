@@ -237,6 +237,11 @@ impl GcpEnv {
             config.name_prefix = env.or("RUNWAY_NAME_PREFIX", "runway");
             config.iam_endpoint = env.optional("RUNWAY_IAM_ENDPOINT");
             config.secret_manager_endpoint = env.optional("RUNWAY_SECRETMANAGER_ENDPOINT");
+            // Less than the push's ack deadline it runs in (infra/run.tf: deploy_wait).
+            config.operation_timeout = Duration::from_secs(env.parse_or(
+                "RUNWAY_DEPLOY_WAIT_SECS",
+                config.operation_timeout.as_secs(),
+            ));
             config.max_instances = env.parse_or("RUNWAY_MAX_INSTANCES", config.max_instances);
             config.public_access = env.parse_or("RUNWAY_PUBLIC_ACCESS", config.public_access);
             config.endpoint = env.optional("RUNWAY_CLOUDRUN_ENDPOINT");

@@ -246,6 +246,24 @@ impl FakeCloudRun {
         self.lock().front = Some(url.trim_end_matches('/').to_owned());
     }
 
+    /// The next service account create waits until [`Self::release_account_create`]: a deploy
+    /// latched after the worker read the app and before it wrote anything to Cloud Run.
+    pub fn hold_next_account_create(&self) {
+        self.lock().held_account_create = Some(Arc::new(tokio::sync::Notify::new()));
+    }
+
+    /// Lets a held service account create go on (a permit is kept if none waits yet).
+    pub fn release_account_create(&self) {
+        if let Some(latch) = self.lock().held_account_create.take() {
+            latch.notify_one();
+        }
+    }
+
+    /// Whether a service account create is waiting on the latch.
+    pub fn account_create_waiting(&self) -> bool {
+        self.lock().account_create_waiting
+    }
+
     /// The project may have at most `quota` service accounts (Google's default is 100).
     pub fn limit_service_accounts(&self, quota: usize) {
         self.lock().iam.accounts.quota = quota;
@@ -300,6 +318,9 @@ struct State {
     iam: Iam,
     /// drongo's URL: Secret Manager calls other than IAM policies go there.
     front: Option<String>,
+    /// A latch on the next service account create: it waits until released.
+    held_account_create: Option<Arc<tokio::sync::Notify>>,
+    account_create_waiting: bool,
 }
 
 impl State {
@@ -315,6 +336,8 @@ impl State {
             hold_next_patches: 0,
             iam: Iam::default(),
             front: None,
+            held_account_create: None,
+            account_create_waiting: false,
         }
     }
 }

@@ -47,6 +47,14 @@ pub(super) async fn handle(state: Arc<Mutex<State>>, request: Request) -> Respon
     if is_secret_manager_path(&path) {
         return front(&state, request).await;
     }
+    let latch = (request.method() == Method::POST && path.ends_with("/serviceAccounts"))
+        .then(|| lock(&state).held_account_create.clone())
+        .flatten();
+    if let Some(latch) = latch {
+        lock(&state).account_create_waiting = true;
+        latch.notified().await;
+        lock(&state).account_create_waiting = false;
+    }
     if let Some(secret) = secret_of_policy_path(&path)
         && let Err(error) = secret_exists(&state, &secret).await
     {
