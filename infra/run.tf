@@ -79,6 +79,8 @@ locals {
       RUNWAY_ADMINS       = join(",", var.admins)
       RUNWAY_WEBHOOK_URL  = local.webhook_url
       RUNWAY_DEPLOY_TOPIC = local.deploy_topic
+      # Which repositories may be deployed, checked before GitHub is asked anything.
+      RUNWAY_ALLOWED_REPOS = join(",", var.allowed_repositories)
       # Who may open an app whose submit does not say.
       RUNWAY_APP_ACCESS  = var.app_access
       RUNWAY_APP_VIEWERS = join(",", var.app_viewers)

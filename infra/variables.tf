@@ -158,6 +158,18 @@ variable "app_access" {
   }
 }
 
+variable "allowed_repositories" {
+  description = "GitHub repositories anyone behind IAP may deploy (RUNWAY_ALLOWED_REPOS): OWNER/* for every repository of an owner, OWNER/REPO for one. Runway's GitHub credential reads more than any one user should deploy, so there is no default."
+  type        = list(string)
+
+  validation {
+    condition = length(var.allowed_repositories) > 0 && alltrue([
+      for entry in var.allowed_repositories : can(regex("^[A-Za-z0-9-]+/([A-Za-z0-9._-]+|\\*)$", entry))
+    ])
+    error_message = "allowed_repositories: at least one entry, each OWNER/* or OWNER/REPO."
+  }
+}
+
 variable "app_viewers" {
   description = "Viewers of an app that is private by default (RUNWAY_APP_VIEWERS): user:, group: or serviceAccount: emails, or domain:example.com."
   type        = list(string)

@@ -85,6 +85,7 @@ fn on_google_cloud_a_function_names_every_missing_variable_and_exits() {
         "RUNWAY_IMAGE_REPO",
         "RUNWAY_LOGS_BUCKET",
         "RUNWAY_PROJECT_NUMBER",
+        "RUNWAY_ALLOWED_REPOS",
         "RUNWAY_IAP_AUDIENCE",
         "RUNWAY_WEBHOOK_URL",
         "RUNWAY_WEBHOOK_SECRET",

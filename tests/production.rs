@@ -795,3 +795,47 @@ async fn an_app_deleted_while_its_release_deploys_leaves_no_service_behind() -> 
     );
     Ok(())
 }
+
+/// Runway's GitHub credential reads more than any one user should deploy: a repository outside
+/// the operator's list is refused before GitHub is asked anything, with the same answer whether
+/// it exists or not, and nothing is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repository_outside_the_allowed_list_is_refused_and_nothing_is_made() -> anyhow::Result<()>
+{
+    let production = Production::start().await?;
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("app.py", &streamlit_app("Secret work"))])?;
+    // The credential can read it, and hook it: the installation's list must stop it.
+    production
+        .github
+        .add_repo("other-org", "payroll", &repo.bare);
+    let mut answers = Vec::new();
+    for url in [
+        "https://github.com/other-org/payroll",
+        "https://github.com/other-org/no-such-repository",
+    ] {
+        let refused = production
+            .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+            .json(&json!({ "repo_url": url, "main_file": "app.py", "app_name": "payroll" }))
+            .send()
+            .await?;
+        assert_eq!(refused.status(), 400);
+        let answer: Value = refused.json().await?;
+        assert_eq!(answer["field"], "repo_url", "{answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("ada/*"),
+            "{answer}"
+        );
+        answers.push(answer);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "the answer tells one repository from another"
+    );
+    assert!(production.github.hooks("other-org", "payroll").is_empty());
+    assert_eq!(status(&production, "payroll").await?.0, 404);
+    Ok(())
+}

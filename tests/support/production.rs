@@ -148,6 +148,7 @@ impl Production {
             ("RUNWAY_PUBLIC_ACCESS", "all-users".to_owned()),
             ("RUNWAY_APP_ACCESS", "public".to_owned()),
             ("RUNWAY_APP_VIEWERS", String::new()),
+            ("RUNWAY_ALLOWED_REPOS", "ada/*".to_owned()),
             // Cleanup polls a build whose notification is a second late, not ten minutes.
             ("RUNWAY_STALE_SECS", "1".to_owned()),
             ("RUNWAY_DEPLOY_TIMEOUT_SECS", "900".to_owned()),

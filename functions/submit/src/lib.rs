@@ -237,6 +237,12 @@ impl DeploymentForm {
             required(&self.repo_url, "repo_url")?,
             policy.allow_local_repos,
         )?;
+        // Before anything asks GitHub: the answer says nothing about the repository itself.
+        if let Some(allowed) = &policy.allowed_repos
+            && !allowed.permits(&repo)
+        {
+            return Err(allowed.refusal().into());
+        }
         let main_file = MainFile::parse(required(&self.main_file, "main_file")?)?;
         let branch = present(&self.branch).map(Branch::parse).transpose()?;
         let region = Region::parse(

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use crate::domain::Access;
+use crate::domain::{Access, RepoAllowlist};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -127,4 +127,6 @@ pub struct Policy {
     pub reserved_prefix: String,
     /// Who may open an app whose submit does not say: the operator's choice, made once.
     pub default_access: Access,
+    /// Which GitHub repositories may be deployed; `None`: any (the laptop's own Runway).
+    pub allowed_repos: Option<RepoAllowlist>,
 }

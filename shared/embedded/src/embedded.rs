@@ -160,6 +160,8 @@ impl Embedded {
             reserved_prefix: "runway-".into(),
             // Apps are served on loopback, to this machine's user only.
             default_access: runway_core::domain::Access::Public,
+            // The laptop's own Runway deploys whatever its user (the only one) can read.
+            allowed_repos: None,
         };
         Ok(Self {
             identity: Arc::new(LocalIdentity {

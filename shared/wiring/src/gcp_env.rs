@@ -18,7 +18,7 @@ use secrecy::SecretString;
 
 use runway_core::adapters::{Adapters, Need, Timeouts};
 use runway_core::config::{Env, Policy};
-use runway_core::domain::{Access, Branch, CommitSha, HookId, RepoUrl};
+use runway_core::domain::{Access, Branch, CommitSha, HookId, RepoAllowlist, RepoUrl};
 use runway_core::ports::Topic;
 use runway_core::ports::{Forge, ForgeError, Repository, Webhook};
 use runway_github::{GitHubAuth, GitHubConfig, GitHubForge};
@@ -51,6 +51,18 @@ fn default_access(env: &mut Env) -> Access {
         ));
         Access::Public
     })
+}
+
+/// `RUNWAY_ALLOWED_REPOS`: the GitHub owners (`acme/*`) and repositories (`acme/tool`) anyone
+/// behind IAP may deploy. Required: Runway's credential reads more than any user should deploy.
+fn allowed_repos(env: &mut Env) -> RepoAllowlist {
+    let listed = env.required("RUNWAY_ALLOWED_REPOS");
+    RepoAllowlist::parse(listed.split(',').filter(|entry| !entry.trim().is_empty())).unwrap_or_else(
+        |error| {
+            env.problem(format!("RUNWAY_ALLOWED_REPOS is not valid: {error}"));
+            RepoAllowlist::parse([]).expect("an empty list")
+        },
+    )
 }
 
 fn read<T>(what: &str, build: impl FnOnce(&mut Env) -> T) -> anyhow::Result<T> {
@@ -304,6 +316,7 @@ impl GcpEnv {
             // Runway's services are `${name_prefix}-submit` & co. (infra/run.tf).
             reserved_prefix: format!("{}-", env.or("RUNWAY_NAME_PREFIX", "runway")),
             default_access: default_access(env),
+            allowed_repos: Some(allowed_repos(env)),
         }
     }
 

@@ -1,11 +1,13 @@
 //! Pure domain types: parsed once at the edge, no I/O.
 
 mod access;
+mod allowlist;
 mod ids;
 mod records;
 mod values;
 
 pub use access::*;
+pub use allowlist::*;
 pub use ids::*;
 pub use records::*;
 pub use values::*;
