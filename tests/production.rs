@@ -839,3 +839,83 @@ async fn a_repository_outside_the_allowed_list_is_refused_and_nothing_is_made() 
     assert_eq!(status(&production, "payroll").await?.0, 404);
     Ok(())
 }
+
+/// Any build in the project may carry a release's tag and announce any image on `cloud-builds`.
+/// Only the build the release started counts, and its image is what Cloud Build says it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_build_notification_does_not_choose_what_an_app_runs() -> anyhow::Result<()> {
+    use base64::Engine;
+    let production = Production::start().await?;
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("app.py", &streamlit_app("Ledger"))])?;
+    production.github.add_repo("ada", "ledger", &repo.bare);
+    production
+        .cloud_build
+        .set_build_duration(Duration::from_secs(4));
+    let submitted = production
+        .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+        .json(&json!({
+            "repo_url": "https://github.com/ada/ledger", "main_file": "app.py", "app_name": "ledger",
+        }))
+        .send()
+        .await?;
+    assert_eq!(submitted.status(), 202, "{}", submitted.text().await?);
+    let release_id = submitted.json::<Value>().await?["release_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, body) = status(&production, "ledger").await?;
+        let latest = &body["latest_release"];
+        if latest["state"] == "building" && latest["build_id"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Someone's build, tagged as the release's, announces an image of its own.
+    let evil = format!(
+        "europe-west1-docker.pkg.dev/{}/runway-apps/ledger@sha256:{}",
+        production.project,
+        "e".repeat(64)
+    );
+    let forged = json!({
+        "id": "forged-0000-0000-0000-000000000001",
+        "status": "SUCCESS",
+        "tags": ["runway", "app-ledger", format!("release-{release_id}")],
+        "results": { "images": [{
+            "name": format!("europe-west1-docker.pkg.dev/{}/runway-apps/ledger:x", production.project),
+            "digest": format!("sha256:{}", "e".repeat(64)),
+        }] },
+    });
+    let published = production
+        .client
+        .post(format!(
+            "{}/v1/projects/{}/topics/cloud-builds:publish",
+            runway_tests::emulators::pubsub(),
+            production.project
+        ))
+        .json(&json!({ "messages": [{
+            "data": base64::engine::general_purpose::STANDARD.encode(forged.to_string()),
+            "attributes": { "buildId": forged["id"], "status": "SUCCESS" },
+        }] }))
+        .send()
+        .await?;
+    assert!(published.status().is_success());
+
+    let live = wait_for(&production, "ledger", "the release", |r| {
+        r["id"] == release_id.as_str()
+    })
+    .await?;
+    assert_eq!(live["state"], "live", "{live:#}\n{}", production.logs());
+    let served = served(live["url"].as_str().unwrap_or_default()).await?;
+    assert_ne!(served["image"], evil.as_str(), "{served:#}");
+    assert!(
+        production.logs().contains("is not release"),
+        "the forged notification was not seen and refused\n{}",
+        production.logs()
+    );
+    Ok(())
+}

@@ -22,8 +22,8 @@ use runway_core::domain::{
 };
 use runway_core::messages::{BuildEnded, BuildNotification, CloudBuildStatus, DeployRequest};
 use runway_core::ports::{
-    BuildError, BuildRequest, DeploySpec, Forge, ForgeError, Identity, ImageBuilder, Platform,
-    PlatformError, SecretStore, Store, StoreError,
+    BuildError, BuildRequest, BuildStatus, DeploySpec, Forge, ForgeError, Identity, ImageBuilder,
+    Platform, PlatformError, SecretStore, Store, StoreError,
 };
 use runway_core::releases::audit;
 use runway_http::push::PushEnvelope;
@@ -423,6 +423,41 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
             build.id
         )));
     };
+    // A notification is only a hint: any build in the project may carry a release's tag, and
+    // its message says what it likes. Only the build the release started counts, and what it
+    // made is asked of the builder itself, which takes images only from the apps' repository.
+    match &release.build_id {
+        Some(own) if *own != build_id => {
+            tracing::warn!(build = %build_id, release = %release.id, "a build that is not the release's own claims it");
+            return Ok(Outcome::Done(format!(
+                "build {build_id} is not release {}'s build ({own}); ignored",
+                release.id
+            )));
+        }
+        None if release.state == ReleaseState::Building => {
+            return Err(Outcome::Retry(format!(
+                "release {} has not recorded its build yet",
+                release.id
+            )));
+        }
+        _ => {}
+    }
+    let ended = match ended {
+        BuildEnded::Succeeded { .. } => match state.builder.status(&build_id).await {
+            Ok(BuildStatus::Succeeded { image }) => BuildEnded::Succeeded { image: Some(image) },
+            Ok(BuildStatus::Failed { status, detail }) => BuildEnded::Failed {
+                status: CloudBuildStatus::parse(&status),
+                detail,
+            },
+            Ok(other) => {
+                return Err(Outcome::Retry(format!(
+                    "build {build_id} was announced finished but the builder says {other:?}"
+                )));
+            }
+            Err(error) => return Err(Outcome::Retry(format!("reading build {build_id}: {error}"))),
+        },
+        failed => failed,
+    };
     let image = match after_build(release.state, ended) {
         AfterBuild::MovedOn(other) => {
             return Ok(Outcome::Done(format!(
@@ -503,7 +538,6 @@ pub fn after_build(state: ReleaseState, ended: BuildEnded) -> AfterBuild {
     }
 }
 
-/// Deploying → live on the platform, unless a newer release is already live.
 /// A release that deployed but could not be recorded live. If its app was deleted meanwhile (a
 /// delete between `go_live`'s read and the platform call), what it deployed serves an app with
 /// no record: remove it. Otherwise a newer release got there first, and that is all.
@@ -529,6 +563,7 @@ async fn removed_if_deleted(state: &State, release: &Release, error: StoreError)
     }
 }
 
+/// Deploying → live on the platform, unless a newer release is already live.
 async fn go_live(state: &State, release: Release) -> Outcome {
     let deployment = match state.store.deployment(&release.app).await {
         Ok(Some(deployment)) => deployment,
