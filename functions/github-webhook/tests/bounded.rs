@@ -153,6 +153,14 @@ struct Fixture {
     state: State,
 }
 
+impl Fixture {
+    /// The app's releases, newest first.
+    async fn releases(&self) -> Vec<Release> {
+        let app = AppName::parse("demo").unwrap();
+        self.store.releases(&app, 5).await.unwrap()
+    }
+}
+
 async fn fixture(hang_on_delivery: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let inner = SqliteStore::open(&dir.path().join("runway.db")).unwrap();
@@ -246,11 +254,7 @@ async fn a_push_whose_release_could_not_be_queued_is_queued_when_redelivered() {
 
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(answer["status"], "queued", "{answer}");
-    let releases = f
-        .store
-        .releases(&AppName::parse("demo").unwrap(), 5)
-        .await
-        .unwrap();
+    let releases = f.releases().await;
     assert_eq!(releases.len(), 1);
     // And a third time it is a replay.
     let (status, _, answer) = push_answer(&f.state).await;
@@ -266,11 +270,7 @@ async fn a_hanging_queue_does_not_hold_the_answer_and_the_release_stays_queued()
 
     assert_eq!(status, StatusCode::ACCEPTED);
     assert!(took < STEP * 4, "answered after {took:?}");
-    let releases = f
-        .store
-        .releases(&AppName::parse("demo").unwrap(), 5)
-        .await
-        .unwrap();
+    let releases = f.releases().await;
     assert_eq!(releases.len(), 1);
     assert_eq!(
         releases[0].state,

@@ -150,6 +150,39 @@ impl FirestoreStore {
         self
     }
 
+    /// Writes `doc` as `collection/id` only if no such document exists: whether it wrote.
+    /// Firestore refuses the second of two creates.
+    async fn create_if_absent<T>(
+        &self,
+        collection: &str,
+        id: &str,
+        doc: &T,
+    ) -> Result<bool, StoreError>
+    where
+        T: Serialize + for<'de> Deserialize<'de> + Send + Sync,
+    {
+        let created = self
+            .db
+            .fluent()
+            .update()
+            .in_col(collection)
+            .precondition(FirestoreWritePrecondition::Exists(false))
+            .document_id(id)
+            .object(doc)
+            .execute::<()>()
+            .await;
+        match created {
+            Ok(()) => Ok(true),
+            Err(FirestoreError::DataConflictError(_)) => Ok(false),
+            Err(FirestoreError::DatabaseError(error))
+                if error.public.code == "FailedPrecondition" =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
     async fn transact<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
     where
         F: Fn(FirestoreDb) -> Fut,
@@ -529,27 +562,7 @@ impl Store for FirestoreStore {
 
     async fn insert_deployment(&self, deployment: &Deployment) -> Result<bool, StoreError> {
         let doc = DeploymentDoc::of(deployment)?;
-        // Created only if absent: Firestore refuses the second of two creates.
-        let created = self
-            .db
-            .fluent()
-            .update()
-            .in_col(DEPLOYMENTS)
-            .precondition(FirestoreWritePrecondition::Exists(false))
-            .document_id(&doc.app)
-            .object(&doc)
-            .execute::<()>()
-            .await;
-        match created {
-            Ok(()) => Ok(true),
-            Err(FirestoreError::DataConflictError(_)) => Ok(false),
-            Err(FirestoreError::DatabaseError(error))
-                if error.public.code == "FailedPrecondition" =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(store_error(error)),
-        }
+        self.create_if_absent(DEPLOYMENTS, &doc.app, &doc).await
     }
 
     async fn deployment(&self, app: &AppName) -> Result<Option<Deployment>, StoreError> {
@@ -733,26 +746,10 @@ impl Store for FirestoreStore {
 
     async fn record_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError> {
         let doc = DeliveryDoc::of(delivery)?;
-        let created = self
-            .db
-            .fluent()
-            .update()
-            .in_col(DELIVERIES)
-            .precondition(FirestoreWritePrecondition::Exists(false))
-            .document_id(delivery_doc_id(delivery))
-            .object(&doc)
-            .execute::<()>()
-            .await;
-        match created {
-            Ok(()) => Ok(true),
-            Err(FirestoreError::DataConflictError(_)) => Ok(false),
-            Err(FirestoreError::DatabaseError(error))
-                if error.public.code == "FailedPrecondition" =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(store_error(error)),
-        }
+        // Keyed by the app and GitHub's delivery GUID (one per event, the same for every
+        // hook), so a replay to the same hook finds it.
+        self.create_if_absent(DELIVERIES, &delivery_doc_id(delivery), &doc)
+            .await
     }
 
     async fn accept_push(

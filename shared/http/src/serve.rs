@@ -194,16 +194,7 @@ mod tests {
             header_read_timeout: Duration::from_millis(300),
             ..ServeOptions::default()
         };
-        let app = Router::new().route("/", get(|| async { "hello" }));
-        tokio::spawn(serve(
-            listener,
-            move |request: Request, _| {
-                let app = app.clone();
-                async move { app.oneshot(request).await.unwrap() }
-            },
-            std::future::pending(),
-            options,
-        ));
+        serve_hello(listener, options);
         let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
         slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
             .await
@@ -220,6 +211,20 @@ mod tests {
             answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
             "{answer}"
         );
+    }
+
+    /// Serves `GET /` → "hello" on `listener` with `options`, until the test ends.
+    fn serve_hello(listener: TcpListener, options: ServeOptions) {
+        let app = Router::new().route("/", get(|| async { "hello" }));
+        tokio::spawn(serve(
+            listener,
+            move |request: Request, _| {
+                let app = app.clone();
+                async move { app.oneshot(request).await.unwrap() }
+            },
+            std::future::pending(),
+            options,
+        ));
     }
 
     /// What the server sends on `stream` within half a second, if anything.
@@ -241,16 +246,7 @@ mod tests {
             max_connections: 1,
             ..ServeOptions::default()
         };
-        let app = Router::new().route("/", get(|| async { "hello" }));
-        tokio::spawn(serve(
-            listener,
-            move |request: Request, _| {
-                let app = app.clone();
-                async move { app.oneshot(request).await.unwrap() }
-            },
-            std::future::pending(),
-            options,
-        ));
+        serve_hello(listener, options);
         let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         // The first holds the only slot (kept alive after its request).
         let mut first = tokio::net::TcpStream::connect(address).await.unwrap();
