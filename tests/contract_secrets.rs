@@ -193,11 +193,13 @@ async fn a_second_put_replaces_the_first(subject: &Subject) {
         Backend::Files(_) => assert_eq!(first, second),
         Backend::SecretManager { .. } => {
             assert_ne!(first, second, "each put is a version of its own");
-            // The revision still serving reads the first until the second takes over.
-            assert_eq!(get(&first.0).await["state"], "ENABLED");
+            // The revision still serving (or one a rollback returns to) may read the first:
+            // a put disables nothing; `retire` does, for versions no release used.
             let third = subject.store.put(&hello, &toml("v = 3")).await.unwrap();
+            assert_eq!(get(&first.0).await["state"], "ENABLED");
+            subject.store.retire(&hello, &[]).await.unwrap();
             assert_eq!(get(&first.0).await["state"], "DISABLED");
-            assert_eq!(get(&second.0).await["state"], "ENABLED");
+            assert_eq!(get(&second.0).await["state"], "DISABLED");
             assert_eq!(get(&third.0).await["state"], "ENABLED");
             assert_ne!(
                 subject.read(&first).await.as_deref(),
@@ -293,34 +295,48 @@ async fn the_app_secret_is_named_labelled_and_replicated_automatically() {
     assert!(secret["replication"]["automatic"].is_object(), "{secret}");
 }
 
+/// A put disables nothing (the revision serving may mount an older version); `retire` then
+/// disables what no release deployed with, keeping the newest.
 #[tokio::test]
-async fn only_the_newest_version_and_the_one_before_stay_enabled() {
+async fn put_disables_nothing_and_retire_keeps_the_newest_and_what_releases_use() {
     let subject = secret_manager().await;
     let Backend::SecretManager { project } = &subject.backend else {
         unreachable!()
     };
+    let mut refs = Vec::new();
     for v in 1..=4 {
-        subject
-            .store
-            .put(&app("hello"), &toml(&format!("v = {v}")))
-            .await
-            .unwrap();
+        refs.push(
+            subject
+                .store
+                .put(&app("hello"), &toml(&format!("v = {v}")))
+                .await
+                .unwrap(),
+        );
     }
-    let listed = get(&format!(
-        "projects/{project}/secrets/runway-app-hello/versions"
-    ))
-    .await;
-    let mut states: Vec<(String, String)> = listed["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| (v["name"].to_string(), v["state"].to_string()))
-        .collect();
-    states.sort();
-    let enabled: Vec<_> = states.iter().filter(|(_, s)| s == "\"ENABLED\"").collect();
-    assert_eq!(enabled.len(), 2, "{states:?}");
-    assert!(enabled[0].0.ends_with("/versions/3\""), "{states:?}");
-    assert!(enabled[1].0.ends_with("/versions/4\""), "{states:?}");
+    let enabled = || async {
+        let listed = get(&format!(
+            "projects/{project}/secrets/runway-app-hello/versions"
+        ))
+        .await;
+        let mut enabled: Vec<String> = listed["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["state"] == "ENABLED")
+            .filter_map(|v| v["name"].as_str().map(str::to_owned))
+            .collect();
+        enabled.sort();
+        enabled
+    };
+    assert_eq!(enabled().await.len(), 4);
+
+    subject
+        .store
+        .retire(&app("hello"), std::slice::from_ref(&refs[0]))
+        .await
+        .unwrap();
+
+    assert_eq!(enabled().await, [refs[0].0.clone(), refs[3].0.clone()]);
 }
 
 #[tokio::test]

@@ -919,3 +919,76 @@ async fn a_forged_build_notification_does_not_choose_what_an_app_runs() -> anyho
     );
     Ok(())
 }
+
+/// Two secrets updates whose releases fail leave the live revision reading the version it
+/// mounts: no update disables a version a release deployed with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_secrets_updates_never_disable_the_version_the_live_revision_mounts()
+-> anyhow::Result<()> {
+    let production = Production::start().await?;
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("app.py", &streamlit_app("Vault"))])?;
+    production.github.add_repo("ada", "vault", &repo.bare);
+    let submit = |secrets: &str| {
+        production
+            .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+            .json(&json!({
+                "repo_url": "https://github.com/ada/vault", "main_file": "app.py",
+                "app_name": "vault", "secrets": secrets,
+            }))
+            .send()
+    };
+    let first = submit("token = \"one\"").await?;
+    assert_eq!(first.status(), 202, "{}", first.text().await?);
+    let first_id = first.json::<Value>().await?["release_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let live = wait_for(&production, "vault", "the first release", |r| {
+        r["id"] == first_id.as_str()
+    })
+    .await?;
+    assert_eq!(live["state"], "live", "{live:#}");
+
+    // The next builds fail: two secrets updates in a row never go live.
+    production
+        .cloud_build
+        .fail_when_file_contains("app.py", "Vault");
+    for secrets in ["token = \"two\"", "token = \"three\""] {
+        let update = submit(secrets).await?;
+        assert_eq!(update.status(), 202, "{}", update.text().await?);
+        let id = update.json::<Value>().await?["release_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let failed = wait_for(&production, "vault", "the update", |r| {
+            r["id"] == id.as_str()
+        })
+        .await?;
+        assert_eq!(failed["state"], "failed", "{failed:#}");
+    }
+
+    let service = production
+        .cloud_run
+        .service(&format!(
+            "projects/{}/locations/europe-west1/services/vault",
+            production.project
+        ))
+        .expect("the service");
+    let mounted = &service["template"]["volumes"][0]["secret"]["items"][0]["version"];
+    assert_eq!(mounted, "1", "{service:#}");
+    let version = reqwest::get(format!(
+        "{}/v1/projects/{}/secrets/runway-app-vault/versions/1",
+        runway_tests::emulators::secret_manager(),
+        production.project
+    ))
+    .await?
+    .json::<Value>()
+    .await?;
+    assert_eq!(version["state"], "ENABLED", "{version:#}");
+    assert_eq!(
+        served(live["url"].as_str().unwrap_or_default()).await?["revision"],
+        live["revision"]
+    );
+    Ok(())
+}

@@ -18,12 +18,12 @@ use axum::extract::State as Shared;
 use axum::routing::post;
 use http::StatusCode;
 use runway_core::domain::{
-    AuditAction, BuildId, Release, ReleaseId, ReleaseState, ReleaseUpdate, Trigger,
+    AppName, AuditAction, BuildId, Release, ReleaseId, ReleaseState, ReleaseUpdate, Trigger,
 };
 use runway_core::messages::{BuildEnded, BuildNotification, CloudBuildStatus, DeployRequest};
 use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, DeploySpec, Forge, ForgeError, Identity, ImageBuilder,
-    Platform, PlatformError, SecretStore, Store, StoreError,
+    Platform, PlatformError, SecretRef, SecretStore, Store, StoreError,
 };
 use runway_core::releases::audit;
 use runway_http::push::PushEnvelope;
@@ -538,6 +538,25 @@ pub fn after_build(state: ReleaseState, ended: BuildEnded) -> AfterBuild {
     }
 }
 
+/// Once a release is live, the app's secrets that no release deployed with are retired; those
+/// the serving release and any rollback target read stay. A failure here costs nothing but an
+/// unused version left readable: logged, not retried.
+async fn retire_secrets(state: &State, app: &AppName) {
+    let keep: Vec<SecretRef> = match state.store.releases(app, usize::MAX >> 1).await {
+        Ok(releases) => releases
+            .into_iter()
+            .filter_map(|release| release.secrets.map(SecretRef))
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%app, %error, "could not list the releases whose secrets to keep");
+            return;
+        }
+    };
+    if let Err(error) = state.secrets.retire(app, &keep).await {
+        tracing::warn!(%app, %error, "could not retire unused secret versions");
+    }
+}
+
 /// A release that deployed but could not be recorded live. If its app was deleted meanwhile (a
 /// delete between `go_live`'s read and the platform call), what it deployed serves an app with
 /// no record: remove it. Otherwise a newer release got there first, and that is all.
@@ -589,20 +608,31 @@ async fn go_live(state: &State, release: Release) -> Outcome {
         )
         .await;
     };
-    let secrets = match state.secrets.reference(&release.app).await {
-        Ok(secrets) => secrets,
-        Err(error) => return Outcome::Retry(format!("reading the secret reference: {error}")),
+    // A rollback returns to the release it names: its revision, if the platform keeps it, and
+    // the secrets it ran with.
+    let target = match &release.rollback_of {
+        Some(target) => match state.store.release(target).await {
+            Ok(target) => target,
+            Err(error) => return error.into(),
+        },
+        None => None,
     };
+    let secrets = match target.as_ref().and_then(|target| target.secrets.clone()) {
+        Some(kept) => Some(SecretRef(kept)),
+        None => match state.secrets.reference(&release.app).await {
+            Ok(secrets) => secrets,
+            Err(error) => return Outcome::Retry(format!("reading the secret reference: {error}")),
+        },
+    };
+    let recorded = secrets.as_ref().map(|secrets| secrets.0.clone());
     let spec = DeploySpec::new(&deployment, &release, image, secrets);
     let deployed = match &release.rollback_of {
         None => state.platform.deploy(spec).await,
-        Some(target) => {
-            // The revision that served the target release, if the platform keeps it.
-            let revision = match state.store.release(target).await {
-                Ok(target) => target.and_then(|target| target.revision),
-                Err(error) => return error.into(),
-            };
-            state.platform.roll_back(spec, revision.as_deref()).await
+        Some(_) => {
+            let revision = target
+                .as_ref()
+                .and_then(|target| target.revision.as_deref());
+            state.platform.roll_back(spec, revision).await
         }
     };
     match deployed {
@@ -610,6 +640,7 @@ async fn go_live(state: &State, release: Release) -> Outcome {
             let update = ReleaseUpdate {
                 url: Some(deployed.url.clone()),
                 revision: Some(deployed.revision),
+                secrets: recorded,
                 ..Default::default()
             };
             match state
@@ -632,6 +663,7 @@ async fn go_live(state: &State, release: Release) -> Outcome {
                         format!("release {} at {}", release.id, deployed.url),
                     )
                     .await;
+                    retire_secrets(state, &release.app).await;
                     Outcome::Done(format!(
                         "release {} is live at {}",
                         release.id, deployed.url

@@ -3,10 +3,10 @@
 //!
 //! One secret per app, `runway-app-{app}` (the prefix `infra/secrets.tf` grants on), labelled
 //! `managed-by=runway` and `app={app}`, replicated automatically. Each `put` adds a version and
-//! disables every older one but the one before it: the revision still serving mounts that one
-//! (Secret Manager volumes read on every access), so it must stay readable until the new
-//! revision takes over; the put after that disables it. The reference handed to Cloud Run is
-//! the new version's full name, `projects/P/secrets/S/versions/N`.
+//! disables none: the revision serving mounts an older one (Secret Manager volumes read on
+//! every access), and a rollback returns to the version its release ran with. Once a release is
+//! live, `retire` disables the versions no release deployed with. The reference handed to
+//! Cloud Run is the version's full name, `projects/P/secrets/S/versions/N`.
 //!
 //! Runway itself never reads a value back (its service accounts may not: see the custom role in
 //! `infra/service_accounts.tf`), and no message or `Debug` output carries one.
@@ -129,8 +129,8 @@ impl SecretManagerStore {
 
 #[async_trait]
 impl SecretStore for SecretManagerStore {
-    /// Concurrent puts for one app end with the two highest versions enabled; a put that lost
-    /// the race may return a reference that is already disabled, as its value is replaced.
+    /// Adds a version and disables nothing: the revision serving, or one a rollback returns
+    /// to, may mount an older version (`retire` disables the others once a release is live).
     async fn put(
         &self,
         app: &AppName,
@@ -164,30 +164,11 @@ impl SecretStore for SecretManagerStore {
             .send()
             .await
             .map_err(|error| store_error(error, "adding a version to", &id))?;
-        let newest = version_number(&added.name).ok_or_else(|| {
-            SecretStoreError::Other(anyhow!(
+        if version_number(&added.name).is_none() {
+            return Err(SecretStoreError::Other(anyhow!(
                 "Secret Manager named the new version of {id} {:?}, not .../versions/N",
                 added.name
-            ))
-        })?;
-
-        let mut older: Vec<(u64, String)> = self
-            .enabled_versions(&id)
-            .await?
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(number, _)| *number < newest)
-            .collect();
-        older.sort_unstable();
-        // The newest of the older ones is what the serving revision reads.
-        older.pop();
-        for (_, name) in older {
-            self.client
-                .disable_secret_version()
-                .set_name(&name)
-                .send()
-                .await
-                .map_err(|error| store_error(error, "disabling an older version of", &id))?;
+            )));
         }
         Ok(SecretRef(added.name))
     }
@@ -199,6 +180,26 @@ impl SecretStore for SecretManagerStore {
             .into_iter()
             .max_by_key(|(number, _)| *number)
             .map(|(_, name)| SecretRef(name)))
+    }
+
+    /// Disables every enabled version but the newest and those a release deployed with.
+    async fn retire(&self, app: &AppName, keep: &[SecretRef]) -> Result<(), SecretStoreError> {
+        let id = secret_id(app);
+        let mut enabled = self.enabled_versions(&id).await?.unwrap_or_default();
+        enabled.sort_unstable();
+        enabled.pop();
+        for (_, name) in enabled {
+            if keep.iter().any(|kept| kept.0 == name) {
+                continue;
+            }
+            self.client
+                .disable_secret_version()
+                .set_name(&name)
+                .send()
+                .await
+                .map_err(|error| store_error(error, "disabling an unused version of", &id))?;
+        }
+        Ok(())
     }
 
     async fn delete(&self, app: &AppName) -> Result<(), SecretStoreError> {

@@ -144,6 +144,10 @@ pub struct Release {
     pub message: Option<String>,
     /// For a rollback: the release whose image it brings back.
     pub rollback_of: Option<ReleaseId>,
+    /// The secrets it deployed with, as the platform names them (a Secret Manager version, a
+    /// file): a rollback brings them back, and they are kept readable while it may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<String>,
     pub queued_at: Timestamp,
     pub updated_at: Timestamp,
     pub finished_at: Option<Timestamp>,
@@ -178,6 +182,7 @@ impl Release {
             url: None,
             message: None,
             rollback_of,
+            secrets: None,
             queued_at: now,
             updated_at: now,
             finished_at: None,
@@ -201,6 +206,7 @@ impl Release {
             revision,
             url,
             message,
+            secrets,
         } = update;
         self.commit = commit.or(self.commit.take());
         self.pushed = pushed.or(self.pushed.take());
@@ -210,6 +216,7 @@ impl Release {
         self.revision = revision.or(self.revision.take());
         self.url = url.or(self.url.take());
         self.message = message.or(self.message.take());
+        self.secrets = secrets.or(self.secrets.take());
     }
 }
 
@@ -235,6 +242,7 @@ pub struct ReleaseUpdate {
     pub revision: Option<String>,
     pub url: Option<String>,
     pub message: Option<String>,
+    pub secrets: Option<String>,
 }
 
 /// A webhook delivery and what Runway did with it, so that a push that did not redeploy says why.

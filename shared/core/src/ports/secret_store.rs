@@ -23,6 +23,13 @@ pub trait SecretStore: Send + Sync {
         app: &AppName,
         secrets: &SecretsToml,
     ) -> Result<SecretRef, SecretStoreError>;
+    /// The newest secrets of the app: what its next deploy runs with.
     async fn reference(&self, app: &AppName) -> Result<Option<SecretRef>, SecretStoreError>;
+    /// Retires the app's older secrets that nothing will read again: every version but the
+    /// newest and those in `keep` (what the app's releases deployed with, which the one serving
+    /// reads and a rollback brings back). A store with one copy per app has nothing to retire.
+    async fn retire(&self, _app: &AppName, _keep: &[SecretRef]) -> Result<(), SecretStoreError> {
+        Ok(())
+    }
     async fn delete(&self, app: &AppName) -> Result<(), SecretStoreError>;
 }
