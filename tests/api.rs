@@ -351,7 +351,7 @@ async fn creates_of_one_name_at_once_leave_one_app_with_its_own_secrets() -> any
     let winner = winners[0];
     let status = runway.status("contested").await?;
     assert_eq!(status["repo_url"], repos[winner].url(), "{status:#}");
-    let secrets = std::fs::read_to_string(runway.data_dir.join("secrets/contested.toml"))?;
+    let secrets = std::fs::read_to_string(runway.data_dir.join("secrets/contested/v1.toml"))?;
     assert_eq!(secrets.trim(), format!("owner = \"request {winner}\""));
     for (i, repo) in repos.iter().enumerate() {
         let hooks = repo.hook_files();

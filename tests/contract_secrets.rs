@@ -56,7 +56,11 @@ impl Subject {
     /// The value the app would read now: its file, or its secret's latest version.
     async fn current(&self, app: &str) -> Option<String> {
         match &self.backend {
-            Backend::Files(dir) => read_file(dir.path().join(format!("secrets/{app}.toml"))),
+            Backend::Files(_) => {
+                let app = AppName::parse(app).unwrap();
+                let newest = self.store.reference(&app).await.ok()??;
+                read_file(PathBuf::from(newest.0))
+            }
             Backend::SecretManager { project } => {
                 access(&format!(
                     "projects/{project}/secrets/runway-app-{app}/versions/latest"
@@ -189,8 +193,14 @@ async fn a_second_put_replaces_the_first(subject: &Subject) {
     assert_eq!(subject.current("hello").await.as_deref(), Some("v = 2"));
     assert_eq!(subject.read(&second).await.as_deref(), Some("v = 2"));
     match &subject.backend {
-        // One file per app, replaced in place: the reference stays the same.
-        Backend::Files(_) => assert_eq!(first, second),
+        // A file per version: the first stays as it was, for the process that reads it.
+        Backend::Files(_) => {
+            assert_ne!(first, second, "each put is a version of its own");
+            assert_eq!(subject.read(&first).await.as_deref(), Some("v = 1"));
+            subject.store.retire(&hello, &[]).await.unwrap();
+            assert_eq!(subject.read(&first).await, None, "retired");
+            assert_eq!(subject.read(&second).await.as_deref(), Some("v = 2"));
+        }
         Backend::SecretManager { .. } => {
             assert_ne!(first, second, "each put is a version of its own");
             // The revision still serving (or one a rollback returns to) may read the first:

@@ -267,10 +267,15 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
         let log = std::fs::read_to_string(build.path().join("log.txt"))?;
         assert!(!log.contains(SECRET), "the secret is in a build log");
     }
-    let secret_file = runway.data_dir.join("secrets/e2e.toml");
-    let mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&secret_file)?.permissions());
-    assert_eq!(mode & 0o777, 0o600);
+    // One file per version of the secrets, each 0600, in a folder of the app's own (0700).
+    let secrets_dir = runway.data_dir.join("secrets/e2e");
+    let mode = |path: &std::path::Path| -> anyhow::Result<u32> {
+        let permissions = std::fs::metadata(path)?.permissions();
+        Ok(std::os::unix::fs::PermissionsExt::mode(&permissions) & 0o777)
+    };
+    assert_eq!(mode(&secrets_dir)?, 0o700);
+    let secret_file = secrets_dir.join("v1.toml");
+    assert_eq!(mode(&secret_file)?, 0o600);
 
     // Delete: process, hook, secret, builds and records are gone.
     assert!(
@@ -295,7 +300,7 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
         !repo.bare.join("runway-webhooks").exists(),
         "the hook's config survived"
     );
-    assert!(!secret_file.exists(), "the secret file survived");
+    assert!(!secrets_dir.exists(), "the secret files survived");
     assert_eq!(std::fs::read_dir(&builds)?.count(), 0, "builds survived");
     let (code, _) = runway.get_json("/api/deployments/e2e").await?;
     assert_eq!(code, 404);

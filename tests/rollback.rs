@@ -99,3 +99,82 @@ async fn a_rollback_brings_back_an_earlier_release_and_a_redeploy_the_branch_hea
     );
     Ok(())
 }
+
+/// The secrets the app's one running process reads (its `--secrets.files`), once the process
+/// a deploy replaced has drained.
+fn running_secrets(runway: &Runway) -> anyhow::Result<String> {
+    let data = runway.data_dir.display().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let pids = loop {
+        let pids = runway_tests::processes_mentioning(&data, runway.pid());
+        if pids.len() == 1 || std::time::Instant::now() > deadline {
+            break pids;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    anyhow::ensure!(pids.len() == 1, "expected one app process: {pids:?}");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pids[0]))?;
+    let file = String::from_utf8_lossy(&cmdline)
+        .split('\0')
+        .find_map(|arg| arg.strip_prefix("--secrets.files=").map(str::to_owned))
+        .ok_or_else(|| anyhow::anyhow!("no --secrets.files"))?;
+    Ok(std::fs::read_to_string(file)?.trim().to_owned())
+}
+
+/// A secrets update whose release fails leaves the running app on its own secrets, and a
+/// rollback brings back the secrets the release it returns to ran with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_with_the_release_that_ran_with_them() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("streamlit_app.py", &streamlit_app("One"))])?;
+    let runway = Runway::start(dir.path())?;
+    let first = runway
+        .deploy("kept", &repo, "streamlit_app.py", "token = \"first\"")
+        .await?;
+    let update = |secrets: &str| {
+        json!({
+            "repo_url": repo.url(), "main_file": "streamlit_app.py", "app_name": "kept",
+            "secrets": secrets,
+        })
+    };
+    let (code, answer) = runway
+        .post_json("/api/deployments", &update("token = \"second\""))
+        .await?;
+    assert_eq!(code, 202, "{answer}");
+    let second = runway
+        .wait_for_release("kept", answer["release_id"].as_str().unwrap(), TIMEOUT)
+        .await?;
+    assert_eq!(second["state"], "live", "{second:#}");
+    assert_eq!(running_secrets(&runway)?, "token = \"second\"");
+
+    // An update whose build fails: the app keeps running, on its own secrets.
+    repo.commit(
+        &[("requirements.txt", "./no-such-package-here\n")],
+        "broken",
+    )?;
+    repo.push("main")?;
+    let (code, answer) = runway
+        .post_json("/api/deployments", &update("token = \"third\""))
+        .await?;
+    assert_eq!(code, 202, "{answer}");
+    let failed = runway
+        .wait_for_release("kept", answer["release_id"].as_str().unwrap(), TIMEOUT)
+        .await?;
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    assert_eq!(running_secrets(&runway)?, "token = \"second\"");
+
+    // Back to the first release: with the secrets it ran with.
+    let (code, answer) = runway
+        .post_json(
+            "/api/deployments/kept/rollback",
+            &json!({ "release_id": first["id"] }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{answer}");
+    let rollback = runway
+        .wait_for_release("kept", answer["release_id"].as_str().unwrap(), TIMEOUT)
+        .await?;
+    assert_eq!(rollback["state"], "live", "{rollback:#}");
+    assert_eq!(running_secrets(&runway)?, "token = \"first\"");
+    Ok(())
+}

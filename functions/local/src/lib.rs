@@ -141,12 +141,16 @@ async fn restore_live_apps(embedded: Embedded) {
         let (Some(image), ReleaseState::Live) = (release.image.clone(), release.state) else {
             continue;
         };
-        let secrets = embedded
-            .secrets
-            .reference(&deployment.app)
-            .await
-            .ok()
-            .flatten();
+        // The secrets it ran with; releases from before they were recorded, the newest.
+        let secrets = match release.secrets.clone() {
+            Some(recorded) => Some(runway_core::ports::SecretRef(recorded)),
+            None => embedded
+                .secrets
+                .reference(&deployment.app)
+                .await
+                .ok()
+                .flatten(),
+        };
         let spec = DeploySpec::new(&deployment, &release, image, secrets);
         match embedded.platform.deploy(spec).await {
             Ok(deployed) => tracing::info!(app = %deployment.app, url = %deployed.url, "restored"),
