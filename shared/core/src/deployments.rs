@@ -9,7 +9,8 @@ use crate::domain::{
 /// Why a submit is refused before anything is done.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitRefused {
-    #[error("the app name '{app}' is taken by {owner}; choose another name")]
+    /// Says nobody's name: anyone may try names, and would learn who owns which app.
+    #[error("the app name '{app}' is taken; choose another name")]
     Taken { app: AppName, owner: String },
     #[error("the app '{app}' deploys {repo}; delete it first or choose another name")]
     OtherRepository { app: AppName, repo: RepoUrl },
@@ -160,6 +161,9 @@ mod tests {
                 owner: "ada@x.io".into()
             })
         );
+        let refused = may_submit(Some(&app), &caller("bob@x.io", false), &name, &repo("demo"));
+        let message = refused.unwrap_err().to_string();
+        assert!(!message.contains("ada@x.io"), "{message}");
         assert!(may_submit(Some(&app), &caller("ada@x.io", false), &name, &repo("demo")).is_ok());
         assert!(may_submit(Some(&app), &caller("root@x.io", true), &name, &repo("demo")).is_ok());
         assert!(matches!(

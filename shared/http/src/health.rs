@@ -69,9 +69,14 @@ async fn ready(State(probes): State<Arc<Vec<Probe>>>) -> Response {
     let dependencies: Map<String, Value> = results
         .into_iter()
         .map(|(name, state)| {
+            // The reason goes to the log, not the answer: `/ready` of the public ingress is
+            // anyone's to read, and a dependency's error text names hosts, projects and more.
             let value = match state {
                 Ok(()) => json!({ "state": "ok" }),
-                Err(error) => json!({ "state": "unavailable", "error": error }),
+                Err(error) => {
+                    tracing::warn!(dependency = name, %error, "not ready");
+                    json!({ "state": "unavailable" })
+                }
             };
             (name.to_owned(), value)
         })
@@ -85,4 +90,40 @@ async fn ready(State(probes): State<Arc<Vec<Probe>>>) -> Response {
         status,
         &json!({ "ready": ready, "dependencies": dependencies }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// Anyone may ask the public ingress whether it is ready: the answer names the dependency
+    /// that is not, and nothing of why (hosts, projects, credentials' names).
+    #[tokio::test]
+    async fn ready_names_what_is_unavailable_and_keeps_why_to_the_log() {
+        let probes = vec![
+            Probe::new("store", || async { Ok::<(), String>(()) }),
+            Probe::new("queue", || async {
+                Err::<(), _>("connecting to 10.1.2.3:8085 for projects/acme-internal failed")
+            }),
+        ];
+        let app = with_health(Router::new(), probes);
+        let request = http::Request::get("/ready")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("\"queue\":{\"state\":\"unavailable\"}"),
+            "{body}"
+        );
+        assert!(
+            !body.contains("10.1.2.3") && !body.contains("acme-internal"),
+            "{body}"
+        );
+    }
 }
