@@ -10,8 +10,7 @@ use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError, SecretRe
 use runway_gcp::{CloudRunConfig, CloudRunPlatform, PublicAccess};
 use runway_tests::emulators;
 use runway_tests::fake_cloud_run::{
-    FakeCloudRun, INVOKER, PROJECT_NUMBER, SECRET_ACCESSOR, iap_agent, served, service_name,
-    status_for,
+    FakeCloudRun, INVOKER, SECRET_ACCESSOR, iap_agent, served, service_name, status_for,
 };
 use runway_tests::google_keys::GoogleKeys;
 use serde_json::Value;
@@ -63,16 +62,7 @@ impl Setup {
 }
 
 fn config(fake: &FakeCloudRun) -> CloudRunConfig {
-    let mut config = CloudRunConfig::new(PROJECT, PROJECT_NUMBER, vec![REGION.into()]);
-    config.endpoint = Some(fake.endpoint());
-    config.iap_endpoint = Some(fake.endpoint());
-    config.iam_endpoint = Some(fake.endpoint());
-    config.secret_manager_endpoint = Some(fake.endpoint());
-    config.anonymous = true;
-    config.poll_initial_delay = Duration::from_millis(10);
-    config.poll_max_delay = Duration::from_millis(50);
-    config.operation_timeout = Duration::from_secs(10);
-    config
+    fake.platform_config(PROJECT, &[REGION])
 }
 
 fn app() -> AppName {

@@ -24,9 +24,9 @@ use runway_core::ports::{
 use runway_embedded::process_platform::ProcessPlatformConfig;
 use runway_embedded::proxy::{Proxy, Routes, app_from_host};
 use runway_embedded::{ProcessPlatform, UvBuilder};
-use runway_gcp::{CloudRunConfig, CloudRunPlatform};
+use runway_gcp::CloudRunPlatform;
 use runway_http::serve;
-use runway_tests::fake_cloud_run::{self, FakeCloudRun, served};
+use runway_tests::fake_cloud_run::{FakeCloudRun, served};
 use runway_tests::image_builder_contract::wait_for_end;
 use runway_tests::platform_contract::{self, Fixture};
 use runway_tests::{GitRepo, git, processes_mentioning};
@@ -218,16 +218,7 @@ async fn cloud_run() -> anyhow::Result<Subject> {
          by the PORT=8080 environment variable.",
     );
     fake.front(&runway_tests::emulators::secret_manager());
-    let mut config =
-        CloudRunConfig::new(PROJECT, fake_cloud_run::PROJECT_NUMBER, vec![REGION.into()]);
-    config.endpoint = Some(fake.endpoint());
-    config.iap_endpoint = Some(fake.endpoint());
-    config.iam_endpoint = Some(fake.endpoint());
-    config.secret_manager_endpoint = Some(fake.endpoint());
-    config.anonymous = true;
-    config.poll_initial_delay = Duration::from_millis(10);
-    config.poll_max_delay = Duration::from_millis(50);
-    config.operation_timeout = Duration::from_secs(10);
+    let config = fake.platform_config(PROJECT, &[REGION]);
     Ok(Subject {
         platform: Arc::new(CloudRunPlatform::new(config).await?),
         fixture: Fixture {

@@ -124,6 +124,22 @@ impl FakeCloudRun {
         })
     }
 
+    /// A `CloudRunPlatform` configuration for `project` in `regions` whose every Google API
+    /// (Cloud Run, IAP, IAM, Secret Manager) is this fake, sending no credentials, polling fast.
+    pub fn platform_config(&self, project: &str, regions: &[&str]) -> runway_gcp::CloudRunConfig {
+        let regions = regions.iter().map(|region| (*region).to_owned()).collect();
+        let mut config = runway_gcp::CloudRunConfig::new(project, PROJECT_NUMBER, regions);
+        config.endpoint = Some(self.endpoint());
+        config.iap_endpoint = Some(self.endpoint());
+        config.iam_endpoint = Some(self.endpoint());
+        config.secret_manager_endpoint = Some(self.endpoint());
+        config.anonymous = true;
+        config.poll_initial_delay = std::time::Duration::from_millis(10);
+        config.poll_max_delay = std::time::Duration::from_millis(50);
+        config.operation_timeout = std::time::Duration::from_secs(10);
+        config
+    }
+
     /// What `CloudRunConfig::endpoint` should be.
     pub fn endpoint(&self) -> String {
         self.base_url.clone()

@@ -107,6 +107,37 @@ impl Identities {
 
     /// The app's account, created if it does not exist yet. Its e-mail.
     pub(super) async fn ensure(&self, app: &AppName) -> Result<String, PlatformError> {
+        // Read first: every deploy after the app's first finds it, with one call.
+        let account = match self.read(app).await? {
+            Some(account) => account,
+            None => self.create(app).await?,
+        };
+        if account.description != description(app) {
+            return Err(PlatformError::Conflict(format!(
+                "the service account {} exists and Runway did not create it; choose another \
+                 app name",
+                account.email
+            )));
+        }
+        Ok(account.email)
+    }
+
+    async fn read(&self, app: &AppName) -> Result<Option<ServiceAccount>, PlatformError> {
+        match self
+            .iam
+            .get_service_account()
+            .set_name(self.name(app))
+            .send()
+            .await
+        {
+            Ok(account) => Ok(Some(account)),
+            Err(error) if has_code(&error, Code::NotFound) => Ok(None),
+            Err(error) => Err(self.error(error, "reading the app's service account")),
+        }
+    }
+
+    /// Creates the app's account; one made meanwhile (a concurrent deploy) is read instead.
+    async fn create(&self, app: &AppName) -> Result<ServiceAccount, PlatformError> {
         let created = self
             .iam
             .create_service_account()
@@ -119,34 +150,26 @@ impl Identities {
             )
             .send()
             .await;
-        let account = match created {
-            Ok(account) => account,
-            Err(error) if has_code(&error, Code::AlreadyExists) => self
-                .iam
-                .get_service_account()
-                .set_name(self.name(app))
-                .send()
-                .await
-                .map_err(|error| self.error(error, "reading the app's service account"))?,
+        match created {
+            Ok(account) => Ok(account),
+            Err(error) if has_code(&error, Code::AlreadyExists) => {
+                self.read(app).await?.ok_or_else(|| {
+                    PlatformError::Unavailable(format!(
+                        "the service account of {app} exists and cannot be read yet"
+                    ))
+                })
+            }
             Err(error) if has_code(&error, Code::ResourceExhausted) => {
-                return Err(PlatformError::Other(anyhow!(
+                Err(PlatformError::Other(anyhow!(
                     "project {} has as many service accounts as its quota allows ({}); every \
                      app runs as its own. Delete apps (or service accounts) nobody uses, or ask \
                      for a higher \"Service accounts\" quota (IAM & Admin → Quotas)",
                     self.project,
                     status_message(&error)
-                )));
+                )))
             }
-            Err(error) => return Err(self.error(error, "creating the app's service account")),
-        };
-        if account.description != description(app) {
-            return Err(PlatformError::Conflict(format!(
-                "the service account {} exists and Runway did not create it; choose another \
-                 app name",
-                account.email
-            )));
+            Err(error) => Err(self.error(error, "creating the app's service account")),
         }
-        Ok(account.email)
     }
 
     /// Deletes the app's account; one that is not there is already deleted.
