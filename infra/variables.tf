@@ -236,6 +236,17 @@ variable "runway_image_keep_count" {
 # Queues and schedules
 # ---------------------------------------------------------------------------------------------
 
+variable "max_source_mb" {
+  description = "The largest commit source one build takes, packed and unpacked, in MiB: a larger repository's release fails and says so. The worker streams sources, so this bounds builds, not the worker's memory."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = var.max_source_mb >= 1 && var.max_source_mb <= 10240
+    error_message = "max_source_mb must be between 1 and 10240."
+  }
+}
+
 variable "max_delivery_attempts" {
   description = "Pub/Sub deliveries to the worker before a message goes to its dead-letter topic (5-100)."
   type        = number

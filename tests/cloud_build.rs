@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use runway_core::domain::{AppName, BuildId, MainFile};
 use runway_core::messages::{BuildNotification, CloudBuildStatus};
 use runway_core::ports::{BuildError, BuildStatus, ImageBuilder};
-use runway_gcp::{CloudBuildBuilder, SourceFiles, generated_dockerfile};
+use runway_gcp::{CloudBuildBuilder, SourceFiles, SourceLimits, generated_dockerfile};
 use runway_tests::fake_cloud_build::{FakeCloudBuild, OnEmulators};
 use runway_tests::image_builder_contract::{self as contract, GOOD_APP, MISSING_REQUIREMENT};
 use runway_tests::{GitRepo, emulators};
@@ -459,6 +459,87 @@ async fn a_missing_main_file_stops_the_build_before_it_starts() {
         "{message}"
     );
     assert!(cloud.fake.build_ids().is_empty());
+    // The source streamed out was aborted, not committed half-way.
+    let sources = cloud.objects(&cloud.source_bucket, "sources/").await;
+    assert!(sources.is_empty(), "{sources:?}");
+}
+
+/// Text that does not compress much: a repository's data files, as far as gzip can tell.
+fn noise(len: usize) -> String {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'!' + (state % 90) as u8)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_source_past_the_limit_fails_naming_the_limit_and_uploads_nothing() {
+    let cloud = OnEmulators::with_source_limits(SourceLimits { max_bytes: 1 << 20 }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise(3 << 20);
+    let repo = GitRepo::create(
+        dir.path(),
+        &[("app.py", "import streamlit\n"), ("data.csv", &data)],
+    )
+    .unwrap();
+
+    let error = cloud
+        .builder
+        .start(contract::request("big", &repo))
+        .await
+        .unwrap_err();
+
+    let BuildError::Other(error) = error else {
+        panic!("{error:?}");
+    };
+    let message = format!("{error:#}");
+    assert!(message.contains("larger than 1 MiB"), "{message}");
+    assert!(message.contains("RUNWAY_MAX_SOURCE_MB"), "{message}");
+    assert!(cloud.fake.build_ids().is_empty());
+    let http = reqwest::Client::new();
+    let listed: Value = http
+        .get(format!(
+            "{}/storage/v1/b/{}/o",
+            emulators::gcs(),
+            cloud.source_bucket
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["items"].as_array().map_or(0, Vec::len),
+        0,
+        "{listed}"
+    );
+}
+
+#[tokio::test]
+async fn a_big_repository_streams_to_storage_in_chunks_and_builds_whole() {
+    let cloud = cloud().await;
+    // Past the client's 16 MiB single-shot threshold: a resumable upload of several chunks.
+    let data = noise(24 << 20);
+    let mut files = GOOD_APP.to_vec();
+    files.push(("data/big.csv", &data));
+    let repo = cloud.repo("big", &files);
+
+    let (started, _) =
+        contract::builds_a_commit(&cloud.builder, contract::request("big", &repo), WAIT).await;
+
+    let id = started.build_id.as_str();
+    let unpacked = cloud
+        .fake
+        .source_file(id, "data/big.csv")
+        .expect("the data");
+    assert!(unpacked == data.as_bytes(), "the data arrived changed");
+    assert!(cloud.fake.source_file(id, "Dockerfile").is_some());
 }
 
 #[tokio::test]

@@ -79,6 +79,7 @@ runway_tests::contract! {
     a_newer_queued_release_supersedes_older_queued_ones,
     a_rollback_starts_with_its_targets_image,
     transitions_write_their_update_and_keep_the_rest,
+    each_claim_to_build_counts_an_attempt_that_is_kept,
     a_transition_from_a_state_the_release_left_is_refused,
     an_older_release_never_goes_live_over_a_newer_live_one,
     a_settings_change_keeps_the_live_release,
@@ -314,6 +315,30 @@ async fn transitions_write_their_update_and_keep_the_rest(subject: &Subject) {
     assert!(failed.finished_at.is_some());
     let result = store.transition(&release.id, Failed, Failed, none()).await;
     assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+}
+
+async fn each_claim_to_build_counts_an_attempt_that_is_kept(subject: &Subject) {
+    let store = subject.store();
+    let release = store.queue_release(new_release("demo")).await.unwrap();
+    assert_eq!(release.attempts, 0);
+    for attempt in 1..=2 {
+        let claimed = store
+            .transition(&release.id, Queued, Building, none())
+            .await
+            .unwrap();
+        assert_eq!(claimed.attempts, attempt);
+        // Handed back (the build could not start yet): the count stays.
+        let back = store
+            .transition(&release.id, Building, Queued, none())
+            .await
+            .unwrap();
+        assert_eq!(back.attempts, attempt);
+    }
+    let stored = store.release(&release.id).await.unwrap().unwrap();
+    assert_eq!(stored.attempts, 2);
+    to_deploying(store.as_ref(), &release.id).await;
+    let deploying = store.release(&release.id).await.unwrap().unwrap();
+    assert_eq!(deploying.attempts, 3);
 }
 
 async fn a_transition_from_a_state_the_release_left_is_refused(subject: &Subject) {

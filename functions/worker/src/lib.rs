@@ -198,6 +198,15 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
             release.app
         )));
     };
+    if release.attempts >= Release::MAX_BUILD_ATTEMPTS {
+        let message = format!(
+            "Runway tried {} times to start this release's build, and each attempt ended before \
+             the build began (a worker that runs out of memory or time on a very large \
+             repository stops like this); it is not tried again. Redeploy once the cause is fixed",
+            release.attempts
+        );
+        return Ok(fail(state, &release, ReleaseState::Queued, message).await);
+    }
     if release.rollback_of.is_some() {
         let release = claim(
             state,

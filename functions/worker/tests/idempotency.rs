@@ -1,16 +1,25 @@
-//! The worker's push endpoint, served on loopback with the real embedded adapters: a deploy
-//! request delivered twice (Pub/Sub delivers at least once) starts exactly one build.
+//! The worker's push endpoint with the real embedded adapters: a deploy request delivered twice
+//! (Pub/Sub delivers at least once) starts exactly one build, and a release whose worker dies at
+//! every attempt is failed instead of coming back forever.
 
 use std::path::Path;
 use std::process::Command;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
 use runway_core::domain::{
-    AppName, Branch, Deployment, MainFile, NewRelease, ReleaseState, RepoUrl, Resources, Trigger,
+    AppName, Branch, BuildId, Deployment, MainFile, NewRelease, Release, ReleaseState, RepoUrl,
+    Resources, Trigger,
 };
 use runway_core::messages::DeployRequest;
-use runway_core::ports::{Forge, Store};
+use runway_core::ports::{
+    BuildError, BuildRequest, BuildStatus, Forge, ImageBuilder, StartedBuild, Store,
+};
 use runway_embedded::{Embedded, EmbeddedConfig};
 use runway_http::push::{PushEnvelope, PushMessage};
+use tower::ServiceExt;
 
 fn git(dir: &Path, args: &[&str]) {
     let status = Command::new("git")
@@ -40,8 +49,8 @@ fn envelope(data: &[u8]) -> PushEnvelope {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redelivered_deploy_request_never_builds_twice() {
+/// An app deployed from a fresh local repository, with one manual release queued.
+async fn queued_release() -> (tempfile::TempDir, Embedded, Release) {
     let dir = tempfile::tempdir().unwrap();
     let (bare, work) = (dir.path().join("app.git"), dir.path().join("work"));
     std::fs::create_dir_all(&work).unwrap();
@@ -95,6 +104,13 @@ async fn a_redelivered_deploy_request_never_builds_twice() {
         .await
         .unwrap();
 
+    (dir, embedded, release)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_deploy_request_never_builds_twice() {
+    let (dir, embedded, release) = queued_release().await;
+    let app = release.app.clone();
     let router = runway_worker::router(runway_worker::State::new(&embedded.adapters()).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
@@ -156,4 +172,84 @@ async fn a_redelivered_deploy_request_never_builds_twice() {
     let (status, text) = push(garbage, token).await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("failed"), "{text}");
+}
+
+/// A builder whose `start` never returns: the worker dies while it prepares the source, as one
+/// out of memory on a very large repository does (the test then drops the request mid-way).
+struct DiesWhileStarting(Arc<tokio::sync::Notify>);
+
+#[async_trait]
+impl ImageBuilder for DiesWhileStarting {
+    async fn start(&self, _: BuildRequest) -> Result<StartedBuild, BuildError> {
+        self.0.notify_one();
+        std::future::pending().await
+    }
+    async fn status(&self, _: &BuildId) -> Result<BuildStatus, BuildError> {
+        Ok(BuildStatus::Lost)
+    }
+    async fn log(&self, _: &BuildId) -> Result<String, BuildError> {
+        Ok(String::new())
+    }
+    async fn delete_app(&self, _: &AppName) -> Result<(), BuildError> {
+        Ok(())
+    }
+}
+
+fn push_request(body: &PushEnvelope, token: &str) -> http::Request<axum::body::Body> {
+    http::Request::post("/pubsub/deploy-requests")
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(body).unwrap().into())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_whose_worker_dies_at_every_attempt_fails_instead_of_coming_back_forever() {
+    let (_dir, embedded, release) = queued_release().await;
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let mut worker = runway_worker::State::new(&embedded.adapters()).unwrap();
+    worker.builder = Arc::new(DiesWhileStarting(entered.clone()));
+    let router = runway_worker::router(worker);
+    let mut cleanup = runway_cleanup::State::new(&embedded.adapters()).unwrap();
+    cleanup.stale_after = Duration::ZERO;
+    let token = embedded.push_token.token().to_owned();
+    let request = DeployRequest {
+        release_id: release.id.clone(),
+        app: release.app.to_string(),
+    };
+    let body = envelope(&serde_json::to_vec(&request).unwrap());
+    let stored = || async { embedded.store.release(&release.id).await.unwrap().unwrap() };
+
+    for attempt in 1..=Release::MAX_BUILD_ATTEMPTS {
+        tokio::select! {
+            response = router.clone().oneshot(push_request(&body, &token)) => {
+                panic!("attempt {attempt} ended: {response:?}")
+            }
+            // The worker dies here: its request is dropped mid-way.
+            () = entered.notified() => {}
+        }
+        let died = stored().await;
+        assert_eq!(
+            (died.state, died.attempts),
+            (ReleaseState::Building, attempt)
+        );
+        // The scheduled cleanup finds it building with no build, and queues it again.
+        let report = runway_cleanup::run(&cleanup).await;
+        assert_eq!(report.republished, 1, "{report:?}");
+        assert_eq!(stored().await.state, ReleaseState::Queued);
+    }
+
+    let response = tokio::select! {
+        response = router.oneshot(push_request(&body, &token)) => response.unwrap(),
+        () = entered.notified() => panic!("a build was started once more"),
+    };
+    assert_eq!(response.status(), 200);
+    let failed = stored().await;
+    assert_eq!(failed.state, ReleaseState::Failed);
+    let message = failed.message.unwrap_or_default();
+    assert!(message.contains("tried 5 times"), "{message}");
+    assert!(message.contains("Redeploy"), "{message}");
+    // And the cleanup leaves it failed.
+    runway_cleanup::run(&cleanup).await;
+    assert_eq!(stored().await.state, ReleaseState::Failed);
 }

@@ -32,6 +32,14 @@ pub enum Install {
 }
 
 impl SourceFiles {
+    /// The root files `from_root` reads.
+    pub const ROOT_FILES: [&str; 4] = [
+        "uv.lock",
+        "pyproject.toml",
+        "requirements.txt",
+        "packages.txt",
+    ];
+
     /// Looks at a checkout through `read`, which returns the text of a file at its root.
     pub fn from_root(read: impl Fn(&str) -> Option<String>) -> Self {
         let requirements = read("requirements.txt");

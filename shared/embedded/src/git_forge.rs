@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 use super::write_private;
 use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
-use runway_core::ports::{Forge, ForgeError, Repository, Webhook};
+use runway_core::ports::{Forge, ForgeError, Repository, SourceArchive, Webhook};
 use runway_http::webhook;
 
 const HOOK_MARKER: &str = "Installed by Runway";
@@ -137,6 +137,22 @@ fn read_hooks(git_dir: &Path) -> anyhow::Result<Vec<HookFile>> {
 }
 
 /// `'…'` for sh, so any path is safe in the hook script.
+/// A child's output that keeps the child (killed on drop) for as long as it is read.
+struct ChildOutput {
+    _child: tokio::process::Child,
+    stdout: tokio::process::ChildStdout,
+}
+
+impl tokio::io::AsyncRead for ChildOutput {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stdout).poll_read(cx, buf)
+    }
+}
+
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
@@ -221,6 +237,57 @@ impl Forge for GitForge {
         // Like a source tarball: the tree only.
         std::fs::remove_dir_all(dest.join(".git")).context("removing .git from the checkout")?;
         Ok(())
+    }
+
+    async fn archive(
+        &self,
+        repo: &RepoUrl,
+        commit: &CommitSha,
+    ) -> Result<SourceArchive, ForgeError> {
+        let git_dir = git_dir(repo).await?;
+        let object = format!("{commit}^{{commit}}");
+        git(
+            None,
+            &[
+                "--git-dir",
+                &git_dir.to_string_lossy(),
+                "cat-file",
+                "-e",
+                &object,
+            ],
+        )
+        .await
+        .map_err(|_| {
+            ForgeError::NotFound(format!(
+                "commit {} is not in the repository",
+                commit.short()
+            ))
+        })?;
+        // As GitHub serves it: gzipped, every entry in one folder named after the commit.
+        let prefix = format!("source-{}/", commit.short());
+        let mut child = Command::new("git")
+            .arg("--git-dir")
+            .arg(&git_dir)
+            .args([
+                "archive",
+                "--format=tar.gz",
+                "--prefix",
+                &prefix,
+                commit.as_str(),
+            ])
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("running git archive")?;
+        let stdout = child.stdout.take().context("git archive's output")?;
+        Ok(Box::pin(ChildOutput {
+            _child: child,
+            stdout,
+        }))
     }
 
     async fn ensure_webhook(

@@ -6,8 +6,9 @@
 //! `start` returns as soon as Cloud Build accepted the build; Cloud Build itself announces the
 //! end on the `cloud-builds` topic, and `status` is the poll fallback.
 
-use std::path::Path;
+use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -22,11 +23,13 @@ use google_cloud_build_v1::model::{
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_lro::Poller;
 use google_cloud_storage::client::Storage;
+use google_cloud_storage::streaming_source::StreamingSource;
+use runway_archive::{Limits as SourceLimits, Repacker, TooLarge, Unreadable};
 use serde::Deserialize;
 
 use super::dockerfile::{GENERATED_DOCKERIGNORE, SourceFiles, generated_dockerfile};
 use super::{has_code, is_transient};
-use runway_core::domain::{AppName, BuildId};
+use runway_core::domain::{AppName, BuildId, CommitSha, MainFile};
 use runway_core::messages::untagged;
 use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, Forge, ForgeError, ImageBuilder, StartedBuild,
@@ -61,6 +64,8 @@ pub struct CloudBuildConfig {
     pub anonymous: bool,
     /// How long a build may run before Cloud Build stops it (TIMEOUT).
     pub timeout: Duration,
+    /// How large a commit's source may be, packed and unpacked (`RUNWAY_MAX_SOURCE_MB`).
+    pub source_limits: SourceLimits,
 }
 
 /// `delete_app` deletes the app's sources, build logs and images (its Artifact Registry package,
@@ -158,43 +163,48 @@ impl CloudBuildBuilder {
         format!("projects/_/buckets/{name}")
     }
 
-    /// The checkout as a gzipped tarball in `dir`, with a Dockerfile in it.
-    async fn package(&self, request: &BuildRequest, dir: &Path) -> Result<Vec<u8>, BuildError> {
-        let src = dir.join("src");
-        self.forge
-            .checkout(&request.repo, &request.commit, &src)
+    /// Streams the commit's tree, with a Dockerfile in it, to `object` as a gzipped build
+    /// context, and returns the object's generation. The forge's archive is repacked as it
+    /// arrives and uploaded as it is repacked: the worker holds a few buffers, never the source
+    /// (on Cloud Run an instance's disk is its memory).
+    async fn upload_source(&self, request: &BuildRequest, object: &str) -> Result<i64, BuildError> {
+        let archive = self
+            .forge
+            .archive(&request.repo, &request.commit)
             .await
-            .map_err(|error| match error {
-                ForgeError::NotFound(message) => BuildError::NotFound(message),
-                ForgeError::Unavailable(message) => BuildError::Unavailable(message),
-                ForgeError::Rejected(message) => BuildError::Other(anyhow!(message)),
-                ForgeError::Other(error) => BuildError::Other(error.context("checkout failed")),
-            })?;
-        if !src.join("Dockerfile").is_file() {
-            if !src.join(request.main_file.as_path()).is_file() {
-                return Err(BuildError::NotFound(format!(
-                    "the main file {} is not in commit {} (and the repository has no Dockerfile \
-                     of its own to say what to run)",
-                    request.main_file,
-                    request.commit.short()
-                )));
+            .map_err(forge_error)?;
+        let (writer, source) = upload_channel();
+        let receiver_gone = writer.receiver_gone.clone();
+        let limits = self.config.source_limits;
+        let (main_file, commit) = (request.main_file.clone(), request.commit.clone());
+        let reader = tokio_util::io::SyncIoBridge::new(archive);
+        let packing =
+            tokio::task::spawn_blocking(move || pack(reader, writer, &limits, &main_file, &commit));
+        let upload = self
+            .storage
+            .write_object(Self::bucket(&self.config.source_bucket), object, source)
+            .set_content_type("application/gzip")
+            // Same name, same content: a retried upload is harmless.
+            .with_idempotency(true)
+            .send_buffered();
+        let (packed, uploaded) = tokio::join!(packing, upload);
+        let packed = packed.context("packing the source")?;
+        let where_to = || {
+            format!(
+                "uploading the source to gs://{}/{object}",
+                self.config.source_bucket
+            )
+        };
+        match (packed, uploaded) {
+            // The upload stopped first; packing only saw its end.
+            (Err(_), Err(error)) if receiver_gone.load(Ordering::SeqCst) => {
+                Err(classify(error, &where_to()))
             }
-            let dockerfile = generated_dockerfile(
-                &request.main_file,
-                &SourceFiles::from_root(|name| std::fs::read_to_string(src.join(name)).ok()),
-            );
-            std::fs::write(src.join("Dockerfile"), dockerfile)
-                .context("writing the generated Dockerfile")?;
-            if !src.join(".dockerignore").exists() {
-                std::fs::write(src.join(".dockerignore"), GENERATED_DOCKERIGNORE)
-                    .context("writing the generated .dockerignore")?;
-            }
+            // The packing error names the cause; the upload was aborted because of it.
+            (Err(error), _) => Err(error),
+            (Ok(()), Err(error)) => Err(classify(error, &where_to())),
+            (Ok(()), Ok(uploaded)) => Ok(uploaded.generation),
         }
-        tokio::task::spawn_blocking(move || tarball(&src))
-            .await
-            .context("packing the source")?
-            .context("packing the source")
-            .map_err(BuildError::Other)
     }
 
     fn build_spec(
@@ -447,26 +457,163 @@ impl CloudBuildBuilder {
     }
 }
 
-/// The directory's files, gzipped, with paths relative to it.
-fn tarball(dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut archive = tar::Builder::new(encoder);
-    // Links stay links: a symlink must not pull a file from outside the checkout into the image.
-    archive.follow_symlinks(false);
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name == ".git" {
-            continue;
+/// The forge's refusal as the builder's: a source past the limit or not as forges make them is
+/// the release's failure; a forge that is briefly away is worth another try.
+fn forge_error(error: ForgeError) -> BuildError {
+    match error {
+        ForgeError::NotFound(message) => BuildError::NotFound(message),
+        ForgeError::Unavailable(message) => BuildError::Unavailable(message),
+        ForgeError::Rejected(message) => BuildError::Other(anyhow!(message)),
+        ForgeError::Other(error) => BuildError::Other(error.context("checkout failed")),
+    }
+}
+
+/// Repacks the archive `gz` into `out` as a build context, adding the generated Dockerfile (and
+/// `.dockerignore`) when the commit has no Dockerfile of its own. Runs on a blocking thread.
+fn pack(
+    gz: impl Read,
+    out: UploadWriter,
+    limits: &SourceLimits,
+    main_file: &MainFile,
+    commit: &CommitSha,
+) -> Result<(), BuildError> {
+    let mut repacker = Repacker::new(out).keep_text(&SourceFiles::ROOT_FILES);
+    if let Err(error) = repacker.copy(gz, limits) {
+        return Err(archive_error(error, commit, limits));
+    }
+    if !repacker.contains("Dockerfile") {
+        if !repacker.contains(main_file.as_str()) {
+            return Err(BuildError::NotFound(format!(
+                "the main file {main_file} is not in commit {} (and the repository has no \
+                 Dockerfile of its own to say what to run)",
+                commit.short()
+            )));
         }
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            archive.append_dir_all(&name, &path)?;
-        } else {
-            archive.append_path_with_name(&path, &name)?;
+        let files = SourceFiles::from_root(|name| repacker.text(name).map(str::to_owned));
+        let dockerfile = generated_dockerfile(main_file, &files);
+        repacker
+            .add("Dockerfile", dockerfile.as_bytes())
+            .context("adding the generated Dockerfile")?;
+        if !repacker.contains(".dockerignore") {
+            repacker
+                .add(".dockerignore", GENERATED_DOCKERIGNORE.as_bytes())
+                .context("adding the generated .dockerignore")?;
         }
     }
-    Ok(archive.into_inner()?.finish()?)
+    let out = repacker.finish().context("packing the source")?;
+    out.finish().context("packing the source")?;
+    Ok(())
+}
+
+/// Why the archive could not be repacked, in words a person can act on.
+fn archive_error(error: anyhow::Error, commit: &CommitSha, limits: &SourceLimits) -> BuildError {
+    if let Some(Unreadable(error)) = error.downcast_ref::<Unreadable>() {
+        return BuildError::Unavailable(format!(
+            "reading commit {} from the forge: {error}",
+            commit.short()
+        ));
+    }
+    if error.downcast_ref::<TooLarge>().is_some() {
+        return BuildError::Other(anyhow!(
+            "the source of commit {} is larger than {} MiB, the most Runway takes for one build \
+             (RUNWAY_MAX_SOURCE_MB). Keep data out of the repository (Cloud Storage, Git LFS) \
+             or ask your Runway operator to raise the limit",
+            commit.short(),
+            limits.max_mib()
+        ));
+    }
+    BuildError::Other(anyhow!(
+        "Runway could not read the source of commit {}: {error:#}",
+        commit.short()
+    ))
+}
+
+/// The bytes of a build context on their way from the packing thread to the upload.
+const UPLOAD_CHUNK: usize = 256 << 10;
+
+fn upload_channel() -> (UploadWriter, UploadSource) {
+    // A few chunks in flight: the packer waits when the upload falls behind.
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let writer = UploadWriter {
+        sender: Some(sender),
+        buffer: Vec::with_capacity(UPLOAD_CHUNK),
+        receiver_gone: Arc::new(AtomicBool::new(false)),
+    };
+    (writer, UploadSource(receiver))
+}
+
+/// The packing thread's end: writes go out in chunks; dropped before [`finish`](Self::finish)
+/// (packing failed or panicked), it ends the upload with an error, so no partial object is
+/// ever committed.
+struct UploadWriter {
+    sender: Option<tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>>,
+    buffer: Vec<u8>,
+    receiver_gone: Arc<AtomicBool>,
+}
+
+impl UploadWriter {
+    fn send(&mut self, item: std::io::Result<bytes::Bytes>) -> std::io::Result<()> {
+        let sent = match &self.sender {
+            Some(sender) => sender.blocking_send(item).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.receiver_gone.store(true, Ordering::SeqCst);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the upload stopped",
+            ));
+        }
+        Ok(())
+    }
+
+    fn send_buffer(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(UPLOAD_CHUNK));
+        self.send(Ok(chunk.into()))
+    }
+
+    /// Sends what is left; the upload then sees the end of its source.
+    fn finish(mut self) -> std::io::Result<()> {
+        self.send_buffer()?;
+        self.sender = None;
+        Ok(())
+    }
+}
+
+impl std::io::Write for UploadWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= UPLOAD_CHUNK {
+            self.send_buffer()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for UploadWriter {
+    fn drop(&mut self) {
+        if self.sender.is_some() {
+            let _ = self.send(Err(std::io::Error::other("the source could not be packed")));
+        }
+    }
+}
+
+/// The upload's end of the channel.
+struct UploadSource(tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>);
+
+impl StreamingSource for UploadSource {
+    type Error = std::io::Error;
+
+    async fn next(&mut self) -> Option<Result<bytes::Bytes, Self::Error>> {
+        self.0.recv().await
+    }
 }
 
 /// A Google API error, classified: retryable ones become `Unavailable`.
@@ -541,38 +688,15 @@ impl ImageBuilder for CloudBuildBuilder {
                 request.release_id
             )));
         }
-        let dir = tempfile::tempdir().context("creating a folder for the checkout")?;
-        let source = self.package(&request, dir.path()).await?;
         let object = format!("sources/{}/{}.tar.gz", request.app, request.release_id);
-        let uploaded = self
-            .storage
-            .write_object(
-                Self::bucket(&self.config.source_bucket),
-                &object,
-                bytes::Bytes::from(source),
-            )
-            .set_content_type("application/gzip")
-            // Same name, same content: a retried upload is harmless.
-            .with_idempotency(true)
-            .send_buffered()
-            .await
-            .map_err(|error| {
-                classify(
-                    error,
-                    &format!(
-                        "uploading the source to gs://{}/{object}",
-                        self.config.source_bucket
-                    ),
-                )
-            })?;
-        drop(dir);
+        let generation = self.upload_source(&request, &object).await?;
         let operation = self
             .builds
             .create_build()
             // The parent alone selects the regional endpoint; with a project id the client
             // would use the global one.
             .set_parent(self.parent())
-            .set_build(self.build_spec(&request, &object, uploaded.generation)?)
+            .set_build(self.build_spec(&request, &object, generation)?)
             .send()
             .await
             .map_err(|error| classify(error, "creating the build"))?;
@@ -728,41 +852,5 @@ mod tests {
         assert!(!is_build_tag("-leading-dash"));
         assert!(!is_build_tag("release-a/b"));
         assert!(!is_build_tag(&"x".repeat(129)));
-    }
-
-    #[test]
-    fn packs_the_tree_without_git_and_keeps_links_as_links() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("app.py"), "print()").unwrap();
-        std::fs::create_dir_all(dir.path().join("pages")).unwrap();
-        std::fs::write(dir.path().join("pages/one.py"), "1").unwrap();
-        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
-        std::fs::write(dir.path().join(".git/config"), "secret").unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
-
-        let bytes = tarball(dir.path()).unwrap();
-
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
-        let mut names: Vec<(String, bool)> = archive
-            .entries()
-            .unwrap()
-            .map(|entry| {
-                let entry = entry.unwrap();
-                (
-                    entry.path().unwrap().display().to_string(),
-                    entry.header().entry_type().is_symlink(),
-                )
-            })
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [
-                ("app.py".to_owned(), false),
-                ("link".to_owned(), true),
-                ("pages/".to_owned(), false),
-                ("pages/one.py".to_owned(), false),
-            ]
-        );
     }
 }

@@ -25,6 +25,7 @@ pub use google_jwt::{GoogleJwtVerifier, JwtRules};
 pub use iap_identity::{IapConfig, IapIdentity};
 pub use oidc_identity::{OidcConfig, OidcIdentity};
 pub use pubsub_queue::{PubSubConfig, PubSubQueue};
+pub use runway_archive::Limits as SourceLimits;
 pub use secret_manager::{APP_SECRET_PREFIX, SecretManagerConfig, SecretManagerStore};
 
 /// Credentials that send nothing: for the emulators and the fakes in `tests/`.

@@ -5,7 +5,6 @@
 mod api;
 mod app;
 mod errors;
-mod tarball;
 
 use std::fmt;
 use std::path::Path;
@@ -20,15 +19,28 @@ use url::Url;
 use self::api::{Api, Call, next_page};
 use self::app::AppAuth;
 use self::errors::{Op, Permission, scrub};
+use runway_archive::{Limits, TooLarge, Unreadable};
 use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
-use runway_core::ports::{Forge, ForgeError, Repository, Webhook};
+use runway_core::ports::{Forge, ForgeError, Repository, SourceArchive, Webhook};
 
-/// A source tarball larger than this is refused rather than held in memory.
-const MAX_TARBALL_BYTES: usize = 1 << 30;
 /// GitHub's largest page; fewer round trips for repositories with many hooks.
 const PAGE_SIZE: &str = "100";
 /// Stops a `Link` header that never ends from looping forever.
 const MAX_PAGES: usize = 50;
+
+/// Why a tarball could not be unpacked, as a `ForgeError`: a dropped download is worth another
+/// try; a tarball past the limit or not as GitHub makes them is not.
+fn unpack_error(error: anyhow::Error, commit: &str) -> ForgeError {
+    if let Some(Unreadable(error)) = error.downcast_ref::<Unreadable>() {
+        return ForgeError::Unavailable(error.to_string());
+    }
+    if let Some(too_large) = error.downcast_ref::<TooLarge>() {
+        return ForgeError::Rejected(format!("commit {commit}: {too_large}"));
+    }
+    ForgeError::Rejected(format!(
+        "Runway could not unpack the source of commit {commit}: {error:#}"
+    ))
+}
 
 /// Where GitHub is and who Runway is there.
 #[derive(Clone, Debug)]
@@ -67,6 +79,8 @@ impl GitHubConfig {
 pub struct GitHubForge {
     api: Api,
     credentials: Credentials,
+    /// What `checkout` unpacks at most.
+    limits: Limits,
 }
 
 enum Credentials {
@@ -162,7 +176,14 @@ impl GitHubForge {
         Ok(Self {
             api: Api::new(config.api_base)?,
             credentials,
+            limits: Limits::default(),
         })
+    }
+
+    /// Bounds what `checkout` unpacks (`archive` is bounded by whoever reads it).
+    pub fn with_source_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Sends a request about `repo` with the credentials for it, returning a successful answer.
@@ -275,27 +296,35 @@ impl GitHubForge {
         )))
     }
 
-    /// Reads the whole tarball, refusing one that would not fit in memory.
-    async fn download(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ForgeError> {
-        let mut bytes = Vec::new();
-        loop {
-            let chunk = response.chunk().await.map_err(|error| {
-                ForgeError::Unavailable(format!(
+    /// GitHub's tarball of `commit` (a 302 to codeload, which `Api::send` follows without our
+    /// credentials), read as it arrives.
+    async fn open_archive(
+        &self,
+        repo: &Repo<'_>,
+        commit: &CommitSha,
+    ) -> Result<SourceArchive, ForgeError> {
+        let op = Op {
+            action: format!("download commit {} of {repo}", commit.short()),
+            needs: Permission::Contents,
+            missing: format!("commit {} is not in {repo}", commit.short()),
+        };
+        let url = self.repo_url(repo, &["tarball", commit.as_str()]);
+        let response = match self.send(repo, Method::GET, url, None, &op).await {
+            Ok(response) => response,
+            Err(error) => return Err(self.explain_not_found(repo, error).await),
+        };
+        let chunks = futures_util::stream::try_unfold(response, |mut response| async move {
+            match response.chunk().await {
+                Ok(Some(chunk)) => Ok(Some((chunk, response))),
+                Ok(None) => Ok(None),
+                // reqwest's message names the URL, which for codeload carries a token.
+                Err(error) => Err(std::io::Error::other(format!(
                     "downloading the source tarball failed: {}",
                     error.without_url()
-                ))
-            })?;
-            let Some(chunk) = chunk else {
-                return Ok(bytes);
-            };
-            if bytes.len() + chunk.len() > MAX_TARBALL_BYTES {
-                return Err(ForgeError::Rejected(format!(
-                    "the repository's source tarball is larger than {} MiB",
-                    MAX_TARBALL_BYTES >> 20
-                )));
+                ))),
             }
-            bytes.extend_from_slice(&chunk);
-        }
+        });
+        Ok(Box::pin(tokio_util::io::StreamReader::new(chunks)))
     }
 }
 
@@ -338,29 +367,23 @@ impl Forge for GitHubForge {
         commit: &CommitSha,
         dest: &Path,
     ) -> Result<(), ForgeError> {
-        let repo = github_repo(repo)?;
-        let op = Op {
-            action: format!("download commit {} of {repo}", commit.short()),
-            needs: Permission::Contents,
-            missing: format!("commit {} is not in {repo}", commit.short()),
-        };
-        // GitHub answers 302 to codeload; `Api::send` follows it without our credentials.
-        let url = self.repo_url(&repo, &["tarball", commit.as_str()]);
-        let response = match self.send(&repo, Method::GET, url, None, &op).await {
-            Ok(response) => response,
-            Err(error) => return Err(self.explain_not_found(&repo, error).await),
-        };
-        let tarball = self.download(response).await?;
-        let dest = dest.to_path_buf();
+        let archive = self.archive(repo, commit).await?;
+        let (dest, limits) = (dest.to_path_buf(), self.limits);
+        let reader = tokio_util::io::SyncIoBridge::new(archive);
         let short = commit.short().to_owned();
-        tokio::task::spawn_blocking(move || tarball::unpack(&tarball, &dest))
+        tokio::task::spawn_blocking(move || runway_archive::unpack(reader, &dest, &limits))
             .await
             .map_err(|error| ForgeError::Other(anyhow::anyhow!("unpacking the tarball: {error}")))?
-            .map_err(|error| {
-                ForgeError::Rejected(format!(
-                    "Runway could not unpack the source of commit {short}: {error:#}"
-                ))
-            })
+            .map_err(|error| unpack_error(error, &short))
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %repo, commit = %commit))]
+    async fn archive(
+        &self,
+        repo: &RepoUrl,
+        commit: &CommitSha,
+    ) -> Result<SourceArchive, ForgeError> {
+        self.open_archive(&github_repo(repo)?, commit).await
     }
 
     #[tracing::instrument(skip_all, fields(repo = %repo))]

@@ -20,14 +20,14 @@ use runway_core::adapters::{Adapters, Need, Timeouts};
 use runway_core::config::{Env, Policy};
 use runway_core::domain::{Access, Branch, CommitSha, HookId, RepoAllowlist, RepoUrl};
 use runway_core::ports::Topic;
-use runway_core::ports::{Forge, ForgeError, Repository, Webhook};
+use runway_core::ports::{Forge, ForgeError, Repository, SourceArchive, Webhook};
 use runway_github::{GitHubAuth, GitHubConfig, GitHubForge};
 use runway_http::health::Probe;
 
 use runway_gcp::{
     CloudBuildBuilder, CloudBuildConfig, CloudRunConfig, CloudRunPlatform, FirestoreConfig,
     FirestoreStore, IapConfig, IapIdentity, OidcConfig, OidcIdentity, PubSubConfig, PubSubQueue,
-    SecretManagerConfig, SecretManagerStore,
+    SecretManagerConfig, SecretManagerStore, SourceLimits,
 };
 
 /// The project and region every function is configured with.
@@ -226,6 +226,14 @@ impl GcpEnv {
                 build_endpoint,
                 storage_endpoint,
                 timeout: Duration::from_secs(env.parse_or("RUNWAY_BUILD_TIMEOUT_SECS", 1200)),
+                source_limits: SourceLimits {
+                    max_bytes: env
+                        .parse_or::<u64>(
+                            "RUNWAY_MAX_SOURCE_MB",
+                            SourceLimits::DEFAULT_MAX_BYTES >> 20,
+                        )
+                        .saturating_mul(1 << 20),
+                },
             }
         }
     }
@@ -424,6 +432,9 @@ impl Forge for NoForge {
         Err(Self::refuse())
     }
     async fn checkout(&self, _: &RepoUrl, _: &CommitSha, _: &Path) -> Result<(), ForgeError> {
+        Err(Self::refuse())
+    }
+    async fn archive(&self, _: &RepoUrl, _: &CommitSha) -> Result<SourceArchive, ForgeError> {
         Err(Self::refuse())
     }
     async fn ensure_webhook(

@@ -397,6 +397,11 @@ pub struct OnEmulators {
 
 impl OnEmulators {
     pub async fn start() -> Self {
+        Self::with_source_limits(runway_gcp::SourceLimits::default()).await
+    }
+
+    /// With the builder taking sources up to `source_limits` (`RUNWAY_MAX_SOURCE_MB`).
+    pub async fn with_source_limits(source_limits: runway_gcp::SourceLimits) -> Self {
         use crate::emulators;
         let project = emulators::unique_project();
         let source_bucket = format!("{project}-sources");
@@ -420,6 +425,7 @@ impl OnEmulators {
                 storage_endpoint: Some(emulators::gcs()),
                 anonymous: true,
                 timeout: Duration::from_secs(1200),
+                source_limits,
             },
             Arc::new(runway_embedded::GitForge::new("/usr/bin/true".into())),
         )

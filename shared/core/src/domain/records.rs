@@ -148,12 +148,24 @@ pub struct Release {
     /// file): a rollback brings them back, and they are kept readable while it may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<String>,
+    /// How many times a worker claimed it to start its build. One whose every attempt ended
+    /// before the build began (a worker out of memory on a huge repository dies each time) is
+    /// failed after [`Release::MAX_BUILD_ATTEMPTS`], not queued again forever.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
     pub queued_at: Timestamp,
     pub updated_at: Timestamp,
     pub finished_at: Option<Timestamp>,
 }
 
+fn is_zero(count: &u32) -> bool {
+    *count == 0
+}
+
 impl Release {
+    /// Claims to start a build a release gets before it is failed.
+    pub const MAX_BUILD_ATTEMPTS: u32 = 5;
+
     /// The release a `NewRelease` becomes once the store numbered it. A rollback starts with
     /// its target's image and build, so it needs no build of its own.
     pub fn queued(new: NewRelease, id: ReleaseId, seq: u64, now: Timestamp) -> Self {
@@ -183,6 +195,7 @@ impl Release {
             message: None,
             rollback_of,
             secrets: None,
+            attempts: 0,
             queued_at: now,
             updated_at: now,
             finished_at: None,
@@ -192,6 +205,9 @@ impl Release {
     /// Moves the release to `to`, writing what `update` sets and keeping what it leaves out.
     /// The store checks that the move is allowed.
     pub fn apply(&mut self, to: ReleaseState, update: ReleaseUpdate, now: Timestamp) {
+        if self.state == ReleaseState::Queued && to == ReleaseState::Building {
+            self.attempts += 1;
+        }
         self.state = to;
         self.updated_at = now;
         if to.is_terminal() {

@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 
@@ -35,6 +36,10 @@ pub struct Webhook {
     pub created_at: Option<crate::domain::Timestamp>,
 }
 
+/// A commit's tree as the forge serves it, read as it arrives: a gzipped tar whose entries all
+/// sit in one top-level folder (GitHub's `OWNER-REPO-SHA7/`). `runway_archive` reads it.
+pub type SourceArchive = Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
 /// Where the code lives: GitHub, or local git repositories.
 #[async_trait]
 pub trait Forge: Send + Sync {
@@ -51,6 +56,12 @@ pub trait Forge: Send + Sync {
         commit: &CommitSha,
         dest: &Path,
     ) -> Result<(), ForgeError>;
+    /// The tree of `commit` as a [`SourceArchive`], streamed: nothing is held or written.
+    async fn archive(
+        &self,
+        repo: &RepoUrl,
+        commit: &CommitSha,
+    ) -> Result<SourceArchive, ForgeError>;
     /// Makes sure a push webhook to `url` (one app's own, `…/github/webhook/{app}`), signed
     /// with `secret`, exists; returns its id. An existing hook to the same URL is reused and
     /// takes `secret`, so calling this again is how a hook's secret is changed. Apps that share
