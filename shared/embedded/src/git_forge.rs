@@ -105,14 +105,49 @@ fn file_url(path: &Path) -> String {
     format!("file://{}", path.display())
 }
 
-/// Where git looks for the repository's post-receive hook (honours `core.hooksPath`).
+/// The repository's own `post-receive` (`$GIT_DIR/hooks/post-receive`), the only place Runway
+/// writes a hook: a hook that follows `core.hooksPath` or a symlink would make Runway write an
+/// executable anywhere the repository's config points (another repository's hooks, a shared
+/// folder, a file outside any repository).
 async fn post_receive_path(git_dir: &Path) -> Result<PathBuf, ForgeError> {
-    let hooks = git(
+    let own = git_dir.join("hooks");
+    refuse_link(&own, "the hooks folder")?;
+    let script = own.join("post-receive");
+    refuse_link(&script, "the post-receive hook")?;
+    // Set in the repository or in the user's or system's config, alike.
+    let Ok(configured) = git(Some(git_dir), &["config", "--get", "core.hooksPath"]).await else {
+        return Ok(script);
+    };
+    let used = git(
         Some(git_dir),
         &["rev-parse", "--path-format=absolute", "--git-path", "hooks"],
     )
     .await?;
-    Ok(PathBuf::from(hooks.trim()).join("post-receive"))
+    if Path::new(used.trim()) != own {
+        return Err(ForgeError::Rejected(format!(
+            "{} has core.hooksPath set to {}, so git would not run a hook in the repository's \
+             own hooks folder, the only place Runway writes its post-receive hook. Unset it \
+             (git -C {} config --unset core.hooksPath, or --global if it is set there), then \
+             try again",
+            git_dir.display(),
+            configured.trim(),
+            git_dir.display(),
+        )));
+    }
+    Ok(script)
+}
+
+/// Refuses `path` when it is a symbolic link: what Runway writes there would land where the
+/// link points.
+fn refuse_link(path: &Path, what: &str) -> Result<(), ForgeError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(ForgeError::Rejected(format!(
+            "{what} {} is a symbolic link; Runway writes hooks only into the repository's own \
+             folder. Replace the link with a real folder or file, then try again",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn hooks_dir(git_dir: &Path) -> PathBuf {
@@ -261,6 +296,8 @@ impl Forge for GitForge {
             created_at,
         };
         let dir = hooks_dir(&git_dir);
+        // The hook files hold secrets: never into a folder a link sends elsewhere.
+        refuse_link(&dir, "the webhooks folder")?;
         std::fs::create_dir_all(&dir).context("creating the webhooks folder")?;
         write_private(
             &dir.join(format!("{}.json", hook.id)),
@@ -303,8 +340,13 @@ impl Forge for GitForge {
             _ => {}
         }
         if read_hooks(&git_dir)?.is_empty() {
-            let script_path = post_receive_path(&git_dir).await?;
-            if std::fs::read_to_string(&script_path).is_ok_and(|s| s.contains(HOOK_MARKER)) {
+            // Only the hook Runway wrote, where it writes them: not one core.hooksPath or a
+            // link points at now.
+            let script_path = git_dir.join("hooks").join("post-receive");
+            let is_file = std::fs::symlink_metadata(&script_path).is_ok_and(|m| m.is_file());
+            if is_file
+                && std::fs::read_to_string(&script_path).is_ok_and(|s| s.contains(HOOK_MARKER))
+            {
                 std::fs::remove_file(&script_path).context("removing post-receive")?;
             }
             let _ = std::fs::remove_dir(&dir);
