@@ -14,10 +14,12 @@ use anyhow::Context;
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, oneshot};
 
 use super::proxy::{Backend, Routes};
+use super::write_private;
 use runway_core::domain::AppName;
 use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError};
 use runway_core::text::tail;
@@ -141,7 +143,7 @@ impl ProcessPlatform {
             .spawn()
             .with_context(|| format!("starting streamlit for {}", launch.app))?;
         if let Some(pid) = child.id() {
-            let _ = std::fs::write(&launch.pid_file, pid.to_string());
+            record_pid(&launch.pid_file, pid);
         }
         Ok(Started { child, addr })
     }
@@ -271,7 +273,52 @@ fn log_tail(path: &Path) -> String {
     tail(&std::fs::read_to_string(path).unwrap_or_default(), 15)
 }
 
-/// Kills app processes recorded in pid files, if they still run from this data dir.
+/// What a pid file holds: enough to recognise the very process Runway started, so that a pid
+/// the system gave to another process since (after a reboot, someone else's Streamlit) is
+/// never killed for it.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct PidRecord {
+    pid: u32,
+    /// When the process started, in clock ticks after boot (`/proc/PID/stat`): a pid reused
+    /// later names a process that started later.
+    start_time: u64,
+    /// Its working directory, the release's checkout in Runway's data dir: ticks repeat from
+    /// one boot to the next, this folder is the app's alone.
+    cwd: PathBuf,
+}
+
+impl PidRecord {
+    /// The running process `pid` as a record, if it runs.
+    fn of(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so split after
+        // its last `)`; the start time is field 22 of the line.
+        let (_, fields) = stat.rsplit_once(')')?;
+        let start_time = fields.split_whitespace().nth(19)?.parse().ok()?;
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+        Some(Self {
+            pid,
+            start_time,
+            cwd,
+        })
+    }
+}
+
+/// Records the app process `pid` in `path`, for [`reap_orphans`] after a crash of runway.
+fn record_pid(path: &Path, pid: u32) {
+    let written = PidRecord::of(pid)
+        .and_then(|record| serde_json::to_vec(&record).ok())
+        .map(|json| write_private(path, &json));
+    if !matches!(written, Some(Ok(()))) {
+        tracing::warn!(
+            pid,
+            "could not record the app's process; a crash of runway may leave it running"
+        );
+    }
+}
+
+/// Kills app processes recorded in pid files that are still the very processes Runway
+/// started (same start time, same working directory), and removes the pid files.
 fn reap_orphans(dir: &Path) {
     let Ok(apps) = std::fs::read_dir(dir) else {
         return;
@@ -284,15 +331,21 @@ fn reap_orphans(dir: &Path) {
         .map(|entry| entry.path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "pid"))
     {
-        let pid = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok());
-        if let Some(pid) = pid {
-            let environ = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&environ).contains("streamlit") {
-                tracing::warn!(pid, "stopping an app process left by a previous runway");
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let text = std::fs::read(&pid_file).unwrap_or_default();
+        match serde_json::from_slice::<PidRecord>(&text) {
+            Ok(recorded) if PidRecord::of(recorded.pid).as_ref() == Some(&recorded) => {
+                tracing::warn!(
+                    pid = recorded.pid,
+                    "stopping an app process left by a previous runway"
+                );
+                let _ = kill(Pid::from_raw(recorded.pid as i32), Signal::SIGKILL);
             }
+            Ok(_) => {} // It ended; its pid may be another process's now.
+            // A bare pid, as runway wrote before it recorded more: nothing shows whose it is.
+            Err(_) => tracing::warn!(
+                pid_file = %pid_file.display(),
+                "not stopping the process of a pid file that does not say which process it was"
+            ),
         }
         let _ = std::fs::remove_file(&pid_file);
     }
@@ -375,5 +428,75 @@ impl Platform for ProcessPlatform {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// A process whose command line says `streamlit`, as anyone's Streamlit would, in `dir`.
+    fn streamlit_lookalike(dir: &Path) -> std::process::Child {
+        std::process::Command::new("bash")
+            .args(["-c", "exec -a streamlit sleep 600"])
+            .current_dir(dir)
+            .spawn()
+            .expect("sh")
+    }
+
+    /// The signal `child` ends by once the test sends it SIGTERM: SIGKILL when it had already
+    /// been killed (a pending SIGKILL wins), so no sleep decides whether it was.
+    fn ended_by(child: &mut std::process::Child) -> Option<Signal> {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let status = child.wait().unwrap();
+        status.signal().and_then(|n| Signal::try_from(n).ok())
+    }
+
+    /// After a reboot a pid file can name someone else's process, Streamlit even: it is not
+    /// Runway's to kill.
+    #[test]
+    fn a_foreign_streamlit_named_by_a_stale_pid_file_survives_reaping() {
+        let (data, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut foreign = streamlit_lookalike(elsewhere.path());
+        let app = data.path().join("apps/hello");
+        std::fs::create_dir_all(&app).unwrap();
+        // As runway wrote pid files before, and as it writes them now for a process it ran
+        // from its data dir before the reboot.
+        std::fs::write(app.join("hello-1.pid"), foreign.id().to_string()).unwrap();
+        let before_the_reboot = PidRecord {
+            pid: foreign.id(),
+            start_time: 1,
+            cwd: data.path().join("builds/hello-1/src"),
+        };
+        let record = serde_json::to_vec(&before_the_reboot).unwrap();
+        std::fs::write(app.join("hello-2.pid"), record).unwrap();
+
+        reap_orphans(&data.path().join("apps"));
+
+        assert_eq!(
+            ended_by(&mut foreign),
+            Some(Signal::SIGTERM),
+            "a process that is not Runway's was killed"
+        );
+        assert!(!app.join("hello-1.pid").exists(), "a stale pid file stays");
+        assert!(!app.join("hello-2.pid").exists(), "a stale pid file stays");
+    }
+
+    /// What a crashed runway left running is still stopped when runway starts again.
+    #[test]
+    fn an_app_process_left_by_a_previous_runway_is_reaped() {
+        let data = tempfile::tempdir().unwrap();
+        let checkout = data.path().join("builds/hello-1/src");
+        std::fs::create_dir_all(&checkout).unwrap();
+        let mut orphan = streamlit_lookalike(&checkout);
+        let app = data.path().join("apps/hello");
+        std::fs::create_dir_all(&app).unwrap();
+        record_pid(&app.join("hello-1.pid"), orphan.id());
+
+        reap_orphans(&data.path().join("apps"));
+
+        assert_eq!(ended_by(&mut orphan), Some(Signal::SIGKILL));
+        assert!(!app.join("hello-1.pid").exists());
     }
 }
