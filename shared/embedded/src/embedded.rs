@@ -19,6 +19,9 @@ use runway_core::adapters::{Adapters, Timeouts};
 use runway_core::clock::{self, Clock};
 use runway_core::config::{self, ConfigError, Policy};
 
+/// In the data dir: the address `runway` listens on now, for the local hooks to find it.
+const ADDRESS_FILE: &str = "runway.addr";
+
 /// Configuration of the embedded mode, from the environment.
 #[derive(Clone, Debug)]
 pub struct EmbeddedConfig {
@@ -124,7 +127,7 @@ impl Embedded {
         let store = Arc::new(SqliteStore::open(&database)?.with_clock(clock.clone()));
         let queue = SqliteQueue::open(&database)?;
         let runway_bin = std::env::current_exe().context("locating the runway executable")?;
-        let forge = Arc::new(GitForge::new(runway_bin));
+        let forge = Arc::new(GitForge::new(runway_bin).following(data.join(ADDRESS_FILE)));
         let builder = Arc::new(UvBuilder::new(
             UvBuilderConfig {
                 dir: data.join("builds"),
@@ -181,6 +184,15 @@ impl Embedded {
             webhook_secret,
             policy,
         })
+    }
+
+    /// Writes where this runway listens into the data dir, where the local hooks look for
+    /// it (see [`GitForge::following`]). `runway` calls it at start; a function binary on the
+    /// embedded backend does not, its address being one function's only.
+    pub fn announce_address(&self) -> anyhow::Result<()> {
+        let file = self.config.data_dir.canonicalize()?.join(ADDRESS_FILE);
+        write_private(&file, self.public_url.as_bytes())
+            .with_context(|| format!("writing {}", file.display()))
     }
 
     pub fn webhook_url(&self) -> String {
