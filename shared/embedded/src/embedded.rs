@@ -44,6 +44,9 @@ pub struct EmbeddedConfig {
     pub regions: Vec<String>,
     /// `RUNWAY_HEALTH_TIMEOUT_SECS` (default 90).
     pub health_timeout: Duration,
+    /// `RUNWAY_DRAIN_SECS`: how long a replaced revision keeps serving what is open to it (a
+    /// Streamlit page's websocket, its session with it) before it is stopped (default 30).
+    pub drain: Duration,
     /// `RUNWAY_BUILD_TIMEOUT_SECS` (default 900).
     pub build_timeout: Duration,
     /// `RUNWAY_CLEANUP_INTERVAL_SECS`: how often `runway` runs cleanup (default 60).
@@ -80,6 +83,7 @@ impl EmbeddedConfig {
                 "RUNWAY_HEALTH_TIMEOUT_SECS",
                 90,
             )?),
+            drain: Duration::from_secs(config::parse_or("RUNWAY_DRAIN_SECS", 30)?),
             build_timeout: Duration::from_secs(config::parse_or("RUNWAY_BUILD_TIMEOUT_SECS", 900)?),
             cleanup_interval: Duration::from_secs(config::parse_or(
                 "RUNWAY_CLEANUP_INTERVAL_SECS",
@@ -146,7 +150,7 @@ impl Embedded {
                 dir: data.join("apps"),
                 public_port,
                 health_timeout: config.health_timeout,
-                drain: Duration::from_secs(5),
+                drain: config.drain,
             },
             routes.clone(),
         )?;

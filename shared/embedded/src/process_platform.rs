@@ -7,7 +7,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, oneshot};
 
-use super::proxy::{Backend, Routes};
+use super::proxy::{Backend, InFlight, Routes};
 use super::write_private;
 use runway_core::domain::AppName;
 use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError};
@@ -31,7 +30,8 @@ pub struct ProcessPlatformConfig {
     /// The port `runway` listens on: apps are at `http://APP.localhost:PORT/`.
     pub public_port: u16,
     pub health_timeout: Duration,
-    /// How long an old process keeps serving requests already sent to it.
+    /// How long a replaced revision keeps serving what was already open to it (requests,
+    /// streamed responses, websockets) before it is stopped and they are cut.
     pub drain: Duration,
 }
 
@@ -243,8 +243,18 @@ fn backend(addr: SocketAddr, revision: &str) -> Backend {
     Backend {
         addr,
         revision: revision.to_owned(),
-        in_flight: Arc::default(),
+        in_flight: InFlight::default(),
     }
+}
+
+/// Waits until nothing is in flight to a replaced revision (requests, streamed responses,
+/// websockets) or `grace` has passed; says whether it drained. Websockets still open then
+/// are cut with the process: Streamlit's page reconnects, to the new revision, with a new
+/// session.
+async fn drain(in_flight: &InFlight, grace: Duration) -> bool {
+    tokio::time::timeout(grace, in_flight.drained())
+        .await
+        .is_ok()
 }
 
 async fn stop(running: Supervised) {
@@ -393,18 +403,16 @@ impl Platform for ProcessPlatform {
         let next = self.supervise(launch, started, spec.seq);
         let replaced = self.routes.set(&app, backend(addr, &revision));
         if let Some(old) = current.replace(next) {
-            let drain = self.config.drain;
+            let grace = self.config.drain;
             tokio::spawn(async move {
-                // Let requests already sent to the old process finish before stopping it.
-                let deadline = Instant::now() + drain;
-                if let Some(old_backend) = replaced {
-                    while old_backend.in_flight.load(Ordering::SeqCst) > 0
-                        && Instant::now() < deadline
-                    {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                // Every request sent to the old process counts in flight by now (the proxy
+                // enters it under the routes' lock): let them finish before stopping it.
+                if let Some(old_backend) = replaced
+                    && !drain(&old_backend.in_flight, grace).await
+                {
+                    tracing::info!(revision = %old.revision, open = old_backend.in_flight.count(),
+                        "the drain grace has passed; cutting what is still open");
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
                 tracing::info!(revision = %old.revision, "stopping the replaced revision");
                 stop(old).await;
             });
@@ -451,6 +459,31 @@ mod tests {
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
         let status = child.wait().unwrap();
         status.signal().and_then(|n| Signal::try_from(n).ok())
+    }
+
+    /// A replaced revision is stopped once what is open to it has closed, not before, and at
+    /// its grace at the latest.
+    #[tokio::test]
+    async fn a_drain_waits_for_open_websockets_and_no_longer_than_its_grace() {
+        let in_flight = InFlight::default();
+        let websocket = in_flight.enter();
+        let mut drained = std::pin::pin!(drain(&in_flight, Duration::from_secs(3600)));
+        tokio::select! {
+            biased;
+            _ = &mut drained => panic!("drained with a websocket open"),
+            () = std::future::ready(()) => {}
+        }
+        drop(websocket);
+        assert!(
+            drained.await,
+            "the drain did not end when the websocket closed"
+        );
+
+        let _stuck = in_flight.enter();
+        assert!(
+            !drain(&in_flight, Duration::ZERO).await,
+            "not cut at the grace"
+        );
     }
 
     /// After a reboot a pid file can name someone else's process, Streamlit even: it is not
