@@ -2,7 +2,7 @@
 //! must answer `/_stcore/health` before traffic moves to it; the old one is then drained and
 //! stopped. A process that dies unexpectedly is started again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -42,6 +42,8 @@ pub struct ProcessPlatform {
     /// The app's supervised process; the mutex also serializes deploys of one app.
     apps: Arc<Mutex<HashMap<String, Slot>>>,
     http: reqwest::Client,
+    /// Picks the port an app process is told to listen on ([`free_port`]; a test's choice).
+    ports: Arc<dyn Fn() -> std::io::Result<u16> + Send + Sync>,
 }
 
 type Slot = Arc<Mutex<Option<Supervised>>>;
@@ -72,6 +74,16 @@ struct Started {
     addr: SocketAddr,
 }
 
+/// Why a started process is not serving.
+enum Unready {
+    /// Another process listens on the port the app was given; the app is stopped.
+    PortTaken,
+    Failed(PlatformError),
+}
+
+/// How many ports an app is given in turn when another process keeps taking them.
+const PORT_ATTEMPTS: usize = 3;
+
 impl ProcessPlatform {
     /// Creates the platform, first stopping processes a previous `runway` left behind (its pid
     /// files say which) so that no app runs unsupervised.
@@ -85,6 +97,7 @@ impl ProcessPlatform {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()?,
+            ports: Arc::new(free_port),
         })
     }
 
@@ -113,7 +126,7 @@ impl ProcessPlatform {
     }
 
     async fn start(&self, launch: &Launch) -> Result<Started, PlatformError> {
-        let port = free_port().context("finding a free port")?;
+        let port = (self.ports)().context("finding a free port")?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -148,37 +161,77 @@ impl ProcessPlatform {
         Ok(Started { child, addr })
     }
 
-    /// Waits until the process answers `ok` on `/_stcore/health`; stops it if it never does.
-    async fn wait_healthy(
-        &self,
-        launch: &Launch,
-        started: &mut Started,
-    ) -> Result<(), PlatformError> {
+    /// Starts the revision and waits until it is healthy, on another port when another
+    /// process took the one it was given first.
+    async fn start_healthy(&self, launch: &Launch) -> Result<Started, PlatformError> {
+        for _ in 0..PORT_ATTEMPTS {
+            let mut started = self.start(launch).await?;
+            match self.wait_healthy(launch, &mut started).await {
+                Ok(()) => return Ok(started),
+                Err(Unready::PortTaken) => tracing::warn!(
+                    app = %launch.app,
+                    port = started.addr.port(),
+                    "another process listens on the port the app was given; trying another"
+                ),
+                Err(Unready::Failed(error)) => return Err(error),
+            }
+        }
+        Err(PlatformError::NotReady(format!(
+            "another process on this machine took the port given to the app, {PORT_ATTEMPTS} \
+             times in a row; see what listens on 127.0.0.1 (ss -ltnp) and deploy again"
+        )))
+    }
+
+    /// Waits until the process answers `ok` on `/_stcore/health` from a socket of its own;
+    /// stops it if it never does, or if another process holds its port.
+    async fn wait_healthy(&self, launch: &Launch, started: &mut Started) -> Result<(), Unready> {
         let deadline = Instant::now() + self.config.health_timeout;
         let url = format!("http://{}/_stcore/health", started.addr);
+        let port = started.addr.port();
         loop {
             if let Ok(Some(status)) = started.child.try_wait() {
-                return Err(PlatformError::NotReady(format!(
+                let _ = std::fs::remove_file(&launch.pid_file);
+                // It could not listen: someone else does.
+                if !listening_sockets(port).is_empty() {
+                    return Err(Unready::PortTaken);
+                }
+                return Err(Unready::Failed(PlatformError::NotReady(format!(
                     "the app exited ({status}) before it was ready:\n{}",
                     log_tail(&launch.log)
-                )));
+                ))));
             }
-            if let Ok(response) = self.http.get(&url).send().await
-                && response.status().is_success()
-                && response.text().await.is_ok_and(|t| t == "ok")
-            {
-                return Ok(());
+            if self.answers_ok(&url).await {
+                if started
+                    .child
+                    .id()
+                    .is_some_and(|pid| listens_alone(pid, port))
+                {
+                    return Ok(());
+                }
+                terminate(&mut started.child, Duration::from_secs(5)).await;
+                let _ = std::fs::remove_file(&launch.pid_file);
+                return Err(Unready::PortTaken);
             }
             if Instant::now() >= deadline {
                 terminate(&mut started.child, Duration::from_secs(5)).await;
                 let _ = std::fs::remove_file(&launch.pid_file);
-                return Err(PlatformError::NotReady(format!(
+                return Err(Unready::Failed(PlatformError::NotReady(format!(
                     "the app did not answer /_stcore/health within {}s:\n{}",
                     self.config.health_timeout.as_secs(),
                     log_tail(&launch.log)
-                )));
+                ))));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether whatever listens at `url` answers `ok`.
+    async fn answers_ok(&self, url: &str) -> bool {
+        match self.http.get(url).send().await {
+            Ok(response) if response.status().is_success() => {
+                response.text().await.is_ok_and(|text| text == "ok")
+            }
+            _ => false,
         }
     }
 
@@ -208,24 +261,22 @@ impl ProcessPlatform {
                     _ = &mut stop_rx => return,
                     () = tokio::time::sleep(backoff) => {}
                 }
-                let mut next = match platform.start(&launch).await {
+                let next = match platform.start_healthy(&launch).await {
                     Ok(next) => next,
                     Err(error) => {
                         tracing::error!(app = %launch.app, %error, "could not restart the app");
                         continue;
                     }
                 };
-                if platform.wait_healthy(&launch, &mut next).await.is_ok() {
-                    restarts = 0;
-                    let still_current = platform
+                restarts = 0;
+                let still_current = platform
+                    .routes
+                    .get(&launch.app)
+                    .is_some_and(|backend| backend.revision == launch.revision);
+                if still_current {
+                    platform
                         .routes
-                        .get(&launch.app)
-                        .is_some_and(|backend| backend.revision == launch.revision);
-                    if still_current {
-                        platform
-                            .routes
-                            .set(&launch.app, backend(next.addr, &launch.revision));
-                    }
+                        .set(&launch.app, backend(next.addr, &launch.revision));
                 }
                 started = next;
             }
@@ -279,6 +330,91 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// Whether every socket listening on `port` is `pid`'s or a descendant's: what answers there
+/// is then the app, not a process that took the port between [`free_port`] and the app's
+/// bind (which would get the app's traffic).
+fn listens_alone(pid: u32, port: u16) -> bool {
+    let listening = listening_sockets(port);
+    let ours = socket_inodes(&process_tree(pid));
+    !listening.is_empty() && listening.is_subset(&ours)
+}
+
+/// The inodes of the sockets listening on TCP `port`, IPv4 and IPv6, in this network
+/// namespace (the app's).
+fn listening_sockets(port: u16) -> HashSet<u64> {
+    const LISTEN: &str = "0A";
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            // `sl local_address rem_address st … uid timeout inode`, addresses as HEX:PORT.
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let (_, local_port) = fields.get(1)?.rsplit_once(':')?;
+                    let listens_here = u16::from_str_radix(local_port, 16).ok()? == port
+                        && *fields.get(3)? == LISTEN;
+                    listens_here.then(|| fields.get(9)?.parse().ok())?
+                })
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+/// The inodes of the sockets `pids` hold open.
+fn socket_inodes(pids: &[u32]) -> HashSet<u64> {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// `root` and every process descended from it.
+fn process_tree(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let ppid = stat_fields(pid)?.get(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut tree = vec![root];
+    let mut next = 0;
+    while let Some(&parent) = tree.get(next) {
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(pid, _)| *pid),
+        );
+        next += 1;
+    }
+    tree
+}
+
+/// The fields of `/proc/PID/stat` after the command name (`state ppid …`): the name may hold
+/// spaces and parentheses, so they start after its last `)`.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    Some(fields.split_whitespace().map(str::to_owned).collect())
+}
+
 fn log_tail(path: &Path) -> String {
     tail(&std::fs::read_to_string(path).unwrap_or_default(), 15)
 }
@@ -300,11 +436,8 @@ struct PidRecord {
 impl PidRecord {
     /// The running process `pid` as a record, if it runs.
     fn of(pid: u32) -> Option<Self> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so split after
-        // its last `)`; the start time is field 22 of the line.
-        let (_, fields) = stat.rsplit_once(')')?;
-        let start_time = fields.split_whitespace().nth(19)?.parse().ok()?;
+        // Field 22 of the line.
+        let start_time = stat_fields(pid)?.get(19)?.parse().ok()?;
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
         Some(Self {
             pid,
@@ -397,8 +530,7 @@ impl Platform for ProcessPlatform {
                 spec.image
             )));
         }
-        let mut started = self.start(&launch).await?;
-        self.wait_healthy(&launch, &mut started).await?;
+        let started = self.start_healthy(&launch).await?;
         let addr = started.addr;
         let next = self.supervise(launch, started, spec.seq);
         let replaced = self.routes.set(&app, backend(addr, &revision));
@@ -443,6 +575,109 @@ impl Platform for ProcessPlatform {
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+    use std::sync::atomic::Ordering;
+
+    /// Stands in for the venv's `streamlit`: serves `ok` at the health path and `app`
+    /// elsewhere, on the port it is given, as Streamlit would.
+    const FAKE_STREAMLIT: &str = r#"#!/usr/bin/env python3
+import http.server, sys
+port = int(next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--server.port=")))
+class App(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"ok" if self.path == "/_stcore/health" else b"app"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), App).serve_forever()
+"#;
+
+    /// A built release whose `streamlit` is [`FAKE_STREAMLIT`].
+    fn fake_image(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let image = dir.join("builds/hello-1");
+        std::fs::create_dir_all(image.join("venv/bin")).unwrap();
+        std::fs::create_dir_all(image.join("src")).unwrap();
+        let streamlit = image.join("venv/bin/streamlit");
+        std::fs::write(&streamlit, FAKE_STREAMLIT).unwrap();
+        std::fs::set_permissions(&streamlit, std::fs::Permissions::from_mode(0o755)).unwrap();
+        image
+    }
+
+    fn spec(image: &Path) -> DeploySpec {
+        DeploySpec {
+            app: AppName::parse("hello").unwrap(),
+            release_id: runway_core::domain::ReleaseId::new("r1"),
+            seq: 1,
+            image: image.display().to_string(),
+            main_file: runway_core::domain::MainFile::parse("streamlit_app.py").unwrap(),
+            region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
+            resources: Default::default(),
+            secrets: None,
+            access: runway_core::domain::Access::Public,
+        }
+    }
+
+    /// Answers `ok` to every request on `listener`, as a health check wants.
+    async fn impostor(listener: tokio::net::TcpListener) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = [0; 1024];
+            let _ = stream.read(&mut head).await;
+            let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+            let _ = stream.write_all(ok.as_bytes()).await;
+        }
+    }
+
+    /// Another local process takes the port Runway picked for the app before the app binds
+    /// it, and answers the health check: it must not be taken for the app (and get its
+    /// traffic). The app gets another port.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_process_that_took_the_app_s_port_does_not_pass_for_the_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = fake_image(dir.path());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let taken = listener.local_addr().unwrap().port();
+        tokio::spawn(impostor(listener));
+        let routes = Routes::default();
+        let mut platform = ProcessPlatform::new(
+            ProcessPlatformConfig {
+                dir: dir.path().join("apps"),
+                public_port: 1,
+                health_timeout: Duration::from_secs(60),
+                drain: Duration::ZERO,
+            },
+            routes.clone(),
+        )
+        .unwrap();
+        let first = std::sync::atomic::AtomicBool::new(true);
+        platform.ports = Arc::new(move || match first.swap(false, Ordering::SeqCst) {
+            true => Ok(taken),
+            false => free_port(),
+        });
+
+        let deployed = platform.deploy(spec(&image)).await;
+
+        let serving = routes.get("hello").map(|backend| backend.addr);
+        let answer = match serving {
+            Some(addr) => reqwest::get(format!("http://{addr}/")).await.ok(),
+            None => None,
+        };
+        let answer = match answer {
+            Some(response) => response.text().await.ok(),
+            None => None,
+        };
+        platform.shutdown().await;
+        assert!(deployed.is_ok(), "{deployed:?}");
+        assert_ne!(
+            serving.map(|addr| addr.port()),
+            Some(taken),
+            "the impostor gets the app's traffic"
+        );
+        assert_eq!(answer.as_deref(), Some("app"));
+    }
 
     /// A process whose command line says `streamlit`, as anyone's Streamlit would, in `dir`.
     fn streamlit_lookalike(dir: &Path) -> std::process::Child {
