@@ -769,3 +769,77 @@ async fn the_local_forge_writes_many_hooks_of_one_repository_at_once() {
     }
     assert_eq!(forge.webhooks(&url).await.unwrap().len(), 32);
 }
+
+/// What the local forge answers when asked for a hook on `repo`, which must be a refusal.
+async fn refusal(repo: &GitRepo) -> anyhow::Result<String> {
+    let forge = GitForge::new("/usr/bin/true".into());
+    let url = RepoUrl::parse(&repo.url(), true)?;
+    match forge.ensure_webhook(&url, HOOK_URL, &secret("s")).await {
+        Err(ForgeError::Rejected(message)) => Ok(message),
+        other => bail!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn is_empty(dir: &Path) -> anyhow::Result<bool> {
+    Ok(std::fs::read_dir(dir)?.next().is_none())
+}
+
+/// A repository whose `core.hooksPath` points elsewhere: git runs its hooks from there, where
+/// Runway must not write an executable (a shared folder, another repository's hooks). The
+/// refusal says what to change, and nothing is written anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_forge_refuses_a_repository_whose_hooks_path_points_elsewhere()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("app.py", "print(1)\n")])?;
+    let outside = dir.path().join("shared-hooks");
+    std::fs::create_dir(&outside)?;
+    git(
+        &repo.bare,
+        &["config", "core.hooksPath", outside.to_str().unwrap()],
+    )?;
+
+    let message = refusal(&repo).await?;
+
+    ensure!(
+        message.contains("core.hooksPath") && message.contains("--unset"),
+        "{message}"
+    );
+    ensure!(
+        is_empty(&outside)?,
+        "a hook was written into core.hooksPath"
+    );
+    ensure!(
+        repo.hook_files().is_empty(),
+        "a hook that cannot run was kept"
+    );
+    Ok(())
+}
+
+/// A hooks folder or a hook that is a symbolic link: Runway would write where it points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_forge_refuses_hooks_that_are_symbolic_links() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("app.py", "print(1)\n")])?;
+    let outside = dir.path().join("elsewhere");
+    std::fs::create_dir(&outside)?;
+    let hooks = repo.bare.join("hooks");
+    std::fs::remove_dir_all(&hooks)?;
+    std::os::unix::fs::symlink(&outside, &hooks)?;
+
+    let message = refusal(&repo).await?;
+    ensure!(message.contains("symbolic link"), "{message}");
+    ensure!(is_empty(&outside)?, "a hook was written through the link");
+
+    std::fs::remove_file(&hooks)?;
+    std::fs::create_dir(&hooks)?;
+    std::os::unix::fs::symlink(outside.join("post-receive"), hooks.join("post-receive"))?;
+    let message = refusal(&repo).await?;
+    ensure!(message.contains("symbolic link"), "{message}");
+    ensure!(is_empty(&outside)?, "a hook was written through the link");
+    ensure!(
+        repo.hook_files().is_empty(),
+        "a hook that cannot run was kept"
+    );
+    Ok(())
+}

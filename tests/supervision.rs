@@ -179,3 +179,36 @@ async fn an_app_deleted_while_it_deploys_leaves_nothing_running() -> anyhow::Res
     );
     Ok(())
 }
+
+/// A hook finds runway where it listens now: started again on another port (port 0 picks a new
+/// one each time), a push still deploys the app, with no resubmit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_reaches_runway_started_again_on_another_port() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("streamlit_app.py", &streamlit_app("Up"))])?;
+    let mut runway = Runway::start(dir.path())?;
+    runway
+        .deploy("other", &repo, "streamlit_app.py", "greeting = \"x\"")
+        .await?;
+    runway.stop();
+    // Held while runway starts again, the old port cannot be runway's again: a hook that
+    // still posted there would reach no runway.
+    let _old_port = std::net::TcpListener::bind(("127.0.0.1", runway.port))?;
+    let runway = Runway::start(dir.path())?;
+
+    let commit = repo.commit(
+        &[("streamlit_app.py", &streamlit_app("Moved"))],
+        "after runway moved",
+    )?;
+    let pushed = repo.push("main")?;
+
+    assert!(
+        pushed.contains(&format!("delivered to {}/", runway.base_url)),
+        "the push went elsewhere:\n{pushed}"
+    );
+    let release = runway
+        .wait_for_push("other", &commit, Duration::from_secs(180))
+        .await?;
+    assert_eq!(release["state"], "live", "{release:#}");
+    Ok(())
+}

@@ -42,6 +42,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let port = listener.local_addr()?.port();
     let embedded = Embedded::open(config, port)?;
+    embedded.announce_address()?;
     let app = runway_http::layers::app(router(&embedded));
     let proxy = Proxy::new(embedded.routes.clone());
     let hosts = AllowedHosts::loopback(port, &embedded.config.allowed_hosts);

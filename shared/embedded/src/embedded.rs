@@ -19,6 +19,9 @@ use runway_core::adapters::{Adapters, Timeouts};
 use runway_core::clock::{self, Clock};
 use runway_core::config::{self, ConfigError, Policy};
 
+/// In the data dir: the address `runway` listens on now, for the local hooks to find it.
+const ADDRESS_FILE: &str = "runway.addr";
+
 /// Configuration of the embedded mode, from the environment.
 #[derive(Clone, Debug)]
 pub struct EmbeddedConfig {
@@ -41,6 +44,9 @@ pub struct EmbeddedConfig {
     pub regions: Vec<String>,
     /// `RUNWAY_HEALTH_TIMEOUT_SECS` (default 90).
     pub health_timeout: Duration,
+    /// `RUNWAY_DRAIN_SECS`: how long a replaced revision keeps serving what is open to it (a
+    /// Streamlit page's websocket, its session with it) before it is stopped (default 30).
+    pub drain: Duration,
     /// `RUNWAY_BUILD_TIMEOUT_SECS` (default 900).
     pub build_timeout: Duration,
     /// `RUNWAY_CLEANUP_INTERVAL_SECS`: how often `runway` runs cleanup (default 60).
@@ -77,6 +83,7 @@ impl EmbeddedConfig {
                 "RUNWAY_HEALTH_TIMEOUT_SECS",
                 90,
             )?),
+            drain: Duration::from_secs(config::parse_or("RUNWAY_DRAIN_SECS", 30)?),
             build_timeout: Duration::from_secs(config::parse_or("RUNWAY_BUILD_TIMEOUT_SECS", 900)?),
             cleanup_interval: Duration::from_secs(config::parse_or(
                 "RUNWAY_CLEANUP_INTERVAL_SECS",
@@ -124,7 +131,7 @@ impl Embedded {
         let store = Arc::new(SqliteStore::open(&database)?.with_clock(clock.clone()));
         let queue = SqliteQueue::open(&database)?;
         let runway_bin = std::env::current_exe().context("locating the runway executable")?;
-        let forge = Arc::new(GitForge::new(runway_bin));
+        let forge = Arc::new(GitForge::new(runway_bin).following(data.join(ADDRESS_FILE)));
         let builder = Arc::new(UvBuilder::new(
             UvBuilderConfig {
                 dir: data.join("builds"),
@@ -143,7 +150,7 @@ impl Embedded {
                 dir: data.join("apps"),
                 public_port,
                 health_timeout: config.health_timeout,
-                drain: Duration::from_secs(5),
+                drain: config.drain,
             },
             routes.clone(),
         )?;
@@ -181,6 +188,15 @@ impl Embedded {
             webhook_secret,
             policy,
         })
+    }
+
+    /// Writes where this runway listens into the data dir, where the local hooks look for
+    /// it (see [`GitForge::following`]). `runway` calls it at start; a function binary on the
+    /// embedded backend does not, its address being one function's only.
+    pub fn announce_address(&self) -> anyhow::Result<()> {
+        let file = self.config.data_dir.canonicalize()?.join(ADDRESS_FILE);
+        write_private(&file, self.public_url.as_bytes())
+            .with_context(|| format!("writing {}", file.display()))
     }
 
     pub fn webhook_url(&self) -> String {

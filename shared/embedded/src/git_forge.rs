@@ -26,6 +26,9 @@ const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 pub struct GitForge {
     /// The `runway` executable the `post-receive` hook runs.
     runway_bin: PathBuf,
+    /// Where this machine's runway writes the address it listens on now (see
+    /// [`GitForge::following`]).
+    address_file: Option<PathBuf>,
 }
 
 /// A hook as stored in the repository, like GitHub keeps a hook's config.
@@ -38,11 +41,66 @@ struct HookFile {
     /// Absent in hook files written before it was recorded.
     #[serde(default)]
     created_at: Option<runway_core::domain::Timestamp>,
+    /// Set on a hook to this machine's runway, which may listen on another port by the time
+    /// of a push (port 0, a changed `RUNWAY_LISTEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    follows: Option<Follows>,
+}
+
+/// A hook that delivers to wherever runway listens now rather than to the port in its URL.
+#[derive(Serialize, Deserialize)]
+struct Follows {
+    /// The file runway writes its address (`http://127.0.0.1:PORT`) to when it starts.
+    address_file: PathBuf,
+    /// The URL's path on runway: `/github/webhook/APP`.
+    path: String,
+}
+
+impl HookFile {
+    /// Where the hook delivers: for a hook that follows runway, its path at runway's address
+    /// now; else (or when that address is unknown) the URL it was made with.
+    fn target(&self) -> String {
+        self.follows
+            .as_ref()
+            .and_then(|follows| {
+                let address = read_address(&follows.address_file)?;
+                Some(format!("{address}{}", follows.path))
+            })
+            .unwrap_or_else(|| self.url.clone())
+    }
+}
+
+/// The address in runway's address file, if there is one.
+fn read_address(file: &Path) -> Option<String> {
+    let address = std::fs::read_to_string(file).ok()?;
+    Some(address.trim().to_owned()).filter(|address| !address.is_empty())
 }
 
 impl GitForge {
     pub fn new(runway_bin: PathBuf) -> Self {
-        Self { runway_bin }
+        Self {
+            runway_bin,
+            address_file: None,
+        }
+    }
+
+    /// Hooks to the address in `address_file` (this machine's runway, which writes it each
+    /// time it starts) follow that address: a push reaches runway on whatever port it listens
+    /// now, with no app submitted again.
+    pub fn following(mut self, address_file: PathBuf) -> Self {
+        self.address_file = Some(address_file);
+        self
+    }
+
+    /// How a hook to `url` follows runway, when `url` is on runway's address now.
+    fn follows(&self, url: &str) -> Option<Follows> {
+        let address_file = self.address_file.clone()?;
+        let address = read_address(&address_file)?;
+        let path = url.strip_prefix(&address)?;
+        path.starts_with('/').then(|| Follows {
+            address_file,
+            path: path.to_owned(),
+        })
     }
 }
 
@@ -105,14 +163,49 @@ fn file_url(path: &Path) -> String {
     format!("file://{}", path.display())
 }
 
-/// Where git looks for the repository's post-receive hook (honours `core.hooksPath`).
+/// The repository's own `post-receive` (`$GIT_DIR/hooks/post-receive`), the only place Runway
+/// writes a hook: a hook that follows `core.hooksPath` or a symlink would make Runway write an
+/// executable anywhere the repository's config points (another repository's hooks, a shared
+/// folder, a file outside any repository).
 async fn post_receive_path(git_dir: &Path) -> Result<PathBuf, ForgeError> {
-    let hooks = git(
+    let own = git_dir.join("hooks");
+    refuse_link(&own, "the hooks folder")?;
+    let script = own.join("post-receive");
+    refuse_link(&script, "the post-receive hook")?;
+    // Set in the repository or in the user's or system's config, alike.
+    let Ok(configured) = git(Some(git_dir), &["config", "--get", "core.hooksPath"]).await else {
+        return Ok(script);
+    };
+    let used = git(
         Some(git_dir),
         &["rev-parse", "--path-format=absolute", "--git-path", "hooks"],
     )
     .await?;
-    Ok(PathBuf::from(hooks.trim()).join("post-receive"))
+    if Path::new(used.trim()) != own {
+        return Err(ForgeError::Rejected(format!(
+            "{} has core.hooksPath set to {}, so git would not run a hook in the repository's \
+             own hooks folder, the only place Runway writes its post-receive hook. Unset it \
+             (git -C {} config --unset core.hooksPath, or --global if it is set there), then \
+             try again",
+            git_dir.display(),
+            configured.trim(),
+            git_dir.display(),
+        )));
+    }
+    Ok(script)
+}
+
+/// Refuses `path` when it is a symbolic link: what Runway writes there would land where the
+/// link points.
+fn refuse_link(path: &Path, what: &str) -> Result<(), ForgeError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(ForgeError::Rejected(format!(
+            "{what} {} is a symbolic link; Runway writes hooks only into the repository's own \
+             folder. Replace the link with a real folder or file, then try again",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn hooks_dir(git_dir: &Path) -> PathBuf {
@@ -312,7 +405,7 @@ impl Forge for GitForge {
         // A hook to the same URL keeps its id and takes the new secret, as GitHub's PATCH does.
         let existing = read_hooks(&git_dir)?
             .into_iter()
-            .find(|hook| hook.url == url);
+            .find(|hook| hook.target() == url);
         let (id, created_at) = match existing {
             Some(hook) => (hook.id, hook.created_at),
             None => (
@@ -326,8 +419,11 @@ impl Forge for GitForge {
             secret: secret.expose_secret().to_owned(),
             events: vec!["push".into()],
             created_at,
+            follows: self.follows(url),
         };
         let dir = hooks_dir(&git_dir);
+        // The hook files hold secrets: never into a folder a link sends elsewhere.
+        refuse_link(&dir, "the webhooks folder")?;
         std::fs::create_dir_all(&dir).context("creating the webhooks folder")?;
         write_private(
             &dir.join(format!("{}.json", hook.id)),
@@ -370,8 +466,13 @@ impl Forge for GitForge {
             _ => {}
         }
         if read_hooks(&git_dir)?.is_empty() {
-            let script_path = post_receive_path(&git_dir).await?;
-            if std::fs::read_to_string(&script_path).is_ok_and(|s| s.contains(HOOK_MARKER)) {
+            // Only the hook Runway wrote, where it writes them: not one core.hooksPath or a
+            // link points at now.
+            let script_path = git_dir.join("hooks").join("post-receive");
+            let is_file = std::fs::symlink_metadata(&script_path).is_ok_and(|m| m.is_file());
+            if is_file
+                && std::fs::read_to_string(&script_path).is_ok_and(|s| s.contains(HOOK_MARKER))
+            {
                 std::fs::remove_file(&script_path).context("removing post-receive")?;
             }
             let _ = std::fs::remove_dir(&dir);
@@ -384,8 +485,8 @@ impl Forge for GitForge {
         Ok(read_hooks(&git_dir)?
             .into_iter()
             .map(|hook| Webhook {
+                url: hook.target(),
                 id: HookId::new(hook.id),
-                url: hook.url,
                 created_at: hook.created_at,
             })
             .collect())
@@ -425,8 +526,9 @@ pub async fn deliver_post_receive(git_dir: &Path, updates: &str) -> anyhow::Resu
         // One delivery id per event, the same for every hook, as GitHub sends it.
         let delivery = uuid::Uuid::new_v4().to_string();
         for hook in &hooks {
+            let target = hook.target();
             let result = client
-                .post(&hook.url)
+                .post(&target)
                 .header("content-type", "application/json")
                 .header("user-agent", "Runway-Hookshot/local")
                 .header("x-github-event", "push")
@@ -441,8 +543,7 @@ pub async fn deliver_post_receive(git_dir: &Path, updates: &str) -> anyhow::Resu
                 .await;
             match result {
                 Ok(response) => eprintln!(
-                    "runway: push of {git_ref} delivered to {} ({})",
-                    hook.url,
+                    "runway: push of {git_ref} delivered to {target} ({})",
                     response.status()
                 ),
                 Err(error) => eprintln!("runway: could not deliver the push of {git_ref}: {error}"),

@@ -2,22 +2,23 @@
 //! must answer `/_stcore/health` before traffic moves to it; the old one is then drained and
 //! stopped. A process that dies unexpectedly is started again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, oneshot};
 
-use super::proxy::{Backend, Routes};
+use super::proxy::{Backend, InFlight, Routes};
+use super::write_private;
 use runway_core::domain::AppName;
 use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError};
 use runway_core::text::tail;
@@ -29,7 +30,8 @@ pub struct ProcessPlatformConfig {
     /// The port `runway` listens on: apps are at `http://APP.localhost:PORT/`.
     pub public_port: u16,
     pub health_timeout: Duration,
-    /// How long an old process keeps serving requests already sent to it.
+    /// How long a replaced revision keeps serving what was already open to it (requests,
+    /// streamed responses, websockets) before it is stopped and they are cut.
     pub drain: Duration,
 }
 
@@ -40,6 +42,8 @@ pub struct ProcessPlatform {
     /// The app's supervised process; the mutex also serializes deploys of one app.
     apps: Arc<Mutex<HashMap<String, Slot>>>,
     http: reqwest::Client,
+    /// Picks the port an app process is told to listen on ([`free_port`]; a test's choice).
+    ports: Arc<dyn Fn() -> std::io::Result<u16> + Send + Sync>,
 }
 
 type Slot = Arc<Mutex<Option<Supervised>>>;
@@ -70,6 +74,16 @@ struct Started {
     addr: SocketAddr,
 }
 
+/// Why a started process is not serving.
+enum Unready {
+    /// Another process listens on the port the app was given; the app is stopped.
+    PortTaken,
+    Failed(PlatformError),
+}
+
+/// How many ports an app is given in turn when another process keeps taking them.
+const PORT_ATTEMPTS: usize = 3;
+
 impl ProcessPlatform {
     /// Creates the platform, first stopping processes a previous `runway` left behind (its pid
     /// files say which) so that no app runs unsupervised.
@@ -83,6 +97,7 @@ impl ProcessPlatform {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()?,
+            ports: Arc::new(free_port),
         })
     }
 
@@ -111,7 +126,7 @@ impl ProcessPlatform {
     }
 
     async fn start(&self, launch: &Launch) -> Result<Started, PlatformError> {
-        let port = free_port().context("finding a free port")?;
+        let port = (self.ports)().context("finding a free port")?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -141,42 +156,82 @@ impl ProcessPlatform {
             .spawn()
             .with_context(|| format!("starting streamlit for {}", launch.app))?;
         if let Some(pid) = child.id() {
-            let _ = std::fs::write(&launch.pid_file, pid.to_string());
+            record_pid(&launch.pid_file, pid);
         }
         Ok(Started { child, addr })
     }
 
-    /// Waits until the process answers `ok` on `/_stcore/health`; stops it if it never does.
-    async fn wait_healthy(
-        &self,
-        launch: &Launch,
-        started: &mut Started,
-    ) -> Result<(), PlatformError> {
+    /// Starts the revision and waits until it is healthy, on another port when another
+    /// process took the one it was given first.
+    async fn start_healthy(&self, launch: &Launch) -> Result<Started, PlatformError> {
+        for _ in 0..PORT_ATTEMPTS {
+            let mut started = self.start(launch).await?;
+            match self.wait_healthy(launch, &mut started).await {
+                Ok(()) => return Ok(started),
+                Err(Unready::PortTaken) => tracing::warn!(
+                    app = %launch.app,
+                    port = started.addr.port(),
+                    "another process listens on the port the app was given; trying another"
+                ),
+                Err(Unready::Failed(error)) => return Err(error),
+            }
+        }
+        Err(PlatformError::NotReady(format!(
+            "another process on this machine took the port given to the app, {PORT_ATTEMPTS} \
+             times in a row; see what listens on 127.0.0.1 (ss -ltnp) and deploy again"
+        )))
+    }
+
+    /// Waits until the process answers `ok` on `/_stcore/health` from a socket of its own;
+    /// stops it if it never does, or if another process holds its port.
+    async fn wait_healthy(&self, launch: &Launch, started: &mut Started) -> Result<(), Unready> {
         let deadline = Instant::now() + self.config.health_timeout;
         let url = format!("http://{}/_stcore/health", started.addr);
+        let port = started.addr.port();
         loop {
             if let Ok(Some(status)) = started.child.try_wait() {
-                return Err(PlatformError::NotReady(format!(
+                let _ = std::fs::remove_file(&launch.pid_file);
+                // It could not listen: someone else does.
+                if !listening_sockets(port).is_empty() {
+                    return Err(Unready::PortTaken);
+                }
+                return Err(Unready::Failed(PlatformError::NotReady(format!(
                     "the app exited ({status}) before it was ready:\n{}",
                     log_tail(&launch.log)
-                )));
+                ))));
             }
-            if let Ok(response) = self.http.get(&url).send().await
-                && response.status().is_success()
-                && response.text().await.is_ok_and(|t| t == "ok")
-            {
-                return Ok(());
+            if self.answers_ok(&url).await {
+                if started
+                    .child
+                    .id()
+                    .is_some_and(|pid| listens_alone(pid, port))
+                {
+                    return Ok(());
+                }
+                terminate(&mut started.child, Duration::from_secs(5)).await;
+                let _ = std::fs::remove_file(&launch.pid_file);
+                return Err(Unready::PortTaken);
             }
             if Instant::now() >= deadline {
                 terminate(&mut started.child, Duration::from_secs(5)).await;
                 let _ = std::fs::remove_file(&launch.pid_file);
-                return Err(PlatformError::NotReady(format!(
+                return Err(Unready::Failed(PlatformError::NotReady(format!(
                     "the app did not answer /_stcore/health within {}s:\n{}",
                     self.config.health_timeout.as_secs(),
                     log_tail(&launch.log)
-                )));
+                ))));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether whatever listens at `url` answers `ok`.
+    async fn answers_ok(&self, url: &str) -> bool {
+        match self.http.get(url).send().await {
+            Ok(response) if response.status().is_success() => {
+                response.text().await.is_ok_and(|text| text == "ok")
+            }
+            _ => false,
         }
     }
 
@@ -206,24 +261,22 @@ impl ProcessPlatform {
                     _ = &mut stop_rx => return,
                     () = tokio::time::sleep(backoff) => {}
                 }
-                let mut next = match platform.start(&launch).await {
+                let next = match platform.start_healthy(&launch).await {
                     Ok(next) => next,
                     Err(error) => {
                         tracing::error!(app = %launch.app, %error, "could not restart the app");
                         continue;
                     }
                 };
-                if platform.wait_healthy(&launch, &mut next).await.is_ok() {
-                    restarts = 0;
-                    let still_current = platform
+                restarts = 0;
+                let still_current = platform
+                    .routes
+                    .get(&launch.app)
+                    .is_some_and(|backend| backend.revision == launch.revision);
+                if still_current {
+                    platform
                         .routes
-                        .get(&launch.app)
-                        .is_some_and(|backend| backend.revision == launch.revision);
-                    if still_current {
-                        platform
-                            .routes
-                            .set(&launch.app, backend(next.addr, &launch.revision));
-                    }
+                        .set(&launch.app, backend(next.addr, &launch.revision));
                 }
                 started = next;
             }
@@ -241,8 +294,18 @@ fn backend(addr: SocketAddr, revision: &str) -> Backend {
     Backend {
         addr,
         revision: revision.to_owned(),
-        in_flight: Arc::default(),
+        in_flight: InFlight::default(),
     }
+}
+
+/// Waits until nothing is in flight to a replaced revision (requests, streamed responses,
+/// websockets) or `grace` has passed; says whether it drained. Websockets still open then
+/// are cut with the process: Streamlit's page reconnects, to the new revision, with a new
+/// session.
+async fn drain(in_flight: &InFlight, grace: Duration) -> bool {
+    tokio::time::timeout(grace, in_flight.drained())
+        .await
+        .is_ok()
 }
 
 async fn stop(running: Supervised) {
@@ -267,11 +330,138 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// Whether every socket listening on `port` is `pid`'s or a descendant's: what answers there
+/// is then the app, not a process that took the port between [`free_port`] and the app's
+/// bind (which would get the app's traffic).
+fn listens_alone(pid: u32, port: u16) -> bool {
+    let listening = listening_sockets(port);
+    let ours = socket_inodes(&process_tree(pid));
+    !listening.is_empty() && listening.is_subset(&ours)
+}
+
+/// The inodes of the sockets listening on TCP `port`, IPv4 and IPv6, in this network
+/// namespace (the app's).
+fn listening_sockets(port: u16) -> HashSet<u64> {
+    const LISTEN: &str = "0A";
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            // `sl local_address rem_address st … uid timeout inode`, addresses as HEX:PORT.
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let (_, local_port) = fields.get(1)?.rsplit_once(':')?;
+                    let listens_here = u16::from_str_radix(local_port, 16).ok()? == port
+                        && *fields.get(3)? == LISTEN;
+                    listens_here.then(|| fields.get(9)?.parse().ok())?
+                })
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+/// The inodes of the sockets `pids` hold open.
+fn socket_inodes(pids: &[u32]) -> HashSet<u64> {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// `root` and every process descended from it.
+fn process_tree(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let ppid = stat_fields(pid)?.get(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut tree = vec![root];
+    let mut next = 0;
+    while let Some(&parent) = tree.get(next) {
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(pid, _)| *pid),
+        );
+        next += 1;
+    }
+    tree
+}
+
+/// The fields of `/proc/PID/stat` after the command name (`state ppid …`): the name may hold
+/// spaces and parentheses, so they start after its last `)`.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    Some(fields.split_whitespace().map(str::to_owned).collect())
+}
+
 fn log_tail(path: &Path) -> String {
     tail(&std::fs::read_to_string(path).unwrap_or_default(), 15)
 }
 
-/// Kills app processes recorded in pid files, if they still run from this data dir.
+/// What a pid file holds: enough to recognise the very process Runway started, so that a pid
+/// the system gave to another process since (after a reboot, someone else's Streamlit) is
+/// never killed for it.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct PidRecord {
+    pid: u32,
+    /// When the process started, in clock ticks after boot (`/proc/PID/stat`): a pid reused
+    /// later names a process that started later.
+    start_time: u64,
+    /// Its working directory, the release's checkout in Runway's data dir: ticks repeat from
+    /// one boot to the next, this folder is the app's alone.
+    cwd: PathBuf,
+}
+
+impl PidRecord {
+    /// The running process `pid` as a record, if it runs.
+    fn of(pid: u32) -> Option<Self> {
+        // Field 22 of the line.
+        let start_time = stat_fields(pid)?.get(19)?.parse().ok()?;
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+        Some(Self {
+            pid,
+            start_time,
+            cwd,
+        })
+    }
+}
+
+/// Records the app process `pid` in `path`, for [`reap_orphans`] after a crash of runway.
+fn record_pid(path: &Path, pid: u32) {
+    let written = PidRecord::of(pid)
+        .and_then(|record| serde_json::to_vec(&record).ok())
+        .map(|json| write_private(path, &json));
+    if !matches!(written, Some(Ok(()))) {
+        tracing::warn!(
+            pid,
+            "could not record the app's process; a crash of runway may leave it running"
+        );
+    }
+}
+
+/// Kills app processes recorded in pid files that are still the very processes Runway
+/// started (same start time, same working directory), and removes the pid files.
 fn reap_orphans(dir: &Path) {
     let Ok(apps) = std::fs::read_dir(dir) else {
         return;
@@ -284,15 +474,21 @@ fn reap_orphans(dir: &Path) {
         .map(|entry| entry.path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "pid"))
     {
-        let pid = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok());
-        if let Some(pid) = pid {
-            let environ = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&environ).contains("streamlit") {
-                tracing::warn!(pid, "stopping an app process left by a previous runway");
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let text = std::fs::read(&pid_file).unwrap_or_default();
+        match serde_json::from_slice::<PidRecord>(&text) {
+            Ok(recorded) if PidRecord::of(recorded.pid).as_ref() == Some(&recorded) => {
+                tracing::warn!(
+                    pid = recorded.pid,
+                    "stopping an app process left by a previous runway"
+                );
+                let _ = kill(Pid::from_raw(recorded.pid as i32), Signal::SIGKILL);
             }
+            Ok(_) => {} // It ended; its pid may be another process's now.
+            // A bare pid, as runway wrote before it recorded more: nothing shows whose it is.
+            Err(_) => tracing::warn!(
+                pid_file = %pid_file.display(),
+                "not stopping the process of a pid file that does not say which process it was"
+            ),
         }
         let _ = std::fs::remove_file(&pid_file);
     }
@@ -334,24 +530,21 @@ impl Platform for ProcessPlatform {
                 spec.image
             )));
         }
-        let mut started = self.start(&launch).await?;
-        self.wait_healthy(&launch, &mut started).await?;
+        let started = self.start_healthy(&launch).await?;
         let addr = started.addr;
         let next = self.supervise(launch, started, spec.seq);
         let replaced = self.routes.set(&app, backend(addr, &revision));
         if let Some(old) = current.replace(next) {
-            let drain = self.config.drain;
+            let grace = self.config.drain;
             tokio::spawn(async move {
-                // Let requests already sent to the old process finish before stopping it.
-                let deadline = Instant::now() + drain;
-                if let Some(old_backend) = replaced {
-                    while old_backend.in_flight.load(Ordering::SeqCst) > 0
-                        && Instant::now() < deadline
-                    {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                // Every request sent to the old process counts in flight by now (the proxy
+                // enters it under the routes' lock): let them finish before stopping it.
+                if let Some(old_backend) = replaced
+                    && !drain(&old_backend.in_flight, grace).await
+                {
+                    tracing::info!(revision = %old.revision, open = old_backend.in_flight.count(),
+                        "the drain grace has passed; cutting what is still open");
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
                 tracing::info!(revision = %old.revision, "stopping the replaced revision");
                 stop(old).await;
             });
@@ -375,5 +568,203 @@ impl Platform for ProcessPlatform {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::atomic::Ordering;
+
+    /// Stands in for the venv's `streamlit`: serves `ok` at the health path and `app`
+    /// elsewhere, on the port it is given, as Streamlit would.
+    const FAKE_STREAMLIT: &str = r#"#!/usr/bin/env python3
+import http.server, sys
+port = int(next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--server.port=")))
+class App(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"ok" if self.path == "/_stcore/health" else b"app"
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), App).serve_forever()
+"#;
+
+    /// A built release whose `streamlit` is [`FAKE_STREAMLIT`].
+    fn fake_image(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let image = dir.join("builds/hello-1");
+        std::fs::create_dir_all(image.join("venv/bin")).unwrap();
+        std::fs::create_dir_all(image.join("src")).unwrap();
+        let streamlit = image.join("venv/bin/streamlit");
+        std::fs::write(&streamlit, FAKE_STREAMLIT).unwrap();
+        std::fs::set_permissions(&streamlit, std::fs::Permissions::from_mode(0o755)).unwrap();
+        image
+    }
+
+    fn spec(image: &Path) -> DeploySpec {
+        DeploySpec {
+            app: AppName::parse("hello").unwrap(),
+            release_id: runway_core::domain::ReleaseId::new("r1"),
+            seq: 1,
+            image: image.display().to_string(),
+            main_file: runway_core::domain::MainFile::parse("streamlit_app.py").unwrap(),
+            region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
+            resources: Default::default(),
+            secrets: None,
+            access: runway_core::domain::Access::Public,
+        }
+    }
+
+    /// Answers `ok` to every request on `listener`, as a health check wants.
+    async fn impostor(listener: tokio::net::TcpListener) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = [0; 1024];
+            let _ = stream.read(&mut head).await;
+            let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+            let _ = stream.write_all(ok.as_bytes()).await;
+        }
+    }
+
+    /// Another local process takes the port Runway picked for the app before the app binds
+    /// it, and answers the health check: it must not be taken for the app (and get its
+    /// traffic). The app gets another port.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_process_that_took_the_app_s_port_does_not_pass_for_the_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = fake_image(dir.path());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let taken = listener.local_addr().unwrap().port();
+        tokio::spawn(impostor(listener));
+        let routes = Routes::default();
+        let mut platform = ProcessPlatform::new(
+            ProcessPlatformConfig {
+                dir: dir.path().join("apps"),
+                public_port: 1,
+                health_timeout: Duration::from_secs(60),
+                drain: Duration::ZERO,
+            },
+            routes.clone(),
+        )
+        .unwrap();
+        let first = std::sync::atomic::AtomicBool::new(true);
+        platform.ports = Arc::new(move || match first.swap(false, Ordering::SeqCst) {
+            true => Ok(taken),
+            false => free_port(),
+        });
+
+        let deployed = platform.deploy(spec(&image)).await;
+
+        let serving = routes.get("hello").map(|backend| backend.addr);
+        let answer = match serving {
+            Some(addr) => reqwest::get(format!("http://{addr}/")).await.ok(),
+            None => None,
+        };
+        let answer = match answer {
+            Some(response) => response.text().await.ok(),
+            None => None,
+        };
+        platform.shutdown().await;
+        assert!(deployed.is_ok(), "{deployed:?}");
+        assert_ne!(
+            serving.map(|addr| addr.port()),
+            Some(taken),
+            "the impostor gets the app's traffic"
+        );
+        assert_eq!(answer.as_deref(), Some("app"));
+    }
+
+    /// A process whose command line says `streamlit`, as anyone's Streamlit would, in `dir`.
+    fn streamlit_lookalike(dir: &Path) -> std::process::Child {
+        std::process::Command::new("bash")
+            .args(["-c", "exec -a streamlit sleep 600"])
+            .current_dir(dir)
+            .spawn()
+            .expect("sh")
+    }
+
+    /// The signal `child` ends by once the test sends it SIGTERM: SIGKILL when it had already
+    /// been killed (a pending SIGKILL wins), so no sleep decides whether it was.
+    fn ended_by(child: &mut std::process::Child) -> Option<Signal> {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let status = child.wait().unwrap();
+        status.signal().and_then(|n| Signal::try_from(n).ok())
+    }
+
+    /// A replaced revision is stopped once what is open to it has closed, not before, and at
+    /// its grace at the latest.
+    #[tokio::test]
+    async fn a_drain_waits_for_open_websockets_and_no_longer_than_its_grace() {
+        let in_flight = InFlight::default();
+        let websocket = in_flight.enter();
+        let mut drained = std::pin::pin!(drain(&in_flight, Duration::from_secs(3600)));
+        tokio::select! {
+            biased;
+            _ = &mut drained => panic!("drained with a websocket open"),
+            () = std::future::ready(()) => {}
+        }
+        drop(websocket);
+        assert!(
+            drained.await,
+            "the drain did not end when the websocket closed"
+        );
+
+        let _stuck = in_flight.enter();
+        assert!(
+            !drain(&in_flight, Duration::ZERO).await,
+            "not cut at the grace"
+        );
+    }
+
+    /// After a reboot a pid file can name someone else's process, Streamlit even: it is not
+    /// Runway's to kill.
+    #[test]
+    fn a_foreign_streamlit_named_by_a_stale_pid_file_survives_reaping() {
+        let (data, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut foreign = streamlit_lookalike(elsewhere.path());
+        let app = data.path().join("apps/hello");
+        std::fs::create_dir_all(&app).unwrap();
+        // As runway wrote pid files before, and as it writes them now for a process it ran
+        // from its data dir before the reboot.
+        std::fs::write(app.join("hello-1.pid"), foreign.id().to_string()).unwrap();
+        let before_the_reboot = PidRecord {
+            pid: foreign.id(),
+            start_time: 1,
+            cwd: data.path().join("builds/hello-1/src"),
+        };
+        let record = serde_json::to_vec(&before_the_reboot).unwrap();
+        std::fs::write(app.join("hello-2.pid"), record).unwrap();
+
+        reap_orphans(&data.path().join("apps"));
+
+        assert_eq!(
+            ended_by(&mut foreign),
+            Some(Signal::SIGTERM),
+            "a process that is not Runway's was killed"
+        );
+        assert!(!app.join("hello-1.pid").exists(), "a stale pid file stays");
+        assert!(!app.join("hello-2.pid").exists(), "a stale pid file stays");
+    }
+
+    /// What a crashed runway left running is still stopped when runway starts again.
+    #[test]
+    fn an_app_process_left_by_a_previous_runway_is_reaped() {
+        let data = tempfile::tempdir().unwrap();
+        let checkout = data.path().join("builds/hello-1/src");
+        std::fs::create_dir_all(&checkout).unwrap();
+        let mut orphan = streamlit_lookalike(&checkout);
+        let app = data.path().join("apps/hello");
+        std::fs::create_dir_all(&app).unwrap();
+        record_pid(&app.join("hello-1.pid"), orphan.id());
+
+        reap_orphans(&data.path().join("apps"));
+
+        assert_eq!(ended_by(&mut orphan), Some(Signal::SIGKILL));
+        assert!(!app.join("hello-1.pid").exists());
     }
 }
