@@ -132,7 +132,7 @@ pub async fn run(state: &State) -> Report {
     if let Err(error) = fail_stuck_deploys(state, ago(state.deploy_timeout), &mut report).await {
         report.errors.push(format!("deploying releases: {error}"));
     }
-    if let Err(error) = remove_orphan_hooks(state, &mut report).await {
+    if let Err(error) = remove_orphan_hooks(state, before, &mut report).await {
         report.errors.push(format!("webhooks: {error}"));
     }
     if let Err(error) = remove_stale_hooks(state, before, &mut report).await {
@@ -328,12 +328,32 @@ async fn remove_stale_hooks(
     Ok(())
 }
 
-async fn remove_orphan_hooks(state: &State, report: &mut Report) -> Result<(), StoreError> {
-    for (repo, hook_id) in state.store.orphan_hooks().await? {
+async fn remove_orphan_hooks(
+    state: &State,
+    before: chrono::DateTime<chrono::Utc>,
+    report: &mut Report,
+) -> Result<(), StoreError> {
+    let orphans = state.store.orphan_hooks().await?;
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let deployments = state.store.deployments().await?;
+    for (repo, hook_id) in orphans {
         let Ok(repo_url) = RepoUrl::parse(&repo, true) else {
             state.store.remove_orphan_hook(&repo, &hook_id).await?;
             continue;
         };
+        // An app created again under the deleted one's name reuses its hook (same URL): that
+        // hook is live again, not an orphan. One being created on the repository right now
+        // may be about to take it up: wait for the next run.
+        let of_repo = || deployments.iter().filter(|d| d.repo == repo_url);
+        if of_repo().any(|d| d.webhook_id.as_ref() == Some(&hook_id)) {
+            state.store.remove_orphan_hook(&repo, &hook_id).await?;
+            continue;
+        }
+        if of_repo().any(|d| d.webhook_id.is_none() && d.created_at >= before) {
+            continue;
+        }
         match state.forge.delete_webhook(&repo_url, &hook_id).await {
             Ok(()) | Err(ForgeError::NotFound(_)) => {
                 state.store.remove_orphan_hook(&repo, &hook_id).await?;

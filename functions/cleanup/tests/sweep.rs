@@ -8,7 +8,7 @@ use std::time::Duration;
 use runway_cleanup::{State, run};
 use runway_core::clock::ManualClock;
 use runway_core::domain::{
-    AppName, HookId, NewRelease, ReleaseState, ReleaseUpdate, RepoUrl, Trigger,
+    AppName, Deployment, HookId, NewRelease, ReleaseState, ReleaseUpdate, RepoUrl, Trigger,
 };
 use runway_core::messages::DeployRequest;
 use runway_core::ports::{Forge, Store};
@@ -161,13 +161,11 @@ async fn a_hook_left_by_a_deleted_app_is_removed() {
     assert!(!Path::new(path).join("hooks/post-receive").exists());
 }
 
-#[tokio::test]
-async fn hooks_no_app_stands_behind_are_removed_and_the_rest_kept() {
-    let f = fixture();
-    let secret = secrecy::SecretString::from("s".to_owned());
+/// An app of `name` on the fixture's repository, with `webhook_id` as its hook.
+fn deployment(f: &Fixture, name: &str, webhook_id: Option<HookId>) -> Deployment {
     let now = chrono::Utc::now();
-    let kept = runway_core::domain::Deployment {
-        app: AppName::parse("kept").unwrap(),
+    Deployment {
+        app: AppName::parse(name).unwrap(),
         repo: f.repo.clone(),
         repo_id: 1,
         branch: runway_core::domain::Branch::parse("main").unwrap(),
@@ -176,12 +174,88 @@ async fn hooks_no_app_stands_behind_are_removed_and_the_rest_kept() {
         resources: Default::default(),
         access: Default::default(),
         owner: "ada".into(),
-        webhook_id: None,
+        webhook_id,
         live_release: None,
         url: None,
         created_at: now,
         updated_at: now,
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_hook_orphaned_by_a_delete_and_taken_up_by_the_re_created_app_is_kept() {
+    let f = fixture();
+    let secret = secrecy::SecretString::from("s".to_owned());
+    // The app was deleted but its hook could not be (GitHub was down): recorded as an orphan.
+    let url = format!("{INGRESS}/demo");
+    let hook = f
+        .forge
+        .ensure_webhook(&f.repo, &url, &secret)
+        .await
+        .unwrap();
+    f.store
+        .add_orphan_hook(&f.repo.to_string(), &hook)
+        .await
+        .unwrap();
+    // Created again under the same name before cleanup ran: the same URL, so the same hook.
+    let again = f
+        .forge
+        .ensure_webhook(&f.repo, &url, &secret)
+        .await
+        .unwrap();
+    assert_eq!(again, hook);
+    f.store
+        .put_deployment(&deployment(&f, "demo", Some(again)))
+        .await
+        .unwrap();
+
+    let report = run(&f.state).await;
+
+    assert_eq!(report.hooks_removed, 0, "{report:?}");
+    let hooks = f.forge.webhooks(&f.repo).await.unwrap();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].id, hook);
+    // The orphan record is settled: an app stands behind the hook now.
+    assert!(f.store.orphan_hooks().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_orphan_hook_waits_while_an_app_is_being_created_on_its_repository() {
+    let f = fixture();
+    let secret = secrecy::SecretString::from("s".to_owned());
+    let url = format!("{INGRESS}/demo");
+    let hook = f
+        .forge
+        .ensure_webhook(&f.repo, &url, &secret)
+        .await
+        .unwrap();
+    f.store
+        .add_orphan_hook(&f.repo.to_string(), &hook)
+        .await
+        .unwrap();
+    // Its name claimed, its hook not yet made: submit is between the two.
+    f.store
+        .insert_deployment(&deployment(&f, "demo", None))
+        .await
+        .unwrap();
+
+    let report = run(&f.state).await;
+
+    assert_eq!(report.hooks_removed, 0, "{report:?}");
+    assert_eq!(f.forge.webhooks(&f.repo).await.unwrap().len(), 1);
+    assert_eq!(f.store.orphan_hooks().await.unwrap().len(), 1);
+    // A claim that never got its hook (the submit died) holds nothing up for long.
+    f.clock.advance(STALE + Duration::from_secs(30));
+    let report = run(&f.state).await;
+    assert_eq!(report.hooks_removed, 1, "{report:?}");
+    assert!(f.store.orphan_hooks().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn hooks_no_app_stands_behind_are_removed_and_the_rest_kept() {
+    let f = fixture();
+    let secret = secrecy::SecretString::from("s".to_owned());
+    let kept = deployment(&f, "kept", None);
     f.store.put_deployment(&kept).await.unwrap();
     let hook = |url: String| {
         let (forge, repo, secret) = (f.forge.clone(), f.repo.clone(), secret.clone());
