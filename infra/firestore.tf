@@ -6,7 +6,7 @@
 #   releases   where app == X            order by seq desc         -> (app ASC, seq DESC)
 #   releases   where state == X and updated_at < T
 #                                        order by updated_at asc   -> (state ASC, updated_at ASC)
-#   deliveries where repo_id == X        order by received_at desc -> (repo_id ASC, received_at DESC)
+#   deliveries where app == X            order by received_at desc -> (app ASC, received_at DESC)
 #   audit      where app == X            order by at desc          -> (app ASC, at DESC)
 # Equality on one field (deployments by repo_id, releases by build_id) and an order on one field
 # (the whole audit trail by at) are served by Firestore's automatic single-field indexes.
@@ -36,9 +36,9 @@ locals {
       collection = "releases"
       fields     = [["state", "ASCENDING"], ["updated_at", "ASCENDING"]]
     }
-    deliveries_by_repo = {
+    deliveries_by_app = {
       collection = "deliveries"
-      fields     = [["repo_id", "ASCENDING"], ["received_at", "DESCENDING"]]
+      fields     = [["app", "ASCENDING"], ["received_at", "DESCENDING"]]
     }
     audit_by_app = {
       collection = "audit"

@@ -475,14 +475,20 @@ async fn a_delivery_id_is_recorded_once(subject: &Subject) {
     assert!(!store.record_delivery(&delivery("d-1", 0)).await.unwrap());
     assert!(store.record_delivery(&delivery("d-2", 5)).await.unwrap());
     let ids: Vec<String> = store
-        .deliveries_of_repo(7, 10)
+        .deliveries_of_app(&app("demo"), 10)
         .await
         .unwrap()
         .into_iter()
         .map(|d| d.id.to_string())
         .collect();
     assert_eq!(ids, ["d-2", "d-1"], "newest first");
-    assert!(store.deliveries_of_repo(8, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .deliveries_of_app(&app("other"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// GitHub sends one delivery id per event to every hook of the repository: two apps on one
@@ -506,7 +512,12 @@ async fn one_delivery_id_reaches_every_app_whose_hook_received_it(subject: &Subj
     );
     assert!(!store.record_delivery(&delivery("staging")).await.unwrap());
     assert!(!store.record_delivery(&delivery("prod")).await.unwrap());
-    assert_eq!(store.deliveries_of_repo(9, 10).await.unwrap().len(), 2);
+    // Each app sees what its own hook received, never the other's.
+    for to in ["staging", "prod"] {
+        let seen = store.deliveries_of_app(&app(to), 10).await.unwrap();
+        let outcomes: Vec<_> = seen.iter().map(|d| d.outcome.as_str()).collect();
+        assert_eq!(outcomes, [format!("seen by {to}")]);
+    }
 }
 
 /// A push's delivery and its release are one write: the first of two simultaneous replays
@@ -535,7 +546,14 @@ async fn a_push_is_recorded_with_its_release_once_even_when_replayed_at_once(sub
     let releases = store.releases(&app("web"), 10).await.unwrap();
     assert_eq!(releases.len(), 1);
     assert_eq!(releases[0].id, accepted[0].id);
-    assert_eq!(store.deliveries_of_repo(11, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .deliveries_of_app(&app("web"), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // Once recorded, it is a replay whichever way it comes back.
     assert!(!store.record_delivery(&delivery("web")).await.unwrap());
     let other = store

@@ -362,18 +362,26 @@ async fn two_branches_of_one_repository_are_two_apps_and_each_push_reaches_its_o
     assert_eq!(released["state"], "live", "{released:#}");
 
     // Each push is one delivery id that both hooks received, and each app recorded what it did.
-    let deliveries = runway.status("prod").await?["deliveries"].clone();
-    let outcome = |commit: &str, app: &str| -> Option<String> {
-        deliveries.as_array()?.iter().find_map(|d| {
-            (d["commit"] == commit && d["app"] == app)
-                .then(|| d["outcome"].as_str().unwrap_or_default().to_owned())
-        })
-    };
-    let id_of = |commit: &str, app: &str| -> Option<Value> {
-        deliveries
+    // An app's status shows only what its own hook received: the other app's outcomes (its
+    // branch, its owner's releases) are not this app's owner's to see.
+    let mut deliveries = std::collections::HashMap::new();
+    for app in ["staging", "prod"] {
+        let seen = runway.status(app).await?["deliveries"].clone();
+        let apps: Vec<&Value> = seen.as_array().unwrap().iter().map(|d| &d["app"]).collect();
+        assert!(
+            apps.iter().all(|seen_by| *seen_by == app),
+            "{app} sees {seen:#}"
+        );
+        deliveries.insert(app, seen);
+    }
+    let find = |commit: &str, app: &str, field: &str| -> Option<Value> {
+        deliveries[app]
             .as_array()?
             .iter()
-            .find_map(|d| (d["commit"] == commit && d["app"] == app).then(|| d["id"].clone()))
+            .find_map(|d| (d["commit"] == commit).then(|| d[field].clone()))
+    };
+    let outcome = |commit: &str, app: &str| -> Option<String> {
+        find(commit, app, "outcome").map(|o| o.as_str().unwrap_or_default().to_owned())
     };
     for (commit, deployer, bystander, branch) in [
         (&on_dev, "staging", "prod", "dev"),
@@ -382,7 +390,7 @@ async fn two_branches_of_one_repository_are_two_apps_and_each_push_reaches_its_o
         assert_eq!(
             outcome(commit, deployer).as_deref(),
             Some(format!("queued a release of {deployer}").as_str()),
-            "{deliveries:#}"
+            "{deliveries:#?}"
         );
         let ignored = outcome(commit, bystander).unwrap_or_default();
         assert!(
@@ -390,8 +398,8 @@ async fn two_branches_of_one_repository_are_two_apps_and_each_push_reaches_its_o
             "{bystander} on the push to {branch}: {ignored:?}"
         );
         assert_eq!(
-            id_of(commit, deployer),
-            id_of(commit, bystander),
+            find(commit, deployer, "id"),
+            find(commit, bystander, "id"),
             "one delivery id for both hooks"
         );
     }

@@ -109,12 +109,12 @@ impl Store for SometimesHanging {
         }
         self.inner.accept_push(delivery, release).await
     }
-    async fn deliveries_of_repo(
+    async fn deliveries_of_app(
         &self,
-        repo_id: u64,
+        app: &AppName,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        self.inner.deliveries_of_repo(repo_id, limit).await
+        self.inner.deliveries_of_app(app, limit).await
     }
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         self.inner.append_audit(entry).await

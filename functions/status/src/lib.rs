@@ -132,7 +132,7 @@ async fn show(
     let releases = state.store.releases(&app, RELEASES_SHOWN).await?;
     let deliveries = state
         .store
-        .deliveries_of_repo(deployment.repo_id, DELIVERIES_SHOWN)
+        .deliveries_of_app(&deployment.app, DELIVERIES_SHOWN)
         .await?;
     let mut body = deployment_json(&deployment, releases.first());
     body["releases"] = releases.iter().map(release_json).collect();

@@ -84,6 +84,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE deliveries_by_app RENAME TO deliveries;
     CREATE INDEX deliveries_by_repo ON deliveries (repo_id, received_at);
 "#,
+    // An app's status shows the deliveries its own hook received, not its repository's.
+    r#"
+    DROP INDEX deliveries_by_repo;
+    CREATE INDEX deliveries_by_app_newest ON deliveries (app, received_at);
+"#,
 ];
 
 /// Opens (creating and migrating) the database at `path`, shared by the store and the queue.

@@ -396,16 +396,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn deliveries_of_repo(
+    async fn deliveries_of_app(
         &self,
-        repo_id: u64,
+        app: &AppName,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
+        let app = app.to_string();
         self.with(move |c| {
             docs(
                 c,
-                "SELECT doc FROM deliveries WHERE repo_id = ?1 ORDER BY received_at DESC LIMIT ?2",
-                params![repo_id as i64, limit as i64],
+                "SELECT doc FROM deliveries WHERE app = ?1 ORDER BY received_at DESC LIMIT ?2",
+                params![app, limit as i64],
             )
         })
         .await

@@ -53,10 +53,10 @@ pub const COMPOSITE_INDEXES: &[(&str, &[(&str, &str)])] = &[
         RELEASES,
         &[("state", "ASCENDING"), ("updated_at", "ASCENDING")],
     ),
-    // `deliveries_of_repo`: a repository's deliveries, newest first.
+    // `deliveries_of_app`: an app's deliveries, newest first.
     (
         DELIVERIES,
-        &[("repo_id", "ASCENDING"), ("received_at", "DESCENDING")],
+        &[("app", "ASCENDING"), ("received_at", "DESCENDING")],
     ),
     // `audit` narrowed to one app, newest first.
     (AUDIT, &[("app", "ASCENDING"), ("at", "DESCENDING")]),
@@ -423,6 +423,7 @@ struct SequenceDoc {
 impl DeliveryDoc {
     fn of(delivery: &Delivery) -> Result<Self, StoreError> {
         Ok(Self {
+            app: delivery.app.as_ref().map(AppName::to_string),
             repo_id: delivery.repo_id.map(|id| id as i64),
             received_at: timestamp(delivery.received_at),
             record: encode(delivery)?,
@@ -432,6 +433,9 @@ impl DeliveryDoc {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct DeliveryDoc {
+    /// The app whose hook received it (absent on deliveries recorded before apps were).
+    #[serde(default)]
+    app: Option<String>,
     repo_id: Option<i64>,
     received_at: FirestoreTimestamp,
     record: String,
@@ -776,9 +780,9 @@ impl Store for FirestoreStore {
         .await
     }
 
-    async fn deliveries_of_repo(
+    async fn deliveries_of_app(
         &self,
-        repo_id: u64,
+        app: &AppName,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
         let docs: Vec<DeliveryDoc> = self
@@ -786,7 +790,7 @@ impl Store for FirestoreStore {
             .fluent()
             .select()
             .from(DELIVERIES)
-            .filter(|q| q.field("repo_id").eq(repo_id as i64))
+            .filter(|q| q.field("app").eq(app.as_str()))
             .order(|o| o.fields([o.field("received_at").desc()]))
             .limit(limit.min(u32::MAX as usize) as u32)
             .obj()

@@ -73,9 +73,11 @@ pub trait Store: Send + Sync {
         delivery: &Delivery,
         release: NewRelease,
     ) -> Result<Option<Release>, StoreError>;
-    async fn deliveries_of_repo(
+    /// The deliveries `app`'s hook received, newest first: never another app's, even on the
+    /// same repository (its owner, branch and outcome are not this app's owner's to see).
+    async fn deliveries_of_app(
         &self,
-        repo_id: u64,
+        app: &AppName,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError>;
 
