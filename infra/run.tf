@@ -107,6 +107,9 @@ locals {
       RUNWAY_STALE_SECS = "600"
       # Deploying this long: interrupted (Cloud Run's operation wait is 10 minutes).
       RUNWAY_DEPLOY_TIMEOUT_SECS = "900"
+      # The scheduler's period, and how often each repository's hooks are listed.
+      RUNWAY_CLEANUP_EVERY_SECS = tostring(var.cleanup_every_minutes * 60)
+      RUNWAY_HOOK_SWEEP_SECS    = tostring(max(var.hook_sweep_minutes, var.cleanup_every_minutes) * 60)
     })
   }
 

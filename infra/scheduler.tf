@@ -6,7 +6,7 @@ resource "google_cloud_scheduler_job" "cleanup" {
   project   = var.project_id
   region    = coalesce(var.scheduler_region, var.region)
   name      = "${var.name_prefix}-cleanup"
-  schedule  = var.cleanup_schedule
+  schedule  = "*/${var.cleanup_every_minutes} * * * *"
   time_zone = "Etc/UTC"
 
   description      = "Runway cleanup sweep: stuck releases, lost builds, orphaned webhooks."

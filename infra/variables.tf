@@ -259,8 +259,24 @@ variable "dead_letter_retention" {
   default     = "604800s"
 }
 
-variable "cleanup_schedule" {
-  description = "Cron schedule of POST /cleanup/run."
-  type        = string
-  default     = "*/10 * * * *"
+variable "cleanup_every_minutes" {
+  description = "How often Cloud Scheduler runs cleanup (POST /cleanup/run), in minutes; cleanup is told the same period."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = contains([1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30], var.cleanup_every_minutes)
+    error_message = "cleanup_every_minutes must divide an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20 or 30)."
+  }
+}
+
+variable "hook_sweep_minutes" {
+  description = "How often cleanup lists each deployed repository's webhooks (for stale ones), in minutes: the repositories are spread over the runs in between, so ~1,000 repositories cost ~1,000 GitHub requests per period, not per run."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.hook_sweep_minutes >= 1 && var.hook_sweep_minutes <= 10080
+    error_message = "hook_sweep_minutes must be between 1 and 10080 (a week)."
+  }
 }

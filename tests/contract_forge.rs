@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
-use runway_core::domain::{Branch, CommitSha, RepoUrl};
+use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
 use runway_core::ports::{Forge, ForgeError};
 use runway_embedded::GitForge;
 use runway_github::{GitHubAuth, GitHubConfig, GitHubForge};
@@ -384,6 +384,39 @@ runway_tests::contract! {
 
 mod github {
     use super::*;
+
+    #[tokio::test]
+    async fn listing_hooks_again_unchanged_costs_no_rate_limit_and_a_change_is_seen()
+    -> anyhow::Result<()> {
+        let s = Subject::github_token().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        let forge = s.forge();
+        let first = forge.ensure_webhook(&url, HOOK_URL, &secret("a")).await?;
+        let listed = forge.webhooks(&url).await?;
+
+        let used = github.rate_limit_used();
+        let again = forge.webhooks(&url).await?;
+
+        ensure!(
+            github.rate_limit_used() == used,
+            "an unchanged list cost {} requests",
+            github.rate_limit_used() - used
+        );
+        ensure!(again == listed, "{again:?} vs {listed:?}");
+        // A hook added since: GitHub's tag no longer matches, and the list shows it.
+        let other = forge
+            .ensure_webhook(&url, "https://other.example.com/hook", &secret("b"))
+            .await?;
+        let ids: Vec<HookId> = forge
+            .webhooks(&url)
+            .await?
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        ensure!(ids == [first, other], "{ids:?}");
+        Ok(())
+    }
 
     #[tokio::test]
     async fn an_exhausted_rate_limit_is_unavailable_and_names_the_reset() -> anyhow::Result<()> {

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use runway_core::adapters::{Adapters, Need, Unwired};
+use runway_core::adapters::{Adapters, HookSweep, Need, Unwired};
 use runway_core::clock::Clock;
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ pub struct State {
     /// Where Runway's hooks deliver (`…/github/webhook`): a hook to `{webhook_url}/{app}` whose
     /// app no longer deploys that repository is stale.
     pub webhook_url: String,
+    /// Which repositories' hooks a run lists.
+    pub hook_sweep: HookSweep,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -72,6 +74,7 @@ impl State {
             stale_after: timeouts.stale_after,
             deploy_timeout: timeouts.deploy,
             webhook_url: adapters.webhook_url()?,
+            hook_sweep: timeouts.hook_sweep,
         })
     }
 }
@@ -294,7 +297,11 @@ async fn remove_stale_hooks(
     repos.sort_by_key(|repo| repo.to_string());
     repos.dedup();
     let ours = format!("{}/", state.webhook_url.trim_end_matches('/'));
-    for repo in repos {
+    let now = state.clock.now();
+    for repo in repos
+        .into_iter()
+        .filter(|repo| state.hook_sweep.includes(&repo.to_string(), now))
+    {
         let hooks = match state.forge.webhooks(repo).await {
             Ok(hooks) => hooks,
             Err(error) => {

@@ -5,13 +5,18 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use runway_cleanup::{State, run};
+use runway_core::HookSweep;
 use runway_core::clock::ManualClock;
+use runway_core::domain::CommitSha;
 use runway_core::domain::{
     AppName, Deployment, HookId, NewRelease, ReleaseState, ReleaseUpdate, RepoUrl, Trigger,
 };
 use runway_core::messages::DeployRequest;
-use runway_core::ports::{Forge, Store};
+use runway_core::ports::{Forge, ForgeError, Repository, SourceArchive, Store, Webhook};
 use runway_embedded::{GitForge, PushToken, SqliteQueue, SqliteStore, UvBuilder, UvBuilderConfig};
 
 const INGRESS: &str = "http://127.0.0.1:1/github/webhook";
@@ -68,6 +73,7 @@ fn fixture() -> Fixture {
         stale_after: STALE,
         deploy_timeout: STALE,
         webhook_url: INGRESS.into(),
+        hook_sweep: HookSweep::every_run(STALE),
         clock: Arc::new(clock.clone()),
     };
     Fixture {
@@ -163,10 +169,14 @@ async fn a_hook_left_by_a_deleted_app_is_removed() {
 
 /// An app of `name` on the fixture's repository, with `webhook_id` as its hook.
 fn deployment(f: &Fixture, name: &str, webhook_id: Option<HookId>) -> Deployment {
+    deployment_on(&f.repo, name, webhook_id)
+}
+
+fn deployment_on(repo: &RepoUrl, name: &str, webhook_id: Option<HookId>) -> Deployment {
     let now = chrono::Utc::now();
     Deployment {
         app: AppName::parse(name).unwrap(),
-        repo: f.repo.clone(),
+        repo: repo.clone(),
         repo_id: 1,
         branch: runway_core::domain::Branch::parse("main").unwrap(),
         main_file: runway_core::domain::MainFile::parse("app.py").unwrap(),
@@ -291,4 +301,115 @@ async fn hooks_no_app_stands_behind_are_removed_and_the_rest_kept() {
     let mut expected = vec![kept_hook, foreign];
     expected.sort();
     assert_eq!(left, expected);
+}
+
+/// The local forge, counting how often each repository's hooks are listed (GitHub requests).
+struct CountingForge {
+    inner: Arc<GitForge>,
+    lists: Mutex<HashMap<String, usize>>,
+}
+
+#[async_trait::async_trait]
+impl Forge for CountingForge {
+    async fn repository(&self, repo: &RepoUrl) -> Result<Repository, ForgeError> {
+        self.inner.repository(repo).await
+    }
+    async fn resolve_commit(
+        &self,
+        repo: &RepoUrl,
+        branch: &runway_core::domain::Branch,
+    ) -> Result<CommitSha, ForgeError> {
+        self.inner.resolve_commit(repo, branch).await
+    }
+    async fn checkout(
+        &self,
+        repo: &RepoUrl,
+        commit: &CommitSha,
+        dest: &Path,
+    ) -> Result<(), ForgeError> {
+        self.inner.checkout(repo, commit, dest).await
+    }
+    async fn archive(
+        &self,
+        repo: &RepoUrl,
+        commit: &CommitSha,
+    ) -> Result<SourceArchive, ForgeError> {
+        self.inner.archive(repo, commit).await
+    }
+    async fn ensure_webhook(
+        &self,
+        repo: &RepoUrl,
+        url: &str,
+        secret: &secrecy::SecretString,
+    ) -> Result<HookId, ForgeError> {
+        self.inner.ensure_webhook(repo, url, secret).await
+    }
+    async fn delete_webhook(&self, repo: &RepoUrl, hook_id: &HookId) -> Result<(), ForgeError> {
+        self.inner.delete_webhook(repo, hook_id).await
+    }
+    async fn webhooks(&self, repo: &RepoUrl) -> Result<Vec<Webhook>, ForgeError> {
+        *self
+            .lists
+            .lock()
+            .unwrap()
+            .entry(repo.to_string())
+            .or_default() += 1;
+        self.inner.webhooks(repo).await
+    }
+}
+
+#[tokio::test]
+async fn each_repository_s_hooks_are_listed_once_per_period_spread_over_the_runs() {
+    let f = fixture();
+    let secret = secrecy::SecretString::from("s".to_owned());
+    let mut repos = Vec::new();
+    for i in 0..12 {
+        let bare = f._dir.path().join(format!("repo-{i}.git"));
+        let status = Command::new("git")
+            .args(["init", "-q", "--bare", "-b", "main"])
+            .arg(&bare)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let repo = RepoUrl::parse(bare.to_str().unwrap(), true).unwrap();
+        f.store
+            .put_deployment(&deployment_on(&repo, &format!("app-{i}"), None))
+            .await
+            .unwrap();
+        // A hook no app stands behind (a submit that died after making it).
+        f.forge
+            .ensure_webhook(&repo, &format!("{INGRESS}/ghost-{i}"), &secret)
+            .await
+            .unwrap();
+        repos.push(repo);
+    }
+    let forge = Arc::new(CountingForge {
+        inner: f.forge.clone(),
+        lists: Mutex::default(),
+    });
+    let every = Duration::from_secs(600);
+    let state = State {
+        forge: forge.clone(),
+        hook_sweep: HookSweep {
+            run_every: every,
+            repo_every: 6 * every,
+        },
+        ..f.state.clone()
+    };
+    f.clock.advance(STALE + Duration::from_secs(30));
+
+    let mut removed = 0;
+    for _ in 0..6 {
+        removed += run(&state).await.hooks_removed;
+        f.clock.advance(every);
+    }
+
+    let lists = forge.lists.lock().unwrap().clone();
+    for repo in &repos {
+        assert_eq!(lists.get(&repo.to_string()), Some(&1), "{repo}: {lists:?}");
+    }
+    assert_eq!(removed, 12);
+    for repo in &repos {
+        assert_eq!(f.forge.webhooks(repo).await.unwrap(), []);
+    }
 }

@@ -50,6 +50,44 @@ pub struct Timeouts {
     /// How long a deploy may run before cleanup calls it interrupted: longer than the
     /// platform's own wait for a new revision.
     pub deploy: Duration,
+    /// How often cleanup runs, and how often it lists each deployed repository's hooks: the
+    /// repositories are spread over the runs in between, so one run costs GitHub a slice.
+    pub hook_sweep: HookSweep,
+}
+
+/// How the stale-hook sweep is spread over cleanup's runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HookSweep {
+    /// How often cleanup runs (Cloud Scheduler's period; `runway`'s timer).
+    pub run_every: Duration,
+    /// How often each repository's hooks are listed: at least `run_every`.
+    pub repo_every: Duration,
+}
+
+impl HookSweep {
+    /// Every repository on every run.
+    pub fn every_run(run_every: Duration) -> Self {
+        Self {
+            run_every,
+            repo_every: run_every,
+        }
+    }
+
+    /// Whether the run at `now` lists the hooks of `repo`: each repository in one run of each
+    /// `repo_every`, chosen by a stable hash of its name.
+    pub fn includes(&self, repo: &str, now: crate::domain::Timestamp) -> bool {
+        let run_secs = self.run_every.as_secs().max(1);
+        let slices = (self.repo_every.as_secs() / run_secs).max(1);
+        let run = now.timestamp().max(0) as u64 / run_secs;
+        fnv1a(repo.as_bytes()) % slices == run % slices
+    }
+}
+
+/// FNV-1a: the same on every instance and every build, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Every port as a trait object, each present only when wired, and the clock.

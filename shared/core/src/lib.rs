@@ -18,4 +18,4 @@ pub mod text;
 #[cfg(test)]
 mod testing;
 
-pub use adapters::{Adapters, Need, Timeouts, Unwired};
+pub use adapters::{Adapters, HookSweep, Need, Timeouts, Unwired};

@@ -15,7 +15,7 @@ use super::{
     FileSecretStore, GitForge, LocalIdentity, ProcessPlatform, PushToken, SqliteQueue, SqliteStore,
     UvBuilder, UvBuilderConfig, write_private,
 };
-use runway_core::adapters::{Adapters, Timeouts};
+use runway_core::adapters::{Adapters, HookSweep, Timeouts};
 use runway_core::clock::{self, Clock};
 use runway_core::config::{self, ConfigError, Policy};
 
@@ -221,6 +221,8 @@ impl Embedded {
             timeouts: Some(Timeouts {
                 stale_after: self.config.stale_after,
                 deploy: self.config.deploy_timeout(),
+                // Local hooks cost nothing to list.
+                hook_sweep: HookSweep::every_run(self.config.cleanup_interval),
             }),
         }
     }

@@ -132,6 +132,7 @@ impl AppAuth {
         };
         let found: Installation = api
             .json(Call {
+                if_none_match: None,
                 method: Method::GET,
                 url: api.url(&["repos", repo.owner, repo.name, "installation"]),
                 body: None,
@@ -162,6 +163,7 @@ impl AppAuth {
         };
         let answer: AccessToken = api
             .json(Call {
+                if_none_match: None,
                 method: Method::POST,
                 url: api.url(&["app", "installations", &id, "access_tokens"]),
                 body: None,

@@ -6,6 +6,7 @@ mod api;
 mod app;
 mod errors;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
@@ -81,7 +82,21 @@ pub struct GitHubForge {
     credentials: Credentials,
     /// What `checkout` unpacks at most.
     limits: Limits,
+    /// Pages of hook lists as GitHub last sent them, by URL, with their `ETag`s: cleanup lists
+    /// every deployed repository's hooks on each run, and a page GitHub answers 304 (nothing
+    /// changed) costs no rate limit.
+    hook_pages: std::sync::Mutex<HashMap<Url, HookPage>>,
 }
+
+#[derive(Clone)]
+struct HookPage {
+    etag: String,
+    hooks: Vec<HookBody>,
+    next: Option<Url>,
+}
+
+/// Pages kept at most; past it the cache starts again (a 200 refills it).
+const MAX_HOOK_PAGES: usize = 4096;
 
 enum Credentials {
     Token(SecretString),
@@ -148,7 +163,7 @@ struct BranchCommit {
     sha: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 struct HookBody {
     id: u64,
     #[serde(default)]
@@ -157,7 +172,7 @@ struct HookBody {
     created_at: Option<runway_core::domain::Timestamp>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 struct HookConfig {
     #[serde(default)]
     url: Option<String>,
@@ -177,6 +192,7 @@ impl GitHubForge {
             api: Api::new(config.api_base)?,
             credentials,
             limits: Limits::default(),
+            hook_pages: Default::default(),
         })
     }
 
@@ -197,6 +213,20 @@ impl GitHubForge {
         body: Option<&Value>,
         op: &Op,
     ) -> Result<reqwest::Response, ForgeError> {
+        self.send_if_changed(repo, method, url, body, None, op)
+            .await
+    }
+
+    /// [`send`](Self::send) with `If-None-Match: etag`: a 304 answer comes back as it is.
+    async fn send_if_changed(
+        &self,
+        repo: &Repo<'_>,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        etag: Option<&str>,
+        op: &Op,
+    ) -> Result<reqwest::Response, ForgeError> {
         let mut retried = false;
         loop {
             let token = match &self.credentials {
@@ -208,6 +238,7 @@ impl GitHubForge {
                 url: url.clone(),
                 body,
                 auth: Some(&token),
+                if_none_match: etag,
                 op,
             };
             let response = self.api.send(call).await?;
@@ -218,6 +249,9 @@ impl GitHubForge {
                 app.forget(repo).await;
                 retried = true;
                 continue;
+            }
+            if etag.is_some() && response.status() == http::StatusCode::NOT_MODIFIED {
+                return Ok(response);
             }
             return self.api.check(response, op).await;
         }
@@ -283,10 +317,9 @@ impl GitHubForge {
         url.query_pairs_mut().append_pair("per_page", PAGE_SIZE);
         let mut hooks = Vec::new();
         for _ in 0..MAX_PAGES {
-            let response = self.send(repo, Method::GET, url, None, &op).await?;
-            let next = next_page(response.headers());
-            hooks.extend(self.api.read_json::<Vec<HookBody>>(response, &op).await?);
-            match next {
+            let page = self.hook_page(repo, url, &op).await?;
+            hooks.extend(page.hooks);
+            match page.next {
                 Some(next) => url = next,
                 None => return Ok(hooks),
             }
@@ -294,6 +327,49 @@ impl GitHubForge {
         Err(ForgeError::Other(anyhow::anyhow!(
             "{repo} lists more than {MAX_PAGES} pages of webhooks"
         )))
+    }
+
+    /// One page of a hook list: asked conditionally when an earlier answer is cached, and
+    /// taken from the cache when GitHub answers 304.
+    async fn hook_page(&self, repo: &Repo<'_>, url: Url, op: &Op) -> Result<HookPage, ForgeError> {
+        let cached = self.cached_page(&url);
+        let etag = cached.as_ref().map(|page| page.etag.as_str());
+        let response = self
+            .send_if_changed(repo, Method::GET, url.clone(), None, etag, op)
+            .await?;
+        if response.status() == http::StatusCode::NOT_MODIFIED
+            && let Some(page) = cached
+        {
+            return Ok(page);
+        }
+        let next = next_page(response.headers());
+        let etag = response
+            .headers()
+            .get(http::header::ETAG)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let hooks: Vec<HookBody> = self.api.read_json(response, op).await?;
+        let page = HookPage {
+            etag: etag.unwrap_or_default(),
+            hooks,
+            next,
+        };
+        if !page.etag.is_empty() {
+            let mut pages = self.hook_pages.lock().expect("hook pages lock");
+            if pages.len() >= MAX_HOOK_PAGES {
+                pages.clear();
+            }
+            pages.insert(url, page.clone());
+        }
+        Ok(page)
+    }
+
+    fn cached_page(&self, url: &Url) -> Option<HookPage> {
+        self.hook_pages
+            .lock()
+            .expect("hook pages lock")
+            .get(url)
+            .cloned()
     }
 
     /// GitHub's tarball of `commit` (a 302 to codeload, which `Api::send` follows without our

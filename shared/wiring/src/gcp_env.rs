@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use secrecy::SecretString;
 
-use runway_core::adapters::{Adapters, Need, Timeouts};
+use runway_core::adapters::{Adapters, HookSweep, Need, Timeouts};
 use runway_core::config::{Env, Policy};
 use runway_core::domain::{Access, Branch, CommitSha, HookId, RepoAllowlist, RepoUrl};
 use runway_core::ports::Topic;
@@ -338,6 +338,13 @@ impl GcpEnv {
         Timeouts {
             stale_after: Duration::from_secs(env.parse_or("RUNWAY_STALE_SECS", 600)),
             deploy: Duration::from_secs(env.parse_or("RUNWAY_DEPLOY_TIMEOUT_SECS", 900)),
+            // Cloud Scheduler's period (infra: cleanup_every_minutes), and each repository's
+            // hooks listed once an hour: ~1,000 repositories cost 1,000 of a token's 5,000
+            // requests an hour, not 6,000.
+            hook_sweep: HookSweep {
+                run_every: Duration::from_secs(env.parse_or("RUNWAY_CLEANUP_EVERY_SECS", 600)),
+                repo_every: Duration::from_secs(env.parse_or("RUNWAY_HOOK_SWEEP_SECS", 3600)),
+            },
         }
     }
 

@@ -84,6 +84,8 @@ struct State {
     repos: Vec<Repo>,
     next_id: u64,
     rate_limit_reset: Option<i64>,
+    /// Requests counted against the hour's primary rate limit (a 304 is not).
+    rate_used: usize,
     hooks_forbidden: bool,
     hooks_hidden: bool,
     page_cap: Option<usize>,
@@ -251,6 +253,10 @@ impl FakeGitHub {
 
     /// From now on every API request answers 403 with `x-ratelimit-remaining: 0` and
     /// `x-ratelimit-reset: reset` (UTC epoch seconds), as GitHub does when the limit is used up.
+    pub fn rate_limit_used(&self) -> usize {
+        self.state().rate_used
+    }
+
     pub fn exhaust_rate_limit(&self, reset: i64) {
         self.state().rate_limit_reset = Some(reset);
     }

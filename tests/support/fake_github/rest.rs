@@ -168,7 +168,16 @@ pub(super) async fn api_request(state: &Arc<Mutex<State>>, request: Request) -> 
     }
     let response = route(state, request).await;
     send_outbox(state);
-    with_rate_limit_headers(response, 4999, hour)
+    // Every request counts against the hour's 5,000, except a conditional one GitHub answers
+    // 304 Not Modified ("does not count against your primary rate limit").
+    let used = {
+        let mut state = lock(state);
+        if response.status() != StatusCode::NOT_MODIFIED {
+            state.rate_used += 1;
+        }
+        state.rate_used
+    };
+    with_rate_limit_headers(response, 5000u32.saturating_sub(used as u32), hour)
 }
 
 /// Counts a write against a tripped secondary limit; its `retry-after` while the limit holds.
@@ -399,7 +408,14 @@ pub(super) async fn repo_route(
         (["tarball", reference @ ..], &Method::GET) => {
             tarball(state, id, &reference.join("/")).await
         }
-        (["hooks"], &Method::GET) => list_hooks(state, id, request.uri().query()),
+        (["hooks"], &Method::GET) => {
+            let if_none_match = request
+                .headers()
+                .get(header::IF_NONE_MATCH)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            list_hooks(state, id, request.uri().query(), if_none_match.as_deref())
+        }
         (["hooks"], &Method::POST) => match json_body(request).await {
             Ok(body) => {
                 let default_branch = default_branch(state, id).await.unwrap_or_default();
@@ -433,7 +449,14 @@ pub(super) async fn json_body(request: Request) -> Result<Value, Response> {
         .map_err(|_| error(StatusCode::BAD_REQUEST, "Problems parsing JSON"))
 }
 
-pub(super) fn list_hooks(state: &Mutex<State>, id: u64, query: Option<&str>) -> Response {
+/// A page of the repository's hooks, with GitHub's weak `ETag` of it: asked again with that
+/// tag in `If-None-Match` while nothing on the page changed, it answers 304 with no body.
+pub(super) fn list_hooks(
+    state: &Mutex<State>,
+    id: u64,
+    query: Option<&str>,
+    if_none_match: Option<&str>,
+) -> Response {
     let state = lock(state);
     let Some(repo) = state.repo(id) else {
         return not_found();
@@ -456,7 +479,20 @@ pub(super) fn list_hooks(state: &Mutex<State>, id: u64, query: Option<&str>) -> 
         .map(|hook| hook_json(&state, repo, hook))
         .collect();
     let last = repo.hooks.len().div_ceil(per_page).max(1);
-    let mut response = ok(Value::Array(items));
+    let etag = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (Value::Array(items.clone()).to_string(), page, last).hash(&mut hasher);
+        format!("W/\"{:016x}\"", hasher.finish())
+    };
+    let mut response = if if_none_match == Some(etag.as_str()) {
+        respond(StatusCode::NOT_MODIFIED, None)
+    } else {
+        ok(Value::Array(items))
+    };
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
     let link = |page: usize, rel: &str| {
         format!(
             "<{}repositories/{id}/hooks?per_page={per_page}&page={page}>; rel=\"{rel}\"",
