@@ -94,46 +94,15 @@ impl Identity for IapIdentity {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
-
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use jsonwebtoken::{EncodingKey, Header, encode};
-    use p256::ecdsa::SigningKey;
-    use p256::pkcs8::{EncodePrivateKey, LineEnding};
-    use rand::RngCore;
     use serde_json::json;
 
     use super::*;
+    use crate::google_jwt::fakes::{TestKey, es256_key, serve_jwks as key_server};
 
     const AUDIENCE: &str = "/projects/123/global/backendServices/456";
-
-    struct Keys {
-        encoding: EncodingKey,
-        jwk: serde_json::Value,
-    }
-
-    fn keys(kid: &str) -> Keys {
-        let signing = loop {
-            let mut bytes = [0u8; 32];
-            rand::rng().fill_bytes(&mut bytes);
-            if let Ok(key) = SigningKey::from_slice(&bytes) {
-                break key;
-            }
-        };
-        let pem = signing.to_pkcs8_pem(LineEnding::LF).unwrap();
-        let point = signing.verifying_key().to_encoded_point(false);
-        Keys {
-            encoding: EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
-            jwk: json!({
-                "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
-                "x": URL_SAFE_NO_PAD.encode(point.x().unwrap()),
-                "y": URL_SAFE_NO_PAD.encode(point.y().unwrap()),
-            }),
-        }
-    }
-
-    use crate::google_jwt::serve_jwks as key_server;
 
     fn now() -> i64 {
         chrono::Utc::now().timestamp()
@@ -146,7 +115,7 @@ mod tests {
         })
     }
 
-    fn sign(keys: &Keys, kid: &str, claims: &serde_json::Value) -> String {
+    fn sign(keys: &TestKey, kid: &str, claims: &serde_json::Value) -> String {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(kid.into());
         encode(&header, claims, &keys.encoding).unwrap()
@@ -166,9 +135,9 @@ mod tests {
 
     #[tokio::test]
     async fn accepts_a_valid_assertion_and_takes_the_email_from_it() {
-        let keys = keys("k1");
-        let (url, fetches) = key_server(vec![keys.jwk.clone()]).await;
-        let identity = identity(&url).await;
+        let keys = es256_key("k1");
+        let endpoint = key_server(vec![keys.jwk.clone()]).await;
+        let identity = identity(&endpoint.url).await;
         let caller = check(&identity, &sign(&keys, "k1", &claims()))
             .await
             .unwrap();
@@ -187,13 +156,13 @@ mod tests {
                 .unwrap()
                 .admin
         );
-        assert_eq!(fetches.load(Ordering::SeqCst), 1, "keys must be cached");
+        assert_eq!(endpoint.fetches(), 1, "keys must be cached");
     }
 
     #[tokio::test]
     async fn refuses_expired_wrong_audience_wrong_issuer_and_future_assertions() {
-        let keys = keys("k1");
-        let (url, _) = key_server(vec![keys.jwk.clone()]).await;
+        let keys = es256_key("k1");
+        let url = key_server(vec![keys.jwk.clone()]).await.url;
         let identity = identity(&url).await;
         let cases = [
             ("exp", json!(now() - 120), "expired"),
@@ -218,8 +187,8 @@ mod tests {
 
     #[tokio::test]
     async fn tolerates_a_little_clock_skew() {
-        let keys = keys("k1");
-        let (url, _) = key_server(vec![keys.jwk.clone()]).await;
+        let keys = es256_key("k1");
+        let url = key_server(vec![keys.jwk.clone()]).await.url;
         let mut claims = claims();
         claims["exp"] = json!(now() - 10);
         claims["iat"] = json!(now() + 10);
@@ -232,8 +201,8 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_a_tampered_assertion_another_key_and_another_algorithm() {
-        let (trusted, other) = (keys("k1"), keys("k2"));
-        let (url, _) = key_server(vec![trusted.jwk.clone()]).await;
+        let (trusted, other) = (es256_key("k1"), es256_key("k2"));
+        let url = key_server(vec![trusted.jwk.clone()]).await.url;
         let identity = identity(&url).await;
 
         let token = sign(&trusted, "k1", &claims());

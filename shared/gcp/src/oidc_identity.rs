@@ -95,7 +95,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::google_jwt::serve_jwks;
+    use crate::google_jwt::fakes::serve_jwks;
 
     const AUDIENCE: &str = "https://worker-abc-ew.a.run.app/pubsub/deploy-requests";
     const PUSHER: &str = "pubsub-push@project.iam.gserviceaccount.com";
@@ -131,7 +131,7 @@ mod tests {
     #[tokio::test]
     async fn accepts_only_the_configured_service_account_for_our_audience() {
         let (key, jwk) = rsa_key("g1");
-        let (url, _) = serve_jwks(vec![jwk]).await;
+        let url = serve_jwks(vec![jwk]).await.url;
         let mut config = OidcConfig::new(AUDIENCE, PUSHER);
         config.keys_url = url;
         let identity = OidcIdentity::new(config);
