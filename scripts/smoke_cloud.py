@@ -88,7 +88,7 @@ def main():
     args = parser.parse_args()
     console = args.console.rstrip("/")
     status_base = (args.status or args.console).rstrip("/")
-    status_url = f"{status_base}/api/deployments/{args.app}"
+    status_url = f"{status_base}/api/apps/{args.app}"
     started = time.monotonic()
     created = False
 

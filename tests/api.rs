@@ -223,7 +223,7 @@ async fn every_bad_field_gets_a_4xx_naming_it_and_leaves_nothing_behind() -> any
     // The form is served and posts to the API.
     let page = runway
         .client
-        .get(runway.url("/"))
+        .get(runway.url("/new"))
         .send()
         .await?
         .text()
@@ -244,7 +244,7 @@ async fn the_form_encoding_is_accepted_as_well_as_json_with_the_forms_token() ->
     let dir = tempfile::tempdir()?;
     let repo = GitRepo::create(dir.path(), &[("streamlit_app.py", &streamlit_app("x"))])?;
     let runway = Runway::start(dir.path())?;
-    let page = runway.client.get(runway.url("/")).send().await?;
+    let page = runway.client.get(runway.url("/new")).send().await?;
     let cookie = page
         .headers()
         .get("set-cookie")

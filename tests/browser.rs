@@ -1,6 +1,8 @@
-//! A real browser: headless Chromium (Debian's, driven over WebDriver by chromedriver) deploys an
-//! app through runway's form, then loads the app's stable URL through the proxy and sees Streamlit
-//! render the secret's value over its websocket — before and after a redeploy.
+//! A real browser: headless Chromium (Debian's, driven over WebDriver by chromedriver) opens the
+//! console, deploys an app through its form, follows the release on the app's page until it is
+//! live, then loads the app's stable URL through the proxy and sees Streamlit render the secret's
+//! value over its websocket — before and after a push, which the app's page then shows with what
+//! Runway did. No console page ever carries the secret.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,8 +84,20 @@ async fn a_browser_deploys_with_the_form_and_sees_the_secret_before_and_after_a_
         .await?;
     let url = format!("{}/", runway.app_url("browser"));
     let outcome = async {
-        // Deploy through the form, as a person would: a mistake first, shown on its field.
+        // The console opens on the apps, none yet; the form is one link away.
         browser.goto(&runway.url("/")).await?;
+        let empty = browser
+            .find(Locator::Css("main .empty"))
+            .await?
+            .text()
+            .await?;
+        assert!(empty.contains("No apps yet"), "{empty}");
+        browser
+            .find(Locator::LinkText("New app"))
+            .await?
+            .click()
+            .await?;
+        // Deploy through the form, as a person would: a mistake first, shown on its field.
         let fill = |id: &'static str, text: String| {
             let browser = browser.clone();
             async move {
@@ -108,12 +122,28 @@ async fn a_browser_deploys_with_the_form_and_sees_the_secret_before_and_after_a_
         browser.find(Locator::Css("#app_name.field-error")).await?;
         fill("app_name", "browser".into()).await?;
         browser.find(submit).await?.click().await?;
-        let link = browser
+        // The app's page follows the release until it is live, and then links the app.
+        let live = browser
             .wait()
             .at_most(TIMEOUT)
-            .for_element(Locator::Css("#result a"))
+            .for_element(Locator::Css("h1 #state.live"))
             .await?;
+        assert_eq!(live.text().await?, "live");
+        assert_eq!(browser.current_url().await?.path(), "/apps/browser");
+        let link = browser.find(Locator::Css("dl.facts a")).await?;
         assert_eq!(link.attr("href").await?.as_deref(), Some(url.as_str()));
+        let releases = browser
+            .find(Locator::Css("table[aria-labelledby=releases]"))
+            .await?;
+        let history = releases.text().await?;
+        assert!(
+            history.contains("manual") && history.contains("live"),
+            "{history}"
+        );
+        assert!(
+            !browser.source().await?.contains(SECRET),
+            "the app page shows the secret"
+        );
 
         browser.goto(&url).await?;
         wait_for_text(&browser, "Version one").await?;
@@ -129,6 +159,38 @@ async fn a_browser_deploys_with_the_form_and_sees_the_secret_before_and_after_a_
         browser.goto(&url).await?;
         wait_for_text(&browser, "Version two").await?;
         wait_for_text(&browser, &format!("greeting: {SECRET}")).await?;
+
+        // The app's page shows the push: what Runway did with it, and the release it made.
+        browser.goto(&runway.url("/apps/browser")).await?;
+        let pushes = browser
+            .find(Locator::Css("table[aria-labelledby=deliveries]"))
+            .await?
+            .text()
+            .await?;
+        assert!(pushes.contains("queued a release of browser"), "{pushes}");
+        assert!(pushes.contains(&commit[..7]), "{pushes}");
+        let history = browser
+            .find(Locator::Css("table[aria-labelledby=releases]"))
+            .await?
+            .text()
+            .await?;
+        assert!(history.contains("push"), "{history}");
+        // And the apps page lists it, live, at the commit that serves.
+        browser.goto(&runway.url("/")).await?;
+        let row = browser
+            .find(Locator::Css("main tbody tr"))
+            .await?
+            .text()
+            .await?;
+        assert!(row.contains("browser") && row.contains("live"), "{row}");
+        assert!(row.contains(&commit[..7]), "{row}");
+        for page in ["/", "/apps/browser", "/new"] {
+            browser.goto(&runway.url(page)).await?;
+            assert!(
+                !browser.source().await?.contains(SECRET),
+                "{page} shows the secret"
+            );
+        }
         anyhow::Ok(())
     }
     .await;

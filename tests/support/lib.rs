@@ -238,7 +238,7 @@ impl Runway {
     }
 
     pub async fn status(&self, app: &str) -> anyhow::Result<Value> {
-        let (code, body) = self.get_json(&format!("/api/deployments/{app}")).await?;
+        let (code, body) = self.get_json(&format!("/api/apps/{app}")).await?;
         if code != 200 {
             bail!("status of {app}: {code} {body}");
         }
@@ -263,7 +263,7 @@ impl Runway {
         if code != 202 {
             bail!("submit answered {code}: {submitted}");
         }
-        if submitted["status_url"] != format!("/api/deployments/{app}") {
+        if submitted["status_url"] != format!("/api/apps/{app}") {
             bail!("unexpected status URL: {submitted}");
         }
         let id = submitted["release_id"]

@@ -1,14 +1,17 @@
 //! `status`: what every app is doing — its releases with their states, timings and build logs,
-//! and the last webhook deliveries with what was done with each.
+//! and the last webhook deliveries with what was done with each. It serves the console's pages
+//! (`/`, `/apps/{app}`) and their JSON twins (`/api/apps`, `/api/apps/{app}`) from the same reads.
 
 use std::sync::Arc;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
 
 use axum::extract::{RawQuery, State as Shared};
+use axum::response::Response;
 use axum::routing::get;
 use http::StatusCode;
-use runway_core::domain::{AppName, BuildId, Deployment, Release};
+use runway_console::{AppPage, AppSummary, AppsPage, Nav, STYLESHEET};
+use runway_core::domain::{AppName, BuildId, Caller, Delivery, Deployment, Release};
 use runway_core::ports::{Identity, ImageBuilder, Store};
 use runway_http::{
     ApiError, ApiResult, Authenticated, Authenticates, Limits, Path, Router, json, limits,
@@ -47,6 +50,12 @@ const LIMITS: Limits = Limits {
 
 pub fn router(state: State) -> Router {
     let routes = axum::Router::new()
+        .route("/", get(apps_page))
+        .route("/apps/{app}", get(app_page))
+        .route("/assets/console.css", get(stylesheet))
+        .route("/api/apps", get(list))
+        .route("/api/apps/{app}", get(show))
+        // The first paths of the JSON API, kept for scripts.
         .route("/api/deployments", get(list))
         .route("/api/deployments/{app}", get(show))
         .route("/api/builds/{build}/log", get(build_log))
@@ -105,16 +114,79 @@ fn release_json(release: &Release) -> Value {
     })
 }
 
-async fn list(Shared(state): Shared<State>, Authenticated(caller): Authenticated) -> ApiResult {
+/// The apps `caller` may see, each with its newest release and the one that serves.
+async fn visible_apps(
+    state: &State,
+    caller: &Caller,
+) -> Result<Vec<(Deployment, Option<Release>, Option<Release>)>, ApiError> {
     let mut apps = Vec::new();
     for deployment in state.store.deployments().await? {
         if !caller.may_manage(&deployment) {
             continue;
         }
-        let latest = state.store.releases(&deployment.app, 1).await?;
-        apps.push(deployment_json(&deployment, latest.first()));
+        let latest = state.store.releases(&deployment.app, 1).await?.pop();
+        let live = match &deployment.live_release {
+            Some(id) if latest.as_ref().is_some_and(|latest| &latest.id == id) => latest.clone(),
+            Some(id) => state.store.release(id).await?,
+            None => None,
+        };
+        apps.push((deployment, latest, live));
     }
+    Ok(apps)
+}
+
+async fn list(Shared(state): Shared<State>, Authenticated(caller): Authenticated) -> ApiResult {
+    let apps: Vec<Value> = visible_apps(&state, &caller)
+        .await?
+        .iter()
+        .map(|(deployment, latest, _)| deployment_json(deployment, latest.as_ref()))
+        .collect();
     Ok(json(StatusCode::OK, &json!({ "deployments": apps })))
+}
+
+async fn apps_page(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult {
+    let apps = visible_apps(&state, &caller)
+        .await?
+        .iter()
+        .map(|(deployment, latest, live)| {
+            AppSummary::of(deployment, latest.as_ref(), live.as_ref())
+        })
+        .collect();
+    page(&AppsPage {
+        nav: Nav::of(&caller),
+        apps,
+    })
+}
+
+/// One app as `caller` may see it: its record, newest releases and its hook's deliveries.
+async fn one_app(
+    state: &State,
+    caller: &Caller,
+    app: &str,
+) -> Result<(Deployment, Vec<Release>, Vec<Delivery>), ApiError> {
+    let app = AppName::parse(app)?;
+    let deployment = state
+        .store
+        .deployment(&app)
+        .await?
+        .filter(|d| caller.may_manage(d))
+        .ok_or_else(|| ApiError::NotFound(format!("no app named '{app}'")))?;
+    let mut releases = state.store.releases(&app, RELEASES_SHOWN).await?;
+    // The serving release, when it is older than those shown.
+    if let Some(live) = &deployment.live_release
+        && !releases.iter().any(|release| &release.id == live)
+        && let Some(release) = state.store.release(live).await?
+    {
+        releases.push(release);
+    }
+    let deliveries = state
+        .store
+        .deliveries_of_app(&deployment.app, DELIVERIES_SHOWN)
+        .await?;
+    Ok((deployment, releases, deliveries))
 }
 
 async fn show(
@@ -122,22 +194,42 @@ async fn show(
     Authenticated(caller): Authenticated,
     Path(app): Path<String>,
 ) -> ApiResult {
-    let app = AppName::parse(&app)?;
-    let deployment = state
-        .store
-        .deployment(&app)
-        .await?
-        .filter(|d| caller.may_manage(d))
-        .ok_or_else(|| ApiError::NotFound(format!("no app named '{app}'")))?;
-    let releases = state.store.releases(&app, RELEASES_SHOWN).await?;
-    let deliveries = state
-        .store
-        .deliveries_of_app(&deployment.app, DELIVERIES_SHOWN)
-        .await?;
+    let (deployment, releases, deliveries) = one_app(&state, &caller, &app).await?;
     let mut body = deployment_json(&deployment, releases.first());
     body["releases"] = releases.iter().map(release_json).collect();
     body["deliveries"] = serde_json::to_value(deliveries).map_err(anyhow::Error::from)?;
     Ok(json(StatusCode::OK, &body))
+}
+
+async fn app_page(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    Path(app): Path<String>,
+) -> ApiResult {
+    let (deployment, releases, deliveries) = one_app(&state, &caller, &app).await?;
+    page(&AppPage::of(&caller, &deployment, &releases, &deliveries))
+}
+
+async fn stylesheet() -> Response {
+    let mut response = with_type(StatusCode::OK, "text/css; charset=utf-8", STYLESHEET);
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+/// A rendered page. Pages are personal (who is signed in, what they may see): never cached.
+fn page(template: &impl askama::Template) -> ApiResult {
+    let html = template
+        .render()
+        .map_err(|error| ApiError::Internal(error.into()))?;
+    let mut response = with_type(StatusCode::OK, "text/html; charset=utf-8", html);
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
 
 async fn build_log(

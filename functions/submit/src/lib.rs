@@ -8,6 +8,7 @@ use runway_core::clock::Clock;
 use axum::extract::State as Shared;
 use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode};
+use runway_console::{Nav, NewAppPage};
 use runway_core::config::Policy;
 use runway_core::deployments::{Settings, SubmitRefused, may_submit, submitted};
 use runway_core::domain::{
@@ -85,7 +86,7 @@ impl State {
 
 pub fn router(state: State) -> Router {
     let routes = axum::Router::new()
-        .route("/", get(form))
+        .route("/new", get(form))
         .route("/api/deployments", post(create_or_update))
         .route("/api/deployments/{app}/redeploy", post(redeploy))
         .route("/api/deployments/{app}/rollback", post(rollback))
@@ -100,25 +101,14 @@ impl Authenticates for State {
     }
 }
 
-/// The form (`templates/form.html`); askama escapes every value it fills in.
-#[derive(askama::Template)]
-#[template(path = "form.html")]
-struct FormPage<'a> {
-    regions: &'a [String],
-    default_region: &'a str,
-    memories: Vec<&'static str>,
-    default_memory: &'static str,
-    cpus: Vec<&'static str>,
-    default_cpu: &'static str,
-    default_access: &'static str,
-    default_viewers: String,
-    /// The form's token; its cookie goes with the page.
-    csrf: String,
-}
-
-async fn form(Shared(state): Shared<State>, _: Authenticated, headers: HeaderMap) -> ApiResult {
+async fn form(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    headers: HeaderMap,
+) -> ApiResult {
     let (csrf, cookie) = runway_http::origin::csrf_token(&headers);
-    let page = FormPage {
+    let page = NewAppPage {
+        nav: Nav::of(&caller),
         regions: &state.policy.allowed_regions,
         default_region: &state.policy.default_region,
         memories: Memory::ALL.iter().map(|m| m.as_str()).collect(),
@@ -476,7 +466,8 @@ fn accepted(release: &Release) -> runway_http::Response {
             "release_id": release.id,
             "state": release.state,
             "commit": release.commit,
-            "status_url": format!("/api/deployments/{}", release.app),
+            "status_url": format!("/api/apps/{}", release.app),
+            "page_url": format!("/apps/{}", release.app),
         }),
     )
 }
@@ -623,7 +614,11 @@ mod tests {
     }
 
     fn page_with(regions: &[String], default_region: &str, access: &Access) -> String {
-        askama::Template::render(&FormPage {
+        askama::Template::render(&NewAppPage {
+            nav: Nav {
+                user: "ada@example.com".into(),
+                admin: false,
+            },
             regions,
             default_region,
             memories: Memory::ALL.iter().map(|m| m.as_str()).collect(),

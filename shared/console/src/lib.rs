@@ -1,0 +1,436 @@
+//! The console's pages: server-rendered HTML (askama, escaped by default) over the same records
+//! the JSON API serves, with one stylesheet and no frontend build. A page is a view model built
+//! from the core's records, so a template never decides anything: which state an app is in,
+//! whether a commit links to GitHub, how a duration reads are all settled here, and tested here.
+
+use askama::Template;
+use runway_core::domain::{
+    Caller, CommitSha, Delivery, Deployment, Release, ReleaseState, RepoUrl, Timestamp, Trigger,
+};
+
+/// The console's stylesheet, served at `/assets/console.css`.
+pub const STYLESHEET: &str = include_str!("../assets/console.css");
+
+/// Who is signed in, shown on every page.
+pub struct Nav {
+    pub user: String,
+    pub admin: bool,
+}
+
+impl Nav {
+    pub fn of(caller: &Caller) -> Self {
+        Self {
+            user: caller.email.clone(),
+            admin: caller.admin,
+        }
+    }
+}
+
+/// A commit as a page shows it: its short id, linked to the commit on GitHub when it is there.
+pub struct CommitView {
+    pub short: String,
+    pub link: Option<String>,
+}
+
+impl CommitView {
+    fn of(repo: &RepoUrl, commit: &CommitSha) -> Self {
+        let link = match repo {
+            RepoUrl::GitHub { owner, name } => {
+                Some(format!("https://github.com/{owner}/{name}/commit/{commit}"))
+            }
+            RepoUrl::Local { .. } => None,
+        };
+        Self {
+            short: commit.short().to_owned(),
+            link,
+        }
+    }
+}
+
+/// Who deployed what serves (or was last tried) and when.
+pub struct Deployed {
+    pub by: String,
+    pub at: String,
+}
+
+/// An app as the apps list and the top of its page show it.
+pub struct AppSummary {
+    pub name: String,
+    /// `live`, `building`, `failed`, … in words.
+    pub state: String,
+    /// The CSS class for `state`: `live`, `building`, `failed` or `other`.
+    pub state_class: &'static str,
+    /// The newest release failed while an older one still serves.
+    pub failed_but_serving: bool,
+    pub url: Option<String>,
+    pub branch: String,
+    pub commit: Option<CommitView>,
+    pub deployed: Option<Deployed>,
+}
+
+impl AppSummary {
+    /// `latest` is the app's newest release; `live` the one that serves, if any.
+    pub fn of(deployment: &Deployment, latest: Option<&Release>, live: Option<&Release>) -> Self {
+        let serving = deployment.live_release.is_some();
+        let (state, state_class) = match latest.map(|release| release.state) {
+            None => ("not deployed".to_owned(), "other"),
+            Some(ReleaseState::Failed) if serving => ("live".to_owned(), "live"),
+            Some(ReleaseState::Superseded) if serving => ("live".to_owned(), "live"),
+            Some(state) => (state.as_str().to_owned(), state_class(state)),
+        };
+        let failed_but_serving =
+            serving && latest.is_some_and(|release| release.state == ReleaseState::Failed);
+        // What the page names as deployed: the serving release, else the newest attempt.
+        let shown = live.or(latest);
+        Self {
+            name: deployment.app.to_string(),
+            state,
+            state_class,
+            failed_but_serving,
+            url: deployment.url.clone(),
+            branch: deployment.branch.to_string(),
+            commit: shown
+                .and_then(|release| release.commit.as_ref())
+                .map(|commit| CommitView::of(&deployment.repo, commit)),
+            deployed: shown.map(|release| Deployed {
+                by: release.actor.clone(),
+                at: when(release.finished_at.unwrap_or(release.queued_at)),
+            }),
+        }
+    }
+}
+
+fn state_class(state: ReleaseState) -> &'static str {
+    match state {
+        ReleaseState::Live => "live",
+        ReleaseState::Queued | ReleaseState::Building | ReleaseState::Deploying => "building",
+        ReleaseState::Failed => "failed",
+        ReleaseState::Superseded => "other",
+    }
+}
+
+/// A time as pages show it: to the minute, in UTC (the console has no idea of the reader's zone
+/// without script, and the JSON twin has the exact instant).
+fn when(at: Timestamp) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// A duration as people say it: `42 s`, `3 min 5 s`, `1 h 2 min`.
+pub fn took(seconds: i64) -> String {
+    let seconds = seconds.max(0);
+    match seconds {
+        0..60 => format!("{seconds} s"),
+        60..3600 => format!("{} min {} s", seconds / 60, seconds % 60),
+        _ => format!("{} h {} min", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+/// The apps page: every app the caller may see.
+#[derive(Template)]
+#[template(path = "apps.html")]
+pub struct AppsPage {
+    pub nav: Nav,
+    pub apps: Vec<AppSummary>,
+}
+
+/// One release in an app's history.
+pub struct ReleaseRow {
+    pub seq: u64,
+    pub state: &'static str,
+    pub state_class: &'static str,
+    pub commit: Option<CommitView>,
+    pub trigger: &'static str,
+    pub actor: String,
+    pub queued_at: String,
+    pub took: Option<String>,
+    pub message: Option<String>,
+    /// Where its build log is, for a release that built.
+    pub log: Option<String>,
+}
+
+impl ReleaseRow {
+    pub fn of(repo: &RepoUrl, release: &Release) -> Self {
+        Self {
+            seq: release.seq,
+            state: release.state.as_str(),
+            state_class: state_class(release.state),
+            commit: release
+                .commit
+                .as_ref()
+                .map(|commit| CommitView::of(repo, commit)),
+            trigger: match release.trigger {
+                Trigger::Manual => "manual",
+                Trigger::Push => "push",
+                Trigger::Rollback => "rollback",
+            },
+            actor: release.actor.clone(),
+            queued_at: when(release.queued_at),
+            took: release
+                .finished_at
+                .map(|end| took((end - release.queued_at).num_seconds())),
+            message: release.message.clone(),
+            log: release
+                .build_id
+                .as_ref()
+                .map(|build| format!("/api/builds/{build}/log")),
+        }
+    }
+}
+
+/// One webhook delivery the app's hook received, and what Runway did with it.
+pub struct DeliveryRow {
+    pub received_at: String,
+    pub event: String,
+    pub git_ref: String,
+    pub commit: String,
+    pub outcome: String,
+}
+
+impl DeliveryRow {
+    pub fn of(delivery: &Delivery) -> Self {
+        Self {
+            received_at: when(delivery.received_at),
+            event: delivery.event.clone(),
+            git_ref: delivery.git_ref.clone().unwrap_or_default(),
+            commit: delivery
+                .commit
+                .as_deref()
+                .map(|commit| commit.chars().take(7).collect())
+                .unwrap_or_default(),
+            outcome: delivery.outcome.clone(),
+        }
+    }
+}
+
+/// An app's page: what it runs, its releases and the pushes it received.
+#[derive(Template)]
+#[template(path = "app.html")]
+pub struct AppPage {
+    pub nav: Nav,
+    pub app: AppSummary,
+    pub repo: String,
+    pub main_file: String,
+    pub region: String,
+    pub memory: String,
+    pub cpu: String,
+    pub access: String,
+    pub owner: String,
+    pub releases: Vec<ReleaseRow>,
+    pub deliveries: Vec<DeliveryRow>,
+    /// The newest release is still on its way: the page looks again until it is done.
+    pub follow: bool,
+    /// The newest release's state as a JavaScript string (one of the fixed state words).
+    pub latest_state_json: String,
+}
+
+impl AppPage {
+    /// `releases` newest first; `deliveries` newest first.
+    pub fn of(
+        caller: &Caller,
+        deployment: &Deployment,
+        releases: &[Release],
+        deliveries: &[Delivery],
+    ) -> Self {
+        let latest = releases.first();
+        let live = deployment
+            .live_release
+            .as_ref()
+            .and_then(|id| releases.iter().find(|release| &release.id == id));
+        let follow = latest.is_some_and(|release| !release.state.is_terminal());
+        Self {
+            nav: Nav::of(caller),
+            app: AppSummary::of(deployment, latest, live),
+            repo: deployment.repo.to_string(),
+            main_file: deployment.main_file.to_string(),
+            region: deployment.region.to_string(),
+            memory: deployment.resources.memory().as_str().to_owned(),
+            cpu: deployment.resources.cpu().as_str().to_owned(),
+            access: deployment.access.to_string(),
+            owner: deployment.owner.clone(),
+            releases: releases
+                .iter()
+                .map(|release| ReleaseRow::of(&deployment.repo, release))
+                .collect(),
+            deliveries: deliveries.iter().map(DeliveryRow::of).collect(),
+            follow,
+            latest_state_json: format!(
+                "\"{}\"",
+                latest.map_or("none", |release| release.state.as_str())
+            ),
+        }
+    }
+}
+
+/// The new-app form; its script posts the JSON API and then opens the app's page.
+#[derive(Template)]
+#[template(path = "new.html")]
+pub struct NewAppPage<'a> {
+    pub nav: Nav,
+    pub regions: &'a [String],
+    pub default_region: &'a str,
+    pub memories: Vec<&'static str>,
+    pub default_memory: &'static str,
+    pub cpus: Vec<&'static str>,
+    pub default_cpu: &'static str,
+    pub default_access: &'static str,
+    pub default_viewers: String,
+    /// The form's token; its cookie goes with the page.
+    pub csrf: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use runway_core::domain::{
+        AppName, Branch, MainFile, NewRelease, Region, ReleaseId, Resources,
+    };
+
+    use super::*;
+
+    fn deployment(repo: &str) -> Deployment {
+        let now = chrono::Utc::now();
+        Deployment {
+            app: AppName::parse("demo").unwrap(),
+            repo: RepoUrl::parse(repo, true).unwrap(),
+            repo_id: 1,
+            branch: Branch::parse("main").unwrap(),
+            main_file: MainFile::parse("app.py").unwrap(),
+            region: Region::try_from("local".to_owned()).unwrap(),
+            resources: Resources::default(),
+            access: Default::default(),
+            owner: "ada@example.com".into(),
+            webhook_id: None,
+            live_release: None,
+            url: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn release(seq: u64, state: ReleaseState, commit: char) -> Release {
+        let new = NewRelease {
+            app: AppName::parse("demo").unwrap(),
+            trigger: Trigger::Push,
+            actor: "grace@example.com".into(),
+            commit: Some(CommitSha::parse(&commit.to_string().repeat(40)).unwrap()),
+            rollback_of: None,
+        };
+        let mut release = Release::queued(
+            new,
+            ReleaseId::new(format!("r{seq}")),
+            seq,
+            chrono::Utc::now(),
+        );
+        release.state = state;
+        release
+    }
+
+    fn caller() -> Caller {
+        Caller {
+            email: "ada@example.com".into(),
+            admin: false,
+        }
+    }
+
+    #[test]
+    fn an_app_whose_newest_release_failed_while_an_older_serves_is_live_with_a_badge() {
+        let mut app = deployment("https://github.com/acme/dash");
+        let live = release(1, ReleaseState::Live, 'a');
+        app.live_release = Some(live.id.clone());
+        let failed = release(2, ReleaseState::Failed, 'b');
+
+        let summary = AppSummary::of(&app, Some(&failed), Some(&live));
+
+        assert_eq!(
+            (summary.state.as_str(), summary.state_class),
+            ("live", "live")
+        );
+        assert!(summary.failed_but_serving);
+        let commit = summary.commit.expect("the serving commit");
+        assert_eq!(commit.short, "aaaaaaa");
+        assert_eq!(
+            commit.link.as_deref(),
+            Some("https://github.com/acme/dash/commit/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+        );
+    }
+
+    #[test]
+    fn an_app_on_its_way_is_building_and_a_local_commit_links_nowhere() {
+        let app = deployment("/srv/git/dash.git");
+        let building = release(1, ReleaseState::Deploying, 'c');
+
+        let summary = AppSummary::of(&app, Some(&building), None);
+
+        assert_eq!(
+            (summary.state.as_str(), summary.state_class),
+            ("deploying", "building")
+        );
+        assert!(!summary.failed_but_serving);
+        assert_eq!(summary.commit.and_then(|c| c.link), None);
+        let never = AppSummary::of(&app, None, None);
+        assert_eq!(never.state, "not deployed");
+    }
+
+    #[test]
+    fn every_value_a_page_shows_is_escaped() {
+        let app = deployment("https://github.com/acme/dash");
+        let mut shown = release(1, ReleaseState::Failed, 'd');
+        shown.message = Some("<script>alert('release')</script>".into());
+        let delivery = Delivery {
+            id: "d-1".into(),
+            app: Some(app.app.clone()),
+            event: "push".into(),
+            repo_id: Some(1),
+            git_ref: Some("refs/heads/<img src=x onerror=alert(1)>".into()),
+            commit: Some("e".repeat(40)),
+            received_at: chrono::Utc::now(),
+            outcome: "ignored: no app deploys branch <b>x</b>".into(),
+        };
+        let mut caller = caller();
+        caller.email = "<i>mallory</i>@example.com".into();
+
+        let html = AppPage::of(&caller, &app, &[shown], &[delivery])
+            .render()
+            .unwrap();
+
+        for raw in ["<script>alert", "<img src=x", "<b>x</b>", "<i>mallory"] {
+            assert!(!html.contains(raw), "{raw} reached the page unescaped");
+        }
+        assert!(html.contains("&#60;script&#62;alert") || html.contains("&lt;script&gt;alert"));
+    }
+
+    #[test]
+    fn a_page_follows_a_release_only_while_it_is_on_its_way() {
+        let app = deployment("https://github.com/acme/dash");
+        let building = AppPage::of(
+            &caller(),
+            &app,
+            &[release(1, ReleaseState::Building, 'f')],
+            &[],
+        );
+        let done = AppPage::of(&caller(), &app, &[release(1, ReleaseState::Live, 'f')], &[]);
+
+        assert!(building.follow && building.render().unwrap().contains("/api/apps/demo"));
+        assert!(!done.follow && !done.render().unwrap().contains("<script>"));
+        assert_eq!(building.latest_state_json, "\"building\"");
+    }
+
+    #[test]
+    fn the_apps_page_says_what_to_do_when_there_is_nothing() {
+        let html = AppsPage {
+            nav: Nav::of(&caller()),
+            apps: Vec::new(),
+        }
+        .render()
+        .unwrap();
+
+        assert!(html.contains("No apps yet") && html.contains("href=\"/new\""));
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(took(42), "42 s");
+        assert_eq!(took(185), "3 min 5 s");
+        assert_eq!(took(3720), "1 h 2 min");
+        assert_eq!(took(-3), "0 s");
+    }
+}
