@@ -394,3 +394,46 @@ async fn apps_created_at_once_on_one_repository_all_get_their_hooks() -> anyhow:
     assert_eq!(repo.hook_files().len(), 10);
     Ok(())
 }
+
+/// An update names what changes: the branch, region, memory and CPU it leaves out are the app's
+/// own, not the installation's defaults.
+#[tokio::test]
+async fn an_update_keeps_every_setting_it_does_not_name() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("streamlit_app.py", &streamlit_app("x")),
+            ("requirements.txt", FAILS_FAST),
+        ],
+    )?;
+    runway_tests::git(&repo.work, &["checkout", "-q", "-b", "dev"])?;
+    repo.push("dev")?;
+    let runway = Runway::start(dir.path())?;
+    let (code, created) = runway
+        .post_json(
+            "/api/deployments",
+            &json!({
+                "repo_url": repo.url(), "main_file": "streamlit_app.py", "app_name": "kept",
+                "branch": "dev", "memory": "2Gi", "cpu": "2",
+            }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{created}");
+
+    let (code, updated) = runway
+        .post_json(
+            "/api/deployments",
+            &json!({ "repo_url": repo.url(), "main_file": "app.py", "app_name": "kept" }),
+        )
+        .await?;
+
+    assert_eq!(code, 202, "{updated}");
+    let (_, app) = runway.get_json("/api/apps/kept").await?;
+    assert_eq!(app["main_file"], "app.py", "{app:#}");
+    assert_eq!(app["branch"], "dev", "{app:#}");
+    assert_eq!(app["memory"], "2Gi", "{app:#}");
+    assert_eq!(app["cpu"], "2", "{app:#}");
+    assert_eq!(app["region"], "local", "{app:#}");
+    Ok(())
+}

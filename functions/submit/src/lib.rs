@@ -166,8 +166,10 @@ struct Validated {
     repo: RepoUrl,
     branch: Option<Branch>,
     main_file: MainFile,
-    region: Region,
-    resources: Resources,
+    /// `None` (each of these three): the app keeps its own; a new app gets the default.
+    region: Option<Region>,
+    memory: Option<Memory>,
+    cpu: Option<Cpu>,
     /// `None`: the app keeps its access (a new one gets the installation's default).
     access: Option<Access>,
     secrets: Option<SecretsToml>,
@@ -219,6 +221,28 @@ fn access(
     }
 }
 
+impl Validated {
+    /// Where the app runs and on what: what the form names, else what the app has, else the
+    /// installation's defaults.
+    fn placement(
+        &self,
+        existing: Option<&Deployment>,
+        policy: &Policy,
+    ) -> Result<(Region, Resources), ApiError> {
+        let region = match (&self.region, existing) {
+            (Some(region), _) => region.clone(),
+            (None, Some(app)) => app.region.clone(),
+            (None, None) => Region::parse(&policy.default_region, &policy.allowed_regions)?,
+        };
+        let current = existing.map_or_else(Resources::default, |app| app.resources);
+        let resources = Resources::new(
+            self.memory.unwrap_or(current.memory()),
+            self.cpu.unwrap_or(current.cpu()),
+        )?;
+        Ok((region, resources))
+    }
+}
+
 impl DeploymentForm {
     fn validate(self, policy: &Policy) -> Result<Validated, ApiError> {
         let app = AppName::parse(required(&self.app_name, "app_name")?)?;
@@ -235,17 +259,11 @@ impl DeploymentForm {
         }
         let main_file = MainFile::parse(required(&self.main_file, "main_file")?)?;
         let branch = present(&self.branch).map(Branch::parse).transpose()?;
-        let region = Region::parse(
-            present(&self.region).unwrap_or(&policy.default_region),
-            &policy.allowed_regions,
-        )?;
+        let region = present(&self.region)
+            .map(|region| Region::parse(region, &policy.allowed_regions))
+            .transpose()?;
         let memory = present(&self.memory).map(Memory::parse).transpose()?;
         let cpu = present(&self.cpu).map(Cpu::parse).transpose()?;
-        let defaults = Resources::default();
-        let resources = Resources::new(
-            memory.unwrap_or(defaults.memory()),
-            cpu.unwrap_or(defaults.cpu()),
-        )?;
         let access = access(present(&self.access), self.viewers)?;
         Ok(Validated {
             app,
@@ -253,7 +271,8 @@ impl DeploymentForm {
             branch,
             main_file,
             region,
-            resources,
+            memory,
+            cpu,
             access,
             secrets: match self.secrets {
                 None | Some(serde_json::Value::Null) => None,
@@ -318,14 +337,20 @@ async fn create_or_update(
             SubmitRefused::OtherRepository { .. } => ApiError::Conflict(refused.to_string()),
         },
     )?;
+    let (region, resources) = form.placement(existing.as_ref(), &state.policy)?;
     // A service Runway did not create may already have the name where the app would run.
-    state.platform.check_name(&form.app, &form.region).await?;
+    state.platform.check_name(&form.app, &region).await?;
     let repository = state
         .forge
         .repository(&form.repo)
         .await
         .map_err(|e| forge_error("repo_url", e))?;
-    let branch = form.branch.unwrap_or(repository.default_branch);
+    // An update without a branch keeps the app's; a new app follows the default branch.
+    let branch = match (&form.branch, &existing) {
+        (Some(branch), _) => branch.clone(),
+        (None, Some(app)) => app.branch.clone(),
+        (None, None) => repository.default_branch,
+    };
     let commit = state
         .forge
         .resolve_commit(&form.repo, &branch)
@@ -339,8 +364,8 @@ async fn create_or_update(
         repo_id: repository.id,
         branch: branch.clone(),
         main_file: form.main_file.clone(),
-        region: form.region.clone(),
-        resources: form.resources,
+        region: region.clone(),
+        resources,
         access: form.access.clone().unwrap_or_else(|| {
             existing.as_ref().map_or_else(
                 || state.policy.default_access.clone(),
