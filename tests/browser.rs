@@ -57,7 +57,7 @@ async fn wait_for_text(browser: &fantoccini::Client, text: &str) -> anyhow::Resu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_browser_deploys_with_the_form_and_sees_the_secret_before_and_after_a_redeploy()
+async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_browser()
 -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let repo = GitRepo::create(
@@ -191,6 +191,73 @@ async fn a_browser_deploys_with_the_form_and_sees_the_secret_before_and_after_a_
                 "{page} shows the secret"
             );
         }
+
+        // Roll back from the app's page: the first release serves again.
+        browser.goto(&runway.url("/apps/browser")).await?;
+        browser
+            .find(Locator::Css("button[data-rollback]"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .wait()
+            .at_most(TIMEOUT)
+            .for_element(Locator::XPath(
+                "//table[@aria-labelledby='releases']//tr[td[4][.='rollback']]//span[.='live']",
+            ))
+            .await?;
+        browser.goto(&url).await?;
+        wait_for_text(&browser, "Version one").await?;
+
+        // Delete behind its name: a wrong one is refused on the page, the right one deletes.
+        browser.goto(&runway.url("/apps/browser")).await?;
+        let confirm = browser.find(Locator::Id("confirm")).await?;
+        confirm.send_keys("browse").await?;
+        let delete = Locator::Css("#delete button[type=submit]");
+        browser.find(delete).await?.click().await?;
+        let refused = browser
+            .find(Locator::Css("#outcome.error"))
+            .await?
+            .text()
+            .await?;
+        assert!(refused.contains("Type the app's name"), "{refused}");
+        confirm.send_keys("r").await?;
+        browser.find(delete).await?.click().await?;
+        browser
+            .wait()
+            .at_most(Duration::from_secs(60))
+            .for_element(Locator::Css("main .empty"))
+            .await?;
+        assert_eq!(browser.current_url().await?.path(), "/");
+
+        // The audit trail (the local user is an admin) tells the story, and narrows to an app.
+        browser
+            .find(Locator::LinkText("Audit"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .find(Locator::Id("app"))
+            .await?
+            .send_keys("browser")
+            .await?;
+        browser
+            .find(Locator::Css("form[action='/audit'] button"))
+            .await?
+            .click()
+            .await?;
+        let trail = browser
+            .find(Locator::Css("main table"))
+            .await?
+            .text()
+            .await?;
+        for action in ["create", "push", "rollback", "delete"] {
+            assert!(trail.contains(action), "no {action} in {trail}");
+        }
+        assert!(
+            !browser.source().await?.contains(SECRET),
+            "the audit shows the secret"
+        );
         anyhow::Ok(())
     }
     .await;

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
 
-use axum::extract::{RawQuery, State as Shared};
+use axum::extract::Query;
+use axum::extract::State as Shared;
 use axum::response::Response;
 use axum::routing::get;
 use http::StatusCode;
-use runway_console::{AppPage, AppSummary, AppsPage, Nav, STYLESHEET};
-use runway_core::domain::{AppName, BuildId, Caller, Delivery, Deployment, Release};
+use runway_console::{AppPage, AppSummary, AppsPage, AuditPage, AuditRow, Nav, STYLESHEET};
+use runway_core::domain::{AppName, AuditEntry, BuildId, Caller, Delivery, Deployment, Release};
 use runway_core::ports::{Identity, ImageBuilder, Store};
 use runway_http::{
     ApiError, ApiResult, Authenticated, Authenticates, Limits, Path, Router, json, limits,
@@ -52,6 +53,7 @@ pub fn router(state: State) -> Router {
     let routes = axum::Router::new()
         .route("/", get(apps_page))
         .route("/apps/{app}", get(app_page))
+        .route("/audit", get(audit_page))
         .route("/assets/console.css", get(stylesheet))
         .route("/api/apps", get(list))
         .route("/api/apps/{app}", get(show))
@@ -250,19 +252,59 @@ async fn build_log(
     Ok(with_type(StatusCode::OK, "text/plain; charset=utf-8", log))
 }
 
-async fn audit_trail(
-    Shared(state): Shared<State>,
-    Authenticated(caller): Authenticated,
-    RawQuery(query): RawQuery,
-) -> ApiResult {
+/// How many audit entries a page or its twin shows, newest first.
+const AUDIT_SHOWN: usize = 200;
+
+/// The audit trail's filters, as the page's form and scripts send them.
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    app: String,
+    #[serde(default)]
+    actor: String,
+}
+
+/// The entries `query` asks for; admins only.
+async fn audit_entries(
+    state: &State,
+    caller: &Caller,
+    query: &AuditQuery,
+) -> Result<Vec<AuditEntry>, ApiError> {
     if !caller.admin {
         return Err(ApiError::Forbidden("the audit trail is for admins".into()));
     }
-    let app = query
-        .as_deref()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("app=")))
+    let app = Some(query.app.trim())
+        .filter(|app| !app.is_empty())
         .map(AppName::parse)
         .transpose()?;
-    let entries = state.store.audit(app.as_ref(), 200).await?;
+    let actor = query.actor.trim().to_lowercase();
+    let mut entries = state.store.audit(app.as_ref(), AUDIT_SHOWN).await?;
+    if !actor.is_empty() {
+        entries.retain(|entry| entry.actor.to_lowercase().contains(&actor));
+    }
+    Ok(entries)
+}
+
+async fn audit_trail(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<AuditQuery>,
+) -> ApiResult {
+    let entries = audit_entries(&state, &caller, &query).await?;
     Ok(json(StatusCode::OK, &json!({ "entries": entries })))
+}
+
+async fn audit_page(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<AuditQuery>,
+) -> ApiResult {
+    let entries = audit_entries(&state, &caller, &query).await?;
+    page(&AuditPage {
+        nav: Nav::of(&caller),
+        app_filter: query.app,
+        actor_filter: query.actor,
+        limit: AUDIT_SHOWN,
+        entries: entries.iter().map(AuditRow::of).collect(),
+    })
 }

@@ -5,7 +5,8 @@
 
 use askama::Template;
 use runway_core::domain::{
-    Caller, CommitSha, Delivery, Deployment, Release, ReleaseState, RepoUrl, Timestamp, Trigger,
+    AuditEntry, Caller, CommitSha, Delivery, Deployment, Release, ReleaseId, ReleaseState, RepoUrl,
+    Timestamp, Trigger,
 };
 
 /// The console's stylesheet, served at `/assets/console.css`.
@@ -135,6 +136,7 @@ pub struct AppsPage {
 
 /// One release in an app's history.
 pub struct ReleaseRow {
+    pub id: String,
     pub seq: u64,
     pub state: &'static str,
     pub state_class: &'static str,
@@ -146,14 +148,24 @@ pub struct ReleaseRow {
     pub message: Option<String>,
     /// Where its build log is, for a release that built.
     pub log: Option<String>,
+    /// It served once and another serves now: the app can go back to it.
+    pub can_roll_back: bool,
 }
 
 impl ReleaseRow {
-    pub fn of(repo: &RepoUrl, release: &Release) -> Self {
+    /// `serving` is the release the app serves now.
+    pub fn of(repo: &RepoUrl, release: &Release, serving: Option<&ReleaseId>) -> Self {
+        let went_live = release.state == ReleaseState::Live && release.image.is_some();
+        let current = serving == Some(&release.id);
+        let (state, state_class) = match release.state {
+            ReleaseState::Live if !current => ("was live", "other"),
+            state => (state.as_str(), state_class(state)),
+        };
         Self {
+            id: release.id.to_string(),
             seq: release.seq,
-            state: release.state.as_str(),
-            state_class: state_class(release.state),
+            state,
+            state_class,
             commit: release
                 .commit
                 .as_ref()
@@ -173,6 +185,7 @@ impl ReleaseRow {
                 .build_id
                 .as_ref()
                 .map(|build| format!("/api/builds/{build}/log")),
+            can_roll_back: went_live && !current,
         }
     }
 }
@@ -249,7 +262,9 @@ impl AppPage {
             owner: deployment.owner.clone(),
             releases: releases
                 .iter()
-                .map(|release| ReleaseRow::of(&deployment.repo, release))
+                .map(|release| {
+                    ReleaseRow::of(&deployment.repo, release, deployment.live_release.as_ref())
+                })
                 .collect(),
             deliveries: deliveries.iter().map(DeliveryRow::of).collect(),
             follow,
@@ -259,6 +274,38 @@ impl AppPage {
             ),
         }
     }
+}
+
+/// One entry of the audit trail.
+pub struct AuditRow {
+    pub at: String,
+    pub actor: String,
+    pub action: &'static str,
+    pub app: Option<String>,
+    pub detail: String,
+}
+
+impl AuditRow {
+    pub fn of(entry: &AuditEntry) -> Self {
+        Self {
+            at: when(entry.at),
+            actor: entry.actor.clone(),
+            action: entry.action.as_str(),
+            app: entry.app.clone(),
+            detail: entry.detail.clone(),
+        }
+    }
+}
+
+/// The audit trail (admins), narrowed by app and by who acted.
+#[derive(Template)]
+#[template(path = "audit.html")]
+pub struct AuditPage {
+    pub nav: Nav,
+    pub app_filter: String,
+    pub actor_filter: String,
+    pub limit: usize,
+    pub entries: Vec<AuditRow>,
 }
 
 /// The new-app form; its script posts the JSON API and then opens the app's page.
@@ -280,9 +327,7 @@ pub struct NewAppPage<'a> {
 
 #[cfg(test)]
 mod tests {
-    use runway_core::domain::{
-        AppName, Branch, MainFile, NewRelease, Region, ReleaseId, Resources,
-    };
+    use runway_core::domain::{AppName, Branch, MainFile, NewRelease, Region, Resources};
 
     use super::*;
 
@@ -410,7 +455,7 @@ mod tests {
         let done = AppPage::of(&caller(), &app, &[release(1, ReleaseState::Live, 'f')], &[]);
 
         assert!(building.follow && building.render().unwrap().contains("/api/apps/demo"));
-        assert!(!done.follow && !done.render().unwrap().contains("<script>"));
+        assert!(!done.follow && !done.render().unwrap().contains("/api/apps/demo"));
         assert_eq!(building.latest_state_json, "\"building\"");
     }
 
@@ -424,6 +469,36 @@ mod tests {
         .unwrap();
 
         assert!(html.contains("No apps yet") && html.contains("href=\"/new\""));
+    }
+
+    #[test]
+    fn only_an_earlier_release_that_served_offers_a_rollback() {
+        let mut app = deployment("https://github.com/acme/dash");
+        let mut old = release(1, ReleaseState::Live, 'a');
+        old.image = Some("repo/demo@sha256:1".into());
+        let mut current = release(2, ReleaseState::Live, 'b');
+        current.image = Some("repo/demo@sha256:2".into());
+        let failed = release(3, ReleaseState::Failed, 'c');
+        app.live_release = Some(current.id.clone());
+
+        let page = AppPage::of(&caller(), &app, &[failed, current, old], &[]);
+
+        let rows: Vec<_> = page
+            .releases
+            .iter()
+            .map(|row| (row.seq, row.state, row.can_roll_back))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (3, "failed", false),
+                (2, "live", false),
+                (1, "was live", true)
+            ]
+        );
+        let html = page.render().unwrap();
+        assert_eq!(html.matches("data-rollback=").count(), 1);
+        assert!(html.contains("data-rollback=\"r1\""));
     }
 
     #[test]
