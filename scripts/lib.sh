@@ -12,6 +12,7 @@ FAKE_GCS_VERSION="0.1.1"
 DRONGO_VERSION="0.8.0"
 CHECKOV_VERSION="3.3.30"
 MACHETE_VERSION="0.9.2"
+AXE_VERSION="4.14.1"
 # One target dir outside the clone, shared by every checkout on the machine: CI's fresh clone
 # reuses what earlier builds compiled.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/runway-target}"
@@ -41,6 +42,24 @@ ensure_chromium() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
   fi
+}
+
+# axe-core, pinned, from npm (npm itself from Debian): the browser tests check every console page
+# with it. Its path is exported as AXE_CORE_JS.
+ensure_axe() {
+  local script="$TOOLS/axe/node_modules/axe-core/axe.min.js"
+  if [ ! -f "$script" ] || ! grep -q "axe v$AXE_VERSION" "$script"; then
+    if ! command -v npm >/dev/null; then
+      log "installing npm from Debian"
+      local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      $sudo apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq npm >/dev/null
+    fi
+    log "installing axe-core $AXE_VERSION into $TOOLS/axe"
+    mkdir -p "$TOOLS/axe"
+    npm install --silent --no-audit --no-fund --prefix "$TOOLS/axe" "axe-core@$AXE_VERSION" >/dev/null
+  fi
+  export AXE_CORE_JS="$script"
 }
 
 # The shell linter shellcheck, from Debian (scripts/lint runs it on every shell script).

@@ -437,3 +437,87 @@ async fn an_update_keeps_every_setting_it_does_not_name() -> anyhow::Result<()> 
     assert_eq!(app["region"], "local", "{app:#}");
     Ok(())
 }
+
+/// What an app's page listens to: the newest release's state each time it changes, its build
+/// log as the builder writes it, and `done` once it is over.
+#[tokio::test]
+async fn an_apps_events_carry_its_release_and_build_log_until_done() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("streamlit_app.py", &streamlit_app("x")),
+            ("requirements.txt", FAILS_FAST),
+        ],
+    )?;
+    let runway = Runway::start(dir.path())?;
+    let (code, created) = runway
+        .post_json(
+            "/api/deployments",
+            &json!({ "repo_url": repo.url(), "main_file": "streamlit_app.py", "app_name": "told" }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{created}");
+
+    let mut response = runway
+        .client
+        .get(runway.url("/apps/told/events"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str()?,
+        "text/event-stream"
+    );
+    let mut stream = String::new();
+    let read = async {
+        while let Some(chunk) = response.chunk().await? {
+            stream.push_str(&String::from_utf8_lossy(&chunk));
+            if stream.contains("event: done") {
+                break;
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), read).await??;
+
+    // Each event: its name and its data lines joined, as EventSource gives them.
+    let events: Vec<(String, String)> = stream
+        .split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data: Vec<&str> = block
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: ").or(l.strip_prefix("data:")))
+                .collect();
+            Some((name.to_owned(), data.join("\n")))
+        })
+        .collect();
+    let states: Vec<String> = events
+        .iter()
+        .filter(|(name, _)| name == "release")
+        .map(|(_, data)| serde_json::from_str::<Value>(data).unwrap()["state"].to_string())
+        .collect();
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("\"failed\""),
+        "{states:?}"
+    );
+    let log: String = events
+        .iter()
+        .filter(|(name, _)| name == "log")
+        .map(|(_, data)| data.as_str())
+        .collect();
+    assert!(log.contains("no-such-package-here"), "the build log: {log}");
+    // With data: EventSource drops an event whose data is empty, and the page waits on it.
+    assert_eq!(
+        events
+            .last()
+            .map(|(name, data)| (name.as_str(), data.as_str())),
+        Some(("done", "failed"))
+    );
+    // Only the app's owner (or an admin) hears of it.
+    let (code, _) = runway.get_json("/apps/nobody/events").await?;
+    assert_eq!(code, 404);
+    Ok(())
+}

@@ -56,6 +56,32 @@ async fn wait_for_text(browser: &fantoccini::Client, text: &str) -> anyhow::Resu
     Ok(())
 }
 
+/// axe-core (scripts/test installs it, pinned) on the page the browser shows: no serious or
+/// critical violation of WCAG 2.1 A and AA.
+async fn assert_accessible(browser: &fantoccini::Client) -> anyhow::Result<()> {
+    let path = std::env::var("AXE_CORE_JS")
+        .map_err(|_| anyhow::anyhow!("AXE_CORE_JS is not set: run the tests with scripts/test"))?;
+    let axe = std::fs::read_to_string(path)?;
+    browser.execute(&axe, vec![]).await?;
+    let found = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { runOnly: { type: 'tag',
+                 values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
+               .then(result => done(result.violations
+                 .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                 .map(v => v.id + ': ' + v.help + ' at '
+                   + v.nodes.map(n => n.target.join(' ')).join(', '))))
+               .catch(error => done(['axe did not run: ' + error]));",
+            vec![],
+        )
+        .await?;
+    let violations: Vec<String> = serde_json::from_value(found)?;
+    let page = browser.current_url().await?;
+    anyhow::ensure!(violations.is_empty(), "{page}: {violations:#?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_browser()
 -> anyhow::Result<()> {
@@ -92,12 +118,15 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
             .text()
             .await?;
         assert!(empty.contains("No apps yet"), "{empty}");
+        assert_accessible(&browser).await?;
         browser
             .find(Locator::LinkText("New app"))
             .await?
             .click()
             .await?;
         // Deploy through the form, as a person would: a mistake first, shown on its field.
+        browser.find(Locator::Id("repo_url")).await?;
+        assert_accessible(&browser).await?;
         let fill = |id: &'static str, text: String| {
             let browser = browser.clone();
             async move {
@@ -122,16 +151,19 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         browser.find(Locator::Css("#app_name.field-error")).await?;
         fill("app_name", "browser".into()).await?;
         browser.find(submit).await?.click().await?;
-        // The app's page follows the release until it is live, and then links the app.
-        let live = browser
+        // The app's page follows the release (its events turn the badge live), then shows
+        // itself anew with the app's link.
+        let link = browser
             .wait()
             .at_most(TIMEOUT)
-            .for_element(Locator::Css("h1 #state.live"))
+            .for_element(Locator::Css("dl.facts a"))
             .await?;
-        assert_eq!(live.text().await?, "live");
-        assert_eq!(browser.current_url().await?.path(), "/apps/browser");
-        let link = browser.find(Locator::Css("dl.facts a")).await?;
         assert_eq!(link.attr("href").await?.as_deref(), Some(url.as_str()));
+        assert_eq!(browser.current_url().await?.path(), "/apps/browser");
+        let live = browser.find(Locator::Css("h1 #state")).await?;
+        assert_eq!(live.text().await?, "live");
+        assert_eq!(live.attr("class").await?.as_deref(), Some("state live"));
+        assert_accessible(&browser).await?;
         let releases = browser
             .find(Locator::Css("table[aria-labelledby=releases]"))
             .await?;
@@ -175,8 +207,14 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
             .text()
             .await?;
         assert!(history.contains("push"), "{history}");
+        // The README's picture of the app page, when asked for (RUNWAY_SCREENSHOT=path.png).
+        if let Ok(path) = std::env::var("RUNWAY_SCREENSHOT") {
+            browser.set_window_size(1280, 900).await?;
+            std::fs::write(path, browser.screenshot().await?)?;
+        }
         // And the apps page lists it, live, at the commit that serves.
         browser.goto(&runway.url("/")).await?;
+        assert_accessible(&browser).await?;
         let row = browser
             .find(Locator::Css("main tbody tr"))
             .await?
@@ -246,11 +284,18 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
             .await?
             .click()
             .await?;
+        // The narrowed page has the filter in its field's value (typing sets no attribute).
+        browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::XPath("//input[@id='app' and @value='browser']"))
+            .await?;
         let trail = browser
             .find(Locator::Css("main table"))
             .await?
             .text()
             .await?;
+        assert_accessible(&browser).await?;
         for action in ["create", "push", "rollback", "delete"] {
             assert!(trail.contains(action), "no {action} in {trail}");
         }

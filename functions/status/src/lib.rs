@@ -8,11 +8,14 @@ use runway_core::adapters::{Adapters, Need, Unwired};
 
 use axum::extract::Query;
 use axum::extract::State as Shared;
-use axum::response::Response;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::StatusCode;
 use runway_console::{AppPage, AppSummary, AppsPage, AuditPage, AuditRow, Nav, STYLESHEET};
-use runway_core::domain::{AppName, AuditEntry, BuildId, Caller, Delivery, Deployment, Release};
+use runway_core::domain::{
+    AppName, AuditEntry, BuildId, Caller, Delivery, Deployment, Release, ReleaseId, ReleaseState,
+};
 use runway_core::ports::{Identity, ImageBuilder, Store};
 use runway_http::{
     ApiError, ApiResult, Authenticated, Authenticates, Limits, Path, Router, json, limits,
@@ -53,6 +56,7 @@ pub fn router(state: State) -> Router {
     let routes = axum::Router::new()
         .route("/", get(apps_page))
         .route("/apps/{app}", get(app_page))
+        .route("/apps/{app}/events", get(app_events))
         .route("/audit", get(audit_page))
         .route("/assets/console.css", get(stylesheet))
         .route("/api/apps", get(list))
@@ -210,6 +214,134 @@ async fn app_page(
 ) -> ApiResult {
     let (deployment, releases, deliveries) = one_app(&state, &caller, &app).await?;
     page(&AppPage::of(&caller, &deployment, &releases, &deliveries))
+}
+
+/// How often a following page hears about its release, and how long one stream lasts (the
+/// browser's EventSource connects again by itself).
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const FOLLOW_AT_MOST: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// A build log goes out in pieces of at most this much per look.
+const LOG_PIECE: usize = 64 * 1024;
+
+/// Server-Sent Events for an app's page: `release` (the newest release's id, sequence, state
+/// and message) whenever it changes, `log` with each new piece of its build log as the builder
+/// writes it (the uv log locally; the log Cloud Build writes to its bucket), and `done` once
+/// the release is over and its log sent.
+async fn app_events(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    Path(app): Path<String>,
+) -> ApiResult {
+    let app = AppName::parse(&app)?;
+    state
+        .store
+        .deployment(&app)
+        .await?
+        .filter(|d| caller.may_manage(d))
+        .ok_or_else(|| ApiError::NotFound(format!("no app named '{app}'")))?;
+    let follow = Follow {
+        state,
+        app,
+        pending: std::collections::VecDeque::new(),
+        shown: None,
+        log_sent: 0,
+        deadline: tokio::time::Instant::now() + FOLLOW_AT_MOST,
+        looked: false,
+        finished: false,
+    };
+    let events = futures_util::stream::unfold(follow, Follow::next);
+    Ok(axum::response::sse::Sse::new(events)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response())
+}
+
+/// Where one page's stream of events stands.
+struct Follow {
+    state: State,
+    app: AppName,
+    pending: std::collections::VecDeque<Event>,
+    /// The release and state last sent.
+    shown: Option<(ReleaseId, ReleaseState)>,
+    /// How much of that release's build log was sent.
+    log_sent: usize,
+    deadline: tokio::time::Instant,
+    looked: bool,
+    finished: bool,
+}
+
+impl Follow {
+    async fn next(mut self) -> Option<(Result<Event, std::convert::Infallible>, Self)> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some((Ok(event), self));
+            }
+            if self.finished || tokio::time::Instant::now() >= self.deadline {
+                return None;
+            }
+            if self.looked {
+                tokio::time::sleep(FOLLOW_EVERY).await;
+            }
+            self.looked = true;
+            self.look().await;
+        }
+    }
+
+    /// Reads the newest release and its log, and queues what the page has not seen.
+    async fn look(&mut self) {
+        let latest = match self.state.store.releases(&self.app, 1).await {
+            Ok(mut releases) => releases.pop(),
+            Err(error) => {
+                tracing::warn!(%error, app = %self.app, "following an app");
+                return; // Look again in a moment.
+            }
+        };
+        let Some(latest) = latest else {
+            self.finish();
+            return;
+        };
+        let now = (latest.id.clone(), latest.state);
+        if self.shown.as_ref() != Some(&now) {
+            if self.shown.as_ref().map(|(id, _)| id) != Some(&latest.id) {
+                self.log_sent = 0; // A newer release: its own log, from the start.
+            }
+            let release = json!({
+                "id": latest.id, "seq": latest.seq, "state": latest.state,
+                "message": latest.message,
+            });
+            self.pending
+                .push_back(Event::default().event("release").data(release.to_string()));
+            self.shown = Some(now);
+        }
+        let mut log_complete = true;
+        if let Some(build) = &latest.build_id
+            && let Ok(log) = self.state.builder.log(build).await
+            && log.len() > self.log_sent
+        {
+            let mut end = (self.log_sent + LOG_PIECE).min(log.len());
+            while !log.is_char_boundary(end) {
+                end -= 1;
+            }
+            let piece = log[self.log_sent..end].replace('\r', "\n");
+            self.pending
+                .push_back(Event::default().event("log").data(piece));
+            self.log_sent = end;
+            log_complete = end == log.len();
+        }
+        if latest.state.is_terminal() && log_complete {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        // With data: a browser's EventSource drops an event whose data is empty.
+        let state = self
+            .shown
+            .as_ref()
+            .map_or("none", |(_, state)| state.as_str());
+        self.pending
+            .push_back(Event::default().event("done").data(state));
+        self.finished = true;
+    }
 }
 
 async fn stylesheet() -> Response {

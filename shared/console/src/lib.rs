@@ -230,10 +230,8 @@ pub struct AppPage {
     pub owner: String,
     pub releases: Vec<ReleaseRow>,
     pub deliveries: Vec<DeliveryRow>,
-    /// The newest release is still on its way: the page looks again until it is done.
+    /// The newest release is still on its way: the page follows its events until it is done.
     pub follow: bool,
-    /// The newest release's state as a JavaScript string (one of the fixed state words).
-    pub latest_state_json: String,
 }
 
 impl AppPage {
@@ -268,10 +266,6 @@ impl AppPage {
                 .collect(),
             deliveries: deliveries.iter().map(DeliveryRow::of).collect(),
             follow,
-            latest_state_json: format!(
-                "\"{}\"",
-                latest.map_or("none", |release| release.state.as_str())
-            ),
         }
     }
 }
@@ -454,9 +448,8 @@ mod tests {
         );
         let done = AppPage::of(&caller(), &app, &[release(1, ReleaseState::Live, 'f')], &[]);
 
-        assert!(building.follow && building.render().unwrap().contains("/api/apps/demo"));
-        assert!(!done.follow && !done.render().unwrap().contains("/api/apps/demo"));
-        assert_eq!(building.latest_state_json, "\"building\"");
+        assert!(building.follow && building.render().unwrap().contains("/apps/demo/events"));
+        assert!(!done.follow && !done.render().unwrap().contains("/apps/demo/events"));
     }
 
     #[test]
