@@ -244,6 +244,44 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
     assert_eq!(response.status(), 401);
     let response = send(None, "fresh-2".into()).await?;
     assert_eq!(response.status(), 401);
+    // A push refused for its signature is on the app's page (once a minute at most: anyone can
+    // send them), saying what to check; GitHub's redelivery of it once the secret is right is
+    // not taken for a replay.
+    let again = send(
+        Some(sign("still-not-it", replay.as_bytes())),
+        "fresh-3".into(),
+    )
+    .await?;
+    assert_eq!(again.status(), 401);
+    let deliveries = runway.status("e2e").await?["deliveries"].clone();
+    let refused: Vec<&str> = deliveries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["outcome"].as_str())
+        .filter(|outcome| outcome.starts_with("refused: the signature did not match"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{deliveries:#}");
+    assert!(
+        refused[0].contains("check the hook's secret"),
+        "{refused:?}"
+    );
+    let elsewhere = json!({
+        "ref": "refs/heads/feature", "before": second_commit, "after": broken, "deleted": false,
+        "repository": { "id": status["deliveries"][1]["repo_id"], "full_name": "replay" },
+    })
+    .to_string();
+    let redelivered = runway
+        .client
+        .post(runway.url("/github/webhook/e2e"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "fresh-1")
+        .header("x-hub-signature-256", sign(&secret, elsewhere.as_bytes()))
+        .body(elsewhere)
+        .send()
+        .await?;
+    assert_eq!(redelivered.status(), 202);
+    assert_eq!(redelivered.json::<Value>().await?["status"], "ignored");
     assert_eq!(
         runway.status("e2e").await?["releases"]
             .as_array()

@@ -3,8 +3,9 @@
 //! that did not redeploy says why), and queues a release of the hook's app when the push is to
 //! its branch. Each app has its own hook, URL and secret (`webhook::app_secret`).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
@@ -14,7 +15,8 @@ use axum::extract::State as Shared;
 use axum::routing::post;
 use http::{HeaderMap, StatusCode};
 use runway_core::domain::{
-    AppName, AuditAction, CommitSha, Delivery, DeliveryId, Deployment, NewRelease, Trigger,
+    AppName, AuditAction, CommitSha, Delivery, DeliveryId, Deployment, NewRelease, Timestamp,
+    Trigger,
 };
 use runway_core::ports::{Queue, Store};
 use runway_core::releases::{audit, publish};
@@ -49,7 +51,13 @@ pub struct State {
     pub clock: Arc<dyn Clock>,
     /// The bound on each store or queue call (`STEP`).
     pub step: Duration,
+    /// When each app last had a refused signature recorded (see `UNVERIFIED_EVERY`).
+    pub unverified: Arc<Mutex<HashMap<AppName, Timestamp>>>,
 }
+
+/// A push to a known app whose signature does not match is recorded on the app's page ("check
+/// the hook secret"), at most once per app this often per instance: anyone can send them.
+const UNVERIFIED_EVERY: chrono::Duration = chrono::Duration::minutes(1);
 
 /// Firestore and Pub/Sub on Google Cloud; GitHub's signature is the only credential.
 pub const NEEDS: &[Need] = &[Need::Store, Need::Queue, Need::WebhookSecret];
@@ -62,6 +70,7 @@ impl State {
             queue: adapters.queue()?,
             secret: adapters.webhook_secret()?,
             step: STEP,
+            unverified: Arc::default(),
         })
     }
 }
@@ -147,6 +156,9 @@ async fn receive(
         .map_err(|_| ApiError::PayloadTooLarge)?;
     let secret = webhook::app_secret(&state.secret, &app);
     if !webhook::verify(secret.expose_secret().as_bytes(), &body, &signature) {
+        if deployment.is_some() {
+            record_unverified(&state, &app, &delivery_id).await;
+        }
         return Err(ApiError::Unauthorized(
             "X-Hub-Signature-256 does not match the body; check the webhook secret".into(),
         ));
@@ -158,6 +170,57 @@ async fn receive(
             StatusCode::ACCEPTED,
             &json!({ "status": "ignored", "reason": format!("Runway acts on push events, not '{other}'") }),
         )),
+    }
+}
+
+/// Records a refused push on its app's page, so that "why didn't my push deploy?" has an answer
+/// when the hook's secret is wrong. Under an id of its own: GitHub's "Redeliver" of the same
+/// delivery, once the secret is right, must not be taken for a replay. Nothing of the body is
+/// kept (none of it is to be believed); at most one a minute per app.
+async fn record_unverified(state: &State, app: &AppName, delivery_id: &str) {
+    let now = state.clock.now();
+    {
+        let mut last = state.unverified.lock().expect("unverified lock");
+        if last.get(app).is_some_and(|at| now - *at < UNVERIFIED_EVERY) {
+            return;
+        }
+        if last.len() >= 10_000 {
+            last.clear();
+        }
+        last.insert(app.clone(), now);
+    }
+    // The header is the sender's to choose: shown only when it looks like GitHub's GUID.
+    let named = delivery_id.len() <= 36
+        && delivery_id
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-');
+    let outcome = format!(
+        "refused: the signature did not match{} — check the hook's secret (delete the app's \
+         webhook on GitHub and submit the app again to have Runway set it)",
+        if named {
+            format!(" (GitHub delivery {delivery_id})")
+        } else {
+            String::new()
+        }
+    );
+    let delivery = Delivery {
+        id: DeliveryId::new(format!("unverified-{}", uuid::Uuid::new_v4())),
+        app: Some(app.clone()),
+        event: "push".into(),
+        repo_id: None,
+        git_ref: None,
+        commit: None,
+        received_at: now,
+        outcome,
+    };
+    if let Err(error) = bounded(
+        state,
+        "recording a refused delivery",
+        state.store.record_delivery(&delivery),
+    )
+    .await
+    {
+        tracing::warn!(%error, %app, "a refused delivery was not recorded");
     }
 }
 

@@ -195,6 +195,7 @@ async fn fixture(hang_on_delivery: bool) -> Fixture {
         secret: SecretString::from("installation-key".to_owned()),
         clock: clock::system(),
         step: STEP,
+        unverified: Default::default(),
     };
     Fixture {
         _dir: dir,
