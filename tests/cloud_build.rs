@@ -30,6 +30,11 @@ struct Cloud {
 }
 
 async fn cloud() -> Cloud {
+    cloud_taking(SourceLimits::default()).await
+}
+
+/// With the builder taking sources up to `limits`.
+async fn cloud_taking(limits: SourceLimits) -> Cloud {
     let OnEmulators {
         fake,
         builder,
@@ -37,7 +42,7 @@ async fn cloud() -> Cloud {
         source_bucket,
         logs_bucket,
         image_repo,
-    } = OnEmulators::start().await;
+    } = OnEmulators::with_source_limits(limits).await;
     Cloud {
         fake,
         builder,
@@ -479,14 +484,12 @@ fn noise(len: usize) -> String {
 
 #[tokio::test]
 async fn a_source_past_the_limit_fails_naming_the_limit_and_uploads_nothing() {
-    let cloud = OnEmulators::with_source_limits(SourceLimits { max_bytes: 1 << 20 }).await;
-    let dir = tempfile::tempdir().unwrap();
+    let cloud = cloud_taking(SourceLimits { max_bytes: 1 << 20 }).await;
     let data = noise(3 << 20);
-    let repo = GitRepo::create(
-        dir.path(),
+    let repo = cloud.repo(
+        "big",
         &[("app.py", "import streamlit\n"), ("data.csv", &data)],
-    )
-    .unwrap();
+    );
 
     let error = cloud
         .builder
@@ -501,24 +504,8 @@ async fn a_source_past_the_limit_fails_naming_the_limit_and_uploads_nothing() {
     assert!(message.contains("larger than 1 MiB"), "{message}");
     assert!(message.contains("RUNWAY_MAX_SOURCE_MB"), "{message}");
     assert!(cloud.fake.build_ids().is_empty());
-    let http = reqwest::Client::new();
-    let listed: Value = http
-        .get(format!(
-            "{}/storage/v1/b/{}/o",
-            emulators::gcs(),
-            cloud.source_bucket
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        listed["items"].as_array().map_or(0, Vec::len),
-        0,
-        "{listed}"
-    );
+    let sources = cloud.objects(&cloud.source_bucket, "").await;
+    assert!(sources.is_empty(), "{sources:?}");
 }
 
 #[tokio::test]
