@@ -149,6 +149,27 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
         .to_owned();
     assert_eq!(served(url).await?["revision"], first["revision"]);
     assert_eq!(shown["access"], json!({ "mode": "public" }), "{shown:#}");
+    // Another deployer sees it in the team's list (not its repository or access), and cannot
+    // open it.
+    let as_teammate =
+        |path: &str| production.as_user(Method::GET, "status", path, "grace@example.com");
+    let mine: Value = as_teammate("/api/apps").send().await?.json().await?;
+    assert_eq!(mine["deployments"], json!([]), "{mine:#}");
+    let team: Value = as_teammate("/api/apps?team=1").send().await?.json().await?;
+    let listed = &team["deployments"][0];
+    assert_eq!(listed["app"], "demo", "{team:#}");
+    assert_eq!(listed["manageable"], false, "{team:#}");
+    assert_eq!(listed["latest_release"]["state"], "live", "{team:#}");
+    assert!(
+        listed.get("repo_url").is_none() && listed.get("access").is_none(),
+        "{team:#}"
+    );
+    let page = as_teammate("/?team=1").send().await?.text().await?;
+    assert!(
+        page.contains("demo") && !page.contains("href=\"/apps/demo\""),
+        "{page}"
+    );
+    assert_eq!(as_teammate("/apps/demo").send().await?.status(), 404);
     // The secret reached Cloud Run only as a Secret Manager version, mounted as a file.
     let template = service["template"].to_string();
     assert!(template.contains("runway-app-demo"), "{template}");

@@ -121,13 +121,16 @@ fn release_json(release: &Release) -> Value {
 }
 
 /// The apps `caller` may see, each with its newest release and the one that serves.
+/// With `team`, every app of the installation: a deployer sees the team's apps in the list,
+/// though only their own open (see `team_json`).
 async fn visible_apps(
     state: &State,
     caller: &Caller,
+    team: bool,
 ) -> Result<Vec<(Deployment, Option<Release>, Option<Release>)>, ApiError> {
     let mut apps = Vec::new();
     for deployment in state.store.deployments().await? {
-        if !caller.may_manage(&deployment) {
+        if !team && !caller.may_manage(&deployment) {
             continue;
         }
         let latest = state.store.releases(&deployment.app, 1).await?.pop();
@@ -141,11 +144,54 @@ async fn visible_apps(
     Ok(apps)
 }
 
-async fn list(Shared(state): Shared<State>, Authenticated(caller): Authenticated) -> ApiResult {
-    let apps: Vec<Value> = visible_apps(&state, &caller)
+/// `?team=1`: the team's apps too.
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    team: Option<String>,
+}
+
+impl ListQuery {
+    fn team(&self) -> bool {
+        matches!(self.team.as_deref(), Some("1" | "true" | "yes"))
+    }
+}
+
+/// Another owner's app as the team's list shows it: what the apps page shows of it, not its
+/// repository, access or viewers.
+fn team_json(deployment: &Deployment, latest: Option<&Release>) -> Value {
+    json!({
+        "app": deployment.app,
+        "branch": deployment.branch,
+        "owner": deployment.owner,
+        "url": deployment.url,
+        "manageable": false,
+        "latest_release": latest.map(|release| json!({
+            "state": release.state,
+            "commit": release.commit,
+            "actor": release.actor,
+            "finished_at": release.finished_at,
+        })),
+    })
+}
+
+async fn list(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<ListQuery>,
+) -> ApiResult {
+    let apps: Vec<Value> = visible_apps(&state, &caller, query.team())
         .await?
         .iter()
-        .map(|(deployment, latest, _)| deployment_json(deployment, latest.as_ref()))
+        .map(|(deployment, latest, _)| {
+            if caller.may_manage(deployment) {
+                let mut shown = deployment_json(deployment, latest.as_ref());
+                shown["manageable"] = true.into();
+                shown
+            } else {
+                team_json(deployment, latest.as_ref())
+            }
+        })
         .collect();
     Ok(json(StatusCode::OK, &json!({ "deployments": apps })))
 }
@@ -153,17 +199,22 @@ async fn list(Shared(state): Shared<State>, Authenticated(caller): Authenticated
 async fn apps_page(
     Shared(state): Shared<State>,
     Authenticated(caller): Authenticated,
+    Query(query): Query<ListQuery>,
 ) -> ApiResult {
-    let apps = visible_apps(&state, &caller)
+    let team = query.team();
+    let apps = visible_apps(&state, &caller, team)
         .await?
         .iter()
         .map(|(deployment, latest, live)| {
-            AppSummary::of(deployment, latest.as_ref(), live.as_ref())
+            let mut app = AppSummary::of(deployment, latest.as_ref(), live.as_ref());
+            app.manageable = caller.may_manage(deployment);
+            app
         })
         .collect();
     page(&AppsPage {
         nav: Nav::of(&caller),
         apps,
+        team,
     })
 }
 

@@ -67,6 +67,9 @@ pub struct AppSummary {
     pub branch: String,
     pub commit: Option<CommitView>,
     pub deployed: Option<Deployed>,
+    pub owner: String,
+    /// The caller may open it (their own, or they are an admin); else the list shows it only.
+    pub manageable: bool,
 }
 
 impl AppSummary {
@@ -97,6 +100,8 @@ impl AppSummary {
                 by: release.actor.clone(),
                 at: when(release.finished_at.unwrap_or(release.queued_at)),
             }),
+            owner: deployment.owner.clone(),
+            manageable: true,
         }
     }
 }
@@ -132,6 +137,8 @@ pub fn took(seconds: i64) -> String {
 pub struct AppsPage {
     pub nav: Nav,
     pub apps: Vec<AppSummary>,
+    /// The team's apps are shown, not only the caller's.
+    pub team: bool,
 }
 
 /// One release in an app's history.
@@ -457,6 +464,7 @@ mod tests {
         let html = AppsPage {
             nav: Nav::of(&caller()),
             apps: Vec::new(),
+            team: false,
         }
         .render()
         .unwrap();
