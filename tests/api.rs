@@ -303,6 +303,17 @@ async fn the_form_encoding_is_accepted_as_well_as_json_with_the_forms_token() ->
 /// creates, not builds.
 const FAILS_FAST: &str = "./no-such-package-here\n";
 
+/// A Streamlit app's repository whose builds fail at once (`FAILS_FAST`).
+fn failing_repo(dir: &std::path::Path) -> anyhow::Result<GitRepo> {
+    GitRepo::create(
+        dir,
+        &[
+            ("streamlit_app.py", &streamlit_app("x")),
+            ("requirements.txt", FAILS_FAST),
+        ],
+    )
+}
+
 /// Eight creates of one name at once, from different repositories with different secrets:
 /// exactly one app results, with its own repository and its own secrets; the others are told
 /// the name was taken, and nothing of theirs is left.
@@ -313,13 +324,7 @@ async fn creates_of_one_name_at_once_leave_one_app_with_its_own_secrets() -> any
     for i in 0..8 {
         let path = dir.path().join(format!("repo-{i}"));
         std::fs::create_dir_all(&path)?;
-        repos.push(GitRepo::create(
-            &path,
-            &[
-                ("streamlit_app.py", &streamlit_app("x")),
-                ("requirements.txt", FAILS_FAST),
-            ],
-        )?);
+        repos.push(failing_repo(&path)?);
     }
     let runway = Runway::start(dir.path())?;
     let creates = repos.iter().enumerate().map(|(i, repo)| {
@@ -365,13 +370,7 @@ async fn creates_of_one_name_at_once_leave_one_app_with_its_own_secrets() -> any
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn apps_created_at_once_on_one_repository_all_get_their_hooks() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let repo = GitRepo::create(
-        dir.path(),
-        &[
-            ("streamlit_app.py", &streamlit_app("x")),
-            ("requirements.txt", FAILS_FAST),
-        ],
-    )?;
+    let repo = failing_repo(dir.path())?;
     let runway = Runway::start(dir.path())?;
     let creates = (0..10).map(|i| {
         runway
@@ -400,13 +399,7 @@ async fn apps_created_at_once_on_one_repository_all_get_their_hooks() -> anyhow:
 #[tokio::test]
 async fn an_update_keeps_every_setting_it_does_not_name() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let repo = GitRepo::create(
-        dir.path(),
-        &[
-            ("streamlit_app.py", &streamlit_app("x")),
-            ("requirements.txt", FAILS_FAST),
-        ],
-    )?;
+    let repo = failing_repo(dir.path())?;
     runway_tests::git(&repo.work, &["checkout", "-q", "-b", "dev"])?;
     repo.push("dev")?;
     let runway = Runway::start(dir.path())?;
@@ -443,13 +436,7 @@ async fn an_update_keeps_every_setting_it_does_not_name() -> anyhow::Result<()> 
 #[tokio::test]
 async fn an_apps_events_carry_its_release_and_build_log_until_done() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let repo = GitRepo::create(
-        dir.path(),
-        &[
-            ("streamlit_app.py", &streamlit_app("x")),
-            ("requirements.txt", FAILS_FAST),
-        ],
-    )?;
+    let repo = failing_repo(dir.path())?;
     let runway = Runway::start(dir.path())?;
     let (code, created) = runway
         .post_json(

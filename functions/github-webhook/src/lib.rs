@@ -25,14 +25,14 @@ use runway_http::{ApiError, ApiResult, Limits, Router, json, limits, parse_json}
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-/// GitHub caps payloads at 25 MB. The deadline only stops what is stuck: each step of a push
-/// is bounded by `State::step` well within it, so the handler answers before it is cut off
-/// between recording a delivery and queueing its release.
 /// GitHub caps a delivery's payload at 25 MB.
 const PUSH_BODY_LIMIT: usize = 25 * 1024 * 1024;
 /// Any other event Runway reads (a ping is a few kilobytes).
 const OTHER_BODY_LIMIT: usize = 256 * 1024;
 
+/// The deadline only stops what is stuck: each step of a push is bounded by `State::step` well
+/// within it, so the handler answers before it is cut off between recording a delivery and
+/// queueing its release.
 const LIMITS: Limits = Limits {
     body: PUSH_BODY_LIMIT,
     timeout: Duration::from_secs(30),

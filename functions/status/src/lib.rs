@@ -218,20 +218,27 @@ async fn apps_page(
     })
 }
 
+/// The app named `app`, if `caller` may see it; one they may not see is as absent as one that
+/// does not exist.
+async fn managed(state: &State, caller: &Caller, app: &str) -> Result<Deployment, ApiError> {
+    let app = AppName::parse(app)?;
+    state
+        .store
+        .deployment(&app)
+        .await?
+        .filter(|d| caller.may_manage(d))
+        .ok_or_else(|| ApiError::NotFound(format!("no app named '{app}'")))
+}
+
 /// One app as `caller` may see it: its record, newest releases and its hook's deliveries.
 async fn one_app(
     state: &State,
     caller: &Caller,
     app: &str,
 ) -> Result<(Deployment, Vec<Release>, Vec<Delivery>), ApiError> {
-    let app = AppName::parse(app)?;
-    let deployment = state
-        .store
-        .deployment(&app)
-        .await?
-        .filter(|d| caller.may_manage(d))
-        .ok_or_else(|| ApiError::NotFound(format!("no app named '{app}'")))?;
-    let mut releases = state.store.releases(&app, RELEASES_SHOWN).await?;
+    let deployment = managed(state, caller, app).await?;
+    let app = &deployment.app;
+    let mut releases = state.store.releases(app, RELEASES_SHOWN).await?;
     // The serving release, when it is older than those shown.
     if let Some(live) = &deployment.live_release
         && !releases.iter().any(|release| &release.id == live)
@@ -283,13 +290,7 @@ async fn app_events(
     Authenticated(caller): Authenticated,
     Path(app): Path<String>,
 ) -> ApiResult {
-    let app = AppName::parse(&app)?;
-    state
-        .store
-        .deployment(&app)
-        .await?
-        .filter(|d| caller.may_manage(d))
-        .ok_or_else(|| ApiError::NotFound(format!("no app named '{app}'")))?;
+    let app = managed(&state, &caller, &app).await?.app;
     let follow = Follow {
         state,
         app,
