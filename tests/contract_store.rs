@@ -87,6 +87,8 @@ runway_tests::contract! {
     a_delivery_id_is_recorded_once,
     one_delivery_id_reaches_every_app_whose_hook_received_it,
     a_push_is_recorded_with_its_release_once_even_when_replayed_at_once,
+    one_push_to_two_apps_is_accepted_by_both_at_once,
+    every_release_is_listed_when_the_limit_is_past_any_count,
     the_audit_trail_is_newest_first_and_narrows_to_an_app,
     orphan_hooks_are_kept_until_removed,
     concurrent_claims_of_one_release_let_exactly_one_win,
@@ -561,6 +563,60 @@ async fn a_push_is_recorded_with_its_release_once_even_when_replayed_at_once(sub
         .await
         .unwrap();
     assert!(other.is_some(), "another app's hook got the same event");
+}
+
+/// GitHub delivers a push to every hook of the repository at once: two apps on one repository
+/// accept their deliveries side by side, inside the 3 s the ingress gives the store (past them
+/// it answers 503, and GitHub does not deliver again). Found by the console's browser test on the
+/// Firestore emulator: both transactions queried the releases collection, and each waited on
+/// the other's lock until the ingress gave up.
+async fn one_push_to_two_apps_is_accepted_by_both_at_once(subject: &Subject) {
+    let delivery = |id: &str, to: &str| Delivery {
+        id: id.into(),
+        app: Some(app(to)),
+        event: "push".into(),
+        repo_id: Some(12),
+        git_ref: Some("refs/heads/main".into()),
+        commit: Some("d".repeat(40)),
+        received_at: Utc::now(),
+        outcome: format!("queued a release of {to}"),
+    };
+    for round in 0..3 {
+        let (staging, prod) = (
+            delivery(&format!("d-{round}-staging"), "staging"),
+            delivery(&format!("d-{round}-prod"), "prod"),
+        );
+        let (first, second) = (subject.instance(0), subject.instance(1));
+        let both = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+            tokio::join!(
+                first.accept_push(&staging, new_release("staging")),
+                second.accept_push(&prod, new_release("prod")),
+            )
+        })
+        .await
+        .expect("two apps' pushes waited on each other");
+        assert!(both.0.unwrap().is_some() && both.1.unwrap().is_some());
+    }
+    for to in ["staging", "prod"] {
+        let releases = subject.store().releases(&app(to), 10).await.unwrap();
+        assert_eq!(releases.len(), 3, "{releases:?}");
+    }
+}
+
+/// "All of them" is asked for with a limit past any count (the worker keeps every release's
+/// secrets that way); the store must not turn it into a negative or a refused limit.
+async fn every_release_is_listed_when_the_limit_is_past_any_count(subject: &Subject) {
+    let store = subject.store();
+    for _ in 0..2 {
+        store.queue_release(new_release("many")).await.unwrap();
+    }
+    for limit in [usize::MAX, usize::MAX >> 1, u32::MAX as usize] {
+        let releases = store.releases(&app("many"), limit).await.unwrap();
+        assert_eq!(releases.len(), 2, "limit {limit}");
+        let deliveries = store.deliveries_of_app(&app("many"), limit).await.unwrap();
+        assert!(deliveries.is_empty());
+        store.audit(Some(&app("many")), limit).await.unwrap();
+    }
 }
 
 async fn the_audit_trail_is_newest_first_and_narrows_to_an_app(subject: &Subject) {

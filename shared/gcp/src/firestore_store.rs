@@ -461,13 +461,21 @@ struct OrphanHookDoc {
 /// queued releases superseded. The release and the writes that make it.
 async fn queue_in(
     db: FirestoreDb,
+    outside: &FirestoreDb,
     new: NewRelease,
     clock: Arc<dyn Clock>,
 ) -> Result<(Release, Vec<Write>), Attempt> {
     let app = new.app.to_string();
     let sequence: SequenceDoc = get_in(&db, SEQUENCES, &app).await?.unwrap_or_default();
     let seq = sequence.last + 1;
-    let older_queued: Vec<ReleaseDoc> = db
+    // The app's queued releases are found outside the transaction and then read inside it by
+    // id. A query inside it would lock the releases it scans, and on the emulator the whole
+    // collection: two apps' pushes (one push reaches every hook of its repository at once)
+    // then waited on each other past the ingress's deadline. Same-app queueing stays
+    // serialized by the sequence document both read and write; a release queued after the
+    // query by a transaction that committed first makes this one retry, and the retry's query
+    // sees it.
+    let candidates: Vec<ReleaseDoc> = outside
         .fluent()
         .select()
         .from(RELEASES)
@@ -480,10 +488,16 @@ async fn queue_in(
         .obj()
         .query()
         .await?;
-    let older_queued = older_queued
-        .into_iter()
-        .map(ReleaseDoc::into_record)
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut older_queued = Vec::new();
+    for candidate in candidates {
+        let Some(current) = get_in::<ReleaseDoc>(&db, RELEASES, &candidate.id).await? else {
+            continue;
+        };
+        let current = current.into_record()?;
+        if current.state == ReleaseState::Queued {
+            older_queued.push(current);
+        }
+    }
     let planned = plan::queue(
         new,
         ReleaseId::random(),
@@ -498,6 +512,11 @@ async fn queue_in(
     let release = planned.release;
     writes.push(Write::Release(ReleaseDoc::of(&release)?));
     Ok((release, writes))
+}
+
+/// Firestore's `limit` is an int32: "all of them" is its largest value.
+fn query_limit(limit: usize) -> u32 {
+    limit.min(i32::MAX as usize) as u32
 }
 
 fn delivery_doc_id(delivery: &Delivery) -> String {
@@ -642,7 +661,7 @@ impl Store for FirestoreStore {
 
     async fn queue_release(&self, new: NewRelease) -> Result<Release, StoreError> {
         let _app = self.lock_app(new.app.as_str()).await;
-        self.transact(|db| queue_in(db, new.clone(), self.clock.clone()))
+        self.transact(|db| queue_in(db, &self.db, new.clone(), self.clock.clone()))
             .await
     }
 
@@ -656,7 +675,7 @@ impl Store for FirestoreStore {
         self.query_releases(
             |q| q.field("app").eq(app.as_str()),
             ("seq", FirestoreQueryDirection::Descending),
-            Some(limit.min(u32::MAX as usize) as u32),
+            Some(query_limit(limit)),
         )
         .await
     }
@@ -766,13 +785,14 @@ impl Store for FirestoreStore {
         let doc = DeliveryDoc::of(delivery)?;
         self.transact(|db| {
             let (id, doc, new, clock) = (id.clone(), doc.clone(), new.clone(), self.clock.clone());
+            let outside = self.db.clone();
             async move {
                 // Read in the transaction, so a replay racing this one makes one of them retry.
                 let seen: Option<DeliveryDoc> = get_in(&db, DELIVERIES, &id).await?;
                 if seen.is_some() {
                     return Ok((None, Vec::new()));
                 }
-                let (release, mut writes) = queue_in(db, new, clock).await?;
+                let (release, mut writes) = queue_in(db, &outside, new, clock).await?;
                 writes.push(Write::Delivery(id, doc));
                 Ok((Some(release), writes))
             }
@@ -792,7 +812,7 @@ impl Store for FirestoreStore {
             .from(DELIVERIES)
             .filter(|q| q.field("app").eq(app.as_str()))
             .order(|o| o.fields([o.field("received_at").desc()]))
-            .limit(limit.min(u32::MAX as usize) as u32)
+            .limit(query_limit(limit))
             .obj()
             .query()
             .await
@@ -830,7 +850,7 @@ impl Store for FirestoreStore {
             .from(AUDIT)
             .filter(|q| app.as_ref().and_then(|app| q.field("app").eq(app.as_str())))
             .order(|o| o.fields([o.field("at").desc()]))
-            .limit(limit.min(u32::MAX as usize) as u32)
+            .limit(query_limit(limit))
             .obj()
             .query()
             .await
