@@ -7,6 +7,7 @@ locals {
     "cloudbuild.googleapis.com",           # app builds and Runway's own builds
     "cloudresourcemanager.googleapis.com", # project IAM bindings
     "cloudscheduler.googleapis.com",       # cleanup every 10 minutes
+    "compute.googleapis.com",              # the console's load balancer (lb.tf)
     "firestore.googleapis.com",            # the Store
     "iam.googleapis.com",                  # service accounts, custom roles
     "iamcredentials.googleapis.com",       # OIDC tokens minted for Pub/Sub push and Scheduler

@@ -283,6 +283,7 @@ def check_terraform(infra: Path, ga: Schema, beta: Schema) -> None:
 
     check_firestore(infra, docs.get("firestore.tf", {}))
     check_environment(infra, docs.get("run.tf", {}))
+    check_url_map(infra)
     check_deadlines(docs.get("run.tf", {}), docs.get("pubsub.tf", {}))
 
 
@@ -361,6 +362,32 @@ def check_environment(infra: Path, doc: dict) -> None:
                     f"run.tf {local}[{fn}] vs environment.json {kind}: "
                     f"missing {sorted(want - got)}, unexpected {sorted(got - want)}"
                 )
+
+
+FUNCTIONS = {"submit", "status", "github-webhook", "worker", "cleanup"}
+# Google's URL-map path rule: starts with /, and * only as the whole last segment.
+URL_PATH_RE = re.compile(r"^/[^*?#]*(?<=/)\*$|^/[^*?#]*$")
+
+
+def check_url_map(infra: Path) -> None:
+    """url_map.json (lb.tf's URL map, the tests' stand-in's routes) names public functions only,
+    with paths Google accepts, each owned by one function."""
+    url_map = json.loads((infra / "url_map.json").read_text())
+    public = FUNCTIONS - {"worker", "cleanup"}  # internal ingress: never behind the load balancer
+    owners = [url_map["default"], *url_map["paths"]]
+    for fn in owners + url_map["iap"]:
+        if fn not in public:
+            error(f"url_map.json: {fn!r} is not a function the load balancer may front {sorted(public)}")
+    if "github-webhook" in url_map["iap"]:
+        error("url_map.json: GitHub cannot sign in to IAP; github-webhook must not be in iap")
+    seen: dict[str, str] = {}
+    for fn, paths in url_map["paths"].items():
+        for path in paths:
+            if not URL_PATH_RE.match(path):
+                error(f"url_map.json: {fn}: {path!r} is not a URL-map path (/a/b or /a/*)")
+            if path in seen:
+                error(f"url_map.json: {path!r} is routed to both {seen[path]} and {fn}")
+            seen[path] = fn
 
 
 def check_firestore(infra: Path, doc: dict) -> None:

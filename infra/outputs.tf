@@ -1,5 +1,15 @@
+output "console_url" {
+  description = "The console, the API and the webhook: one origin behind the load balancer and IAP."
+  value       = local.console_url
+}
+
+output "console_address" {
+  description = "The load balancer's address: CONSOLE_DOMAIN's DNS A record must name it."
+  value       = google_compute_global_address.console.address
+}
+
 output "urls" {
-  description = "Runway's service URLs (submit is the form)."
+  description = "The services' own run.app URLs. submit, status and github-webhook take traffic only from the load balancer (console_url); these are for logs and the console's Cloud Run pages."
   value       = local.service_url
 }
 
@@ -9,7 +19,7 @@ output "webhook_url" {
 }
 
 output "iap_audience" {
-  description = "RUNWAY_IAP_AUDIENCE of submit and status."
+  description = "RUNWAY_IAP_AUDIENCE of submit and status: their backend services."
   value       = local.iap_audience
 }
 

@@ -1,11 +1,12 @@
 # Runway's five Cloud Run services, their environment (the contract the Rust side reads) and who
 # may invoke them.
 #
-#   service          ingress                    who may invoke
-#   submit, status   all (IAP on the service)   IAP's service agent; people via IAP (iap_members)
-#   github-webhook   all                        allUsers (GitHub); requests are HMAC-verified
-#   worker           internal                   pubsub-push only (Pub/Sub push, OIDC)
-#   cleanup          internal                   scheduler only (Cloud Scheduler, OIDC)
+#   service          ingress                          who may invoke
+#   submit, status   the load balancer only (lb.tf)   IAP's service agent; people via IAP on the
+#                                                     load balancer's backend services
+#   github-webhook   the load balancer only (lb.tf)   allUsers (GitHub); requests are HMAC-verified
+#   worker           internal                         pubsub-push only (Pub/Sub push, OIDC)
+#   cleanup          internal                         scheduler only (Cloud Scheduler, OIDC)
 #
 # URLs are the deterministic form https://SERVICE-PROJECT_NUMBER.REGION.run.app, known before the
 # services exist, so the worker's own URL can be its OIDC audience without a dependency cycle.
@@ -14,14 +15,6 @@ locals {
   service_name = { for f in local.functions : f => "${var.name_prefix}-${f}" }
   service_url  = {
     for f in local.functions : f => "https://${local.service_name[f]}-${local.project_number}.${var.region}.run.app"
-  }
-
-  iap_functions = ["submit", "status"]
-  iap_audience  = {
-    for f in local.iap_functions : f => lookup(
-      var.iap_audience, f,
-      "/projects/${local.project_number}/locations/${var.region}/services/${local.service_name[f]}"
-    )
   }
 
   app_regions = length(var.app_regions) > 0 ? var.app_regions : [var.region]
@@ -33,7 +26,7 @@ locals {
   # infra/check checks these against each other.
   worker_deadline = 600
   deploy_wait     = 540
-  webhook_url = "${local.service_url["github-webhook"]}/github/webhook"
+  webhook_url = "${local.console_url}/github/webhook"
 
   image = {
     for f in local.functions : f => "${local.image_base}/${f}:${lookup(var.image_tags, f, var.image_tag)}"
@@ -133,33 +126,30 @@ locals {
   # --- per-service settings --------------------------------------------------------------------
   function_settings = {
     submit = {
-      iap           = var.direct_iap
-      ingress       = var.direct_iap ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+      ingress       = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
       timeout       = "60s"
       min_instances = 0
     }
     status = {
-      iap           = var.direct_iap
-      ingress       = var.direct_iap ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
-      timeout       = "60s"
+      ingress = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+      # An app's page follows its release over one Server-Sent Events response, which status
+      # ends after 15 minutes (FOLLOW_AT_MOST); the browser then reconnects.
+      timeout       = "960s"
       min_instances = 0
     }
     "github-webhook" = {
-      iap     = false
-      ingress = "INGRESS_TRAFFIC_ALL"
+      ingress = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
       timeout = "30s" # GitHub gives up after 10 s anyway
       # GitHub never retries a delivery it gave up on: a cold start must not eat its 10 s.
       min_instances = var.webhook_min_instances
     }
     worker = {
-      iap           = false
       ingress       = var.private_ingress
       # = the push subscriptions' ack deadline (pubsub.tf): a deploy runs inside one push.
       timeout       = "${local.worker_deadline}s"
       min_instances = 0
     }
     cleanup = {
-      iap           = false
       ingress       = var.private_ingress
       timeout       = "300s" # = the scheduler job's attempt deadline
       min_instances = 0
@@ -167,11 +157,7 @@ locals {
   }
 }
 
-# google-beta: `iap_enabled` (Cloud Run's direct IAP integration) is beta-only in provider 6.50,
-# and the service must say launch_stage = "BETA" to use it. The three services without IAP use
-# the same resource block, with launch stage left to the API (GA).
 resource "google_cloud_run_v2_service" "function" {
-  provider = google-beta
   for_each = local.function_settings
 
   project             = var.project_id
@@ -179,8 +165,6 @@ resource "google_cloud_run_v2_service" "function" {
   name                = local.service_name[each.key]
   description         = "Runway ${each.key}"
   ingress             = each.value.ingress
-  iap_enabled         = each.value.iap
-  launch_stage        = each.value.iap ? "BETA" : null
   deletion_protection = var.deletion_protection
 
   template {
@@ -263,10 +247,6 @@ resource "google_cloud_run_v2_service" "function" {
     ]
 
     precondition {
-      condition     = var.direct_iap || (contains(keys(var.iap_audience), "submit") && contains(keys(var.iap_audience), "status"))
-      error_message = "Without direct_iap, set iap_audience for both submit and status (the load balancer's backend services)."
-    }
-    precondition {
       condition     = var.github_auth != "app" || var.github_app_id != ""
       error_message = "github_auth = \"app\" needs github_app_id."
     }
@@ -281,8 +261,8 @@ resource "google_cloud_run_v2_service" "function" {
 
 # --- who may invoke each service -------------------------------------------------------------------
 
-# GitHub calls the webhook from the internet without Google credentials; the function itself
-# rejects anything without a valid X-Hub-Signature-256.
+# GitHub calls the webhook (through the load balancer) without Google credentials; the function
+# itself rejects anything without a valid X-Hub-Signature-256.
 resource "google_cloud_run_v2_service_iam_member" "github_webhook_public" {
   project  = var.project_id
   location = var.region
@@ -309,29 +289,16 @@ resource "google_cloud_run_v2_service_iam_member" "cleanup_invoker" {
   member   = local.sa["scheduler"]
 }
 
-# IAP, once it has let a person through, calls submit and status as its service agent.
+# IAP, once it has let a person through, calls submit and status as its service agent (with
+# X-Serverless-Authorization).
 resource "google_cloud_run_v2_service_iam_member" "iap_invoker" {
-  for_each = toset(local.iap_functions)
+  for_each = toset(local.url_map.iap)
 
   project  = var.project_id
   location = var.region
   name     = google_cloud_run_v2_service.function[each.value].name
   role     = "roles/run.invoker"
   member   = local.iap_service_agent
-}
-
-# Who IAP lets through (direct IAP only; with a load balancer grant the same role on the backend
-# services instead, README).
-resource "google_iap_web_cloud_run_service_iam_member" "iap_access" {
-  for_each = var.direct_iap ? {
-    for pair in setproduct(local.iap_functions, var.iap_members) : "${pair[0]} ${pair[1]}" => pair
-  } : {}
-
-  project                = var.project_id
-  location               = var.region
-  cloud_run_service_name = google_cloud_run_v2_service.function[each.value[0]].name
-  role                   = "roles/iap.httpsResourceAccessor"
-  member                 = each.value[1]
 }
 
 # The deployer rolls out new images of exactly these five services.

@@ -47,7 +47,7 @@ variable "scheduler_region" {
 # ---------------------------------------------------------------------------------------------
 
 variable "iap_members" {
-  description = "Principals IAP lets through to submit and status, e.g. [\"group:data-science@example.com\", \"domain:example.com\", \"user:ana@example.com\"]."
+  description = "Principals IAP lets through to the console (the submit and status backend services), e.g. [\"group:data-science@example.com\", \"domain:example.com\", \"user:ana@example.com\"]."
   type        = list(string)
   default     = []
 }
@@ -58,26 +58,14 @@ variable "admins" {
   default     = []
 }
 
-variable "iap_audience" {
-  description = <<-EOT
-    RUNWAY_IAP_AUDIENCE per IAP-fronted service ("submit", "status"). Leave empty with Cloud Run's
-    direct IAP integration (the default here): the audience is then
-    /projects/PROJECT_NUMBER/locations/REGION/services/SERVICE. When IAP sits on a load balancer
-    instead, set /projects/PROJECT_NUMBER/global/backendServices/BACKEND_SERVICE_ID (see README).
-  EOT
-  type    = map(string)
-  default = {}
+variable "console_domain" {
+  description = "The console's domain, e.g. runway.example.com: the load balancer (lb.tf) serves the console, the API and GitHub's webhook there, with a Google-managed certificate. Point its DNS A record at terraform output console_address."
+  type        = string
 
   validation {
-    condition     = alltrue([for k in keys(var.iap_audience) : contains(["submit", "status"], k)])
-    error_message = "iap_audience: keys must be \"submit\" or \"status\"."
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]{2,}$", var.console_domain))
+    error_message = "console_domain: a DNS name such as runway.example.com (lowercase, no scheme, no path)."
   }
-}
-
-variable "direct_iap" {
-  description = "Enable IAP directly on the submit and status Cloud Run services (needs the project to be in an organization). False: you front them with your own load balancer + IAP (README)."
-  type        = bool
-  default     = true
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def git(cwd, *args):
 
 def wait_live(base, release_id):
     while True:
-        status = http(f"{base}/api/deployments/bench")
+        status = http(f"{base}/api/apps/bench")
         release = next((r for r in status["releases"] if r["id"] == release_id), None)
         if release and release["state"] in ("live", "failed", "superseded"):
             assert release["state"] == "live", release
@@ -41,7 +41,7 @@ def wait_live(base, release_id):
 
 def wait_push_release(base, commit):
     while True:
-        for release in http(f"{base}/api/deployments/bench")["releases"]:
+        for release in http(f"{base}/api/apps/bench")["releases"]:
             if release["commit"] == commit and release["trigger"] == "push":
                 return release["id"]
         time.sleep(0.05)

@@ -77,8 +77,7 @@ def main():
         prog="scripts/smoke-cloud",
         description="Deploy an example app through Runway on Google Cloud, open it, delete it.",
     )
-    parser.add_argument("console", help="the submit service's URL (or the load balancer's)")
-    parser.add_argument("status", nargs="?", help="the status service's URL (default: console)")
+    parser.add_argument("console", help="the console's URL (terraform output console_url)")
     parser.add_argument("--repo", required=True, help="a GitHub repository with a Streamlit app, e.g. one holding examples/hello")
     parser.add_argument("--main-file", default="streamlit_app.py")
     parser.add_argument("--app", default=f"smoke-{secrets.token_hex(3)}", help="app name (default: smoke-RANDOM)")
@@ -87,8 +86,7 @@ def main():
     parser.add_argument("--poll", type=float, default=3, help="seconds between status polls")
     args = parser.parse_args()
     console = args.console.rstrip("/")
-    status_base = (args.status or args.console).rstrip("/")
-    status_url = f"{status_base}/api/apps/{args.app}"
+    status_url = f"{console}/api/apps/{args.app}"
     started = time.monotonic()
     created = False
 

@@ -211,8 +211,20 @@ async fn every_bad_field_gets_a_4xx_naming_it_and_leaves_nothing_behind() -> any
     assert_eq!(response.status(), 400);
 
     // Nothing was left behind by the refused submits.
-    let (_, list) = runway.get_json("/api/deployments").await?;
+    let (_, list) = runway.get_json("/api/apps").await?;
     assert_eq!(list["deployments"], json!([]));
+    // Reads moved to /api/apps (status's); the first read paths send scripts there, and a
+    // client that follows redirects gets the same answer.
+    let (_, moved) = runway.get_json("/api/deployments?team=1").await?;
+    assert_eq!(moved, list);
+    let not_followed = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?
+        .get(runway.url("/api/deployments/some-app?x=1"))
+        .send()
+        .await?;
+    assert_eq!(not_followed.status(), 308);
+    assert_eq!(not_followed.headers()["location"], "/api/apps/some-app?x=1");
     assert!(
         !repo.bare.join("hooks/post-receive").exists(),
         "a refused submit left a hook"

@@ -4,83 +4,14 @@
 //! value over its websocket — before and after a push, which the app's page then shows with what
 //! Runway did. No console page ever carries the secret.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fantoccini::{ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use fantoccini::Locator;
+use runway_tests::browser::{Browser, assert_accessible, wait_for_text};
 use runway_tests::{GitRepo, Runway, streamlit_app};
-use serde_json::json;
 
 const SECRET: &str = "browser-sees-9c2d";
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-struct ChromeDriver(Child);
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_chromedriver() -> anyhow::Result<(ChromeDriver, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child =
-        Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                anyhow::anyhow!("chromedriver is not installed (scripts/test installs it): {e}")
-            })?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "chromedriver did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok((ChromeDriver(child), format!("http://127.0.0.1:{port}")))
-}
-
-async fn wait_for_text(browser: &fantoccini::Client, text: &str) -> anyhow::Result<()> {
-    let xpath = format!("//*[self::p or self::h1][contains(., '{text}')]");
-    browser
-        .wait()
-        .at_most(Duration::from_secs(60))
-        .for_element(Locator::XPath(&xpath))
-        .await
-        .map_err(|e| anyhow::anyhow!("the page never showed {text:?}: {e}"))?;
-    Ok(())
-}
-
-/// axe-core (scripts/test installs it, pinned) on the page the browser shows: no serious or
-/// critical violation of WCAG 2.1 A and AA.
-async fn assert_accessible(browser: &fantoccini::Client) -> anyhow::Result<()> {
-    let path = std::env::var("AXE_CORE_JS")
-        .map_err(|_| anyhow::anyhow!("AXE_CORE_JS is not set: run the tests with scripts/test"))?;
-    let axe = std::fs::read_to_string(path)?;
-    browser.execute(&axe, vec![]).await?;
-    let found = browser
-        .execute_async(
-            "const done = arguments[arguments.length - 1];
-             axe.run(document, { runOnly: { type: 'tag',
-                 values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
-               .then(result => done(result.violations
-                 .filter(v => v.impact === 'serious' || v.impact === 'critical')
-                 .map(v => v.id + ': ' + v.help + ' at '
-                   + v.nodes.map(n => n.target.join(' ')).join(', '))))
-               .catch(error => done(['axe did not run: ' + error]));",
-            vec![],
-        )
-        .await?;
-    let violations: Vec<String> = serde_json::from_value(found)?;
-    let page = browser.current_url().await?;
-    anyhow::ensure!(violations.is_empty(), "{page}: {violations:#?}");
-    Ok(())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_browser()
@@ -91,23 +22,8 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         &[("streamlit_app.py", &streamlit_app("Version one"))],
     )?;
     let runway = Runway::start(dir.path())?;
-    let (_driver, driver_url) = start_chromedriver()?;
-    let profile = dir.path().join("chromium-profile");
-    let capabilities = json!({
-        "goog:chromeOptions": {
-            "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }
-    });
-    let browser = ClientBuilder::new(HttpConnector::new())
-        .capabilities(capabilities.as_object().unwrap().clone())
-        .connect(&driver_url)
-        .await?;
+    let session = Browser::start(&dir.path().join("chromium-profile")).await?;
+    let browser = session.client.clone();
     let url = format!("{}/", runway.app_url("browser"));
     let outcome = async {
         // The console opens on the apps, none yet; the form is one link away.
@@ -306,6 +222,6 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         anyhow::Ok(())
     }
     .await;
-    browser.close().await?;
+    session.close().await?;
     outcome
 }

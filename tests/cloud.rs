@@ -6,3 +6,4 @@ mod cloud_build;
 mod cloud_run;
 mod functions;
 mod production;
+mod production_browser;

@@ -76,7 +76,7 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
     let rebound = format!("evil.example:{}", runway.port);
     let listed = runway
         .client
-        .get(runway.url("/api/deployments"))
+        .get(runway.url("/api/apps"))
         .header("host", &rebound)
         .send()
         .await?;
@@ -96,11 +96,7 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
         .send()
         .await?;
     assert_eq!(from_an_app.status(), 403);
-    let plain = runway
-        .client
-        .get(runway.url("/api/deployments"))
-        .send()
-        .await?;
+    let plain = runway.client.get(runway.url("/api/apps")).send().await?;
     assert_eq!(plain.status(), 200);
     let apps = plain.text().await?;
     assert!(apps.contains("\"e2e\""), "{apps}");
@@ -296,7 +292,7 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
         !runway.log_text().contains(SECRET),
         "the secret is in runway's log"
     );
-    let (_, list) = runway.get_json("/api/deployments").await?;
+    let (_, list) = runway.get_json("/api/apps").await?;
     assert!(!list.to_string().contains(SECRET) && !status.to_string().contains(SECRET));
     let builds = runway.data_dir.join("builds");
     for build in std::fs::read_dir(&builds)?.flatten() {
@@ -340,7 +336,7 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
     );
     assert!(!secrets_dir.exists(), "the secret files survived");
     assert_eq!(std::fs::read_dir(&builds)?.count(), 0, "builds survived");
-    let (code, _) = runway.get_json("/api/deployments/e2e").await?;
+    let (code, _) = runway.get_json("/api/apps/e2e").await?;
     assert_eq!(code, 404);
     assert_eq!(runway.health("e2e").await?.0, 404);
     Ok(())

@@ -12,7 +12,7 @@ use reqwest::Method;
 use runway_http::webhook;
 use runway_tests::fake_cloud_run::{SECRET_ACCESSOR, served, status_for};
 use runway_tests::fake_github::FakeDelivery;
-use runway_tests::iap_proxy::{IAP_CLIENT_ID, IapProxy};
+use runway_tests::load_balancer::IAP_CLIENT_ID;
 use runway_tests::production::{ADMIN, Production};
 use runway_tests::{GitRepo, streamlit_app};
 use serde_json::{Value, json};
@@ -24,12 +24,7 @@ const WAIT: Duration = Duration::from_secs(90);
 /// The app's status as `status` shows it to `OWNER`.
 async fn status(production: &Production, app: &str) -> anyhow::Result<(u16, Value)> {
     let response = production
-        .as_user(
-            Method::GET,
-            "status",
-            &format!("/api/deployments/{app}"),
-            OWNER,
-        )
+        .as_user(Method::GET, "status", &format!("/api/apps/{app}"), OWNER)
         .send()
         .await?;
     let code = response.status().as_u16();
@@ -80,10 +75,7 @@ async fn push(production: &Production, repo_id: u64, commit: &str) -> anyhow::Re
     let signature = webhook::sign(secret.as_bytes(), body.as_bytes());
     let response = production
         .client
-        .post(format!(
-            "{}/github/webhook/demo",
-            production.url("github-webhook")
-        ))
+        .post(format!("{}/github/webhook/demo", production.lb.url))
         .header("user-agent", "GitHub-Hookshot/5b2c1a4")
         .header("x-github-event", "push")
         .header("x-github-delivery", uuid::Uuid::new_v4().to_string())
@@ -193,7 +185,7 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     assert_eq!(hooks.len(), 1, "{hooks:?}");
     assert_eq!(
         hooks[0].url,
-        format!("{}/github/webhook/demo", production.url("github-webhook"))
+        format!("{}/github/webhook/demo", production.lb.url)
     );
     assert_eq!(hooks[0].events, ["push"]);
     let secret = production.app_webhook_secret("demo");
@@ -455,12 +447,78 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn callers_without_googles_tokens_are_refused() -> anyhow::Result<()> {
     let production = Production::start().await?;
+    // Past the load balancer (on Cloud Run only IAP's agent may invoke them), submit and status
+    // still take no request without IAP's assertion for their own backend service.
     let no_iap = production
         .client
-        .get(format!("{}/api/deployments", production.url("status")))
+        .get(format!("{}/api/apps", production.url("status")))
         .send()
         .await?;
     assert_eq!(no_iap.status(), 401);
+    let others_assertion = production
+        .client
+        .get(format!("{}/api/apps", production.url("status")))
+        .header(
+            "x-goog-iap-jwt-assertion",
+            production
+                .keys
+                .iap_assertion(&runway_tests::production::iap_audience("submit"), OWNER),
+        )
+        .send()
+        .await?;
+    assert_eq!(others_assertion.status(), 401);
+    // Through the load balancer, IAP answers a script without a token, or with one for
+    // another audience, 401, and a signed-in person outside iap_members 403; a browser without
+    // its session is sent to Google's sign-in.
+    let xhr = production
+        .client
+        .get(format!("{}/api/apps", production.lb.url))
+        .header("x-requested-with", "XMLHttpRequest")
+        .send()
+        .await?;
+    assert_eq!(xhr.status(), 401);
+    let stranger = production
+        .client
+        .get(format!("{}/api/apps", production.lb.url))
+        .bearer_auth(production.lb.id_token("mallory@elsewhere.example"))
+        .send()
+        .await?;
+    assert_eq!(stranger.status(), 403);
+    let wrong_audience = production
+        .client
+        .post(format!("{}/api/deployments", production.lb.url))
+        .bearer_auth(production.keys.id_token("https://elsewhere.example", OWNER))
+        .send()
+        .await?;
+    assert_eq!(wrong_audience.status(), 401);
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?
+        .get(format!("{}/apps/demo", production.lb.url))
+        .send()
+        .await?;
+    assert_eq!(browser.status(), 302);
+    assert!(
+        browser.headers()["location"]
+            .to_str()?
+            .contains("/o/oauth2/v2/auth?client_id="),
+        "{:?}",
+        browser.headers()
+    );
+    // A forged assertion sent through the load balancer is dropped, not passed on.
+    let forged = production
+        .client
+        .get(format!("{}/api/apps", production.lb.url))
+        .header(
+            "x-goog-iap-jwt-assertion",
+            production
+                .keys
+                .iap_assertion(&runway_tests::production::iap_audience("status"), OWNER),
+        )
+        .header("x-requested-with", "XMLHttpRequest")
+        .send()
+        .await?;
+    assert_eq!(forged.status(), 401);
     let no_oidc = production
         .client
         .post(format!("{}/cleanup/run", production.url("cleanup")))
@@ -678,19 +736,9 @@ async fn the_smoke_check_deploys_opens_and_deletes_the_example_through_iap() -> 
         ],
     )?;
     production.github.add_repo("ada", "hello", &repo.bare);
-    let mut iap = Vec::new();
-    for function in ["submit", "status"] {
-        let proxy = IapProxy::start(
-            production.url(function).to_owned(),
-            production.keys.clone(),
-            production.iap_audience(function),
-        )
-        .await;
-        iap.push(proxy.url);
-    }
     let smoke = |token: String| {
         tokio::process::Command::new(root.join("scripts/smoke-cloud"))
-            .args([&iap[0], &iap[1], "--repo", "https://github.com/ada/hello"])
+            .args([&production.lb.url, "--repo", "https://github.com/ada/hello"])
             .args(["--app", "smoke-test", "--poll", "0.2", "--timeout", "90"])
             .env("RUNWAY_ID_TOKEN", token)
             .output()

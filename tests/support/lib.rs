@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod browser;
 pub mod emulators;
 pub mod fake_cloud_build;
 pub mod fake_cloud_run;
 pub mod fake_github;
 pub mod google_keys;
 pub mod google_rest;
-pub mod iap_proxy;
 pub mod image_builder_contract;
+pub mod load_balancer;
 pub mod platform_contract;
 pub mod production;
 pub mod push_receiver;

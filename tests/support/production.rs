@@ -7,7 +7,10 @@
 //! - fake-gcs-server and drongo for Cloud Storage and Secret Manager;
 //! - the fakes in `tests/support` for Cloud Build (which publishes to the emulator's
 //!   `cloud-builds` topic), Cloud Run Admin and GitHub;
-//! - test-held Google keys for IAP assertions and OIDC tokens.
+//! - test-held Google keys for IAP assertions and OIDC tokens;
+//! - the console's load balancer with IAP (`load_balancer.rs`, routing by `infra/url_map.json`)
+//!   in front of submit, status and github-webhook, as on Google Cloud: one origin for the
+//!   pages, the API and GitHub's deliveries.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,10 +26,13 @@ use crate::fake_cloud_build::FakeCloudBuild;
 use crate::fake_cloud_run::{FakeCloudRun, PROJECT_NUMBER};
 use crate::fake_github::FakeGitHub;
 use crate::google_keys::{GoogleKeys, PushRelay};
+use crate::load_balancer::LoadBalancer;
 
 pub const REGION: &str = "europe-west1";
 pub const ADMIN: &str = "admin@example.com";
 pub const GITHUB_TOKEN: &str = "ghp_production_test_token";
+/// Who IAP lets through to the console (`iap_members`).
+pub const IAP_MEMBERS: &str = "domain:example.com";
 const FUNCTIONS: [&str; 5] = ["submit", "status", "github-webhook", "worker", "cleanup"];
 
 /// One function binary in its own process, killed when dropped.
@@ -51,6 +57,8 @@ pub struct Production {
     pub cloud_build: FakeCloudBuild,
     pub cloud_run: FakeCloudRun,
     pub functions: BTreeMap<&'static str, Function>,
+    /// The console's one origin: the pages, the API and the webhook.
+    pub lb: LoadBalancer,
     /// The values each function's environment is drawn from.
     pub env: BTreeMap<String, String>,
     pub dir: tempfile::TempDir,
@@ -64,6 +72,16 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The audience IAP signs a backend service's assertions for (`RUNWAY_IAP_AUDIENCE`):
+/// `/projects/NUMBER/global/backendServices/ID`.
+pub fn iap_audience(function: &str) -> String {
+    let id = match function {
+        "submit" => "4311722019845317631",
+        _ => "7926448611023570173",
+    };
+    format!("/projects/{PROJECT_NUMBER}/global/backendServices/{id}")
 }
 
 /// A function binary cargo built next to the tests.
@@ -115,6 +133,7 @@ impl Production {
 
         let ports: BTreeMap<&str, u16> = FUNCTIONS.iter().map(|f| (*f, free_port())).collect();
         let url = |function: &str| format!("http://127.0.0.1:{}", ports[function]);
+        let (lb_listener, lb_url) = LoadBalancer::bind().await?;
         let source_bucket = format!("rw-src-{suffix}");
         let logs_bucket = format!("rw-logs-{suffix}");
         emulators::create_bucket(&project, &source_bucket).await;
@@ -128,10 +147,7 @@ impl Production {
             ("RUST_LOG", "info".to_owned()),
             ("RUNWAY_REGIONS", REGION.to_owned()),
             ("RUNWAY_ADMINS", ADMIN.to_owned()),
-            (
-                "RUNWAY_WEBHOOK_URL",
-                format!("{}/github/webhook", url("github-webhook")),
-            ),
+            ("RUNWAY_WEBHOOK_URL", format!("{lb_url}/github/webhook")),
             ("RUNWAY_WEBHOOK_SECRET", uuid::Uuid::new_v4().to_string()),
             ("RUNWAY_DEPLOY_TOPIC", "runway-deploy-requests".to_owned()),
             ("RUNWAY_GITHUB_API", github.api_base().to_string()),
@@ -158,10 +174,9 @@ impl Production {
         .collect();
         let per_function = |function: &str| -> BTreeMap<&'static str, String> {
             match function {
-                "submit" | "status" => BTreeMap::from([(
-                    "RUNWAY_IAP_AUDIENCE",
-                    format!("/projects/123/locations/{REGION}/services/runway-{function}"),
-                )]),
+                "submit" | "status" => {
+                    BTreeMap::from([("RUNWAY_IAP_AUDIENCE", iap_audience(function))])
+                }
                 "worker" => BTreeMap::from([
                     ("RUNWAY_OIDC_AUDIENCE", url("worker")),
                     (
@@ -259,7 +274,21 @@ impl Production {
                 },
             );
         }
+        let lb = LoadBalancer::serve(
+            lb_listener,
+            functions
+                .values()
+                .map(|f: &Function| (f.name.to_owned(), f.url.clone()))
+                .collect(),
+            ["submit", "status"]
+                .map(|f| (f.to_owned(), iap_audience(f)))
+                .into(),
+            vec![IAP_MEMBERS.to_owned()],
+            keys.clone(),
+        )
+        .await?;
         let production = Self {
+            lb,
             project,
             keys,
             github,
@@ -317,12 +346,8 @@ impl Production {
             .collect()
     }
 
-    /// The audience IAP signs `submit`'s or `status`'s assertions for (`RUNWAY_IAP_AUDIENCE`).
-    pub fn iap_audience(&self, function: &str) -> String {
-        format!("/projects/123/locations/{REGION}/services/runway-{function}")
-    }
-
-    /// A request to `submit` or `status` as IAP forwards it for `email`.
+    /// A script's request as `email` to the console's origin, for a path the load balancer
+    /// sends to `function` (the test says which it means; a URL map that disagrees fails it).
     pub fn as_user(
         &self,
         method: reqwest::Method,
@@ -330,13 +355,14 @@ impl Production {
         path: &str,
         email: &str,
     ) -> reqwest::RequestBuilder {
-        let audience = self.iap_audience(function);
+        let routed = self.lb.route(path.split('?').next().unwrap_or(path));
+        assert_eq!(
+            routed, function,
+            "the load balancer sends {path} to {routed}"
+        );
         self.client
-            .request(method, format!("{}{path}", self.url(function)))
-            .header(
-                "x-goog-iap-jwt-assertion",
-                self.keys.iap_assertion(&audience, email),
-            )
+            .request(method, format!("{}{path}", self.lb.url))
+            .bearer_auth(self.lb.id_token(email))
     }
 
     /// The secret GitHub signs `app`'s pushes with (derived from `RUNWAY_WEBHOOK_SECRET`).

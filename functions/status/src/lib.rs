@@ -61,9 +61,6 @@ pub fn router(state: State) -> Router {
         .route("/assets/console.css", get(stylesheet))
         .route("/api/apps", get(list))
         .route("/api/apps/{app}", get(show))
-        // The first paths of the JSON API, kept for scripts.
-        .route("/api/deployments", get(list))
-        .route("/api/deployments/{app}", get(show))
         .route("/api/builds/{build}/log", get(build_log))
         .route("/api/audit", get(audit_trail))
         .with_state(state);

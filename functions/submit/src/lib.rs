@@ -87,12 +87,32 @@ impl State {
 pub fn router(state: State) -> Router {
     let routes = axum::Router::new()
         .route("/new", get(form))
-        .route("/api/deployments", post(create_or_update))
+        .route(
+            "/api/deployments",
+            post(create_or_update).get(moved_to_apps),
+        )
         .route("/api/deployments/{app}/redeploy", post(redeploy))
         .route("/api/deployments/{app}/rollback", post(rollback))
-        .route("/api/deployments/{app}", axum::routing::delete(delete))
+        .route(
+            "/api/deployments/{app}",
+            axum::routing::delete(delete).get(moved_to_apps),
+        )
         .with_state(state);
     limits(routes, LIMITS)
+}
+
+/// `GET /api/deployments[/{app}]`, the first read paths, for scripts written before: reads are
+/// `status`'s and live under `/api/apps` (on Google Cloud the load balancer sends every
+/// `/api/deployments` path to submit, whatever the method; `infra/url_map.json`).
+async fn moved_to_apps(uri: http::Uri) -> axum::response::Response {
+    let moved = uri
+        .path_and_query()
+        .map_or("/api/deployments", |p| p.as_str())
+        .replacen("/api/deployments", "/api/apps", 1);
+    axum::response::IntoResponse::into_response((
+        StatusCode::PERMANENT_REDIRECT,
+        [(http::header::LOCATION, moved)],
+    ))
 }
 
 impl Authenticates for State {

@@ -50,6 +50,43 @@ pub(super) fn queue_ping(state: &mut State, repo_id: u64, hook: &FakeHook, defau
     });
 }
 
+impl FakeGitHub {
+    /// `branch` of `owner/name` moved from `before` to `after` (a `git push`): GitHub delivers
+    /// the `push` event to every active hook of the repository that subscribes to it, each its
+    /// own delivery with its own GUID and signature. Returns them once every receiver answered.
+    pub async fn push(
+        &self,
+        owner: &str,
+        name: &str,
+        branch: &str,
+        before: &str,
+        after: &str,
+    ) -> Vec<FakeDelivery> {
+        let outgoing: Vec<Outgoing> = {
+            let state = self.state();
+            let Some(repo) = state.repos.iter().find(|repo| repo.is_named(owner, name)) else {
+                return Vec::new();
+            };
+            let payload =
+                crate::github_push_payload(repo.id, &repo.full_name(), branch, before, after);
+            repo.hooks
+                .iter()
+                .filter(|hook| hook.active)
+                .filter(|hook| hook.events.iter().any(|e| e == "push" || e == "*"))
+                .map(|hook| Outgoing {
+                    hook: hook.clone(),
+                    repo_id: repo.id,
+                    event: "push",
+                    payload: payload.clone(),
+                })
+                .collect()
+        };
+        let records = futures_util::future::join_all(outgoing.iter().map(deliver)).await;
+        self.state().deliveries.extend(records.iter().cloned());
+        records
+    }
+}
+
 /// Sends what is queued, each on its own task, and records what the receivers answer.
 pub(super) fn send_outbox(state: &Arc<Mutex<State>>) {
     let outgoing = std::mem::take(&mut lock(state).outbox);
