@@ -12,11 +12,13 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::StatusCode;
-use runway_console::{AppPage, AppSummary, AppsPage, AuditPage, AuditRow, Nav, STYLESHEET};
+use runway_console::{
+    AppPage, AppSummary, AppsPage, AuditPage, AuditRow, Nav, Page, Pager, STYLESHEET,
+};
 use runway_core::domain::{
     AppName, AuditEntry, BuildId, Caller, Delivery, Deployment, Release, ReleaseId, ReleaseState,
 };
-use runway_core::ports::{Identity, ImageBuilder, Store};
+use runway_core::ports::{AppReleases, Identity, ImageBuilder, Store};
 use runway_http::{
     ApiError, ApiResult, Authenticated, Authenticates, Limits, Path, Router, json, limits,
     with_type,
@@ -120,40 +122,75 @@ fn release_json(release: &Release) -> Value {
     })
 }
 
-/// The apps `caller` may see, each with its newest release and the one that serves.
-/// With `team`, every app of the installation: a deployer sees the team's apps in the list,
-/// though only their own open (see `team_json`).
+/// How many apps a page of the list shows, and its JSON twin lists: with every app on one
+/// page, a team's 200 apps made a 108 KB page.
+const APPS_PER_PAGE: usize = 50;
+
+/// One page of the apps a caller may see, each with its newest release and the one that
+/// serves.
+struct VisibleApps {
+    apps: Vec<(Deployment, AppReleases)>,
+    /// How many apps all pages hold.
+    total: usize,
+    page: Page,
+}
+
+impl VisibleApps {
+    fn more(&self) -> bool {
+        self.total > self.page.skip() + self.apps.len()
+    }
+}
+
+/// The apps `caller` may see, by name, on the page `query` asks for. With `team`, every app of
+/// the installation: a deployer sees the team's apps in the list, though only their own open
+/// (see `team_json`).
 async fn visible_apps(
     state: &State,
     caller: &Caller,
-    team: bool,
-) -> Result<Vec<(Deployment, Option<Release>, Option<Release>)>, ApiError> {
-    let mut apps = Vec::new();
-    for deployment in state.store.deployments().await? {
-        if !team && !caller.may_manage(&deployment) {
-            continue;
-        }
-        let latest = state.store.releases(&deployment.app, 1).await?.pop();
-        let live = match &deployment.live_release {
-            Some(id) if latest.as_ref().is_some_and(|latest| &latest.id == id) => latest.clone(),
-            Some(id) => state.store.release(id).await?,
-            None => None,
-        };
-        apps.push((deployment, latest, live));
-    }
-    Ok(apps)
+    query: &ListQuery,
+) -> Result<VisibleApps, ApiError> {
+    let page = Page::new(query.page, APPS_PER_PAGE);
+    let visible: Vec<Deployment> = state
+        .store
+        .deployments()
+        .await?
+        .into_iter()
+        .filter(|deployment| query.team() || caller.may_manage(deployment))
+        .collect();
+    let total = visible.len();
+    let shown: Vec<Deployment> = visible
+        .into_iter()
+        .skip(page.skip())
+        .take(page.size)
+        .collect();
+    let releases = state.store.newest_and_live(&shown).await?;
+    Ok(VisibleApps {
+        apps: shown.into_iter().zip(releases).collect(),
+        total,
+        page,
+    })
 }
 
-/// `?team=1`: the team's apps too.
+/// `?team=1`: the team's apps too; `?page=N`: the Nth page of them.
 #[derive(serde::Deserialize)]
 struct ListQuery {
     #[serde(default)]
     team: Option<String>,
+    #[serde(default)]
+    page: Option<usize>,
 }
 
 impl ListQuery {
     fn team(&self) -> bool {
         matches!(self.team.as_deref(), Some("1" | "true" | "yes"))
+    }
+
+    /// The address of page `number` of the same list.
+    fn page_link(&self, number: usize) -> String {
+        match self.team() {
+            true => format!("/?team=1&page={number}"),
+            false => format!("/?page={number}"),
+        }
     }
 }
 
@@ -175,25 +212,39 @@ fn team_json(deployment: &Deployment, latest: Option<&Release>) -> Value {
     })
 }
 
+/// The apps page's twin: the same page of apps, with how many there are and the next page's
+/// number (`null` on the last).
 async fn list(
     Shared(state): Shared<State>,
     Authenticated(caller): Authenticated,
     Query(query): Query<ListQuery>,
 ) -> ApiResult {
-    let apps: Vec<Value> = visible_apps(&state, &caller, query.team())
-        .await?
+    let visible = visible_apps(&state, &caller, &query).await?;
+    let apps: Vec<Value> = visible
+        .apps
         .iter()
-        .map(|(deployment, latest, _)| {
+        .map(|(deployment, releases)| {
+            let newest = releases.newest.as_ref();
             if caller.may_manage(deployment) {
-                let mut shown = deployment_json(deployment, latest.as_ref());
+                let mut shown = deployment_json(deployment, newest);
                 shown["manageable"] = true.into();
                 shown
             } else {
-                team_json(deployment, latest.as_ref())
+                team_json(deployment, newest)
             }
         })
         .collect();
-    Ok(json(StatusCode::OK, &json!({ "deployments": apps })))
+    let next_page = visible.more().then_some(visible.page.number + 1);
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "deployments": apps,
+            "total": visible.total,
+            "page": visible.page.number,
+            "per_page": visible.page.size,
+            "next_page": next_page,
+        }),
+    ))
 }
 
 async fn apps_page(
@@ -201,12 +252,16 @@ async fn apps_page(
     Authenticated(caller): Authenticated,
     Query(query): Query<ListQuery>,
 ) -> ApiResult {
-    let team = query.team();
-    let apps = visible_apps(&state, &caller, team)
-        .await?
+    let visible = visible_apps(&state, &caller, &query).await?;
+    let pager = Pager::new(visible.page, visible.apps.len(), visible.more(), |n| {
+        query.page_link(n)
+    });
+    let apps = visible
+        .apps
         .iter()
-        .map(|(deployment, latest, live)| {
-            let mut app = AppSummary::of(deployment, latest.as_ref(), live.as_ref());
+        .map(|(deployment, releases)| {
+            let mut app =
+                AppSummary::of(deployment, releases.newest.as_ref(), releases.live.as_ref());
             app.manageable = caller.may_manage(deployment);
             app
         })
@@ -214,7 +269,9 @@ async fn apps_page(
     page(&AppsPage {
         nav: Nav::of(&caller),
         apps,
-        team,
+        total: visible.total,
+        pager,
+        team: query.team(),
     })
 }
 
@@ -230,15 +287,24 @@ async fn managed(state: &State, caller: &Caller, app: &str) -> Result<Deployment
         .ok_or_else(|| ApiError::NotFound(format!("no app named '{app}'")))
 }
 
+/// One app as a caller may see it.
+struct OneApp {
+    deployment: Deployment,
+    /// The newest `RELEASES_SHOWN`, newest first, and the serving one when it is older.
+    releases: Vec<Release>,
+    /// The app has older releases than those.
+    older_releases: bool,
+    deliveries: Vec<Delivery>,
+}
+
 /// One app as `caller` may see it: its record, newest releases and its hook's deliveries.
-async fn one_app(
-    state: &State,
-    caller: &Caller,
-    app: &str,
-) -> Result<(Deployment, Vec<Release>, Vec<Delivery>), ApiError> {
+async fn one_app(state: &State, caller: &Caller, app: &str) -> Result<OneApp, ApiError> {
     let deployment = managed(state, caller, app).await?;
     let app = &deployment.app;
-    let mut releases = state.store.releases(app, RELEASES_SHOWN).await?;
+    // One more than shown says whether there are older ones.
+    let mut releases = state.store.releases(app, RELEASES_SHOWN + 1).await?;
+    let older_releases = releases.len() > RELEASES_SHOWN;
+    releases.truncate(RELEASES_SHOWN);
     // The serving release, when it is older than those shown.
     if let Some(live) = &deployment.live_release
         && !releases.iter().any(|release| &release.id == live)
@@ -250,7 +316,12 @@ async fn one_app(
         .store
         .deliveries_of_app(&deployment.app, DELIVERIES_SHOWN)
         .await?;
-    Ok((deployment, releases, deliveries))
+    Ok(OneApp {
+        deployment,
+        releases,
+        older_releases,
+        deliveries,
+    })
 }
 
 async fn show(
@@ -258,10 +329,11 @@ async fn show(
     Authenticated(caller): Authenticated,
     Path(app): Path<String>,
 ) -> ApiResult {
-    let (deployment, releases, deliveries) = one_app(&state, &caller, &app).await?;
-    let mut body = deployment_json(&deployment, releases.first());
-    body["releases"] = releases.iter().map(release_json).collect();
-    body["deliveries"] = serde_json::to_value(deliveries).map_err(anyhow::Error::from)?;
+    let one = one_app(&state, &caller, &app).await?;
+    let mut body = deployment_json(&one.deployment, one.releases.first());
+    body["releases"] = one.releases.iter().map(release_json).collect();
+    body["older_releases"] = one.older_releases.into();
+    body["deliveries"] = serde_json::to_value(one.deliveries).map_err(anyhow::Error::from)?;
     Ok(json(StatusCode::OK, &body))
 }
 
@@ -270,8 +342,10 @@ async fn app_page(
     Authenticated(caller): Authenticated,
     Path(app): Path<String>,
 ) -> ApiResult {
-    let (deployment, releases, deliveries) = one_app(&state, &caller, &app).await?;
-    page(&AppPage::of(&caller, &deployment, &releases, &deliveries))
+    let one = one_app(&state, &caller, &app).await?;
+    let mut shown = AppPage::of(&caller, &one.deployment, &one.releases, &one.deliveries);
+    shown.newest_only = one.older_releases.then_some(RELEASES_SHOWN);
+    page(&shown)
 }
 
 /// How often a following page hears about its release, and how long one stream lasts (the
@@ -436,24 +510,52 @@ async fn build_log(
     Ok(with_type(StatusCode::OK, "text/plain; charset=utf-8", log))
 }
 
-/// How many audit entries a page or its twin shows, newest first.
-const AUDIT_SHOWN: usize = 200;
+/// How many entries of the trail a page or its twin holds, newest first: 200 made a 65 KB page.
+const AUDIT_PER_PAGE: usize = 100;
 
-/// The audit trail's filters, as the page's form and scripts send them.
+/// The audit trail's filters, as the page's form and scripts send them, and the page.
 #[derive(serde::Deserialize)]
 struct AuditQuery {
     #[serde(default)]
     app: String,
     #[serde(default)]
     actor: String,
+    #[serde(default)]
+    page: Option<usize>,
 }
 
-/// The entries `query` asks for; admins only.
+impl AuditQuery {
+    /// The address of page `number` with the same filters.
+    fn page_link(&self, number: usize) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [("app", &self.app), ("actor", &self.actor)] {
+            if !value.is_empty() {
+                query.append_pair(name, value);
+            }
+        }
+        query.append_pair("page", &number.to_string());
+        format!("/audit?{}", query.finish())
+    }
+}
+
+/// One page of the trail `query` asks for.
+struct AuditEntries {
+    /// The page's entries that the actor filter keeps.
+    entries: Vec<AuditEntry>,
+    /// How many entries of the trail the page held before the actor filter.
+    held: usize,
+    page: Page,
+    /// Older entries are on a later page.
+    more: bool,
+}
+
+/// The page of entries `query` asks for; admins only. The actor filter picks among the page's
+/// entries: it matches any part of a name, which Firestore cannot query.
 async fn audit_entries(
     state: &State,
     caller: &Caller,
     query: &AuditQuery,
-) -> Result<Vec<AuditEntry>, ApiError> {
+) -> Result<AuditEntries, ApiError> {
     if !caller.admin {
         return Err(ApiError::Forbidden("the audit trail is for admins".into()));
     }
@@ -461,12 +563,25 @@ async fn audit_entries(
         .filter(|app| !app.is_empty())
         .map(AppName::parse)
         .transpose()?;
+    let page = Page::new(query.page, AUDIT_PER_PAGE);
+    // One more than the page holds says whether there are older ones.
+    let mut entries = state
+        .store
+        .audit(app.as_ref(), page.skip(), page.size + 1)
+        .await?;
+    let more = entries.len() > page.size;
+    entries.truncate(page.size);
+    let held = entries.len();
     let actor = query.actor.trim().to_lowercase();
-    let mut entries = state.store.audit(app.as_ref(), AUDIT_SHOWN).await?;
     if !actor.is_empty() {
         entries.retain(|entry| entry.actor.to_lowercase().contains(&actor));
     }
-    Ok(entries)
+    Ok(AuditEntries {
+        entries,
+        held,
+        page,
+        more,
+    })
 }
 
 async fn audit_trail(
@@ -474,8 +589,16 @@ async fn audit_trail(
     Authenticated(caller): Authenticated,
     Query(query): Query<AuditQuery>,
 ) -> ApiResult {
-    let entries = audit_entries(&state, &caller, &query).await?;
-    Ok(json(StatusCode::OK, &json!({ "entries": entries })))
+    let found = audit_entries(&state, &caller, &query).await?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "entries": found.entries,
+            "page": found.page.number,
+            "per_page": found.page.size,
+            "next_page": found.more.then_some(found.page.number + 1),
+        }),
+    ))
 }
 
 async fn audit_page(
@@ -483,12 +606,13 @@ async fn audit_page(
     Authenticated(caller): Authenticated,
     Query(query): Query<AuditQuery>,
 ) -> ApiResult {
-    let entries = audit_entries(&state, &caller, &query).await?;
+    let found = audit_entries(&state, &caller, &query).await?;
+    let pager = Pager::new(found.page, found.held, found.more, |n| query.page_link(n));
     page(&AuditPage {
         nav: Nav::of(&caller),
+        pager,
+        entries: found.entries.iter().map(AuditRow::of).collect(),
         app_filter: query.app,
         actor_filter: query.actor,
-        limit: AUDIT_SHOWN,
-        entries: entries.iter().map(AuditRow::of).collect(),
     })
 }

@@ -135,9 +135,17 @@ impl Identity for NamedByHeader {
 #[derive(Clone)]
 struct Figures {
     status: u16,
+    html: bool,
     bytes: usize,
     median: Duration,
     p95: Duration,
+}
+
+/// What one request got.
+struct Answer {
+    status: u16,
+    html: bool,
+    body: Bytes,
 }
 
 /// One HTTP/1.1 connection, asked one request at a time.
@@ -160,7 +168,7 @@ impl Client {
     }
 
     /// Asks `path` as `who` until the whole answer is read: its status and body.
-    async fn get(&mut self, path: &str, who: &str) -> anyhow::Result<(u16, Bytes)> {
+    async fn get(&mut self, path: &str, who: &str) -> anyhow::Result<Answer> {
         let request = http::Request::get(path)
             .header(http::header::HOST, &self.host)
             .header(USER_HEADER, who)
@@ -168,7 +176,12 @@ impl Client {
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let status = response.status().as_u16();
-        Ok((status, response.into_body().collect().await?.to_bytes()))
+        let html = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"text/html"));
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Answer { status, html, body })
     }
 
     async fn measure(&mut self, path: &str, who: &str, requests: usize) -> anyhow::Result<Figures> {
@@ -176,17 +189,19 @@ impl Client {
             self.get(path, who).await?;
         }
         let mut times = Vec::with_capacity(requests);
-        let mut last = (0, Bytes::new());
+        let mut last = None;
         for _ in 0..requests.max(1) {
             let start = Instant::now();
-            last = self.get(path, who).await?;
+            last = Some(self.get(path, who).await?);
             times.push(start.elapsed());
         }
         times.sort();
         let at = |fraction: f64| times[((times.len() - 1) as f64 * fraction).round() as usize];
+        let last = last.expect("at least one request");
         Ok(Figures {
-            status: last.0,
-            bytes: last.1.len(),
+            status: last.status,
+            html: last.html,
+            bytes: last.body.len(),
             median: at(0.5),
             p95: at(0.95),
         })
@@ -205,10 +220,12 @@ fn size(bytes: usize) -> String {
     }
 }
 
-/// Within the budget: an HTML page (or its twin) under 50 KB with its p95 under 20 ms.
+/// Within the budget: a page's p95 under 20 ms and, for HTML, its size under 50 KB (a JSON
+/// twin's size is the API's, for scripts).
 fn verdict(figures: &Figures) -> &'static str {
+    let small = !figures.html || figures.bytes <= MAX_PAGE_BYTES;
     match figures.status {
-        200 if figures.bytes <= MAX_PAGE_BYTES && figures.p95 <= MAX_PAGE_TIME => "yes",
+        200 if small && figures.p95 <= MAX_PAGE_TIME => "yes",
         200 => "NO",
         _ => "—",
     }
@@ -224,7 +241,7 @@ fn print_table(rows: &[(String, &str, Figures)], floor: &Figures, requests: usiz
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "| page | as | status | size | median | p95 | median ÷ /health | ≤ 50 KB, p95 ≤ 20 ms |"
+        "| page | as | status | size | median | p95 | median ÷ /health | HTML ≤ 50 KB, p95 ≤ 20 ms |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (page, who, figures) in rows {
