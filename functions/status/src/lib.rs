@@ -388,8 +388,8 @@ struct Follow {
     pending: std::collections::VecDeque<Event>,
     /// The release and state last sent.
     shown: Option<(ReleaseId, ReleaseState)>,
-    /// How much of that release's build log was sent.
-    log_sent: usize,
+    /// How many bytes of that release's build log were sent.
+    log_sent: u64,
     deadline: tokio::time::Instant,
     looked: bool,
     finished: bool,
@@ -439,19 +439,23 @@ impl Follow {
             self.shown = Some(now);
         }
         let mut log_complete = true;
+        // Only what is new: the builder reads from where the last look stopped.
         if let Some(build) = &latest.build_id
-            && let Ok(log) = self.state.builder.log(build).await
-            && log.len() > self.log_sent
+            && let Ok(piece) = self
+                .state
+                .builder
+                .log_from(build, self.log_sent, LOG_PIECE)
+                .await
         {
-            let mut end = (self.log_sent + LOG_PIECE).min(log.len());
-            while !log.is_char_boundary(end) {
-                end -= 1;
+            let at_end = piece.len() < LOG_PIECE;
+            let (text, used) = readable(&piece, at_end && latest.state.is_terminal());
+            if !text.is_empty() {
+                let text = text.replace('\r', "\n");
+                self.pending
+                    .push_back(Event::default().event("log").data(text));
             }
-            let piece = log[self.log_sent..end].replace('\r', "\n");
-            self.pending
-                .push_back(Event::default().event("log").data(piece));
-            self.log_sent = end;
-            log_complete = end == log.len();
+            self.log_sent += used as u64;
+            log_complete = at_end && used == piece.len();
         }
         if latest.state.is_terminal() && log_complete {
             self.finish();
@@ -468,6 +472,20 @@ impl Follow {
             .push_back(Event::default().event("done").data(state));
         self.finished = true;
     }
+}
+
+/// The text of a piece of a build log to send now, and how many of its bytes that is. A
+/// character the piece cuts at its end waits for the next look, unless the log is over
+/// (`last`); bytes that are no UTF-8 at all go out as U+FFFD, as the whole log does.
+fn readable(piece: &[u8], last: bool) -> (String, usize) {
+    let usable = match std::str::from_utf8(piece) {
+        Err(cut) if cut.error_len().is_none() && !last => cut.valid_up_to(),
+        _ => piece.len(),
+    };
+    (
+        String::from_utf8_lossy(&piece[..usable]).into_owned(),
+        usable,
+    )
 }
 
 async fn stylesheet() -> Response {
@@ -615,4 +633,25 @@ async fn audit_page(
         app_filter: query.app,
         actor_filter: query.actor,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+
+    #[test]
+    fn a_character_cut_by_a_log_piece_waits_for_the_next_look() {
+        let text = "ok ✓".as_bytes();
+        let cut = &text[..text.len() - 1];
+
+        assert_eq!(readable(cut, false), ("ok ".to_owned(), 3));
+        assert_eq!(readable(text, false), ("ok ✓".to_owned(), text.len()));
+        // A log that is over ends as it is.
+        assert_eq!(readable(cut, true), ("ok \u{fffd}".to_owned(), cut.len()));
+    }
+
+    #[test]
+    fn bytes_that_are_no_text_go_out_as_replacement_characters() {
+        assert_eq!(readable(b"a\xffb", false), ("a\u{fffd}b".to_owned(), 3));
+    }
 }
