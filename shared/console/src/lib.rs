@@ -149,10 +149,13 @@ pub struct Page {
 }
 
 impl Page {
+    /// Past any list Runway keeps, and small enough that no count of rows overflows.
+    const LAST: usize = 1_000_000;
+
     /// Page `number` as a request asked for it (the first when it did not, or asked for 0).
     pub fn new(number: Option<usize>, size: usize) -> Self {
         Self {
-            number: number.unwrap_or(1).max(1),
+            number: number.unwrap_or(1).clamp(1, Self::LAST),
             size,
         }
     }
@@ -568,6 +571,8 @@ mod tests {
         assert_eq!(middle.next.as_deref(), Some("/?page=3"));
         assert_eq!((last.first, last.last, last.next), (101, 107, None));
         assert!(whole.is_whole() && whole.first == 1);
+        let far = Pager::new(Page::new(Some(usize::MAX), 50), 0, false, link);
+        assert!(far.previous.is_some() && far.first > 1);
     }
 
     #[test]
