@@ -21,6 +21,7 @@ runway_tests::contract! {
     ],
     checks: [
         builds_a_commit_into_an_image,
+        reads_a_build_log_from_an_offset,
         a_broken_build_fails_with_its_reason_and_the_end_of_its_log,
         knows_nothing_of_builds_it_never_made,
         deleting_an_app_forgets_its_builds_and_no_others,
@@ -98,6 +99,17 @@ async fn builds_a_commit_into_an_image(s: &Subject) {
         s.timeout,
     )
     .await;
+}
+
+async fn reads_a_build_log_from_an_offset(s: &Subject) {
+    let good = s.repo("good", GOOD_APP);
+    let (built, _) = contract::builds_a_commit(
+        s.builder.as_ref(),
+        contract::request("good", &good),
+        s.timeout,
+    )
+    .await;
+    contract::reads_a_log_from_an_offset(s.builder.as_ref(), &built.build_id).await;
 }
 
 async fn a_broken_build_fails_with_its_reason_and_the_end_of_its_log(s: &Subject) {

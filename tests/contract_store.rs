@@ -14,7 +14,7 @@ use runway_core::domain::{
     AppName, AuditAction, AuditEntry, Branch, BuildId, Delivery, Deployment, HookId, MainFile,
     NewRelease, Release, ReleaseId, ReleaseState, ReleaseUpdate, RepoUrl, Resources, Trigger,
 };
-use runway_core::ports::{Store, StoreError};
+use runway_core::ports::{AppReleases, Store, StoreError};
 use runway_embedded::SqliteStore;
 use runway_gcp::{FirestoreConfig, FirestoreStore};
 use runway_tests::emulators;
@@ -83,13 +83,14 @@ runway_tests::contract! {
     a_transition_from_a_state_the_release_left_is_refused,
     an_older_release_never_goes_live_over_a_newer_live_one,
     a_settings_change_keeps_the_live_release,
+    the_newest_and_live_releases_of_many_apps_come_in_one_read,
     releases_are_found_by_build_and_by_stale_state,
     a_delivery_id_is_recorded_once,
     one_delivery_id_reaches_every_app_whose_hook_received_it,
     a_push_is_recorded_with_its_release_once_even_when_replayed_at_once,
     one_push_to_two_apps_is_accepted_by_both_at_once,
     every_release_is_listed_when_the_limit_is_past_any_count,
-    the_audit_trail_is_newest_first_and_narrows_to_an_app,
+    the_audit_trail_is_newest_first_narrows_to_an_app_and_pages,
     orphan_hooks_are_kept_until_removed,
     concurrent_claims_of_one_release_let_exactly_one_win,
     concurrent_queueing_loses_no_release_and_reuses_no_sequence_number,
@@ -420,6 +421,71 @@ async fn a_settings_change_keeps_the_live_release(subject: &Subject) {
     assert_eq!(stored.url.as_deref(), Some("https://demo.run.app"));
 }
 
+/// Moves a queued release to live, as a worker does.
+async fn go_live(store: &dyn Store, id: &ReleaseId) {
+    to_deploying(store, id).await;
+    store.transition(id, Deploying, Live, none()).await.unwrap();
+}
+
+/// What the apps page reads: each app's newest release and the one that serves it, however
+/// they stand, in the order asked.
+async fn the_newest_and_live_releases_of_many_apps_come_in_one_read(subject: &Subject) {
+    let store = subject.store();
+    for name in ["failing", "steady", "never", "first", "again"] {
+        store.put_deployment(&deployment(name, 7)).await.unwrap();
+    }
+    // An older release serves while the newest failed.
+    let serving = store.queue_release(new_release("failing")).await.unwrap();
+    go_live(store.as_ref(), &serving.id).await;
+    let failed = store.queue_release(new_release("failing")).await.unwrap();
+    store
+        .transition(&failed.id, Queued, Failed, none())
+        .await
+        .unwrap();
+    // The newest serves.
+    store.queue_release(new_release("steady")).await.unwrap();
+    let steady = store.queue_release(new_release("steady")).await.unwrap();
+    go_live(store.as_ref(), &steady.id).await;
+    // On its way, nothing serving yet.
+    let first = store.queue_release(new_release("first")).await.unwrap();
+    // Deleted with its releases and created again: none of the old ones count.
+    store.queue_release(new_release("again")).await.unwrap();
+    store.delete_deployment(&app("again")).await.unwrap();
+    store.put_deployment(&deployment("again", 7)).await.unwrap();
+
+    let names = ["steady", "never", "failing", "first", "again"];
+    let mut deployments = Vec::new();
+    for name in names {
+        deployments.push(store.deployment(&app(name)).await.unwrap().unwrap());
+    }
+    let found = store.newest_and_live(&deployments).await.unwrap();
+
+    let ids = |releases: &AppReleases| {
+        let id = |release: &Option<Release>| release.as_ref().map(|r| r.id.to_string());
+        (id(&releases.newest), id(&releases.live))
+    };
+    let shown: Vec<_> = found.iter().map(ids).collect();
+    let (steady, failed, serving, first) = (
+        steady.id.to_string(),
+        failed.id.to_string(),
+        serving.id.to_string(),
+        first.id.to_string(),
+    );
+    assert_eq!(
+        shown,
+        [
+            (Some(steady.clone()), Some(steady)),
+            (None, None),
+            (Some(failed), Some(serving)),
+            (Some(first), None),
+            (None, None),
+        ]
+    );
+    assert_eq!(found[2].newest.as_ref().unwrap().state, Failed);
+    assert_eq!(found[2].live.as_ref().unwrap().state, Live);
+    assert!(store.newest_and_live(&[]).await.unwrap().is_empty());
+}
+
 async fn releases_are_found_by_build_and_by_stale_state(subject: &Subject) {
     let store = subject.store();
     let first = store.queue_release(new_release("demo")).await.unwrap();
@@ -615,11 +681,11 @@ async fn every_release_is_listed_when_the_limit_is_past_any_count(subject: &Subj
         assert_eq!(releases.len(), 2, "limit {limit}");
         let deliveries = store.deliveries_of_app(&app("many"), limit).await.unwrap();
         assert!(deliveries.is_empty());
-        store.audit(Some(&app("many")), limit).await.unwrap();
+        store.audit(Some(&app("many")), 0, limit).await.unwrap();
     }
 }
 
-async fn the_audit_trail_is_newest_first_and_narrows_to_an_app(subject: &Subject) {
+async fn the_audit_trail_is_newest_first_narrows_to_an_app_and_pages(subject: &Subject) {
     let store = subject.store();
     let start = Utc::now();
     let done = [
@@ -640,7 +706,7 @@ async fn the_audit_trail_is_newest_first_and_narrows_to_an_app(subject: &Subject
     let actions =
         |entries: Vec<AuditEntry>| entries.into_iter().map(|e| e.action).collect::<Vec<_>>();
     assert_eq!(
-        actions(store.audit(None, 10).await.unwrap()),
+        actions(store.audit(None, 0, 10).await.unwrap()),
         [
             AuditAction::Delete,
             AuditAction::Update,
@@ -648,13 +714,23 @@ async fn the_audit_trail_is_newest_first_and_narrows_to_an_app(subject: &Subject
         ]
     );
     assert_eq!(
-        actions(store.audit(Some(&app("demo")), 10).await.unwrap()),
+        actions(store.audit(Some(&app("demo")), 0, 10).await.unwrap()),
         [AuditAction::Delete, AuditAction::Create]
     );
     assert_eq!(
-        actions(store.audit(None, 1).await.unwrap()),
+        actions(store.audit(None, 0, 1).await.unwrap()),
         [AuditAction::Delete]
     );
+    // Older pages.
+    assert_eq!(
+        actions(store.audit(None, 1, 1).await.unwrap()),
+        [AuditAction::Update]
+    );
+    assert_eq!(
+        actions(store.audit(Some(&app("demo")), 1, 10).await.unwrap()),
+        [AuditAction::Create]
+    );
+    assert!(store.audit(None, 3, 10).await.unwrap().is_empty());
 }
 
 async fn orphan_hooks_are_kept_until_removed(subject: &Subject) {
@@ -775,5 +851,43 @@ async fn concurrent_go_lives_leave_the_newest_release_live(subject: &Subject) {
                 assert_eq!(stored.state, Deploying, "a refused go-live changes nothing");
             }
         }
+    }
+}
+
+/// What is Firestore's own: records written before a change of their documents' shape.
+mod firestore_only {
+    use super::*;
+
+    /// Sequences numbered before they named their newest release have no `newest`: the apps
+    /// page still finds the app's newest release.
+    #[tokio::test]
+    async fn an_app_numbered_before_sequences_named_their_newest_release_still_shows_it() {
+        let project = emulators::unique_project();
+        let config = FirestoreConfig {
+            project: project.clone(),
+            database: "(default)".into(),
+            emulator: Some(emulators::firestore()),
+        };
+        let store = FirestoreStore::connect(&config).await.unwrap();
+        store.put_deployment(&deployment("old", 7)).await.unwrap();
+        let release = store.queue_release(new_release("old")).await.unwrap();
+        // The field removed, as the emulator's REST API (as its admin) does it.
+        let removed = reqwest::Client::new()
+            .patch(format!(
+                "http://{}/v1/projects/{project}/databases/(default)/documents/release_sequences/old\
+                 ?updateMask.fieldPaths=newest",
+                emulators::firestore()
+            ))
+            .bearer_auth("owner")
+            .json(&serde_json::json!({ "fields": {} }))
+            .send()
+            .await
+            .unwrap();
+        assert!(removed.status().is_success(), "{}", removed.status());
+
+        let deployment = store.deployment(&app("old")).await.unwrap().unwrap();
+        let found = store.newest_and_live(&[deployment]).await.unwrap();
+
+        assert_eq!(found[0].newest.as_ref().map(|r| &r.id), Some(&release.id));
     }
 }

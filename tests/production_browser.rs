@@ -36,12 +36,16 @@ async fn create_through_the_form(browser: &Client, base: &str, app: &str) -> any
         .await?
         .click()
         .await?;
-    let page = format!("/apps/{app}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while browser.current_url().await?.path() != page {
+    wait_for_path(browser, &format!("/apps/{app}")).await
+}
+
+/// Waits until the page's own script has taken the browser to `path`.
+async fn wait_for_path(browser: &Client, path: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while browser.current_url().await?.path() != path {
         if std::time::Instant::now() > deadline {
             let shown = text_of(browser, "main").await.unwrap_or_default();
-            anyhow::bail!("the form did not open {page}: {shown}");
+            anyhow::bail!("the page never went to {path}: {shown}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -214,11 +218,7 @@ async fn the_console_runs_apps_from_one_origin_behind_iap_in_a_real_browser() ->
                 .await?
                 .click()
                 .await?;
-            b.wait()
-                .at_most(Duration::from_secs(60))
-                .for_element(Locator::Css("main .empty, main tbody tr"))
-                .await?;
-            assert_eq!(b.current_url().await?.path(), "/");
+            wait_for_path(b, "/").await?;
         }
         assert!(text_of(b, "main .empty").await?.contains("No apps yet"));
         assert!(production.github.hooks("ada", "demo").is_empty());

@@ -114,6 +114,42 @@ pub async fn reports_a_failed_build(
     (started, detail, log)
 }
 
+/// The log read from an offset, piece after piece, is the whole log; a piece is as long as
+/// asked or ends at the log's end, and past the end there is nothing.
+pub async fn reads_a_log_from_an_offset(builder: &dyn ImageBuilder, build_id: &BuildId) {
+    let whole = builder.log(build_id).await.expect("the log").into_bytes();
+    let size = whole.len() / 5 + 1;
+
+    let mut pieces = Vec::new();
+    loop {
+        let from = pieces.len() as u64;
+        let piece = builder
+            .log_from(build_id, from, size)
+            .await
+            .expect("a piece of the log");
+        assert!(
+            piece.len() <= size,
+            "{} bytes asked, {} read",
+            size,
+            piece.len()
+        );
+        if piece.is_empty() {
+            break;
+        }
+        pieces.extend(piece);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&pieces),
+        String::from_utf8_lossy(&whole)
+    );
+    let middle = builder.log_from(build_id, 3, 5).await.expect("a middle");
+    assert_eq!(middle, whole[3..8]);
+    let past = builder
+        .log_from(build_id, whole.len() as u64 + 100, 10)
+        .await;
+    assert!(past.expect("past the end").is_empty());
+}
+
 /// A build id the builder never made is `Lost`, and has no log.
 pub async fn knows_nothing_of_other_builds(builder: &dyn ImageBuilder) {
     let id = BuildId::new(format!("no-such-build-{}", uuid::Uuid::new_v4().simple()));
@@ -124,6 +160,10 @@ pub async fn knows_nothing_of_other_builds(builder: &dyn ImageBuilder) {
     );
     assert!(matches!(
         builder.log(&id).await,
+        Err(BuildError::NotFound(_))
+    ));
+    assert!(matches!(
+        builder.log_from(&id, 0, 10).await,
         Err(BuildError::NotFound(_))
     ));
 }

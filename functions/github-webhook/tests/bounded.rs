@@ -14,7 +14,9 @@ use runway_core::domain::{
     AppName, AuditEntry, BuildId, Delivery, Deployment, HookId, NewRelease, Release, ReleaseId,
     ReleaseState, ReleaseUpdate, RepoUrl, Timestamp,
 };
-use runway_core::ports::{OutboundMessage, Queue, QueueError, Store, StoreError, Topic};
+use runway_core::ports::{
+    AppReleases, OutboundMessage, Queue, QueueError, Store, StoreError, Topic,
+};
 use runway_embedded::SqliteStore;
 use runway_github_webhook::{State, router};
 use secrecy::SecretString;
@@ -70,6 +72,12 @@ impl Store for SometimesHanging {
     async fn releases(&self, app: &AppName, limit: usize) -> Result<Vec<Release>, StoreError> {
         self.inner.releases(app, limit).await
     }
+    async fn newest_and_live(
+        &self,
+        deployments: &[Deployment],
+    ) -> Result<Vec<AppReleases>, StoreError> {
+        self.inner.newest_and_live(deployments).await
+    }
     async fn release_by_build(&self, id: &BuildId) -> Result<Option<Release>, StoreError> {
         self.inner.release_by_build(id).await
     }
@@ -122,9 +130,10 @@ impl Store for SometimesHanging {
     async fn audit(
         &self,
         app: Option<&AppName>,
+        skip: usize,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.inner.audit(app, limit).await
+        self.inner.audit(app, skip, limit).await
     }
     async fn add_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError> {
         self.inner.add_orphan_hook(repo, hook_id).await

@@ -12,11 +12,13 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::StatusCode;
-use runway_console::{AppPage, AppSummary, AppsPage, AuditPage, AuditRow, Nav, STYLESHEET};
+use runway_console::{
+    AppPage, AppSummary, AppsPage, AuditPage, AuditRow, Nav, Page, Pager, STYLESHEET,
+};
 use runway_core::domain::{
     AppName, AuditEntry, BuildId, Caller, Delivery, Deployment, Release, ReleaseId, ReleaseState,
 };
-use runway_core::ports::{Identity, ImageBuilder, Store};
+use runway_core::ports::{AppReleases, Identity, ImageBuilder, Store};
 use runway_http::{
     ApiError, ApiResult, Authenticated, Authenticates, Limits, Path, Router, json, limits,
     with_type,
@@ -117,40 +119,75 @@ fn release_json(release: &Release) -> Value {
     })
 }
 
-/// The apps `caller` may see, each with its newest release and the one that serves.
-/// With `team`, every app of the installation: a deployer sees the team's apps in the list,
-/// though only their own open (see `team_json`).
+/// How many apps a page of the list shows, and its JSON twin lists: with every app on one
+/// page, a team's 200 apps made a 108 KB page.
+const APPS_PER_PAGE: usize = 50;
+
+/// One page of the apps a caller may see, each with its newest release and the one that
+/// serves.
+struct VisibleApps {
+    apps: Vec<(Deployment, AppReleases)>,
+    /// How many apps all pages hold.
+    total: usize,
+    page: Page,
+}
+
+impl VisibleApps {
+    fn more(&self) -> bool {
+        self.total > self.page.skip() + self.apps.len()
+    }
+}
+
+/// The apps `caller` may see, by name, on the page `query` asks for. With `team`, every app of
+/// the installation: a deployer sees the team's apps in the list, though only their own open
+/// (see `team_json`).
 async fn visible_apps(
     state: &State,
     caller: &Caller,
-    team: bool,
-) -> Result<Vec<(Deployment, Option<Release>, Option<Release>)>, ApiError> {
-    let mut apps = Vec::new();
-    for deployment in state.store.deployments().await? {
-        if !team && !caller.may_manage(&deployment) {
-            continue;
-        }
-        let latest = state.store.releases(&deployment.app, 1).await?.pop();
-        let live = match &deployment.live_release {
-            Some(id) if latest.as_ref().is_some_and(|latest| &latest.id == id) => latest.clone(),
-            Some(id) => state.store.release(id).await?,
-            None => None,
-        };
-        apps.push((deployment, latest, live));
-    }
-    Ok(apps)
+    query: &ListQuery,
+) -> Result<VisibleApps, ApiError> {
+    let page = Page::new(query.page, APPS_PER_PAGE);
+    let visible: Vec<Deployment> = state
+        .store
+        .deployments()
+        .await?
+        .into_iter()
+        .filter(|deployment| query.team() || caller.may_manage(deployment))
+        .collect();
+    let total = visible.len();
+    let shown: Vec<Deployment> = visible
+        .into_iter()
+        .skip(page.skip())
+        .take(page.size)
+        .collect();
+    let releases = state.store.newest_and_live(&shown).await?;
+    Ok(VisibleApps {
+        apps: shown.into_iter().zip(releases).collect(),
+        total,
+        page,
+    })
 }
 
-/// `?team=1`: the team's apps too.
+/// `?team=1`: the team's apps too; `?page=N`: the Nth page of them.
 #[derive(serde::Deserialize)]
 struct ListQuery {
     #[serde(default)]
     team: Option<String>,
+    #[serde(default)]
+    page: Option<usize>,
 }
 
 impl ListQuery {
     fn team(&self) -> bool {
         matches!(self.team.as_deref(), Some("1" | "true" | "yes"))
+    }
+
+    /// The address of page `number` of the same list.
+    fn page_link(&self, number: usize) -> String {
+        match self.team() {
+            true => format!("/?team=1&page={number}"),
+            false => format!("/?page={number}"),
+        }
     }
 }
 
@@ -172,25 +209,39 @@ fn team_json(deployment: &Deployment, latest: Option<&Release>) -> Value {
     })
 }
 
+/// The apps page's twin: the same page of apps, with how many there are and the next page's
+/// number (`null` on the last).
 async fn list(
     Shared(state): Shared<State>,
     Authenticated(caller): Authenticated,
     Query(query): Query<ListQuery>,
 ) -> ApiResult {
-    let apps: Vec<Value> = visible_apps(&state, &caller, query.team())
-        .await?
+    let visible = visible_apps(&state, &caller, &query).await?;
+    let apps: Vec<Value> = visible
+        .apps
         .iter()
-        .map(|(deployment, latest, _)| {
+        .map(|(deployment, releases)| {
+            let newest = releases.newest.as_ref();
             if caller.may_manage(deployment) {
-                let mut shown = deployment_json(deployment, latest.as_ref());
+                let mut shown = deployment_json(deployment, newest);
                 shown["manageable"] = true.into();
                 shown
             } else {
-                team_json(deployment, latest.as_ref())
+                team_json(deployment, newest)
             }
         })
         .collect();
-    Ok(json(StatusCode::OK, &json!({ "deployments": apps })))
+    let next_page = visible.more().then_some(visible.page.number + 1);
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "deployments": apps,
+            "total": visible.total,
+            "page": visible.page.number,
+            "per_page": visible.page.size,
+            "next_page": next_page,
+        }),
+    ))
 }
 
 async fn apps_page(
@@ -198,12 +249,16 @@ async fn apps_page(
     Authenticated(caller): Authenticated,
     Query(query): Query<ListQuery>,
 ) -> ApiResult {
-    let team = query.team();
-    let apps = visible_apps(&state, &caller, team)
-        .await?
+    let visible = visible_apps(&state, &caller, &query).await?;
+    let pager = Pager::new(visible.page, visible.apps.len(), visible.more(), |n| {
+        query.page_link(n)
+    });
+    let apps = visible
+        .apps
         .iter()
-        .map(|(deployment, latest, live)| {
-            let mut app = AppSummary::of(deployment, latest.as_ref(), live.as_ref());
+        .map(|(deployment, releases)| {
+            let mut app =
+                AppSummary::of(deployment, releases.newest.as_ref(), releases.live.as_ref());
             app.manageable = caller.may_manage(deployment);
             app
         })
@@ -211,7 +266,9 @@ async fn apps_page(
     page(&AppsPage {
         nav: Nav::of(&caller),
         apps,
-        team,
+        total: visible.total,
+        pager,
+        team: query.team(),
     })
 }
 
@@ -227,15 +284,24 @@ async fn managed(state: &State, caller: &Caller, app: &str) -> Result<Deployment
         .ok_or_else(|| ApiError::NotFound(format!("no app named '{app}'")))
 }
 
+/// One app as a caller may see it.
+struct OneApp {
+    deployment: Deployment,
+    /// The newest `RELEASES_SHOWN`, newest first, and the serving one when it is older.
+    releases: Vec<Release>,
+    /// The app has older releases than those.
+    older_releases: bool,
+    deliveries: Vec<Delivery>,
+}
+
 /// One app as `caller` may see it: its record, newest releases and its hook's deliveries.
-async fn one_app(
-    state: &State,
-    caller: &Caller,
-    app: &str,
-) -> Result<(Deployment, Vec<Release>, Vec<Delivery>), ApiError> {
+async fn one_app(state: &State, caller: &Caller, app: &str) -> Result<OneApp, ApiError> {
     let deployment = managed(state, caller, app).await?;
     let app = &deployment.app;
-    let mut releases = state.store.releases(app, RELEASES_SHOWN).await?;
+    // One more than shown says whether there are older ones.
+    let mut releases = state.store.releases(app, RELEASES_SHOWN + 1).await?;
+    let older_releases = releases.len() > RELEASES_SHOWN;
+    releases.truncate(RELEASES_SHOWN);
     // The serving release, when it is older than those shown.
     if let Some(live) = &deployment.live_release
         && !releases.iter().any(|release| &release.id == live)
@@ -247,7 +313,12 @@ async fn one_app(
         .store
         .deliveries_of_app(&deployment.app, DELIVERIES_SHOWN)
         .await?;
-    Ok((deployment, releases, deliveries))
+    Ok(OneApp {
+        deployment,
+        releases,
+        older_releases,
+        deliveries,
+    })
 }
 
 async fn show(
@@ -255,10 +326,11 @@ async fn show(
     Authenticated(caller): Authenticated,
     Path(app): Path<String>,
 ) -> ApiResult {
-    let (deployment, releases, deliveries) = one_app(&state, &caller, &app).await?;
-    let mut body = deployment_json(&deployment, releases.first());
-    body["releases"] = releases.iter().map(release_json).collect();
-    body["deliveries"] = serde_json::to_value(deliveries).map_err(anyhow::Error::from)?;
+    let one = one_app(&state, &caller, &app).await?;
+    let mut body = deployment_json(&one.deployment, one.releases.first());
+    body["releases"] = one.releases.iter().map(release_json).collect();
+    body["older_releases"] = one.older_releases.into();
+    body["deliveries"] = serde_json::to_value(one.deliveries).map_err(anyhow::Error::from)?;
     Ok(json(StatusCode::OK, &body))
 }
 
@@ -267,8 +339,10 @@ async fn app_page(
     Authenticated(caller): Authenticated,
     Path(app): Path<String>,
 ) -> ApiResult {
-    let (deployment, releases, deliveries) = one_app(&state, &caller, &app).await?;
-    page(&AppPage::of(&caller, &deployment, &releases, &deliveries))
+    let one = one_app(&state, &caller, &app).await?;
+    let mut shown = AppPage::of(&caller, &one.deployment, &one.releases, &one.deliveries);
+    shown.newest_only = one.older_releases.then_some(RELEASES_SHOWN);
+    page(&shown)
 }
 
 /// How often a following page hears about its release, and how long one stream lasts (the
@@ -311,8 +385,8 @@ struct Follow {
     pending: std::collections::VecDeque<Event>,
     /// The release and state last sent.
     shown: Option<(ReleaseId, ReleaseState)>,
-    /// How much of that release's build log was sent.
-    log_sent: usize,
+    /// How many bytes of that release's build log were sent.
+    log_sent: u64,
     deadline: tokio::time::Instant,
     looked: bool,
     finished: bool,
@@ -362,19 +436,23 @@ impl Follow {
             self.shown = Some(now);
         }
         let mut log_complete = true;
+        // Only what is new: the builder reads from where the last look stopped.
         if let Some(build) = &latest.build_id
-            && let Ok(log) = self.state.builder.log(build).await
-            && log.len() > self.log_sent
+            && let Ok(piece) = self
+                .state
+                .builder
+                .log_from(build, self.log_sent, LOG_PIECE)
+                .await
         {
-            let mut end = (self.log_sent + LOG_PIECE).min(log.len());
-            while !log.is_char_boundary(end) {
-                end -= 1;
+            let at_end = piece.len() < LOG_PIECE;
+            let (text, used) = readable(&piece, at_end && latest.state.is_terminal());
+            if !text.is_empty() {
+                let text = text.replace('\r', "\n");
+                self.pending
+                    .push_back(Event::default().event("log").data(text));
             }
-            let piece = log[self.log_sent..end].replace('\r', "\n");
-            self.pending
-                .push_back(Event::default().event("log").data(piece));
-            self.log_sent = end;
-            log_complete = end == log.len();
+            self.log_sent += used as u64;
+            log_complete = at_end && used == piece.len();
         }
         if latest.state.is_terminal() && log_complete {
             self.finish();
@@ -391,6 +469,20 @@ impl Follow {
             .push_back(Event::default().event("done").data(state));
         self.finished = true;
     }
+}
+
+/// The text of a piece of a build log to send now, and how many of its bytes that is. A
+/// character the piece cuts at its end waits for the next look, unless the log is over
+/// (`last`); bytes that are no UTF-8 at all go out as U+FFFD, as the whole log does.
+fn readable(piece: &[u8], last: bool) -> (String, usize) {
+    let usable = match std::str::from_utf8(piece) {
+        Err(cut) if cut.error_len().is_none() && !last => cut.valid_up_to(),
+        _ => piece.len(),
+    };
+    (
+        String::from_utf8_lossy(&piece[..usable]).into_owned(),
+        usable,
+    )
 }
 
 async fn stylesheet() -> Response {
@@ -433,24 +525,52 @@ async fn build_log(
     Ok(with_type(StatusCode::OK, "text/plain; charset=utf-8", log))
 }
 
-/// How many audit entries a page or its twin shows, newest first.
-const AUDIT_SHOWN: usize = 200;
+/// How many entries of the trail a page or its twin holds, newest first: 200 made a 65 KB page.
+const AUDIT_PER_PAGE: usize = 100;
 
-/// The audit trail's filters, as the page's form and scripts send them.
+/// The audit trail's filters, as the page's form and scripts send them, and the page.
 #[derive(serde::Deserialize)]
 struct AuditQuery {
     #[serde(default)]
     app: String,
     #[serde(default)]
     actor: String,
+    #[serde(default)]
+    page: Option<usize>,
 }
 
-/// The entries `query` asks for; admins only.
+impl AuditQuery {
+    /// The address of page `number` with the same filters.
+    fn page_link(&self, number: usize) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [("app", &self.app), ("actor", &self.actor)] {
+            if !value.is_empty() {
+                query.append_pair(name, value);
+            }
+        }
+        query.append_pair("page", &number.to_string());
+        format!("/audit?{}", query.finish())
+    }
+}
+
+/// One page of the trail `query` asks for.
+struct AuditEntries {
+    /// The page's entries that the actor filter keeps.
+    entries: Vec<AuditEntry>,
+    /// How many entries of the trail the page held before the actor filter.
+    held: usize,
+    page: Page,
+    /// Older entries are on a later page.
+    more: bool,
+}
+
+/// The page of entries `query` asks for; admins only. The actor filter picks among the page's
+/// entries: it matches any part of a name, which Firestore cannot query.
 async fn audit_entries(
     state: &State,
     caller: &Caller,
     query: &AuditQuery,
-) -> Result<Vec<AuditEntry>, ApiError> {
+) -> Result<AuditEntries, ApiError> {
     if !caller.admin {
         return Err(ApiError::Forbidden("the audit trail is for admins".into()));
     }
@@ -458,12 +578,25 @@ async fn audit_entries(
         .filter(|app| !app.is_empty())
         .map(AppName::parse)
         .transpose()?;
+    let page = Page::new(query.page, AUDIT_PER_PAGE);
+    // One more than the page holds says whether there are older ones.
+    let mut entries = state
+        .store
+        .audit(app.as_ref(), page.skip(), page.size + 1)
+        .await?;
+    let more = entries.len() > page.size;
+    entries.truncate(page.size);
+    let held = entries.len();
     let actor = query.actor.trim().to_lowercase();
-    let mut entries = state.store.audit(app.as_ref(), AUDIT_SHOWN).await?;
     if !actor.is_empty() {
         entries.retain(|entry| entry.actor.to_lowercase().contains(&actor));
     }
-    Ok(entries)
+    Ok(AuditEntries {
+        entries,
+        held,
+        page,
+        more,
+    })
 }
 
 async fn audit_trail(
@@ -471,8 +604,16 @@ async fn audit_trail(
     Authenticated(caller): Authenticated,
     Query(query): Query<AuditQuery>,
 ) -> ApiResult {
-    let entries = audit_entries(&state, &caller, &query).await?;
-    Ok(json(StatusCode::OK, &json!({ "entries": entries })))
+    let found = audit_entries(&state, &caller, &query).await?;
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "entries": found.entries,
+            "page": found.page.number,
+            "per_page": found.page.size,
+            "next_page": found.more.then_some(found.page.number + 1),
+        }),
+    ))
 }
 
 async fn audit_page(
@@ -480,12 +621,34 @@ async fn audit_page(
     Authenticated(caller): Authenticated,
     Query(query): Query<AuditQuery>,
 ) -> ApiResult {
-    let entries = audit_entries(&state, &caller, &query).await?;
+    let found = audit_entries(&state, &caller, &query).await?;
+    let pager = Pager::new(found.page, found.held, found.more, |n| query.page_link(n));
     page(&AuditPage {
         nav: Nav::of(&caller),
+        pager,
+        entries: found.entries.iter().map(AuditRow::of).collect(),
         app_filter: query.app,
         actor_filter: query.actor,
-        limit: AUDIT_SHOWN,
-        entries: entries.iter().map(AuditRow::of).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+
+    #[test]
+    fn a_character_cut_by_a_log_piece_waits_for_the_next_look() {
+        let text = "ok ✓".as_bytes();
+        let cut = &text[..text.len() - 1];
+
+        assert_eq!(readable(cut, false), ("ok ".to_owned(), 3));
+        assert_eq!(readable(text, false), ("ok ✓".to_owned(), text.len()));
+        // A log that is over ends as it is.
+        assert_eq!(readable(cut, true), ("ok \u{fffd}".to_owned(), cut.len()));
+    }
+
+    #[test]
+    fn bytes_that_are_no_text_go_out_as_replacement_characters() {
+        assert_eq!(readable(b"a\xffb", false), ("a\u{fffd}b".to_owned(), 3));
+    }
 }

@@ -131,15 +131,87 @@ pub fn took(seconds: i64) -> String {
     }
 }
 
-/// The apps page: every app the caller may see.
+/// `text`, cut to at most `max` characters (with an ellipsis): a page shows a bounded part of
+/// what Runway recorded, and the JSON twin or the build log has the rest.
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", text[..end].trim_end()),
+        None => text.to_owned(),
+    }
+}
+
+/// One page of a long list: its number (from 1) and how many rows a page holds. Lists are cut
+/// into pages so that a page stays small however long the list grows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub number: usize,
+    pub size: usize,
+}
+
+impl Page {
+    /// Past any list Runway keeps, and small enough that no count of rows overflows.
+    const LAST: usize = 1_000_000;
+
+    /// Page `number` as a request asked for it (the first when it did not, or asked for 0).
+    pub fn new(number: Option<usize>, size: usize) -> Self {
+        Self {
+            number: number.unwrap_or(1).clamp(1, Self::LAST),
+            size,
+        }
+    }
+
+    /// How many rows the pages before this one hold.
+    pub fn skip(self) -> usize {
+        (self.number - 1).saturating_mul(self.size)
+    }
+}
+
+/// Where a page of a long list stands: the rows it shows, counted over the whole list, and
+/// the addresses of the pages before and after it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Pager {
+    pub first: usize,
+    pub last: usize,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+}
+
+impl Pager {
+    /// `page` showing `shown` rows; `more`: a later page has rows. `link` makes the address
+    /// of a page from its number.
+    pub fn new(page: Page, shown: usize, more: bool, link: impl Fn(usize) -> String) -> Self {
+        Self {
+            first: page.skip() + 1,
+            last: page.skip() + shown,
+            previous: (page.number > 1).then(|| link(page.number - 1)),
+            next: more.then(|| link(page.number + 1)),
+        }
+    }
+
+    /// The whole list is on this page.
+    pub fn is_whole(&self) -> bool {
+        self.previous.is_none() && self.next.is_none()
+    }
+}
+
+/// The apps page: the apps the caller may see, a page at a time.
 #[derive(Template)]
 #[template(path = "apps.html")]
 pub struct AppsPage {
     pub nav: Nav,
     pub apps: Vec<AppSummary>,
+    /// How many apps all pages hold.
+    pub total: usize,
+    pub pager: Pager,
     /// The team's apps are shown, not only the caller's.
     pub team: bool,
 }
+
+/// How much of a release's message its row shows: a failed build's carries the end of its
+/// log, which the row links to in full.
+const MESSAGE_SHOWN: usize = 400;
+/// How much of an audit entry's detail its row shows.
+const DETAIL_SHOWN: usize = 200;
 
 /// One release in an app's history.
 pub struct ReleaseRow {
@@ -187,7 +259,10 @@ impl ReleaseRow {
             took: release
                 .finished_at
                 .map(|end| took((end - release.queued_at).num_seconds())),
-            message: release.message.clone(),
+            message: release
+                .message
+                .as_deref()
+                .map(|message| clip(message, MESSAGE_SHOWN)),
             log: release
                 .build_id
                 .as_ref()
@@ -236,6 +311,8 @@ pub struct AppPage {
     pub access: String,
     pub owner: String,
     pub releases: Vec<ReleaseRow>,
+    /// The app has more releases than the page shows: it shows the newest this many.
+    pub newest_only: Option<usize>,
     pub deliveries: Vec<DeliveryRow>,
     /// The newest release is still on its way: the page follows its events until it is done.
     pub follow: bool,
@@ -271,6 +348,7 @@ impl AppPage {
                     ReleaseRow::of(&deployment.repo, release, deployment.live_release.as_ref())
                 })
                 .collect(),
+            newest_only: None,
             deliveries: deliveries.iter().map(DeliveryRow::of).collect(),
             follow,
         }
@@ -293,7 +371,7 @@ impl AuditRow {
             actor: entry.actor.clone(),
             action: entry.action.as_str(),
             app: entry.app.clone(),
-            detail: entry.detail.clone(),
+            detail: clip(&entry.detail, DETAIL_SHOWN),
         }
     }
 }
@@ -305,7 +383,9 @@ pub struct AuditPage {
     pub nav: Nav,
     pub app_filter: String,
     pub actor_filter: String,
-    pub limit: usize,
+    /// Which entries of the trail (narrowed to the app) this page holds, before the actor
+    /// filter picks among them.
+    pub pager: Pager,
     pub entries: Vec<AuditRow>,
 }
 
@@ -464,12 +544,75 @@ mod tests {
         let html = AppsPage {
             nav: Nav::of(&caller()),
             apps: Vec::new(),
+            total: 0,
+            pager: Pager::new(Page::new(None, 50), 0, false, |n| format!("/?page={n}")),
             team: false,
         }
         .render()
         .unwrap();
 
         assert!(html.contains("No apps yet") && html.contains("href=\"/new\""));
+    }
+
+    #[test]
+    fn a_long_list_is_paged_with_links_to_the_pages_beside() {
+        let link = |n: usize| format!("/?page={n}");
+        let first = Pager::new(Page::new(None, 50), 50, true, link);
+        let middle = Pager::new(Page::new(Some(2), 50), 50, true, link);
+        let last = Pager::new(Page::new(Some(3), 50), 7, false, link);
+        let whole = Pager::new(Page::new(Some(0), 50), 7, false, link);
+
+        assert_eq!((first.first, first.last), (1, 50));
+        assert_eq!(
+            (first.previous, first.next.as_deref()),
+            (None, Some("/?page=2"))
+        );
+        assert_eq!(middle.previous.as_deref(), Some("/?page=1"));
+        assert_eq!(middle.next.as_deref(), Some("/?page=3"));
+        assert_eq!((last.first, last.last, last.next), (101, 107, None));
+        assert!(whole.is_whole() && whole.first == 1);
+        let far = Pager::new(Page::new(Some(usize::MAX), 50), 0, false, link);
+        assert!(far.previous.is_some() && far.first > 1);
+    }
+
+    #[test]
+    fn the_apps_page_names_the_apps_it_shows_of_how_many() {
+        let app = AppSummary::of(&deployment("https://github.com/acme/dash"), None, None);
+        let html = AppsPage {
+            nav: Nav::of(&caller()),
+            apps: vec![app],
+            total: 51,
+            pager: Pager::new(Page::new(Some(2), 50), 1, false, |n| format!("/?page={n}")),
+            team: false,
+        }
+        .render()
+        .unwrap();
+
+        assert!(html.contains("Apps 51–51 of 51"), "{html}");
+        assert!(html.contains("href=\"/?page=1\" rel=\"prev\""), "{html}");
+        assert!(!html.contains("rel=\"next\""));
+    }
+
+    #[test]
+    fn clipped_text_ends_at_a_whole_character_with_an_ellipsis() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("ééééé", 3), "ééé…");
+        assert_eq!(clip("a b c", 2), "a…");
+    }
+
+    #[test]
+    fn a_release_row_shows_the_start_of_a_long_message_and_links_its_log() {
+        let app = deployment("https://github.com/acme/dash");
+        let mut failed = release(1, ReleaseState::Failed, 'a');
+        failed.build_id = Some("b-1".into());
+        failed.message = Some(format!("build failure. Log:\n{}", "x".repeat(5000)));
+
+        let row = ReleaseRow::of(&app.repo, &failed, None);
+
+        let message = row.message.unwrap();
+        assert!(message.starts_with("build failure. Log:") && message.ends_with('…'));
+        assert_eq!(message.chars().count(), MESSAGE_SHOWN + 1);
+        assert_eq!(row.log.as_deref(), Some("/api/builds/b-1/log"));
     }
 
     #[test]

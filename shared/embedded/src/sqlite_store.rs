@@ -14,7 +14,7 @@ use runway_core::domain::{
     ReleaseState, ReleaseUpdate, Timestamp,
 };
 use runway_core::plan::{self, Transition};
-use runway_core::ports::{Store, StoreError};
+use runway_core::ports::{AppReleases, Store, StoreError};
 
 /// Each entry migrates the schema from version `index` to `index + 1`.
 
@@ -310,6 +310,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn newest_and_live(
+        &self,
+        deployments: &[Deployment],
+    ) -> Result<Vec<AppReleases>, StoreError> {
+        let apps: Vec<&str> = deployments.iter().map(|d| d.app.as_str()).collect();
+        let live: Vec<&str> = deployments
+            .iter()
+            .filter_map(|d| d.live_release.as_deref())
+            .collect();
+        // The lists go in as JSON arrays: one statement, whatever their length.
+        let (apps, live) = (to_doc(&apps)?, to_doc(&live)?);
+        let found = self
+            .with(move |c| {
+                docs(
+                    c,
+                    "SELECT r.doc FROM json_each(?1) AS wanted JOIN releases AS r
+                       ON r.app = wanted.value
+                       AND r.seq = (SELECT MAX(seq) FROM releases WHERE app = wanted.value)
+                     UNION ALL
+                     SELECT r.doc FROM json_each(?2) AS wanted JOIN releases AS r
+                       ON r.id = wanted.value",
+                    params![apps, live],
+                )
+            })
+            .await?;
+        Ok(AppReleases::pair(deployments, found))
+    }
+
     async fn release_by_build(&self, build_id: &BuildId) -> Result<Option<Release>, StoreError> {
         let build_id = build_id.to_string();
         self.with(move |c| {
@@ -427,19 +455,21 @@ impl Store for SqliteStore {
     async fn audit(
         &self,
         app: Option<&AppName>,
+        skip: usize,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let app = app.map(ToString::to_string);
+        let (skip, limit) = (skip as i64, limit as i64);
         self.with(move |c| match app {
             Some(app) => docs(
                 c,
-                "SELECT doc FROM audit WHERE app = ?1 ORDER BY seq DESC LIMIT ?2",
-                params![app, limit as i64],
+                "SELECT doc FROM audit WHERE app = ?1 ORDER BY seq DESC LIMIT ?2 OFFSET ?3",
+                params![app, limit, skip],
             ),
             None => docs(
                 c,
-                "SELECT doc FROM audit ORDER BY seq DESC LIMIT ?1",
-                [limit as i64],
+                "SELECT doc FROM audit ORDER BY seq DESC LIMIT ?1 OFFSET ?2",
+                [limit, skip],
             ),
         })
         .await

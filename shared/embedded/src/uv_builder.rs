@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use runway_core::domain::{AppName, BuildId};
@@ -382,6 +382,32 @@ impl ImageBuilder for UvBuilder {
             }
             Err(error) => Err(BuildError::Other(error.into())),
         }
+    }
+
+    async fn log_from(
+        &self,
+        build_id: &BuildId,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<u8>, BuildError> {
+        let build_id = build_id.as_str();
+        let path = self.build_dir(build_id)?.join("log.txt");
+        let mut log = match tokio::fs::File::open(&path).await {
+            Ok(log) => log,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BuildError::NotFound(format!("no build {build_id}")));
+            }
+            Err(error) => return Err(BuildError::Other(error.into())),
+        };
+        log.seek(std::io::SeekFrom::Start(from))
+            .await
+            .context("seeking in the build log")?;
+        let mut piece = Vec::new();
+        log.take(max as u64)
+            .read_to_end(&mut piece)
+            .await
+            .context("reading the build log")?;
+        Ok(piece)
     }
 
     async fn delete_app(&self, app: &AppName) -> Result<(), BuildError> {

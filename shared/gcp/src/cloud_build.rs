@@ -23,6 +23,7 @@ use google_cloud_build_v1::model::{
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_lro::Poller;
 use google_cloud_storage::client::Storage;
+use google_cloud_storage::model_ext::ReadRange;
 use google_cloud_storage::streaming_source::StreamingSource;
 use runway_archive::{Limits as SourceLimits, Repacker, TooLarge, Unreadable};
 use serde::Deserialize;
@@ -282,19 +283,36 @@ impl CloudBuildBuilder {
     }
 
     async fn read_text(&self, bucket: &str, object: &str) -> Result<String, BuildError> {
-        let mut response = self
+        let bytes = self.read_range(bucket, object, ReadRange::all()).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The bytes of `range` of an object. A range that starts at or past its end is empty:
+    /// Cloud Storage refuses it (416), and a reader following a growing object asks for one
+    /// whenever nothing new was written.
+    async fn read_range(
+        &self,
+        bucket: &str,
+        object: &str,
+        range: ReadRange,
+    ) -> Result<Vec<u8>, BuildError> {
+        let what = || format!("reading gs://{bucket}/{object}");
+        let read = self
             .storage
             .read_object(Self::bucket(bucket), object)
+            .set_read_range(range)
             .send()
-            .await
-            .map_err(|error| classify(error, &format!("reading gs://{bucket}/{object}")))?;
+            .await;
+        let mut response = match read {
+            Ok(response) => response,
+            Err(error) if error.http_status_code() == Some(416) => return Ok(Vec::new()),
+            Err(error) => return Err(classify(error, &what())),
+        };
         let mut bytes = Vec::new();
         while let Some(chunk) = response.next().await {
-            let chunk = chunk
-                .map_err(|error| classify(error, &format!("reading gs://{bucket}/{object}")))?;
-            bytes.extend_from_slice(&chunk);
+            bytes.extend_from_slice(&chunk.map_err(|error| classify(error, &what()))?);
         }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        Ok(bytes)
     }
 
     /// Headers that authenticate a Cloud Storage JSON API call.
@@ -735,15 +753,28 @@ impl ImageBuilder for CloudBuildBuilder {
 
     #[tracing::instrument(skip(self))]
     async fn log(&self, build_id: &BuildId) -> Result<String, BuildError> {
-        let build_id = build_id.as_str();
-        self.build_name(build_id)?;
-        let object = format!("log-{build_id}.txt");
-        match self.read_text(&self.config.logs_bucket, &object).await {
-            Err(BuildError::NotFound(_)) => Err(BuildError::NotFound(format!(
-                "no log for build {build_id} (yet)"
-            ))),
-            other => other,
+        let object = self.log_object(build_id)?;
+        let log = self.read_text(&self.config.logs_bucket, &object).await;
+        no_log_yet(log, build_id)
+    }
+
+    /// A ranged read of the log object: only the bytes asked for leave the bucket.
+    #[tracing::instrument(skip(self))]
+    async fn log_from(
+        &self,
+        build_id: &BuildId,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<u8>, BuildError> {
+        let object = self.log_object(build_id)?;
+        if max == 0 {
+            return Ok(Vec::new());
         }
+        let range = ReadRange::segment(from, max as u64);
+        let piece = self
+            .read_range(&self.config.logs_bucket, &object, range)
+            .await;
+        no_log_yet(piece, build_id)
     }
 
     #[tracing::instrument(skip_all, fields(app = %app))]
@@ -764,7 +795,23 @@ impl ImageBuilder for CloudBuildBuilder {
     }
 }
 
+/// A log object that is not there is a build with no log (yet).
+fn no_log_yet<T>(read: Result<T, BuildError>, build_id: &BuildId) -> Result<T, BuildError> {
+    match read {
+        Err(BuildError::NotFound(_)) => Err(BuildError::NotFound(format!(
+            "no log for build {build_id} (yet)"
+        ))),
+        other => other,
+    }
+}
+
 impl CloudBuildBuilder {
+    /// The object in the logs bucket Cloud Build writes `build_id`'s log to.
+    fn log_object(&self, build_id: &BuildId) -> Result<String, BuildError> {
+        self.build_name(build_id.as_str())?;
+        Ok(format!("log-{build_id}.txt"))
+    }
+
     /// Deletes the app's package (`{image_repo}/{app}`, every version and tag) from Artifact
     /// Registry; a package that is not there is already deleted.
     async fn delete_images(&self, app: &AppName) -> Result<(), BuildError> {

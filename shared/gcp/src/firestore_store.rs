@@ -24,6 +24,7 @@ use firestore::{
     FirestoreTransactionMode, FirestoreTransactionOps, FirestoreTransactionOptions,
     FirestoreWritePrecondition,
 };
+use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -33,7 +34,7 @@ use runway_core::domain::{
     ReleaseState, ReleaseUpdate, Timestamp,
 };
 use runway_core::plan::{self, Transition};
-use runway_core::ports::{Store, StoreError};
+use runway_core::ports::{AppReleases, Store, StoreError};
 
 const DEPLOYMENTS: &str = "deployments";
 const RELEASES: &str = "releases";
@@ -139,6 +140,32 @@ impl FirestoreStore {
         for<'de> T: Deserialize<'de> + Send,
     {
         get_in(&self.db, collection, id).await.map_err(store_error)
+    }
+
+    /// Reads the documents `ids` of `collection` in one batch: those that exist, by id.
+    async fn get_many<T>(
+        &self,
+        collection: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, T>, StoreError>
+    where
+        for<'de> T: Deserialize<'de> + Send,
+    {
+        if ids.is_empty() {
+            return Ok(HashMap::new()); // Firestore refuses a batch of none.
+        }
+        self.db
+            .fluent()
+            .select()
+            .by_id_in(collection)
+            .obj::<T>()
+            .batch_with_errors(ids)
+            .await
+            .map_err(store_error)?
+            .try_filter_map(|(id, doc)| async move { Ok(doc.map(|doc| (id, doc))) })
+            .try_collect()
+            .await
+            .map_err(store_error)
     }
 
     /// Runs `work` in a transaction: it reads through the `FirestoreDb` it is given (bound to
@@ -418,6 +445,10 @@ impl ReleaseDoc {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct SequenceDoc {
     last: i64,
+    /// The id of the release numbered `last`, so a list of apps finds each one's newest release
+    /// in one batch read (absent on sequences numbered before it was kept).
+    #[serde(default)]
+    newest: Option<String>,
 }
 
 impl DeliveryDoc {
@@ -505,11 +536,15 @@ async fn queue_in(
         older_queued,
         clock.now(),
     );
-    let mut writes = vec![Write::Sequence(app, SequenceDoc { last: seq })];
+    let release = planned.release;
+    let sequence = SequenceDoc {
+        last: seq,
+        newest: Some(release.id.to_string()),
+    };
+    let mut writes = vec![Write::Sequence(app, sequence)];
     for older in &planned.superseded {
         writes.push(Write::Release(ReleaseDoc::of(older)?));
     }
-    let release = planned.release;
     writes.push(Write::Release(ReleaseDoc::of(&release)?));
     Ok((release, writes))
 }
@@ -680,6 +715,39 @@ impl Store for FirestoreStore {
         .await
     }
 
+    /// Two batch reads: the apps' sequences, which name each one's newest release, then those
+    /// releases and the live ones.
+    async fn newest_and_live(
+        &self,
+        deployments: &[Deployment],
+    ) -> Result<Vec<AppReleases>, StoreError> {
+        let apps: Vec<String> = deployments.iter().map(|d| d.app.to_string()).collect();
+        let sequences: HashMap<String, SequenceDoc> = self.get_many(SEQUENCES, &apps).await?;
+        let mut ids: Vec<String> = deployments
+            .iter()
+            .filter_map(|d| d.live_release.as_ref().map(ToString::to_string))
+            .collect();
+        let mut found = Vec::new();
+        for deployment in deployments {
+            match sequences.get(deployment.app.as_str()) {
+                Some(SequenceDoc {
+                    newest: Some(id), ..
+                }) => ids.push(id.clone()),
+                // Numbered before sequences named their newest release: ask the app itself.
+                Some(_) => found.extend(self.releases(&deployment.app, 1).await?),
+                None => {} // Never released.
+            }
+        }
+        // Each document once: the newest is often the live one.
+        ids.sort();
+        ids.dedup();
+        let releases: HashMap<String, ReleaseDoc> = self.get_many(RELEASES, &ids).await?;
+        for doc in releases.into_values() {
+            found.push(doc.into_record()?);
+        }
+        Ok(AppReleases::pair(deployments, found))
+    }
+
     async fn release_by_build(&self, build_id: &BuildId) -> Result<Option<Release>, StoreError> {
         let build_id = build_id.as_str();
         let docs: Vec<ReleaseDoc> = self
@@ -840,6 +908,7 @@ impl Store for FirestoreStore {
     async fn audit(
         &self,
         app: Option<&AppName>,
+        skip: usize,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let app = app.map(ToString::to_string);
@@ -850,6 +919,7 @@ impl Store for FirestoreStore {
             .from(AUDIT)
             .filter(|q| app.as_ref().and_then(|app| q.field("app").eq(app.as_str())))
             .order(|o| o.fields([o.field("at").desc()]))
+            .offset(query_limit(skip))
             .limit(query_limit(limit))
             .obj()
             .query()

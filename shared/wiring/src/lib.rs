@@ -96,6 +96,6 @@ fn embedded_probes(adapters: &Adapters) -> anyhow::Result<Vec<Probe>> {
     let store = adapters.store()?;
     Ok(vec![Probe::new("store", move || {
         let store = store.clone();
-        async move { store.audit(None, 1).await.map(|_| ()) }
+        async move { store.audit(None, 0, 1).await.map(|_| ()) }
     })])
 }

@@ -53,6 +53,20 @@ pub trait ImageBuilder: Send + Sync {
     async fn status(&self, build_id: &BuildId) -> Result<BuildStatus, BuildError>;
     /// The whole build log.
     async fn log(&self, build_id: &BuildId) -> Result<String, BuildError>;
+    /// The build log's bytes from `from` on, at most `max` of them (fewer at its end, none
+    /// past it): a page following a build asks every second for what is new, and reading the
+    /// whole log each time grows with the log. Builders read only the range asked; this
+    /// default, for stand-ins, reads the whole log and cuts it.
+    async fn log_from(
+        &self,
+        build_id: &BuildId,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<u8>, BuildError> {
+        let log = self.log(build_id).await?.into_bytes();
+        let start = usize::try_from(from).unwrap_or(usize::MAX).min(log.len());
+        Ok(log[start..start.saturating_add(max).min(log.len())].to_vec())
+    }
     /// The last `lines` lines of the build log, for a failed release's message.
     async fn log_tail(&self, build_id: &BuildId, lines: usize) -> Result<String, BuildError> {
         Ok(crate::text::tail(&self.log(build_id).await?, lines))

@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use crate::domain::{
@@ -16,6 +18,40 @@ pub enum StoreError {
     Unavailable(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// What a list of apps shows of one app's releases.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppReleases {
+    pub newest: Option<Release>,
+    /// The release `Deployment::live_release` names, if it is still there.
+    pub live: Option<Release>,
+}
+
+impl AppReleases {
+    /// Sorts `found` (releases of these apps, in any order, each at most once or more) into
+    /// each deployment's newest and live release, in the order of `deployments`. A store reads
+    /// the candidates its own way and pairs them up here.
+    pub fn pair(deployments: &[Deployment], found: Vec<Release>) -> Vec<Self> {
+        let mut by_app: HashMap<AppName, Vec<Release>> = HashMap::new();
+        for release in found {
+            by_app.entry(release.app.clone()).or_default().push(release);
+        }
+        deployments
+            .iter()
+            .map(|deployment| {
+                let of_app = by_app.get(&deployment.app).map_or(&[][..], Vec::as_slice);
+                Self {
+                    newest: of_app.iter().max_by_key(|release| release.seq).cloned(),
+                    live: deployment
+                        .live_release
+                        .as_ref()
+                        .and_then(|id| of_app.iter().find(|release| &release.id == id))
+                        .cloned(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// Deployments, releases, webhook deliveries and the audit trail. Every read-modify-write is
@@ -42,6 +78,13 @@ pub trait Store: Send + Sync {
     async fn release(&self, id: &ReleaseId) -> Result<Option<Release>, StoreError>;
     /// The app's releases, newest first.
     async fn releases(&self, app: &AppName, limit: usize) -> Result<Vec<Release>, StoreError>;
+    /// Each app's newest release and the one that serves it, in the order of `deployments`:
+    /// what a list of apps shows, read at once however many apps there are (one read per app
+    /// made the apps page of a team's console slow).
+    async fn newest_and_live(
+        &self,
+        deployments: &[Deployment],
+    ) -> Result<Vec<AppReleases>, StoreError>;
     async fn release_by_build(&self, build_id: &BuildId) -> Result<Option<Release>, StoreError>;
     /// Releases in `state` whose last change is older than `before`, oldest first.
     async fn releases_in_state(
@@ -82,10 +125,12 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Delivery>, StoreError>;
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
-    /// Newest first; `app` narrows it to one app.
+    /// Newest first, leaving out the `skip` newest (a page of older entries); `app` narrows
+    /// it to one app.
     async fn audit(
         &self,
         app: Option<&AppName>,
+        skip: usize,
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StoreError>;
 

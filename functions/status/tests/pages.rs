@@ -1,0 +1,233 @@
+//! The console's long lists, served by the real router over a real `SqliteStore`: a page (and
+//! its JSON twin) holds a bounded number of rows however long the history, says which rows it
+//! shows and links to the others.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use runway_core::domain::{
+    AppName, AuditAction, AuditEntry, Branch, BuildId, Deployment, MainFile, NewRelease, RepoUrl,
+    Resources, Trigger,
+};
+use runway_core::ports::{
+    BuildError, BuildRequest, BuildStatus, ImageBuilder, StartedBuild, Store,
+};
+use runway_embedded::{LocalIdentity, SqliteStore};
+use runway_status::{State, router};
+use serde_json::Value;
+use tower::ServiceExt;
+
+struct Console {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    state: State,
+}
+
+impl Console {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("runway.db")).unwrap());
+        let state = State {
+            store: store.clone(),
+            builder: Arc::new(NoBuilds),
+            identity: Arc::new(LocalIdentity {
+                email: "ada@example.com".into(),
+            }),
+        };
+        Self {
+            _dir: dir,
+            store,
+            state,
+        }
+    }
+
+    /// `path`'s status and body, as the signed-in admin.
+    async fn get(&self, path: &str) -> (u16, String) {
+        let request = http::Request::get(path).body(Body::empty()).unwrap();
+        let response = router(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn add_app(&self, name: &str) -> AppName {
+        let now = chrono::Utc::now();
+        let deployment = Deployment {
+            app: AppName::parse(name).unwrap(),
+            repo: RepoUrl::parse(&format!("https://github.com/acme/{name}"), false).unwrap(),
+            repo_id: 1,
+            branch: Branch::parse("main").unwrap(),
+            main_file: MainFile::parse("app.py").unwrap(),
+            region: "local".to_owned().try_into().unwrap(),
+            resources: Resources::default(),
+            access: Default::default(),
+            owner: "ada@example.com".into(),
+            webhook_id: None,
+            live_release: None,
+            url: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.put_deployment(&deployment).await.unwrap();
+        deployment.app
+    }
+
+    async fn queue(&self, app: &AppName) {
+        let new = NewRelease {
+            app: app.clone(),
+            trigger: Trigger::Manual,
+            actor: "ada@example.com".into(),
+            commit: None,
+            rollback_of: None,
+        };
+        self.store.queue_release(new).await.unwrap();
+    }
+
+    async fn audit(&self, actor: &str, detail: String) {
+        let entry = AuditEntry {
+            at: chrono::Utc::now(),
+            actor: actor.into(),
+            action: AuditAction::Redeploy,
+            app: Some("demo".into()),
+            detail,
+        };
+        self.store.append_audit(&entry).await.unwrap();
+    }
+}
+
+/// The console reads no build here.
+struct NoBuilds;
+
+#[async_trait]
+impl ImageBuilder for NoBuilds {
+    async fn start(&self, _: BuildRequest) -> Result<StartedBuild, BuildError> {
+        unreachable!("the console starts no build")
+    }
+    async fn status(&self, _: &BuildId) -> Result<BuildStatus, BuildError> {
+        Ok(BuildStatus::Lost)
+    }
+    async fn log(&self, id: &BuildId) -> Result<String, BuildError> {
+        Err(BuildError::NotFound(format!("no build {id}")))
+    }
+    async fn delete_app(&self, _: &AppName) -> Result<(), BuildError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_apps_come_fifty_to_a_page_and_so_does_their_twin() {
+    let console = Console::new();
+    for i in 0..53 {
+        let app = console.add_app(&format!("app-{i:02}")).await;
+        console.queue(&app).await;
+    }
+
+    let (_, first) = console.get("/").await;
+    let (_, second) = console.get("/?page=2").await;
+    let (_, team) = console.get("/?team=1").await;
+    let json = console.get_json("/api/apps?page=2").await;
+
+    assert!(first.contains("Apps 1–50 of 53"), "{first}");
+    assert!(first.contains("href=\"/apps/app-49\"") && !first.contains("href=\"/apps/app-50\""));
+    assert!(first.contains("href=\"/?page=2\" rel=\"next\""));
+    assert!(second.contains("Apps 51–53 of 53") && second.contains("href=\"/apps/app-52\""));
+    assert!(second.contains("href=\"/?page=1\" rel=\"prev\"") && !second.contains("rel=\"next\""));
+    assert!(team.contains("href=\"/?team=1&#38;page=2\""), "{team}");
+    // Each app's newest release, from the one batched read.
+    assert_eq!(first.matches(">queued</span>").count(), 50);
+    let names: Vec<&str> = json["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|app| app["app"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["app-50", "app-51", "app-52"]);
+    assert_eq!(
+        (json["total"].as_u64(), json["next_page"].as_u64()),
+        (Some(53), None)
+    );
+    assert_eq!(console.get_json("/api/apps").await["next_page"], 2);
+    let (_, past) = console.get("/?page=9").await;
+    assert!(past.contains("past the last app"), "{past}");
+}
+
+#[tokio::test]
+async fn the_audit_trail_comes_a_hundred_to_a_page_keeping_its_filters() {
+    let console = Console::new();
+    for i in 0..130 {
+        let actor = if i % 2 == 0 {
+            "ada@example.com"
+        } else {
+            "grace hopper"
+        };
+        console.audit(actor, format!("entry {i:03}")).await;
+    }
+
+    let (_, first) = console.get("/audit").await;
+    let (_, older) = console.get("/audit?page=2").await;
+    let (_, filtered) = console.get("/audit?app=demo&actor=grace+h").await;
+    let json = console.get_json("/api/audit?page=2").await;
+
+    assert!(
+        first.contains("entry 129") && first.contains("entry 030") && !first.contains("entry 029")
+    );
+    assert!(
+        first.contains("the trail&#39;s entries 1–100")
+            || first.contains("the trail's entries 1–100"),
+        "{first}"
+    );
+    assert!(
+        first.contains("href=\"/audit?page=2\" rel=\"next\""),
+        "{first}"
+    );
+    assert!(
+        older.contains("entry 029")
+            && older.contains("entry 000")
+            && !older.contains("rel=\"next\"")
+    );
+    assert!(
+        filtered.contains("href=\"/audit?app=demo&#38;actor=grace+h&#38;page=2\""),
+        "{filtered}"
+    );
+    assert!(!filtered.contains("ada@example.com</td>"));
+    assert_eq!(json["entries"].as_array().unwrap().len(), 30);
+    assert_eq!(
+        (json["page"].as_u64(), json["next_page"].as_u64()),
+        (Some(2), None)
+    );
+    assert_eq!(console.get_json("/api/audit").await["next_page"], 2);
+}
+
+#[tokio::test]
+async fn an_app_page_says_when_it_shows_only_the_newest_releases() {
+    let console = Console::new();
+    let (some, many) = (console.add_app("some").await, console.add_app("many").await);
+    for _ in 0..20 {
+        console.queue(&some).await;
+    }
+    for _ in 0..21 {
+        console.queue(&many).await;
+    }
+
+    let (_, all_shown) = console.get("/apps/some").await;
+    let (_, newest_shown) = console.get("/apps/many").await;
+
+    assert!(!all_shown.contains("The newest 20"), "{all_shown}");
+    assert!(newest_shown.contains("The newest 20"), "{newest_shown}");
+    assert_eq!(
+        console.get_json("/api/apps/some").await["older_releases"],
+        false
+    );
+    let many = console.get_json("/api/apps/many").await;
+    assert_eq!(many["older_releases"], true);
+    assert_eq!(many["releases"].as_array().unwrap().len(), 20);
+}
