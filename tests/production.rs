@@ -94,14 +94,7 @@ async fn push(production: &Production, repo_id: u64, commit: &str) -> anyhow::Re
 async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Result<()> {
     let production = Production::start().await?;
     let dir = tempfile::tempdir()?;
-    let repo = GitRepo::create(
-        dir.path(),
-        &[
-            ("app.py", &streamlit_app("Version one")),
-            ("requirements.txt", "streamlit\n"),
-        ],
-    )?;
-    let repo_id = production.github.add_repo("ada", "demo", &repo.bare);
+    let (repo, repo_id) = production.demo_repo(dir.path())?;
 
     // Submit through IAP: 202 with the status URL.
     let submitted = production
@@ -584,14 +577,7 @@ async fn pinged(production: &Production, hook_id: u64) -> anyhow::Result<FakeDel
 async fn an_older_push_that_deploys_last_never_replaces_a_newer_one() -> anyhow::Result<()> {
     let production = Production::start().await?;
     let dir = tempfile::tempdir()?;
-    let repo = GitRepo::create(
-        dir.path(),
-        &[
-            ("app.py", &streamlit_app("Version one")),
-            ("requirements.txt", "streamlit\n"),
-        ],
-    )?;
-    let repo_id = production.github.add_repo("ada", "demo", &repo.bare);
+    let (repo, repo_id) = production.demo_repo(dir.path())?;
     let submitted = production
         .as_user(Method::POST, "submit", "/api/deployments", OWNER)
         .json(&json!({

@@ -13,7 +13,7 @@ use fantoccini::{Client, Locator};
 use reqwest::Method;
 use runway_tests::browser::{Browser, assert_accessible, fill, text_of};
 use runway_tests::production::{ADMIN, Production};
-use runway_tests::{GitRepo, streamlit_app};
+use runway_tests::streamlit_app;
 
 const OWNER: &str = "ada@example.com";
 const SECRET: &str = "console-secret-77d1";
@@ -74,15 +74,8 @@ async fn the_console_runs_apps_from_one_origin_behind_iap_in_a_real_browser() ->
 {
     let production = Production::start().await?;
     let dir = tempfile::tempdir()?;
-    let repo = GitRepo::create(
-        dir.path(),
-        &[
-            ("app.py", &streamlit_app("Version one")),
-            ("requirements.txt", "streamlit\n"),
-        ],
-    )?;
+    let (repo, _) = production.demo_repo(dir.path())?;
     let first_commit = runway_tests::git(&repo.work, &["rev-parse", "HEAD"])?;
-    production.github.add_repo("ada", "demo", &repo.bare);
     // Long enough to watch the build log arrive on the page.
     production
         .cloud_build

@@ -365,6 +365,20 @@ impl Production {
             .bearer_auth(self.lb.id_token(email))
     }
 
+    /// The repository `ada/demo` on the fake GitHub, backed by a real one in `dir`: a Streamlit
+    /// app ("Version one") in `app.py` with its `requirements.txt`. Returns it and its id.
+    pub fn demo_repo(&self, dir: &Path) -> anyhow::Result<(crate::GitRepo, u64)> {
+        let repo = crate::GitRepo::create(
+            dir,
+            &[
+                ("app.py", &crate::streamlit_app("Version one")),
+                ("requirements.txt", "streamlit\n"),
+            ],
+        )?;
+        let id = self.github.add_repo("ada", "demo", &repo.bare);
+        Ok((repo, id))
+    }
+
     /// The secret GitHub signs `app`'s pushes with (derived from `RUNWAY_WEBHOOK_SECRET`).
     pub fn app_webhook_secret(&self, app: &str) -> String {
         let key = secrecy::SecretString::from(self.env["RUNWAY_WEBHOOK_SECRET"].clone());

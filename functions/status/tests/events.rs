@@ -1,15 +1,14 @@
 //! An app's page following its release (`/apps/{app}/events`): the build log reaches the page
 //! piece by piece, each look reading only what the builder wrote since the last.
 
+mod fixtures;
+
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::body::Body;
 use futures_util::StreamExt;
-use runway_core::domain::{
-    AppName, Branch, BuildId, Deployment, MainFile, NewRelease, ReleaseState, ReleaseUpdate,
-    RepoUrl, Resources, Trigger,
-};
+use runway_core::domain::{AppName, BuildId, NewRelease, ReleaseState, ReleaseUpdate, Trigger};
 use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, ImageBuilder, StartedBuild, Store,
 };
@@ -105,23 +104,7 @@ async fn a_following_page_reads_only_what_is_new_of_the_build_log() {
             email: "ada@example.com".into(),
         }),
     };
-    let now = chrono::Utc::now();
-    let deployment = Deployment {
-        app: AppName::parse("demo").unwrap(),
-        repo: RepoUrl::parse("https://github.com/acme/demo", false).unwrap(),
-        repo_id: 1,
-        branch: Branch::parse("main").unwrap(),
-        main_file: MainFile::parse("app.py").unwrap(),
-        region: "local".to_owned().try_into().unwrap(),
-        resources: Resources::default(),
-        access: Default::default(),
-        owner: "ada@example.com".into(),
-        webhook_id: None,
-        live_release: None,
-        url: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let deployment = fixtures::deployment("demo");
     store.put_deployment(&deployment).await.unwrap();
     let new = NewRelease {
         app: deployment.app.clone(),

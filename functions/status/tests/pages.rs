@@ -2,14 +2,13 @@
 //! its JSON twin) holds a bounded number of rows however long the history, says which rows it
 //! shows and links to the others.
 
+mod fixtures;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::body::Body;
-use runway_core::domain::{
-    AppName, AuditAction, AuditEntry, Branch, BuildId, Deployment, MainFile, NewRelease, RepoUrl,
-    Resources, Trigger,
-};
+use runway_core::domain::{AppName, AuditAction, AuditEntry, BuildId, NewRelease, Trigger};
 use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, ImageBuilder, StartedBuild, Store,
 };
@@ -60,23 +59,7 @@ impl Console {
     }
 
     async fn add_app(&self, name: &str) -> AppName {
-        let now = chrono::Utc::now();
-        let deployment = Deployment {
-            app: AppName::parse(name).unwrap(),
-            repo: RepoUrl::parse(&format!("https://github.com/acme/{name}"), false).unwrap(),
-            repo_id: 1,
-            branch: Branch::parse("main").unwrap(),
-            main_file: MainFile::parse("app.py").unwrap(),
-            region: "local".to_owned().try_into().unwrap(),
-            resources: Resources::default(),
-            access: Default::default(),
-            owner: "ada@example.com".into(),
-            webhook_id: None,
-            live_release: None,
-            url: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let deployment = fixtures::deployment(name);
         self.store.put_deployment(&deployment).await.unwrap();
         deployment.app
     }
