@@ -360,14 +360,24 @@ async fn app_events(
     Shared(state): Shared<State>,
     Authenticated(caller): Authenticated,
     Path(app): Path<String>,
+    headers: http::HeaderMap,
 ) -> ApiResult {
     let app = managed(&state, &caller, &app).await?.app;
+    // A browser connecting again names the last event it got: its log goes on from there.
+    let (log_of, log_sent) = headers
+        .get("last-event-id")
+        .and_then(|id| id.to_str().ok())
+        .and_then(LogPosition::parse)
+        .map_or((None, 0), |position| {
+            (Some(position.release), position.sent)
+        });
     let follow = Follow {
         state,
         app,
         pending: std::collections::VecDeque::new(),
         shown: None,
-        log_sent: 0,
+        log_of,
+        log_sent,
         deadline: tokio::time::Instant::now() + FOLLOW_AT_MOST,
         looked: false,
         finished: false,
@@ -385,7 +395,8 @@ struct Follow {
     pending: std::collections::VecDeque<Event>,
     /// The release and state last sent.
     shown: Option<(ReleaseId, ReleaseState)>,
-    /// How many bytes of that release's build log were sent.
+    /// The release whose build log the page has, and how many of its bytes.
+    log_of: Option<ReleaseId>,
     log_sent: u64,
     deadline: tokio::time::Instant,
     looked: bool,
@@ -423,10 +434,12 @@ impl Follow {
             return;
         };
         let now = (latest.id.clone(), latest.state);
+        if self.log_of.as_ref() != Some(&latest.id) {
+            // A newer release: its own log, from the start.
+            self.log_of = Some(latest.id.clone());
+            self.log_sent = 0;
+        }
         if self.shown.as_ref() != Some(&now) {
-            if self.shown.as_ref().map(|(id, _)| id) != Some(&latest.id) {
-                self.log_sent = 0; // A newer release: its own log, from the start.
-            }
             let release = json!({
                 "id": latest.id, "seq": latest.seq, "state": latest.state,
                 "message": latest.message,
@@ -446,12 +459,20 @@ impl Follow {
         {
             let at_end = piece.len() < LOG_PIECE;
             let (text, used) = readable(&piece, at_end && latest.state.is_terminal());
+            self.log_sent += used as u64;
             if !text.is_empty() {
                 let text = text.replace('\r', "\n");
-                self.pending
-                    .push_back(Event::default().event("log").data(text));
+                let position = LogPosition {
+                    release: latest.id.clone(),
+                    sent: self.log_sent,
+                };
+                self.pending.push_back(
+                    Event::default()
+                        .event("log")
+                        .id(position.to_string())
+                        .data(text),
+                );
             }
-            self.log_sent += used as u64;
             log_complete = at_end && used == piece.len();
         }
         if latest.state.is_terminal() && log_complete {
@@ -468,6 +489,29 @@ impl Follow {
         self.pending
             .push_back(Event::default().event("done").data(state));
         self.finished = true;
+    }
+}
+
+/// How far a page got in a release's build log: the id of each `log` event, which a browser
+/// sends back as `Last-Event-ID` when it connects again.
+struct LogPosition {
+    release: ReleaseId,
+    sent: u64,
+}
+
+impl LogPosition {
+    fn parse(id: &str) -> Option<Self> {
+        let (release, sent) = id.split_once(' ')?;
+        Some(Self {
+            release: ReleaseId::from(release),
+            sent: sent.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for LogPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.release, self.sent)
     }
 }
 

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use axum::body::Body;
 use futures_util::StreamExt;
-use runway_core::domain::{AppName, BuildId, NewRelease, ReleaseState, ReleaseUpdate, Trigger};
+use runway_core::domain::{
+    AppName, BuildId, NewRelease, ReleaseId, ReleaseState, ReleaseUpdate, Trigger,
+};
 use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, ImageBuilder, StartedBuild, Store,
 };
@@ -52,27 +54,29 @@ impl ImageBuilder for GrowingLog {
     }
 }
 
-/// Server-Sent Events as (event, data) pairs, read from a response body as they come.
+/// Server-Sent Events as (event, data, id) triples, read from a response body as they come.
 struct Events {
     body: axum::body::BodyDataStream,
     buffer: String,
 }
 
 impl Events {
-    async fn next(&mut self) -> (String, String) {
+    async fn next(&mut self) -> (String, String, Option<String>) {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut event, mut data) = (String::new(), Vec::new());
+                let (mut event, mut data, mut id) = (String::new(), Vec::new(), None);
                 for line in block.lines() {
                     if let Some(name) = line.strip_prefix("event: ") {
                         event = name.to_owned();
                     } else if let Some(line) = line.strip_prefix("data:") {
                         data.push(line.strip_prefix(' ').unwrap_or(line));
+                    } else if let Some(line) = line.strip_prefix("id:") {
+                        id = Some(line.strip_prefix(' ').unwrap_or(line).to_owned());
                     }
                 }
                 if !event.is_empty() {
-                    return (event, data.join("\n"));
+                    return (event, data.join("\n"), id);
                 }
                 continue; // A keep-alive comment.
             }
@@ -83,62 +87,102 @@ impl Events {
 
     /// The data of the next event named `name`, passing others.
     async fn next_named(&mut self, name: &str) -> String {
+        self.next_with_id(name).await.0
+    }
+
+    /// The data and id of the next event named `name`, passing others.
+    async fn next_with_id(&mut self, name: &str) -> (String, Option<String>) {
         loop {
-            let (event, data) = self.next().await;
+            let (event, data, id) = self.next().await;
             if event == name {
-                return data;
+                return (data, id);
             }
+        }
+    }
+}
+
+/// An app, `demo`, whose release is building with `builder`'s log, on a real store.
+struct Following {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    builder: Arc<GrowingLog>,
+    state: State,
+    release: ReleaseId,
+}
+
+impl Following {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("runway.db")).unwrap());
+        let builder = Arc::new(GrowingLog::default());
+        let state = State {
+            store: store.clone(),
+            builder: builder.clone(),
+            identity: Arc::new(LocalIdentity {
+                email: "ada@example.com".into(),
+            }),
+        };
+        let deployment = fixtures::deployment("demo");
+        store.put_deployment(&deployment).await.unwrap();
+        let new = NewRelease {
+            app: deployment.app.clone(),
+            trigger: Trigger::Manual,
+            actor: "ada@example.com".into(),
+            commit: None,
+            rollback_of: None,
+        };
+        let release = store.queue_release(new).await.unwrap();
+        let building = ReleaseUpdate {
+            build_id: Some("b-1".into()),
+            ..Default::default()
+        };
+        store
+            .transition(
+                &release.id,
+                ReleaseState::Queued,
+                ReleaseState::Building,
+                building,
+            )
+            .await
+            .unwrap();
+        Self {
+            _dir: dir,
+            store,
+            builder,
+            state,
+            release: release.id,
+        }
+    }
+
+    /// The page's event stream, as a browser opens it (again, with `last_event_id`).
+    async fn events(&self, last_event_id: Option<&str>) -> Events {
+        let mut request = http::Request::get("/apps/demo/events");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let request = request.body(Body::empty()).unwrap();
+        let response = router(self.state.clone()).oneshot(request).await.unwrap();
+        Events {
+            body: response.into_body().into_data_stream(),
+            buffer: String::new(),
         }
     }
 }
 
 #[tokio::test]
 async fn a_following_page_reads_only_what_is_new_of_the_build_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("runway.db")).unwrap());
-    let builder = Arc::new(GrowingLog::default());
-    let state = State {
-        store: store.clone(),
-        builder: builder.clone(),
-        identity: Arc::new(LocalIdentity {
-            email: "ada@example.com".into(),
-        }),
-    };
-    let deployment = fixtures::deployment("demo");
-    store.put_deployment(&deployment).await.unwrap();
-    let new = NewRelease {
-        app: deployment.app.clone(),
-        trigger: Trigger::Manual,
-        actor: "ada@example.com".into(),
-        commit: None,
-        rollback_of: None,
-    };
-    let release = store.queue_release(new).await.unwrap();
-    let building = ReleaseUpdate {
-        build_id: Some("b-1".into()),
-        ..Default::default()
-    };
-    use ReleaseState::*;
-    store
-        .transition(&release.id, Queued, Building, building)
-        .await
-        .unwrap();
+    let following = Following::new().await;
+    let (store, builder, release) = (&following.store, &following.builder, &following.release);
     builder.write("==> installing\r");
 
-    let request = http::Request::get("/apps/demo/events")
-        .body(Body::empty())
-        .unwrap();
-    let response = router(state).oneshot(request).await.unwrap();
-    let mut events = Events {
-        body: response.into_body().into_data_stream(),
-        buffer: String::new(),
-    };
+    let mut events = following.events(None).await;
     let first = events.next_named("log").await;
     builder.write("Installed 42 packages — ✓\n");
     let second = events.next_named("log").await;
+    use ReleaseState::*;
     for (from, to) in [(Building, Deploying), (Deploying, Live)] {
         store
-            .transition(&release.id, from, to, ReleaseUpdate::default())
+            .transition(release, from, to, ReleaseUpdate::default())
             .await
             .unwrap();
     }
@@ -155,4 +199,32 @@ async fn a_following_page_reads_only_what_is_new_of_the_build_log() {
     assert!(read_from.contains(&sent), "{read_from:?}");
     assert_eq!(read_from.last(), Some(&written), "{read_from:?}");
     assert!(read_from.windows(2).all(|w| w[0] <= w[1]), "{read_from:?}");
+}
+
+/// A browser's EventSource connects again when the stream ends (status ends each after 15
+/// minutes) and sends the id of the last event it got: the log goes on from there instead of
+/// being shown again from its start. An id of another release starts the newest one's log
+/// from the beginning.
+#[tokio::test]
+async fn a_page_that_connects_again_gets_the_build_log_from_where_it_stopped() {
+    let following = Following::new().await;
+    following.builder.write("first part\n");
+    let mut events = following.events(None).await;
+    let (first, id) = events.next_with_id("log").await;
+    assert_eq!(first, "first part\n");
+    let id = id.expect("a log event has an id");
+    drop(events);
+
+    following.builder.write("second part\n");
+    let mut again = following.events(Some(&id)).await;
+    assert_eq!(again.next_named("log").await, "second part\n");
+
+    let older = format!("{}-older 5", following.release);
+    let mut elsewhere = following.events(Some(&older)).await;
+    assert_eq!(
+        elsewhere.next_named("log").await,
+        "first part\nsecond part\n"
+    );
+    let mut garbled = following.events(Some("not an id")).await;
+    assert_eq!(garbled.next_named("log").await, "first part\nsecond part\n");
 }
