@@ -421,6 +421,7 @@ async fn an_update_keeps_every_setting_it_does_not_name() -> anyhow::Result<()> 
             &json!({
                 "repo_url": repo.url(), "main_file": "streamlit_app.py", "app_name": "kept",
                 "branch": "dev", "memory": "2Gi", "cpu": "2",
+                "secrets": "api_key = \"k-93f1\"\n[db]\nurl = \"postgres://kept\"\n",
             }),
         )
         .await?;
@@ -440,6 +441,20 @@ async fn an_update_keeps_every_setting_it_does_not_name() -> anyhow::Result<()> 
     assert_eq!(app["memory"], "2Gi", "{app:#}");
     assert_eq!(app["cpu"], "2", "{app:#}");
     assert_eq!(app["region"], "local", "{app:#}");
+    // The secrets were kept too: their names show, never their values.
+    assert_eq!(app["secret_keys"], json!(["api_key", "db"]), "{app:#}");
+    let shown = app.to_string()
+        + &runway
+            .client
+            .get(runway.url("/apps/kept"))
+            .send()
+            .await?
+            .text()
+            .await?;
+    assert!(
+        !shown.contains("k-93f1") && !shown.contains("postgres://kept"),
+        "{shown}"
+    );
     Ok(())
 }
 

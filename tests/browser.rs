@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use fantoccini::Locator;
-use runway_tests::browser::{Browser, assert_accessible, wait_for_text};
+use runway_tests::browser::{Browser, assert_accessible, fill, wait_for_text};
 use runway_tests::{GitRepo, Runway, streamlit_app};
 
 const SECRET: &str = "browser-sees-9c2d";
+const NEW_SECRET: &str = "browser-sees-too-41ab";
 const TIMEOUT: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,18 +44,10 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         // Deploy through the form, as a person would: a mistake first, shown on its field.
         browser.find(Locator::Id("repo_url")).await?;
         assert_accessible(&browser).await?;
-        let fill = |id: &'static str, text: String| {
-            let browser = browser.clone();
-            async move {
-                let field = browser.find(Locator::Id(id)).await?;
-                field.clear().await?;
-                field.send_keys(&text).await
-            }
-        };
-        fill("repo_url", repo.url()).await?;
-        fill("main_file", "streamlit_app.py".into()).await?;
-        fill("app_name", "Browser_App".into()).await?;
-        fill("secrets", format!("greeting = \"{SECRET}\"")).await?;
+        fill(&browser, "repo_url", &repo.url()).await?;
+        fill(&browser, "main_file", "streamlit_app.py").await?;
+        fill(&browser, "app_name", "Browser_App").await?;
+        fill(&browser, "secrets", &format!("greeting = \"{SECRET}\"")).await?;
         let submit = Locator::Css("button[type=submit]");
         browser.find(submit).await?.click().await?;
         let error = browser
@@ -65,7 +58,7 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         let shown = error.text().await?;
         assert!(shown.contains("lowercase"), "{shown}");
         browser.find(Locator::Css("#app_name.field-error")).await?;
-        fill("app_name", "browser".into()).await?;
+        fill(&browser, "app_name", "browser").await?;
         browser.find(submit).await?.click().await?;
         // The app's page follows the release (its events turn the badge live), then shows
         // itself anew with the app's link.
@@ -162,6 +155,64 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
             .await?;
         browser.goto(&url).await?;
         wait_for_text(&browser, "Version one").await?;
+
+        // Settings, edited on the app's page. A TOML mistake in the new secrets is named with
+        // its line and column on their field; then new secrets and more memory redeploy the
+        // app, and the page names its secrets but shows no value.
+        browser.goto(&runway.url("/apps/browser")).await?;
+        let names = browser
+            .find(Locator::Id("secret-names"))
+            .await?
+            .text()
+            .await?;
+        assert!(names.contains("Set: greeting."), "{names}");
+        fill(&browser, "secrets", "greeting = \"x\"\nbroken = = 1").await?;
+        let save = Locator::Css("#settings button[type=submit]");
+        browser.find(save).await?.click().await?;
+        let refused = browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#outcome.error"))
+            .await?
+            .text()
+            .await?;
+        assert!(refused.contains("line 2, column 10"), "{refused}");
+        browser.find(Locator::Css("#secrets.field-error")).await?;
+        fill(
+            &browser,
+            "secrets",
+            &format!("greeting = \"{NEW_SECRET}\"\ntoken = \"t0k\""),
+        )
+        .await?;
+        browser
+            .find(Locator::XPath("//select[@id='memory']/option[.='1Gi']"))
+            .await?
+            .click()
+            .await?;
+        browser.find(save).await?.click().await?;
+        browser
+            .wait()
+            .at_most(TIMEOUT)
+            .for_element(Locator::XPath(
+                "//table[@aria-labelledby='releases']//tr[td[1][.='4']]//span[.='live']",
+            ))
+            .await?;
+        let names = browser
+            .find(Locator::Id("secret-names"))
+            .await?
+            .text()
+            .await?;
+        assert!(names.contains("Set: greeting, token."), "{names}");
+        let facts = browser.find(Locator::Css("dl.facts")).await?.text().await?;
+        assert!(facts.contains("1Gi"), "{facts}");
+        assert_accessible(&browser).await?;
+        let page = browser.source().await?;
+        assert!(
+            !page.contains(NEW_SECRET) && !page.contains("t0k"),
+            "the page shows a secret"
+        );
+        browser.goto(&url).await?;
+        wait_for_text(&browser, &format!("greeting: {NEW_SECRET}")).await?;
 
         // Delete behind its name: a wrong one is refused on the page, the right one deletes.
         browser.goto(&runway.url("/apps/browser")).await?;

@@ -114,6 +114,7 @@ fn deployment(name: &str, repo_id: u64) -> Deployment {
         resources: Resources::default(),
         access: Default::default(),
         owner: "ada@example.com".into(),
+        secret_keys: None,
         webhook_id: Some("17".into()),
         live_release: None,
         url: None,
@@ -174,11 +175,12 @@ async fn to_deploying(store: &dyn Store, id: &ReleaseId) {
 
 async fn deployments_round_trip_and_are_found_by_repo(subject: &Subject) {
     let store = subject.store();
-    let (first, second, other) = (
+    let (mut first, second, other) = (
         deployment("beta", 7),
         deployment("alpha", 7),
         deployment("gamma", 8),
     );
+    first.secret_keys = Some(vec!["api_key".into(), "db".into()]);
     for d in [&first, &second, &other] {
         store.put_deployment(d).await.unwrap();
     }

@@ -184,6 +184,7 @@ fn deployment_on(repo: &RepoUrl, name: &str, webhook_id: Option<HookId>) -> Depl
         resources: Default::default(),
         access: Default::default(),
         owner: "ada".into(),
+        secret_keys: None,
         webhook_id,
         live_release: None,
         url: None,

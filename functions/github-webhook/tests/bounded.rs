@@ -190,6 +190,7 @@ async fn fixture(hang_on_delivery: bool) -> Fixture {
             resources: Default::default(),
             access: Default::default(),
             owner: "ada@example.com".into(),
+            secret_keys: None,
             webhook_id: None,
             live_release: None,
             url: None,

@@ -85,6 +85,7 @@ fn deployment_json(deployment: &Deployment, latest: Option<&Release>) -> Value {
         "memory": deployment.resources.memory().as_str(),
         "cpu": deployment.resources.cpu().as_str(),
         "access": deployment.access,
+        "secret_keys": deployment.secret_keys,
         "owner": deployment.owner,
         "url": deployment.url,
         "live_release": deployment.live_release,

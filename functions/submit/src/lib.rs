@@ -392,6 +392,12 @@ async fn create_or_update(
                 |app| app.access.clone(),
             )
         }),
+        // The names of the secrets it sets; a new app without any has none, an update
+        // without them keeps the app's.
+        secret_keys: match &form.secrets {
+            Some(secrets) => Some(secrets.keys()),
+            None => existing.is_none().then(Vec::new),
+        },
         webhook_id,
     };
     // A new app's name is claimed before anything else is written: of two creates of one

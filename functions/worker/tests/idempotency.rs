@@ -83,6 +83,7 @@ async fn queued_release() -> (tempfile::TempDir, Embedded, Release) {
             resources: Resources::default(),
             access: Default::default(),
             owner: "t@t".into(),
+            secret_keys: None,
             webhook_id: None,
             live_release: None,
             url: None,

@@ -5,8 +5,8 @@
 
 use askama::Template;
 use runway_core::domain::{
-    AuditEntry, Caller, CommitSha, Delivery, Deployment, Release, ReleaseId, ReleaseState, RepoUrl,
-    Timestamp, Trigger,
+    AuditEntry, Caller, CommitSha, Cpu, Delivery, Deployment, Memory, Release, ReleaseId,
+    ReleaseState, RepoUrl, Timestamp, Trigger,
 };
 
 /// The console's stylesheet, served at `/assets/console.css`.
@@ -310,6 +310,13 @@ pub struct AppPage {
     pub cpu: String,
     pub access: String,
     pub owner: String,
+    /// The settings form's choices and current values.
+    pub memories: Vec<&'static str>,
+    pub cpus: Vec<&'static str>,
+    pub access_mode: &'static str,
+    pub viewers: String,
+    /// The names of the app's secrets (never a value); `None` when Runway has not kept them.
+    pub secret_keys: Option<Vec<String>>,
     pub releases: Vec<ReleaseRow>,
     /// The app has more releases than the page shows: it shows the newest this many.
     pub newest_only: Option<usize>,
@@ -342,6 +349,17 @@ impl AppPage {
             cpu: deployment.resources.cpu().as_str().to_owned(),
             access: deployment.access.to_string(),
             owner: deployment.owner.clone(),
+            memories: Memory::ALL.iter().map(|m| m.as_str()).collect(),
+            cpus: Cpu::ALL.iter().map(|c| c.as_str()).collect(),
+            access_mode: deployment.access.mode(),
+            viewers: deployment
+                .access
+                .viewers()
+                .iter()
+                .map(|viewer| viewer.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            secret_keys: deployment.secret_keys.clone(),
             releases: releases
                 .iter()
                 .map(|release| {
@@ -424,6 +442,7 @@ mod tests {
             resources: Resources::default(),
             access: Default::default(),
             owner: "ada@example.com".into(),
+            secret_keys: None,
             webhook_id: None,
             live_release: None,
             url: None,

@@ -53,6 +53,8 @@ pub struct Settings {
     pub region: Region,
     pub resources: Resources,
     pub access: Access,
+    /// The names of the secrets the submit sets; `None` when it keeps the app's.
+    pub secret_keys: Option<Vec<String>>,
     /// The push webhook; `None` while a new app's name is claimed and its hook not made yet.
     pub webhook_id: Option<HookId>,
 }
@@ -76,6 +78,9 @@ pub fn submitted(
         resources: settings.resources,
         access: settings.access,
         owner: existing.map_or_else(|| caller.email.clone(), |d| d.owner.clone()),
+        secret_keys: settings
+            .secret_keys
+            .or_else(|| existing.and_then(|d| d.secret_keys.clone())),
         webhook_id: settings.webhook_id,
         live_release: existing.and_then(|d| d.live_release.clone()),
         url: existing.and_then(|d| d.url.clone()),
@@ -114,6 +119,7 @@ mod tests {
             region: Region::try_from("europe-west1".to_owned()).unwrap(),
             resources: Resources::default(),
             access: Access::default(),
+            secret_keys: Some(vec!["token".into()]),
             webhook_id: Some(HookId::new("11")),
         }
     }
@@ -148,6 +154,23 @@ mod tests {
         assert_eq!(after.url, before.url);
         assert_eq!(after.created_at, at(0));
         assert_eq!(after.updated_at, at(60));
+    }
+
+    #[test]
+    fn an_update_without_secrets_keeps_the_names_of_the_apps_secrets() {
+        let before = existing();
+        let kept = Settings {
+            secret_keys: None,
+            ..settings("app.py")
+        };
+        let after = submitted(Some(&before), kept, &caller("ada@x.io", false), at(60));
+        assert_eq!(after.secret_keys, Some(vec!["token".to_owned()]));
+        let replaced = Settings {
+            secret_keys: Some(vec!["api_key".into(), "db".into()]),
+            ..settings("app.py")
+        };
+        let after = submitted(Some(&before), replaced, &caller("ada@x.io", false), at(60));
+        assert_eq!(after.secret_keys, Some(vec!["api_key".into(), "db".into()]));
     }
 
     #[test]

@@ -150,6 +150,7 @@ mod tests {
             resources: Default::default(),
             access: Default::default(),
             owner: "ada".into(),
+            secret_keys: None,
             webhook_id: None,
             live_release: live.map(ReleaseId::new),
             url: Some("http://old".into()),

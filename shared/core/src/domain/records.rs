@@ -26,6 +26,10 @@ pub struct Deployment {
     #[serde(default)]
     pub access: Access,
     pub owner: String,
+    /// The names of the app's secrets, never their values, for its page. `None` for an app
+    /// whose secrets were set before Runway kept their names.
+    #[serde(default)]
+    pub secret_keys: Option<Vec<String>>,
     /// The push webhook on the repository, once created.
     pub webhook_id: Option<HookId>,
     /// The release currently serving, and where.

@@ -627,6 +627,18 @@ impl SecretsToml {
         self.0.expose_secret()
     }
 
+    /// The names at its top level (keys and tables), sorted: what the app's page may show of
+    /// its secrets, never a value.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .expose()
+            .parse::<toml::Table>()
+            .map(|table| table.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
     pub fn len(&self) -> usize {
         self.expose().len()
     }
@@ -1340,6 +1352,17 @@ mod tests {
         );
         assert!(!error.to_string().contains("sk-live"), "{error}");
         assert!(!error.to_string().contains("abcdef"), "{error}");
+    }
+
+    #[test]
+    fn names_the_top_level_keys_and_tables_of_secrets_but_no_value() {
+        let secrets = SecretsToml::parse(
+            "token = \"s3cret\"\n[connections.db]\nurl = \"postgres://u:p@h\"\n".to_owned(),
+        )
+        .unwrap();
+        let keys = secrets.keys();
+        assert_eq!(keys, ["connections", "token"]);
+        assert!(!keys.concat().contains("s3cret"));
     }
 
     #[test]
