@@ -210,6 +210,28 @@ async fn every_bad_field_gets_a_4xx_naming_it_and_leaves_nothing_behind() -> any
         .await?;
     assert_eq!(response.status(), 400);
 
+    // The forms check secrets before they send them, with the parser a submit uses: the
+    // mistake with its line and column, never the text; or the names the TOML sets.
+    let (code, answer) = runway
+        .post_json(
+            "/new/secrets-check",
+            &json!({ "secrets": "token = \"tk-5521\"\nport = = 1\n" }),
+        )
+        .await?;
+    assert_eq!(code, 400, "{answer}");
+    assert_eq!(answer["field"], "secrets");
+    let message = answer["error"].as_str().unwrap_or_default();
+    assert!(message.contains("line 2, column 8"), "{message}");
+    assert!(!message.contains("tk-5521"), "{message}");
+    let (code, answer) = runway
+        .post_json(
+            "/new/secrets-check",
+            &json!({ "secrets": "token = \"tk-5521\"\n[db]\nport = 1\n" }),
+        )
+        .await?;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer, json!({ "keys": ["db", "token"] }));
+
     // Nothing was left behind by the refused submits.
     let (_, list) = runway.get_json("/api/apps").await?;
     assert_eq!(list["deployments"], json!([]));

@@ -166,9 +166,13 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
             .text()
             .await?;
         assert!(names.contains("Set: greeting."), "{names}");
+        // The mistake is named as soon as the field is left, before anything is sent.
         fill(&browser, "secrets", "greeting = \"x\"\nbroken = = 1").await?;
-        let save = Locator::Css("#settings button[type=submit]");
-        browser.find(save).await?.click().await?;
+        browser
+            .find(Locator::Id("main_file"))
+            .await?
+            .click()
+            .await?;
         let refused = browser
             .wait()
             .at_most(Duration::from_secs(20))
@@ -178,6 +182,20 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
             .await?;
         assert!(refused.contains("line 2, column 10"), "{refused}");
         browser.find(Locator::Css("#secrets.field-error")).await?;
+        // Saving with it is refused on the page too, and no release is queued.
+        let save = Locator::Css("#settings button[type=submit]");
+        browser.find(save).await?.click().await?;
+        browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#secrets.field-error"))
+            .await?;
+        let (_, shown) = runway.get_json("/api/apps/browser").await?;
+        assert_eq!(
+            shown["releases"].as_array().map(Vec::len),
+            Some(3),
+            "{shown:#}"
+        );
         fill(
             &browser,
             "secrets",

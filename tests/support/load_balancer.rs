@@ -437,6 +437,7 @@ mod tests {
             ("/api/builds/b-1/log", "status"),
             ("/api/audit", "status"),
             ("/new", "submit"),
+            ("/new/secrets-check", "submit"),
             ("/api/deployments", "submit"),
             ("/api/deployments/demo", "submit"),
             ("/api/deployments/demo/rollback", "submit"),

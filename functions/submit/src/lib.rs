@@ -30,6 +30,22 @@ use serde_json::json;
 
 /// Requests are small; the cap leaves room for the largest secrets TOML (64 KiB). Creating an
 /// app talks to GitHub, and deleting one waits for Cloud Run to remove the service.
+/// The body of `POST /new/secrets-check`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretsCheck {
+    secrets: String,
+}
+
+/// `POST /new/secrets-check`: whether secrets TOML would be taken, asked by the forms before
+/// they send it, with the parser a submit uses: the names it sets, or the mistake with its line
+/// and column (400, field `secrets`). Nothing is kept, and the text is never logged or echoed.
+async fn check_secrets(Authenticated(_caller): Authenticated, Body(body): Body) -> ApiResult {
+    let check: SecretsCheck = parse_json(&body)?;
+    let secrets = SecretsToml::parse(check.secrets)?;
+    Ok(json(StatusCode::OK, &json!({ "keys": secrets.keys() })))
+}
+
 const LIMITS: Limits = Limits {
     body: 256 * 1024,
     timeout: std::time::Duration::from_secs(300),
@@ -87,6 +103,7 @@ impl State {
 pub fn router(state: State) -> Router {
     let routes = axum::Router::new()
         .route("/new", get(form))
+        .route("/new/secrets-check", post(check_secrets))
         .route(
             "/api/deployments",
             post(create_or_update).get(moved_to_apps),
