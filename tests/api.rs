@@ -557,3 +557,43 @@ async fn an_apps_events_carry_its_release_and_build_log_until_done() -> anyhow::
     assert_eq!(code, 404);
     Ok(())
 }
+
+/// Once a repository is named, the new-app form learns its branches and which main file to
+/// suggest: `streamlit_app.py` when the default branch has it, else `app.py`, else none.
+#[tokio::test]
+async fn the_form_learns_a_repositorys_branches_and_main_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let both = GitRepo::create(
+        &dir.path().join("both"),
+        &[("streamlit_app.py", "a"), ("app.py", "b")],
+    )?;
+    both.push("dev")?;
+    let plain = GitRepo::create(&dir.path().join("plain"), &[("app.py", "b")])?;
+    let neither = GitRepo::create(&dir.path().join("neither"), &[("main.py", "c")])?;
+    let runway = Runway::start(dir.path())?;
+    let facts = |repo: &GitRepo| {
+        let url = format!(
+            "/new/repository?repo_url={}",
+            url::form_urlencoded::byte_serialize(repo.url().as_bytes()).collect::<String>()
+        );
+        let runway = &runway;
+        async move { runway.get_json(&url).await }
+    };
+
+    let (code, found) = facts(&both).await?;
+    assert_eq!(code, 200, "{found}");
+    assert_eq!(found["default_branch"], "main");
+    assert_eq!(found["branches"], json!(["dev", "main"]));
+    assert_eq!(found["main_file"], "streamlit_app.py");
+    assert_eq!(facts(&plain).await?.1["main_file"], "app.py");
+    assert_eq!(facts(&neither).await?.1["main_file"], Value::Null);
+
+    let (code, refused) = runway
+        .get_json("/new/repository?repo_url=ftp%3A%2F%2Fexample.com%2Frepo")
+        .await?;
+    assert_eq!(code, 400, "{refused}");
+    assert_eq!(refused["field"], "repo_url");
+    let (code, refused) = runway.get_json("/new/repository").await?;
+    assert_eq!((code, &refused["field"]), (400, &json!("repo_url")));
+    Ok(())
+}

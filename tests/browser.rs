@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use fantoccini::Locator;
-use runway_tests::browser::{Browser, assert_accessible, fill, wait_for_text};
+use runway_tests::browser::{Browser, assert_accessible, fill, wait_for_text, wait_for_value};
 use runway_tests::{GitRepo, Runway, streamlit_app};
 
 const SECRET: &str = "browser-sees-9c2d";
@@ -44,8 +44,10 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         // Deploy through the form, as a person would: a mistake first, shown on its field.
         browser.find(Locator::Id("repo_url")).await?;
         assert_accessible(&browser).await?;
+        // Naming the repository fills in its main file (it has streamlit_app.py).
         fill(&browser, "repo_url", &repo.url()).await?;
-        fill(&browser, "main_file", "streamlit_app.py").await?;
+        browser.find(Locator::Id("app_name")).await?.click().await?;
+        wait_for_value(&browser, "main_file", "streamlit_app.py").await?;
         fill(&browser, "app_name", "Browser_App").await?;
         fill(&browser, "secrets", &format!("greeting = \"{SECRET}\"")).await?;
         let submit = Locator::Css("button[type=submit]");

@@ -359,6 +359,40 @@ async fn lists_every_webhook_with_its_url(s: &Subject) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn lists_the_branches_by_name(s: &Subject) -> anyhow::Result<()> {
+    let (url, repo) = s.repo("app", &[("app.py", "one")])?;
+    repo.commit(&[("app.py", "two")], "elsewhere")?;
+    repo.push("feature/login")?;
+    repo.push("dev")?;
+
+    let branches = s.forge().branches(&url).await?;
+
+    let names: Vec<&str> = branches.iter().map(Branch::as_str).collect();
+    ensure!(names == ["dev", "feature/login", "main"], "{names:?}");
+    not_found(s.forge().branches(&s.missing_repo()?).await)?;
+    Ok(())
+}
+
+async fn tells_a_file_from_a_folder_or_nothing_on_a_branch(s: &Subject) -> anyhow::Result<()> {
+    let (url, repo) = s.repo(
+        "app",
+        &[("streamlit_app.py", "one"), ("pages/report.py", "two")],
+    )?;
+    repo.commit(&[("app.py", "three")], "only on dev")?;
+    repo.push("dev")?;
+    let has = |branch_name: &'static str, path: &'static str| {
+        let url = url.clone();
+        async move { s.forge().has_file(&url, &branch(branch_name), path).await }
+    };
+
+    ensure!(has("main", "streamlit_app.py").await?);
+    ensure!(has("main", "pages/report.py").await?);
+    ensure!(!has("main", "pages").await?, "a folder is not a file");
+    ensure!(!has("main", "app.py").await?, "app.py is on dev only");
+    ensure!(has("dev", "app.py").await?);
+    Ok(())
+}
+
 runway_tests::contract! {
     subjects: [
         git_forge => super::Subject::local().await.expect("a local forge"),
@@ -376,6 +410,8 @@ runway_tests::contract! {
         deleting_a_webhook_removes_it_and_deleting_it_again_is_fine,
         lists_every_webhook_with_its_url,
         a_new_webhook_is_dated_when_it_was_made,
+        lists_the_branches_by_name,
+        tells_a_file_from_a_folder_or_nothing_on_a_branch,
     ]
 }
 

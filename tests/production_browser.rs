@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use reqwest::Method;
-use runway_tests::browser::{Browser, assert_accessible, fill, text_of};
+use runway_tests::browser::{Browser, assert_accessible, fill, text_of, wait_for_value};
 use runway_tests::production::{ADMIN, Production};
 use runway_tests::streamlit_app;
 
@@ -27,8 +27,10 @@ async fn create_through_the_form(browser: &Client, base: &str, app: &str) -> any
         .await?
         .click()
         .await?;
+    // Naming the repository fills in its main file: GitHub says it has app.py.
     fill(browser, "repo_url", "https://github.com/ada/demo").await?;
-    fill(browser, "main_file", "app.py").await?;
+    browser.find(Locator::Id("app_name")).await?.click().await?;
+    wait_for_value(browser, "main_file", "app.py").await?;
     fill(browser, "app_name", app).await?;
     fill(browser, "secrets", &format!("greeting = \"{SECRET}\"")).await?;
     browser

@@ -87,6 +87,23 @@ pub async fn fill(browser: &Client, id: &str, text: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Waits until the field with id `id` holds `value` (a page's script fills it in).
+pub async fn wait_for_value(browser: &Client, id: &str, value: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let field = browser.find(Locator::Id(id)).await?;
+        let now = field.prop("value").await?.unwrap_or_default();
+        if now == value {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "#{id} holds {now:?}, never {value:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The text of the first element `css` selects.
 pub async fn text_of(browser: &Client, css: &str) -> anyhow::Result<String> {
     Ok(browser.find(Locator::Css(css)).await?.text().await?)

@@ -357,6 +357,20 @@ impl Forge for CountingForge {
             .or_default() += 1;
         self.inner.webhooks(repo).await
     }
+    async fn branches(
+        &self,
+        repo: &RepoUrl,
+    ) -> Result<Vec<runway_core::domain::Branch>, ForgeError> {
+        self.inner.branches(repo).await
+    }
+    async fn has_file(
+        &self,
+        repo: &RepoUrl,
+        branch: &runway_core::domain::Branch,
+        path: &str,
+    ) -> Result<bool, ForgeError> {
+        self.inner.has_file(repo, branch, path).await
+    }
 }
 
 #[tokio::test]

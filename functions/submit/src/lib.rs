@@ -5,6 +5,7 @@ use std::sync::Arc;
 use runway_core::adapters::{Adapters, Need, Unwired};
 use runway_core::clock::Clock;
 
+use axum::extract::Query;
 use axum::extract::State as Shared;
 use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode};
@@ -30,6 +31,64 @@ use serde_json::json;
 
 /// Requests are small; the cap leaves room for the largest secrets TOML (64 KiB). Creating an
 /// app talks to GitHub, and deleting one waits for Cloud Run to remove the service.
+/// The main files a new app's form offers first, in order: Streamlit Community Cloud's default,
+/// then the common other name.
+const MAIN_FILE_CANDIDATES: [&str; 2] = ["streamlit_app.py", "app.py"];
+
+#[derive(Deserialize)]
+struct RepositoryQuery {
+    repo_url: Option<String>,
+}
+
+/// `GET /new/repository?repo_url=…`: what the new-app form fills in once a repository is named:
+/// its default branch, its branches, and the main file to suggest (`streamlit_app.py` when the
+/// default branch has it, else `app.py`, else none). A repository outside the allowed list is
+/// refused before the forge is asked anything, as a submit is.
+async fn repository_facts(
+    Shared(state): Shared<State>,
+    Authenticated(_caller): Authenticated,
+    Query(query): Query<RepositoryQuery>,
+) -> ApiResult {
+    let repo = RepoUrl::parse(
+        required(&query.repo_url, "repo_url")?,
+        state.policy.allow_local_repos,
+    )?;
+    if let Some(allowed) = &state.policy.allowed_repos
+        && !allowed.permits(&repo)
+    {
+        return Err(allowed.refusal().into());
+    }
+    let forge = state.forge.as_ref();
+    let repository = forge
+        .repository(&repo)
+        .await
+        .map_err(|e| forge_error("repo_url", e))?;
+    let branches = forge
+        .branches(&repo)
+        .await
+        .map_err(|e| forge_error("repo_url", e))?;
+    let mut main_file = None;
+    for candidate in MAIN_FILE_CANDIDATES {
+        let found = forge
+            .has_file(&repo, &repository.default_branch, candidate)
+            .await
+            .map_err(|e| forge_error("repo_url", e))?;
+        if found {
+            main_file = Some(candidate);
+            break;
+        }
+    }
+    Ok(json(
+        StatusCode::OK,
+        &json!({
+            "full_name": repository.full_name,
+            "default_branch": repository.default_branch,
+            "branches": branches,
+            "main_file": main_file,
+        }),
+    ))
+}
+
 /// The body of `POST /new/secrets-check`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +163,7 @@ pub fn router(state: State) -> Router {
     let routes = axum::Router::new()
         .route("/new", get(form))
         .route("/new/secrets-check", post(check_secrets))
+        .route("/new/repository", get(repository_facts))
         .route(
             "/api/deployments",
             post(create_or_update).get(moved_to_apps),

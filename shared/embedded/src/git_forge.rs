@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 use super::write_private;
 use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
-use runway_core::ports::{Forge, ForgeError, Repository, SourceArchive, Webhook};
+use runway_core::ports::{BRANCHES_LISTED, Forge, ForgeError, Repository, SourceArchive, Webhook};
 use runway_http::webhook;
 
 const HOOK_MARKER: &str = "Installed by Runway";
@@ -490,6 +490,41 @@ impl Forge for GitForge {
                 created_at: hook.created_at,
             })
             .collect())
+    }
+
+    async fn branches(&self, repo: &RepoUrl) -> Result<Vec<Branch>, ForgeError> {
+        let git_dir = git_dir(repo).await?;
+        let listing = git(None, &["ls-remote", "--heads", &file_url(&git_dir)]).await?;
+        let mut branches: Vec<Branch> = listing
+            .lines()
+            .filter_map(|line| line.split('\t').nth(1)?.strip_prefix("refs/heads/"))
+            .filter_map(|name| Branch::parse(name).ok())
+            .collect();
+        branches.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        branches.truncate(BRANCHES_LISTED);
+        Ok(branches)
+    }
+
+    async fn has_file(
+        &self,
+        repo: &RepoUrl,
+        branch: &Branch,
+        path: &str,
+    ) -> Result<bool, ForgeError> {
+        let git_dir = git_dir(repo).await?;
+        let object = format!("refs/heads/{branch}:{path}");
+        let kind = git(
+            None,
+            &[
+                "--git-dir",
+                &git_dir.to_string_lossy(),
+                "cat-file",
+                "-t",
+                &object,
+            ],
+        )
+        .await;
+        Ok(kind.is_ok_and(|kind| kind.trim() == "blob"))
     }
 }
 

@@ -22,7 +22,7 @@ use self::app::AppAuth;
 use self::errors::{Op, Permission, scrub};
 use runway_archive::{Limits, TooLarge, Unreadable};
 use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
-use runway_core::ports::{Forge, ForgeError, Repository, SourceArchive, Webhook};
+use runway_core::ports::{BRANCHES_LISTED, Forge, ForgeError, Repository, SourceArchive, Webhook};
 
 /// GitHub's largest page; fewer round trips for repositories with many hooks.
 const PAGE_SIZE: &str = "100";
@@ -156,6 +156,12 @@ struct RepoBody {
 #[derive(Deserialize)]
 struct BranchBody {
     commit: BranchCommit,
+}
+
+/// An entry of GitHub's branch list (only its name is read).
+#[derive(Deserialize)]
+struct BranchName {
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -563,5 +569,51 @@ impl Forge for GitHubForge {
                 })
             })
             .collect())
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %repo))]
+    async fn branches(&self, repo: &RepoUrl) -> Result<Vec<Branch>, ForgeError> {
+        let repo = github_repo(repo)?;
+        let op = Op {
+            action: format!("list the branches of {repo}"),
+            needs: Permission::Contents,
+            missing: format!(
+                "repository {repo} not found or not visible to Runway's GitHub credentials"
+            ),
+        };
+        // GitHub lists branches by name; one page is what the form offers.
+        let mut url = self.repo_url(&repo, &["branches"]);
+        url.query_pairs_mut()
+            .append_pair("per_page", &BRANCHES_LISTED.to_string());
+        let listed: Vec<BranchName> = self.get_json(&repo, url, &op).await?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|branch| Branch::parse(&branch.name).ok())
+            .collect())
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %repo, branch = %branch, path))]
+    async fn has_file(
+        &self,
+        repo: &RepoUrl,
+        branch: &Branch,
+        path: &str,
+    ) -> Result<bool, ForgeError> {
+        let repo = github_repo(repo)?;
+        let op = Op {
+            action: format!("read {path} on '{branch}' of {repo}"),
+            needs: Permission::Contents,
+            missing: format!("{path} is not on '{branch}' of {repo}"),
+        };
+        let mut rest = vec!["contents"];
+        rest.extend(path.split('/'));
+        let mut url = self.repo_url(&repo, &rest);
+        url.query_pairs_mut().append_pair("ref", branch.as_str());
+        // A file is an object of type "file"; a folder is a list of its entries.
+        match self.get_json::<serde_json::Value>(&repo, url, &op).await {
+            Ok(contents) => Ok(contents["type"] == "file"),
+            Err(ForgeError::NotFound(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 }

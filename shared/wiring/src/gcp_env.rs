@@ -458,6 +458,12 @@ impl Forge for NoForge {
     async fn webhooks(&self, _: &RepoUrl) -> Result<Vec<Webhook>, ForgeError> {
         Err(Self::refuse())
     }
+    async fn branches(&self, _: &RepoUrl) -> Result<Vec<Branch>, ForgeError> {
+        Err(Self::refuse())
+    }
+    async fn has_file(&self, _: &RepoUrl, _: &Branch, _: &str) -> Result<bool, ForgeError> {
+        Err(Self::refuse())
+    }
 }
 
 /// A `/ready` check that calls `check` on a clone of `adapter`.

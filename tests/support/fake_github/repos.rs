@@ -61,6 +61,109 @@ pub(super) async fn get_branch(state: &Mutex<State>, id: u64, branch: &str) -> R
     }))
 }
 
+/// "List branches": `[{name, commit: {sha, url}, protected}]` in name order, a page at a time
+/// (`per_page`, default 30 and at most 100, and `page`), as GitHub lists them.
+pub(super) async fn list_branches(state: &Mutex<State>, id: u64, query: Option<&str>) -> Response {
+    let Some(bare) = bare_path(state, id) else {
+        return not_found();
+    };
+    let Ok(listing) = git(
+        &bare,
+        &[
+            "for-each-ref",
+            "--sort=refname",
+            "--format=%(refname:short) %(objectname)",
+            "refs/heads",
+        ],
+    )
+    .await
+    else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
+    };
+    let params: HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let per_page = params
+        .get("per_page")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let page = params
+        .get("page")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let state = lock(state);
+    let Some(repo) = state.repo(id) else {
+        return not_found();
+    };
+    let api = format!("{}repos/{}", state.api, repo.full_name());
+    let branches: Vec<Value> = listing
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|(name, sha)| {
+            json!({
+                "name": name,
+                "commit": { "sha": sha, "url": format!("{api}/commits/{sha}") },
+                "protected": false,
+            })
+        })
+        .collect();
+    ok(Value::Array(branches))
+}
+
+/// "Get repository content": a file is `{type: "file", name, path, sha, size, encoding:
+/// "base64", content}` at `ref` (default: the default branch); a folder is the list of its
+/// entries; a path not in the tree is 404 "Not Found".
+pub(super) async fn get_contents(
+    state: &Mutex<State>,
+    id: u64,
+    path: &str,
+    query: Option<&str>,
+) -> Response {
+    let Some(bare) = bare_path(state, id) else {
+        return not_found();
+    };
+    let reference = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == "ref")
+        .map_or_else(|| "HEAD".to_owned(), |(_, value)| value.into_owned());
+    let object = format!("{reference}:{path}");
+    let Ok(kind) = git(&bare, &["cat-file", "-t", &object]).await else {
+        return not_found();
+    };
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match kind.trim() {
+        "blob" => {
+            let (Ok(sha), Ok(content)) = (
+                git(&bare, &["rev-parse", &object]).await,
+                git(&bare, &["cat-file", "blob", &object]).await,
+            ) else {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
+            };
+            ok(json!({
+                "type": "file", "name": name, "path": path, "sha": sha.trim(),
+                "size": content.len(), "encoding": "base64",
+                "content": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &content),
+            }))
+        }
+        "tree" => {
+            let Ok(entries) = git(&bare, &["ls-tree", "--name-only", &object]).await else {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "Server Error");
+            };
+            ok(Value::Array(
+                entries
+                    .lines()
+                    .map(|entry| json!({ "name": entry, "path": format!("{path}/{entry}") }))
+                    .collect(),
+            ))
+        }
+        _ => not_found(),
+    }
+}
+
 /// "Download a repository archive (tar)": 302 to codeload with a short-lived token in the URL,
 /// as GitHub does for private repositories; the default branch when no ref is given.
 pub(super) async fn tarball(state: &Mutex<State>, id: u64, reference: &str) -> Response {

@@ -405,6 +405,10 @@ pub(super) async fn repo_route(
         (["branches", branch @ ..], &Method::GET) if !branch.is_empty() => {
             get_branch(state, id, &branch.join("/")).await
         }
+        (["branches"], &Method::GET) => list_branches(state, id, request.uri().query()).await,
+        (["contents", path @ ..], &Method::GET) if !path.is_empty() => {
+            get_contents(state, id, &path.join("/"), request.uri().query()).await
+        }
         (["tarball", reference @ ..], &Method::GET) => {
             tarball(state, id, &reference.join("/")).await
         }

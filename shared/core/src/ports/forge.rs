@@ -74,4 +74,17 @@ pub trait Forge: Send + Sync {
     ) -> Result<HookId, ForgeError>;
     async fn delete_webhook(&self, repo: &RepoUrl, hook_id: &HookId) -> Result<(), ForgeError>;
     async fn webhooks(&self, repo: &RepoUrl) -> Result<Vec<Webhook>, ForgeError>;
+    /// The repository's branches by name, the first [`BRANCHES_LISTED`]: what the
+    /// new-app form offers.
+    async fn branches(&self, repo: &RepoUrl) -> Result<Vec<Branch>, ForgeError>;
+    /// Whether `path` is a file at the head of `branch` (a folder or nothing is `false`).
+    async fn has_file(
+        &self,
+        repo: &RepoUrl,
+        branch: &Branch,
+        path: &str,
+    ) -> Result<bool, ForgeError>;
 }
+
+/// How many branches [`Forge::branches`] lists (one page of GitHub's).
+pub const BRANCHES_LISTED: usize = 100;
