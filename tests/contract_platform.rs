@@ -100,6 +100,7 @@ async fn build(
             commit: CommitSha::parse(head.trim())?,
             main_file: MainFile::parse(MAIN_FILE)?,
             cache_from: None,
+            clear_cache: false,
         })
         .await?;
     match wait_for_end(builder, &started.build_id, BUILD_TIMEOUT).await {

@@ -155,6 +155,7 @@ fn new_release(name: &str) -> NewRelease {
         actor: "ada@example.com".into(),
         commit: None,
         rollback_of: None,
+        clear_cache: false,
     }
 }
 
@@ -278,6 +279,7 @@ async fn a_rollback_starts_with_its_targets_image(subject: &Subject) {
         .queue_release(NewRelease {
             trigger: Trigger::Rollback,
             rollback_of: Some(target.clone()),
+            clear_cache: false,
             ..new_release("demo")
         })
         .await

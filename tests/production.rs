@@ -357,6 +357,33 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
         assert!(!documents.contains(SECRET), "the secret is in {collection}");
     }
 
+    // A redeploy that clears the build cache builds with no layers from the live image.
+    let redeployed: Value = production
+        .as_user(
+            Method::POST,
+            "submit",
+            "/api/deployments/demo/redeploy",
+            OWNER,
+        )
+        .json(&json!({ "clear_cache": true }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let rebuilt_id = redeployed["release_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let rebuilt = wait_for(&production, "demo", "the redeploy", |r| {
+        r["id"] == rebuilt_id.as_str()
+    })
+    .await?;
+    assert_eq!(rebuilt["state"], "live", "{rebuilt:#}");
+    assert_eq!(rebuilt["clear_cache"], true, "{rebuilt:#}");
+    let build = rebuilt["build_id"].as_str().unwrap_or_default();
+    assert!(production.cloud_build.build(build).is_some(), "{rebuilt:#}");
+    assert_eq!(production.cloud_build.cache_of(build), None, "{rebuilt:#}");
+
     // Nor in any build's source: the image never carries it.
     let builds = production.cloud_build.build_ids();
     assert!(builds.len() >= 3, "{builds:?}");

@@ -77,6 +77,46 @@ async fn a_rollback_brings_back_an_earlier_release_and_a_redeploy_the_branch_hea
         (Some("live"), Some("manual"))
     );
     assert_eq!(redeploy["commit"], head.as_str());
+    assert_eq!(redeploy["clear_cache"], false, "{redeploy:#}");
+    // With the build cache cleared: uv checks every package with the index again, and the
+    // release and its log say so. A field the redeploy does not know is refused by name.
+    let (code, answer) = runway
+        .post_json(
+            "/api/deployments/other/redeploy",
+            &json!({ "clear_cache": true }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{answer}");
+    let rebuilt = runway
+        .wait_for_release("other", answer["release_id"].as_str().unwrap(), TIMEOUT)
+        .await?;
+    assert_eq!(rebuilt["state"], "live", "{rebuilt:#}");
+    assert_eq!(rebuilt["clear_cache"], true, "{rebuilt:#}");
+    let log = runway
+        .client
+        .get(runway.url(&format!(
+            "/api/builds/{}/log",
+            rebuilt["build_id"].as_str().unwrap_or_default()
+        )))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(log.contains("build cache cleared"), "{log}");
+    let (code, refused) = runway
+        .post_json(
+            "/api/deployments/other/redeploy",
+            &json!({ "clear_caches": true }),
+        )
+        .await?;
+    assert_eq!(code, 400, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("clear_caches"),
+        "{refused}"
+    );
 
     // Every action is in the audit trail, with who did it.
     let (code, audit) = runway.get_json("/api/audit?app=other").await?;

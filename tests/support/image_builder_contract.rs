@@ -40,6 +40,7 @@ pub fn request(app: &str, repo: &GitRepo) -> BuildRequest {
         commit: CommitSha::parse(head.trim()).expect("a commit"),
         main_file: MainFile::parse("app.py").expect("a main file"),
         cache_from: None,
+        clear_cache: false,
     }
 }
 

@@ -94,6 +94,7 @@ fn release() -> NewRelease {
         actor: "ada".into(),
         commit: None,
         rollback_of: None,
+        clear_cache: false,
     }
 }
 

@@ -293,6 +293,7 @@ async fn push(state: State, deployment: Deployment, delivery_id: String, body: &
         actor: actor.clone(),
         commit,
         rollback_of: None,
+        clear_cache: false,
     };
     // The delivery and its release are written together: a failure writes neither, so GitHub's
     // "Redeliver" (the same id) queues the release then instead of being taken for a replay.

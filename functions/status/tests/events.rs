@@ -130,6 +130,7 @@ impl Following {
             actor: "ada@example.com".into(),
             commit: None,
             rollback_of: None,
+            clear_cache: false,
         };
         let release = store.queue_release(new).await.unwrap();
         let building = ReleaseUpdate {

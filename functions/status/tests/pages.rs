@@ -71,6 +71,7 @@ impl Console {
             actor: "ada@example.com".into(),
             commit: None,
             rollback_of: None,
+            clear_cache: false,
         };
         self.store.queue_release(new).await.unwrap();
     }

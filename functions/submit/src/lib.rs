@@ -524,7 +524,7 @@ async fn create_or_update(
             return Err(error);
         }
     };
-    let release = queue_manual(&state, &deployment, &caller, &commit).await?;
+    let release = queue_manual(&state, &deployment, &caller, &commit, false).await?;
     let action = if is_new {
         AuditAction::Create
     } else {
@@ -558,6 +558,7 @@ async fn queue_manual(
     deployment: &Deployment,
     caller: &Caller,
     commit: &CommitSha,
+    clear_cache: bool,
 ) -> Result<Release, ApiError> {
     let release = NewRelease {
         app: deployment.app.clone(),
@@ -565,6 +566,7 @@ async fn queue_manual(
         actor: caller.email.clone(),
         commit: Some(commit.clone()),
         rollback_of: None,
+        clear_cache,
     };
     Ok(enqueue(state.store.as_ref(), state.queue.as_ref(), release).await?)
 }
@@ -621,24 +623,47 @@ async fn redeploy(
     Shared(state): Shared<State>,
     Authenticated(caller): Authenticated,
     Path(app): Path<String>,
+    Body(body): Body,
 ) -> ApiResult {
     let deployment = managed(&state, &caller, &app).await?;
+    let form: RedeployForm = if body.iter().all(u8::is_ascii_whitespace) {
+        RedeployForm::default()
+    } else {
+        parse_json(&body)?
+    };
     let commit = state
         .forge
         .resolve_commit(&deployment.repo, &deployment.branch)
         .await
         .map_err(|e| forge_error("branch", e))?;
-    let release = queue_manual(&state, &deployment, &caller, &commit).await?;
+    let release = queue_manual(&state, &deployment, &caller, &commit, form.clear_cache).await?;
     audit(
         state.store.as_ref(),
         state.clock.as_ref(),
         &caller.email,
         AuditAction::Redeploy,
         Some(deployment.app.as_str()),
-        format!("commit {}", commit.short()),
+        format!(
+            "commit {}{}",
+            commit.short(),
+            if form.clear_cache {
+                ", build cache cleared"
+            } else {
+                ""
+            }
+        ),
     )
     .await;
     Ok(accepted(&release))
+}
+
+/// The body of a redeploy: optional, as is each field.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeployForm {
+    /// Build with no cache.
+    #[serde(default)]
+    clear_cache: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -682,6 +707,7 @@ async fn rollback(
             actor: caller.email.clone(),
             commit: target.commit.clone(),
             rollback_of: Some(target.clone()),
+            clear_cache: false,
         },
     )
     .await?;

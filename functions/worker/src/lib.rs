@@ -246,10 +246,13 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
             commit.short()
         )
     });
-    // The live image seeds the layer cache: by digest, as its own build reported it.
+    // The live image seeds the layer cache: by digest, as its own build reported it; unless
+    // the release was asked to build with no cache.
     let cache_from = match &deployment.live_release {
-        Some(live) => state.store.release(live).await?.and_then(|live| live.image),
-        None => None,
+        Some(live) if !release.clear_cache => {
+            state.store.release(live).await?.and_then(|live| live.image)
+        }
+        _ => None,
     };
     // Claim it first, so a duplicate message finds it building and stops.
     let release = claim(
@@ -273,6 +276,7 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
             commit,
             main_file: deployment.main_file.clone(),
             cache_from,
+            clear_cache: release.clear_cache,
         })
         .await;
     match started {

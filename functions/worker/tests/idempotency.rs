@@ -101,6 +101,7 @@ async fn queued_release() -> (tempfile::TempDir, Embedded, Release) {
             actor: "t@t".into(),
             commit: Some(commit),
             rollback_of: None,
+            clear_cache: false,
         })
         .await
         .unwrap();

@@ -221,6 +221,8 @@ pub struct ReleaseRow {
     pub state_class: &'static str,
     pub commit: Option<CommitView>,
     pub trigger: &'static str,
+    /// Built with no cache, as its redeploy asked.
+    pub cache_cleared: bool,
     pub actor: String,
     pub queued_at: String,
     pub took: Option<String>,
@@ -254,6 +256,7 @@ impl ReleaseRow {
                 Trigger::Push => "push",
                 Trigger::Rollback => "rollback",
             },
+            cache_cleared: release.clear_cache,
             actor: release.actor.clone(),
             queued_at: when(release.queued_at),
             took: release
@@ -458,6 +461,7 @@ mod tests {
             actor: "grace@example.com".into(),
             commit: Some(CommitSha::parse(&commit.to_string().repeat(40)).unwrap()),
             rollback_of: None,
+            clear_cache: false,
         };
         let mut release = Release::queued(
             new,

@@ -172,6 +172,7 @@ mod tests {
             actor: "ada".into(),
             commit: None,
             rollback_of: None,
+            clear_cache: false,
         };
 
         let planned = queue(new, ReleaseId::new("c"), 3, older, now());

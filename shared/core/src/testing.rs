@@ -10,6 +10,7 @@ pub fn release(id: &str, seq: u64, state: ReleaseState, now: Timestamp) -> Relea
         actor: "ada".into(),
         commit: None,
         rollback_of: None,
+        clear_cache: false,
     };
     let mut release = Release::queued(new, ReleaseId::new(id), seq, now);
     release.state = state;

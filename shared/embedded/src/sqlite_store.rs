@@ -535,6 +535,7 @@ mod tests {
             actor: "ada".into(),
             commit: None,
             rollback_of: None,
+            clear_cache: false,
         }
     }
 

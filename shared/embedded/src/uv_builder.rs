@@ -129,6 +129,18 @@ impl UvBuilder {
         )
         .await?;
         let python = venv.join("bin/python").display().to_string();
+        // Each build has its own virtualenv; the cache is uv's downloads. Cleared, uv checks
+        // every package with the index again instead of trusting what it has.
+        let refresh: &[&str] = if request.clear_cache {
+            note(
+                log,
+                "build cache cleared: every package is checked with the index again",
+            )
+            .await;
+            &["--refresh"]
+        } else {
+            &[]
+        };
         let files = SourceFiles::from_root(|name| std::fs::read_to_string(src.join(name)).ok());
         // The Dockerfile for Cloud Build follows the same plan; `packages.txt` is the one thing
         // a local build cannot honour (it would need root and Debian).
@@ -136,22 +148,14 @@ impl UvBuilder {
         match files.install() {
             Install::Locked => {
                 note(log, "installing from uv.lock").await;
-                self.uv(
-                    log,
-                    &src,
-                    &["sync", "--frozen", "--no-dev", "--no-install-project"],
-                )
-                .await?;
+                let args = ["sync", "--frozen", "--no-dev", "--no-install-project"];
+                self.uv(log, &src, &[&args[..], refresh].concat()).await?;
             }
             Install::Requirements { file, .. } => {
                 wants_streamlit = file == "requirements.txt" && !files.requirements_name_streamlit;
                 note(log, &format!("installing from {file}")).await;
-                self.uv(
-                    log,
-                    &src,
-                    &["pip", "install", "--python", &python, "-r", file],
-                )
-                .await?;
+                let args = ["pip", "install", "--python", &python, "-r", file];
+                self.uv(log, &src, &[&args[..], refresh].concat()).await?;
             }
             Install::Nothing => {
                 note(
@@ -164,12 +168,8 @@ impl UvBuilder {
         }
         if wants_streamlit || !venv.join("bin/streamlit").exists() {
             note(log, "adding streamlit, which the app does not pin").await;
-            self.uv(
-                log,
-                &src,
-                &["pip", "install", "--python", &python, "streamlit"],
-            )
-            .await?;
+            let args = ["pip", "install", "--python", &python, "streamlit"];
+            self.uv(log, &src, &[&args[..], refresh].concat()).await?;
         }
         note(
             log,

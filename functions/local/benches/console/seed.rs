@@ -233,6 +233,7 @@ async fn one_release(
         } else {
             None
         },
+        clear_cache: false,
     };
     let release = if new.trigger == Trigger::Push {
         let delivery = delivery(&name, &commit, clock, format!("queued a release of {name}"));

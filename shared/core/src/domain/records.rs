@@ -157,6 +157,9 @@ pub struct Release {
     /// failed after [`Release::MAX_BUILD_ATTEMPTS`], not queued again forever.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    /// Asked to build with no cache (a redeploy's "clear the build cache").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_cache: bool,
     pub queued_at: Timestamp,
     pub updated_at: Timestamp,
     pub finished_at: Option<Timestamp>,
@@ -200,6 +203,7 @@ impl Release {
             rollback_of,
             secrets: None,
             attempts: 0,
+            clear_cache: new.clear_cache,
             queued_at: now,
             updated_at: now,
             finished_at: None,
@@ -249,6 +253,8 @@ pub struct NewRelease {
     pub commit: Option<CommitSha>,
     /// For a rollback: the release to bring back (its image and build are reused).
     pub rollback_of: Option<Release>,
+    /// Build with no cache: no layers from the app's last image, no packages from a cache.
+    pub clear_cache: bool,
 }
 
 /// The changes a state transition writes along with the new state.

@@ -22,6 +22,9 @@ pub struct BuildRequest {
     /// The app's own last image, by digest, to take unchanged layers from. Never a tag: any
     /// app's build may push any tag of the shared repository.
     pub cache_from: Option<String>,
+    /// Take nothing from a cache: no layers, no downloaded packages (a redeploy's "clear the
+    /// build cache", for a build a stale or broken cache upsets).
+    pub clear_cache: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
