@@ -13,7 +13,7 @@ use runway_http::webhook;
 use runway_tests::fake_cloud_run::{SECRET_ACCESSOR, served, status_for};
 use runway_tests::fake_github::FakeDelivery;
 use runway_tests::load_balancer::IAP_CLIENT_ID;
-use runway_tests::production::{ADMIN, Production};
+use runway_tests::production::{ADMIN, OTHER_REGION, Production, REGION};
 use runway_tests::{GitRepo, streamlit_app};
 use serde_json::{Value, json};
 
@@ -1071,6 +1071,73 @@ async fn failed_secrets_updates_never_disable_the_version_the_live_revision_moun
     assert_eq!(
         served(live["url"].as_str().unwrap_or_default()).await?["revision"],
         live["revision"]
+    );
+    Ok(())
+}
+
+/// A region change moves the app: the release goes live in the new region, the old region's
+/// service is removed, and the app's URL is the new one. Until the new one is live the old one
+/// serves (a move whose deploy fails leaves it where it was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_moved_to_another_region_serves_there_and_leaves_nothing_behind()
+-> anyhow::Result<()> {
+    let production = Production::start().await?;
+    let dir = tempfile::tempdir()?;
+    let (_repo, _) = production.demo_repo(dir.path())?;
+    let service = |region: &str| {
+        production.cloud_run.service(&format!(
+            "projects/{}/locations/{region}/services/demo",
+            production.project
+        ))
+    };
+    let submit = |region: &'static str| {
+        production
+            .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+            .json(&json!({
+                "repo_url": "https://github.com/ada/demo",
+                "main_file": "app.py",
+                "app_name": "demo",
+                "region": region,
+            }))
+            .send()
+    };
+    let submitted: Value = submit(REGION).await?.json().await?;
+    let first_id = submitted["release_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let first = wait_for(&production, "demo", "the first release", |r| {
+        r["id"] == first_id.as_str()
+    })
+    .await?;
+    assert_eq!(first["state"], "live", "{first:#}");
+    assert_eq!(first["region"], REGION, "{first:#}");
+    assert!(service(REGION).is_some());
+
+    let moved: Value = submit(OTHER_REGION).await?.json().await?;
+    let moved_id = moved["release_id"].as_str().unwrap_or_default().to_owned();
+    let release = wait_for(&production, "demo", "the move", |r| {
+        r["id"] == moved_id.as_str()
+    })
+    .await?;
+    assert_eq!(
+        release["state"],
+        "live",
+        "{release:#}\n{}",
+        production.logs()
+    );
+    assert_eq!(release["region"], OTHER_REGION, "{release:#}");
+    let there = service(OTHER_REGION).expect("the service in the new region");
+    assert!(
+        service(REGION).is_none(),
+        "the old region's service still runs"
+    );
+    let (_, shown) = status(&production, "demo").await?;
+    assert_eq!(shown["region"], OTHER_REGION, "{shown:#}");
+    assert_eq!(shown["url"], there["uri"], "{shown:#}");
+    assert_eq!(
+        served(there["uri"].as_str().unwrap()).await?["revision"],
+        release["revision"]
     );
     Ok(())
 }

@@ -29,6 +29,8 @@ use crate::google_keys::{GoogleKeys, PushRelay};
 use crate::load_balancer::LoadBalancer;
 
 pub const REGION: &str = "europe-west1";
+/// The other region apps may run in (`RUNWAY_REGIONS`).
+pub const OTHER_REGION: &str = "us-central1";
 pub const ADMIN: &str = "admin@example.com";
 pub const GITHUB_TOKEN: &str = "ghp_production_test_token";
 /// Who IAP lets through to the console (`iap_members`).
@@ -145,7 +147,7 @@ impl Production {
             ("GOOGLE_CLOUD_PROJECT", project.clone()),
             ("RUNWAY_REGION", REGION.to_owned()),
             ("RUST_LOG", "info".to_owned()),
-            ("RUNWAY_REGIONS", REGION.to_owned()),
+            ("RUNWAY_REGIONS", format!("{REGION},{OTHER_REGION}")),
             ("RUNWAY_ADMINS", ADMIN.to_owned()),
             ("RUNWAY_WEBHOOK_URL", format!("{lb_url}/github/webhook")),
             ("RUNWAY_WEBHOOK_SECRET", uuid::Uuid::new_v4().to_string()),

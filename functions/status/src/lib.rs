@@ -104,6 +104,7 @@ fn release_json(release: &Release) -> Value {
         "seq": release.seq,
         "state": release.state,
         "trigger": release.trigger,
+        "region": release.region,
         "clear_cache": release.clear_cache,
         "actor": release.actor,
         "commit": release.commit,

@@ -602,16 +602,23 @@ async fn go_live(state: &State, release: Release) -> Outcome {
         Ok(None) => return Outcome::Done(format!("the app {} was deleted", release.app)),
         Err(error) => return error.into(),
     };
-    if let Some(live_id) = &deployment.live_release {
-        match state.store.release(live_id).await {
-            Ok(Some(live)) if live.seq > release.seq => {
-                let message = format!("the newer release {} is already live", live.id);
-                return supersede(state, &release, message).await;
-            }
+    let live = match &deployment.live_release {
+        Some(live_id) => match state.store.release(live_id).await {
+            Ok(live) => live,
             Err(error) => return error.into(),
-            _ => {}
-        }
+        },
+        None => None,
+    };
+    if let Some(live) = &live
+        && live.seq > release.seq
+    {
+        let message = format!("the newer release {} is already live", live.id);
+        return supersede(state, &release, message).await;
     }
+    // The app moved to another region since its live release went live there.
+    let moved_from = live
+        .and_then(|live| live.region)
+        .filter(|region| *region != deployment.region);
     let Some(image) = release.image.clone() else {
         return fail(
             state,
@@ -650,10 +657,21 @@ async fn go_live(state: &State, release: Release) -> Outcome {
     };
     match deployed {
         Ok(deployed) => {
+            // The new region serves: the old one's service goes, before the release is recorded
+            // live, so a worker that dies in between does it again when the message returns.
+            if let Some(old) = &moved_from
+                && let Err(error) = state.platform.retire(&release.app, old).await
+            {
+                return Outcome::Retry(format!(
+                    "removing {} from {old}, the region it moved from: {error:#}",
+                    release.app
+                ));
+            }
             let update = ReleaseUpdate {
                 url: Some(deployed.url.clone()),
                 revision: Some(deployed.revision),
                 secrets: recorded,
+                region: Some(deployment.region.clone()),
                 ..Default::default()
             };
             match state

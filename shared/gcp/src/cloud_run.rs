@@ -481,6 +481,10 @@ impl Platform for CloudRunPlatform {
         self.identities.remove(app).await
     }
 
+    async fn retire(&self, app: &AppName, region: &Region) -> Result<(), PlatformError> {
+        self.delete_in(region.as_str(), app).await
+    }
+
     async fn check_name(&self, app: &AppName, region: &Region) -> Result<(), PlatformError> {
         let name = self.service_name(region.as_str(), app);
         match self.client.get_service().set_name(&name).send().await {

@@ -157,6 +157,10 @@ pub struct Release {
     /// failed after [`Release::MAX_BUILD_ATTEMPTS`], not queued again forever.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    /// Where it ran, once live: when the app has moved since, its old region's service is
+    /// removed as the release that replaces it goes live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
     /// Asked to build with no cache (a redeploy's "clear the build cache").
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clear_cache: bool,
@@ -203,6 +207,7 @@ impl Release {
             rollback_of,
             secrets: None,
             attempts: 0,
+            region: None,
             clear_cache: new.clear_cache,
             queued_at: now,
             updated_at: now,
@@ -231,6 +236,7 @@ impl Release {
             url,
             message,
             secrets,
+            region,
         } = update;
         self.commit = commit.or(self.commit.take());
         self.pushed = pushed.or(self.pushed.take());
@@ -241,6 +247,7 @@ impl Release {
         self.url = url.or(self.url.take());
         self.message = message.or(self.message.take());
         self.secrets = secrets.or(self.secrets.take());
+        self.region = region.or(self.region.take());
     }
 }
 
@@ -269,6 +276,7 @@ pub struct ReleaseUpdate {
     pub url: Option<String>,
     pub message: Option<String>,
     pub secrets: Option<String>,
+    pub region: Option<Region>,
 }
 
 /// A webhook delivery and what Runway did with it, so that a push that did not redeploy says why.

@@ -83,6 +83,13 @@ pub trait Platform: Send + Sync {
     }
     /// Stops and removes everything of the app. Deleting an unknown app is not an error.
     async fn delete(&self, app: &AppName) -> Result<(), PlatformError>;
+    /// Removes the app's service from `region`, where it no longer runs: the app moved, and
+    /// its release in the new region serves. Nothing there is not an error; a platform without
+    /// regions has nothing to do.
+    async fn retire(&self, app: &AppName, region: &Region) -> Result<(), PlatformError> {
+        let _ = (app, region);
+        Ok(())
+    }
     /// Whether `app` may run in `region`: `Conflict` when something Runway did not create (a
     /// service of someone else's, say) already has its name there. `deploy` checks it too; a
     /// submit asks first, so the person choosing the name hears of it.
