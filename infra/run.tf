@@ -81,6 +81,12 @@ locals {
     status = merge(local.common_env, local.build_env, {
       RUNWAY_IAP_AUDIENCE = local.iap_audience["status"]
       RUNWAY_ADMINS       = join(",", var.admins)
+      # The deploy policy, read for the regions the app page's settings offer.
+      RUNWAY_REGIONS       = join(",", local.app_regions)
+      RUNWAY_NAME_PREFIX   = var.name_prefix
+      RUNWAY_APP_ACCESS    = var.app_access
+      RUNWAY_APP_VIEWERS   = join(",", var.app_viewers)
+      RUNWAY_ALLOWED_REPOS = join(",", var.allowed_repositories)
     })
     "github-webhook" = merge(local.common_env, {
       RUNWAY_DEPLOY_TOPIC = local.deploy_topic

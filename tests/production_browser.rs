@@ -12,7 +12,7 @@ use std::time::Duration;
 use fantoccini::{Client, Locator};
 use reqwest::Method;
 use runway_tests::browser::{Browser, assert_accessible, fill, text_of, wait_for_value};
-use runway_tests::production::{ADMIN, Production};
+use runway_tests::production::{ADMIN, OTHER_REGION, Production, REGION};
 use runway_tests::streamlit_app;
 
 const OWNER: &str = "ada@example.com";
@@ -204,6 +204,39 @@ async fn the_console_runs_apps_from_one_origin_behind_iap_in_a_real_browser() ->
             .click()
             .await?;
         wait_live(b, &base, "demo", "rollback").await?;
+
+        // Move demo to the other region from its settings: release #4 goes live there, and
+        // the old region's service is gone.
+        b.find(Locator::XPath(&format!(
+            "//select[@id='region']/option[.='{OTHER_REGION}']"
+        )))
+        .await?
+        .click()
+        .await?;
+        b.find(Locator::Css("#settings button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        b.wait()
+            .at_most(WAIT)
+            .for_element(Locator::XPath(
+                "//table[@aria-labelledby='releases']//tr[td[1][.='4']]//span[.='live']",
+            ))
+            .await
+            .map_err(|e| anyhow::anyhow!("the move never went live: {e}"))?;
+        let facts = text_of(b, "dl.facts").await?;
+        assert!(facts.contains(OTHER_REGION), "{facts}");
+        let service = |region: &str| {
+            production.cloud_run.service(&format!(
+                "projects/{}/locations/{region}/services/demo",
+                production.project
+            ))
+        };
+        assert!(service(OTHER_REGION).is_some());
+        assert!(
+            service(REGION).is_none(),
+            "the old region's service still runs"
+        );
 
         // Delete both behind their names; the apps page is empty again.
         for app in ["demo-two", "demo"] {

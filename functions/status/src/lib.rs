@@ -33,10 +33,13 @@ pub struct State {
     pub store: Arc<dyn Store>,
     pub builder: Arc<dyn ImageBuilder>,
     pub identity: Arc<dyn Identity>,
+    /// The regions an app may run in: the settings form's choices.
+    pub regions: Vec<String>,
 }
 
-/// Firestore and Cloud Build's logs on Google Cloud, and the user IAP signed in.
-pub const NEEDS: &[Need] = &[Need::Store, Need::Builder, Need::Users];
+/// Firestore and Cloud Build's logs on Google Cloud, the user IAP signed in, and the deploy
+/// policy (for the regions the settings form offers).
+pub const NEEDS: &[Need] = &[Need::Store, Need::Builder, Need::Users, Need::Policy];
 
 impl State {
     pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
@@ -44,6 +47,7 @@ impl State {
             store: adapters.store()?,
             builder: adapters.builder()?,
             identity: adapters.users()?,
+            regions: adapters.policy()?.allowed_regions,
         })
     }
 }
@@ -344,6 +348,7 @@ async fn app_page(
 ) -> ApiResult {
     let one = one_app(&state, &caller, &app).await?;
     let mut shown = AppPage::of(&caller, &one.deployment, &one.releases, &one.deliveries);
+    shown.regions = state.regions.clone();
     shown.newest_only = one.older_releases.then_some(RELEASES_SHOWN);
     page(&shown)
 }

@@ -121,6 +121,7 @@ impl Following {
             identity: Arc::new(LocalIdentity {
                 email: "ada@example.com".into(),
             }),
+            regions: vec!["local".into()],
         };
         let deployment = fixtures::deployment("demo");
         store.put_deployment(&deployment).await.unwrap();

@@ -33,6 +33,7 @@ impl Console {
             identity: Arc::new(LocalIdentity {
                 email: "ada@example.com".into(),
             }),
+            regions: vec!["local".into()],
         };
         Self {
             _dir: dir,

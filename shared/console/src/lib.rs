@@ -313,7 +313,8 @@ pub struct AppPage {
     pub cpu: String,
     pub access: String,
     pub owner: String,
-    /// The settings form's choices and current values.
+    /// The settings form's choices and current values; `regions` the status function fills in.
+    pub regions: Vec<String>,
     pub memories: Vec<&'static str>,
     pub cpus: Vec<&'static str>,
     pub access_mode: &'static str,
@@ -352,6 +353,7 @@ impl AppPage {
             cpu: deployment.resources.cpu().as_str().to_owned(),
             access: deployment.access.to_string(),
             owner: deployment.owner.clone(),
+            regions: vec![deployment.region.to_string()],
             memories: Memory::ALL.iter().map(|m| m.as_str()).collect(),
             cpus: Cpu::ALL.iter().map(|c| c.as_str()).collect(),
             access_mode: deployment.access.mode(),
