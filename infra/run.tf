@@ -87,6 +87,8 @@ locals {
       RUNWAY_APP_ACCESS    = var.app_access
       RUNWAY_APP_VIEWERS   = join(",", var.app_viewers)
       RUNWAY_ALLOWED_REPOS = join(",", var.allowed_repositories)
+      # The apps' runtime log: Cloud Run's entries only (service_accounts.tf).
+      RUNWAY_LOG_VIEW = google_logging_log_view.apps.id
     })
     "github-webhook" = merge(local.common_env, {
       RUNWAY_DEPLOY_TOPIC = local.deploy_topic

@@ -173,6 +173,25 @@ resource "google_storage_bucket_iam_member" "status_logs_reader" {
   member = local.sa["status"]
 }
 
+# The app page's runtime log: Cloud Run's entries, through a log view of the _Default bucket
+# that holds nothing else (not the project's other logs, not audit logs).
+resource "google_logging_log_view" "apps" {
+  name        = "${var.name_prefix}-apps"
+  bucket      = "projects/${var.project_id}/locations/global/buckets/_Default"
+  description = "Cloud Run revisions' logs, for Runway's app pages"
+  filter      = "SOURCE(\"projects/${var.project_id}\") AND resource.type = \"cloud_run_revision\""
+}
+
+resource "google_project_iam_member" "status_apps_log" {
+  project = var.project_id
+  role    = "roles/logging.viewAccessor"
+  member  = local.sa["status"]
+  condition {
+    title      = "runway-apps-log-view"
+    expression = "resource.name == \"${google_logging_log_view.apps.id}\""
+  }
+}
+
 # ---------------------------------------------------------------------------------------------
 # github-webhook
 # ---------------------------------------------------------------------------------------------

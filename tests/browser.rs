@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use fantoccini::Locator;
-use runway_tests::browser::{Browser, assert_accessible, fill, wait_for_text, wait_for_value};
+use runway_tests::browser::{
+    Browser, assert_accessible, fill, wait_for_log, wait_for_text, wait_for_value,
+};
 use runway_tests::{GitRepo, Runway, streamlit_app};
 
 const SECRET: &str = "browser-sees-9c2d";
@@ -105,6 +107,14 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
 
         // The app's page shows the push: what Runway did with it, and the release it made.
         browser.goto(&runway.url("/apps/browser")).await?;
+        // And what the app printed as it rendered, both versions, newest last.
+        let log = wait_for_log(&browser, "rendering Version two").await?;
+        let (one, two) = (
+            log.find("rendering Version one"),
+            log.find("rendering Version two"),
+        );
+        assert!(one.is_some() && one < two, "{log}");
+        assert_accessible(&browser).await?;
         let pushes = browser
             .find(Locator::Css("table[aria-labelledby=deliveries]"))
             .await?

@@ -1,8 +1,9 @@
-//! The Google Cloud side: the Cloud Build and Cloud Run adapters against their fakes, the
+//! The Google Cloud side: the Cloud Build, Cloud Run and Cloud Logging adapters against their fakes, the
 //! function binaries as Cloud Run runs them, and the production topology end to end on the
 //! emulators and the fakes.
 
 mod cloud_build;
+mod cloud_logging;
 mod cloud_run;
 mod functions;
 mod production;

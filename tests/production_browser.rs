@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use reqwest::Method;
-use runway_tests::browser::{Browser, assert_accessible, fill, text_of, wait_for_value};
+use runway_tests::browser::{
+    Browser, assert_accessible, fill, text_of, wait_for_log, wait_for_value,
+};
 use runway_tests::production::{ADMIN, OTHER_REGION, Production, REGION};
 use runway_tests::streamlit_app;
 
@@ -117,6 +119,8 @@ async fn the_console_runs_apps_from_one_origin_behind_iap_in_a_real_browser() ->
         let link = b.find(Locator::Css("dl.facts a")).await?;
         assert_eq!(link.attr("href").await?.as_deref(), service["uri"].as_str());
         assert_eq!(text_of(b, "h1 #state").await?, "live");
+        // What the revision printed as it started, read by status from Cloud Logging.
+        wait_for_log(b, "You can now view your Streamlit app").await?;
         assert_accessible(b).await?;
         // The release's whole build log is one link away, for people with no access to Cloud
         // Build.

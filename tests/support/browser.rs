@@ -79,6 +79,18 @@ pub async fn wait_for_text(browser: &Client, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until the app page's runtime log shows `text`, and answers the whole log.
+pub async fn wait_for_log(browser: &Client, text: &str) -> anyhow::Result<String> {
+    let xpath = format!("//pre[@id='app-log'][contains(., '{text}')]");
+    let log = browser
+        .wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::XPath(&xpath))
+        .await
+        .map_err(|e| anyhow::anyhow!("the app's log never showed {text:?}: {e}"))?;
+    Ok(log.text().await?)
+}
+
 /// Replaces the text of the field with id `id`, as a person typing.
 pub async fn fill(browser: &Client, id: &str, text: &str) -> anyhow::Result<()> {
     let field = browser.find(Locator::Id(id)).await?;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub mod browser;
 pub mod emulators;
 pub mod fake_cloud_build;
+pub mod fake_cloud_logging;
 pub mod fake_cloud_run;
 pub mod fake_github;
 pub mod google_keys;
@@ -481,10 +482,12 @@ impl GitRepo {
     }
 }
 
-/// A Streamlit app that shows a value from `st.secrets` under a title.
+/// A Streamlit app that shows a value from `st.secrets` under a title, and prints
+/// "rendering TITLE" (to its runtime log) each time it runs.
 pub fn streamlit_app(title: &str) -> String {
     format!(
-        "import streamlit as st\n\nst.title({title:?})\nst.write('greeting: ' + st.secrets['greeting'])\n"
+        "import streamlit as st\n\nprint({printed:?})\nst.title({title:?})\nst.write('greeting: ' + st.secrets['greeting'])\n",
+        printed = format!("rendering {title}"),
     )
 }
 

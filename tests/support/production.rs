@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::emulators;
 use crate::fake_cloud_build::FakeCloudBuild;
+use crate::fake_cloud_logging::FakeCloudLogging;
 use crate::fake_cloud_run::{FakeCloudRun, PROJECT_NUMBER};
 use crate::fake_github::FakeGitHub;
 use crate::google_keys::{GoogleKeys, PushRelay};
@@ -58,6 +59,8 @@ pub struct Production {
     pub github: FakeGitHub,
     pub cloud_build: FakeCloudBuild,
     pub cloud_run: FakeCloudRun,
+    /// Where the fake Cloud Run writes what revisions print, and `status` reads it.
+    pub logging: FakeCloudLogging,
     pub functions: BTreeMap<&'static str, Function>,
     /// The console's one origin: the pages, the API and the webhook.
     pub lb: LoadBalancer,
@@ -132,6 +135,8 @@ impl Production {
         cloud_run.trust(keys.verifier());
         // Secret Manager's IAM policies are the fake's (drongo has none); the rest is drongo's.
         cloud_run.front(&emulators::secret_manager());
+        let logging = FakeCloudLogging::start().await?;
+        cloud_run.send_logs_to(logging.sink());
 
         let ports: BTreeMap<&str, u16> = FUNCTIONS.iter().map(|f| (*f, free_port())).collect();
         let url = |function: &str| format!("http://127.0.0.1:{}", ports[function]);
@@ -170,6 +175,10 @@ impl Production {
             // Cleanup polls a build whose notification is a second late, not ten minutes.
             ("RUNWAY_STALE_SECS", "1".to_owned()),
             ("RUNWAY_DEPLOY_TIMEOUT_SECS", "900".to_owned()),
+            (
+                "RUNWAY_LOG_VIEW",
+                format!("projects/{project}/locations/global/buckets/_Default/views/runway-apps"),
+            ),
         ]
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
@@ -210,6 +219,7 @@ impl Production {
             ),
             ("RUNWAY_CLOUDRUN_ENDPOINT", cloud_run.endpoint()),
             ("RUNWAY_IAP_ENDPOINT", cloud_run.endpoint()),
+            ("RUNWAY_LOGGING_ENDPOINT", logging.endpoint()),
             ("RUNWAY_IAP_KEYS_URL", keys.iap_keys_url.clone()),
             ("RUNWAY_OIDC_KEYS_URL", keys.oidc_keys_url.clone()),
         ]);
@@ -296,6 +306,7 @@ impl Production {
             github,
             cloud_build,
             cloud_run,
+            logging,
             functions,
             env,
             dir,

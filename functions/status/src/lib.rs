@@ -18,7 +18,7 @@ use runway_console::{
 use runway_core::domain::{
     AppName, AuditEntry, BuildId, Caller, Delivery, Deployment, Release, ReleaseId, ReleaseState,
 };
-use runway_core::ports::{AppReleases, Identity, ImageBuilder, Store};
+use runway_core::ports::{AppReleases, Identity, ImageBuilder, LogError, RuntimeLog, Store};
 use runway_http::{
     ApiError, ApiResult, Authenticated, Authenticates, Limits, Path, Router, json, limits,
     with_type,
@@ -33,13 +33,21 @@ pub struct State {
     pub store: Arc<dyn Store>,
     pub builder: Arc<dyn ImageBuilder>,
     pub identity: Arc<dyn Identity>,
+    /// What the apps write as they run.
+    pub runtime_log: Arc<dyn RuntimeLog>,
     /// The regions an app may run in: the settings form's choices.
     pub regions: Vec<String>,
 }
 
-/// Firestore and Cloud Build's logs on Google Cloud, the user IAP signed in, and the deploy
-/// policy (for the regions the settings form offers).
-pub const NEEDS: &[Need] = &[Need::Store, Need::Builder, Need::Users, Need::Policy];
+/// Firestore, Cloud Build's logs and the apps' entries in Cloud Logging on Google Cloud, the
+/// user IAP signed in, and the deploy policy (for the regions the settings form offers).
+pub const NEEDS: &[Need] = &[
+    Need::Store,
+    Need::Builder,
+    Need::RuntimeLog,
+    Need::Users,
+    Need::Policy,
+];
 
 impl State {
     pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
@@ -47,6 +55,7 @@ impl State {
             store: adapters.store()?,
             builder: adapters.builder()?,
             identity: adapters.users()?,
+            runtime_log: adapters.runtime_log()?,
             regions: adapters.policy()?.allowed_regions,
         })
     }
@@ -63,10 +72,12 @@ pub fn router(state: State) -> Router {
         .route("/", get(apps_page))
         .route("/apps/{app}", get(app_page))
         .route("/apps/{app}/events", get(app_events))
+        .route("/apps/{app}/log/events", get(runtime_log_events))
         .route("/audit", get(audit_page))
         .route("/assets/console.css", get(stylesheet))
         .route("/api/apps", get(list))
         .route("/api/apps/{app}", get(show))
+        .route("/api/apps/{app}/log", get(runtime_log))
         .route("/api/builds/{build}/log", get(build_log))
         .route("/api/audit", get(audit_trail))
         .with_state(state);
@@ -535,6 +546,124 @@ fn readable(piece: &[u8], last: bool) -> (String, usize) {
         String::from_utf8_lossy(&piece[..usable]).into_owned(),
         usable,
     )
+}
+
+/// How many lines of an app's runtime log one answer holds at most, and a page starts with.
+const LOG_LINES_AT_MOST: usize = 1000;
+const LOG_LINES_SHOWN: usize = 200;
+
+/// `?after=CURSOR` (from an earlier answer) for what is new since; `?lines=N` for the newest N.
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    lines: Option<usize>,
+}
+
+/// The app's runtime log as JSON: its lines, oldest first (each with its time, revision,
+/// stream and text), and the cursor to ask for what comes after.
+async fn runtime_log(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    Path(app): Path<String>,
+    Query(query): Query<LogQuery>,
+) -> ApiResult {
+    let deployment = managed(&state, &caller, &app).await?;
+    let lines = query
+        .lines
+        .unwrap_or(LOG_LINES_SHOWN)
+        .clamp(1, LOG_LINES_AT_MOST);
+    let (app, region) = (&deployment.app, &deployment.region);
+    let read = match query.after.as_deref() {
+        Some(cursor) => state.runtime_log.after(app, region, cursor, lines).await?,
+        None => state.runtime_log.tail(app, region, lines).await?,
+    };
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "lines": read.lines, "cursor": read.cursor }),
+    ))
+}
+
+/// Server-Sent Events following an app's runtime log: `lines` (a JSON array, oldest first)
+/// with the newest lines first and then each batch of new ones, its id the cursor a browser
+/// connecting again sends back; `note` when the log cannot be read for a while, and why.
+async fn runtime_log_events(
+    Shared(state): Shared<State>,
+    Authenticated(caller): Authenticated,
+    Path(app): Path<String>,
+    headers: http::HeaderMap,
+) -> ApiResult {
+    let deployment = managed(&state, &caller, &app).await?;
+    let cursor = headers
+        .get("last-event-id")
+        .and_then(|id| id.to_str().ok())
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned);
+    let tail = LogTail {
+        state,
+        app: deployment.app,
+        region: deployment.region,
+        cursor,
+        wait: None,
+        deadline: tokio::time::Instant::now() + FOLLOW_AT_MOST,
+    };
+    let events = futures_util::stream::unfold(tail, LogTail::next);
+    Ok(axum::response::sse::Sse::new(events)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response())
+}
+
+/// Where one page following an app's runtime log stands.
+struct LogTail {
+    state: State,
+    app: AppName,
+    region: runway_core::domain::Region,
+    /// Where the page is in the log: `None` until it has the newest lines.
+    cursor: Option<String>,
+    /// How long to wait before the next read: `None` before the first.
+    wait: Option<std::time::Duration>,
+    deadline: tokio::time::Instant,
+}
+
+impl LogTail {
+    async fn next(mut self) -> Option<(Result<Event, std::convert::Infallible>, Self)> {
+        loop {
+            if let Some(wait) = self.wait {
+                if tokio::time::Instant::now() + wait >= self.deadline {
+                    return None;
+                }
+                tokio::time::sleep(wait).await;
+            }
+            self.wait = Some(self.state.runtime_log.follow_every());
+            let log = &self.state.runtime_log;
+            let read = match &self.cursor {
+                None => log.tail(&self.app, &self.region, LOG_LINES_SHOWN).await,
+                Some(cursor) => {
+                    log.after(&self.app, &self.region, cursor, LOG_LINES_AT_MOST)
+                        .await
+                }
+            };
+            let read = match read {
+                Ok(read) => read,
+                Err(error) => {
+                    if let LogError::Throttled { retry_after, .. } = &error {
+                        self.wait = Some(*retry_after);
+                    }
+                    tracing::warn!(%error, app = %self.app, "reading the app's log");
+                    let note = Event::default().event("note").data(error.to_string());
+                    return Some((Ok(note), self));
+                }
+            };
+            let first = self.cursor.is_none();
+            self.cursor = Some(read.cursor.clone());
+            if first || !read.lines.is_empty() {
+                let lines = serde_json::to_string(&read.lines).unwrap_or_else(|_| "[]".into());
+                let event = Event::default().event("lines").id(read.cursor).data(lines);
+                return Some((Ok(event), self));
+            }
+        }
+    }
 }
 
 async fn stylesheet() -> Response {

@@ -1,5 +1,6 @@
 //! An app's page following its release (`/apps/{app}/events`): the build log reaches the page
-//! piece by piece, each look reading only what the builder wrote since the last.
+//! piece by piece, each look reading only what the builder wrote since the last. And its
+//! runtime log (`/apps/{app}/log/events`), newest lines first, then each new one once.
 
 mod fixtures;
 
@@ -14,7 +15,7 @@ use runway_core::domain::{
 use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, ImageBuilder, StartedBuild, Store,
 };
-use runway_embedded::{LocalIdentity, SqliteStore};
+use runway_embedded::{LocalIdentity, LocalRuntimeLog, SqliteStore};
 use runway_status::{State, router};
 use tower::ServiceExt;
 
@@ -108,6 +109,8 @@ struct Following {
     builder: Arc<GrowingLog>,
     state: State,
     release: ReleaseId,
+    /// Where the app's processes write its runtime log, as the local platform does.
+    runtime_log: std::path::PathBuf,
 }
 
 impl Following {
@@ -121,6 +124,7 @@ impl Following {
             identity: Arc::new(LocalIdentity {
                 email: "ada@example.com".into(),
             }),
+            runtime_log: Arc::new(LocalRuntimeLog::new(dir.path().join("apps"))),
             regions: vec!["local".into()],
         };
         let deployment = fixtures::deployment("demo");
@@ -147,7 +151,10 @@ impl Following {
             )
             .await
             .unwrap();
+        let runtime_log = dir.path().join("apps/demo/runtime.log");
+        std::fs::create_dir_all(runtime_log.parent().unwrap()).unwrap();
         Self {
+            runtime_log,
             _dir: dir,
             store,
             builder,
@@ -156,9 +163,31 @@ impl Following {
         }
     }
 
+    /// Appends lines to the app's runtime log, one JSON line each, as the local platform
+    /// writes its processes' output.
+    fn print(&self, texts: &[&str]) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.runtime_log)
+            .unwrap();
+        for text in texts {
+            let line = serde_json::json!({
+                "at": "2026-11-29T22:00:00Z", "revision": "demo-1", "stream": "stdout",
+                "text": text,
+            });
+            writeln!(file, "{line}").unwrap();
+        }
+    }
+
     /// The page's event stream, as a browser opens it (again, with `last_event_id`).
     async fn events(&self, last_event_id: Option<&str>) -> Events {
-        let mut request = http::Request::get("/apps/demo/events");
+        self.stream("/apps/demo/events", last_event_id).await
+    }
+
+    async fn stream(&self, path: &str, last_event_id: Option<&str>) -> Events {
+        let mut request = http::Request::get(path);
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
@@ -229,4 +258,84 @@ async fn a_page_that_connects_again_gets_the_build_log_from_where_it_stopped() {
     );
     let mut garbled = following.events(Some("not an id")).await;
     assert_eq!(garbled.next_named("log").await, "first part\nsecond part\n");
+}
+
+/// The texts of a `lines` event's data.
+fn texts(data: &str) -> Vec<String> {
+    let lines: Vec<serde_json::Value> = serde_json::from_str(data).unwrap();
+    lines
+        .iter()
+        .map(|line| line["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_runtime_log_starts_with_the_newest_lines_then_sends_each_new_one_once() {
+    let following = Following::new().await;
+    let old: Vec<String> = (0..250).map(|n| format!("old {n}")).collect();
+    following.print(&old.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let mut events = following.stream("/apps/demo/log/events", None).await;
+    let (first, id) = events.next_with_id("lines").await;
+    following.print(&["You can now view your Streamlit app", "rendering"]);
+    let (second, later_id) = events.next_with_id("lines").await;
+
+    let first = texts(&first);
+    assert_eq!(first.len(), 200, "the newest 200 lines");
+    assert_eq!(first.first().map(String::as_str), Some("old 50"));
+    assert_eq!(first.last().map(String::as_str), Some("old 249"));
+    assert_eq!(
+        texts(&second),
+        ["You can now view your Streamlit app", "rendering"]
+    );
+    // A page connecting again goes on from the last batch it got.
+    assert_ne!(id, later_id);
+    following.print(&["after the reconnect"]);
+    let mut again = following
+        .stream("/apps/demo/log/events", later_id.as_deref())
+        .await;
+    assert_eq!(
+        texts(&again.next_named("lines").await),
+        ["after the reconnect"]
+    );
+}
+
+#[tokio::test]
+async fn the_runtime_log_twin_answers_the_newest_lines_and_what_follows_a_cursor() {
+    let following = Following::new().await;
+    following.print(&["one", "two", "three"]);
+    let get = |uri: String| {
+        let state = following.state.clone();
+        async move {
+            let request = http::Request::get(uri).body(Body::empty()).unwrap();
+            let response = router(state).oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            )
+        }
+    };
+
+    let (status, newest) = get("/api/apps/demo/log?lines=2".into()).await;
+    assert_eq!(status, 200, "{newest}");
+    assert_eq!(newest["lines"][0]["text"], "two");
+    assert_eq!(newest["lines"][1]["text"], "three");
+    assert_eq!(newest["lines"][1]["stream"], "stdout");
+    following.print(&["four"]);
+    let cursor = newest["cursor"].as_str().unwrap();
+    let uri = format!("/api/apps/demo/log?after={}", urlencode(cursor));
+    let (_, after) = get(uri).await;
+    assert_eq!(after["lines"].as_array().unwrap().len(), 1, "{after}");
+    assert_eq!(after["lines"][0]["text"], "four");
+
+    let (status, missing) = get("/api/apps/nobody/log".into()).await;
+    assert_eq!(status, 404, "{missing}");
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }

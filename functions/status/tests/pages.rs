@@ -33,6 +33,9 @@ impl Console {
             identity: Arc::new(LocalIdentity {
                 email: "ada@example.com".into(),
             }),
+            runtime_log: Arc::new(runway_embedded::LocalRuntimeLog::new(
+                dir.path().join("apps"),
+            )),
             regions: vec!["local".into()],
         };
         Self {

@@ -10,7 +10,9 @@ use secrecy::SecretString;
 
 use crate::clock::{self, Clock};
 use crate::config::Policy;
-use crate::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
+use crate::ports::{
+    Forge, Identity, ImageBuilder, Platform, Queue, RuntimeLog, SecretStore, Store,
+};
 
 /// A port or setting a function needs. On Google Cloud, the wiring reads the variables of all
 /// of a function's needs before any client connects, so one start names every missing one.
@@ -22,6 +24,8 @@ pub enum Need {
     Forge,
     Builder,
     Platform,
+    /// What the apps write to standard output and error (Cloud Logging on Google Cloud).
+    RuntimeLog,
     /// Who the people calling are (IAP on Google Cloud, the local user on a laptop).
     Users,
     /// Who may push to the function (Pub/Sub push and Cloud Scheduler's OIDC tokens on Google
@@ -100,6 +104,7 @@ pub struct Adapters {
     pub forge: Option<Arc<dyn Forge>>,
     pub builder: Option<Arc<dyn ImageBuilder>>,
     pub platform: Option<Arc<dyn Platform>>,
+    pub runtime_log: Option<Arc<dyn RuntimeLog>>,
     pub users: Option<Arc<dyn Identity>>,
     pub pushers: Option<Arc<dyn Identity>>,
     pub policy: Option<Policy>,
@@ -120,6 +125,7 @@ impl Default for Adapters {
             forge: None,
             builder: None,
             platform: None,
+            runtime_log: None,
             users: None,
             pushers: None,
             policy: None,
@@ -152,6 +158,9 @@ impl Adapters {
     }
     pub fn platform(&self) -> Result<Arc<dyn Platform>, Unwired> {
         wired(&self.platform, "the platform")
+    }
+    pub fn runtime_log(&self) -> Result<Arc<dyn RuntimeLog>, Unwired> {
+        wired(&self.runtime_log, "the apps' runtime log")
     }
     pub fn users(&self) -> Result<Arc<dyn Identity>, Unwired> {
         wired(&self.users, "the users' identity")

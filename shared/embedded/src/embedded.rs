@@ -213,6 +213,7 @@ impl Embedded {
             forge: Some(self.forge.clone()),
             builder: Some(self.builder.clone()),
             platform: Some(Arc::new(self.platform.clone())),
+            runtime_log: Some(Arc::new(self.platform.runtime_log())),
             users: Some(self.identity.clone()),
             pushers: Some(Arc::new(self.push_token.clone())),
             policy: Some(self.policy.clone()),

@@ -18,14 +18,14 @@ use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, oneshot};
 
 use super::proxy::{Backend, InFlight, Routes};
+use super::runtime_log::{LogWriter, SharedWriter, copy_lines, revision_tail};
 use super::write_private;
 use runway_core::domain::AppName;
 use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError};
-use runway_core::text::tail;
 
 #[derive(Clone, Debug)]
 pub struct ProcessPlatformConfig {
-    /// Per-app process logs and pid files go in `<dir>/<app>/`.
+    /// Per-app runtime logs and pid files go in `<dir>/<app>/`.
     pub dir: PathBuf,
     /// The port `runway` listens on: apps are at `http://APP.localhost:PORT/`.
     pub public_port: u16,
@@ -42,6 +42,8 @@ pub struct ProcessPlatform {
     /// The app's supervised process; the mutex also serializes deploys of one app.
     apps: Arc<Mutex<HashMap<String, Slot>>>,
     http: reqwest::Client,
+    /// Each app's runtime log, which all its revisions write to.
+    logs: Arc<std::sync::Mutex<HashMap<String, SharedWriter>>>,
     /// Picks the port an app process is told to listen on ([`free_port`]; a test's choice).
     ports: Arc<dyn Fn() -> std::io::Result<u16> + Send + Sync>,
 }
@@ -65,13 +67,28 @@ struct Launch {
     image: PathBuf,
     main_file: String,
     secrets: Option<String>,
-    log: PathBuf,
+    /// The app's folder: its runtime log and the revision's pid file.
+    dir: PathBuf,
     pid_file: PathBuf,
 }
 
 struct Started {
     child: Child,
     addr: SocketAddr,
+    /// The tasks copying its output to the app's log: they end when the output does.
+    output: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Started {
+    /// The last lines the revision wrote before it stopped, once its output has all been
+    /// copied (a process leaving a child behind that holds its output open is waited for a
+    /// moment only).
+    async fn last_words(&mut self, launch: &Launch) -> String {
+        for copier in self.output.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), copier).await;
+        }
+        revision_tail(&launch.dir, &launch.revision, 15)
+    }
 }
 
 /// Why a started process is not serving.
@@ -94,6 +111,7 @@ impl ProcessPlatform {
             config: Arc::new(config),
             routes,
             apps: Arc::default(),
+            logs: Arc::default(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()?,
@@ -103,6 +121,11 @@ impl ProcessPlatform {
 
     pub fn url(&self, app: &str) -> String {
         format!("http://{app}.localhost:{}/", self.config.public_port)
+    }
+
+    /// Reads what the apps write.
+    pub fn runtime_log(&self) -> super::LocalRuntimeLog {
+        super::LocalRuntimeLog::new(self.config.dir.clone())
     }
 
     /// Stops every app; `runway` calls it on shutdown.
@@ -128,16 +151,13 @@ impl ProcessPlatform {
     async fn start(&self, launch: &Launch) -> Result<Started, PlatformError> {
         let port = (self.ports)().context("finding a free port")?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&launch.log)
-            .with_context(|| format!("opening {}", launch.log.display()))?;
         // The venv's script, not `python -m streamlit`: that would put the checkout first on
         // sys.path, and a `streamlit.py` in the repo would shadow Streamlit itself.
         let mut command = Command::new(launch.image.join("venv/bin/streamlit"));
         crate::clean_env(&mut command, &[]);
         command
+            // Each print in the log as it happens, not 8 KB at a time.
+            .env("PYTHONUNBUFFERED", "1")
             .args(["run", &launch.main_file])
             .arg(format!("--server.port={port}"))
             .arg("--server.address=127.0.0.1")
@@ -147,18 +167,46 @@ impl ProcessPlatform {
         if let Some(secrets) = &launch.secrets {
             command.arg(format!("--secrets.files={secrets}"));
         }
-        let child = command
+        let mut child = command
             .current_dir(launch.image.join("src"))
             .stdin(Stdio::null())
-            .stdout(log.try_clone().context("log file")?)
-            .stderr(log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting streamlit for {}", launch.app))?;
         if let Some(pid) = child.id() {
             record_pid(&launch.pid_file, pid);
         }
-        Ok(Started { child, addr })
+        let log = self.log_of(launch);
+        let revision = || launch.revision.clone();
+        let mut output = Vec::new();
+        if let Some(stdout) = child.stdout.take() {
+            output.push(tokio::spawn(copy_lines(
+                stdout,
+                "stdout",
+                revision(),
+                log.clone(),
+            )));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            output.push(tokio::spawn(copy_lines(stderr, "stderr", revision(), log)));
+        }
+        Ok(Started {
+            child,
+            addr,
+            output,
+        })
+    }
+
+    /// The writer of the app's runtime log, which every revision of the app shares.
+    fn log_of(&self, launch: &Launch) -> SharedWriter {
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(launch.app.clone())
+            .or_insert_with(|| LogWriter::new(&launch.dir))
+            .clone()
     }
 
     /// Starts the revision and waits until it is healthy, on another port when another
@@ -197,7 +245,7 @@ impl ProcessPlatform {
                 }
                 return Err(Unready::Failed(PlatformError::NotReady(format!(
                     "the app exited ({status}) before it was ready:\n{}",
-                    log_tail(&launch.log)
+                    started.last_words(launch).await
                 ))));
             }
             if self.answers_ok(&url).await {
@@ -218,7 +266,7 @@ impl ProcessPlatform {
                 return Err(Unready::Failed(PlatformError::NotReady(format!(
                     "the app did not answer /_stcore/health within {}s:\n{}",
                     self.config.health_timeout.as_secs(),
-                    log_tail(&launch.log)
+                    started.last_words(launch).await
                 ))));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -415,10 +463,6 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(fields.split_whitespace().map(str::to_owned).collect())
 }
 
-fn log_tail(path: &Path) -> String {
-    tail(&std::fs::read_to_string(path).unwrap_or_default(), 15)
-}
-
 /// What a pid file holds: enough to recognise the very process Runway started, so that a pid
 /// the system gave to another process since (after a reboot, someone else's Streamlit) is
 /// never killed for it.
@@ -521,7 +565,7 @@ impl Platform for ProcessPlatform {
             image: PathBuf::from(&spec.image),
             main_file: spec.main_file.to_string(),
             secrets: spec.secrets.map(|secret| secret.0),
-            log: app_dir.join(format!("{revision}.log")),
+            dir: app_dir.clone(),
             pid_file: app_dir.join(format!("{revision}.pid")),
         };
         if !launch.image.join("venv/bin/streamlit").exists() {
@@ -558,6 +602,10 @@ impl Platform for ProcessPlatform {
     async fn delete(&self, app: &AppName) -> Result<(), PlatformError> {
         let slot = self.apps.lock().await.remove(app.as_str());
         self.routes.remove(app.as_str());
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(app.as_str());
         if let Some(slot) = slot
             && let Some(running) = slot.lock().await.take()
         {

@@ -1,8 +1,10 @@
 //! Runway's Google Cloud adapters: `FirestoreStore`, `PubSubQueue`, `CloudBuildBuilder` (with
-//! the generated Dockerfile), `CloudRunPlatform`, `SecretManagerStore`, and the IAP and OIDC
-//! identities. Which of them a function gets is the wiring crate's business.
+//! the generated Dockerfile), `CloudRunPlatform`, `CloudLogging` (the apps' runtime log),
+//! `SecretManagerStore`, and the IAP and OIDC identities. Which of them a function gets is the
+//! wiring crate's business.
 
 mod cloud_build;
+mod cloud_logging;
 mod cloud_run;
 mod dockerfile;
 mod firestore_store;
@@ -13,6 +15,7 @@ mod pubsub_queue;
 mod secret_manager;
 
 pub use cloud_build::{CloudBuildBuilder, CloudBuildConfig};
+pub use cloud_logging::{CloudLogging, CloudLoggingConfig};
 pub use cloud_run::{
     CloudRunConfig, CloudRunPlatform, IAP_ACCESSOR, INVOKER, PublicAccess, SECRET_ACCESSOR,
     account_id,

@@ -35,6 +35,12 @@ pub enum ApiError {
     /// A dependency is down; the caller may retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A dependency refuses more calls for a while: 429 with `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// Anything unexpected: logged with its cause chain, reported as an opaque 500.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -59,6 +65,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,7 +86,15 @@ impl IntoResponse for ApiError {
             Self::BadRequest { field, message } => (message.clone(), *field),
             other => (other.to_string(), None),
         };
-        json(status, &json!({ "error": message, "field": field }))
+        let mut response = json(status, &json!({ "error": message, "field": field }));
+        if let Self::TooManyRequests { retry_after, .. } = &self {
+            // Whole seconds, rounded up: a client never asks again too soon.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.max(1).into());
+        }
+        response
     }
 }
 
@@ -127,6 +142,23 @@ pub async fn json_errors(response: Response) -> Response {
 }
 
 // Port errors as API errors: retryable ones become 503, the rest stay opaque 500s.
+impl From<runway_core::ports::LogError> for ApiError {
+    fn from(error: runway_core::ports::LogError) -> Self {
+        use runway_core::ports::LogError;
+        match error {
+            LogError::Throttled {
+                message,
+                retry_after,
+            } => Self::TooManyRequests {
+                message,
+                retry_after,
+            },
+            error @ LogError::Unavailable(_) => Self::Unavailable(error.to_string()),
+            LogError::Other(error) => Self::Internal(error),
+        }
+    }
+}
+
 impl From<runway_core::ports::StoreError> for ApiError {
     fn from(error: runway_core::ports::StoreError) -> Self {
         use runway_core::ports::StoreError;

@@ -25,9 +25,9 @@ use runway_github::{GitHubAuth, GitHubConfig, GitHubForge};
 use runway_http::health::Probe;
 
 use runway_gcp::{
-    CloudBuildBuilder, CloudBuildConfig, CloudRunConfig, CloudRunPlatform, FirestoreConfig,
-    FirestoreStore, IapConfig, IapIdentity, OidcConfig, OidcIdentity, PubSubConfig, PubSubQueue,
-    SecretManagerConfig, SecretManagerStore, SourceLimits,
+    CloudBuildBuilder, CloudBuildConfig, CloudLogging, CloudLoggingConfig, CloudRunConfig,
+    CloudRunPlatform, FirestoreConfig, FirestoreStore, IapConfig, IapIdentity, OidcConfig,
+    OidcIdentity, PubSubConfig, PubSubQueue, SecretManagerConfig, SecretManagerStore, SourceLimits,
 };
 
 /// The project and region every function is configured with.
@@ -94,6 +94,7 @@ impl GcpEnv {
                 Need::Forge => drop(self.forge_config(&mut env)),
                 Need::Builder => drop(self.builder_config(&mut env)),
                 Need::Platform => drop(self.platform_config(&mut env)),
+                Need::RuntimeLog => drop(self.logging_config(&mut env)),
                 Need::Users => drop(self.iap_config(&mut env)),
                 Need::Pushers => drop(self.oidc_config(&mut env)),
                 Need::Policy => drop(self.policy_config(&mut env)),
@@ -276,6 +277,27 @@ impl GcpEnv {
         CloudRunPlatform::new(config).await
     }
 
+    /// `RUNWAY_LOG_VIEW` (the log view to read, else the whole project),
+    /// `RUNWAY_LOGGING_ENDPOINT` (tests: the fake), `RUNWAY_LOG_FOLLOW_SECS` (default 5).
+    fn logging_config(&self, env: &mut Env) -> CloudLoggingConfig {
+        let mut config = CloudLoggingConfig::new(self.project.clone());
+        if let Some(view) = env.optional("RUNWAY_LOG_VIEW") {
+            config.resource = view;
+        }
+        config.endpoint = env.optional("RUNWAY_LOGGING_ENDPOINT");
+        config.anonymous = config.endpoint.is_some();
+        config.follow_every = Duration::from_secs(
+            env.parse_or("RUNWAY_LOG_FOLLOW_SECS", config.follow_every.as_secs()),
+        );
+        config
+    }
+
+    /// The apps' runtime log: their services' entries in Cloud Logging.
+    pub async fn runtime_log(&self) -> anyhow::Result<CloudLogging> {
+        let config = read("the apps' runtime log", |env| self.logging_config(env))?;
+        CloudLogging::new(config).await
+    }
+
     /// Who calls `submit` and `status`: the user IAP signed in.
     fn iap_config(&self, env: &mut Env) -> IapConfig {
         {
@@ -388,6 +410,9 @@ impl GcpEnv {
                 // Built after the loop: the builder fetches code through the forge.
                 Need::Builder => {}
                 Need::Platform => adapters.platform = Some(Arc::new(self.platform().await?)),
+                Need::RuntimeLog => {
+                    adapters.runtime_log = Some(Arc::new(self.runtime_log().await?))
+                }
                 Need::Users => adapters.users = Some(Arc::new(self.iap()?)),
                 Need::Pushers => adapters.pushers = Some(Arc::new(self.oidc()?)),
                 Need::Policy => adapters.policy = Some(self.policy()?),

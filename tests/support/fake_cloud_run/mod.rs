@@ -262,6 +262,12 @@ impl FakeCloudRun {
         self.lock().front = Some(url.trim_end_matches('/').to_owned());
     }
 
+    /// Writes what each new revision prints as it starts (or fails to) to `sink`, as Cloud
+    /// Run writes its containers' output to Cloud Logging.
+    pub fn send_logs_to(&self, sink: crate::fake_cloud_logging::LogSink) {
+        self.lock().logs = Some(sink);
+    }
+
     /// The next service account create waits until [`Self::release_account_create`]: a deploy
     /// latched after the worker read the app and before it wrote anything to Cloud Run.
     pub fn hold_next_account_create(&self) {
@@ -334,6 +340,9 @@ struct State {
     iam: Iam,
     /// drongo's URL: Secret Manager calls other than IAM policies go there.
     front: Option<String>,
+    /// Cloud Logging, where revisions' lines go (Cloud Run writes its containers' output
+    /// there).
+    logs: Option<crate::fake_cloud_logging::LogSink>,
     /// A latch on the next service account create: it waits until released.
     held_account_create: Option<Arc<tokio::sync::Notify>>,
     account_create_waiting: bool,
@@ -352,6 +361,7 @@ impl State {
             hold_next_patches: 0,
             iam: Iam::default(),
             front: None,
+            logs: None,
             held_account_create: None,
             account_create_waiting: false,
         }

@@ -287,6 +287,7 @@ pub(super) fn patch_service(
         .services
         .remove(name)
         .unwrap_or_else(|| new_service(&state.base_url, name));
+    let revisions_before = service.revisions.len();
     let outcome = match apply(
         &mut service,
         name,
@@ -303,6 +304,11 @@ pub(super) fn patch_service(
             return Err(error);
         }
     };
+    if service.revisions.len() > revisions_before
+        && let (Some(sink), Some(revision)) = (&state.logs, service.revisions.last())
+    {
+        super::simulation::log_start(sink, name, revision);
+    }
     let held = state.hold_next_patches > 0;
     state.hold_next_patches = state.hold_next_patches.saturating_sub(1);
     let operation = Operation {

@@ -265,3 +265,31 @@ pub(super) fn serve_app(
         )),
     }
 }
+
+/// What a new revision writes to Cloud Logging as it starts: Cloud Run's own line, then the
+/// container's (Streamlit's greeting), or why it never got ready.
+pub(super) fn log_start(
+    sink: &crate::fake_cloud_logging::LogSink,
+    name: &str,
+    revision: &FakeRevision,
+) {
+    use crate::fake_cloud_logging::FakeEntry;
+    let path: Vec<&str> = name.split('/').collect();
+    let (project, location, service) = (path[1], path[3], path[5]);
+    let line = |log: &str, text: &str| {
+        FakeEntry::stdout(project, location, service, &revision.name, text).on(log)
+    };
+    sink.write(line(
+        "varlog/system",
+        "Starting new instance. Reason: DEPLOYMENT - New revision created.",
+    ));
+    if revision.ready {
+        sink.write(line(
+            "stdout",
+            "  You can now view your Streamlit app in your browser.",
+        ));
+        sink.write(line("stdout", "  URL: http://0.0.0.0:8080"));
+    } else {
+        sink.write(line("stderr", &revision.message));
+    }
+}

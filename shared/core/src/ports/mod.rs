@@ -6,6 +6,7 @@ mod identity;
 mod image_builder;
 mod platform;
 mod queue;
+mod runtime_log;
 mod secret_store;
 mod store;
 
@@ -14,5 +15,6 @@ pub use identity::*;
 pub use image_builder::*;
 pub use platform::*;
 pub use queue::*;
+pub use runtime_log::*;
 pub use secret_store::*;
 pub use store::*;
