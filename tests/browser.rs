@@ -303,6 +303,13 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         anyhow::Ok(())
     }
     .await;
+    if outcome.is_err() {
+        // What the page showed and what runway did, to tell a slow step from a stuck one.
+        if let Ok(shown) = browser.find(Locator::Css("main")).await {
+            eprintln!("the page:\n{}", shown.text().await.unwrap_or_default());
+        }
+        eprintln!("runway's log:\n{}", runway.log_text());
+    }
     session.close().await?;
     outcome
 }

@@ -199,6 +199,56 @@ async fn a_service_runway_did_not_create_is_never_replaced() -> anyhow::Result<(
     Ok(())
 }
 
+/// Someone else's service of the app's name in another region Runway may use: an app that
+/// leaves a region it is not known to have run in (`retire_elsewhere`), or that is deleted,
+/// takes only its own services with it.
+#[tokio::test]
+async fn an_app_that_leaves_or_is_deleted_takes_only_its_own_services() -> anyhow::Result<()> {
+    const NEW: &str = "us-central1";
+    const THEIRS: &str = "asia-east1";
+    let setup = Setup::start().await?;
+    let platform = setup
+        .platform_with(|config| config.regions = vec![REGION.into(), NEW.into(), THEIRS.into()])
+        .await?;
+    let foreign = service_name(PROJECT, THEIRS, "hello");
+    let created = reqwest::Client::new()
+        .patch(format!("{}/v2/{foreign}?allowMissing=true", setup.fake.endpoint()))
+        .json(&serde_json::json!({
+            "name": foreign,
+            "template": { "containers": [{ "image": "asia-docker.pkg.dev/other/t/hello@sha256:7" }] },
+        }))
+        .send()
+        .await?;
+    anyhow::ensure!(created.status().is_success(), "{}", created.status());
+    platform.deploy(spec("r1", GOOD, None)).await?;
+    let mut moved = spec("r2", BETTER, None);
+    moved.region = runway_tests::region(NEW);
+    platform.deploy(moved).await?;
+
+    platform
+        .retire_elsewhere(&app(), &runway_tests::region(NEW))
+        .await?;
+
+    let exists = |region: &str| {
+        setup
+            .fake
+            .service(&service_name(PROJECT, region, "hello"))
+            .is_some()
+    };
+    assert!(!exists(REGION), "the app's old service is gone");
+    assert!(exists(NEW), "the app's new service serves");
+    assert!(exists(THEIRS), "someone else's service stays");
+
+    platform.delete(&app()).await?;
+
+    assert!(!exists(NEW));
+    assert!(
+        exists(THEIRS),
+        "deleting the app deleted someone else's service"
+    );
+    Ok(())
+}
+
 /// What an operator set on the service outside Runway (with Terraform or gcloud), such as
 /// `invokerIamDisabled` for public apps where `allUsers` is forbidden, or labels of their own,
 /// survives Runway's deploys.

@@ -90,6 +90,7 @@ runway_tests::contract! {
     a_push_is_recorded_with_its_release_once_even_when_replayed_at_once,
     one_push_to_two_apps_is_accepted_by_both_at_once,
     every_release_is_listed_when_the_limit_is_past_any_count,
+    older_releases_come_a_page_at_a_time_below_a_sequence,
     the_audit_trail_is_newest_first_narrows_to_an_app_and_pages,
     orphan_hooks_are_kept_until_removed,
     concurrent_claims_of_one_release_let_exactly_one_win,
@@ -687,6 +688,39 @@ async fn every_release_is_listed_when_the_limit_is_past_any_count(subject: &Subj
         assert!(deliveries.is_empty());
         store.audit(Some(&app("many")), 0, limit).await.unwrap();
     }
+}
+
+/// The app page's "older releases": the page after one that ended at release N is the
+/// releases numbered below N, newest first, and never another app's.
+async fn older_releases_come_a_page_at_a_time_below_a_sequence(subject: &Subject) {
+    let store = subject.store();
+    for _ in 0..5 {
+        store.queue_release(new_release("paged")).await.unwrap();
+    }
+    store.queue_release(new_release("other")).await.unwrap();
+    let seqs = |releases: Vec<Release>| -> Vec<u64> { releases.iter().map(|r| r.seq).collect() };
+
+    let newest = seqs(store.releases(&app("paged"), 2).await.unwrap());
+    let next = seqs(store.releases_before(&app("paged"), 4, 2).await.unwrap());
+    let last = seqs(store.releases_before(&app("paged"), 2, 2).await.unwrap());
+    let past_all = seqs(
+        store
+            .releases_before(&app("paged"), u64::MAX, 10)
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(newest, [5, 4]);
+    assert_eq!(next, [3, 2]);
+    assert_eq!(last, [1]);
+    assert_eq!(past_all, [5, 4, 3, 2, 1]);
+    assert!(
+        store
+            .releases_before(&app("paged"), 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn the_audit_trail_is_newest_first_narrows_to_an_app_and_pages(subject: &Subject) {

@@ -1081,6 +1081,50 @@ async fn failed_secrets_updates_never_disable_the_version_the_live_revision_moun
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_app_moved_to_another_region_serves_there_and_leaves_nothing_behind()
 -> anyhow::Result<()> {
+    moves_and_leaves_nothing_behind(false).await
+}
+
+/// The same for an app whose live release went live before releases recorded their region
+/// (its record has none): the worker cannot know where it ran, so it removes the app's
+/// services from every other region Runway deploys to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_whose_live_release_predates_regions_moves_and_leaves_nothing_behind()
+-> anyhow::Result<()> {
+    moves_and_leaves_nothing_behind(true).await
+}
+
+/// Removes `region` from the release's record in Firestore, as a release recorded by a Runway
+/// from before releases kept their region.
+async fn forget_region(production: &Production, release: &str) -> anyhow::Result<()> {
+    let document = format!(
+        "http://{}/v1/projects/{}/databases/(default)/documents/releases/{release}",
+        runway_tests::emulators::firestore(),
+        production.project
+    );
+    let http = reqwest::Client::new();
+    let doc: Value = http
+        .get(&document)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let mut record: Value = serde_json::from_str(
+        doc["fields"]["record"]["stringValue"]
+            .as_str()
+            .unwrap_or("{}"),
+    )?;
+    anyhow::ensure!(record["region"] == REGION, "{record}");
+    record.as_object_mut().expect("a record").remove("region");
+    http.patch(format!("{document}?updateMask.fieldPaths=record"))
+        .json(&json!({ "fields": { "record": { "stringValue": record.to_string() } } }))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+async fn moves_and_leaves_nothing_behind(legacy: bool) -> anyhow::Result<()> {
     let production = Production::start().await?;
     let dir = tempfile::tempdir()?;
     let (_repo, _) = production.demo_repo(dir.path())?;
@@ -1113,6 +1157,11 @@ async fn an_app_moved_to_another_region_serves_there_and_leaves_nothing_behind()
     assert_eq!(first["state"], "live", "{first:#}");
     assert_eq!(first["region"], REGION, "{first:#}");
     assert!(service(REGION).is_some());
+    if legacy {
+        forget_region(&production, &first_id).await?;
+        let (_, shown) = status(&production, "demo").await?;
+        assert_eq!(shown["releases"][0]["region"], Value::Null, "{shown:#}");
+    }
 
     let moved: Value = submit(OTHER_REGION).await?.json().await?;
     let moved_id = moved["release_id"].as_str().unwrap_or_default().to_owned();

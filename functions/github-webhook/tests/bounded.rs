@@ -72,6 +72,14 @@ impl Store for SometimesHanging {
     async fn releases(&self, app: &AppName, limit: usize) -> Result<Vec<Release>, StoreError> {
         self.inner.releases(app, limit).await
     }
+    async fn releases_before(
+        &self,
+        app: &AppName,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Release>, StoreError> {
+        self.inner.releases_before(app, before, limit).await
+    }
     async fn newest_and_live(
         &self,
         deployments: &[Deployment],

@@ -307,19 +307,51 @@ struct OneApp {
     deployment: Deployment,
     /// The newest `RELEASES_SHOWN`, newest first, and the serving one when it is older.
     releases: Vec<Release>,
-    /// The app has older releases than those.
-    older_releases: bool,
+    /// Where the app's older releases start: the number of the oldest of the newest
+    /// `RELEASES_SHOWN`, when there are older ones.
+    older_before: Option<u64>,
+    /// The page of older history asked for (`?before=N`), when one was.
+    history: Option<History>,
     deliveries: Vec<Delivery>,
 }
 
-/// One app as `caller` may see it: its record, newest releases and its hook's deliveries.
-async fn one_app(state: &State, caller: &Caller, app: &str) -> Result<OneApp, ApiError> {
+/// A page of an app's older releases: those numbered below `before`, newest first.
+struct History {
+    before: u64,
+    releases: Vec<Release>,
+    /// Where the page after this one starts, when there are still older releases.
+    older_before: Option<u64>,
+}
+
+/// `?before=N`: the page of the app's releases numbered below N.
+#[derive(serde::Deserialize)]
+struct AppQuery {
+    #[serde(default)]
+    before: Option<u64>,
+}
+
+/// Of `releases` (one more than a page holds, newest first), the page, and where the next
+/// one starts when there is one.
+fn page_of(mut releases: Vec<Release>) -> (Vec<Release>, Option<u64>) {
+    let more = releases.len() > RELEASES_SHOWN;
+    releases.truncate(RELEASES_SHOWN);
+    let next = releases.last().map(|release| release.seq).filter(|_| more);
+    (releases, next)
+}
+
+/// One app as `caller` may see it: its record, newest releases (and the older page `before`
+/// asks for) and its hook's deliveries.
+async fn one_app(
+    state: &State,
+    caller: &Caller,
+    app: &str,
+    before: Option<u64>,
+) -> Result<OneApp, ApiError> {
     let deployment = managed(state, caller, app).await?;
     let app = &deployment.app;
     // One more than shown says whether there are older ones.
-    let mut releases = state.store.releases(app, RELEASES_SHOWN + 1).await?;
-    let older_releases = releases.len() > RELEASES_SHOWN;
-    releases.truncate(RELEASES_SHOWN);
+    let (mut releases, older_before) =
+        page_of(state.store.releases(app, RELEASES_SHOWN + 1).await?);
     // The serving release, when it is older than those shown.
     if let Some(live) = &deployment.live_release
         && !releases.iter().any(|release| &release.id == live)
@@ -327,6 +359,21 @@ async fn one_app(state: &State, caller: &Caller, app: &str) -> Result<OneApp, Ap
     {
         releases.push(release);
     }
+    let history = match before {
+        None => None,
+        Some(before) => {
+            let older = state
+                .store
+                .releases_before(app, before, RELEASES_SHOWN + 1)
+                .await?;
+            let (releases, older_before) = page_of(older);
+            Some(History {
+                before,
+                releases,
+                older_before,
+            })
+        }
+    };
     let deliveries = state
         .store
         .deliveries_of_app(&deployment.app, DELIVERIES_SHOWN)
@@ -334,20 +381,30 @@ async fn one_app(state: &State, caller: &Caller, app: &str) -> Result<OneApp, Ap
     Ok(OneApp {
         deployment,
         releases,
-        older_releases,
+        older_before,
+        history,
         deliveries,
     })
 }
 
+/// One app. `releases` is its newest 20 (and the serving one when older) or, with
+/// `?before=N`, the 20 numbered below N; `next_before` is the `before` of the page after it
+/// (null on the last), and `older_releases` whether there is one.
 async fn show(
     Shared(state): Shared<State>,
     Authenticated(caller): Authenticated,
     Path(app): Path<String>,
+    Query(query): Query<AppQuery>,
 ) -> ApiResult {
-    let one = one_app(&state, &caller, &app).await?;
+    let one = one_app(&state, &caller, &app, query.before).await?;
     let mut body = deployment_json(&one.deployment, one.releases.first());
-    body["releases"] = one.releases.iter().map(release_json).collect();
-    body["older_releases"] = one.older_releases.into();
+    let (releases, next_before) = match &one.history {
+        Some(history) => (&history.releases, history.older_before),
+        None => (&one.releases, one.older_before),
+    };
+    body["releases"] = releases.iter().map(release_json).collect();
+    body["older_releases"] = next_before.is_some().into();
+    body["next_before"] = next_before.into();
     body["deliveries"] = serde_json::to_value(one.deliveries).map_err(anyhow::Error::from)?;
     Ok(json(StatusCode::OK, &body))
 }
@@ -356,11 +413,22 @@ async fn app_page(
     Shared(state): Shared<State>,
     Authenticated(caller): Authenticated,
     Path(app): Path<String>,
+    Query(query): Query<AppQuery>,
 ) -> ApiResult {
-    let one = one_app(&state, &caller, &app).await?;
+    let one = one_app(&state, &caller, &app, query.before).await?;
     let mut shown = AppPage::of(&caller, &one.deployment, &one.releases, &one.deliveries);
     shown.regions = state.regions.clone();
-    shown.newest_only = one.older_releases.then_some(RELEASES_SHOWN);
+    let older_link = |before: u64| format!("/apps/{}?before={before}", one.deployment.app);
+    match &one.history {
+        None => {
+            shown.newest_only = one.older_before.map(|_| RELEASES_SHOWN);
+            shown.older = one.older_before.map(older_link);
+        }
+        Some(history) => {
+            shown.show_history(&one.deployment, history.before, &history.releases);
+            shown.older = history.older_before.map(older_link);
+        }
+    }
     page(&shown)
 }
 

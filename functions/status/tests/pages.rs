@@ -219,3 +219,51 @@ async fn an_app_page_says_when_it_shows_only_the_newest_releases() {
     assert_eq!(many["older_releases"], true);
     assert_eq!(many["releases"].as_array().unwrap().len(), 20);
 }
+
+/// Older releases are a link away, twenty at a time, down to the first; each page keeps the
+/// app's newest state at the top.
+#[tokio::test]
+async fn an_apps_older_releases_are_pages_of_twenty_down_to_the_first() {
+    let console = Console::new();
+    let app = console.add_app("long").await;
+    for _ in 0..45 {
+        console.queue(&app).await;
+    }
+    let seqs = |json: &serde_json::Value| -> Vec<u64> {
+        let releases = json["releases"].as_array().unwrap();
+        releases
+            .iter()
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect()
+    };
+
+    let (_, newest) = console.get("/apps/long").await;
+    let (status, second) = console.get("/apps/long?before=26").await;
+    let (_, last) = console.get("/apps/long?before=6").await;
+    let (_, beyond) = console.get("/apps/long?before=1").await;
+    let first_json = console.get_json("/api/apps/long").await;
+    let second_json = console.get_json("/api/apps/long?before=26").await;
+    let last_json = console.get_json("/api/apps/long?before=6").await;
+
+    assert!(newest.contains("href=\"/apps/long?before=26\""), "{newest}");
+    assert_eq!(status, 200);
+    assert!(second.contains("Releases before #26"), "{second}");
+    assert!(second.contains("<td>25</td>") && second.contains("<td>6</td>"));
+    assert!(!second.contains("<td>26</td>") && !second.contains("<td>5</td>"));
+    assert!(second.contains("href=\"/apps/long?before=6\""), "{second}");
+    assert!(
+        second.contains("href=\"/apps/long\""),
+        "a way back to the newest"
+    );
+    assert!(last.contains("<td>5</td>") && last.contains("<td>1</td>"));
+    assert!(!last.contains("Older releases"), "{last}");
+    assert!(beyond.contains("No older releases"), "{beyond}");
+    assert_eq!(first_json["next_before"], 26);
+    assert_eq!(seqs(&second_json), (6..=25).rev().collect::<Vec<_>>());
+    assert_eq!(second_json["next_before"], 6);
+    assert_eq!(seqs(&last_json), [5, 4, 3, 2, 1]);
+    assert_eq!(last_json["next_before"], serde_json::Value::Null);
+    assert_eq!(last_json["older_releases"], false);
+    let (bad, _) = console.get("/apps/long?before=many").await;
+    assert_eq!(bad, 400);
+}

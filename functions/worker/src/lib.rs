@@ -595,6 +595,14 @@ async fn removed_if_deleted(state: &State, release: &Release, error: StoreError)
     }
 }
 
+/// Where the app ran before this release, when that was elsewhere.
+enum Moved {
+    Not,
+    From(runway_core::domain::Region),
+    /// Its live release went live before releases recorded their region.
+    Unknown,
+}
+
 /// Deploying → live on the platform, unless a newer release is already live.
 async fn go_live(state: &State, release: Release) -> Outcome {
     let deployment = match state.store.deployment(&release.app).await {
@@ -615,10 +623,13 @@ async fn go_live(state: &State, release: Release) -> Outcome {
         let message = format!("the newer release {} is already live", live.id);
         return supersede(state, &release, message).await;
     }
-    // The app moved to another region since its live release went live there.
-    let moved_from = live
-        .and_then(|live| live.region)
-        .filter(|region| *region != deployment.region);
+    // The app moved to another region since its live release went live there. A live release
+    // from before releases recorded their region may have run anywhere.
+    let moved_from = match live.map(|live| live.region) {
+        Some(Some(region)) if region != deployment.region => Moved::From(region),
+        Some(None) => Moved::Unknown,
+        _ => Moved::Not,
+    };
     let Some(image) = release.image.clone() else {
         return fail(
             state,
@@ -659,11 +670,17 @@ async fn go_live(state: &State, release: Release) -> Outcome {
         Ok(deployed) => {
             // The new region serves: the old one's service goes, before the release is recorded
             // live, so a worker that dies in between does it again when the message returns.
-            if let Some(old) = &moved_from
-                && let Err(error) = state.platform.retire(&release.app, old).await
-            {
+            let retired = match &moved_from {
+                Moved::Not => Ok(()),
+                Moved::From(old) => state.platform.retire(&release.app, old).await,
+                Moved::Unknown => {
+                    let keep = &deployment.region;
+                    state.platform.retire_elsewhere(&release.app, keep).await
+                }
+            };
+            if let Err(error) = retired {
                 return Outcome::Retry(format!(
-                    "removing {} from {old}, the region it moved from: {error:#}",
+                    "removing {} from the region it moved from: {error:#}",
                     release.app
                 ));
             }

@@ -324,6 +324,10 @@ pub struct AppPage {
     pub releases: Vec<ReleaseRow>,
     /// The app has more releases than the page shows: it shows the newest this many.
     pub newest_only: Option<usize>,
+    /// The page shows the releases numbered below this one, not the newest.
+    pub history_before: Option<u64>,
+    /// The address of the page of older releases, when there are any.
+    pub older: Option<String>,
     pub deliveries: Vec<DeliveryRow>,
     /// The newest release is still on its way: the page follows its events until it is done.
     pub follow: bool,
@@ -372,9 +376,24 @@ impl AppPage {
                 })
                 .collect(),
             newest_only: None,
+            history_before: None,
+            older: None,
             deliveries: deliveries.iter().map(DeliveryRow::of).collect(),
             follow,
         }
+    }
+
+    /// Shows `releases` (newest first), the app's releases numbered below `before`, in place
+    /// of its newest.
+    pub fn show_history(&mut self, deployment: &Deployment, before: u64, releases: &[Release]) {
+        self.history_before = Some(before);
+        self.newest_only = None;
+        self.releases = releases
+            .iter()
+            .map(|release| {
+                ReleaseRow::of(&deployment.repo, release, deployment.live_release.as_ref())
+            })
+            .collect();
     }
 }
 

@@ -310,6 +310,26 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn releases_before(
+        &self,
+        app: &AppName,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Release>, StoreError> {
+        let app = app.to_string();
+        // SQLite's integers are signed: a sequence past i64 is past every release.
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            docs(
+                c,
+                "SELECT doc FROM releases WHERE app = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+                params![app, before, limit],
+            )
+        })
+        .await
+    }
+
     async fn newest_and_live(
         &self,
         deployments: &[Deployment],

@@ -332,13 +332,37 @@ impl CloudRunPlatform {
         Ok((service, fields))
     }
 
-    /// Deletes the app's service in one region; a service that is not there is already deleted.
+    /// Deletes the app's service in `region` if Runway made it: a service of the same name
+    /// that someone else made (no `managed-by=runway` label) is not the app's to remove. A
+    /// service that is not there is already deleted.
     #[tracing::instrument(skip_all, fields(app = %app.as_str(), %region))]
-    pub async fn delete_in(&self, region: &str, app: &AppName) -> Result<(), PlatformError> {
+    async fn delete_ours_in(&self, region: &str, app: &AppName) -> Result<(), PlatformError> {
+        let name = self.service_name(region, app);
+        match self.client.get_service().set_name(&name).send().await {
+            // With the etag read: a service changed since (made someone else's) is not deleted.
+            Ok(service) if not_someone_elses(&service).is_ok() => {
+                self.delete_in(region, app, &service.etag).await
+            }
+            Ok(_) => {
+                tracing::info!(%app, region, "leaving a service of the app's name Runway did not make");
+                Ok(())
+            }
+            Err(error) if has_code(&error, Code::NotFound) => Ok(()),
+            Err(error) => Err(self.platform_error(error, "reading the service")),
+        }
+    }
+
+    async fn delete_in(
+        &self,
+        region: &str,
+        app: &AppName,
+        etag: &str,
+    ) -> Result<(), PlatformError> {
         let outcome = self
             .client
             .delete_service()
             .set_name(self.service_name(region, app))
+            .set_etag(etag)
             .poller()
             .until_done()
             .await;
@@ -475,14 +499,26 @@ impl Platform for CloudRunPlatform {
 
     async fn delete(&self, app: &AppName) -> Result<(), PlatformError> {
         for region in &self.config.regions {
-            self.delete_in(region, app).await?;
+            self.delete_ours_in(region, app).await?;
         }
         // Last: a service still running as it would lose its identity mid-flight.
         self.identities.remove(app).await
     }
 
     async fn retire(&self, app: &AppName, region: &Region) -> Result<(), PlatformError> {
-        self.delete_in(region.as_str(), app).await
+        self.delete_ours_in(region.as_str(), app).await
+    }
+
+    /// Reads the app's service in each region Runway may deploy to but `keep`, and deletes
+    /// those Runway made; a service of the same name that someone else made stays.
+    async fn retire_elsewhere(&self, app: &AppName, keep: &Region) -> Result<(), PlatformError> {
+        for region in &self.config.regions {
+            if region == keep.as_str() {
+                continue;
+            }
+            self.delete_ours_in(region, app).await?;
+        }
+        Ok(())
     }
 
     async fn check_name(&self, app: &AppName, region: &Region) -> Result<(), PlatformError> {

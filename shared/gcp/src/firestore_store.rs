@@ -715,6 +715,28 @@ impl Store for FirestoreStore {
         .await
     }
 
+    async fn releases_before(
+        &self,
+        app: &AppName,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Release>, StoreError> {
+        let app = app.to_string();
+        // Firestore's integers are signed 64-bit: a sequence past that is past every release.
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        self.query_releases(
+            |q| {
+                q.for_all([
+                    q.field("app").eq(app.as_str()),
+                    q.field("seq").less_than(before),
+                ])
+            },
+            ("seq", FirestoreQueryDirection::Descending),
+            Some(query_limit(limit)),
+        )
+        .await
+    }
+
     /// Two batch reads: the apps' sequences, which name each one's newest release, then those
     /// releases and the live ones.
     async fn newest_and_live(

@@ -329,6 +329,22 @@ pub(super) fn delete_service(
     request: &SeenRequest,
 ) -> Result<(StatusCode, Value), GoogleError> {
     refuse_validate_only(request)?;
+    let current = state
+        .services
+        .get(name)
+        .ok_or_else(|| GoogleError::not_found(name))?
+        .etag();
+    // AIP-154: a delete based on a service that changed since it was read is refused. The
+    // client always sends the parameter; empty is proto3's unset, no condition.
+    if let Some(sent) = request.param("etag").filter(|sent| !sent.is_empty())
+        && sent != current
+    {
+        return Err(GoogleError::new(
+            StatusCode::CONFLICT,
+            "ABORTED",
+            format!("The etag {sent} does not match the service's current etag {current}."),
+        ));
+    }
     let service = state
         .services
         .remove(name)

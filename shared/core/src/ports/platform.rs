@@ -90,6 +90,13 @@ pub trait Platform: Send + Sync {
         let _ = (app, region);
         Ok(())
     }
+    /// Removes the app's services from every region but `keep` (only those Runway made): for
+    /// an app whose live release went live before releases recorded their region, where the
+    /// region it moves from is not known. Nothing elsewhere is not an error.
+    async fn retire_elsewhere(&self, app: &AppName, keep: &Region) -> Result<(), PlatformError> {
+        let _ = (app, keep);
+        Ok(())
+    }
     /// Whether `app` may run in `region`: `Conflict` when something Runway did not create (a
     /// service of someone else's, say) already has its name there. `deploy` checks it too; a
     /// submit asks first, so the person choosing the name hears of it.

@@ -78,6 +78,14 @@ pub trait Store: Send + Sync {
     async fn release(&self, id: &ReleaseId) -> Result<Option<Release>, StoreError>;
     /// The app's releases, newest first.
     async fn releases(&self, app: &AppName, limit: usize) -> Result<Vec<Release>, StoreError>;
+    /// The app's releases numbered below `before`, newest first: the page of history after
+    /// one that ended at release `before`.
+    async fn releases_before(
+        &self,
+        app: &AppName,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<Release>, StoreError>;
     /// Each app's newest release and the one that serves it, in the order of `deployments`:
     /// what a list of apps shows, read at once however many apps there are (one read per app
     /// made the apps page of a team's console slow).
