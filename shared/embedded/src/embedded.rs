@@ -128,8 +128,11 @@ impl Embedded {
         let public_url = format!("http://127.0.0.1:{public_port}");
         let database = data.join("runway.db");
         let clock = clock::system();
-        let store = Arc::new(SqliteStore::open(&database)?.with_clock(clock.clone()));
-        let queue = SqliteQueue::open(&database)?;
+        // One connection for both, on its own thread: the store's and the queue's writes go
+        // into one transaction at a time instead of waiting on each other's lock.
+        let connection = crate::database::Database::open(&database)?;
+        let store = Arc::new(SqliteStore::on(connection.clone()).with_clock(clock.clone()));
+        let queue = SqliteQueue::on(connection)?;
         let runway_bin = std::env::current_exe().context("locating the runway executable")?;
         let forge = Arc::new(GitForge::new(runway_bin).following(data.join(ADDRESS_FILE)));
         let builder = Arc::new(UvBuilder::new(

@@ -65,7 +65,11 @@ struct Due {
 
 impl SqliteQueue {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let database = Database::open(path)?;
+        Self::on(Database::open(path)?)
+    }
+
+    /// The queue on a connection it shares with the store.
+    pub(crate) fn on(database: Database) -> anyhow::Result<Self> {
         // Leases held by a previous process died with it: everything pending is due again.
         database
             .now(|connection| {

@@ -1,11 +1,12 @@
 //! `Store` on SQLite (bundled, WAL): one file under the data dir, records kept as JSON documents
-//! beside the columns queries filter on, every read-modify-write in one immediate transaction.
+//! beside the columns queries filter on, every read-modify-write in a savepoint of its own inside
+//! the database thread's immediate transaction (`Database`: group commit).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::database::{Database, Unavailable};
 use runway_core::clock::{self, Clock};
@@ -26,10 +27,16 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        Ok(Self {
-            database: Database::open(path)?,
+        Ok(Self::on(Database::open(path)?))
+    }
+
+    /// The store on a connection it shares (with the queue, in one process: two connections
+    /// to one file would wait on each other's write lock).
+    pub(crate) fn on(database: Database) -> Self {
+        Self {
+            database,
             clock: clock::system(),
-        })
+        }
     }
 
     /// The clock the store stamps what it writes with.
@@ -220,7 +227,7 @@ impl Store for SqliteStore {
     async fn put_deployment(&self, deployment: &Deployment) -> Result<(), StoreError> {
         let mut deployment = deployment.clone();
         self.with(move |c| {
-            let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let transaction = c.savepoint()?;
             if let Some(stored) = load_deployment(&transaction, deployment.app.as_str())? {
                 deployment.live_release = stored.live_release;
                 deployment.url = stored.url;
@@ -273,7 +280,7 @@ impl Store for SqliteStore {
     async fn delete_deployment(&self, app: &AppName) -> Result<(), StoreError> {
         let app = app.to_string();
         self.with(move |c| {
-            let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let transaction = c.savepoint()?;
             transaction.execute("DELETE FROM releases WHERE app = ?1", [&app])?;
             transaction.execute("DELETE FROM deployments WHERE app = ?1", [&app])?;
             transaction.commit()?;
@@ -285,7 +292,7 @@ impl Store for SqliteStore {
     async fn queue_release(&self, new: NewRelease) -> Result<Release, StoreError> {
         let now = self.clock.now();
         self.with(move |c| {
-            let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let transaction = c.savepoint()?;
             let release = queue_in(&transaction, new, now)?;
             transaction.commit()?;
             Ok(release)
@@ -397,7 +404,7 @@ impl Store for SqliteStore {
         let transition = Transition::new(id, from, to, update)?;
         let now = self.clock.now();
         self.with(move |c| {
-            let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let transaction = c.savepoint()?;
             let release = load_release(&transaction, transition.id.as_str())?;
             let (mut deployment, mut live) = (None, None);
             if transition.goes_live()
@@ -432,7 +439,7 @@ impl Store for SqliteStore {
         let now = self.clock.now();
         let delivery = delivery.clone();
         self.with(move |c| {
-            let transaction = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let transaction = c.savepoint()?;
             // A replay writes nothing: the transaction is dropped, so rolled back.
             if !insert_delivery(&transaction, &delivery)? {
                 return Ok(None);
