@@ -276,7 +276,9 @@ async fn push(state: State, deployment: Deployment, delivery_id: String, body: &
             if !recorded {
                 return duplicate();
             }
-            tracing::info!(%reason, "push ignored");
+            // The delivery's record says why, on the app's page: no log line per ignored push
+            // (under a flood of them, formatting the lines showed in the ingress's profile).
+            tracing::debug!(%reason, "push ignored");
             return Ok(json(
                 StatusCode::ACCEPTED,
                 &json!({ "status": "ignored", "reason": reason }),

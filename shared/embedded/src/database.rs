@@ -111,6 +111,8 @@ fn open_database(path: &Path) -> anyhow::Result<Connection> {
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    // The store's and the queue's statements, kept prepared (`prepare_cached`).
+    connection.set_prepared_statement_cache_capacity(64);
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
@@ -269,6 +271,11 @@ fn serve(mut connection: Connection, work: &mpsc::Receiver<Box<dyn Job>>) {
     }
 }
 
+/// Runs one of the batch's own statements, kept prepared: they run several times a job.
+fn run(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
+    connection.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 fn run_batch(connection: &mut Connection, batch: Vec<Box<dyn Job>>) {
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         for job in batch {
@@ -278,16 +285,15 @@ fn run_batch(connection: &mut Connection, batch: Vec<Box<dyn Job>>) {
     }
     let mut answers = Vec::with_capacity(batch.len());
     for job in batch {
-        let kept = connection.execute_batch("SAVEPOINT job");
+        let kept = run(connection, "SAVEPOINT job");
         // A job that panics is undone and drops its answer: its caller hears the task failed.
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(connection)));
         let ok = matches!(&ran, Ok(done) if done.ok);
         if kept.is_ok() {
-            let end = match ok {
-                true => "RELEASE job",
-                false => "ROLLBACK TO job; RELEASE job",
-            };
-            let _ = connection.execute_batch(end);
+            if !ok {
+                let _ = run(connection, "ROLLBACK TO job");
+            }
+            let _ = run(connection, "RELEASE job");
         }
         if let Ok(done) = ran {
             answers.push(done.answer);

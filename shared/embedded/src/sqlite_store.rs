@@ -131,20 +131,21 @@ fn docs<T: serde::de::DeserializeOwned>(
 
 fn load_release(connection: &Connection, id: &str) -> Result<Option<Release>, DbError> {
     connection
-        .query_row("SELECT doc FROM releases WHERE id = ?1", [id], |row| {
-            row.get::<_, String>(0)
-        })
+        .prepare_cached("SELECT doc FROM releases WHERE id = ?1")?
+        .query_row([id], |row| row.get::<_, String>(0))
         .optional()?
         .map(from_doc)
         .transpose()
 }
 
 fn save_release(connection: &Connection, release: &Release) -> Result<(), DbError> {
-    connection.execute(
-        "INSERT INTO releases (id, app, seq, state, build_id, updated_at, doc)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (id) DO UPDATE SET state = ?4, build_id = ?5, updated_at = ?6, doc = ?7",
-        params![
+    connection
+        .prepare_cached(
+            "INSERT INTO releases (id, app, seq, state, build_id, updated_at, doc)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (id) DO UPDATE SET state = ?4, build_id = ?5, updated_at = ?6, doc = ?7",
+        )?
+        .execute(params![
             release.id.as_str(),
             release.app.as_str(),
             release.seq as i64,
@@ -152,8 +153,7 @@ fn save_release(connection: &Connection, release: &Release) -> Result<(), DbErro
             release.build_id.as_ref().map(BuildId::as_str),
             release.updated_at.to_rfc3339(),
             to_doc(release)?,
-        ],
-    )?;
+        ])?;
     Ok(())
 }
 
@@ -172,9 +172,8 @@ fn save_deployment(connection: &Connection, deployment: &Deployment) -> Result<(
 
 fn load_deployment(connection: &Connection, app: &str) -> Result<Option<Deployment>, DbError> {
     connection
-        .query_row("SELECT doc FROM deployments WHERE app = ?1", [app], |row| {
-            row.get::<_, String>(0)
-        })
+        .prepare_cached("SELECT doc FROM deployments WHERE app = ?1")?
+        .query_row([app], |row| row.get::<_, String>(0))
         .optional()?
         .map(from_doc)
         .transpose()
@@ -182,18 +181,19 @@ fn load_deployment(connection: &Connection, app: &str) -> Result<Option<Deployme
 
 /// Inserts the delivery unless this app's hook received its id before; whether it did.
 fn insert_delivery(c: &Connection, delivery: &Delivery) -> Result<bool, DbError> {
-    let inserted = c.execute(
-        "INSERT INTO deliveries (app, id, repo_id, received_at, doc)
-         VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (app, id) DO NOTHING",
-        params![
+    let inserted = c
+        .prepare_cached(
+            "INSERT INTO deliveries (app, id, repo_id, received_at, doc)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (app, id) DO NOTHING",
+        )?
+        .execute(params![
             delivery.app.as_ref().map_or("", |app| app.as_str()),
             delivery.id.as_str(),
             delivery.repo_id.map(|id| id as i64),
             delivery.received_at.to_rfc3339(),
             to_doc(delivery)?
-        ],
-    )?;
+        ])?;
     Ok(inserted == 1)
 }
 
@@ -203,12 +203,12 @@ fn queue_in(transaction: &Connection, new: NewRelease, now: Timestamp) -> Result
     let app = new.app.to_string();
     // The sequence lives apart from the releases, so numbers are never reused after releases
     // are pruned or an app is deleted and created again.
-    let seq: i64 = transaction.query_row(
-        "INSERT INTO release_sequences (app, last) VALUES (?1, 1)
-         ON CONFLICT (app) DO UPDATE SET last = last + 1 RETURNING last",
-        [&app],
-        |row| row.get(0),
-    )?;
+    let seq: i64 = transaction
+        .prepare_cached(
+            "INSERT INTO release_sequences (app, last) VALUES (?1, 1)
+             ON CONFLICT (app) DO UPDATE SET last = last + 1 RETURNING last",
+        )?
+        .query_row([&app], |row| row.get(0))?;
     let older_queued: Vec<Release> = docs(
         transaction,
         "SELECT doc FROM releases WHERE app = ?1 AND state = 'queued'",
