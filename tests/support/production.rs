@@ -89,6 +89,17 @@ pub fn iap_audience(function: &str) -> String {
     format!("/projects/{PROJECT_NUMBER}/global/backendServices/{id}")
 }
 
+/// Whether the process `pid` runs (exists and is no zombie awaiting its parent's wait).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, fields) = stat.rsplit_once(')')?;
+            fields.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
 /// A function binary cargo built next to the tests.
 pub fn function_bin(name: &str) -> PathBuf {
     crate::runway_bin().with_file_name(name)
@@ -325,14 +336,26 @@ impl Production {
     async fn wait_ready(&self, function: &Function) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut last: String;
+        let log = || std::fs::read_to_string(&function.log).unwrap_or_default();
         loop {
+            // A function that could not bind its port has exited, and whatever took the port
+            // (another test's function) may answer `/ready` for it: only a running one counts.
+            if !running(function.child.id()) {
+                bail!(
+                    "{} exited before it was ready; its log:\n{}",
+                    function.name,
+                    log()
+                );
+            }
             let ready = self
                 .client
                 .get(format!("{}/ready", function.url))
                 .send()
                 .await;
             match ready {
-                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) if response.status().is_success() && running(function.child.id()) => {
+                    return Ok(());
+                }
                 Ok(response) => last = response.text().await.unwrap_or_default(),
                 Err(error) => last = error.to_string(),
             }
@@ -340,7 +363,7 @@ impl Production {
                 bail!(
                     "{} never got ready ({last}); its log:\n{}",
                     function.name,
-                    std::fs::read_to_string(&function.log).unwrap_or_default()
+                    log()
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

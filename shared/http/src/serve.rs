@@ -1,20 +1,23 @@
 //! Serving: hyper's HTTP/1 connections (with upgrades, so websockets pass through the local
-//! proxy), a deadline for the request head, and a graceful stop that lets requests in flight
-//! finish. axum's own `serve` sets neither the head deadline nor a bound on draining, so the
+//! proxy), a deadline for the request head, a cap on connections that a slowloris cannot fill
+//! (at the cap, the oldest connection still sending its first head is cut for the new one), and
+//! a graceful stop that lets requests in flight finish. axum's own `serve` sets neither the head deadline nor a bound on draining, so the
 //! accept loop stays here; everything per request is a tower layer (`layers`).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tower::ServiceExt;
 
 use crate::{Request, Response, Router};
@@ -30,6 +33,10 @@ pub struct ServeOptions {
     /// How many connections it holds at once; more wait in the listen backlog until one
     /// closes (a flood of idle connections cannot take every task and file descriptor).
     pub max_connections: usize,
+    /// At the cap, a connection that has not sent a whole request head for this long is cut
+    /// to make room for a new one: slow heads cannot keep everyone else waiting for the whole
+    /// `header_read_timeout`.
+    pub slow_head_grace: Duration,
 }
 
 impl Default for ServeOptions {
@@ -39,6 +46,7 @@ impl Default for ServeOptions {
             drain: Duration::from_secs(10),
             // Cloud Run sends an instance at most 1000 requests at once.
             max_connections: 1000,
+            slow_head_grace: Duration::from_secs(1),
         }
     }
 }
@@ -61,6 +69,7 @@ pub async fn serve<S, F>(
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout);
     let slots = Arc::new(Semaphore::new(options.max_connections));
+    let open = Arc::new(OpenConnections::default());
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -68,6 +77,8 @@ pub async fn serve<S, F>(
                 Ok(slot) => slot,
                 Err(_) => break,
             },
+            // Full: wait for a connection to close, or cut one still sending its first head.
+            () = open.make_room(options.slow_head_grace) => continue,
             () = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
@@ -82,7 +93,10 @@ pub async fn serve<S, F>(
             () = &mut shutdown => break,
         };
         let service = service.clone();
+        let (id, headed, cut) = open.add();
         let handler = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+            // hyper calls the service once a request's head is complete.
+            headed.store(true, Ordering::Relaxed);
             let response = service(request.map(axum::body::Body::new), peer);
             async move { Ok::<_, Infallible>(response.await) }
         });
@@ -90,10 +104,16 @@ pub async fn serve<S, F>(
             .serve_connection_with_upgrades(TokioIo::new(stream), handler)
             .into_owned();
         let connection = graceful.watch(connection);
+        let open = open.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+            tokio::select! {
+                ended = connection => if let Err(error) = ended {
+                    tracing::debug!(%error, "connection ended with an error");
+                },
+                // Dropping the connection closes it.
+                _ = cut => tracing::debug!(%peer, "cut a connection still sending its first head"),
             }
+            open.remove(id);
             drop(slot);
         });
     }
@@ -104,6 +124,66 @@ pub async fn serve<S, F>(
         .is_err()
     {
         tracing::warn!("shutdown: some requests were still running after {drain:?}");
+    }
+}
+
+/// The connections being served, for cutting a slow one when there is no room.
+#[derive(Default)]
+struct OpenConnections {
+    next: std::sync::atomic::AtomicU64,
+    open: Mutex<HashMap<u64, Open>>,
+}
+
+struct Open {
+    since: Instant,
+    /// Whether it has sent a whole request head yet.
+    headed: Arc<AtomicBool>,
+    cut: Option<oneshot::Sender<()>>,
+}
+
+impl OpenConnections {
+    fn add(&self) -> (u64, Arc<AtomicBool>, oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let headed = Arc::new(AtomicBool::new(false));
+        let (cut, cut_off) = oneshot::channel();
+        let entry = Open {
+            since: Instant::now(),
+            headed: headed.clone(),
+            cut: Some(cut),
+        };
+        self.lock().insert(id, entry);
+        (id, headed, cut_off)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Open>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Cuts the oldest connection that has sent no whole head within `grace`, once there is
+    /// one: a slowloris's, not a client's that is merely keeping its connection open. Pends
+    /// while every connection is a client's; checks again every `grace / 4`.
+    async fn make_room(&self, grace: Duration) {
+        loop {
+            let slowest = {
+                let mut open = self.lock();
+                open.iter_mut()
+                    .filter(|(_, o)| {
+                        !o.headed.load(Ordering::Relaxed) && o.since.elapsed() >= grace
+                    })
+                    .filter(|(_, o)| o.cut.is_some())
+                    .min_by_key(|(_, o)| o.since)
+                    .and_then(|(_, o)| o.cut.take())
+            };
+            if let Some(cut) = slowest {
+                let _ = cut.send(());
+                return;
+            }
+            tokio::time::sleep(grace / 4).await;
+        }
     }
 }
 
@@ -234,6 +314,49 @@ mod tests {
         read.ok()
             .and_then(Result::ok)
             .map(|n| String::from_utf8_lossy(&buffer[..n]).into_owned())
+    }
+
+    /// A slowloris filling every slot with heads it never finishes does not keep others out
+    /// for the whole head deadline: at the cap, the oldest connection still sending its first
+    /// head after the grace is cut for the next client.
+    #[tokio::test]
+    async fn slow_heads_filling_every_slot_do_not_keep_a_client_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let options = ServeOptions {
+            max_connections: 8,
+            header_read_timeout: Duration::from_secs(30),
+            slow_head_grace: Duration::from_millis(200),
+            ..ServeOptions::default()
+        };
+        serve_hello(listener, options);
+        let mut slow = Vec::new();
+        for _ in 0..8 {
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+            slow.push(stream);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut served = None;
+        for _ in 0..6 {
+            served = served.or(answer(&mut client).await);
+        }
+
+        assert!(
+            served
+                .as_deref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+            "{served:?}"
+        );
     }
 
     /// Past its connection cap the server takes no more until one closes: a flood of idle
