@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{Method, StatusCode};
-use runway_http::{Request, Response, json, read_body, serve};
+use runway_http::{Request, Response, json, read_body};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -155,20 +155,11 @@ impl FakeCloudLogging {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);
         let sink = LogSink(Arc::default());
-        let (stop, stopped) = oneshot::channel::<()>();
         let shared = sink.clone();
-        let service = move |request: Request, _peer: SocketAddr| {
+        let stop = crate::serve_until_dropped(listener, move |request: Request, _: SocketAddr| {
             let sink = shared.clone();
             async move { handle(sink, request).await }
-        };
-        tokio::spawn(serve(
-            listener,
-            service,
-            async {
-                let _ = stopped.await;
-            },
-            runway_http::serve::ServeOptions::default(),
-        ));
+        });
         Ok(Self {
             base_url,
             sink,

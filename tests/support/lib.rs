@@ -541,3 +541,25 @@ pub fn seq_of(release_id: &str) -> u64 {
         .parse()
         .unwrap_or(1)
 }
+
+/// Serves `service` on `listener` until the returned sender is dropped: how a fake that keeps
+/// its handle serves.
+pub fn serve_until_dropped<S, F>(
+    listener: tokio::net::TcpListener,
+    service: S,
+) -> tokio::sync::oneshot::Sender<()>
+where
+    S: Fn(runway_http::Request, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = runway_http::Response> + Send + 'static,
+{
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(runway_http::serve(
+        listener,
+        service,
+        async {
+            let _ = stopped.await;
+        },
+        runway_http::serve::ServeOptions::default(),
+    ));
+    stop
+}

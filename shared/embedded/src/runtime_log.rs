@@ -220,19 +220,29 @@ fn read_lines(file: &mut File, from: u64, to: u64, skip_first: bool) -> (Vec<Log
     (lines, from + whole as u64)
 }
 
+/// The app's log file, if it has written one.
+fn open_log(path: &Path) -> std::io::Result<Option<File>> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// No lines, and where to look again.
+fn nothing(cursor: String) -> LogRead {
+    LogRead {
+        lines: Vec::new(),
+        cursor,
+    }
+}
+
 /// The newest `max` lines of the log in `app_dir`, from the kept file too when the current
 /// one has fewer.
 fn tail_of(app_dir: &Path, max: usize) -> std::io::Result<LogRead> {
     let path = app_dir.join(FILE);
-    let mut file = match File::open(&path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(LogRead {
-                lines: Vec::new(),
-                cursor: String::new(),
-            });
-        }
-        Err(error) => return Err(error),
+    let Some(mut file) = open_log(&path)? else {
+        return Ok(nothing(String::new()));
     };
     let meta = file.metadata()?;
     let (mut lines, end) = read_lines(
@@ -265,15 +275,8 @@ fn tail_of(app_dir: &Path, max: usize) -> std::io::Result<LogRead> {
 /// neither.
 fn after_in(app_dir: &Path, cursor: &str, max: usize) -> std::io::Result<LogRead> {
     let path = app_dir.join(FILE);
-    let mut file = match File::open(&path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(LogRead {
-                lines: Vec::new(),
-                cursor: cursor.to_owned(),
-            });
-        }
-        Err(error) => return Err(error),
+    let Some(mut file) = open_log(&path)? else {
+        return Ok(nothing(cursor.to_owned()));
     };
     let meta = file.metadata()?;
     let mut lines = Vec::new();

@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::Context;
 use chrono::{SecondsFormat, Utc};
 use http::{Method, StatusCode};
-use runway_http::{Request, Response, json, read_body, serve};
+use runway_http::{Request, Response, json, read_body};
 
 use crate::google_rest::{GoogleError, any, operation};
 use serde_json::{Map, Value, json};
@@ -103,20 +103,11 @@ impl FakeCloudRun {
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
         let state = Arc::new(Mutex::new(State::new(&base_url)));
-        let (stop, stopped) = oneshot::channel::<()>();
         let shared = state.clone();
-        let service = move |request: Request, _peer: SocketAddr| {
+        let stop = crate::serve_until_dropped(listener, move |request: Request, _: SocketAddr| {
             let state = shared.clone();
             async move { handle(state, request).await }
-        };
-        tokio::spawn(serve(
-            listener,
-            service,
-            async {
-                let _ = stopped.await;
-            },
-            runway_http::serve::ServeOptions::default(),
-        ));
+        });
         Ok(Self {
             base_url,
             state,
