@@ -655,19 +655,22 @@ async fn runtime_log(
 
 /// Server-Sent Events following an app's runtime log: `lines` (a JSON array, oldest first)
 /// with the newest lines first and then each batch of new ones, its id the cursor a browser
-/// connecting again sends back; `note` when the log cannot be read for a while, and why.
+/// connecting again sends back; `note` when the log cannot be read for a while, and why. A
+/// page that closed its stream (its tab was hidden) opens a new one with `?after=CURSOR`.
 async fn runtime_log_events(
     Shared(state): Shared<State>,
     Authenticated(caller): Authenticated,
     Path(app): Path<String>,
+    Query(query): Query<LogQuery>,
     headers: http::HeaderMap,
 ) -> ApiResult {
     let deployment = managed(&state, &caller, &app).await?;
     let cursor = headers
         .get("last-event-id")
         .and_then(|id| id.to_str().ok())
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned);
+        .map(str::to_owned)
+        .or(query.after)
+        .filter(|id| !id.is_empty());
     let tail = LogTail {
         state,
         app: deployment.app,

@@ -294,9 +294,18 @@ async fn the_runtime_log_starts_with_the_newest_lines_then_sends_each_new_one_on
     let mut again = following
         .stream("/apps/demo/log/events", later_id.as_deref())
         .await;
+    let (after_reconnect, reconnected_id) = again.next_with_id("lines").await;
+    assert_eq!(texts(&after_reconnect), ["after the reconnect"]);
+    // A page whose tab was hidden closed its stream; it opens a new one at its cursor.
+    following.print(&["while the tab was hidden"]);
+    let reopened = format!(
+        "/apps/demo/log/events?after={}",
+        urlencode(reconnected_id.as_deref().unwrap())
+    );
+    let mut shown_again = following.stream(&reopened, None).await;
     assert_eq!(
-        texts(&again.next_named("lines").await),
-        ["after the reconnect"]
+        texts(&shown_again.next_named("lines").await),
+        ["while the tab was hidden"]
     );
 }
 
