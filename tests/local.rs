@@ -4,5 +4,6 @@
 mod api;
 mod browser;
 mod end_to_end;
+mod faults;
 mod rollback;
 mod supervision;

@@ -175,9 +175,19 @@ pub const RUNWAYS_OWN_CREDENTIAL: &str = "ghp_runways-own-credential";
 impl Runway {
     /// Starts `runway` on 127.0.0.1:0 with its data under `dir`.
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts `runway` as [`Runway::start`] does, with `env` set on top. Its log goes on after
+    /// what an earlier `runway` on `dir` wrote.
+    pub fn start_with(dir: &Path, env: &[(String, String)]) -> anyhow::Result<Self> {
         let data_dir = dir.join("data");
         let log = dir.join("runway.log");
         let cache = std::env::temp_dir().join("runway-test-uv-cache");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let mut child = Command::new(runway_bin())
             .env("RUNWAY_LISTEN", "127.0.0.1:0")
             .env("RUNWAY_DATA_DIR", &data_dir)
@@ -187,8 +197,9 @@ impl Runway {
             .env("RUST_LOG", "info")
             // A credential of Runway's own: nothing it starts for an app may see it.
             .env("GITHUB_TOKEN", RUNWAYS_OWN_CREDENTIAL)
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("starting {}", runway_bin().display()))?;
         let stdout = child.stdout.take().expect("piped stdout");
@@ -359,8 +370,27 @@ impl Runway {
             .to_owned()
     }
 
+    /// The SQLite file holding the store and the queue.
+    pub fn database(&self) -> anyhow::Result<PathBuf> {
+        std::fs::read_dir(&self.data_dir)?
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| path.extension().is_some_and(|ext| ext == "db"))
+            .context("no database in the data dir")
+    }
+
+    /// Kills runway with SIGKILL, as the OOM killer or a power cut would: no shutdown at all,
+    /// so what it started (apps, builds) is left behind for the next runway to deal with.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops runway and waits for it, like Ctrl-C.
     pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

@@ -3,7 +3,8 @@
 //! - Releases queued for too long are published again (the outbox sweep: a failed publish
 //!   cannot strand a release).
 //! - Builds whose end was never announced are asked for their status (the poll fallback for
-//!   lost notifications); builds the builder no longer knows fail with a reason.
+//!   lost notifications); a build the builder no longer knows (`runway` was killed under it)
+//!   is queued again, and the worker fails it after `Release::MAX_BUILD_ATTEMPTS` claims.
 //! - Releases stuck deploying (the worker died mid-way) fail with a reason.
 //! - Webhooks whose removal failed when their app was deleted are removed.
 
@@ -147,6 +148,22 @@ pub async fn run(state: &State) -> Report {
     report
 }
 
+/// What `runway` does as it starts, before it takes work: no build of its own runs yet, so
+/// every release left building by the process before it is settled now, not once it is stale.
+/// A build that finished is deployed; one that was killed with that process is built again.
+pub async fn resume_builds(state: &State) -> Report {
+    let mut report = Report::default();
+    // Every one, however recent: a bound a day ahead also covers a clock that stepped back.
+    let all = state.clock.now() + chrono::Duration::days(1);
+    if let Err(error) = poll_builds(state, all, &mut report).await {
+        report.errors.push(format!("building releases: {error}"));
+    }
+    if report != Report::default() {
+        tracing::info!(?report, "resumed what the last run left building");
+    }
+    report
+}
+
 async fn republish_queued(
     state: &State,
     before: chrono::DateTime<chrono::Utc>,
@@ -178,18 +195,8 @@ async fn poll_builds(
         .await?
     {
         let Some(build_id) = release.build_id.clone() else {
-            // The worker died between claiming it and starting the build: queue it again.
-            state
-                .store
-                .transition(
-                    &release.id,
-                    ReleaseState::Building,
-                    ReleaseState::Queued,
-                    ReleaseUpdate::default(),
-                )
-                .await?;
-            let _ = publish(state.queue.as_ref(), &release).await;
-            report.republished += 1;
+            // The worker died between claiming it and starting the build.
+            build_again(state, &release, None, report).await?;
             continue;
         };
         let notification = match state.builder.status(&build_id).await {
@@ -213,7 +220,9 @@ async fn poll_builds(
                 ..notification_for(&release, &build_id)
             },
             Ok(BuildStatus::Lost) => {
-                interrupt(state, &release, ReleaseState::Building, "the build was interrupted (Runway restarted while it ran); redeploy to try again", report).await?;
+                let why = "its build was interrupted (Runway stopped while it ran), so it was \
+                           queued to build again";
+                build_again(state, &release, Some(why), report).await?;
                 continue;
             }
             Err(error) => {
@@ -233,6 +242,41 @@ async fn poll_builds(
             Ok(_) => report.builds_polled += 1,
             Err(error) => report.errors.push(format!("build {build_id}: {error}")),
         }
+    }
+    Ok(())
+}
+
+/// Building → queued, and published again: the worker claims it as if for the first time.
+async fn build_again(
+    state: &State,
+    release: &Release,
+    why: Option<&str>,
+    report: &mut Report,
+) -> Result<(), StoreError> {
+    let update = ReleaseUpdate {
+        message: why.map(str::to_owned),
+        ..Default::default()
+    };
+    match state
+        .store
+        .transition(
+            &release.id,
+            ReleaseState::Building,
+            ReleaseState::Queued,
+            update,
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(StoreError::Conflict(_)) => return Ok(()), // It moved on by itself meanwhile.
+        Err(error) => return Err(error),
+    }
+    match publish(state.queue.as_ref(), release).await {
+        Ok(_) => report.republished += 1,
+        // Still queued: the outbox sweep publishes it later.
+        Err(error) => report
+            .errors
+            .push(format!("publishing {}: {error}", release.id)),
     }
     Ok(())
 }

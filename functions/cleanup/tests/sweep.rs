@@ -13,7 +13,7 @@ use runway_core::HookSweep;
 use runway_core::clock::ManualClock;
 use runway_core::domain::CommitSha;
 use runway_core::domain::{
-    AppName, Deployment, HookId, NewRelease, ReleaseState, ReleaseUpdate, RepoUrl, Trigger,
+    AppName, Deployment, HookId, NewRelease, Release, ReleaseState, ReleaseUpdate, RepoUrl, Trigger,
 };
 use runway_core::messages::DeployRequest;
 use runway_core::ports::{Forge, ForgeError, Repository, SourceArchive, Store, Webhook};
@@ -116,9 +116,9 @@ async fn a_release_whose_publish_was_lost_is_published_again() {
     assert_eq!(request.release_id, queued.id);
 }
 
-#[tokio::test]
-async fn a_build_the_builder_lost_fails_with_a_reason() {
-    let f = fixture();
+/// A release building under a build id its builder never heard of: what the process that ran
+/// the build left behind when it was killed.
+async fn building_a_lost_build(f: &Fixture) -> Release {
     let queued = f.store.queue_release(release()).await.unwrap();
     let update = ReleaseUpdate {
         build_id: Some("demo-gone".into()),
@@ -132,15 +132,39 @@ async fn a_build_the_builder_lost_fails_with_a_reason() {
             update,
         )
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_build_the_builder_lost_is_queued_to_build_again() {
+    let f = fixture();
+    let building = building_a_lost_build(&f).await;
 
     f.clock.advance(STALE + Duration::from_secs(1));
     let report = run(&f.state).await;
 
-    assert_eq!(report.interrupted, 1, "{report:?}");
-    let release = f.store.release(&queued.id).await.unwrap().unwrap();
-    assert_eq!(release.state, ReleaseState::Failed);
+    assert_eq!(report.republished, 1, "{report:?}");
+    let release = f.store.release(&building.id).await.unwrap().unwrap();
+    assert_eq!(release.state, ReleaseState::Queued);
     assert!(release.message.unwrap().contains("interrupted"));
+    let pending = f.queue.pending().await.unwrap();
+    let request: DeployRequest = serde_json::from_slice(&pending[0].1).unwrap();
+    assert_eq!(request.release_id, building.id);
+}
+
+/// `runway` starting again does not wait for the release to look stale: nothing of its own
+/// builds yet, so whatever the builder does not know was lost with the last run.
+#[tokio::test]
+async fn resuming_builds_again_at_once_what_the_last_run_left_building() {
+    let f = fixture();
+    let building = building_a_lost_build(&f).await;
+
+    assert_eq!(run(&f.state).await.republished, 0, "not stale yet");
+    let report = runway_cleanup::resume_builds(&f.state).await;
+
+    assert_eq!(report.republished, 1, "{report:?}");
+    let release = f.store.release(&building.id).await.unwrap().unwrap();
+    assert_eq!(release.state, ReleaseState::Queued);
 }
 
 #[tokio::test]

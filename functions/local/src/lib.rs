@@ -3,6 +3,7 @@
 //! each app at `http://APP.localhost:PORT/`.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use runway_core::domain::ReleaseState;
 use runway_core::ports::{DeploySpec, Platform, PlatformError, SecretStore, Store, Topic};
@@ -66,12 +67,20 @@ pub async fn run(
             subscription("worker-build-events", "/pubsub/build-events"),
         ),
     ]);
+    // Before any work is taken: what the last run left building is deployed or built again.
+    let cleanup_state = runway_cleanup::State::new(&embedded.adapters())
+        .expect("the embedded backend wires every port");
+    runway_cleanup::resume_builds(&cleanup_state).await;
     let dispatcher = tokio::spawn(embedded.queue.clone().run_dispatcher(
         subscriptions,
         RetryPolicy::default(),
         stopped(stop_rx.clone()),
     ));
-    let cleanup = tokio::spawn(cleanup_timer(embedded.clone(), stopped(stop_rx.clone())));
+    let cleanup = tokio::spawn(cleanup_timer(
+        cleanup_state,
+        embedded.config.cleanup_interval,
+        stopped(stop_rx.clone()),
+    ));
     tokio::spawn(restore_live_apps(embedded.clone()));
 
     println!("runway: listening on {}", embedded.public_url);
@@ -109,10 +118,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn cleanup_timer(embedded: Embedded, stop: impl std::future::Future<Output = ()>) {
-    let state = runway_cleanup::State::new(&embedded.adapters())
-        .expect("the embedded backend wires every port");
-    let mut interval = tokio::time::interval(embedded.config.cleanup_interval);
+async fn cleanup_timer(
+    state: runway_cleanup::State,
+    interval: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut interval = tokio::time::interval(interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {

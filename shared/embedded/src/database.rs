@@ -125,10 +125,31 @@ fn open_database(path: &Path) -> anyhow::Result<Connection> {
     Ok(connection)
 }
 
-/// The database could not run the work at all (a poisoned lock, a task that died).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct Unavailable(String);
+/// The database could not run the work at all (a poisoned lock, a task that died), or could
+/// not keep it (the commit failed).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{why}")]
+pub(crate) struct Unavailable {
+    why: String,
+    /// The disk is full: a person must make room, retrying soon does not help.
+    pub full: bool,
+}
+
+impl Unavailable {
+    fn new(why: impl Into<String>) -> Self {
+        Self {
+            why: why.into(),
+            full: false,
+        }
+    }
+
+    fn sqlite(what: &str, error: &rusqlite::Error) -> Self {
+        Self {
+            why: format!("{what}: {error}"),
+            full: error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+        }
+    }
+}
 
 /// The most jobs one transaction takes.
 const BATCH: usize = 256;
@@ -137,14 +158,14 @@ const BATCH: usize = 256;
 /// transaction is committed (or refused when it cannot begin).
 trait Job: Send {
     fn run(self: Box<Self>, connection: &mut Connection) -> Done;
-    fn refuse(self: Box<Self>, why: String);
+    fn refuse(self: Box<Self>, why: Unavailable);
 }
 
 /// A job that ran: whether its work succeeded (its writes are undone if not), and its answer,
 /// given once the batch's commit has succeeded or failed.
 struct Done {
     ok: bool,
-    answer: Box<dyn FnOnce(Result<(), String>) + Send>,
+    answer: Box<dyn FnOnce(Result<(), Unavailable>) + Send>,
 }
 
 struct Work<T, E, F> {
@@ -165,13 +186,13 @@ where
             ok: result.is_ok(),
             answer: Box::new(move |committed| match committed {
                 Ok(()) => reply(result),
-                Err(why) => reply(Err(E::from(Unavailable(why)))),
+                Err(why) => reply(Err(E::from(why))),
             }),
         }
     }
 
-    fn refuse(self: Box<Self>, why: String) {
-        (self.reply)(Err(E::from(Unavailable(why))));
+    fn refuse(self: Box<Self>, why: Unavailable) {
+        (self.reply)(Err(E::from(why)));
     }
 }
 
@@ -246,13 +267,13 @@ impl Database {
             }),
         );
         if !sent {
-            return Err(E::from(Unavailable(
-                "the database's thread has stopped".into(),
+            return Err(E::from(Unavailable::new(
+                "the database's thread has stopped",
             )));
         }
         answer
             .await
-            .map_err(|_| Unavailable("a database task failed".into()))?
+            .map_err(|_| Unavailable::new("a database task failed"))?
     }
 }
 
@@ -279,7 +300,7 @@ fn run(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
 fn run_batch(connection: &mut Connection, batch: Vec<Box<dyn Job>>) {
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         for job in batch {
-            job.refuse(format!("the database is unavailable: {error}"));
+            job.refuse(Unavailable::sqlite("the database is unavailable", &error));
         }
         return;
     }
@@ -301,7 +322,7 @@ fn run_batch(connection: &mut Connection, batch: Vec<Box<dyn Job>>) {
     }
     let committed = connection
         .execute_batch("COMMIT")
-        .map_err(|error| format!("the database did not commit: {error}"));
+        .map_err(|error| Unavailable::sqlite("the database did not commit", &error));
     if committed.is_err() && !connection.is_autocommit() {
         let _ = connection.execute_batch("ROLLBACK");
     }
@@ -323,7 +344,7 @@ mod tests {
 
     impl From<Unavailable> for TestError {
         fn from(error: Unavailable) -> Self {
-            Self::Unavailable(error.0)
+            Self::Unavailable(error.why)
         }
     }
 

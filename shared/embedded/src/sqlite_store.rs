@@ -75,7 +75,11 @@ impl From<rusqlite::Error> for DbError {
 
 impl From<Unavailable> for DbError {
     fn from(error: Unavailable) -> Self {
-        Self::Store(StoreError::Unavailable(error.to_string()))
+        Self::Store(if error.full {
+            StoreError::Full(error.to_string())
+        } else {
+            StoreError::Unavailable(error.to_string())
+        })
     }
 }
 
@@ -94,20 +98,22 @@ impl From<DbError> for StoreError {
     }
 }
 
-/// A busy or locked database is worth retrying; anything else is not.
+/// A busy or locked database is worth retrying; a full disk is for a person to mend; anything
+/// else is not expected.
 pub(crate) fn store_error(error: rusqlite::Error) -> StoreError {
-    {
-        match error {
-            rusqlite::Error::SqliteFailure(code, _)
-                if matches!(
-                    code.code,
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                ) =>
-            {
-                StoreError::Unavailable(error.to_string())
-            }
-            error => StoreError::Other(error.into()),
+    match error {
+        rusqlite::Error::SqliteFailure(code, _)
+            if matches!(
+                code.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable(error.to_string())
         }
+        rusqlite::Error::SqliteFailure(code, _) if code.code == rusqlite::ErrorCode::DiskFull => {
+            StoreError::Full(error.to_string())
+        }
+        error => StoreError::Other(error.into()),
     }
 }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::process::Command;
 
+use super::pid_file::{reap_orphans, record_pid};
 use runway_core::domain::{AppName, BuildId};
 use runway_core::install::{Install, SourceFiles};
 use runway_core::messages::{
@@ -61,11 +62,15 @@ struct BuildResult {
 }
 
 impl UvBuilder {
+    /// Creates the builder, first stopping builds a `runway` killed before it left running (their
+    /// pid files say which): their releases are built again, and two builds of one release must
+    /// not run at once.
     pub fn new(
         config: UvBuilderConfig,
         forge: Arc<dyn Forge>,
         notifications: Arc<dyn Queue>,
     ) -> Self {
+        reap_orphans(&config.dir);
         Self {
             config: Arc::new(config),
             forge,
@@ -196,7 +201,7 @@ impl UvBuilder {
         let venv = cwd.parent().unwrap_or(cwd).join("venv");
         let mut command = Command::new(&self.config.uv);
         crate::clean_env(&mut command, crate::BUILD_ENV);
-        let status = command
+        let mut child = command
             .args(args)
             .current_dir(cwd)
             .env("UV_CACHE_DIR", &self.config.uv_cache_dir)
@@ -208,9 +213,16 @@ impl UvBuilder {
             .stdout(stdout)
             .stderr(stderr)
             .kill_on_drop(true)
-            .status()
-            .await
+            .spawn()
             .map_err(|e| format!("could not run uv ({}): {e}", self.config.uv.display()))?;
+        // A runway killed mid-build cannot stop it: the next one does, by this file.
+        let pid_file = cwd.parent().unwrap_or(cwd).join("uv.pid");
+        if let Some(pid) = child.id() {
+            record_pid(&pid_file, pid);
+        }
+        let status = child.wait().await;
+        let _ = std::fs::remove_file(&pid_file);
+        let status = status.map_err(|e| format!("uv did not finish: {e}"))?;
         if status.success() {
             Ok(())
         } else {

@@ -35,6 +35,10 @@ pub enum ApiError {
     /// A dependency is down; the caller may retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The disk Runway writes to is full: 507, and nothing was written. Not retried by itself:
+    /// someone must make room first.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// A dependency refuses more calls for a while: 429 with `Retry-After`.
     #[error("{message}")]
     TooManyRequests {
@@ -66,6 +70,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,6 +86,10 @@ impl IntoResponse for ApiError {
             }
             Self::Unavailable(message) => {
                 tracing::warn!(%message, "dependency unavailable");
+                (message.clone(), None)
+            }
+            Self::InsufficientStorage(message) => {
+                tracing::error!(%message, "the disk is full");
                 (message.clone(), None)
             }
             Self::BadRequest { field, message } => (message.clone(), *field),
@@ -168,6 +177,10 @@ impl From<runway_core::ports::StoreError> for ApiError {
             StoreError::Unavailable(message) => {
                 Self::Unavailable(format!("the store is unavailable, try again ({message})"))
             }
+            StoreError::Full(message) => Self::InsufficientStorage(format!(
+                "Runway's disk is full, so nothing was recorded: make room where its data is \
+                 kept, then try again (a push: Redeliver it on GitHub, or push again) ({message})"
+            )),
             StoreError::Other(error) => Self::Internal(error),
         }
     }

@@ -16,6 +16,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The disk under the store is full: nothing more can be written until someone makes room.
+    /// Retrying soon does not help, and the write was not made.
+    #[error("no room left on the store's disk: {0}")]
+    Full(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
