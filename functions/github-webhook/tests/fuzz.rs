@@ -383,7 +383,7 @@ fn webhook() {
             panic!("seed webhook/{name}: {error}");
         }
     }
-    fuzz(150, deliveries(), |delivery| {
+    fuzz(300, deliveries(), |delivery| {
         check_delivery(&runtime, delivery)
     });
 }

@@ -221,7 +221,7 @@ fn repo_url() {
         );
         check_repo_url(input)
     });
-    fuzz(2000, repo_urls(), |input| check_repo_url(&input));
+    fuzz(4000, repo_urls(), |input| check_repo_url(&input));
 }
 
 // The secrets TOML.
@@ -482,7 +482,7 @@ fn secrets_toml() {
         1 => any::<String>().prop_map(|text| (text, None)),
         1 => (1..3000usize).prop_map(|n| (format!("k{n} = \"{MARK}\"\n").repeat(65536 / 10 + n), None)),
     ];
-    fuzz(500, inputs, |(text, keys)| {
+    fuzz(1000, inputs, |(text, keys)| {
         check_secrets(&text, keys.as_deref())
     });
 }
@@ -583,7 +583,7 @@ fn form_values() {
         1 => "[a-z]{0,300}",
         2 => any::<String>(),
     ];
-    fuzz(1000, inputs, |input| check_values(&input));
+    fuzz(2000, inputs, |input| check_values(&input));
 }
 
 // The messages read from Pub/Sub.
@@ -804,5 +804,5 @@ fn pubsub_messages() {
         1 => huge_numbers(),
         1 => proptest::collection::vec(any::<u8>(), 0..200),
     ];
-    fuzz(1000, inputs, |bytes| check_messages(&bytes));
+    fuzz(2000, inputs, |bytes| check_messages(&bytes));
 }

@@ -247,7 +247,7 @@ fn pubsub_push() {
         1 => odd_values().prop_map(|value| value.to_string().into_bytes()),
         1 => proptest::collection::vec(any::<u8>(), 0..200),
     ];
-    fuzz(1000, bodies, |body| check_envelope(&body));
+    fuzz(2000, bodies, |body| check_envelope(&body));
 }
 
 // GitHub's webhook signature.
@@ -316,7 +316,7 @@ fn webhook_signature() {
         any::<Index>(),
         prop_oneof![any::<String>(), "sha256=[0-9a-fA-F]{62,66}"],
     );
-    fuzz(1000, cases, |(secret, body, how, at, text)| {
+    fuzz(2000, cases, |(secret, body, how, at, text)| {
         let header = wrong_signatures(&secret, &body, how, at, &text);
         check_signature(&secret, &body, &header)
     });
