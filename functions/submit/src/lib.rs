@@ -385,6 +385,32 @@ impl DeploymentForm {
     }
 }
 
+/// The fields of [`DeploymentForm`] that hold text (`viewers` and `secrets` take any JSON).
+const TEXT_FIELDS: [&str; 8] = [
+    "repo_url",
+    "main_file",
+    "branch",
+    "app_name",
+    "region",
+    "memory",
+    "cpu",
+    "access",
+];
+
+/// A text field that is not text, refused by its name: serde's message says only where in the
+/// body it is, and the form points at the field.
+fn mistyped(body: &[u8]) -> Option<ApiError> {
+    let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
+    TEXT_FIELDS
+        .into_iter()
+        .find(|field| {
+            fields
+                .get(*field)
+                .is_some_and(|value| !value.is_string() && !value.is_null())
+        })
+        .map(|field| ApiError::bad_request(field, format!("{field} must be a string")))
+}
+
 /// JSON, or the form encoding a plain HTML form posts.
 fn read_form(headers: &HeaderMap, body: &[u8]) -> Result<DeploymentForm, ApiError> {
     let content_type = headers
@@ -411,7 +437,7 @@ fn read_form(headers: &HeaderMap, body: &[u8]) -> Result<DeploymentForm, ApiErro
             message: format!("the form is not valid: {e}"),
         })
     } else if content_type.is_empty() || content_type.starts_with("application/json") {
-        parse_json(body)
+        parse_json(body).map_err(|error| mistyped(body).unwrap_or(error))
     } else {
         Err(ApiError::UnsupportedMediaType(
             "send application/json or application/x-www-form-urlencoded".into(),
@@ -760,6 +786,9 @@ async fn delete(
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -828,6 +857,29 @@ mod tests {
                 panic!("{mode:?} was not refused");
             };
             assert_eq!(named, field);
+        }
+    }
+
+    /// Found by fuzzing: a field of the wrong type was refused without its name, which the
+    /// form needs to point at it.
+    #[test]
+    fn a_field_of_the_wrong_type_is_refused_by_its_name() {
+        for (body, field) in [
+            (
+                json!({ "app_name": 5, "repo_url": "https://github.com/o/r" }),
+                "app_name",
+            ),
+            (json!({ "app_name": "demo", "branch": ["main"] }), "branch"),
+            (json!({ "cpu": { "count": 2 } }), "cpu"),
+        ] {
+            let Err(ApiError::BadRequest {
+                field: Some(named),
+                message,
+            }) = read_form(&HeaderMap::new(), body.to_string().as_bytes())
+            else {
+                panic!("{body} was not refused for a field");
+            };
+            assert_eq!(named, field, "{message}");
         }
     }
 

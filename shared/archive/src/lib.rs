@@ -26,7 +26,9 @@ use tar::EntryType;
 /// How much of a source Runway takes for one build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Bytes, both of the archive as it arrives and of the files it unpacks to.
+    /// Bytes, both of the archive as it arrives and of the tar it unpacks to: its files, and
+    /// what tar holds in memory besides (long names, pax headers) and the headers of its
+    /// entries.
     pub max_bytes: u64,
 }
 
@@ -209,7 +211,14 @@ fn walk(gz: impl Read, limits: &Limits, sink: &mut dyn Sink) -> anyhow::Result<T
         left: limits.max_bytes,
         stopped: stopped.clone(),
     };
-    let walked = walk_entries(counted, limits, sink);
+    // tar reads some records whole by itself (a long name, a pax header): only the
+    // decompressed stream sees them.
+    let tar = Bounded {
+        inner: flate2::read::GzDecoder::new(counted),
+        left: limits.max_bytes,
+        stopped: stopped.clone(),
+    };
+    let walked = walk_entries(tar, limits, sink);
     // The decoder and tar may wrap the reader's error in their own; this says what it was.
     match (walked, stopped.take()) {
         (Err(_), Some(Stopped::TooLarge)) => Err(anyhow!(TooLarge {
@@ -220,8 +229,8 @@ fn walk(gz: impl Read, limits: &Limits, sink: &mut dyn Sink) -> anyhow::Result<T
     }
 }
 
-fn walk_entries(gz: impl Read, limits: &Limits, sink: &mut dyn Sink) -> anyhow::Result<Tree> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+fn walk_entries(tar: impl Read, limits: &Limits, sink: &mut dyn Sink) -> anyhow::Result<Tree> {
+    let mut archive = tar::Archive::new(tar);
     let mut tree = Tree::default();
     let mut top: Option<PathBuf> = None;
     let mut unpacked = 0u64;
@@ -288,7 +297,7 @@ fn walk_entries(gz: impl Read, limits: &Limits, sink: &mut dyn Sink) -> anyhow::
 }
 
 /// A reader that stops with an error once more than `left` bytes went through it, and says
-/// why it stopped.
+/// why it stopped (the first reason, when one reader reads another).
 struct Bounded<R> {
     inner: R,
     left: u64,
@@ -307,7 +316,9 @@ impl<R: Read> Read for Bounded<R> {
             Err(error) if error.kind() == io::ErrorKind::Interrupted => return Err(error),
             Err(error) => {
                 let shown = io::Error::new(error.kind(), error.to_string());
-                *self.stopped.borrow_mut() = Some(Stopped::Failed(error));
+                self.stopped
+                    .borrow_mut()
+                    .get_or_insert(Stopped::Failed(error));
                 return Err(shown);
             }
         };
@@ -317,7 +328,7 @@ impl<R: Read> Read for Bounded<R> {
                 Ok(read)
             }
             None => {
-                *self.stopped.borrow_mut() = Some(Stopped::TooLarge);
+                self.stopped.borrow_mut().get_or_insert(Stopped::TooLarge);
                 Err(io::Error::other("the source passed its size limit"))
             }
         }
@@ -879,6 +890,55 @@ mod tests {
             for error in [unpacked, repacked] {
                 let too_large = error.downcast_ref::<TooLarge>().expect("TooLarge");
                 assert_eq!(too_large.limit, 64 << 10);
+            }
+        }
+    }
+
+    /// Found by fuzzing: what tar reads by itself (a long name, a pax header, each read into
+    /// memory whole) was not counted, so a few hundred compressed bytes could make it read
+    /// gigabytes. What the archive unpacks to is counted as it is decompressed.
+    #[test]
+    fn a_long_name_or_header_past_the_limit_is_too_large() {
+        let limits = Limits {
+            max_bytes: 64 << 10,
+        };
+        let long_name = {
+            let mut builder = tar::Builder::new(Vec::new());
+            let name = format!("top/{}", "a".repeat(256 << 10));
+            builder
+                .append_data(&mut file_header(1, false, 0), name, &b"x"[..])
+                .unwrap();
+            builder.into_inner().unwrap()
+        };
+        let pax_header = {
+            let mut builder = tar::Builder::new(Vec::new());
+            let mut header = tar::Header::new_ustar();
+            header.set_entry_type(EntryType::XGlobalHeader);
+            header.set_size(1 << 20);
+            header.set_cksum();
+            builder
+                .append(&header, io::repeat(b'a').take(1 << 20))
+                .unwrap();
+            builder
+                .append_data(&mut file_header(1, false, 0), "top/a", &b"x"[..])
+                .unwrap();
+            builder.into_inner().unwrap()
+        };
+        for tar in [long_name, pax_header] {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            gz.write_all(&tar).unwrap();
+            let archive = gz.finish().unwrap();
+            assert!(archive.len() < 4 << 10, "{}", archive.len());
+
+            let dir = tempfile::tempdir().unwrap();
+            let unpacked = unpack(&archive[..], dir.path(), &limits).unwrap_err();
+            let repacked = Repacker::new(io::sink())
+                .copy(&archive[..], &limits)
+                .unwrap_err();
+
+            for error in [unpacked, repacked] {
+                let shown: String = format!("{error:#}").chars().take(200).collect();
+                assert!(error.downcast_ref::<TooLarge>().is_some(), "{shown}");
             }
         }
     }

@@ -211,6 +211,14 @@ impl RepoUrl {
                 shown(name)
             )));
         }
+        // One `.git` was taken off above: a name still ending in it would be shown, and
+        // stored, as a URL that reads back as another repository.
+        if name.ends_with(".git") {
+            return Err(repo_error(format!(
+                "repository must not end in \".git\" once the URL's own \".git\" is taken off (got {})",
+                shown(name)
+            )));
+        }
         Ok(Self::GitHub {
             owner: owner.to_owned(),
             name: name.to_owned(),
@@ -897,6 +905,24 @@ mod tests {
 
             // Assert
             assert_eq!(result.unwrap_err().field, "repo_url", "input {input:?}");
+        }
+    }
+
+    /// Found by fuzzing: `r.git.git` was taken as the repository `r.git`, shown (and stored) as
+    /// `…/r.git`, and read back as `r`, another repository.
+    #[test]
+    fn rejects_a_repository_name_still_ending_in_dot_git() {
+        for input in [
+            "https://github.com/o/r.git.git",
+            "https://github.com/o/r.git.git/",
+            "https://github.com/o/.git.git",
+        ] {
+            // Act
+            let error = RepoUrl::parse(input, false).unwrap_err();
+
+            // Assert
+            assert_eq!(error.field, "repo_url", "input {input:?}");
+            assert!(error.message.contains(".git"), "{error}");
         }
     }
 
