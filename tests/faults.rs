@@ -195,7 +195,10 @@ impl Case {
                     return Ok(());
                 }
                 ensure!(
-                    !matches!(release["state"].as_str(), Some("live" | "failed" | "superseded")),
+                    !matches!(
+                        release["state"].as_str(),
+                        Some("live" | "failed" | "superseded")
+                    ),
                     "{commit} ended {} instead: {release:#}",
                     release["state"]
                 );
