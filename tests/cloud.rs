@@ -8,3 +8,4 @@ mod cloud_run;
 mod functions;
 mod production;
 mod production_browser;
+mod production_faults;

@@ -17,12 +17,12 @@ use runway_tests::production::{ADMIN, OTHER_REGION, Production, REGION};
 use runway_tests::{GitRepo, streamlit_app};
 use serde_json::{Value, json};
 
-const OWNER: &str = "ada@example.com";
+pub(crate) const OWNER: &str = "ada@example.com";
 const SECRET: &str = "prod-greeting-5c2e9a";
 const WAIT: Duration = Duration::from_secs(90);
 
 /// The app's status as `status` shows it to `OWNER`.
-async fn status(production: &Production, app: &str) -> anyhow::Result<(u16, Value)> {
+pub(crate) async fn status(production: &Production, app: &str) -> anyhow::Result<(u16, Value)> {
     let response = production
         .as_user(Method::GET, "status", &format!("/api/apps/{app}"), OWNER)
         .send()
@@ -36,7 +36,7 @@ async fn status(production: &Production, app: &str) -> anyhow::Result<(u16, Valu
 }
 
 /// Waits until `predicate` picks a finished release out of the app's status.
-async fn wait_for(
+pub(crate) async fn wait_for(
     production: &Production,
     app: &str,
     what: &str,
@@ -67,7 +67,11 @@ async fn wait_for(
 /// Sends the push event GitHub would send for `commit` on `main`, signed.
 /// A push as GitHub delivers it: its full body and GitHub's headers (all but the legacy SHA-1
 /// `X-Hub-Signature`, which Runway never reads).
-async fn push(production: &Production, repo_id: u64, commit: &str) -> anyhow::Result<u16> {
+pub(crate) async fn push(
+    production: &Production,
+    repo_id: u64,
+    commit: &str,
+) -> anyhow::Result<u16> {
     let body =
         runway_tests::github_push_payload(repo_id, "ada/demo", "main", &"0".repeat(40), commit)
             .to_string();

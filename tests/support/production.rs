@@ -44,6 +44,24 @@ pub struct Function {
     pub url: String,
     pub log: PathBuf,
     child: Child,
+    /// Its whole environment, to start it again as Cloud Run starts a new instance.
+    env: Vec<(String, String)>,
+}
+
+impl Function {
+    fn spawn(name: &str, env: &[(String, String)], log: &Path) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        Command::new(function_bin(name))
+            .env_clear()
+            .envs(env.iter().map(|(key, value)| (key, value)))
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {name}"))
+    }
 }
 
 impl Drop for Function {
@@ -262,13 +280,10 @@ impl Production {
 
         let mut functions = BTreeMap::new();
         for function in FUNCTIONS {
-            let mut command = Command::new(function_bin(function));
-            command.env_clear();
-            for name in ["PATH", "HOME", "TMPDIR"] {
-                if let Some(value) = std::env::var_os(name) {
-                    command.env(name, value);
-                }
-            }
+            let mut function_env: Vec<(String, String)> = ["PATH", "HOME", "TMPDIR"]
+                .into_iter()
+                .filter_map(|name| Some((name.to_owned(), std::env::var(name).ok()?)))
+                .collect();
             let specific = per_function(function);
             for name in cloud_run_variables(function) {
                 let value = specific
@@ -276,17 +291,17 @@ impl Production {
                     .cloned()
                     .or_else(|| env.get(&name).cloned());
                 if let Some(value) = value {
-                    command.env(&name, value);
+                    function_env.push((name, value));
                 }
             }
-            command.envs(&overrides);
-            command.env("PORT", ports[function].to_string());
+            function_env.extend(
+                overrides
+                    .iter()
+                    .map(|(key, value)| (key.to_string(), value.to_string())),
+            );
+            function_env.push(("PORT".into(), ports[function].to_string()));
             let log = dir.path().join(format!("{function}.log"));
-            let child = command
-                .stdout(Stdio::from(std::fs::File::create(&log)?))
-                .stderr(Stdio::from(std::fs::File::create(&log)?.try_clone()?))
-                .spawn()
-                .with_context(|| format!("starting {function}"))?;
+            let child = Function::spawn(function, &function_env, &log)?;
             functions.insert(
                 function,
                 Function {
@@ -294,6 +309,7 @@ impl Production {
                     url: url(function),
                     log,
                     child,
+                    env: function_env,
                 },
             );
         }
@@ -368,6 +384,22 @@ impl Production {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Kills `function`'s process with SIGKILL, mid-request if it is in one: an instance Cloud
+    /// Run shuts down, or one out of memory.
+    pub fn kill(&mut self, function: &str) {
+        let function = self.functions.get_mut(function).expect("a function");
+        let _ = function.child.kill();
+        let _ = function.child.wait();
+    }
+
+    /// Starts `function` again, as a new instance, and waits until it is ready.
+    pub async fn start_again(&mut self, function: &str) -> anyhow::Result<()> {
+        self.kill(function);
+        let entry = self.functions.get_mut(function).expect("a function");
+        entry.child = Function::spawn(entry.name, &entry.env, &entry.log)?;
+        self.wait_ready(&self.functions[function]).await
     }
 
     pub fn url(&self, function: &str) -> &str {

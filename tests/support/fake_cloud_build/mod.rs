@@ -88,6 +88,19 @@ struct Inner {
     drop_final_notification: bool,
     duration: Duration,
     next: u64,
+    /// How the next `builds.create` calls fail, in order.
+    create_faults: std::collections::VecDeque<CreateFault>,
+}
+
+/// How a `builds.create` goes wrong, as Cloud Build's own do.
+#[derive(Clone, Copy, Debug)]
+pub enum CreateFault {
+    /// Refused before anything is made, with this HTTP status and Google status
+    /// (`429 RESOURCE_EXHAUSTED`: the project's build quota; `503 UNAVAILABLE`).
+    Refused(u16, &'static str),
+    /// The build is made and runs, but the answer is lost (a 500 on the way back, a timeout):
+    /// the caller cannot tell it from a refusal, and asking again makes a second build.
+    AnswerLost,
 }
 
 struct Record {
@@ -211,6 +224,11 @@ impl FakeCloudBuild {
         self.inner()
             .failures
             .push((path.to_owned(), needle.to_owned()));
+    }
+
+    /// The next `builds.create` calls fail as `faults` say, one each.
+    pub fn fail_creates(&self, faults: &[CreateFault]) {
+        self.inner().create_faults.extend(faults.iter().copied());
     }
 
     /// Publishes no notification for the build's end (cleanup's poll fallback has to notice).

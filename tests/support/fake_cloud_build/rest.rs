@@ -88,6 +88,23 @@ pub(super) async fn create(
     if let Some(refused) = check_project(&state, &params) {
         return refused;
     }
+    let fault = state
+        .inner
+        .lock()
+        .expect("fake state")
+        .create_faults
+        .pop_front();
+    if let Some(super::CreateFault::Refused(http, status)) = fault {
+        let code = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = match status {
+            "RESOURCE_EXHAUSTED" => {
+                "Quota exceeded for quota metric 'Build requests' and limit 'Build requests per \
+                 minute per region'"
+            }
+            _ => "The service is currently unavailable.",
+        };
+        return google_error(code, status, message);
+    }
     let ints = wants_int_enums(&request);
     let location = location(&params, &request);
     let body = read_body(request, 10 << 20).await?;
@@ -193,6 +210,13 @@ pub(super) async fn create(
     );
     drop(inner);
     tokio::spawn(run(state.clone(), id.clone()));
+    if matches!(fault, Some(super::CreateFault::AnswerLost)) {
+        return google_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "Internal error encountered.",
+        );
+    }
     let operation = operation_json(&operation, &build, false);
     Ok(json(StatusCode::OK, &encode(operation, ints)))
 }

@@ -1,0 +1,281 @@
+//! The fault suite in the production topology (the five functions as processes, the Firestore
+//! and Pub/Sub emulators, the fakes): the worker killed mid-build and mid-deploy, and Cloud
+//! Build and Cloud Run refusing calls or losing their answers. Each case ends as the embedded
+//! ones do (`faults.rs`): the newest push live, recorded live and the revision serving; one
+//! release per accepted delivery; no release outside a final state. Where a deploy is on its
+//! way, every poll checks that a revision of the app serves.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use reqwest::Method;
+use runway_tests::fake_cloud_build::CreateFault;
+use runway_tests::fake_cloud_run::served;
+use runway_tests::production::Production;
+use runway_tests::{GitRepo, streamlit_app};
+use serde_json::{Value, json};
+
+use crate::production::{OWNER, push, status, wait_for};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The app `demo` live from the fake GitHub's `ada/demo`, and what the case did to it.
+struct Flow {
+    production: Production,
+    repo: GitRepo,
+    repo_id: u64,
+    _dir: tempfile::TempDir,
+    pushed: Vec<String>,
+    accepted: usize,
+}
+
+impl Flow {
+    async fn start() -> anyhow::Result<Self> {
+        let production = Production::start().await?;
+        let dir = tempfile::tempdir()?;
+        let (repo, repo_id) = production.demo_repo(dir.path())?;
+        let submitted = production
+            .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+            .json(&json!({
+                "repo_url": "https://github.com/ada/demo",
+                "main_file": "app.py",
+                "app_name": "demo",
+            }))
+            .send()
+            .await?;
+        ensure!(submitted.status() == 202, "submit: {}", submitted.status());
+        let submitted: Value = submitted.json().await?;
+        let first = wait_for(&production, "demo", "the first release", |r| {
+            r["id"] == submitted["release_id"]
+        })
+        .await?;
+        ensure!(first["state"] == "live", "{first:#}");
+        Ok(Self {
+            production,
+            repo,
+            repo_id,
+            _dir: dir,
+            pushed: vec![first["commit"].as_str().unwrap_or_default().to_owned()],
+            accepted: 1,
+        })
+    }
+
+    /// Commits and pushes version `title`, and delivers its push as GitHub does.
+    async fn push(&mut self, title: &str) -> anyhow::Result<String> {
+        let commit = self
+            .repo
+            .commit(&[("app.py", &streamlit_app(title))], title)?;
+        self.repo.push("main")?;
+        let code = push(&self.production, self.repo_id, &commit).await?;
+        ensure!(code == 202, "the push of {title} answered {code}");
+        self.pushed.push(commit.clone());
+        self.accepted += 1;
+        Ok(commit)
+    }
+
+    fn service_name(&self) -> String {
+        format!(
+            "projects/{}/locations/europe-west1/services/demo",
+            self.production.project
+        )
+    }
+
+    /// The revision the app's URL serves now.
+    async fn serving(&self) -> anyhow::Result<String> {
+        let service = self
+            .production
+            .cloud_run
+            .service(&self.service_name())
+            .context("the app's service is gone")?;
+        let serving = served(service["uri"].as_str().unwrap_or_default()).await?;
+        Ok(serving["revision"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// One run of `cleanup`, as Cloud Scheduler calls it (every minute in `infra/`; on each
+    /// poll here, where releases go stale after a second).
+    async fn scheduler(&self) -> anyhow::Result<()> {
+        let production = &self.production;
+        let scheduler = format!(
+            "runway-scheduler@{}.iam.gserviceaccount.com",
+            production.project
+        );
+        let token = production
+            .keys
+            .oidc_token(production.url("cleanup"), &scheduler);
+        let response = production
+            .client
+            .post(format!("{}/cleanup/run", production.url("cleanup")))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        ensure!(response.status() == 200, "cleanup: {}", response.status());
+        Ok(())
+    }
+
+    /// Waits for the release of `commit` to be live, with the scheduler running, checking on
+    /// every poll that the app's URL answers from one of its revisions.
+    async fn until_live(&self, commit: &str) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.scheduler().await?;
+            let (_, body) = status(&self.production, "demo").await?;
+            let release = body["releases"]
+                .as_array()
+                .and_then(|all| all.iter().find(|r| r["commit"] == commit).cloned());
+            if let Some(release) = &release {
+                match release["state"].as_str() {
+                    Some("live") => return Ok(release.clone()),
+                    Some("failed" | "superseded") => {
+                        anyhow::bail!("{commit} ended {}: {release:#}", release["state"])
+                    }
+                    _ => {}
+                }
+            }
+            let serving = self.serving().await;
+            ensure!(
+                serving.as_ref().is_ok_and(|revision| !revision.is_empty()),
+                "the app stopped serving: {serving:?}"
+            );
+            ensure!(
+                Instant::now() < deadline,
+                "{commit} never went live: {body:#}\n{}",
+                self.production.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn invariants(self) -> anyhow::Result<()> {
+        let newest = self.pushed.last().context("nothing pushed")?;
+        let live = self.until_live(newest).await?;
+        let (_, body) = status(&self.production, "demo").await?;
+        ensure!(body["live_release"] == live["id"], "{body:#}");
+        let releases = body["releases"].as_array().context("releases")?;
+        ensure!(
+            releases.len() == self.accepted,
+            "{} releases for {} accepted deliveries: {body:#}",
+            releases.len(),
+            self.accepted
+        );
+        let unfinished: Vec<&Value> = releases
+            .iter()
+            .filter(|r| !matches!(r["state"].as_str(), Some("live" | "failed" | "superseded")))
+            .collect();
+        ensure!(unfinished.is_empty(), "left unfinished: {unfinished:#?}");
+        let serving = self.serving().await?;
+        ensure!(
+            serving == live["revision"].as_str().unwrap_or_default(),
+            "{serving} serves, not the live release's {}",
+            live["revision"]
+        );
+        let revision = self
+            .production
+            .cloud_run
+            .revisions(&self.service_name())
+            .into_iter()
+            .find(|r| r.name == serving)
+            .context("the serving revision")?;
+        ensure!(
+            revision.template["annotations"]["runway/release-id"] == live["id"],
+            "the serving revision runs another release: {:#}",
+            revision.template
+        );
+        Ok(())
+    }
+}
+
+/// Cloud Run stops a worker instance whenever it likes (a scale-in, a crash, out of memory),
+/// mid-request included. Killed just after Cloud Build made the build, before the release
+/// recorded which build is its own, the scheduled cleanup queues the release again (a build
+/// it cannot vouch for is never deployed); killed while Cloud Run rolls out the revision, the
+/// build's end is redelivered (it was never acknowledged) and the deploy is done again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_build_or_mid_deploy_leaves_the_newest_push_live() -> anyhow::Result<()>
+{
+    let mut flow = Flow::start().await?;
+    let builds = flow.production.cloud_build.build_ids().len();
+
+    flow.production
+        .cloud_build
+        .set_build_duration(Duration::from_secs(3));
+    let two = flow.push("Version two").await?;
+    let deadline = Instant::now() + WAIT;
+    while flow.production.cloud_build.build_ids().len() == builds {
+        ensure!(Instant::now() < deadline, "{}", flow.production.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    flow.production.kill("worker");
+    let build = flow
+        .production
+        .cloud_build
+        .build_ids()
+        .pop()
+        .unwrap_or_default();
+    loop {
+        let state = flow.production.cloud_build.build(&build);
+        if state.is_some_and(|b| !matches!(b["status"].as_str(), Some("QUEUED" | "WORKING"))) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "the build never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its end is pushed to no worker for a while.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    flow.production.start_again("worker").await?;
+    flow.until_live(&two).await?;
+
+    let name = flow.service_name();
+    let revisions = flow.production.cloud_run.revisions(&name).len();
+    flow.production.cloud_run.hold_next_patch();
+    let three = flow.push("Version three").await?;
+    let deadline = Instant::now() + WAIT;
+    while flow.production.cloud_run.revisions(&name).len() == revisions {
+        ensure!(Instant::now() < deadline, "{}", flow.production.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    flow.production.kill("worker");
+    flow.production.cloud_run.release_held();
+    flow.production.start_again("worker").await?;
+    flow.until_live(&three).await?;
+    flow.invariants().await
+}
+
+/// Google's APIs refuse calls (quota: 429 RESOURCE_EXHAUSTED; 503 UNAVAILABLE) and lose
+/// answers (a 500 after the build was made: asking again makes a second build). None of it may
+/// fail the release, build it twice into the app, or stop the live revision serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_and_lost_calls_to_cloud_build_and_cloud_run_only_delay_the_push()
+-> anyhow::Result<()> {
+    let mut flow = Flow::start().await?;
+    flow.production.cloud_build.fail_creates(&[
+        CreateFault::Refused(429, "RESOURCE_EXHAUSTED"),
+        CreateFault::Refused(503, "UNAVAILABLE"),
+        CreateFault::AnswerLost,
+    ]);
+    let quota = "Quota exceeded for quota metric 'Write requests' and limit 'Write requests per \
+                 minute per region' of service 'run.googleapis.com'";
+    flow.production
+        .cloud_run
+        .fail_next("PATCH", 429, "RESOURCE_EXHAUSTED", quota);
+    flow.production
+        .cloud_run
+        .fail_next("PATCH", 500, "INTERNAL", "Internal error encountered.");
+    let builds = flow.production.cloud_build.build_ids().len();
+
+    let two = flow.push("Version two").await?;
+    let live = flow.until_live(&two).await?;
+
+    let made = flow.production.cloud_build.build_ids().len() - builds;
+    ensure!(made == 2, "{made} builds for one push with one lost answer");
+    let (_, body) = status(&flow.production, "demo").await?;
+    ensure!(
+        body["releases"].as_array().is_some_and(|all| all
+            .iter()
+            .filter(|r| r["commit"] == two.as_str())
+            .count()
+            == 1),
+        "{body:#}"
+    );
+    ensure!(live["state"] == "live", "{live:#}");
+    flow.invariants().await
+}
