@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use runway_core::domain::{AppName, BuildId, MainFile};
 use runway_core::messages::{BuildNotification, CloudBuildStatus};
-use runway_core::ports::{BuildError, BuildStatus, ImageBuilder};
+use runway_core::ports::{BuildError, BuildOrigin, BuildStatus, ImageBuilder};
 use runway_gcp::{CloudBuildBuilder, SourceFiles, SourceLimits, generated_dockerfile};
 use runway_tests::fake_cloud_build::{FakeCloudBuild, OnEmulators};
 use runway_tests::image_builder_contract::{self as contract, GOOD_APP, MISSING_REQUIREMENT};
@@ -42,6 +42,7 @@ async fn cloud_taking(limits: SourceLimits) -> Cloud {
         source_bucket,
         logs_bucket,
         image_repo,
+        ..
     } = OnEmulators::with_source_limits(limits).await;
     Cloud {
         fake,
@@ -237,7 +238,12 @@ async fn a_repository_without_a_dockerfile_is_built_with_the_generated_one() {
     assert!(!args.to_string().contains("--cache-from"), "{args}");
     assert_eq!(
         build["tags"],
-        json!(["runway", "app-plain", format!("release-{release}")])
+        json!([
+            "runway",
+            "app-plain",
+            format!("release-{release}"),
+            format!("commit-{commit}")
+        ])
     );
     assert_eq!(build["logsBucket"], format!("gs://{}", cloud.logs_bucket));
     assert_eq!(build["timeout"], "1200s");
@@ -684,4 +690,37 @@ async fn builds_it_never_made_are_lost_and_odd_ids_are_refused() {
             .await,
         Err(BuildError::NotFound(_))
     ));
+}
+
+/// A build's end must find its release even when the worker that started the build died
+/// before recording it. The builder vouches for a build it started as Runway's own build
+/// account, with the release and commit it was started for; never for one made by another
+/// account with the same tags, nor with no account configured.
+#[tokio::test]
+async fn it_vouches_only_for_builds_made_as_runways_build_account() {
+    let on = OnEmulators::start().await;
+    let account = |name: &str| {
+        format!(
+            "projects/{0}/serviceAccounts/{name}@{0}.iam.gserviceaccount.com",
+            on.project
+        )
+    };
+    let runway = on.builder_as(&account("runway-app-build")).await;
+    let someone = on.builder_as(&account("someone")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = GitRepo::create(dir.path(), GOOD_APP).unwrap();
+    let request = contract::request("vouched", &repo);
+
+    let ours = runway.start(request.clone()).await.unwrap();
+    let theirs = someone.start(request.clone()).await.unwrap();
+
+    let origin = BuildOrigin {
+        release_id: request.release_id.clone(),
+        commit: request.commit.clone(),
+    };
+    assert_eq!(runway.origin(&ours.build_id).await.unwrap(), Some(origin));
+    assert_eq!(runway.origin(&theirs.build_id).await.unwrap(), None);
+    assert_eq!(on.builder.origin(&ours.build_id).await.unwrap(), None);
+    let unknown = BuildId::new("00000000-0000-0000-0000-000000000000");
+    assert_eq!(runway.origin(&unknown).await.unwrap(), None);
 }

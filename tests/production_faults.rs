@@ -186,9 +186,10 @@ impl Flow {
 
 /// Cloud Run stops a worker instance whenever it likes (a scale-in, a crash, out of memory),
 /// mid-request included. Killed just after Cloud Build made the build, before the release
-/// recorded which build is its own, the scheduled cleanup queues the release again (a build
-/// it cannot vouch for is never deployed); killed while Cloud Run rolls out the revision, the
-/// build's end is redelivered (it was never acknowledged) and the deploy is done again.
+/// recorded which build is its own, the build's end is taken as the release's once the builder
+/// vouches for it (made as Runway's build account, tagged with the release and its commit);
+/// killed while Cloud Run rolls out the revision, the build's end is redelivered (it was never
+/// acknowledged) and the deploy is done again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_mid_build_or_mid_deploy_leaves_the_newest_push_live() -> anyhow::Result<()>
 {

@@ -447,11 +447,32 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
                 release.id
             )));
         }
+        // The worker that started it has not recorded it yet, or died before it could. The
+        // builder says what it started the build for: the release's own build, of the commit
+        // the release builds, is taken as recorded; any other is not this release's.
         None if release.state == ReleaseState::Building => {
-            return Err(Outcome::Retry(format!(
-                "release {} has not recorded its build yet",
-                release.id
-            )));
+            match state.builder.origin(&build_id).await {
+                Ok(Some(origin))
+                    if origin.release_id == release.id
+                        && Some(&origin.commit) == release.commit.as_ref() =>
+                {
+                    tracing::info!(build = %build_id, release = %release.id,
+                        "the release had not recorded its build; the builder vouches for it");
+                }
+                Ok(Some(_)) => {
+                    return Ok(Outcome::Done(format!(
+                        "build {build_id} was not started for release {} at its commit; ignored",
+                        release.id
+                    )));
+                }
+                // Nothing to vouch with: its starter records it, or cleanup builds it again.
+                Ok(None) | Err(_) => {
+                    return Err(Outcome::Retry(format!(
+                        "release {} has not recorded its build yet",
+                        release.id
+                    )));
+                }
+            }
         }
         _ => {}
     }

@@ -13,9 +13,10 @@ use runway_core::domain::{
     AppName, Branch, BuildId, Deployment, MainFile, NewRelease, Release, ReleaseState, RepoUrl,
     Resources, Trigger,
 };
-use runway_core::messages::DeployRequest;
+use runway_core::messages::{BuildNotification, DeployRequest};
 use runway_core::ports::{
-    BuildError, BuildRequest, BuildStatus, Forge, ImageBuilder, StartedBuild, Store,
+    BuildError, BuildOrigin, BuildRequest, BuildStatus, Forge, ImageBuilder, StartedBuild, Store,
+    Topic,
 };
 use runway_embedded::{Embedded, EmbeddedConfig};
 use runway_http::push::{PushEnvelope, PushMessage};
@@ -254,4 +255,105 @@ async fn a_release_whose_worker_dies_at_every_attempt_fails_instead_of_coming_ba
     // And the cleanup leaves it failed.
     runway_cleanup::run(&cleanup).await;
     assert_eq!(stored().await.state, ReleaseState::Failed);
+}
+
+/// A builder that starts the build and never returns: the worker dies after Cloud Build made
+/// the build and before the release recorded it (the test then drops the request mid-way).
+struct DiesAfterStarting(Arc<dyn ImageBuilder>, Arc<tokio::sync::Notify>);
+
+#[async_trait]
+impl ImageBuilder for DiesAfterStarting {
+    async fn start(&self, request: BuildRequest) -> Result<StartedBuild, BuildError> {
+        self.0.start(request).await?;
+        self.1.notify_one();
+        std::future::pending().await
+    }
+    async fn status(&self, build_id: &BuildId) -> Result<BuildStatus, BuildError> {
+        self.0.status(build_id).await
+    }
+    async fn log(&self, build_id: &BuildId) -> Result<String, BuildError> {
+        self.0.log(build_id).await
+    }
+    async fn delete_app(&self, app: &AppName) -> Result<(), BuildError> {
+        self.0.delete_app(app).await
+    }
+    async fn origin(&self, build_id: &BuildId) -> Result<Option<BuildOrigin>, BuildError> {
+        self.0.origin(build_id).await
+    }
+}
+
+/// The build's end then finds a release with no build recorded. Its redelivered deploy request
+/// takes the release as already building, so unless the end is taken as the release's own (the
+/// builder vouches for what it started), the release waits for cleanup to build it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_whose_worker_died_before_recording_it_still_finishes_its_release() {
+    let (_dir, embedded, release) = queued_release().await;
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let adapters = embedded.adapters();
+    let mut dying = runway_worker::State::new(&adapters).unwrap();
+    dying.builder = Arc::new(DiesAfterStarting(
+        adapters.builder.clone().unwrap(),
+        entered.clone(),
+    ));
+    let token = embedded.push_token.token().to_owned();
+    let request = DeployRequest {
+        release_id: release.id.clone(),
+        app: release.app.to_string(),
+    };
+    let body = envelope(&serde_json::to_vec(&request).unwrap());
+    tokio::select! {
+        response = runway_worker::router(dying).oneshot(push_request(&body, &token)) => {
+            panic!("the worker did not die: {response:?}")
+        }
+        () = entered.notified() => {}
+    }
+    let stored = || async { embedded.store.release(&release.id).await.unwrap().unwrap() };
+    assert_eq!(stored().await.build_id, None);
+
+    // The build goes on without the worker, and announces its end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let ended = loop {
+        let ended = embedded
+            .queue
+            .pending()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(topic, _)| topic == Topic::BuildEvents.name())
+            .find_map(|(_, data)| {
+                serde_json::from_slice::<BuildNotification>(&data)
+                    .ok()
+                    .filter(BuildNotification::is_finished)
+            });
+        if let Some(ended) = ended {
+            break ended;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // A new worker instance takes it.
+    let worker = runway_worker::router(runway_worker::State::new(&adapters).unwrap());
+    let mut request = push_request(&envelope(&serde_json::to_vec(&ended).unwrap()), &token);
+    *request.uri_mut() = "/pubsub/build-events".parse().unwrap();
+    let response = worker.oneshot(request).await.unwrap();
+    let status = response.status();
+    let text = String::from_utf8_lossy(
+        &axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap(),
+    )
+    .into_owned();
+    assert_eq!(status, 200, "{text}");
+    let finished = stored().await;
+    assert_ne!(finished.state, ReleaseState::Building, "{text}");
+    if finished.state != ReleaseState::Failed {
+        assert_eq!(
+            finished.build_id.as_ref().map(BuildId::as_str),
+            Some(ended.id.as_str())
+        );
+    }
 }

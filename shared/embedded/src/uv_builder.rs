@@ -16,13 +16,14 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use super::pid_file::{reap_orphans, record_pid};
-use runway_core::domain::{AppName, BuildId};
+use runway_core::domain::{AppName, BuildId, CommitSha};
 use runway_core::install::{Install, SourceFiles};
 use runway_core::messages::{
     BuildNotification, BuildResults, BuiltImage, CloudBuildStatus, FailureInfo,
 };
 use runway_core::ports::{
-    BuildError, BuildRequest, BuildStatus, Forge, ImageBuilder, Queue, StartedBuild, Topic,
+    BuildError, BuildOrigin, BuildRequest, BuildStatus, Forge, ImageBuilder, Queue, StartedBuild,
+    Topic,
 };
 
 #[derive(Clone, Debug)]
@@ -420,6 +421,20 @@ impl ImageBuilder for UvBuilder {
             .await
             .context("reading the build log")?;
         Ok(piece)
+    }
+
+    async fn origin(&self, build_id: &BuildId) -> Result<Option<BuildOrigin>, BuildError> {
+        // Written by `start` in runway's own data dir, before the build id was handed out.
+        let Ok(bytes) = std::fs::read(self.build_dir(build_id.as_str())?.join("meta.json")) else {
+            return Ok(None);
+        };
+        let meta: BuildMeta = serde_json::from_slice(&bytes).context("meta.json")?;
+        Ok(CommitSha::parse(&meta.commit)
+            .ok()
+            .map(|commit| BuildOrigin {
+                release_id: meta.release_id.into(),
+                commit,
+            }))
     }
 
     async fn delete_app(&self, app: &AppName) -> Result<(), BuildError> {

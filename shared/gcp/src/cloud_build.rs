@@ -33,10 +33,14 @@ use super::{has_code, is_transient};
 use runway_core::domain::{AppName, BuildId, CommitSha, MainFile};
 use runway_core::messages::untagged;
 use runway_core::ports::{
-    BuildError, BuildRequest, BuildStatus, Forge, ForgeError, ImageBuilder, StartedBuild,
+    BuildError, BuildOrigin, BuildRequest, BuildStatus, Forge, ForgeError, ImageBuilder,
+    StartedBuild,
 };
 
 const DOCKER: &str = "gcr.io/cloud-builders/docker";
+/// The tag naming the commit a build was started for (`commit-SHA`, within Cloud Build's tag
+/// pattern `^[\w][\w.-]{0,127}$`).
+const COMMIT_TAG: &str = "commit-";
 const STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
 
 #[derive(Clone, Debug)]
@@ -269,6 +273,7 @@ impl CloudBuildBuilder {
                 "runway".to_owned(),
                 format!("app-{}", request.app),
                 runway_core::messages::BuildNotification::release_tag(&request.release_id),
+                format!("{COMMIT_TAG}{}", request.commit),
             ])
             .set_logs_bucket(format!("gs://{}", self.config.logs_bucket))
             .set_options(BuildOptions::new().set_logging(build_options::LoggingMode::GcsOnly))
@@ -749,6 +754,45 @@ impl ImageBuilder for CloudBuildBuilder {
                 error => Err(error),
             },
         }
+    }
+
+    /// Vouches for a build only when it runs as Runway's own build service account (which
+    /// only Runway may act as) and carries Runway's tags: any build in the project may carry a
+    /// release's tag, but not as that account. With no account configured, for none.
+    #[tracing::instrument(skip(self))]
+    async fn origin(&self, build_id: &BuildId) -> Result<Option<BuildOrigin>, BuildError> {
+        let Some(account) = &self.config.service_account else {
+            return Ok(None);
+        };
+        let name = self.build_name(build_id.as_str())?;
+        let build = match self.builds.get_build().set_name(name).send().await {
+            Ok(build) => build,
+            Err(error) => {
+                return match classify(error, &format!("reading build {build_id}")) {
+                    BuildError::NotFound(_) => Ok(None),
+                    error => Err(error),
+                };
+            }
+        };
+        // Google shows the account as the email or as its full resource name.
+        let email = |name: &str| name.rsplit('/').next().unwrap_or(name).to_owned();
+        if email(&build.service_account) != email(account)
+            || !build.tags.iter().any(|tag| tag == "runway")
+        {
+            return Ok(None);
+        }
+        let tagged = |prefix: &str| {
+            build
+                .tags
+                .iter()
+                .find_map(|tag| tag.strip_prefix(prefix).map(str::to_owned))
+        };
+        let release = tagged("release-");
+        let commit = tagged(COMMIT_TAG).and_then(|sha| CommitSha::parse(&sha).ok());
+        Ok(release.zip(commit).map(|(release_id, commit)| BuildOrigin {
+            release_id: release_id.into(),
+            commit,
+        }))
     }
 
     #[tracing::instrument(skip(self))]

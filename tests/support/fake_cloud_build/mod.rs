@@ -411,9 +411,25 @@ pub struct OnEmulators {
     pub source_bucket: String,
     pub logs_bucket: String,
     pub image_repo: String,
+    /// What `builder` was made with.
+    pub config: runway_gcp::CloudBuildConfig,
 }
 
 impl OnEmulators {
+    /// Another builder on the same fake and buckets, running its builds as `service_account`.
+    pub async fn builder_as(&self, service_account: &str) -> runway_gcp::CloudBuildBuilder {
+        let config = runway_gcp::CloudBuildConfig {
+            service_account: Some(service_account.to_owned()),
+            ..self.config.clone()
+        };
+        runway_gcp::CloudBuildBuilder::new(
+            config,
+            Arc::new(runway_embedded::GitForge::new("/usr/bin/true".into())),
+        )
+        .await
+        .expect("the builder's clients")
+    }
+
     pub async fn start() -> Self {
         Self::with_source_limits(runway_gcp::SourceLimits::default()).await
     }
@@ -430,21 +446,22 @@ impl OnEmulators {
             .await
             .expect("the fake Cloud Build starts");
         let image_repo = format!("europe-west1-docker.pkg.dev/{project}/runway-apps");
+        let config = runway_gcp::CloudBuildConfig {
+            project: project.clone(),
+            location: "europe-west1".into(),
+            source_bucket: source_bucket.clone(),
+            image_repo: image_repo.clone(),
+            logs_bucket: logs_bucket.clone(),
+            service_account: None,
+            build_endpoint: Some(fake.url().to_owned()),
+            registry_endpoint: Some(fake.url().to_owned()),
+            storage_endpoint: Some(emulators::gcs()),
+            anonymous: true,
+            timeout: Duration::from_secs(1200),
+            source_limits,
+        };
         let builder = runway_gcp::CloudBuildBuilder::new(
-            runway_gcp::CloudBuildConfig {
-                project: project.clone(),
-                location: "europe-west1".into(),
-                source_bucket: source_bucket.clone(),
-                image_repo: image_repo.clone(),
-                logs_bucket: logs_bucket.clone(),
-                service_account: None,
-                build_endpoint: Some(fake.url().to_owned()),
-                registry_endpoint: Some(fake.url().to_owned()),
-                storage_endpoint: Some(emulators::gcs()),
-                anonymous: true,
-                timeout: Duration::from_secs(1200),
-                source_limits,
-            },
+            config.clone(),
             Arc::new(runway_embedded::GitForge::new("/usr/bin/true".into())),
         )
         .await
@@ -456,6 +473,7 @@ impl OnEmulators {
             source_bucket,
             logs_bucket,
             image_repo,
+            config,
         }
     }
 }

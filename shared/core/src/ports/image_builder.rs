@@ -48,6 +48,14 @@ pub enum BuildStatus {
     Lost,
 }
 
+/// What a build was started for, as the builder itself recorded it when it started the build:
+/// never what a notification says (any build in a project may carry any tag).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildOrigin {
+    pub release_id: ReleaseId,
+    pub commit: CommitSha,
+}
+
 /// Turns a commit into something the platform can run. `start` returns at once; the build's end
 /// is announced on `Topic::BuildEvents` (with `status` as the poll fallback).
 #[async_trait]
@@ -76,4 +84,11 @@ pub trait ImageBuilder: Send + Sync {
     }
     /// Removes every image and log of the app.
     async fn delete_app(&self, app: &AppName) -> Result<(), BuildError>;
+    /// What `build_id` was started for, if the builder can vouch for it: a worker that dies
+    /// between starting a build and recording it on the release leaves the release with no
+    /// build, and this lets the build's end be taken as the release's own. `None`: not one the
+    /// builder started for a release (or stand-ins, which never vouch).
+    async fn origin(&self, _build_id: &BuildId) -> Result<Option<BuildOrigin>, BuildError> {
+        Ok(None)
+    }
 }
