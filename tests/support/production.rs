@@ -204,6 +204,11 @@ impl Production {
             // Cleanup polls a build whose notification is a second late, not ten minutes.
             ("RUNWAY_STALE_SECS", "1".to_owned()),
             ("RUNWAY_DEPLOY_TIMEOUT_SECS", "900".to_owned()),
+            // Terraform's defaults, and the load balancer's two X-Forwarded-For entries.
+            ("RUNWAY_SUBMIT_CALLER_PER_MINUTE", "120".to_owned()),
+            ("RUNWAY_WEBHOOK_APP_PER_MINUTE", "300".to_owned()),
+            ("RUNWAY_WEBHOOK_SOURCE_PER_MINUTE", "3000".to_owned()),
+            ("RUNWAY_TRUSTED_XFF_ENTRIES", "2".to_owned()),
             (
                 "RUNWAY_LOG_VIEW",
                 format!("projects/{project}/locations/global/buckets/_Default/views/runway-apps"),

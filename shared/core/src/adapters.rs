@@ -10,6 +10,7 @@ use secrecy::SecretString;
 
 use crate::clock::{self, Clock};
 use crate::config::Policy;
+use crate::limits::RateLimits;
 use crate::ports::{
     Forge, Identity, ImageBuilder, Platform, Queue, RuntimeLog, SecretStore, Store,
 };
@@ -37,6 +38,8 @@ pub enum Need {
     Timeouts,
     WebhookUrl,
     WebhookSecret,
+    /// The rate limits, and where a request's source address is read.
+    RateLimits,
 }
 
 /// A function asked for something its wiring did not provide: a mismatch between the
@@ -113,6 +116,7 @@ pub struct Adapters {
     /// The key each app's webhook secret is derived from.
     pub webhook_secret: Option<SecretString>,
     pub timeouts: Option<Timeouts>,
+    pub rate_limits: Option<RateLimits>,
 }
 
 impl Default for Adapters {
@@ -132,6 +136,7 @@ impl Default for Adapters {
             webhook_url: None,
             webhook_secret: None,
             timeouts: None,
+            rate_limits: None,
         }
     }
 }
@@ -179,6 +184,9 @@ impl Adapters {
     }
     pub fn timeouts(&self) -> Result<Timeouts, Unwired> {
         wired(&self.timeouts, "the timeouts")
+    }
+    pub fn rate_limits(&self) -> Result<RateLimits, Unwired> {
+        wired(&self.rate_limits, "the rate limits")
     }
 }
 

@@ -19,6 +19,7 @@ use secrecy::SecretString;
 use runway_core::adapters::{Adapters, HookSweep, Need, Timeouts};
 use runway_core::config::{Env, Policy};
 use runway_core::domain::{Access, Branch, CommitSha, HookId, RepoAllowlist, RepoUrl};
+use runway_core::limits::RateLimits;
 use runway_core::ports::Topic;
 use runway_core::ports::{Forge, ForgeError, Repository, SourceArchive, Webhook};
 use runway_github::{GitHubAuth, GitHubConfig, GitHubForge};
@@ -101,6 +102,7 @@ impl GcpEnv {
                 Need::Timeouts => drop(self.timeouts_config(&mut env)),
                 Need::WebhookUrl => drop(env.required("RUNWAY_WEBHOOK_URL")),
                 Need::WebhookSecret => drop(env.required("RUNWAY_WEBHOOK_SECRET")),
+                Need::RateLimits => drop(RateLimits::from_env(&mut env)),
             }
         }
         env.finish(what)?;
@@ -421,6 +423,9 @@ impl GcpEnv {
                 }
                 Need::WebhookUrl => adapters.webhook_url = Some(self.webhook_url()?),
                 Need::WebhookSecret => adapters.webhook_secret = Some(self.webhook_secret()?),
+                Need::RateLimits => {
+                    adapters.rate_limits = Some(read("the rate limits", RateLimits::from_env)?)
+                }
             }
         }
         if needs.contains(&Need::Builder) {
