@@ -100,6 +100,9 @@ locals {
       # The load balancer (lb.tf) appends "CLIENT, LOAD_BALANCER" to X-Forwarded-For: the source
       # address is the first of those two, never what the client wrote before them.
       RUNWAY_TRUSTED_XFF_ENTRIES = "2"
+      # any, or github: GitHub's hook addresses only, asked of GitHub's meta API (no credentials).
+      RUNWAY_WEBHOOK_SOURCES = var.webhook_sources
+      RUNWAY_GITHUB_API      = var.github_api
     })
     worker = merge(local.common_env, local.github_env, local.build_env, local.platform_env, {
       RUNWAY_OIDC_AUDIENCE           = local.service_url["worker"]

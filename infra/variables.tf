@@ -229,6 +229,17 @@ variable "submit_caller_per_minute" {
   }
 }
 
+variable "webhook_sources" {
+  description = "Where webhook deliveries may come from (RUNWAY_WEBHOOK_SOURCES): any (the signature is the check), or github (only the hook addresses GitHub's meta API publishes, asked of github_api without credentials; not for GitHub Enterprise Server, whose meta lists none)."
+  type        = string
+  default     = "any"
+
+  validation {
+    condition     = contains(["any", "github"], var.webhook_sources)
+    error_message = "webhook_sources must be any or github."
+  }
+}
+
 # ---------------------------------------------------------------------------------------------
 # Retention
 # ---------------------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 //! anything else, answers fast, records every delivery with what was done with it (so a push
 //! that did not redeploy says why), and queues a release of the hook's app when the push is to
 //! its branch. Each app has its own hook, URL and secret (`webhook::app_secret`). Deliveries
-//! are limited per source address and per app (429).
+//! are limited per source address and per app (429), and, when the operator asks, taken from
+//! GitHub's published hook addresses only (`sources`).
+
+pub mod sources;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,16 +23,17 @@ use runway_core::domain::{
     AppName, AuditAction, CommitSha, Delivery, DeliveryId, Deployment, NewRelease, Timestamp,
     Trigger,
 };
-use runway_core::limits::RateLimits;
+use runway_core::limits::{HookSources, RateLimits};
 use runway_core::ports::{Queue, Store};
 use runway_core::releases::{audit, publish};
 use runway_http::limit::KeyedLimit;
 use runway_http::source::{network_of, source_address};
 use runway_http::webhook::{self, PushEvent};
 use runway_http::{ApiError, ApiResult, Limits, Router, json, limits, parse_json};
-
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
+
+use self::sources::HookRanges;
 
 /// GitHub caps a delivery's payload at 25 MB.
 const PUSH_BODY_LIMIT: usize = 25 * 1024 * 1024;
@@ -61,6 +65,8 @@ pub struct State {
     pub unverified: Arc<Mutex<HashMap<AppName, Timestamp>>>,
     /// What this instance takes per source address and per app.
     pub rates: Arc<Rates>,
+    /// GitHub's hook addresses, when deliveries are taken from those only.
+    pub sources: Option<Arc<HookRanges>>,
 }
 
 /// How many deliveries this instance takes, and where it reads their source address.
@@ -89,7 +95,8 @@ impl Rates {
 /// the hook secret"), at most once per app this often per instance: anyone can send them.
 const UNVERIFIED_EVERY: chrono::Duration = chrono::Duration::minutes(1);
 
-/// Firestore and Pub/Sub on Google Cloud; GitHub's signature is the only credential.
+/// Firestore and Pub/Sub on Google Cloud; GitHub's signature is the only credential (GitHub's
+/// `meta` API, asked for its hook addresses, needs none).
 pub const NEEDS: &[Need] = &[
     Need::Store,
     Need::Queue,
@@ -100,6 +107,13 @@ pub const NEEDS: &[Need] = &[
 impl State {
     pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
         let limits = adapters.rate_limits()?;
+        let sources = match limits.hook_sources {
+            HookSources::Anywhere => None,
+            HookSources::GitHub => Some(Arc::new(HookRanges::new(
+                adapters.hook_sources()?,
+                adapters.clock.clone(),
+            ))),
+        };
         Ok(Self {
             clock: adapters.clock.clone(),
             store: adapters.store()?,
@@ -108,6 +122,7 @@ impl State {
             step: STEP,
             unverified: Arc::default(),
             rates: Arc::new(Rates::new(&limits, &adapters.clock)),
+            sources,
         })
     }
 }
@@ -178,6 +193,9 @@ async fn receive(
     // may send one, and a push's may be 25 MB (GitHub's cap).
     let headers = request.headers();
     let source = source_address(headers, peer.ip(), state.rates.trusted_xff_entries);
+    if let Some(sources) = &state.sources {
+        sources.admit(source, state.step).await?;
+    }
     over(&state.rates.per_source, &network_of(source), || {
         format!("from {source}")
     })?;

@@ -217,6 +217,7 @@ async fn fixture(hang_on_delivery: bool) -> Fixture {
         clock,
         step: STEP,
         unverified: Default::default(),
+        sources: None,
     };
     Fixture {
         _dir: dir,

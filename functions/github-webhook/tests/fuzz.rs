@@ -114,6 +114,7 @@ async fn ingress() -> (tempfile::TempDir, State) {
         clock,
         step: STEP,
         unverified: Default::default(),
+        sources: None,
     };
     (dir, state)
 }

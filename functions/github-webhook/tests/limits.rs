@@ -1,19 +1,25 @@
-//! What the ingress takes: deliveries over an app's or a source address's rate get 429 with
-//! `Retry-After` and leave no record (so GitHub's Redeliver is taken as new), and a forged
-//! `X-Forwarded-For` moves no client to another source. Time is a `ManualClock` moved past each
-//! wait: nothing here sleeps.
+//! What the ingress takes, and from where: deliveries over an app's or a source address's rate
+//! get 429 with `Retry-After` and leave no record (so GitHub's Redeliver is taken as new), a
+//! forged `X-Forwarded-For` moves no client to another source, and with
+//! `RUNWAY_WEBHOOK_SOURCES=github` only GitHub's published hook ranges get in. Time is a
+//! `ManualClock` moved past each wait: nothing here sleeps.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use http::StatusCode;
+use ipnet::IpNet;
 use runway_core::clock::{Clock, ManualClock};
 use runway_core::domain::{AppName, Deployment, RepoUrl};
-use runway_core::limits::{PerMinute, RateLimits};
-use runway_core::ports::{OutboundMessage, Queue, QueueError, Store, Topic};
+use runway_core::limits::{HookSources as Policy, PerMinute, RateLimits};
+use runway_core::ports::{
+    ForgeError, HookSources, OutboundMessage, Queue, QueueError, Store, Topic,
+};
 use runway_embedded::SqliteStore;
+use runway_github_webhook::sources::HookRanges;
 use runway_github_webhook::{Rates, State, router};
 use secrecy::{ExposeSecret, SecretString};
 use tower::ServiceExt;
@@ -33,10 +39,41 @@ impl Queue for Accepting {
     }
 }
 
+/// GitHub's `meta` hook ranges as a test sets them; `None` while GitHub cannot be reached.
+#[derive(Default)]
+struct Meta {
+    ranges: Mutex<Option<Vec<IpNet>>>,
+    asked: AtomicUsize,
+}
+
+impl Meta {
+    fn lists(&self, ranges: &[&str]) {
+        let ranges = ranges.iter().map(|range| range.parse().unwrap()).collect();
+        *self.ranges.lock().unwrap() = Some(ranges);
+    }
+
+    fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl HookSources for Meta {
+    async fn hook_ranges(&self) -> Result<Vec<IpNet>, ForgeError> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        self.ranges
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| ForgeError::Unavailable("api.github.com did not answer".into()))
+    }
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     store: Arc<SqliteStore>,
     clock: ManualClock,
+    meta: Arc<Meta>,
     state: State,
 }
 
@@ -106,6 +143,7 @@ async fn fixture(limits: RateLimits) -> Fixture {
     }
     let clock = ManualClock::starting_now();
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let meta = Arc::new(Meta::default());
     let state = State {
         store: store.clone(),
         queue: Arc::new(Accepting),
@@ -114,11 +152,14 @@ async fn fixture(limits: RateLimits) -> Fixture {
         step: Duration::from_secs(2),
         unverified: Default::default(),
         rates: Arc::new(Rates::new(&limits, &shared)),
+        sources: (limits.hook_sources == Policy::GitHub)
+            .then(|| Arc::new(HookRanges::new(meta.clone(), shared.clone()))),
     };
     Fixture {
         _dir: dir,
         store,
         clock,
+        meta,
         state,
     }
 }
@@ -130,6 +171,7 @@ fn unlimited() -> RateLimits {
         webhook_per_source: PerMinute::new(0),
         submit_per_caller: PerMinute::new(0),
         trusted_xff_entries: 0,
+        hook_sources: Policy::Anywhere,
     }
 }
 
@@ -365,4 +407,178 @@ async fn without_a_trusted_load_balancer_forwarded_for_is_not_read() {
         .await,
         "30",
     );
+}
+
+fn github_only() -> RateLimits {
+    RateLimits {
+        hook_sources: Policy::GitHub,
+        trusted_xff_entries: 2,
+        ..unlimited()
+    }
+}
+
+fn forbidden(answer: &Answer) {
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    let message = answer.body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("GitHub's addresses only"), "{message}");
+}
+
+#[tokio::test]
+async fn with_github_sources_only_githubs_ranges_get_in_ipv4_and_ipv6() {
+    let f = fixture(github_only()).await;
+    f.meta.lists(&["140.82.112.0/20", "2a0a:a440::/29"]);
+    let via_lb = |client: &str| format!("{client}, {LB}");
+
+    queued(
+        &f.send(Delivery::through_lb(&via_lb("140.82.112.5"), "demo", "d-1"))
+            .await,
+    );
+    queued(
+        &f.send(Delivery::through_lb(
+            &via_lb("2a0a:a440:1::7"),
+            "demo",
+            "d-2",
+        ))
+        .await,
+    );
+    queued(
+        &f.send(Delivery::through_lb(
+            &via_lb("::ffff:140.82.127.1"),
+            "demo",
+            "d-3",
+        ))
+        .await,
+    );
+    forbidden(
+        &f.send(Delivery::through_lb(&via_lb("203.0.113.5"), "demo", "d-4"))
+            .await,
+    );
+    forbidden(
+        &f.send(Delivery::through_lb(&via_lb("2001:db8::1"), "demo", "d-5"))
+            .await,
+    );
+    // GitHub's address where the client writes it is the client's own word.
+    forbidden(
+        &f.send(Delivery::through_lb(
+            &format!("140.82.112.5, 203.0.113.5, {LB}"),
+            "demo",
+            "d-6",
+        ))
+        .await,
+    );
+    // Not through the load balancer: the front end's address, never GitHub's.
+    forbidden(
+        &f.send(Delivery::through_lb("140.82.112.5", "demo", "d-7"))
+            .await,
+    );
+
+    assert_eq!(
+        f.recorded("demo").await,
+        3,
+        "a refused delivery left a record"
+    );
+    assert_eq!(f.meta.asked(), 1, "GitHub was asked on every miss");
+}
+
+#[tokio::test]
+async fn githubs_ranges_are_asked_again_on_a_miss_at_most_once_a_minute_and_every_hour() {
+    let f = fixture(github_only()).await;
+    f.meta.lists(&["140.82.112.0/20"]);
+    let via_lb = |client: &str| format!("{client}, {LB}");
+    let new_range = via_lb("185.199.108.9");
+    let old_range = via_lb("140.82.112.5");
+
+    forbidden(
+        &f.send(Delivery::through_lb(&new_range, "demo", "d-1"))
+            .await,
+    );
+    // GitHub adds a range; a miss within the minute does not ask again.
+    f.meta.lists(&["185.199.108.0/22"]);
+    forbidden(
+        &f.send(Delivery::through_lb(&new_range, "demo", "d-1"))
+            .await,
+    );
+    assert_eq!(f.meta.asked(), 1);
+
+    f.clock.advance(Duration::from_secs(60));
+    queued(
+        &f.send(Delivery::through_lb(&new_range, "demo", "d-1"))
+            .await,
+    );
+    assert_eq!(f.meta.asked(), 2);
+
+    // GitHub drops a range: it is taken until the list is an hour old, then GitHub is asked.
+    f.meta.lists(&["140.82.112.0/20"]);
+    f.clock.advance(Duration::from_secs(3599));
+    queued(
+        &f.send(Delivery::through_lb(&new_range, "demo", "d-2"))
+            .await,
+    );
+    assert_eq!(
+        f.meta.asked(),
+        2,
+        "a known address asked again within the hour"
+    );
+    f.clock.advance(Duration::from_secs(1));
+    forbidden(
+        &f.send(Delivery::through_lb(&new_range, "demo", "d-3"))
+            .await,
+    );
+    assert_eq!(
+        f.meta.asked(),
+        3,
+        "an hour-old list was not asked for again"
+    );
+    queued(
+        &f.send(Delivery::through_lb(&old_range, "demo", "d-4"))
+            .await,
+    );
+    assert_eq!(f.meta.asked(), 3);
+}
+
+/// GitHub's list cannot be had and none is known: every delivery is refused (503, retry in a
+/// minute at most), not let through, until GitHub answers.
+#[tokio::test]
+async fn without_githubs_ranges_deliveries_are_refused_until_github_answers() {
+    let f = fixture(github_only()).await;
+    let from_github = format!("140.82.112.5, {LB}");
+
+    let refused = f
+        .send(Delivery::through_lb(&from_github, "demo", "d-1"))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.retry_after.as_deref(), Some("60"));
+    assert!(
+        refused.body["error"].as_str().unwrap().contains("meta API"),
+        "{}",
+        refused.body
+    );
+    f.clock.advance(Duration::from_secs(20));
+    let refused = f
+        .send(Delivery::through_lb(&from_github, "demo", "d-1"))
+        .await;
+    assert_eq!(refused.retry_after.as_deref(), Some("40"));
+    assert_eq!(f.meta.asked(), 1);
+    assert_eq!(f.recorded("demo").await, 0);
+
+    f.meta.lists(&["140.82.112.0/20"]);
+    f.clock.advance(Duration::from_secs(40));
+    queued(
+        &f.send(Delivery::through_lb(&from_github, "demo", "d-1"))
+            .await,
+    );
+
+    // Once known, GitHub down keeps the last list.
+    *f.meta.ranges.lock().unwrap() = None;
+    f.clock.advance(Duration::from_secs(7200));
+    queued(
+        &f.send(Delivery::through_lb(&from_github, "demo", "d-2"))
+            .await,
+    );
+    assert_eq!(f.meta.asked(), 3);
 }

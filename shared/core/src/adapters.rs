@@ -12,7 +12,7 @@ use crate::clock::{self, Clock};
 use crate::config::Policy;
 use crate::limits::RateLimits;
 use crate::ports::{
-    Forge, Identity, ImageBuilder, Platform, Queue, RuntimeLog, SecretStore, Store,
+    Forge, HookSources, Identity, ImageBuilder, Platform, Queue, RuntimeLog, SecretStore, Store,
 };
 
 /// A port or setting a function needs. On Google Cloud, the wiring reads the variables of all
@@ -38,7 +38,8 @@ pub enum Need {
     Timeouts,
     WebhookUrl,
     WebhookSecret,
-    /// The rate limits, and where a request's source address is read.
+    /// The rate limits, where a request's source address is read, and, when deliveries are
+    /// taken from GitHub's hook addresses only, GitHub's `meta` API to learn them.
     RateLimits,
 }
 
@@ -117,6 +118,8 @@ pub struct Adapters {
     pub webhook_secret: Option<SecretString>,
     pub timeouts: Option<Timeouts>,
     pub rate_limits: Option<RateLimits>,
+    /// Wired only when `rate_limits` takes deliveries from GitHub's addresses alone.
+    pub hook_sources: Option<Arc<dyn HookSources>>,
 }
 
 impl Default for Adapters {
@@ -137,6 +140,7 @@ impl Default for Adapters {
             webhook_secret: None,
             timeouts: None,
             rate_limits: None,
+            hook_sources: None,
         }
     }
 }
@@ -187,6 +191,9 @@ impl Adapters {
     }
     pub fn rate_limits(&self) -> Result<RateLimits, Unwired> {
         wired(&self.rate_limits, "the rate limits")
+    }
+    pub fn hook_sources(&self) -> Result<Arc<dyn HookSources>, Unwired> {
+        wired(&self.hook_sources, "GitHub's hook addresses")
     }
 }
 

@@ -16,6 +16,15 @@ impl PerMinute {
     }
 }
 
+/// Where webhook deliveries may come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookSources {
+    /// Anywhere: the signature is the only check.
+    Anywhere,
+    /// Only the addresses GitHub publishes for its hooks (its `meta` API's `hooks`).
+    GitHub,
+}
+
 /// The limits and where a request's source address is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimits {
@@ -30,6 +39,8 @@ pub struct RateLimits {
     /// the load balancer in front wrote; the source address is the leftmost of them. 0: the
     /// TCP peer's, and the header is not read.
     pub trusted_xff_entries: usize,
+    /// `RUNWAY_WEBHOOK_SOURCES`: `any` or `github`.
+    pub hook_sources: HookSources,
 }
 
 impl Default for RateLimits {
@@ -42,6 +53,7 @@ impl Default for RateLimits {
             webhook_per_source: PerMinute::new(3000),
             submit_per_caller: PerMinute::new(120),
             trusted_xff_entries: 0,
+            hook_sources: HookSources::Anywhere,
         }
     }
 }
@@ -60,11 +72,22 @@ impl RateLimits {
         );
         let submit_per_caller =
             per_minute("RUNWAY_SUBMIT_CALLER_PER_MINUTE", default.submit_per_caller);
+        let hook_sources = match env.or("RUNWAY_WEBHOOK_SOURCES", "any").as_str() {
+            "any" => HookSources::Anywhere,
+            "github" => HookSources::GitHub,
+            other => {
+                env.problem(format!(
+                    "RUNWAY_WEBHOOK_SOURCES is {other:?}; it must be any or github"
+                ));
+                HookSources::Anywhere
+            }
+        };
         Self {
             webhook_per_app,
             webhook_per_source,
             submit_per_caller,
             trusted_xff_entries: env.parse_or("RUNWAY_TRUSTED_XFF_ENTRIES", 0),
+            hook_sources,
         }
     }
 }

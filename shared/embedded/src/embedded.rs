@@ -18,7 +18,7 @@ use super::{
 use runway_core::adapters::{Adapters, HookSweep, Timeouts};
 use runway_core::clock::{self, Clock};
 use runway_core::config::{self, ConfigError, Env, Policy};
-use runway_core::limits::RateLimits;
+use runway_core::limits::{HookSources, RateLimits};
 
 /// In the data dir: the address `runway` listens on now, for the local hooks to find it.
 const ADDRESS_FILE: &str = "runway.addr";
@@ -73,6 +73,14 @@ impl EmbeddedConfig {
         let user = std::env::var("USER").unwrap_or_else(|_| "local".into());
         let mut env = Env::new();
         let rate_limits = RateLimits::from_env(&mut env);
+        // Pushes reach a laptop's Runway from its own git hooks, on loopback: GitHub's hook
+        // addresses are for Runway on Google Cloud, which asks GitHub for them.
+        if rate_limits.hook_sources == HookSources::GitHub {
+            env.problem(
+                "RUNWAY_WEBHOOK_SOURCES=github is for Runway on Google Cloud; the embedded \
+                 backend receives pushes from its own git hooks (leave it unset or any)",
+            );
+        }
         env.finish("the embedded backend")?;
         Ok(Self {
             listen: config::parse_or("RUNWAY_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
@@ -236,6 +244,7 @@ impl Embedded {
                 hook_sweep: HookSweep::every_run(self.config.cleanup_interval),
             }),
             rate_limits: Some(self.config.rate_limits),
+            hook_sources: None,
         }
     }
 }
