@@ -77,6 +77,8 @@ locals {
       # Who may open an app whose submit does not say.
       RUNWAY_APP_ACCESS  = var.app_access
       RUNWAY_APP_VIEWERS = join(",", var.app_viewers)
+      # Each signed-in person's changes a minute, per instance.
+      RUNWAY_SUBMIT_CALLER_PER_MINUTE = tostring(var.submit_caller_per_minute)
     })
     status = merge(local.common_env, local.build_env, {
       RUNWAY_IAP_AUDIENCE = local.iap_audience["status"]
@@ -92,6 +94,15 @@ locals {
     })
     "github-webhook" = merge(local.common_env, {
       RUNWAY_DEPLOY_TOPIC = local.deploy_topic
+      # Deliveries a minute per app and per source address, per instance.
+      RUNWAY_WEBHOOK_APP_PER_MINUTE    = tostring(var.webhook_app_per_minute)
+      RUNWAY_WEBHOOK_SOURCE_PER_MINUTE = tostring(var.webhook_source_per_minute)
+      # The load balancer (lb.tf) appends "CLIENT, LOAD_BALANCER" to X-Forwarded-For: the source
+      # address is the first of those two, never what the client wrote before them.
+      RUNWAY_TRUSTED_XFF_ENTRIES = "2"
+      # any, or github: GitHub's hook addresses only, asked of GitHub's meta API (no credentials).
+      RUNWAY_WEBHOOK_SOURCES = var.webhook_sources
+      RUNWAY_GITHUB_API      = var.github_api
     })
     worker = merge(local.common_env, local.github_env, local.build_env, local.platform_env, {
       RUNWAY_OIDC_AUDIENCE           = local.service_url["worker"]

@@ -193,6 +193,54 @@ variable "deletion_protection" {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Rate limits (each instance of a service counts on its own: N instances take up to N times these)
+# ---------------------------------------------------------------------------------------------
+
+variable "webhook_app_per_minute" {
+  description = "Verified webhook deliveries one app's hook takes a minute before 429 with Retry-After (RUNWAY_WEBHOOK_APP_PER_MINUTE; 0: no limit). GitHub sends at most a few pushes a second for a repository."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.webhook_app_per_minute >= 0 && floor(var.webhook_app_per_minute) == var.webhook_app_per_minute
+    error_message = "webhook_app_per_minute must be a whole number, 0 or more."
+  }
+}
+
+variable "webhook_source_per_minute" {
+  description = "Webhook deliveries one source address (an IPv6 /64) makes a minute before 429 (RUNWAY_WEBHOOK_SOURCE_PER_MINUTE; 0: no limit). GitHub delivers every app's hooks from a handful of addresses."
+  type        = number
+  default     = 3000
+
+  validation {
+    condition     = var.webhook_source_per_minute >= 0 && floor(var.webhook_source_per_minute) == var.webhook_source_per_minute
+    error_message = "webhook_source_per_minute must be a whole number, 0 or more."
+  }
+}
+
+variable "submit_caller_per_minute" {
+  description = "Changes (create, update, redeploy, rollback, delete) one signed-in person makes a minute before 429 (RUNWAY_SUBMIT_CALLER_PER_MINUTE; 0: no limit)."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.submit_caller_per_minute >= 0 && floor(var.submit_caller_per_minute) == var.submit_caller_per_minute
+    error_message = "submit_caller_per_minute must be a whole number, 0 or more."
+  }
+}
+
+variable "webhook_sources" {
+  description = "Where webhook deliveries may come from (RUNWAY_WEBHOOK_SOURCES): any (the signature is the check), or github (only the hook addresses GitHub's meta API publishes, asked of github_api without credentials; not for GitHub Enterprise Server, whose meta lists none)."
+  type        = string
+  default     = "any"
+
+  validation {
+    condition     = contains(["any", "github"], var.webhook_sources)
+    error_message = "webhook_sources must be any or github."
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
 # Retention
 # ---------------------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 //! and the Google Cloud (or GitHub) one, on the emulators and the fakes.
 
 mod contract_forge;
+mod contract_hook_sources;
 mod contract_identity;
 mod contract_image_builder;
 mod contract_platform;

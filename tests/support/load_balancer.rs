@@ -16,8 +16,9 @@
 //!   `x-goog-iap-jwt-assertion` for the backend service's own audience; whatever the client sent
 //!   in IAP's headers is dropped.
 //! - **Proxying** as the load balancer does: the `Host` the client asked for is kept, the
-//!   client's address is appended to `X-Forwarded-For`, `X-Forwarded-Proto` says the scheme the
-//!   client used (plain HTTP here), and responses stream (Server-Sent Events arrive as written).
+//!   client's address and the load balancer's own are appended to `X-Forwarded-For` (what the
+//!   client sent there is kept before them), `X-Forwarded-Proto` says the scheme the client
+//!   used (plain HTTP here), and responses stream (Server-Sent Events arrive as written).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -101,6 +102,8 @@ struct Inner {
     members: Vec<String>,
     keys: Arc<GoogleKeys>,
     url: String,
+    /// The forwarding rule's address, which the load balancer appends to `X-Forwarded-For`.
+    address: std::net::IpAddr,
     accounts_url: String,
     /// Who the browser is signed in to Google as.
     signed_in: Mutex<Option<String>>,
@@ -128,7 +131,8 @@ impl LoadBalancer {
         members: Vec<String>,
         keys: Arc<GoogleKeys>,
     ) -> anyhow::Result<Self> {
-        let url = format!("http://{}", listener.local_addr()?);
+        let address = listener.local_addr()?;
+        let url = format!("http://{address}");
         let accounts = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let accounts_url = format!("http://{}", accounts.local_addr()?);
         let map = UrlMap::of_infra();
@@ -145,6 +149,7 @@ impl LoadBalancer {
             members,
             keys,
             url: url.clone(),
+            address: address.ip(),
             accounts_url,
             signed_in: Mutex::new(None),
             client: reqwest::Client::builder()
@@ -332,9 +337,11 @@ impl Inner {
                 reqwest::header::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
             );
         }
+        // Google's: "<what the client sent>, <client>, <forwarding rule's address>".
+        let appended = format!("{}, {}", peer.ip(), self.address);
         let forwarded_for = match text(&parts.headers, "x-forwarded-for") {
-            Some(earlier) => format!("{earlier}, {}", peer.ip()),
-            None => peer.ip().to_string(),
+            Some(earlier) => format!("{earlier}, {appended}"),
+            None => appended,
         };
         headers.insert("x-forwarded-for", forwarded_for.parse().unwrap());
         headers.insert("x-forwarded-proto", "http".parse().unwrap());

@@ -158,6 +158,9 @@ impl Production {
         let keys = GoogleKeys::start().await;
         let github = FakeGitHub::start().await?;
         github.accept_token(GITHUB_TOKEN);
+        // GitHub's deliveries come from this machine here: the fake's own pings and the tests'
+        // signed pushes. The ingress takes them from the addresses GitHub's meta lists only.
+        github.set_hook_sources(&["127.0.0.0/8", "::1/128"]);
         let cloud_build =
             FakeCloudBuild::start(&project, &emulators::gcs(), &emulators::pubsub()).await?;
         let cloud_run = FakeCloudRun::start().await?;
@@ -204,6 +207,12 @@ impl Production {
             // Cleanup polls a build whose notification is a second late, not ten minutes.
             ("RUNWAY_STALE_SECS", "1".to_owned()),
             ("RUNWAY_DEPLOY_TIMEOUT_SECS", "900".to_owned()),
+            // Terraform's defaults, and the load balancer's two X-Forwarded-For entries.
+            ("RUNWAY_SUBMIT_CALLER_PER_MINUTE", "120".to_owned()),
+            ("RUNWAY_WEBHOOK_APP_PER_MINUTE", "300".to_owned()),
+            ("RUNWAY_WEBHOOK_SOURCE_PER_MINUTE", "3000".to_owned()),
+            ("RUNWAY_TRUSTED_XFF_ENTRIES", "2".to_owned()),
+            ("RUNWAY_WEBHOOK_SOURCES", "github".to_owned()),
             (
                 "RUNWAY_LOG_VIEW",
                 format!("projects/{project}/locations/global/buckets/_Default/views/runway-apps"),

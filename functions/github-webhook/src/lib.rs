@@ -1,29 +1,39 @@
 //! `github-webhook`: the ingress for GitHub push events. Verifies the signature before reading
 //! anything else, answers fast, records every delivery with what was done with it (so a push
 //! that did not redeploy says why), and queues a release of the hook's app when the push is to
-//! its branch. Each app has its own hook, URL and secret (`webhook::app_secret`).
+//! its branch. Each app has its own hook, URL and secret (`webhook::app_secret`). Deliveries
+//! are limited per source address and per app (429), and, when the operator asks, taken from
+//! GitHub's published hook addresses only (`sources`).
+
+pub mod sources;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
 use runway_core::clock::Clock;
 
-use axum::extract::State as Shared;
+use axum::extract::{ConnectInfo, State as Shared};
 use axum::routing::post;
 use http::{HeaderMap, StatusCode};
 use runway_core::domain::{
     AppName, AuditAction, CommitSha, Delivery, DeliveryId, Deployment, NewRelease, Timestamp,
     Trigger,
 };
+use runway_core::limits::{HookSources, RateLimits};
 use runway_core::ports::{Queue, Store};
 use runway_core::releases::{audit, publish};
+use runway_http::limit::KeyedLimit;
+use runway_http::source::{network_of, source_address};
 use runway_http::webhook::{self, PushEvent};
 use runway_http::{ApiError, ApiResult, Limits, Router, json, limits, parse_json};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
+
+use self::sources::HookRanges;
 
 /// GitHub caps a delivery's payload at 25 MB.
 const PUSH_BODY_LIMIT: usize = 25 * 1024 * 1024;
@@ -53,17 +63,57 @@ pub struct State {
     pub step: Duration,
     /// When each app last had a refused signature recorded (see `UNVERIFIED_EVERY`).
     pub unverified: Arc<Mutex<HashMap<AppName, Timestamp>>>,
+    /// What this instance takes per source address and per app.
+    pub rates: Arc<Rates>,
+    /// GitHub's hook addresses, when deliveries are taken from those only.
+    pub sources: Option<Arc<HookRanges>>,
+}
+
+/// How many deliveries this instance takes, and where it reads their source address.
+pub struct Rates {
+    /// Per source address (an IPv6 /64): checked first, so a flood is refused before it costs a
+    /// store read or its body is read.
+    pub per_source: KeyedLimit<IpAddr>,
+    /// Per app, counting verified deliveries only: anyone can post to an app's hook URL, and
+    /// forged posts must not use up the app's own pushes.
+    pub per_app: KeyedLimit<AppName>,
+    /// `RateLimits::trusted_xff_entries`.
+    pub trusted_xff_entries: usize,
+}
+
+impl Rates {
+    pub fn new(limits: &RateLimits, clock: &Arc<dyn Clock>) -> Self {
+        Self {
+            per_source: KeyedLimit::new(limits.webhook_per_source, clock.clone()),
+            per_app: KeyedLimit::new(limits.webhook_per_app, clock.clone()),
+            trusted_xff_entries: limits.trusted_xff_entries,
+        }
+    }
 }
 
 /// A push to a known app whose signature does not match is recorded on the app's page ("check
 /// the hook secret"), at most once per app this often per instance: anyone can send them.
 const UNVERIFIED_EVERY: chrono::Duration = chrono::Duration::minutes(1);
 
-/// Firestore and Pub/Sub on Google Cloud; GitHub's signature is the only credential.
-pub const NEEDS: &[Need] = &[Need::Store, Need::Queue, Need::WebhookSecret];
+/// Firestore and Pub/Sub on Google Cloud; GitHub's signature is the only credential (GitHub's
+/// `meta` API, asked for its hook addresses, needs none).
+pub const NEEDS: &[Need] = &[
+    Need::Store,
+    Need::Queue,
+    Need::WebhookSecret,
+    Need::RateLimits,
+];
 
 impl State {
     pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
+        let limits = adapters.rate_limits()?;
+        let sources = match limits.hook_sources {
+            HookSources::Anywhere => None,
+            HookSources::GitHub => Some(Arc::new(HookRanges::new(
+                adapters.hook_sources()?,
+                adapters.clock.clone(),
+            ))),
+        };
         Ok(Self {
             clock: adapters.clock.clone(),
             store: adapters.store()?,
@@ -71,6 +121,8 @@ impl State {
             secret: adapters.webhook_secret()?,
             step: STEP,
             unverified: Arc::default(),
+            rates: Arc::new(Rates::new(&limits, &adapters.clock)),
+            sources,
         })
     }
 }
@@ -102,6 +154,29 @@ where
     }
 }
 
+/// 429 for deliveries over `limit`'s rate: GitHub shows it in the hook's Recent Deliveries, with
+/// what to do, and nothing of the delivery was recorded, so its Redeliver is taken as new.
+fn over<K: std::hash::Hash + Eq + Clone>(
+    limit: &KeyedLimit<K>,
+    key: &K,
+    what: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
+    limit.check(key).map_err(|wait| {
+        let what = what();
+        tracing::debug!(what, ?wait, "delivery refused: over the rate");
+        ApiError::TooManyRequests {
+            message: format!(
+                "too many deliveries {what}: this Runway takes {} a minute; nothing of this one \
+                 was recorded, so redeliver it from the hook's Recent Deliveries on GitHub after \
+                 {} s",
+                limit.per_minute(),
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            ),
+            retry_after: wait,
+        }
+    })
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -111,11 +186,19 @@ async fn receive(
     Shared(state): Shared<State>,
     // Not the API's `Path`: a malformed name is refused like a bad signature below.
     axum::extract::Path(app): axum::extract::Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: axum::extract::Request,
 ) -> ApiResult {
     // Whatever the head alone can refuse is refused before a byte of the body is read: anyone
     // may send one, and a push's may be 25 MB (GitHub's cap).
     let headers = request.headers();
+    let source = source_address(headers, peer.ip(), state.rates.trusted_xff_entries);
+    if let Some(sources) = &state.sources {
+        sources.admit(source, state.step).await?;
+    }
+    over(&state.rates.per_source, &network_of(source), || {
+        format!("from {source}")
+    })?;
     let forged = || ApiError::Unauthorized("X-Hub-Signature-256 does not match the body".into());
     // Unknown names are refused like bad signatures: the ingress is public, and says nothing
     // about which apps exist.
@@ -163,6 +246,7 @@ async fn receive(
             "X-Hub-Signature-256 does not match the body; check the webhook secret".into(),
         ));
     }
+    over(&state.rates.per_app, &app, || format!("for the app {app}"))?;
     match (event.as_str(), deployment) {
         ("ping", _) => Ok(json(StatusCode::OK, &json!({ "status": "pong" }))),
         ("push", Some(deployment)) => push(state, deployment, delivery_id, &body).await,

@@ -14,11 +14,12 @@ use runway_core::domain::{
     AppName, AuditEntry, BuildId, Delivery, Deployment, HookId, NewRelease, Release, ReleaseId,
     ReleaseState, ReleaseUpdate, RepoUrl, Timestamp,
 };
+use runway_core::limits::RateLimits;
 use runway_core::ports::{
     AppReleases, OutboundMessage, Queue, QueueError, Store, StoreError, Topic,
 };
 use runway_embedded::SqliteStore;
-use runway_github_webhook::{State, router};
+use runway_github_webhook::{Rates, State, router};
 use secrecy::SecretString;
 use tower::ServiceExt;
 
@@ -207,13 +208,16 @@ async fn fixture(hang_on_delivery: bool) -> Fixture {
         })
         .await
         .unwrap();
+    let clock = clock::system();
     let state = State {
         store: store.clone(),
         queue: Arc::new(HangingQueue),
         secret: SecretString::from("installation-key".to_owned()),
-        clock: clock::system(),
+        rates: Arc::new(Rates::new(&RateLimits::default(), &clock)),
+        clock,
         step: STEP,
         unverified: Default::default(),
+        sources: None,
     };
     Fixture {
         _dir: dir,
@@ -241,12 +245,14 @@ async fn push_answer(state: &State) -> (StatusCode, Duration, serde_json::Value)
         secrecy::ExposeSecret::expose_secret(&secret).as_bytes(),
         body.as_bytes(),
     );
-    let request = http::Request::post("/github/webhook/demo")
-        .header("x-github-event", "push")
-        .header("x-github-delivery", "d-1")
-        .header("x-hub-signature-256", signature)
-        .body(axum::body::Body::from(body))
-        .unwrap();
+    let request = from_peer(
+        http::Request::post("/github/webhook/demo")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", "d-1")
+            .header("x-hub-signature-256", signature)
+            .body(axum::body::Body::from(body))
+            .unwrap(),
+    );
     let started = Instant::now();
     let response = router(state.clone()).oneshot(request).await.unwrap();
     let (status, took) = (response.status(), started.elapsed());
@@ -315,9 +321,20 @@ fn endless(path: &str, headers: &[(&str, &str)]) -> http::Request<axum::body::Bo
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
+    from_peer(
+        request
+            .body(axum::body::Body::from_stream(endless))
+            .unwrap(),
+    )
+}
+
+/// `request` as the serve loop hands it on: with the address of the peer that sent it.
+fn from_peer(mut request: http::Request<axum::body::Body>) -> http::Request<axum::body::Body> {
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40_000));
     request
-        .body(axum::body::Body::from_stream(endless))
-        .unwrap()
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    request
 }
 
 /// What the head alone can refuse is refused before the body is read: anyone may send a body

@@ -16,9 +16,10 @@ use proptest::sample::select;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseResult, TestRunner};
 use runway_core::clock;
 use runway_core::domain::{AppName, Branch, CommitSha, Deployment, MainFile, Region, RepoUrl};
+use runway_core::limits::{PerMinute, RateLimits};
 use runway_core::ports::{OutboundMessage, Queue, QueueError, Store, Topic};
 use runway_embedded::SqliteStore;
-use runway_github_webhook::{STEP, State, router};
+use runway_github_webhook::{Rates, STEP, State, router};
 use runway_http::webhook::{self, PushEvent};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -97,13 +98,23 @@ async fn ingress() -> (tempfile::TempDir, State) {
         })
         .await
         .unwrap();
+    // No rates: the answers fuzzed are the ingress's rules for what arrives, whatever the
+    // pace (tests/limits.rs has the limits).
+    let unlimited = RateLimits {
+        webhook_per_app: PerMinute::new(0),
+        webhook_per_source: PerMinute::new(0),
+        ..RateLimits::default()
+    };
+    let clock = clock::system();
     let state = State {
         store: Arc::new(store),
         queue: Arc::new(Taking),
         secret: SecretString::from("installation-key".to_owned()),
-        clock: clock::system(),
+        rates: Arc::new(Rates::new(&unlimited, &clock)),
+        clock,
         step: STEP,
         unverified: Default::default(),
+        sources: None,
     };
     (dir, state)
 }
@@ -308,9 +319,14 @@ async fn send(state: &State, delivery: &Delivery) -> (StatusCode, Value) {
             request = request.header(name, value);
         }
     }
-    let request = request
+    let mut request = request
         .body(axum::body::Body::from(delivery.body.clone()))
         .unwrap();
+    // As the serve loop hands it on: with the peer that sent it.
+    let peer = std::net::SocketAddr::from(([140, 82, 112, 1], 443));
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
     let response = router(state.clone()).oneshot(request).await.unwrap();
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), 1 << 20)

@@ -1,4 +1,5 @@
-//! `submit`: the form and the API that create, update, redeploy, roll back and delete apps.
+//! `submit`: the form and the API that create, update, redeploy, roll back and delete apps;
+//! each caller's changes are limited per minute (429).
 
 use std::sync::Arc;
 
@@ -19,11 +20,12 @@ use runway_core::domain::{
 };
 use runway_core::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
 use runway_core::releases::{RollbackRefused, audit, enqueue, rollback_target};
+use runway_http::limit::KeyedLimit;
 use runway_http::origin::{CSRF_FIELD, csrf_matches};
 use runway_http::webhook;
 use runway_http::{
-    ApiError, ApiResult, Authenticated, Authenticates, Body, Limits, Path, Router, forge_error,
-    json, limits, parse_json, with_type,
+    ApiError, ApiResult, Authenticated, Authenticates, Body, Limits, Path, Router, authenticate,
+    forge_error, json, limits, parse_json, with_type,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -124,6 +126,8 @@ pub struct State {
     pub webhook_url: String,
     pub webhook_secret: SecretString,
     pub clock: Arc<dyn Clock>,
+    /// Each caller's changes a minute (`Changer`).
+    pub changes: Arc<KeyedLimit<String>>,
 }
 
 /// Firestore, Pub/Sub, Secret Manager, GitHub, Cloud Build and Cloud Run on Google Cloud, and
@@ -139,6 +143,7 @@ pub const NEEDS: &[Need] = &[
     Need::Policy,
     Need::WebhookUrl,
     Need::WebhookSecret,
+    Need::RateLimits,
 ];
 
 impl State {
@@ -155,6 +160,10 @@ impl State {
             policy: adapters.policy()?,
             webhook_url: adapters.webhook_url()?,
             webhook_secret: adapters.webhook_secret()?,
+            changes: Arc::new(KeyedLimit::new(
+                adapters.rate_limits()?.submit_per_caller,
+                adapters.clock.clone(),
+            )),
         })
     }
 }
@@ -195,6 +204,36 @@ async fn moved_to_apps(uri: http::Uri) -> axum::response::Response {
 impl Authenticates for State {
     fn identity(&self) -> &dyn Identity {
         self.identity.as_ref()
+    }
+}
+
+/// The caller of an endpoint that changes something, within its changes a minute
+/// (`RUNWAY_SUBMIT_CALLER_PER_MINUTE`), or 429 with `Retry-After`: each change asks GitHub,
+/// Cloud Build and Cloud Run for work on Runway's one quota, so one caller's runaway script must
+/// not spend it for everyone. First among a handler's extractors, like `Authenticated`.
+struct Changer(Caller);
+
+impl axum::extract::FromRequestParts<State> for Changer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &State,
+    ) -> Result<Self, ApiError> {
+        let caller = authenticate(state.identity.as_ref(), &parts.headers).await?;
+        state.changes.check(&caller.email).map_err(|wait| {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            ApiError::TooManyRequests {
+                message: format!(
+                    "{} has made more changes than this Runway takes from one person ({} a \
+                     minute); nothing was changed — try again in {seconds} s",
+                    caller.email,
+                    state.changes.per_minute()
+                ),
+                retry_after: wait,
+            }
+        })?;
+        Ok(Self(caller))
     }
 }
 
@@ -448,7 +487,7 @@ fn read_form(headers: &HeaderMap, body: &[u8]) -> Result<DeploymentForm, ApiErro
 #[tracing::instrument(skip_all)]
 async fn create_or_update(
     Shared(state): Shared<State>,
-    Authenticated(caller): Authenticated,
+    Changer(caller): Changer,
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult {
@@ -647,7 +686,7 @@ async fn managed(state: &State, caller: &Caller, app: &str) -> Result<Deployment
 #[tracing::instrument(skip_all, fields(app = %app))]
 async fn redeploy(
     Shared(state): Shared<State>,
-    Authenticated(caller): Authenticated,
+    Changer(caller): Changer,
     Path(app): Path<String>,
     Body(body): Body,
 ) -> ApiResult {
@@ -702,7 +741,7 @@ struct RollbackForm {
 #[tracing::instrument(skip_all, fields(app = %app))]
 async fn rollback(
     Shared(state): Shared<State>,
-    Authenticated(caller): Authenticated,
+    Changer(caller): Changer,
     Path(app): Path<String>,
     Body(body): Body,
 ) -> ApiResult {
@@ -755,7 +794,7 @@ async fn rollback(
 #[tracing::instrument(skip_all, fields(app = %app))]
 async fn delete(
     Shared(state): Shared<State>,
-    Authenticated(caller): Authenticated,
+    Changer(caller): Changer,
     Path(app): Path<String>,
 ) -> ApiResult {
     let deployment = managed(&state, &caller, &app).await?;

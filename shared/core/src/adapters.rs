@@ -10,8 +10,9 @@ use secrecy::SecretString;
 
 use crate::clock::{self, Clock};
 use crate::config::Policy;
+use crate::limits::RateLimits;
 use crate::ports::{
-    Forge, Identity, ImageBuilder, Platform, Queue, RuntimeLog, SecretStore, Store,
+    Forge, HookSources, Identity, ImageBuilder, Platform, Queue, RuntimeLog, SecretStore, Store,
 };
 
 /// A port or setting a function needs. On Google Cloud, the wiring reads the variables of all
@@ -37,6 +38,9 @@ pub enum Need {
     Timeouts,
     WebhookUrl,
     WebhookSecret,
+    /// The rate limits, where a request's source address is read, and, when deliveries are
+    /// taken from GitHub's hook addresses only, GitHub's `meta` API to learn them.
+    RateLimits,
 }
 
 /// A function asked for something its wiring did not provide: a mismatch between the
@@ -113,6 +117,9 @@ pub struct Adapters {
     /// The key each app's webhook secret is derived from.
     pub webhook_secret: Option<SecretString>,
     pub timeouts: Option<Timeouts>,
+    pub rate_limits: Option<RateLimits>,
+    /// Wired only when `rate_limits` takes deliveries from GitHub's addresses alone.
+    pub hook_sources: Option<Arc<dyn HookSources>>,
 }
 
 impl Default for Adapters {
@@ -132,6 +139,8 @@ impl Default for Adapters {
             webhook_url: None,
             webhook_secret: None,
             timeouts: None,
+            rate_limits: None,
+            hook_sources: None,
         }
     }
 }
@@ -179,6 +188,12 @@ impl Adapters {
     }
     pub fn timeouts(&self) -> Result<Timeouts, Unwired> {
         wired(&self.timeouts, "the timeouts")
+    }
+    pub fn rate_limits(&self) -> Result<RateLimits, Unwired> {
+        wired(&self.rate_limits, "the rate limits")
+    }
+    pub fn hook_sources(&self) -> Result<Arc<dyn HookSources>, Unwired> {
+        wired(&self.hook_sources, "GitHub's hook addresses")
     }
 }
 

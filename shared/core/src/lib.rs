@@ -9,6 +9,7 @@ pub mod config;
 pub mod deployments;
 pub mod domain;
 pub mod install;
+pub mod limits;
 pub mod messages;
 pub mod plan;
 pub mod ports;

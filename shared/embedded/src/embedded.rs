@@ -17,7 +17,8 @@ use super::{
 };
 use runway_core::adapters::{Adapters, HookSweep, Timeouts};
 use runway_core::clock::{self, Clock};
-use runway_core::config::{self, ConfigError, Policy};
+use runway_core::config::{self, ConfigError, Env, Policy};
+use runway_core::limits::{HookSources, RateLimits};
 
 /// In the data dir: the address `runway` listens on now, for the local hooks to find it.
 const ADDRESS_FILE: &str = "runway.addr";
@@ -54,6 +55,8 @@ pub struct EmbeddedConfig {
     /// `RUNWAY_STALE_SECS`: how long a release may sit queued, building or deploying before
     /// cleanup acts on it (default 120).
     pub stale_after: Duration,
+    /// The rate limits and where a request's source address is read (`RateLimits::from_env`).
+    pub rate_limits: RateLimits,
 }
 
 impl EmbeddedConfig {
@@ -68,6 +71,17 @@ impl EmbeddedConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let data_dir = PathBuf::from(config::var_or("RUNWAY_DATA_DIR", ".runway"));
         let user = std::env::var("USER").unwrap_or_else(|_| "local".into());
+        let mut env = Env::new();
+        let rate_limits = RateLimits::from_env(&mut env);
+        // Pushes reach a laptop's Runway from its own git hooks, on loopback: GitHub's hook
+        // addresses are for Runway on Google Cloud, which asks GitHub for them.
+        if rate_limits.hook_sources == HookSources::GitHub {
+            env.problem(
+                "RUNWAY_WEBHOOK_SOURCES=github is for Runway on Google Cloud; the embedded \
+                 backend receives pushes from its own git hooks (leave it unset or any)",
+            );
+        }
+        env.finish("the embedded backend")?;
         Ok(Self {
             listen: config::parse_or("RUNWAY_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             allowed_hosts: config::list_or("RUNWAY_ALLOWED_HOSTS", ""),
@@ -90,6 +104,7 @@ impl EmbeddedConfig {
                 60,
             )?),
             stale_after: Duration::from_secs(config::parse_or("RUNWAY_STALE_SECS", 120)?),
+            rate_limits,
             data_dir,
         })
     }
@@ -228,6 +243,8 @@ impl Embedded {
                 // Local hooks cost nothing to list.
                 hook_sweep: HookSweep::every_run(self.config.cleanup_interval),
             }),
+            rate_limits: Some(self.config.rate_limits),
+            hook_sources: None,
         }
     }
 }

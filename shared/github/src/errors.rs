@@ -29,6 +29,8 @@ pub(super) enum Permission {
     Webhooks,
     /// Finding the App's installation and minting its tokens: the App's own key.
     App,
+    /// GitHub's public API (`/meta`): no credential at all.
+    Public,
 }
 
 impl Permission {
@@ -44,6 +46,9 @@ impl Permission {
                  admin:repo_hook scope)"
             }
             Self::App => "check the GitHub App's id and private key, and that it is installed",
+            Self::Public => {
+                "this is public on GitHub; check that RUNWAY_GITHUB_API is GitHub's API"
+            }
         }
     }
 }

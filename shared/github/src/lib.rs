@@ -1,10 +1,12 @@
 //! `Forge` on GitHub's REST API: repositories, branch heads and source tarballs (Contents: read)
 //! and push webhooks (Webhooks: read and write), as a personal/fine-grained token or as a GitHub
-//! App installation, which is what Runway asks organisations to install.
+//! App installation, which is what Runway asks organisations to install; and `HookSources` on
+//! GitHub's public `meta` API (`GitHubMeta`).
 
 mod api;
 mod app;
 mod errors;
+mod meta;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,6 +25,8 @@ use self::errors::{Op, Permission, scrub};
 use runway_archive::{Limits, TooLarge, Unreadable};
 use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
 use runway_core::ports::{BRANCHES_LISTED, Forge, ForgeError, Repository, SourceArchive, Webhook};
+
+pub use self::meta::GitHubMeta;
 
 /// GitHub's largest page; fewer round trips for repositories with many hooks.
 const PAGE_SIZE: &str = "100";

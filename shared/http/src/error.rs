@@ -35,6 +35,13 @@ pub enum ApiError {
     /// A dependency is down; the caller may retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A dependency is down and is not asked again before `retry_after`: 503 with
+    /// `Retry-After`.
+    #[error("{message}")]
+    UnavailableFor {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// The disk Runway writes to is full: 507, and nothing was written. Not retried by itself:
     /// someone must make room first.
     #[error("{0}")]
@@ -68,7 +75,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::UnavailableFor { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,7 +91,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = format!("{error:#}"), "internal error");
                 ("internal error; see the server log".to_owned(), None)
             }
-            Self::Unavailable(message) => {
+            Self::Unavailable(message) | Self::UnavailableFor { message, .. } => {
                 tracing::warn!(%message, "dependency unavailable");
                 (message.clone(), None)
             }
@@ -96,7 +103,9 @@ impl IntoResponse for ApiError {
             other => (other.to_string(), None),
         };
         let mut response = json(status, &json!({ "error": message, "field": field }));
-        if let Self::TooManyRequests { retry_after, .. } = &self {
+        if let Self::TooManyRequests { retry_after, .. }
+        | Self::UnavailableFor { retry_after, .. } = &self
+        {
             // Whole seconds, rounded up: a client never asks again too soon.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
             response

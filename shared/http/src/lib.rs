@@ -1,17 +1,19 @@
 //! Runway's HTTP layer, shared by every function and by `runway`: axum routing on hyper, the
 //! one place errors become responses (`ApiError`), extractors that answer in that shape, the
 //! layers every request goes through (request id, trace span, per-route body limits and
-//! deadlines), a server loop that bounds the request head and drains on shutdown, `/health`
-//! and `/ready`, logging, and the wire formats that arrive over HTTP (Pub/Sub push, GitHub
-//! webhooks).
+//! deadlines), rate limits per key and the source address a request came from, a server loop
+//! that bounds the request head and drains on shutdown, `/health` and `/ready`, logging, and the
+//! wire formats that arrive over HTTP (Pub/Sub push, GitHub webhooks).
 
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod layers;
+pub mod limit;
 pub mod origin;
 pub mod push;
 pub mod serve;
+pub mod source;
 pub mod telemetry;
 pub mod webhook;
 

@@ -97,7 +97,12 @@ pub async fn serve<S, F>(
         let handler = hyper::service::service_fn(move |request: http::Request<Incoming>| {
             // hyper calls the service once a request's head is complete.
             headed.store(true, Ordering::Relaxed);
-            let response = service(request.map(axum::body::Body::new), peer);
+            let mut request = request.map(axum::body::Body::new);
+            // Who sent it, for axum's `ConnectInfo` extractor (`source`).
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let response = service(request, peer);
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder

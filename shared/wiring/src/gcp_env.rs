@@ -15,13 +15,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
+use url::Url;
 
 use runway_core::adapters::{Adapters, HookSweep, Need, Timeouts};
 use runway_core::config::{Env, Policy};
 use runway_core::domain::{Access, Branch, CommitSha, HookId, RepoAllowlist, RepoUrl};
+use runway_core::limits::{HookSources, RateLimits};
 use runway_core::ports::Topic;
 use runway_core::ports::{Forge, ForgeError, Repository, SourceArchive, Webhook};
-use runway_github::{GitHubAuth, GitHubConfig, GitHubForge};
+use runway_github::{GitHubAuth, GitHubConfig, GitHubForge, GitHubMeta};
 use runway_http::health::Probe;
 
 use runway_gcp::{
@@ -65,6 +67,14 @@ fn allowed_repos(env: &mut Env) -> RepoAllowlist {
     )
 }
 
+/// `RUNWAY_GITHUB_API`, when set: GitHub Enterprise Server's API, or the tests' fake.
+fn github_api(env: &mut Env) -> Option<Url> {
+    let api = env.optional("RUNWAY_GITHUB_API")?;
+    api.parse()
+        .map_err(|error| env.problem(format!("RUNWAY_GITHUB_API is not a URL: {error}")))
+        .ok()
+}
+
 fn read<T>(what: &str, build: impl FnOnce(&mut Env) -> T) -> anyhow::Result<T> {
     let mut env = Env::new();
     let value = build(&mut env);
@@ -101,6 +111,7 @@ impl GcpEnv {
                 Need::Timeouts => drop(self.timeouts_config(&mut env)),
                 Need::WebhookUrl => drop(env.required("RUNWAY_WEBHOOK_URL")),
                 Need::WebhookSecret => drop(env.required("RUNWAY_WEBHOOK_SECRET")),
+                Need::RateLimits => drop(self.rate_limits_config(&mut env)),
             }
         }
         env.finish(what)?;
@@ -188,14 +199,23 @@ impl GcpEnv {
                 }
             };
             let mut config = GitHubConfig::new(auth);
-            if let Some(api) = env.optional("RUNWAY_GITHUB_API") {
-                match api.parse() {
-                    Ok(url) => config.api_base = url,
-                    Err(error) => env.problem(format!("RUNWAY_GITHUB_API is not a URL: {error}")),
-                }
+            if let Some(api) = github_api(env) {
+                config.api_base = api;
             }
             config
         }
+    }
+
+    /// The rate limits; with deliveries taken from GitHub's hook addresses alone, also where
+    /// GitHub's API is (`RUNWAY_GITHUB_API`), to ask it for them.
+    fn rate_limits_config(&self, env: &mut Env) -> (RateLimits, Option<Url>) {
+        let limits = RateLimits::from_env(env);
+        let meta = (limits.hook_sources == HookSources::GitHub).then(|| {
+            github_api(env).unwrap_or_else(|| {
+                Url::parse(GitHubConfig::DEFAULT_API_BASE).expect("a valid constant URL")
+            })
+        });
+        (limits, meta)
     }
 
     pub fn forge(&self) -> anyhow::Result<GitHubForge> {
@@ -421,6 +441,14 @@ impl GcpEnv {
                 }
                 Need::WebhookUrl => adapters.webhook_url = Some(self.webhook_url()?),
                 Need::WebhookSecret => adapters.webhook_secret = Some(self.webhook_secret()?),
+                Need::RateLimits => {
+                    let (limits, meta) =
+                        read("the rate limits", |env| self.rate_limits_config(env))?;
+                    if let Some(api) = meta {
+                        adapters.hook_sources = Some(Arc::new(GitHubMeta::new(api)?));
+                    }
+                    adapters.rate_limits = Some(limits);
+                }
             }
         }
         if needs.contains(&Need::Builder) {

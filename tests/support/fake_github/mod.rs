@@ -7,12 +7,12 @@
 //! GitHub's documented REST shapes field by field (API version 2022-11-28: "Get a repository",
 //! "Get a branch", "Download a repository archive (tar)", "List/Create/Get/Update/Delete a
 //! repository webhook", "Get a repository installation for the authenticated app", "Create an
-//! installation access token for an app"), including errors (`{"message", "documentation_url",
-//! "status"}`, 422 `errors`), rate-limit headers, `Link` pagination with `/repositories/{id}`
-//! URLs, 301/307 for renamed repositories and the 302 from `tarball` to codeload. And everything
-//! git is real: each repository is a bare git repository on disk; default branches come from
-//! `git symbolic-ref HEAD`, heads from `git rev-parse`, tarballs from `git archive` with
-//! GitHub's `OWNER-REPO-SHA7/` folder.
+//! installation access token for an app", "Get GitHub meta information"), including errors
+//! (`{"message", "documentation_url", "status"}`, 422 `errors`), rate-limit headers, `Link`
+//! pagination with `/repositories/{id}` URLs, 301/307 for renamed repositories and the 302 from
+//! `tarball` to codeload. And everything git is real: each repository is a bare git repository
+//! on disk; default branches come from `git symbolic-ref HEAD`, heads from `git rev-parse`,
+//! tarballs from `git archive` with GitHub's `OWNER-REPO-SHA7/` folder.
 //!
 //! Codeload listens on a second port (another origin, as codeload.github.com is), so a test can
 //! check that credentials never follow the redirect. Hooks live in memory; tests read them back,
@@ -101,7 +101,19 @@ struct State {
     deliveries: Vec<FakeDelivery>,
     /// How many more write requests hit a secondary rate limit, and the `retry-after` they name.
     secondary_limit: Option<(usize, u64)>,
+    /// What `GET /meta` lists as `hooks`: where deliveries come from.
+    hook_sources: Vec<String>,
 }
+
+/// The ranges GitHub's `meta` API listed as `hooks` when this fake was written.
+pub const GITHUB_HOOK_SOURCES: [&str; 6] = [
+    "192.30.252.0/22",
+    "185.199.108.0/22",
+    "140.82.112.0/20",
+    "143.55.64.0/20",
+    "2a0a:a440::/29",
+    "2606:50c0::/32",
+];
 
 struct AppKey {
     app_id: u64,
@@ -146,6 +158,7 @@ impl FakeGitHub {
             api: api.clone(),
             codeload: codeload_url,
             next_id: 1_296_269,
+            hook_sources: GITHUB_HOOK_SOURCES.map(str::to_owned).to_vec(),
             ..State::default()
         }));
         let (stop, stopped) = watch::channel(());
@@ -266,6 +279,11 @@ impl FakeGitHub {
     /// limits content creation this way, and warns that retrying at once can ban the integration.
     pub fn trip_secondary_rate_limit(&self, requests: usize, retry_after: u64) {
         self.state().secondary_limit = (requests > 0).then_some((requests, retry_after));
+    }
+
+    /// From now on `GET /meta` lists `ranges` as the addresses hooks come from.
+    pub fn set_hook_sources(&self, ranges: &[&str]) {
+        self.state().hook_sources = ranges.iter().map(|range| (*range).to_owned()).collect();
     }
 
     /// The deliveries GitHub made so far (pings to new hooks), with what each receiver answered.

@@ -128,6 +128,19 @@ pub(super) fn hook_json(state: &State, repo: &Repo, hook: &FakeHook) -> Value {
     })
 }
 
+/// "Get GitHub meta information": the address ranges of GitHub's services, `hooks` among them
+/// (CIDR notation, IPv4 and IPv6), and fields Runway does not read.
+pub(super) fn meta_json(state: &State) -> Value {
+    json!({
+        "verifiable_password_authentication": false,
+        "hooks": state.hook_sources,
+        "web": ["192.30.252.0/22", "185.199.108.0/22", "140.82.112.0/20", "2a0a:a440::/29"],
+        "api": ["192.30.252.0/22", "185.199.108.0/22", "140.82.112.0/20", "2a0a:a440::/29"],
+        "git": ["192.30.252.0/22", "185.199.108.0/22", "140.82.112.0/20", "2a0a:a440::/29"],
+        "domains": { "website": ["*.github.com", "*.github.dev"] },
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Routing
 
@@ -201,6 +214,11 @@ pub(super) async fn route(state: &Mutex<State>, request: Request) -> Response {
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match segments.as_slice() {
+        // Public: GitHub answers anyone, but not a credential it refuses.
+        ["meta"] if request.method() == Method::GET => match caller {
+            Caller::Refused(why) => error(StatusCode::UNAUTHORIZED, why),
+            _ => ok(meta_json(&lock(state))),
+        },
         ["app", "installations", id, "access_tokens"] if request.method() == Method::POST => {
             require_app(state, &caller, |state| create_access_token(state, id))
         }

@@ -2,6 +2,7 @@
 //! adapter and an embedded one; ports speak domain types, never documents or messages.
 
 mod forge;
+mod hook_sources;
 mod identity;
 mod image_builder;
 mod platform;
@@ -11,6 +12,7 @@ mod secret_store;
 mod store;
 
 pub use forge::*;
+pub use hook_sources::*;
 pub use identity::*;
 pub use image_builder::*;
 pub use platform::*;
