@@ -132,6 +132,7 @@ async fn process_platform() -> anyhow::Result<Subject> {
             dir: dir.path().join("apps"),
             public_port: port,
             health_timeout: Duration::from_secs(20),
+            health_check_every: Duration::from_secs(10),
             drain: Duration::from_secs(1),
         },
         routes.clone(),

@@ -425,6 +425,49 @@ async fn a_build_that_hangs_past_its_timeout_fails_and_the_next_push_goes_live()
     case.invariants().await
 }
 
+/// An app that stops answering once live (a deadlock, a process the OS stopped: here SIGSTOP)
+/// still holds its port and its pid, so only asking finds it. It is restarted, and its log on
+/// the app's page says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_stops_answering_once_live_is_restarted_and_its_page_says_why()
+-> anyhow::Result<()> {
+    let mut case = Case::start(&[("RUNWAY_HEALTH_CHECK_SECS", "1")]).await?;
+    let data = case.runway.data_dir.display().to_string();
+    let hung = processes_mentioning(&data, case.runway.pid());
+    ensure!(hung.len() == 1, "{hung:?}");
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &hung[0].to_string()])
+        .status()?;
+    ensure!(stopped.success());
+
+    let deadline = Instant::now() + LIVE_TIMEOUT;
+    loop {
+        let now = processes_mentioning(&data, case.runway.pid());
+        if now.len() == 1 && now != hung && case.serving().await.as_deref() == Some("v1") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the hung app was not restarted: {now:?}\n{}",
+            case.runway.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, log) = case
+        .runway
+        .get_json(&format!("/api/apps/{APP}/log"))
+        .await?;
+    ensure!(code == 200, "{log}");
+    ensure!(
+        log.to_string().contains("did not answer /_stcore/health"),
+        "the page does not say why the app restarted: {log:#}"
+    );
+
+    let next = case.push(2)?;
+    case.until_state(&next, "live", &[1, 2]).await?;
+    case.invariants().await
+}
+
 /// The disk under the data dir fills up (here a file system of its own, mounted for the test):
 /// a push then cannot be recorded and is refused with a reason GitHub shows, the live version
 /// serves on, and once there is room again the next push goes live on an intact database.

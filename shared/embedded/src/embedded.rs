@@ -45,6 +45,9 @@ pub struct EmbeddedConfig {
     pub regions: Vec<String>,
     /// `RUNWAY_HEALTH_TIMEOUT_SECS` (default 90).
     pub health_timeout: Duration,
+    /// `RUNWAY_HEALTH_CHECK_SECS`: how often a live app is asked `/_stcore/health`; one that
+    /// misses three answers in a row is restarted (default 10).
+    pub health_check_every: Duration,
     /// `RUNWAY_DRAIN_SECS`: how long a replaced revision keeps serving what is open to it (a
     /// Streamlit page's websocket, its session with it) before it is stopped (default 30).
     pub drain: Duration,
@@ -97,6 +100,9 @@ impl EmbeddedConfig {
                 "RUNWAY_HEALTH_TIMEOUT_SECS",
                 90,
             )?),
+            health_check_every: Duration::from_secs(
+                config::parse_or("RUNWAY_HEALTH_CHECK_SECS", 10u64)?.max(1),
+            ),
             drain: Duration::from_secs(config::parse_or("RUNWAY_DRAIN_SECS", 30)?),
             build_timeout: Duration::from_secs(config::parse_or("RUNWAY_BUILD_TIMEOUT_SECS", 900)?),
             cleanup_interval: Duration::from_secs(config::parse_or(
@@ -168,6 +174,7 @@ impl Embedded {
                 dir: data.join("apps"),
                 public_port,
                 health_timeout: config.health_timeout,
+                health_check_every: config.health_check_every,
                 drain: config.drain,
             },
             routes.clone(),

@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, oneshot};
 
 use super::pid_file::{reap_orphans, record_pid, stat_fields};
 use super::proxy::{Backend, InFlight, Routes};
-use super::runtime_log::{LogWriter, SharedWriter, copy_lines, revision_tail};
+use super::runtime_log::{LogWriter, SharedWriter, copy_lines, note, revision_tail};
 use runway_core::domain::AppName;
 use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError};
 
@@ -29,6 +29,9 @@ pub struct ProcessPlatformConfig {
     /// The port `runway` listens on: apps are at `http://APP.localhost:PORT/`.
     pub public_port: u16,
     pub health_timeout: Duration,
+    /// How often a running revision is asked `/_stcore/health`: one that misses
+    /// [`UNHEALTHY_AFTER`] answers in a row is restarted.
+    pub health_check_every: Duration,
     /// How long a replaced revision keeps serving what was already open to it (requests,
     /// streamed responses, websockets) before it is stopped and they are cut.
     pub drain: Duration,
@@ -96,6 +99,10 @@ enum Unready {
     PortTaken,
     Failed(PlatformError),
 }
+
+/// Health checks a running revision may miss in a row before it is restarted: a hung app (a
+/// deadlock, a stopped process) still holds its port and its process, so only asking finds it.
+const UNHEALTHY_AFTER: u32 = 3;
 
 /// How many ports an app is given in turn when another process keeps taking them.
 const PORT_ATTEMPTS: usize = 3;
@@ -290,6 +297,10 @@ impl ProcessPlatform {
         let done = tokio::spawn(async move {
             let mut started = started;
             let mut restarts = 0u32;
+            let every = platform.config.health_check_every;
+            let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut missed = 0u32;
             loop {
                 tokio::select! {
                     _ = &mut stop_rx => {
@@ -299,6 +310,23 @@ impl ProcessPlatform {
                     }
                     status = started.child.wait() => {
                         tracing::warn!(app = %launch.app, revision = %launch.revision, ?status, "app process died; restarting it");
+                    }
+                    _ = checks.tick() => {
+                        let url = format!("http://{}/_stcore/health", started.addr);
+                        missed = if platform.answers_ok(&url).await { 0 } else { missed + 1 };
+                        if missed < UNHEALTHY_AFTER {
+                            continue;
+                        }
+                        missed = 0;
+                        let why = format!(
+                            "runway: the app did not answer /_stcore/health {UNHEALTHY_AFTER} \
+                             times in a row ({}s apart); restarting it",
+                            every.as_secs()
+                        );
+                        tracing::warn!(app = %launch.app, revision = %launch.revision, "{why}");
+                        note(&platform.log_of(&launch), &launch.revision, &why);
+                        // SIGKILL: a stopped or hung process may not heed anything gentler.
+                        let _ = started.child.kill().await;
                     }
                 }
                 // Back off when it keeps dying, and stay stoppable while waiting.
@@ -613,6 +641,7 @@ http.server.HTTPServer(("127.0.0.1", port), App).serve_forever()
                 dir: dir.path().join("apps"),
                 public_port: 1,
                 health_timeout: Duration::from_secs(60),
+                health_check_every: Duration::from_secs(10),
                 drain: Duration::ZERO,
             },
             routes.clone(),

@@ -134,6 +134,18 @@ fn emit(line: &mut Vec<u8>, stream: &str, revision: &str, to: &SharedWriter) {
     line.clear();
 }
 
+/// A line of runway's own about the app (why it restarted it), on the `system` stream as Cloud
+/// Run's own lines about a revision are.
+pub(crate) fn note(to: &SharedWriter, revision: &str, text: &str) {
+    let line = LogLine {
+        at: chrono::Utc::now(),
+        revision: revision.to_owned(),
+        stream: "system".to_owned(),
+        text: text.to_owned(),
+    };
+    to.lock().unwrap_or_else(|e| e.into_inner()).write(&line);
+}
+
 /// The last `lines` lines `revision` wrote, as text: why a process that would not start
 /// stopped.
 pub(crate) fn revision_tail(app_dir: &Path, revision: &str, lines: usize) -> String {
