@@ -6,62 +6,27 @@
 //! `bad-…` when it does not) are replayed first; `PROPTEST_CASES` sets how many generated
 //! deliveries follow, to fuzz longer.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::StatusCode;
 use proptest::prelude::*;
 use proptest::sample::select;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseResult, TestRunner};
+use proptest::test_runner::TestCaseResult;
 use runway_core::clock;
 use runway_core::domain::{AppName, Branch, CommitSha, Deployment, MainFile, Region, RepoUrl};
 use runway_core::limits::{PerMinute, RateLimits};
 use runway_core::ports::{OutboundMessage, Queue, QueueError, Store, Topic};
 use runway_embedded::SqliteStore;
+use runway_fuzzing::{Corpus, OK_BAD};
 use runway_github_webhook::{Rates, STEP, State, router};
 use runway_http::webhook::{self, PushEvent};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-/// The committed seeds of `target`, sorted by name.
-fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/corpus")
-        .join(target);
-    let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
-        .map(|entry| {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&path).unwrap())
-        })
-        .collect();
-    seeds.sort();
-    assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
-    seeds
-}
-
-/// Runs `check` on `cases` generated inputs (or `PROPTEST_CASES`). A failure is shrunk to a
-/// small input, and its seed is kept in `proptest-regressions/` and tried first from then on.
-fn fuzz<S: Strategy>(cases: u32, strategy: S, check: impl Fn(S::Value) -> TestCaseResult) {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(cases);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/fuzz.txt"
-        )))),
-        ..Config::default()
-    });
-    if let Err(error) = runner.run(&strategy, check) {
-        panic!("{error}\n{runner}");
-    }
-}
+/// This crate's seeds (`tests/corpus/`) and regressions (`proptest-regressions/fuzz.txt`).
+const CORPUS: Corpus = Corpus::new(env!("CARGO_MANIFEST_DIR"));
 
 /// A queue that takes every message.
 struct Taking;
@@ -380,26 +345,19 @@ fn webhook() {
         .enable_all()
         .build()
         .unwrap();
-    for (name, body) in seeds("webhook") {
-        let queues = match name.split_once('-') {
-            Some(("ok", _)) => true,
-            Some(("bad", _)) => false,
-            _ => panic!("seed webhook/{name}: its name must start with ok- or bad-"),
-        };
+    CORPUS.replay_as("webhook", OK_BAD, |name, body, queues| {
         let delivery = Delivery {
             app: ("demo", Some("demo")),
             event: Some(b"push".to_vec()),
-            id: Some(name.clone().into_bytes()),
+            id: Some(name.as_bytes().to_vec()),
             signature: Signature::Right,
             body,
             twice: true,
         };
-        assert_eq!(expected(&delivery).1, queues, "seed webhook/{name}");
-        if let Err(error) = check_delivery(&runtime, delivery) {
-            panic!("seed webhook/{name}: {error}");
-        }
-    }
-    fuzz(300, deliveries(), |delivery| {
+        prop_assert_eq!(expected(&delivery).1, queues);
+        check_delivery(&runtime, delivery)
+    });
+    CORPUS.fuzz(300, deliveries(), |delivery| {
         check_delivery(&runtime, delivery)
     });
 }

@@ -7,11 +7,10 @@
 //! sent form-encoded with the right token, any other as JSON) are replayed first;
 //! `PROPTEST_CASES` sets how many generated bodies follow, to fuzz longer.
 
-use std::path::Path;
-
 use proptest::prelude::*;
 use proptest::sample::select;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseResult, TestRunner};
+use proptest::test_runner::TestCaseResult;
+use runway_fuzzing::{Corpus, OK_BAD};
 use serde_json::{Map, Value, json};
 
 use super::*;
@@ -277,18 +276,12 @@ fn check_body(sent: &Sent) -> TestCaseResult {
     Ok(())
 }
 
+/// This crate's seeds (`tests/corpus/`) and regressions (`proptest-regressions/fuzz.txt`).
+const CORPUS: Corpus = Corpus::new(env!("CARGO_MANIFEST_DIR"));
+
 #[test]
 fn form() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/form");
-    let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    seeds.sort();
-    assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
-    for path in seeds {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let body = std::fs::read(&path).unwrap();
+    CORPUS.replay_as("form", OK_BAD, |name, body, taken| {
         let sent = if name.ends_with(".form") {
             let pairs = url::form_urlencoded::parse(&body).into_owned().collect();
             Sent::Form { pairs, right: true }
@@ -296,29 +289,11 @@ fn form() {
             Sent::Json(body)
         };
         let (headers, body) = sent.request();
-        let taken = read(&headers, &body);
-        match name.split_once('-') {
-            Some(("ok", _)) => assert!(taken.is_ok(), "seed form/{name}: {:?}", taken.err()),
-            Some(("bad", _)) => assert!(taken.is_err(), "seed form/{name} was taken"),
-            _ => panic!("seed form/{name}: its name must start with ok- or bad-"),
+        match read(&headers, &body) {
+            Ok(_) => prop_assert!(taken, "was taken"),
+            Err(error) => prop_assert!(!taken, "{:?}", error),
         }
-        if let Err(error) = check_body(&sent) {
-            panic!("seed form/{name}: {error}");
-        }
-    }
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(2000);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/fuzz.txt"
-        )))),
-        ..Config::default()
+        check_body(&sent)
     });
-    if let Err(error) = runner.run(&bodies(), |sent| check_body(&sent)) {
-        panic!("{error}\n{runner}");
-    }
+    CORPUS.fuzz(2000, bodies(), |sent| check_body(&sent));
 }

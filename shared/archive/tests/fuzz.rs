@@ -16,8 +16,9 @@ use std::path::{Component, Path, PathBuf};
 
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseResult, TestRunner};
+use proptest::test_runner::TestCaseResult;
 use runway_archive::{Limits, Repacker, TooLarge, unpack};
+use runway_fuzzing::Corpus;
 use tar::EntryType;
 
 /// Stands for the test's own folder in an entry's path or a link's target, so that absolute
@@ -655,49 +656,25 @@ fn archives() -> impl Strategy<Value = (Vec<Entry>, u64, Expect)> {
     prop_oneof![3 => clean, 4 => hostile, 2 => large, 3 => random]
 }
 
+/// This crate's seeds (`tests/corpus/`) and regressions (`proptest-regressions/fuzz.txt`).
+const CORPUS: Corpus = Corpus::new(env!("CARGO_MANIFEST_DIR"));
+
 #[test]
 fn archive() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/archive");
-    let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    seeds.sort();
-    assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
     let limits = Limits {
         max_bytes: SEED_LIMIT,
     };
-    for path in seeds {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let expect = match name.split_once('-') {
-            Some(("ok", _)) => Expect::Unpacked(None),
-            Some(("bad", _)) => Expect::Refused,
-            Some(("large", _)) => Expect::TooLarge,
-            _ => panic!("seed archive/{name}: its name must start with ok-, bad- or large-"),
-        };
-        let bytes = std::fs::read(&path).unwrap();
-        if let Err(error) = check(Ok(&bytes), &limits, &expect) {
-            panic!("seed archive/{name}: {error}");
-        }
-    }
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(600);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/fuzz.txt"
-        )))),
-        ..Config::default()
+    let kinds = [
+        ("ok", Expect::Unpacked(None)),
+        ("bad", Expect::Refused),
+        ("large", Expect::TooLarge),
+    ];
+    CORPUS.replay_as("archive", &kinds, |_, bytes, expect| {
+        check(Ok(&bytes), &limits, &expect)
     });
-    let checked = runner.run(&archives(), |(entries, limit, expect)| {
+    CORPUS.fuzz(600, archives(), |(entries, limit, expect)| {
         check(Err(&entries), &Limits { max_bytes: limit }, &expect)
     });
-    if let Err(error) = checked {
-        panic!("{error}\n{runner}");
-    }
 }
 
 /// The seeds: each archive kind the generators make, written once (`--ignored` writes them
@@ -859,7 +836,7 @@ fn write_corpus() {
             ),
         ),
     ];
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/archive");
+    let dir = CORPUS.dir("archive");
     std::fs::create_dir_all(&dir).unwrap();
     for (name, entries) in seeds {
         std::fs::write(

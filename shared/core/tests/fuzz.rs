@@ -4,68 +4,20 @@
 //! (`tests/corpus/{target}/`, named `ok-…` or `bad-…` for what they must give), then runs a
 //! fixed number of generated cases; `PROPTEST_CASES` sets another number, to fuzz longer.
 
-use std::path::{Component, Path};
+use std::path::Component;
 
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseResult, TestRunner};
+use proptest::test_runner::TestCaseResult;
 use runway_core::domain::{AppName, Branch, CommitSha, MainFile, Region, RepoUrl, SecretsToml};
 use runway_core::messages::{
     BuildEnded, BuildNotification, BuiltImage, CloudBuildStatus, DeployRequest, untagged,
 };
+use runway_fuzzing::Corpus;
 use serde_json::{Value, json};
 
-/// The committed seeds of `target`, sorted by name.
-fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/corpus")
-        .join(target);
-    let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
-        .map(|entry| {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&path).unwrap())
-        })
-        .collect();
-    seeds.sort();
-    assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
-    seeds
-}
-
-/// Runs `check` on `cases` generated inputs (or `PROPTEST_CASES`). A failure is shrunk to a
-/// small input, and its seed is kept in `proptest-regressions/` and tried first from then on.
-fn fuzz<S: Strategy>(cases: u32, strategy: S, check: impl Fn(S::Value) -> TestCaseResult) {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(cases);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/fuzz.txt"
-        )))),
-        ..Config::default()
-    });
-    if let Err(error) = runner.run(&strategy, check) {
-        panic!("{error}\n{runner}");
-    }
-}
-
-/// Replays each seed through `check`, which is told whether the seed must be accepted.
-fn replay(target: &str, check: impl Fn(&[u8], bool) -> TestCaseResult) {
-    for (name, bytes) in seeds(target) {
-        let accepted = match name.split_once('-') {
-            Some(("ok", _)) => true,
-            Some(("bad", _)) => false,
-            _ => panic!("seed {target}/{name}: its name must start with ok- or bad-"),
-        };
-        if let Err(error) = check(&bytes, accepted) {
-            panic!("seed {target}/{name}: {error}");
-        }
-    }
-}
+/// This crate's seeds (`tests/corpus/`) and regressions (`proptest-regressions/fuzz.txt`).
+const CORPUS: Corpus = Corpus::new(env!("CARGO_MANIFEST_DIR"));
 
 /// Marks text that must never come back in an error: a URL's credentials, query and fragment,
 /// and every value of a secrets TOML.
@@ -211,7 +163,7 @@ fn check_repo_url(input: &str) -> TestCaseResult {
 
 #[test]
 fn repo_url() {
-    replay("repo_url", |bytes, accepted| {
+    CORPUS.replay("repo_url", |bytes, accepted| {
         let input = std::str::from_utf8(bytes).unwrap();
         prop_assert_eq!(
             RepoUrl::parse(input, false).is_ok(),
@@ -221,7 +173,7 @@ fn repo_url() {
         );
         check_repo_url(input)
     });
-    fuzz(4000, repo_urls(), |input| check_repo_url(&input));
+    CORPUS.fuzz(4000, repo_urls(), |input| check_repo_url(&input));
 }
 
 // The secrets TOML.
@@ -468,7 +420,7 @@ fn check_secrets(text: &str, keys: Option<&[String]>) -> TestCaseResult {
 
 #[test]
 fn secrets_toml() {
-    replay("secrets_toml", |bytes, accepted| {
+    CORPUS.replay("secrets_toml", |bytes, accepted| {
         let text = std::str::from_utf8(bytes).unwrap();
         prop_assert_eq!(SecretsToml::parse(text.to_owned()).is_ok(), accepted);
         check_secrets(text, None)
@@ -482,7 +434,7 @@ fn secrets_toml() {
         1 => any::<String>().prop_map(|text| (text, None)),
         1 => (1..3000usize).prop_map(|n| (format!("k{n} = \"{MARK}\"\n").repeat(65536 / 10 + n), None)),
     ];
-    fuzz(1000, inputs, |(text, keys)| {
+    CORPUS.fuzz(1000, inputs, |(text, keys)| {
         check_secrets(&text, keys.as_deref())
     });
 }
@@ -566,7 +518,7 @@ fn check_values(input: &str) -> TestCaseResult {
 
 #[test]
 fn form_values() {
-    replay("form_values", |bytes, accepted| {
+    CORPUS.replay("form_values", |bytes, accepted| {
         let input = std::str::from_utf8(bytes).unwrap();
         let taken = AppName::parse(input).is_ok()
             || Branch::parse(input).is_ok()
@@ -583,7 +535,7 @@ fn form_values() {
         1 => "[a-z]{0,300}",
         2 => any::<String>(),
     ];
-    fuzz(2000, inputs, |input| check_values(&input));
+    CORPUS.fuzz(2000, inputs, |input| check_values(&input));
 }
 
 // The messages read from Pub/Sub.
@@ -792,7 +744,7 @@ fn check_messages(bytes: &[u8]) -> TestCaseResult {
 
 #[test]
 fn pubsub_messages() {
-    replay("pubsub_messages", |bytes, accepted| {
+    CORPUS.replay("pubsub_messages", |bytes, accepted| {
         let decoded = serde_json::from_slice::<BuildNotification>(bytes).is_ok()
             || serde_json::from_slice::<DeployRequest>(bytes).is_ok();
         prop_assert_eq!(decoded, accepted);
@@ -804,5 +756,5 @@ fn pubsub_messages() {
         1 => huge_numbers(),
         1 => proptest::collection::vec(any::<u8>(), 0..200),
     ];
-    fuzz(2000, inputs, |bytes| check_messages(&bytes));
+    CORPUS.fuzz(2000, inputs, |bytes| check_messages(&bytes));
 }

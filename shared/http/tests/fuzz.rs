@@ -4,68 +4,18 @@
 //! for what they must give), then runs a fixed number of generated cases; `PROPTEST_CASES` sets
 //! another number, to fuzz longer.
 
-use std::path::Path;
-
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseResult, TestRunner};
+use proptest::test_runner::TestCaseResult;
 use runway_core::messages::{BuildNotification, DeployRequest};
+use runway_fuzzing::Corpus;
 use runway_http::push::{PushEnvelope, PushMessage};
 use runway_http::webhook::{self, PushEvent};
 use runway_http::{ApiError, parse_json};
 use serde_json::{Value, json};
 
-/// The committed seeds of `target`, sorted by name.
-fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/corpus")
-        .join(target);
-    let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
-        .map(|entry| {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&path).unwrap())
-        })
-        .collect();
-    seeds.sort();
-    assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
-    seeds
-}
-
-/// Runs `check` on `cases` generated inputs (or `PROPTEST_CASES`). A failure is shrunk to a
-/// small input, and its seed is kept in `proptest-regressions/` and tried first from then on.
-fn fuzz<S: Strategy>(cases: u32, strategy: S, check: impl Fn(S::Value) -> TestCaseResult) {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(cases);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/proptest-regressions/fuzz.txt"
-        )))),
-        ..Config::default()
-    });
-    if let Err(error) = runner.run(&strategy, check) {
-        panic!("{error}\n{runner}");
-    }
-}
-
-/// Replays each seed through `check`, which is told whether the seed must be accepted.
-fn replay(target: &str, check: impl Fn(&[u8], bool) -> TestCaseResult) {
-    for (name, bytes) in seeds(target) {
-        let accepted = match name.split_once('-') {
-            Some(("ok", _)) => true,
-            Some(("bad", _)) => false,
-            _ => panic!("seed {target}/{name}: its name must start with ok- or bad-"),
-        };
-        if let Err(error) = check(&bytes, accepted) {
-            panic!("seed {target}/{name}: {error}");
-        }
-    }
-}
+/// This crate's seeds (`tests/corpus/`) and regressions (`proptest-regressions/fuzz.txt`).
+const CORPUS: Corpus = Corpus::new(env!("CARGO_MANIFEST_DIR"));
 
 // The Pub/Sub push envelope.
 
@@ -236,7 +186,7 @@ fn check_envelope(body: &[u8]) -> TestCaseResult {
 
 #[test]
 fn pubsub_push() {
-    replay("pubsub_push", |bytes, accepted| {
+    CORPUS.replay("pubsub_push", |bytes, accepted| {
         let envelope = parse_json::<PushEnvelope>(bytes);
         let decoded = envelope.is_ok_and(|envelope| envelope.message.payload().is_ok());
         prop_assert_eq!(decoded, accepted);
@@ -247,7 +197,7 @@ fn pubsub_push() {
         1 => odd_values().prop_map(|value| value.to_string().into_bytes()),
         1 => proptest::collection::vec(any::<u8>(), 0..200),
     ];
-    fuzz(2000, bodies, |body| check_envelope(&body));
+    CORPUS.fuzz(2000, bodies, |body| check_envelope(&body));
 }
 
 // GitHub's webhook signature.
@@ -299,7 +249,7 @@ fn check_signature(secret: &[u8], body: &[u8], header: &str) -> TestCaseResult {
 
 #[test]
 fn webhook_signature() {
-    replay("webhook_signature", |body, accepted| {
+    CORPUS.replay("webhook_signature", |body, accepted| {
         let secret = b"It's a Secret to Everybody";
         let event = serde_json::from_slice::<PushEvent>(body);
         prop_assert_eq!(event.is_ok(), accepted, "{:?}", event.err());
@@ -316,7 +266,7 @@ fn webhook_signature() {
         any::<Index>(),
         prop_oneof![any::<String>(), "sha256=[0-9a-fA-F]{62,66}"],
     );
-    fuzz(2000, cases, |(secret, body, how, at, text)| {
+    CORPUS.fuzz(2000, cases, |(secret, body, how, at, text)| {
         let header = wrong_signatures(&secret, &body, how, at, &text);
         check_signature(&secret, &body, &header)
     });
