@@ -137,10 +137,11 @@ resource "google_pubsub_subscription" "build_events" {
 
 # --- who may publish ----------------------------------------------------------------------------
 
-# submit (new deployment, redeploy, rollback), github-webhook (push events) and cleanup (the
-# outbox sweep re-publishes releases stuck in queued) publish deploy requests; nobody else.
+# submit (new deployment, redeploy, rollback), github-webhook (push events), cleanup (the
+# outbox sweep re-publishes releases stuck in queued) and worker (an app's build ended: the
+# release queued behind it starts) publish deploy requests; nobody else.
 resource "google_pubsub_topic_iam_member" "deploy_publisher" {
-  for_each = toset(["submit", "github-webhook", "cleanup"])
+  for_each = toset(["submit", "github-webhook", "cleanup", "worker"])
 
   project = var.project_id
   topic   = google_pubsub_topic.deploy_requests.name

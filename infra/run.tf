@@ -109,6 +109,7 @@ locals {
       RUNWAY_INVOKER_SERVICE_ACCOUNT = local.sa_email["pubsub-push"]
       RUNWAY_DEPLOY_WAIT_SECS        = tostring(local.deploy_wait)
       RUNWAY_MAX_SOURCE_MB           = tostring(var.max_source_mb)
+      RUNWAY_DEPLOY_TOPIC            = local.deploy_topic
     })
     cleanup = merge(local.common_env, local.github_env, local.build_env, {
       RUNWAY_OIDC_AUDIENCE           = local.service_url["cleanup"]

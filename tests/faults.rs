@@ -403,6 +403,37 @@ async fn duplicated_reordered_and_replayed_deliveries_leave_the_head_live() -> a
     case.invariants().await
 }
 
+/// Pushes in quick succession while a build runs: each is one release, but they wait behind
+/// the build, newer ones supersede older ones there, and only the newest is built next. A
+/// burst of six pushes builds twice, and the last push is what goes live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_pushes_behind_a_build_is_built_once_more_not_once_each() -> anyhow::Result<()> {
+    let mut case = Case::start(&[]).await?;
+    case.gate.close()?;
+    let first = case.push(2)?;
+    case.gate.until_held().await?;
+    for n in 3..=7 {
+        case.push(n)?;
+    }
+    case.gate.open();
+    let newest = case.pushed.last().cloned().unwrap_or_default();
+    case.until_state(&newest, "live", &[1, 2, 7]).await?;
+
+    let status = case.runway.status(APP).await?;
+    let built: Vec<&Value> = status["releases"]
+        .as_array()
+        .context("releases")?
+        .iter()
+        .filter(|r| r["trigger"] == "push" && !r["log_url"].is_null())
+        .collect();
+    let commits: Vec<&Value> = built.iter().map(|r| &r["commit"]).collect();
+    ensure!(
+        commits == [&json!(newest), &json!(first)],
+        "built {commits:?}, not the held push and the newest: {status:#}"
+    );
+    case.invariants().await
+}
+
 /// A build that hangs (an index that never answers) is stopped at its timeout and fails with
 /// the reason; the previous version serves throughout, and the next push goes live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

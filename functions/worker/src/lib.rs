@@ -23,9 +23,9 @@ use runway_core::domain::{
 use runway_core::messages::{BuildEnded, BuildNotification, CloudBuildStatus, DeployRequest};
 use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, DeploySpec, Forge, ForgeError, Identity, ImageBuilder,
-    Platform, PlatformError, SecretRef, SecretStore, Store, StoreError,
+    Platform, PlatformError, Queue, SecretRef, SecretStore, Store, StoreError,
 };
-use runway_core::releases::audit;
+use runway_core::releases::{audit, publish};
 use runway_http::push::PushEnvelope;
 use runway_http::{
     ApiError, ApiResult, Authenticated, Authenticates, Body, Limits, Response, Router, json,
@@ -45,6 +45,8 @@ const LOG_EXCERPT_LINES: usize = 20;
 #[derive(Clone)]
 pub struct State {
     pub store: Arc<dyn Store>,
+    /// Where the release queued behind an app's build is published once that build ends.
+    pub queue: Arc<dyn Queue>,
     pub forge: Arc<dyn Forge>,
     pub builder: Arc<dyn ImageBuilder>,
     pub platform: Arc<dyn Platform>,
@@ -58,6 +60,7 @@ pub struct State {
 /// Pub/Sub push subscriptions with the invoker service account's OIDC token.
 pub const NEEDS: &[Need] = &[
     Need::Store,
+    Need::Queue,
     Need::Secrets,
     Need::Forge,
     Need::Builder,
@@ -70,6 +73,7 @@ impl State {
         Ok(Self {
             clock: adapters.clock.clone(),
             store: adapters.store()?,
+            queue: adapters.queue()?,
             forge: adapters.forge()?,
             builder: adapters.builder()?,
             platform: adapters.platform()?,
@@ -246,6 +250,22 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
             commit.short()
         )
     });
+    // One build per app at a time. Pushes in quick succession queue behind the build that
+    // runs, where each newer one supersedes the older (`Store::queue_release`); when it ends,
+    // the newest is started (`start_next`). So a burst builds twice, not once per push.
+    if let Some(building) = state
+        .store
+        .releases(&release.app, SLOT_LOOKBACK)
+        .await?
+        .into_iter()
+        .find(|other| other.id != release.id && other.state == ReleaseState::Building)
+        && still_building(state, &building).await
+    {
+        return Ok(Outcome::Done(format!(
+            "release {} waits for #{} to finish building; it starts then",
+            release.id, building.seq
+        )));
+    }
     // The live image seeds the layer cache: by digest, as its own build reported it; unless
     // the release was asked to build with no cache.
     let cache_from = match &deployment.live_release {
@@ -417,6 +437,39 @@ async fn build_event(
     Ok(outcome.into_response())
 }
 
+/// How many of an app's newest releases are looked through for one building: more than can be
+/// building at once (one, bar a race).
+const SLOT_LOOKBACK: usize = 20;
+
+/// Whether `release`'s build still runs. One whose end was never announced (a lost
+/// notification, which cleanup's poll finds later) holds nothing up; one being started, or
+/// whose builder cannot say, does.
+async fn still_building(state: &State, release: &Release) -> bool {
+    let Some(build_id) = &release.build_id else {
+        return true;
+    };
+    !matches!(
+        state.builder.status(build_id).await,
+        Ok(BuildStatus::Succeeded { .. } | BuildStatus::Failed { .. } | BuildStatus::Lost)
+    )
+}
+
+/// The app's build has ended: the newest release queued behind it starts now, while the one
+/// that built deploys. One that cannot be published is published again by cleanup.
+async fn start_next(state: &State, app: &AppName) {
+    let Ok(releases) = state.store.releases(app, SLOT_LOOKBACK).await else {
+        return;
+    };
+    if releases.iter().any(|r| r.state == ReleaseState::Building) {
+        return;
+    }
+    if let Some(next) = releases.iter().find(|r| r.state == ReleaseState::Queued)
+        && let Err(error) = publish(state.queue.as_ref(), next).await
+    {
+        tracing::warn!(release = %next.id, %error, "could not start the next release; cleanup will");
+    }
+}
+
 /// Building → deploying → live, or failed with the log's last lines.
 async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome, Outcome> {
     let Some(ended) = build.ended() else {
@@ -510,16 +563,20 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
                 "build {} ({detail}); the previous version keeps serving. Log:\n{excerpt}",
                 status.as_str().to_lowercase()
             );
-            return Ok(fail(state, &release, ReleaseState::Building, message).await);
+            let failed = fail(state, &release, ReleaseState::Building, message).await;
+            start_next(state, &release.app).await;
+            return Ok(failed);
         }
         AfterBuild::FailWithoutImage => {
-            return Ok(fail(
+            let failed = fail(
                 state,
                 &release,
                 ReleaseState::Building,
                 "the build succeeded but produced no image".into(),
             )
-            .await);
+            .await;
+            start_next(state, &release.app).await;
+            return Ok(failed);
         }
         AfterBuild::Deploy(image) => image,
     };
@@ -535,6 +592,7 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
         },
     )
     .await?;
+    start_next(state, &release.app).await;
     Ok(go_live(state, release).await)
 }
 
