@@ -291,3 +291,23 @@ async fn refused_and_lost_calls_to_cloud_build_and_cloud_run_only_delay_the_push
     ensure!(live["state"] == "live", "{live:#}");
     flow.invariants().await
 }
+
+/// GitHub has bad moments too: 500, a 502 from its front end, 429 with `Retry-After` while it
+/// sheds load, as the worker reads the branch's head and fetches the commit. The release waits
+/// them out and goes live; the live revision serves throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn github_failing_while_the_worker_reads_only_delays_the_push() -> anyhow::Result<()> {
+    let mut flow = Flow::start().await?;
+    flow.production
+        .github
+        .fail_next_repo_calls(&[(500, None), (502, None), (429, Some(1))]);
+
+    let two = flow.push("Version two").await?;
+    flow.until_live(&two).await?;
+
+    ensure!(
+        flow.production.github.outages_left() == 0,
+        "the worker never met GitHub's failures"
+    );
+    flow.invariants().await
+}

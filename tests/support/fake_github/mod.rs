@@ -101,6 +101,8 @@ struct State {
     deliveries: Vec<FakeDelivery>,
     /// How many more write requests hit a secondary rate limit, and the `retry-after` they name.
     secondary_limit: Option<(usize, u64)>,
+    /// How the next calls under `/repos/` fail (status, `retry-after`), one each.
+    outages: std::collections::VecDeque<(u16, Option<u64>)>,
     /// What `GET /meta` lists as `hooks`: where deliveries come from.
     hook_sources: Vec<String>,
 }
@@ -272,6 +274,18 @@ impl FakeGitHub {
 
     pub fn exhaust_rate_limit(&self, reset: i64) {
         self.state().rate_limit_reset = Some(reset);
+    }
+
+    /// The next calls under `/repos/` answer as `outages` say, one each: GitHub's own bad
+    /// moments (500 "Server Error", 502 from its front end, 429 with `retry-after` when it
+    /// sheds load).
+    pub fn fail_next_repo_calls(&self, outages: &[(u16, Option<u64>)]) {
+        self.state().outages.extend(outages.iter().copied());
+    }
+
+    /// How many of the outages set are still to come.
+    pub fn outages_left(&self) -> usize {
+        self.state().outages.len()
     }
 
     /// The next `requests` writes (POST, PATCH, DELETE) answer 403 with `retry-after: seconds`

@@ -164,6 +164,22 @@ pub(super) async fn api_request(state: &Arc<Mutex<State>>, request: Request) -> 
         );
         return with_rate_limit_headers(response, 0, reset);
     }
+    let outage = request
+        .uri()
+        .path()
+        .starts_with("/repos/")
+        .then(|| lock(state).outages.pop_front())
+        .flatten();
+    if let Some((status, retry_after)) = outage {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = error(status, "Server Error");
+        if let Some(seconds) = retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     let hour = Utc::now().timestamp() + 3600;
     let writes = [Method::POST, Method::PATCH, Method::DELETE];
     if writes.contains(request.method())
