@@ -187,25 +187,13 @@ async fn fixture(hang_on_delivery: bool) -> Fixture {
         hang_on_delivery,
         fail_next_queue: AtomicBool::new(false),
     });
-    let now = chrono::Utc::now();
     store
-        .put_deployment(&Deployment {
-            app: AppName::parse("demo").unwrap(),
-            repo: RepoUrl::parse("https://github.com/acme/demo", false).unwrap(),
-            repo_id: 7,
-            branch: runway_core::domain::Branch::parse("main").unwrap(),
-            main_file: runway_core::domain::MainFile::parse("app.py").unwrap(),
-            region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
-            resources: Default::default(),
-            access: Default::default(),
-            owner: "ada@example.com".into(),
-            secret_keys: None,
-            webhook_id: None,
-            live_release: None,
-            url: None,
-            created_at: now,
-            updated_at: now,
-        })
+        .put_deployment(&runway_core::testing::deployment(
+            "demo",
+            RepoUrl::parse("https://github.com/acme/demo", false).unwrap(),
+            7,
+            "ada@example.com",
+        ))
         .await
         .unwrap();
     let clock = clock::system();

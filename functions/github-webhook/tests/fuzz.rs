@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::TestCaseResult;
 use runway_core::clock;
-use runway_core::domain::{AppName, Branch, CommitSha, Deployment, MainFile, Region, RepoUrl};
+use runway_core::domain::{AppName, CommitSha, RepoUrl};
 use runway_core::limits::{PerMinute, RateLimits};
 use runway_core::ports::{OutboundMessage, Queue, QueueError, Store, Topic};
 use runway_embedded::SqliteStore;
@@ -42,25 +42,13 @@ impl Queue for Taking {
 async fn ingress() -> (tempfile::TempDir, State) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("runway.db")).unwrap();
-    let now = chrono::Utc::now();
     store
-        .put_deployment(&Deployment {
-            app: AppName::parse("demo").unwrap(),
-            repo: RepoUrl::parse("https://github.com/acme/demo", false).unwrap(),
-            repo_id: 7,
-            branch: Branch::parse("main").unwrap(),
-            main_file: MainFile::parse("app.py").unwrap(),
-            region: Region::try_from("local".to_owned()).unwrap(),
-            resources: Default::default(),
-            access: Default::default(),
-            owner: "ada@example.com".into(),
-            secret_keys: None,
-            webhook_id: None,
-            live_release: None,
-            url: None,
-            created_at: now,
-            updated_at: now,
-        })
+        .put_deployment(&runway_core::testing::deployment(
+            "demo",
+            RepoUrl::parse("https://github.com/acme/demo", false).unwrap(),
+            7,
+            "ada@example.com",
+        ))
         .await
         .unwrap();
     // No rates: the answers fuzzed are the ingress's rules for what arrives, whatever the

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use http::StatusCode;
 use ipnet::IpNet;
 use runway_core::clock::{Clock, ManualClock};
-use runway_core::domain::{AppName, Deployment, RepoUrl};
+use runway_core::domain::{AppName, RepoUrl};
 use runway_core::limits::{HookSources as Policy, PerMinute, RateLimits};
 use runway_core::ports::{
     ForgeError, HookSources, OutboundMessage, Queue, QueueError, Store, Topic,
@@ -118,26 +118,14 @@ const APPS: [(&str, u64); 2] = [("demo", 7), ("other", 8)];
 async fn fixture(limits: RateLimits) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("runway.db")).unwrap());
-    let now = chrono::Utc::now();
     for (app, repo_id) in APPS {
         store
-            .put_deployment(&Deployment {
-                app: AppName::parse(app).unwrap(),
-                repo: RepoUrl::parse(&format!("https://github.com/acme/{app}"), false).unwrap(),
+            .put_deployment(&runway_core::testing::deployment(
+                app,
+                RepoUrl::parse(&format!("https://github.com/acme/{app}"), false).unwrap(),
                 repo_id,
-                branch: runway_core::domain::Branch::parse("main").unwrap(),
-                main_file: runway_core::domain::MainFile::parse("app.py").unwrap(),
-                region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
-                resources: Default::default(),
-                access: Default::default(),
-                owner: "ada@example.com".into(),
-                secret_keys: None,
-                webhook_id: None,
-                live_release: None,
-                url: None,
-                created_at: now,
-                updated_at: now,
-            })
+                "ada@example.com",
+            ))
             .await
             .unwrap();
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
 use runway_core::clock::{Clock, ManualClock};
-use runway_core::domain::{AppName, Caller, Deployment, RepoUrl};
+use runway_core::domain::{AppName, Caller, RepoUrl};
 use runway_core::limits::PerMinute;
 use runway_core::ports::{Identity, IdentityError, Store};
 use runway_embedded::{Embedded, EmbeddedConfig};
@@ -60,26 +60,14 @@ async fn fixture(per_minute: u32) -> Fixture {
     let mut state = State::new(&embedded.adapters()).unwrap();
     state.identity = Arc::new(Named);
     state.changes = Arc::new(KeyedLimit::new(PerMinute::new(per_minute), shared));
-    let now = chrono::Utc::now();
     embedded
         .store
-        .put_deployment(&Deployment {
-            app: AppName::parse("demo").unwrap(),
-            repo: RepoUrl::parse("/srv/git/demo.git", true).unwrap(),
-            repo_id: 7,
-            branch: runway_core::domain::Branch::parse("main").unwrap(),
-            main_file: runway_core::domain::MainFile::parse("app.py").unwrap(),
-            region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
-            resources: Default::default(),
-            access: Default::default(),
-            owner: ADA.into(),
-            secret_keys: None,
-            webhook_id: None,
-            live_release: None,
-            url: None,
-            created_at: now,
-            updated_at: now,
-        })
+        .put_deployment(&runway_core::testing::deployment(
+            "demo",
+            RepoUrl::parse("/srv/git/demo.git", true).unwrap(),
+            7,
+            ADA,
+        ))
         .await
         .unwrap();
     Fixture {

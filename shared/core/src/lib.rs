@@ -16,7 +16,7 @@ pub mod ports;
 pub mod releases;
 pub mod text;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use adapters::{Adapters, HookSweep, Need, Timeouts, Unwired};

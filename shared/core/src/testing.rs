@@ -1,6 +1,32 @@
-//! Values the core's unit tests share.
+//! Values tests share: the core's own, and other crates' through the `testing` feature.
 
-use crate::domain::{AppName, NewRelease, Release, ReleaseId, ReleaseState, Timestamp, Trigger};
+use crate::domain::{
+    AppName, Branch, Deployment, MainFile, NewRelease, Region, Release, ReleaseId, ReleaseState,
+    RepoUrl, Timestamp, Trigger,
+};
+
+/// The app `app` deploying `main` of `repo` (GitHub's id `repo_id`) from `app.py`, owned by
+/// `owner`, in region `local`, with no release yet.
+pub fn deployment(app: &str, repo: RepoUrl, repo_id: u64, owner: &str) -> Deployment {
+    let now = chrono::Utc::now();
+    Deployment {
+        app: AppName::parse(app).expect("an app name"),
+        repo,
+        repo_id,
+        branch: Branch::parse("main").expect("a branch"),
+        main_file: MainFile::parse("app.py").expect("a main file"),
+        region: Region::try_from("local".to_owned()).expect("a region"),
+        resources: Default::default(),
+        access: Default::default(),
+        owner: owner.into(),
+        secret_keys: None,
+        webhook_id: None,
+        live_release: None,
+        url: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
 
 /// Release `id` of the app `demo`, numbered `seq`, in `state`, queued at `now`.
 pub fn release(id: &str, seq: u64, state: ReleaseState, now: Timestamp) -> Release {
