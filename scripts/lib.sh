@@ -16,6 +16,9 @@ AXE_VERSION="4.14.1"
 # One target dir outside the clone, shared by every checkout on the machine: CI's fresh clone
 # reuses what earlier builds compiled.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/runway-target}"
+# Incremental caches are kept per checkout path, so every fresh clone added ~2 GB of them to the
+# shared dir until the disk filled (a CI run failed on it). A clean build gains nothing from them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -101,8 +104,34 @@ ensure_git() {
   command -v git >/dev/null || { echo "git is required" >&2; exit 1; }
 }
 
+# Room for a build in the shared target dir. It grows with every checkout path that builds in it
+# (each clone's own crates are compiled anew), so when the disk runs low the old artifacts go:
+# first the incremental caches, then everything (a full rebuild, ~15 min, beats a build that dies
+# with "No space left on device" halfway).
+RUNWAY_BUILD_ROOM_GB="${RUNWAY_BUILD_ROOM_GB:-12}"
+free_gb() { df -Pk "$1" | awk 'NR == 2 { print int($4 / 1048576) }'; }
+ensure_build_room() {
+  mkdir -p "$CARGO_TARGET_DIR"
+  local free
+  free=$(free_gb "$CARGO_TARGET_DIR")
+  [ "$free" -ge "$RUNWAY_BUILD_ROOM_GB" ] && return
+  log "only $free GB free for $CARGO_TARGET_DIR; removing its incremental caches"
+  rm -rf "$CARGO_TARGET_DIR"/debug/incremental "$CARGO_TARGET_DIR"/release/incremental
+  free=$(free_gb "$CARGO_TARGET_DIR")
+  [ "$free" -ge "$RUNWAY_BUILD_ROOM_GB" ] && return
+  log "still only $free GB free; emptying $CARGO_TARGET_DIR (everything is built again)"
+  rm -rf "$CARGO_TARGET_DIR"/debug "$CARGO_TARGET_DIR"/release
+  free=$(free_gb "$CARGO_TARGET_DIR")
+  if [ "$free" -lt "$RUNWAY_BUILD_ROOM_GB" ]; then
+    echo "only $free GB free on the disk holding $CARGO_TARGET_DIR; a build needs about" \
+      "$RUNWAY_BUILD_ROOM_GB GB. Make room there, or set CARGO_TARGET_DIR to a roomier disk." >&2
+    exit 1
+  fi
+}
+
 # The local binary alone: it links no Google client, so a fresh clone reaches the demo app fast.
 build_runway() {
+  ensure_build_room
   log "building runway"
   (cd "$ROOT" && cargo build --quiet --package runway-local --bin runway)
   export RUNWAY_BIN="$CARGO_TARGET_DIR/debug/runway"
@@ -110,6 +139,7 @@ build_runway() {
 
 # Every binary of the workspace: the tests also run the five Cloud Run functions.
 build_all_binaries() {
+  ensure_build_room
   log "building every binary"
   (cd "$ROOT" && cargo build --quiet --workspace --bins)
   export RUNWAY_BIN="$CARGO_TARGET_DIR/debug/runway"
