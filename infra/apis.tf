@@ -13,6 +13,7 @@ locals {
     "iamcredentials.googleapis.com",       # OIDC tokens minted for Pub/Sub push and Scheduler
     "iap.googleapis.com",                  # Identity-Aware Proxy in front of submit and status
     "logging.googleapis.com",              # build and service logs
+    "monitoring.googleapis.com",           # Runway's metrics and alerts (monitoring.tf)
     "pubsub.googleapis.com",               # deploy requests and Cloud Build notifications
     "run.googleapis.com",                  # Runway's services and the apps
     "secretmanager.googleapis.com",        # GitHub credentials and the apps' secrets

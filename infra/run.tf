@@ -38,6 +38,8 @@ locals {
     GOOGLE_CLOUD_PROJECT = var.project_id
     RUNWAY_REGION        = var.region
     RUST_LOG             = "info"
+    # /metrics, on loopback only: the Prometheus sidecar scrapes it (monitoring.tf).
+    RUNWAY_METRICS_PORT = tostring(local.metrics_port)
   }
 
   github_env = merge(
@@ -197,6 +199,7 @@ resource "google_cloud_run_v2_service" "function" {
     }
 
     containers {
+      name  = "runway"
       image = local.image[each.key]
 
       # Cloud Run sets PORT=8080 from this; the binaries listen on $PORT (cloudbuild/README.md).
@@ -255,6 +258,37 @@ resource "google_cloud_run_v2_service" "function" {
         }
       }
     }
+
+    # Managed Service for Prometheus: scrapes the function's loopback /metrics (monitoring.tf).
+    containers {
+      name       = "metrics"
+      image      = var.metrics_sidecar_image
+      depends_on = ["runway"]
+
+      resources {
+        limits = {
+          cpu    = "1"
+          memory = "256Mi"
+        }
+        cpu_idle = true
+      }
+
+      volume_mounts {
+        name       = "run-monitoring"
+        mount_path = "/etc/rungmp"
+      }
+    }
+
+    volumes {
+      name = "run-monitoring"
+      secret {
+        secret = google_secret_manager_secret.run_monitoring.secret_id
+        items {
+          version = "latest"
+          path    = "config.yaml"
+        }
+      }
+    }
   }
 
   lifecycle {
@@ -276,6 +310,8 @@ resource "google_cloud_run_v2_service" "function" {
     google_project_service.api,
     google_secret_manager_secret_iam_member.github_accessor,
     google_secret_manager_secret_iam_member.webhook_accessor,
+    google_secret_manager_secret_iam_member.run_monitoring_accessor,
+    google_secret_manager_secret_version.run_monitoring,
   ]
 }
 

@@ -316,3 +316,21 @@ variable "hook_sweep_minutes" {
     error_message = "hook_sweep_minutes must be between 1 and 10080 (a week)."
   }
 }
+
+variable "alert_notification_channels" {
+  description = "Cloud Monitoring notification channels (projects/P/notificationChannels/ID) the alerts of monitoring.tf go to; none: incidents only show in the console."
+  type        = list(string)
+  default     = []
+}
+
+variable "alert_failed_releases" {
+  description = "How many releases failing within 15 minutes raise the failed-deploys alert."
+  type        = number
+  default     = 3
+}
+
+variable "metrics_sidecar_image" {
+  description = "Managed Service for Prometheus's Cloud Run sidecar, which scrapes each function's /metrics (monitoring.tf)."
+  type        = string
+  default     = "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0"
+}

@@ -517,3 +517,96 @@ async fn a_replayed_push_builds_the_branch_head_not_the_commit_it_named() -> any
     );
     Ok(())
 }
+
+/// The number on the line of `/metrics` that starts with `series` (a name and its labels).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_what_runway_did() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("app.py", &streamlit_app("One")),
+            ("requirements.txt", "streamlit\n"),
+        ],
+    )?;
+    let runway = Runway::start(dir.path())?;
+    runway
+        .deploy(
+            "counted",
+            &repo,
+            "app.py",
+            "token = \"metrics-secret-31d9\"\n",
+        )
+        .await?;
+    let head = repo.commit(&[("app.py", &streamlit_app("Two"))], "two")?;
+    repo.push("main")?;
+    let pushed = runway.wait_for_push("counted", &head, LIVE_TIMEOUT).await?;
+    assert_eq!(pushed["state"], "live", "{pushed:#}");
+    let forged = runway
+        .client
+        .post(runway.url("/github/webhook/counted"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "forged-1")
+        .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
+        .body("{}")
+        .send()
+        .await?;
+    assert_eq!(forged.status(), 401);
+
+    let response = runway.client.get(runway.url("/metrics")).send().await?;
+    assert_eq!(response.status(), 200);
+    let kind = response.headers()["content-type"].to_str()?.to_owned();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let metrics = response.text().await?;
+    let expect = |series: &str, value: f64| {
+        assert_eq!(
+            sample(&metrics, series),
+            Some(value),
+            "{series} in:\n{metrics}"
+        );
+    };
+    // The form's release and the push's: each built, deployed and live once.
+    expect("runway_deliveries_total{outcome=\"queued\"}", 1.0);
+    expect("runway_deliveries_total{outcome=\"refused\"}", 1.0);
+    for state in ["building", "deploying", "live"] {
+        expect(&format!("runway_releases_total{{state=\"{state}\"}}"), 2.0);
+    }
+    expect(
+        "runway_build_duration_seconds_count{outcome=\"succeeded\"}",
+        2.0,
+    );
+    expect(
+        "runway_deploy_duration_seconds_count{outcome=\"succeeded\"}",
+        2.0,
+    );
+    expect("runway_release_duration_seconds_count", 2.0);
+    let built = sample(
+        &metrics,
+        "runway_build_duration_seconds_sum{outcome=\"succeeded\"}",
+    );
+    assert!(built.is_some_and(|seconds| seconds > 0.0), "{metrics}");
+    expect(
+        "runway_http_requests_total{route=\"/github/webhook/{app}\",method=\"POST\",code=\"202\"}",
+        1.0,
+    );
+    expect(
+        "runway_http_requests_total{route=\"/github/webhook/{app}\",method=\"POST\",code=\"401\"}",
+        1.0,
+    );
+    expect(
+        "runway_queue_messages{topic=\"runway-deploy-requests\"}",
+        0.0,
+    );
+    expect("runway_queue_dead_letters{topic=\"cloud-builds\"}", 0.0);
+    // Labels take fixed values: no app name, commit or secret becomes one.
+    for private in ["counted", head.as_str(), "metrics-secret-31d9"] {
+        assert!(!metrics.contains(private), "{private} in:\n{metrics}");
+    }
+    Ok(())
+}

@@ -243,6 +243,51 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     let (_, shown) = status(&production, "demo").await?;
     assert_eq!(shown["live_release"], second["id"], "{shown:#}");
 
+    // What happened so far, as the metrics sidecar scrapes it from each function's loopback
+    // port: two releases built and live, one build failed; two pushes queued, one ping.
+    let worker = production.metrics("worker").await?;
+    for (series, value) in [
+        ("runway_releases_total{state=\"live\"}", 2.0),
+        ("runway_releases_total{state=\"failed\"}", 1.0),
+        (
+            "runway_build_duration_seconds_count{outcome=\"succeeded\"}",
+            2.0,
+        ),
+        (
+            "runway_build_duration_seconds_count{outcome=\"failed\"}",
+            1.0,
+        ),
+        (
+            "runway_deploy_duration_seconds_count{outcome=\"succeeded\"}",
+            2.0,
+        ),
+        ("runway_release_duration_seconds_count", 2.0),
+    ] {
+        assert_eq!(
+            sample(&worker, series),
+            Some(value),
+            "{series} in:\n{worker}"
+        );
+    }
+    let webhook = production.metrics("github-webhook").await?;
+    for (series, value) in [
+        ("runway_deliveries_total{outcome=\"queued\"}", 2.0),
+        ("runway_deliveries_total{outcome=\"ping\"}", 1.0),
+    ] {
+        assert_eq!(
+            sample(&webhook, series),
+            Some(value),
+            "{series} in:\n{webhook}"
+        );
+    }
+    // Never on the port the load balancer (and so the internet) reaches.
+    let public = production
+        .client
+        .get(format!("{}/metrics", production.url("github-webhook")))
+        .send()
+        .await?;
+    assert_eq!(public.status(), 404);
+
     // A rollback pins the traffic to the first revision: nothing is rebuilt.
     let builds_before = production.cloud_build.build_ids().len();
     let rolled = production
@@ -582,6 +627,13 @@ async fn callers_without_googles_tokens_are_refused() -> anyhow::Result<()> {
 }
 
 /// The ping GitHub sent hook `hook_id`, once its receiver has answered (GitHub waits 10 s).
+/// The number on the line of a `/metrics` text that starts with `series`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 async fn pinged(production: &Production, hook_id: u64) -> anyhow::Result<FakeDelivery> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

@@ -42,6 +42,8 @@ const FUNCTIONS: [&str; 5] = ["submit", "status", "github-webhook", "worker", "c
 pub struct Function {
     pub name: &'static str,
     pub url: String,
+    /// Its `/metrics`, on a loopback port of its own as on Cloud Run (`RUNWAY_METRICS_PORT`).
+    pub metrics_url: String,
     pub log: PathBuf,
     child: Child,
     /// Its whole environment, to start it again as Cloud Run starts a new instance.
@@ -172,6 +174,8 @@ impl Production {
 
         let ports: BTreeMap<&str, u16> = FUNCTIONS.iter().map(|f| (*f, free_port())).collect();
         let url = |function: &str| format!("http://127.0.0.1:{}", ports[function]);
+        let metrics_ports: BTreeMap<&str, u16> =
+            FUNCTIONS.iter().map(|f| (*f, free_port())).collect();
         let (lb_listener, lb_url) = LoadBalancer::bind().await?;
         let source_bucket = format!("rw-src-{suffix}");
         let logs_bucket = format!("rw-logs-{suffix}");
@@ -293,7 +297,8 @@ impl Production {
                 .into_iter()
                 .filter_map(|name| Some((name.to_owned(), std::env::var(name).ok()?)))
                 .collect();
-            let specific = per_function(function);
+            let mut specific = per_function(function);
+            specific.insert("RUNWAY_METRICS_PORT", metrics_ports[function].to_string());
             for name in cloud_run_variables(function) {
                 let value = specific
                     .get(name.as_str())
@@ -316,6 +321,7 @@ impl Production {
                 Function {
                     name: function,
                     url: url(function),
+                    metrics_url: format!("http://127.0.0.1:{}/metrics", metrics_ports[function]),
                     log,
                     child,
                     env: function_env,
@@ -409,6 +415,17 @@ impl Production {
         let entry = self.functions.get_mut(function).expect("a function");
         entry.child = Function::spawn(entry.name, &entry.env, &entry.log)?;
         self.wait_ready(&self.functions[function]).await
+    }
+
+    /// What `function` answers on its metrics port.
+    pub async fn metrics(&self, function: &str) -> anyhow::Result<String> {
+        let response = self
+            .client
+            .get(&self.functions[function].metrics_url)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(response.text().await?)
     }
 
     pub fn url(&self, function: &str) -> &str {

@@ -321,7 +321,10 @@ async fn interrupt(
         .transition(&release.id, from, ReleaseState::Failed, update)
         .await
     {
-        Ok(_) => report.interrupted += 1,
+        Ok(_) => {
+            report.interrupted += 1;
+            runway_http::metrics::metrics().release(ReleaseState::Failed.as_str());
+        }
         Err(StoreError::Conflict(_)) => {} // It moved on by itself meanwhile.
         Err(error) => return Err(error),
     }

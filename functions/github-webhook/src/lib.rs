@@ -27,9 +27,10 @@ use runway_core::limits::{HookSources, RateLimits};
 use runway_core::ports::{Queue, Store};
 use runway_core::releases::{audit, publish};
 use runway_http::limit::KeyedLimit;
+use runway_http::metrics::{DeliveryOutcome, metrics};
 use runway_http::source::{network_of, source_address};
 use runway_http::webhook::{self, PushEvent};
-use runway_http::{ApiError, ApiResult, Limits, Router, json, limits, parse_json};
+use runway_http::{ApiError, ApiResult, Limits, Response, Router, json, limits, parse_json};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
@@ -181,14 +182,30 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-#[tracing::instrument(skip_all, fields(delivery))]
+/// Every delivery is counted by what became of it (`runway_deliveries_total`).
 async fn receive(
-    Shared(state): Shared<State>,
+    state: Shared<State>,
     // Not the API's `Path`: a malformed name is refused like a bad signature below.
+    app: axum::extract::Path<String>,
+    peer: ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+) -> ApiResult {
+    let answered = handle(state, app, peer, request).await;
+    let outcome = match &answered {
+        Ok((outcome, _)) => *outcome,
+        Err(error) => DeliveryOutcome::of_refusal(error.status()),
+    };
+    metrics().delivery(outcome);
+    answered.map(|(_, response)| response)
+}
+
+#[tracing::instrument(skip_all, fields(delivery))]
+async fn handle(
+    Shared(state): Shared<State>,
     axum::extract::Path(app): axum::extract::Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: axum::extract::Request,
-) -> ApiResult {
+) -> ApiResult<(DeliveryOutcome, Response)> {
     // Whatever the head alone can refuse is refused before a byte of the body is read: anyone
     // may send one, and a push's may be 25 MB (GitHub's cap).
     let headers = request.headers();
@@ -248,11 +265,17 @@ async fn receive(
     }
     over(&state.rates.per_app, &app, || format!("for the app {app}"))?;
     match (event.as_str(), deployment) {
-        ("ping", _) => Ok(json(StatusCode::OK, &json!({ "status": "pong" }))),
+        ("ping", _) => Ok((
+            DeliveryOutcome::Ping,
+            json(StatusCode::OK, &json!({ "status": "pong" })),
+        )),
         ("push", Some(deployment)) => push(state, deployment, delivery_id, &body).await,
-        (other, _) => Ok(json(
-            StatusCode::ACCEPTED,
-            &json!({ "status": "ignored", "reason": format!("Runway acts on push events, not '{other}'") }),
+        (other, _) => Ok((
+            DeliveryOutcome::Ignored,
+            json(
+                StatusCode::ACCEPTED,
+                &json!({ "status": "ignored", "reason": format!("Runway acts on push events, not '{other}'") }),
+            ),
         )),
     }
 }
@@ -308,7 +331,12 @@ async fn record_unverified(state: &State, app: &AppName, delivery_id: &str) {
     }
 }
 
-async fn push(state: State, deployment: Deployment, delivery_id: String, body: &[u8]) -> ApiResult {
+async fn push(
+    state: State,
+    deployment: Deployment,
+    delivery_id: String,
+    body: &[u8],
+) -> ApiResult<(DeliveryOutcome, Response)> {
     let app = &deployment.app;
     let event: PushEvent = parse_json(body)?;
     let mut delivery = Delivery {
@@ -343,9 +371,12 @@ async fn push(state: State, deployment: Deployment, delivery_id: String, body: &
         Err(reason) => format!("ignored: {reason}"),
     };
     let duplicate = || {
-        Ok(json(
-            StatusCode::OK,
-            &json!({ "status": "duplicate", "reason": format!("delivery {} was already received", delivery.id) }),
+        Ok((
+            DeliveryOutcome::Duplicate,
+            json(
+                StatusCode::OK,
+                &json!({ "status": "duplicate", "reason": format!("delivery {} was already received", delivery.id) }),
+            ),
         ))
     };
     let deployment = match deployment {
@@ -363,9 +394,12 @@ async fn push(state: State, deployment: Deployment, delivery_id: String, body: &
             // The delivery's record says why, on the app's page: no log line per ignored push
             // (under a flood of them, formatting the lines showed in the ingress's profile).
             tracing::debug!(%reason, "push ignored");
-            return Ok(json(
-                StatusCode::ACCEPTED,
-                &json!({ "status": "ignored", "reason": reason }),
+            return Ok((
+                DeliveryOutcome::Ignored,
+                json(
+                    StatusCode::ACCEPTED,
+                    &json!({ "status": "ignored", "reason": reason }),
+                ),
             ));
         }
     };
@@ -414,8 +448,11 @@ async fn push(state: State, deployment: Deployment, delivery_id: String, body: &
     if tokio::time::timeout(state.step, audited).await.is_err() {
         tracing::warn!(release = %release.id, "the audit entry took too long; left out");
     }
-    Ok(json(
-        StatusCode::ACCEPTED,
-        &json!({ "status": "queued", "app": deployment.app, "release_id": release.id }),
+    Ok((
+        DeliveryOutcome::Queued,
+        json(
+            StatusCode::ACCEPTED,
+            &json!({ "status": "queued", "app": deployment.app, "release_id": release.id }),
+        ),
     ))
 }

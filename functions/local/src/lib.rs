@@ -33,6 +33,9 @@ pub fn router(embedded: &Embedded) -> Router {
         .merge(runway_cleanup::router(
             runway_cleanup::State::new(&adapters).expect(all_wired),
         ))
+        .merge(runway_http::metrics::routes(Some(
+            embedded.queue.metrics_source(),
+        )))
 }
 
 /// Runs Runway on `listener` until `shutdown` resolves, then stops every app.

@@ -10,6 +10,7 @@
 //! on the release; transient ones answer 503 so Pub/Sub redelivers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
 use runway_core::clock::Clock;
@@ -18,7 +19,8 @@ use axum::extract::State as Shared;
 use axum::routing::post;
 use http::StatusCode;
 use runway_core::domain::{
-    AppName, AuditAction, BuildId, Release, ReleaseId, ReleaseState, ReleaseUpdate, Trigger,
+    AppName, AuditAction, BuildId, Release, ReleaseId, ReleaseState, ReleaseUpdate, Timestamp,
+    Trigger,
 };
 use runway_core::messages::{BuildEnded, BuildNotification, CloudBuildStatus, DeployRequest};
 use runway_core::ports::{
@@ -26,6 +28,7 @@ use runway_core::ports::{
     Platform, PlatformError, Queue, SecretRef, SecretStore, Store, StoreError,
 };
 use runway_core::releases::{audit, publish};
+use runway_http::metrics::{Ended, metrics};
 use runway_http::push::PushEnvelope;
 use runway_http::{
     ApiError, ApiResult, Authenticated, Authenticates, Body, Limits, Response, Router, json,
@@ -350,7 +353,12 @@ async fn claim(
         .transition(&release.id, release.state, to, update)
         .await
     {
-        Ok(release) => Ok(release),
+        Ok(claimed) => {
+            if to != release.state {
+                metrics().release(to.as_str());
+            }
+            Ok(claimed)
+        }
         Err(StoreError::Conflict(message)) => {
             Err(Outcome::Done(format!("already handled: {message}")))
         }
@@ -374,7 +382,11 @@ async fn supersede(state: &State, release: &Release, message: String) -> Outcome
         )
         .await
     {
-        Ok(_) | Err(StoreError::Conflict(_)) => Outcome::Done(message),
+        Ok(_) => {
+            metrics().release(ReleaseState::Superseded.as_str());
+            Outcome::Done(message)
+        }
+        Err(StoreError::Conflict(_)) => Outcome::Done(message),
         Err(error) => error.into(),
     }
 }
@@ -390,6 +402,10 @@ async fn fail(state: &State, release: &Release, from: ReleaseState, message: Str
         .await
     {
         Ok(_) => {
+            metrics().release(ReleaseState::Failed.as_str());
+            if from == ReleaseState::Deploying {
+                metrics().deploy(Ended::Failed, since(state, release.updated_at));
+            }
             audit(
                 state.store.as_ref(),
                 state.clock.as_ref(),
@@ -564,6 +580,9 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
                 status.as_str().to_lowercase()
             );
             let failed = fail(state, &release, ReleaseState::Building, message).await;
+            if matches!(failed, Outcome::Permanent(_)) {
+                timed_build(&build, Ended::Failed);
+            }
             start_next(state, &release.app).await;
             return Ok(failed);
         }
@@ -592,8 +611,22 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
         },
     )
     .await?;
+    timed_build(&build, Ended::Succeeded);
     start_next(state, &release.app).await;
     Ok(go_live(state, release).await)
+}
+
+/// A build's duration as the builder timed it, counted once: when its end moved its release on.
+fn timed_build(build: &BuildNotification, ended: Ended) {
+    match build.ran_for() {
+        Some(took) => metrics().build(ended, took),
+        None => tracing::debug!(build = %build.id, "the build's notification carries no times"),
+    }
+}
+
+/// How long ago `then` was, by the state's clock (zero if the clock says it is yet to come).
+fn since(state: &State, then: Timestamp) -> Duration {
+    (state.clock.now() - then).to_std().unwrap_or_default()
 }
 
 /// What a finished build means for its release, given the state the release is in.
@@ -781,6 +814,9 @@ async fn go_live(state: &State, release: Release) -> Outcome {
                 .await
             {
                 Ok(_) => {
+                    metrics().release(ReleaseState::Live.as_str());
+                    metrics().deploy(Ended::Succeeded, since(state, release.updated_at));
+                    metrics().went_live(since(state, release.queued_at));
                     audit(
                         state.store.as_ref(),
                         state.clock.as_ref(),

@@ -47,6 +47,12 @@ pub struct BuildNotification {
     /// arrives before the build id was recorded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// When the build began and stopped running (RFC 3339), for its duration. Kept as sent:
+    /// a notification is only a hint, and a time it garbles must not cost the build its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -149,6 +155,15 @@ pub struct FailureInfo {
 }
 
 impl BuildNotification {
+    /// How long the build ran, when both its times are there and make sense.
+    pub fn ran_for(&self) -> Option<std::time::Duration> {
+        let time =
+            |text: &Option<String>| chrono::DateTime::parse_from_rfc3339(text.as_deref()?).ok();
+        (time(&self.finish_time)? - time(&self.start_time)?)
+            .to_std()
+            .ok()
+    }
+
     pub fn release_tag(release_id: &ReleaseId) -> String {
         format!("release-{release_id}")
     }

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::database::Database;
 use runway_core::ports::{OutboundMessage, Queue, QueueError, Topic};
+use runway_http::metrics::{QueueStats, TopicStats};
 use runway_http::push::{PushEnvelope, PushMessage};
 
 /// Where a topic's messages are pushed.
@@ -115,6 +116,63 @@ impl SqliteQueue {
             rows.collect()
         })
         .await
+    }
+
+    /// Per topic: messages waiting, how long the oldest has waited, and dead letters. Read by
+    /// `/metrics` when scraped (one indexed pass over the table).
+    pub async fn stats(&self) -> anyhow::Result<Vec<TopicStats>> {
+        let rows: Vec<(String, i64, Option<String>, i64)> = self
+            .with(|c| {
+                let mut statement = c.prepare(
+                    "SELECT topic,
+                            SUM(dead = 0),
+                            MIN(CASE WHEN dead = 0 THEN publish_time END),
+                            SUM(dead = 1)
+                     FROM queue_messages GROUP BY topic ORDER BY topic",
+                )?;
+                let rows = statement.query_map([], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?;
+                rows.collect()
+            })
+            .await?;
+        let now = Utc::now();
+        // Every topic, empty ones too: a gauge not set again would keep its last reading.
+        let mut stats: Vec<TopicStats> = Topic::ALL
+            .iter()
+            .map(|topic| TopicStats {
+                topic: topic.name().to_owned(),
+                ..Default::default()
+            })
+            .collect();
+        for (topic, messages, oldest, dead_letters) in rows {
+            let index = match stats.iter().position(|known| known.topic == topic) {
+                Some(index) => index,
+                None => {
+                    stats.push(TopicStats {
+                        topic,
+                        ..Default::default()
+                    });
+                    stats.len() - 1
+                }
+            };
+            stats[index].messages = messages.unsigned_abs();
+            stats[index].oldest_age = oldest
+                .and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok())
+                .and_then(|at| (now - at.with_timezone(&Utc)).to_std().ok())
+                .unwrap_or_default();
+            stats[index].dead_letters = dead_letters.unsigned_abs();
+        }
+        Ok(stats)
+    }
+
+    /// `stats`, for `/metrics` to read when scraped.
+    pub fn metrics_source(&self) -> QueueStats {
+        let queue = self.clone();
+        Arc::new(move || {
+            let queue = queue.clone();
+            Box::pin(async move { queue.stats().await })
+        })
     }
 
     /// Delivers messages until `shutdown` resolves. Messages with an ordering key go one at a
@@ -461,6 +519,62 @@ mod tests {
         let dead = queue.dead_letters().await.unwrap();
         assert_eq!(dead.len(), 1);
         assert!(dead[0].1.contains("503"), "{dead:?}");
+        let stats = queue.stats().await.unwrap();
+        assert_eq!(
+            stats,
+            [
+                TopicStats {
+                    topic: Topic::DeployRequests.name().into(),
+                    messages: 0,
+                    oldest_age: Duration::ZERO,
+                    dead_letters: 1,
+                },
+                TopicStats {
+                    topic: Topic::BuildEvents.name().into(),
+                    ..Default::default()
+                }
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn stats_count_waiting_messages_per_topic_and_age_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = SqliteQueue::open(&dir.path().join("q.db")).unwrap();
+        let empty = queue.stats().await.unwrap();
+        assert!(
+            empty.len() == 2 && empty.iter().all(|topic| topic.messages == 0),
+            "every topic is reported, empty ones too: {empty:?}"
+        );
+        for text in ["first", "second"] {
+            queue
+                .publish(Topic::DeployRequests, message(text))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        queue
+            .publish(Topic::BuildEvents, message("newer"))
+            .await
+            .unwrap();
+        let stats = queue.stats().await.unwrap();
+        let of = |topic: Topic| {
+            stats
+                .iter()
+                .find(|stats| stats.topic == topic.name())
+                .unwrap_or_else(|| panic!("no {} in {stats:?}", topic.name()))
+        };
+        assert_eq!(of(Topic::DeployRequests).messages, 2);
+        assert_eq!(of(Topic::BuildEvents).messages, 1);
+        assert!(
+            of(Topic::DeployRequests).oldest_age >= Duration::from_millis(300),
+            "{stats:?}"
+        );
+        assert!(
+            of(Topic::BuildEvents).oldest_age < Duration::from_millis(300),
+            "{stats:?}"
+        );
+        assert_eq!(of(Topic::DeployRequests).dead_letters, 0);
     }
 
     #[tokio::test]

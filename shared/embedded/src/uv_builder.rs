@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_trait::async_trait;
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -236,6 +237,7 @@ impl UvBuilder {
         request: &BuildRequest,
         build_id: &str,
         dir: &Path,
+        began: chrono::DateTime<Utc>,
         outcome: Result<(), String>,
     ) {
         let (status, detail) = match outcome {
@@ -259,6 +261,8 @@ impl UvBuilder {
             .remove(build_id);
         let mut notification = self.notification(build_id, status, &detail, dir);
         notification.tags = vec![BuildNotification::release_tag(&request.release_id)];
+        notification.start_time = Some(began.to_rfc3339());
+        notification.finish_time = Some(Utc::now().to_rfc3339());
         if let Err(error) = self
             .notifications
             .publish(
@@ -296,7 +300,7 @@ impl UvBuilder {
                 detail: detail.to_owned(),
             }),
             status_detail: None,
-            tags: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -342,6 +346,7 @@ impl ImageBuilder for UvBuilder {
         };
         let builder = self.clone();
         tokio::spawn(async move {
+            let began = Utc::now();
             let timeout = builder.config.timeout;
             let outcome =
                 match tokio::time::timeout(timeout, builder.run(&request, &dir, &mut log)).await {
@@ -352,7 +357,9 @@ impl ImageBuilder for UvBuilder {
                 note(&mut log, &format!("BUILD FAILED: {detail}")).await;
             }
             let _ = log.flush().await;
-            builder.finish(&request, &build_id, &dir, outcome).await;
+            builder
+                .finish(&request, &build_id, &dir, began, outcome)
+                .await;
         });
         Ok(started)
     }

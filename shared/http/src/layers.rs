@@ -22,6 +22,7 @@ pub fn app(router: Router) -> Router {
         .fallback(|| async { crate::ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(crate::origin::same_origin))
         .layer(axum::middleware::map_response(crate::error::json_errors))
+        .layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

@@ -2,7 +2,7 @@
 //! one place errors become responses (`ApiError`), extractors that answer in that shape, the
 //! layers every request goes through (request id, trace span, per-route body limits and
 //! deadlines), rate limits per key and the source address a request came from, a server loop
-//! that bounds the request head and drains on shutdown, `/health` and `/ready`, logging, and the
+//! that bounds the request head and drains on shutdown, `/health`, `/ready` and `/metrics`, logging, and the
 //! wire formats that arrive over HTTP (Pub/Sub push, GitHub webhooks).
 
 pub mod error;
@@ -10,6 +10,7 @@ pub mod extract;
 pub mod health;
 pub mod layers;
 pub mod limit;
+pub mod metrics;
 pub mod origin;
 pub mod push;
 pub mod serve;

@@ -10,11 +10,13 @@ mod gcp_env;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use runway_core::adapters::{Adapters, Need};
 use runway_core::config;
 use runway_embedded::{Embedded, EmbeddedConfig};
 use runway_http::Router;
 use runway_http::health::{Probe, with_health};
+use runway_http::metrics::{self, QueueStats};
 
 pub use gcp_env::GcpEnv;
 
@@ -57,21 +59,57 @@ async fn run(
         _ => "127.0.0.1",
     };
     let listener = tokio::net::TcpListener::bind((interface, port)).await?;
-    let (adapters, probes) = match backend.as_str() {
-        "gcp" => GcpEnv::from_env()?.adapters(name, needs).await?,
+    let (adapters, probes, metrics) = match backend.as_str() {
+        "gcp" => {
+            let (adapters, probes) = GcpEnv::from_env()?.adapters(name, needs).await?;
+            // Pub/Sub reports its own queue's depth and age.
+            (adapters, probes, Metrics::OnLoopbackPort)
+        }
         "embedded" => {
             let port = listener.local_addr()?.port();
             let embedded = Embedded::open(EmbeddedConfig::from_env()?, port)?;
             let adapters = embedded.adapters();
             let probes = embedded_probes(&adapters)?;
-            (adapters, probes)
+            let metrics = Metrics::OnMainPort(embedded.queue.metrics_source());
+            (adapters, probes, metrics)
         }
         other => anyhow::bail!("RUNWAY_BACKEND is {other:?}; it must be gcp or embedded"),
     };
-    let router = with_health(router(&adapters)?, probes);
+    let mut router = with_health(router(&adapters)?, probes);
+    match metrics {
+        Metrics::OnMainPort(queue) => router = router.merge(metrics::routes(Some(queue))),
+        Metrics::OnLoopbackPort => serve_metrics_on_loopback().await?,
+    }
     tracing::info!(function = name, port, backend, "serving");
     runway_http::serve_router(router, listener, runway_http::shutdown_signal()).await;
     tracing::info!(function = name, "stopped");
+    Ok(())
+}
+
+/// Where a function answers `/metrics`.
+enum Metrics {
+    /// Beside its routes: the embedded backend answers loopback only.
+    OnMainPort(QueueStats),
+    /// On Cloud Run the main port is the internet's (the webhook's ingress is public): metrics
+    /// go to `127.0.0.1:$RUNWAY_METRICS_PORT`, which only the instance's own containers reach
+    /// (the Managed Service for Prometheus sidecar that `infra/run.tf` adds scrapes it).
+    OnLoopbackPort,
+}
+
+/// Serves `/metrics` alone on `127.0.0.1:$RUNWAY_METRICS_PORT`, unless that is unset or 0.
+async fn serve_metrics_on_loopback() -> anyhow::Result<()> {
+    let port: u16 = config::parse_or("RUNWAY_METRICS_PORT", 0)?;
+    if port == 0 {
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("binding RUNWAY_METRICS_PORT {port} on 127.0.0.1"))?;
+    tokio::spawn(runway_http::serve_router(
+        metrics::routes(None),
+        listener,
+        runway_http::shutdown_signal(),
+    ));
     Ok(())
 }
 

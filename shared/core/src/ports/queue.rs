@@ -20,6 +20,8 @@ pub enum Topic {
 }
 
 impl Topic {
+    pub const ALL: [Topic; 2] = [Topic::DeployRequests, Topic::BuildEvents];
+
     pub fn name(self) -> &'static str {
         match self {
             Topic::DeployRequests => "runway-deploy-requests",
