@@ -8,13 +8,13 @@
 use std::sync::Arc;
 
 use ReleaseState::*;
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use futures_util::future::join_all;
 use runway_core::domain::{
     AppName, AuditAction, AuditEntry, Branch, BuildId, Delivery, Deployment, HookId, MainFile,
     NewRelease, Release, ReleaseId, ReleaseState, ReleaseUpdate, RepoUrl, Resources, Trigger,
 };
-use runway_core::ports::{AppReleases, Store, StoreError};
+use runway_core::ports::{AppReleases, Pruned, Retention, Store, StoreError};
 use runway_embedded::SqliteStore;
 use runway_gcp::{FirestoreConfig, FirestoreStore};
 use runway_tests::emulators;
@@ -95,7 +95,11 @@ runway_tests::contract! {
     orphan_hooks_are_kept_until_removed,
     concurrent_claims_of_one_release_let_exactly_one_win,
     concurrent_queueing_loses_no_release_and_reuses_no_sequence_number,
-    concurrent_go_lives_leave_the_newest_release_live
+    concurrent_go_lives_leave_the_newest_release_live,
+    deliveries_past_keeping_are_pruned_and_recent_ones_kept,
+    a_long_backlog_of_deliveries_is_pruned_over_several_calls,
+    an_app_keeps_its_newest_releases_and_the_one_serving_however_old,
+    releases_still_on_their_way_are_never_pruned
     ],
 }
 
@@ -890,6 +894,223 @@ async fn concurrent_go_lives_leave_the_newest_release_live(subject: &Subject) {
             }
         }
     }
+}
+
+/// A push delivered to `to`'s hook `age` before `now`.
+fn delivery_at(
+    id: &str,
+    to: Option<&str>,
+    now: chrono::DateTime<Utc>,
+    age: chrono::Duration,
+) -> Delivery {
+    Delivery {
+        id: id.into(),
+        app: to.map(app),
+        event: "push".into(),
+        repo_id: Some(7),
+        git_ref: Some("refs/heads/main".into()),
+        commit: Some("e".repeat(40)),
+        received_at: now - age,
+        outcome: "queued".into(),
+    }
+}
+
+async fn delivery_ids(store: &dyn Store, to: &str) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .deliveries_of_app(&app(to), 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Deliveries received before `now - deliveries_for` go, whoever's hook received them (and
+/// those recorded before deliveries named their app); one received exactly then, or later,
+/// stays. A second prune finds nothing left.
+async fn deliveries_past_keeping_are_pruned_and_recent_ones_kept(subject: &Subject) {
+    let store = subject.store();
+    // Whole seconds: Firestore keeps microseconds, and the boundary case must be exact.
+    let now = Utc::now().trunc_subsecs(0);
+    let days = chrono::Duration::days;
+    let tick = chrono::Duration::milliseconds(1);
+    let deliveries = [
+        delivery_at("a-40d", Some("demo"), now, days(40)),
+        delivery_at("b-30d-1ms", Some("demo"), now, days(30) + tick),
+        delivery_at("c-30d", Some("demo"), now, days(30)),
+        delivery_at("d-29d", Some("demo"), now, days(29)),
+        delivery_at("e-1h", Some("demo"), now, chrono::Duration::hours(1)),
+        delivery_at("f-90d", Some("other"), now, days(90)),
+        delivery_at("g-1d", Some("other"), now, days(1)),
+        delivery_at("h-31d", None, now, days(31)),
+    ];
+    for delivery in &deliveries {
+        assert!(store.record_delivery(delivery).await.unwrap());
+    }
+
+    let pruned = store.prune(&Retention::DEFAULT, now).await.unwrap();
+
+    assert_eq!(
+        pruned,
+        Pruned {
+            deliveries: 4,
+            releases: 0
+        }
+    );
+    assert_eq!(
+        delivery_ids(store.as_ref(), "demo").await,
+        ["c-30d", "d-29d", "e-1h"]
+    );
+    assert_eq!(delivery_ids(store.as_ref(), "other").await, ["g-1d"]);
+    // A pruned id arriving again is a new delivery, not a replay.
+    assert!(store.record_delivery(&deliveries[0]).await.unwrap());
+    let again = store.prune(&Retention::DEFAULT, now).await.unwrap();
+    assert_eq!(again.deliveries, 1, "the re-recorded old one");
+    assert_eq!(
+        store.prune(&Retention::DEFAULT, now).await.unwrap(),
+        Pruned::default()
+    );
+}
+
+/// One call removes at most `Pruned::AT_MOST`; the next ones take the rest, and then none.
+async fn a_long_backlog_of_deliveries_is_pruned_over_several_calls(subject: &Subject) {
+    let now = Utc::now().trunc_subsecs(0);
+    let backlog = Pruned::AT_MOST + 7;
+    let recorded = (0..backlog).map(|n| {
+        let store = subject.instance(n);
+        let delivery = delivery_at(
+            &format!("old-{n}"),
+            Some("busy"),
+            now,
+            chrono::Duration::days(31) + chrono::Duration::seconds(n as i64),
+        );
+        tokio::spawn(async move { store.record_delivery(&delivery).await.unwrap() })
+    });
+    for recorded in join_all(recorded).await {
+        assert!(recorded.unwrap());
+    }
+    let store = subject.store();
+    assert!(
+        store
+            .record_delivery(&delivery_at(
+                "new",
+                Some("busy"),
+                now,
+                chrono::Duration::days(1)
+            ))
+            .await
+            .unwrap()
+    );
+
+    let first = store.prune(&Retention::DEFAULT, now).await.unwrap();
+    let second = store.prune(&Retention::DEFAULT, now).await.unwrap();
+    let third = store.prune(&Retention::DEFAULT, now).await.unwrap();
+
+    assert_eq!(first.deliveries, Pruned::AT_MOST);
+    assert!(first.may_have_more());
+    assert_eq!(second.deliveries, 7);
+    assert!(!second.may_have_more());
+    assert!(third.is_empty(), "{third:?}");
+    assert_eq!(delivery_ids(store.as_ref(), "busy").await, ["new"]);
+}
+
+/// Queues a release of `name` and fails it at once.
+async fn failed_release(store: &dyn Store, name: &str) -> Release {
+    let release = store.queue_release(new_release(name)).await.unwrap();
+    store
+        .transition(&release.id, Queued, Failed, none())
+        .await
+        .unwrap()
+}
+
+/// The app's releases, newest first, as (seq, state).
+async fn history(store: &dyn Store, name: &str) -> Vec<(u64, ReleaseState)> {
+    store
+        .releases(&app(name), 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.seq, r.state))
+        .collect()
+}
+
+/// Past its newest N, an app's finished releases go: failed ones, and one that was live until
+/// a newer one replaced it. The one serving stays however old, and another app's releases are
+/// ranked among its own, not among this app's.
+async fn an_app_keeps_its_newest_releases_and_the_one_serving_however_old(subject: &Subject) {
+    let store = subject.store();
+    store.put_deployment(&deployment("demo", 7)).await.unwrap();
+    store.put_deployment(&deployment("other", 8)).await.unwrap();
+    let replaced = store.queue_release(new_release("demo")).await.unwrap();
+    go_live(store.as_ref(), &replaced.id).await;
+    let serving = store.queue_release(new_release("demo")).await.unwrap();
+    go_live(store.as_ref(), &serving.id).await;
+    for _ in 3..=7 {
+        failed_release(store.as_ref(), "demo").await;
+    }
+    for _ in 1..=3 {
+        failed_release(store.as_ref(), "other").await;
+    }
+    let retention = Retention::new(chrono::Duration::days(30), 3);
+
+    let pruned = store.prune(&retention, Utc::now()).await.unwrap();
+
+    assert_eq!(
+        pruned,
+        Pruned {
+            deliveries: 0,
+            releases: 3
+        }
+    );
+    assert_eq!(
+        history(store.as_ref(), "demo").await,
+        [(7, Failed), (6, Failed), (5, Failed), (2, Live)]
+    );
+    assert_eq!(store.release(&replaced.id).await.unwrap(), None);
+    let deployment = store.deployment(&app("demo")).await.unwrap().unwrap();
+    assert_eq!(deployment.live_release.as_ref(), Some(&serving.id));
+    assert_eq!(
+        history(store.as_ref(), "other").await,
+        [(3, Failed), (2, Failed), (1, Failed)]
+    );
+    assert_eq!(
+        store.prune(&retention, Utc::now()).await.unwrap(),
+        Pruned::default()
+    );
+    // Numbers go on from the newest, never reusing a pruned one.
+    let next = store.queue_release(new_release("demo")).await.unwrap();
+    assert_eq!(next.seq, 8);
+}
+
+/// A release queued, building or deploying is on its way to finishing, however many newer
+/// ones there are: pruning keeping none removes only the finished one.
+async fn releases_still_on_their_way_are_never_pruned(subject: &Subject) {
+    let store = subject.store();
+    store.put_deployment(&deployment("busy", 7)).await.unwrap();
+    let building = store.queue_release(new_release("busy")).await.unwrap();
+    store
+        .transition(&building.id, Queued, Building, none())
+        .await
+        .unwrap();
+    let deploying = store.queue_release(new_release("busy")).await.unwrap();
+    to_deploying(store.as_ref(), &deploying.id).await;
+    failed_release(store.as_ref(), "busy").await;
+    store.queue_release(new_release("busy")).await.unwrap();
+    let keep_none = Retention::new(chrono::Duration::days(30), 0);
+
+    let pruned = store.prune(&keep_none, Utc::now()).await.unwrap();
+
+    assert_eq!(pruned.releases, 1);
+    assert_eq!(
+        history(store.as_ref(), "busy").await,
+        [(4, Queued), (2, Deploying), (1, Building)]
+    );
+    assert_eq!(
+        store.prune(&keep_none, Utc::now()).await.unwrap(),
+        Pruned::default()
+    );
 }
 
 /// What is Firestore's own: records written before a change of their documents' shape.

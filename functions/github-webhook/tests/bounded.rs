@@ -16,7 +16,7 @@ use runway_core::domain::{
 };
 use runway_core::limits::RateLimits;
 use runway_core::ports::{
-    AppReleases, OutboundMessage, Queue, QueueError, Store, StoreError, Topic,
+    AppReleases, OutboundMessage, Pruned, Queue, QueueError, Retention, Store, StoreError, Topic,
 };
 use runway_embedded::SqliteStore;
 use runway_github_webhook::{Rates, State, router};
@@ -152,6 +152,9 @@ impl Store for SometimesHanging {
     }
     async fn remove_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError> {
         self.inner.remove_orphan_hook(repo, hook_id).await
+    }
+    async fn prune(&self, retention: &Retention, now: Timestamp) -> Result<Pruned, StoreError> {
+        self.inner.prune(retention, now).await
     }
 }
 

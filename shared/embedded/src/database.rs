@@ -89,6 +89,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     DROP INDEX deliveries_by_repo;
     CREATE INDEX deliveries_by_app_newest ON deliveries (app, received_at);
 "#,
+    // Pruning finds the oldest deliveries of every app at once, without reading them all.
+    r#"
+    CREATE INDEX deliveries_oldest ON deliveries (received_at);
+"#,
 ];
 
 /// Opens (creating and migrating) the database at `path`, shared by the store and the queue.

@@ -15,7 +15,7 @@ use runway_core::domain::{
     ReleaseState, ReleaseUpdate, Timestamp,
 };
 use runway_core::plan::{self, Transition};
-use runway_core::ports::{AppReleases, Store, StoreError};
+use runway_core::ports::{AppReleases, Pruned, Retention, Store, StoreError};
 
 /// Each entry migrates the schema from version `index` to `index + 1`.
 
@@ -542,6 +542,58 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    /// One savepoint: the deliveries by their `received_at` index, the releases by each app's
+    /// rank by `seq`, with the deployments' live releases read in the same savepoint (no
+    /// release can go live between that read and the deletion).
+    async fn prune(&self, retention: &Retention, now: Timestamp) -> Result<Pruned, StoreError> {
+        // `received_at` is `to_rfc3339()` of a UTC time, and so is the cut: the same
+        // `+00:00` suffix, and fractions that chrono writes only when not zero, in 3, 6 or 9
+        // digits. Such strings sort as their times do (`+` sorts below every digit, so a
+        // shorter fraction sorts first exactly when it is smaller), which lets the index
+        // find the old ones; `sqlite_store::tests` holds the format to that.
+        let cut = retention.deliveries_cut(now).map(|cut| cut.to_rfc3339());
+        let kept = i64::try_from(retention.releases_kept).unwrap_or(i64::MAX);
+        let finished: Vec<&str> = ReleaseState::ALL
+            .into_iter()
+            .filter(|state| state.is_terminal())
+            .map(ReleaseState::as_str)
+            .collect();
+        let finished = to_doc(&finished)?;
+        let at_most = Pruned::AT_MOST as i64;
+        self.with(move |c| {
+            let transaction = c.savepoint()?;
+            let deliveries = match &cut {
+                Some(cut) => transaction.execute(
+                    "DELETE FROM deliveries WHERE rowid IN (
+                       SELECT rowid FROM deliveries WHERE received_at < ?1
+                       ORDER BY received_at LIMIT ?2)",
+                    params![cut, at_most],
+                )?,
+                None => 0,
+            };
+            let releases = transaction.execute(
+                "DELETE FROM releases WHERE id IN (
+                   SELECT id FROM (
+                     SELECT id, app, seq, state,
+                            ROW_NUMBER() OVER (PARTITION BY app ORDER BY seq DESC) AS newer
+                     FROM releases)
+                   WHERE newer > ?1
+                     AND state IN (SELECT value FROM json_each(?2))
+                     AND id NOT IN (
+                       SELECT json_extract(doc, '$.live_release') FROM deployments
+                       WHERE json_extract(doc, '$.live_release') IS NOT NULL)
+                   ORDER BY app, seq LIMIT ?3)",
+                params![kept, finished, at_most],
+            )?;
+            transaction.commit()?;
+            Ok(Pruned {
+                deliveries,
+                releases,
+            })
+        })
+        .await
+    }
 }
 
 /// The behaviour every `Store` shares is checked by the contract suite in
@@ -570,6 +622,68 @@ mod tests {
             rollback_of: None,
             clear_cache: false,
         }
+    }
+
+    /// `received_at` is compared as text: chrono writes a fraction of a second only when it
+    /// is not zero, in 3, 6 or 9 digits, and each of those must still sort as its time does.
+    #[tokio::test]
+    async fn deliveries_are_pruned_by_time_whatever_digits_their_seconds_have() {
+        use chrono::{TimeZone, Utc};
+        use runway_core::ports::{Pruned, Retention};
+
+        let (_dir, store) = store();
+        let second = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let at = |nanos: i64| second + chrono::Duration::nanoseconds(nanos);
+        // The cut: 12:00:00.5, written "…00.500+00:00".
+        let retention = Retention::new(chrono::Duration::days(30), 100);
+        let now = at(500_000_000) + retention.deliveries_for;
+        let received = [
+            ("whole-second", at(0), true),
+            ("nine-digits-below", at(499_999_999), true),
+            ("six-digits-below", at(499_999_000), true),
+            ("the-cut-itself", at(500_000_000), false),
+            ("six-digits-above", at(500_001_000), false),
+            ("nine-digits-above", at(500_000_001), false),
+            ("next-second", at(1_000_000_000), false),
+        ];
+        for (id, received_at, _) in received {
+            let delivery = Delivery {
+                id: id.into(),
+                app: Some(app()),
+                event: "push".into(),
+                repo_id: Some(7),
+                git_ref: None,
+                commit: None,
+                received_at,
+                outcome: String::new(),
+            };
+            assert!(store.record_delivery(&delivery).await.unwrap());
+        }
+
+        let pruned = store.prune(&retention, now).await.unwrap();
+
+        let mut kept: Vec<String> = store
+            .deliveries_of_app(&app(), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id.to_string())
+            .collect();
+        kept.sort();
+        let mut expected: Vec<String> = received
+            .iter()
+            .filter(|(_, _, gone)| !gone)
+            .map(|(id, _, _)| id.to_string())
+            .collect();
+        expected.sort();
+        assert_eq!(kept, expected);
+        assert_eq!(
+            pruned,
+            Pruned {
+                deliveries: 3,
+                releases: 0
+            }
+        );
     }
 
     #[tokio::test]

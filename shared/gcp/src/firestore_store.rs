@@ -34,7 +34,7 @@ use runway_core::domain::{
     ReleaseState, ReleaseUpdate, Timestamp,
 };
 use runway_core::plan::{self, Transition};
-use runway_core::ports::{AppReleases, Store, StoreError};
+use runway_core::ports::{AppReleases, Pruned, Retention, Store, StoreError};
 
 const DEPLOYMENTS: &str = "deployments";
 const RELEASES: &str = "releases";
@@ -287,6 +287,106 @@ impl FirestoreStore {
         let docs: Vec<ReleaseDoc> = query.obj().query().await.map_err(store_error)?;
         docs.into_iter().map(ReleaseDoc::into_record).collect()
     }
+
+    /// Deletes up to `Pruned::AT_MOST` deliveries received before `cut`, oldest first.
+    async fn prune_deliveries(&self, cut: Timestamp) -> Result<usize, StoreError> {
+        let old: Vec<DocId> = self
+            .db
+            .fluent()
+            .select()
+            .fields(["received_at"])
+            .from(DELIVERIES)
+            .filter(|q| q.field("received_at").less_than(timestamp(cut)))
+            .order(|o| o.fields([o.field("received_at").asc()]))
+            .limit(Pruned::AT_MOST as u32)
+            .obj()
+            .query()
+            .await
+            .map_err(store_error)?;
+        let mut pruned = 0;
+        // A delivery is never written again once recorded, so the deletes need no reads: a
+        // replay of one deleted meanwhile is recorded anew, as after any retention.
+        for chunk in old.chunks(WRITES_PER_COMMIT) {
+            pruned += self
+                .transact(|_| async move {
+                    let writes: Vec<Write> = chunk
+                        .iter()
+                        .map(|doc| Write::Delete(DELIVERIES, doc.id.clone()))
+                        .collect();
+                    Ok((writes.len(), writes))
+                })
+                .await?;
+        }
+        Ok(pruned)
+    }
+
+    /// Deletes up to `budget` of `app`'s finished releases numbered below `below`, except
+    /// the one its deployment serves.
+    async fn prune_releases_of(
+        &self,
+        app: &str,
+        below: i64,
+        budget: usize,
+    ) -> Result<usize, StoreError> {
+        let _app = self.lock_app(app).await;
+        // Found outside the transaction: a query inside it would lock every release it scans
+        // (see `queue_in`). The states read here are final: a finished release never changes
+        // again, and none of those left out (queued, building, deploying) is deleted.
+        let mut doomed = Vec::new();
+        let mut cursor = below;
+        while doomed.len() < budget {
+            let page: Vec<ReleaseHead> = self
+                .db
+                .fluent()
+                .select()
+                .fields(["id", "seq", "state"])
+                .from(RELEASES)
+                .filter(|q| q.for_all([q.field("app").eq(app), q.field("seq").less_than(cursor)]))
+                // The direction of the (app ASC, seq DESC) index: the other needs one more.
+                .order(|o| o.fields([o.field("seq").desc()]))
+                .limit(WRITES_PER_COMMIT as u32)
+                .obj()
+                .query()
+                .await
+                .map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            cursor = last.seq;
+            let full = page.len() == WRITES_PER_COMMIT;
+            doomed.extend(
+                page.into_iter()
+                    .filter(|head| {
+                        ReleaseState::parse(&head.state).is_some_and(|s| s.is_terminal())
+                    })
+                    .map(|head| head.id),
+            );
+            if !full {
+                break;
+            }
+        }
+        doomed.truncate(budget);
+        let mut pruned = 0;
+        for chunk in doomed.chunks(WRITES_PER_COMMIT) {
+            pruned += self
+                .transact(|db| async move {
+                    // Read in the transaction, after the states above: a release that went
+                    // live since (it was deploying, so it is not in `chunk`) is what this sees,
+                    // and one going live before the commit makes this transaction retry.
+                    let live = get_in::<DeploymentDoc>(&db, DEPLOYMENTS, app)
+                        .await?
+                        .map(|doc| decode::<Deployment>(&doc.record))
+                        .transpose()?
+                        .and_then(|deployment| deployment.live_release);
+                    let writes: Vec<Write> = chunk
+                        .iter()
+                        .filter(|id| live.as_ref().is_none_or(|live| live.as_str() != *id))
+                        .map(|id| Write::Delete(RELEASES, id.clone()))
+                        .collect();
+                    Ok((writes.len(), writes))
+                })
+                .await?;
+        }
+        Ok(pruned)
+    }
 }
 
 /// How one transaction attempt ended, when it did not commit.
@@ -392,6 +492,30 @@ fn apply(transaction: &mut FirestoreTransaction<'_>, writes: Vec<Write>) -> Resu
         result.map_err(|error| Attempt::Failed(store_error(error)))?;
     }
     Ok(())
+}
+
+/// Only a document's id, for queries that need nothing else (with a projection of one small
+/// field, so the record is not sent).
+#[derive(Debug, Deserialize)]
+struct DocId {
+    #[serde(alias = "_firestore_id")]
+    id: String,
+}
+
+/// What pruning reads of a release.
+#[derive(Debug, Deserialize)]
+struct ReleaseHead {
+    id: String,
+    seq: i64,
+    state: String,
+}
+
+/// What pruning reads of an app's sequence: its name (the document's id) and its last number.
+#[derive(Debug, Deserialize)]
+struct SequenceHead {
+    #[serde(alias = "_firestore_id")]
+    app: String,
+    last: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -993,6 +1117,47 @@ impl Store for FirestoreStore {
             .execute()
             .await
             .map_err(store_error)
+    }
+
+    /// The deliveries by their `received_at` (Firestore's own single-field index); the
+    /// releases app by app, each app found by its sequence document, whose `last` numbers its
+    /// newest release. A number is given in the transaction that creates its release, and
+    /// releases go only all at once with their app, or here from below the newest kept: so an
+    /// app's releases are numbered without gaps up to `last`, its newest `releases_kept` are
+    /// those numbered above `last - releases_kept`, and finding where the older ones start
+    /// costs no read of the newer ones (an offset would bill every one it skips, each run).
+    async fn prune(&self, retention: &Retention, now: Timestamp) -> Result<Pruned, StoreError> {
+        let deliveries = match retention.deliveries_cut(now) {
+            Some(cut) => self.prune_deliveries(cut).await?,
+            None => 0,
+        };
+        let sequences: Vec<SequenceHead> = self
+            .db
+            .fluent()
+            .select()
+            .fields(["last"])
+            .from(SEQUENCES)
+            .obj()
+            .query()
+            .await
+            .map_err(store_error)?;
+        let kept = i64::try_from(retention.releases_kept).unwrap_or(i64::MAX);
+        let mut releases = 0;
+        for sequence in sequences {
+            let below = sequence.last.saturating_sub(kept).saturating_add(1);
+            if below <= 1 {
+                continue; // Numbers start at 1: it has no more than it keeps.
+            }
+            let budget = Pruned::AT_MOST - releases;
+            if budget == 0 {
+                break;
+            }
+            releases += self.prune_releases_of(&sequence.app, below, budget).await?;
+        }
+        Ok(Pruned {
+            deliveries,
+            releases,
+        })
     }
 }
 

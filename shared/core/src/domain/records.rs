@@ -60,6 +60,16 @@ pub enum ReleaseState {
 }
 
 impl ReleaseState {
+    /// Every state, in the order a release moves through them.
+    pub const ALL: [Self; 6] = [
+        Self::Queued,
+        Self::Building,
+        Self::Deploying,
+        Self::Live,
+        Self::Failed,
+        Self::Superseded,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -72,16 +82,7 @@ impl ReleaseState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Queued,
-            Self::Building,
-            Self::Deploying,
-            Self::Live,
-            Self::Failed,
-            Self::Superseded,
-        ]
-        .into_iter()
-        .find(|state| state.as_str() == s)
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
     }
 
     pub fn is_terminal(self) -> bool {

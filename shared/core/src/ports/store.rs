@@ -24,6 +24,71 @@ pub enum StoreError {
     Other(#[from] anyhow::Error),
 }
 
+/// How long Runway keeps what it records. Deliveries only explain what a push did, and an
+/// app's history beyond its last releases is neither shown nor rolled back to (its images are
+/// gone by then: Artifact Registry keeps an app's newest few); kept forever, both grow without
+/// bound with every push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Webhook deliveries received longer ago than this are removed.
+    pub deliveries_for: chrono::Duration,
+    /// How many of each app's newest releases (by `seq`, of any state) are kept whatever
+    /// their state; finished ones beyond them are removed, except the one serving.
+    pub releases_kept: usize,
+}
+
+impl Retention {
+    /// Thirty days of deliveries (a month of "why did this push not deploy?") and a hundred
+    /// releases an app (pages of history, far past any rollback an image still allows).
+    pub const DEFAULT: Self = Self {
+        deliveries_for: chrono::Duration::days(30),
+        releases_kept: 100,
+    };
+
+    pub fn new(deliveries_for: chrono::Duration, releases_kept: usize) -> Self {
+        Self {
+            deliveries_for,
+            releases_kept,
+        }
+    }
+
+    /// Deliveries received before this, seen at `now`, are past keeping; `None` if none is (a
+    /// retention reaching back before any representable time).
+    pub fn deliveries_cut(&self, now: Timestamp) -> Option<Timestamp> {
+        now.checked_sub_signed(self.deliveries_for)
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// What one `Store::prune` removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub deliveries: usize,
+    pub releases: usize,
+}
+
+impl Pruned {
+    /// The most records of each kind one `prune` removes: enough to keep up with any real
+    /// inflow on a schedule of minutes, few enough that one call holds neither the embedded
+    /// database nor a Firestore commit (500 writes at most) for long.
+    pub const AT_MOST: usize = 400;
+
+    /// Nothing was removed: whatever was past keeping is gone.
+    pub fn is_empty(&self) -> bool {
+        self.deliveries == 0 && self.releases == 0
+    }
+
+    /// Whether a call may have left more behind (it reached `AT_MOST` of a kind).
+    pub fn may_have_more(&self) -> bool {
+        self.deliveries >= Self::AT_MOST || self.releases >= Self::AT_MOST
+    }
+}
+
 /// What a list of apps shows of one app's releases.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AppReleases {
@@ -151,4 +216,19 @@ pub trait Store: Send + Sync {
     async fn add_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError>;
     async fn orphan_hooks(&self) -> Result<Vec<(String, HookId)>, StoreError>;
     async fn remove_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError>;
+
+    /// Removes what is past keeping, as seen at `now`: the deliveries received before
+    /// `now - retention.deliveries_for` (any app's, and those recorded before apps were), and
+    /// each app's finished releases (`ReleaseState::is_terminal`: failed, superseded, or live
+    /// once another replaced it) older than its newest `retention.releases_kept` by `seq`.
+    /// Never the release the app's deployment serves (`Deployment::live_release`), however
+    /// old, and never one still queued, building or deploying: those are removed only with
+    /// their app.
+    ///
+    /// The work of one call is bounded: it removes at most `Pruned::AT_MOST` deliveries and as
+    /// many releases, oldest first, so a long backlog (the first run, or one after a pause)
+    /// goes over several calls. Calls converge: once nothing is past keeping, `prune` removes
+    /// nothing (`Pruned::is_empty`). A caller on a schedule just calls it each time; one that
+    /// wants everything gone calls again while `Pruned::may_have_more`.
+    async fn prune(&self, retention: &Retention, now: Timestamp) -> Result<Pruned, StoreError>;
 }
