@@ -1,4 +1,5 @@
-# Firestore in native mode, and the composite indexes the Store's queries need.
+# Firestore in native mode, the composite indexes the Store's queries need, and the TTL policy
+# that deletes old webhook deliveries.
 # The same indexes are in firestore.indexes.json (Firebase CLI format) so the Rust store can check
 # itself against them; `infra/check` fails when the two disagree.
 #
@@ -62,4 +63,21 @@ resource "google_firestore_index" "runway" {
       order      = fields.value[1]
     }
   }
+}
+
+# Deliveries expire: each document carries `expire_at` (received_at + delivery_retention_days,
+# written by FirestoreStore), and Firestore deletes it once that has passed, usually within a
+# day, without Runway reading it. Cleanup's prune deletes what TTL has not yet (and deliveries
+# recorded before documents carried `expire_at`).
+resource "google_firestore_field" "deliveries_expire_at" {
+  project    = var.project_id
+  database   = google_firestore_database.runway.name
+  collection = "deliveries"
+  field      = "expire_at"
+
+  # No query reads expire_at, and an index on an ever-growing timestamp is a write hotspot
+  # (Google's advice for TTL fields): the empty block takes its single-field indexes away.
+  index_config {}
+
+  ttl_config {}
 }

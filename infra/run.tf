@@ -68,8 +68,14 @@ locals {
     RUNWAY_NAME_PREFIX = var.name_prefix
   }
 
+  # What FirestoreStore reads, so every function stamps the deliveries it records with the same
+  # expiry (firestore.tf's TTL policy deletes them then): every function, since all have a store.
+  store_env = {
+    RUNWAY_KEEP_DELIVERIES_DAYS = tostring(var.delivery_retention_days)
+  }
+
   function_env = {
-    submit = merge(local.common_env, local.github_env, local.build_env, local.platform_env, {
+    submit = merge(local.common_env, local.store_env, local.github_env, local.build_env, local.platform_env, {
       RUNWAY_IAP_AUDIENCE = local.iap_audience["submit"]
       RUNWAY_ADMINS       = join(",", var.admins)
       RUNWAY_WEBHOOK_URL  = local.webhook_url
@@ -82,7 +88,7 @@ locals {
       # Each signed-in person's changes a minute, per instance.
       RUNWAY_SUBMIT_CALLER_PER_MINUTE = tostring(var.submit_caller_per_minute)
     })
-    status = merge(local.common_env, local.build_env, {
+    status = merge(local.common_env, local.store_env, local.build_env, {
       RUNWAY_IAP_AUDIENCE = local.iap_audience["status"]
       RUNWAY_ADMINS       = join(",", var.admins)
       # The deploy policy, read for the regions the app page's settings offer.
@@ -94,7 +100,7 @@ locals {
       # The apps' runtime log: Cloud Run's entries only (service_accounts.tf).
       RUNWAY_LOG_VIEW = google_logging_log_view.apps.id
     })
-    "github-webhook" = merge(local.common_env, {
+    "github-webhook" = merge(local.common_env, local.store_env, {
       RUNWAY_DEPLOY_TOPIC = local.deploy_topic
       # Deliveries a minute per app and per source address, per instance.
       RUNWAY_WEBHOOK_APP_PER_MINUTE    = tostring(var.webhook_app_per_minute)
@@ -106,14 +112,14 @@ locals {
       RUNWAY_WEBHOOK_SOURCES = var.webhook_sources
       RUNWAY_GITHUB_API      = var.github_api
     })
-    worker = merge(local.common_env, local.github_env, local.build_env, local.platform_env, {
+    worker = merge(local.common_env, local.store_env, local.github_env, local.build_env, local.platform_env, {
       RUNWAY_OIDC_AUDIENCE           = local.service_url["worker"]
       RUNWAY_INVOKER_SERVICE_ACCOUNT = local.sa_email["pubsub-push"]
       RUNWAY_DEPLOY_WAIT_SECS        = tostring(local.deploy_wait)
       RUNWAY_MAX_SOURCE_MB           = tostring(var.max_source_mb)
       RUNWAY_DEPLOY_TOPIC            = local.deploy_topic
     })
-    cleanup = merge(local.common_env, local.github_env, local.build_env, {
+    cleanup = merge(local.common_env, local.store_env, local.github_env, local.build_env, {
       RUNWAY_OIDC_AUDIENCE           = local.service_url["cleanup"]
       RUNWAY_INVOKER_SERVICE_ACCOUNT = local.sa_email["scheduler"]
       RUNWAY_WEBHOOK_URL             = local.webhook_url
@@ -125,6 +131,8 @@ locals {
       # The scheduler's period, and how often each repository's hooks are listed.
       RUNWAY_CLEANUP_EVERY_SECS = tostring(var.cleanup_every_minutes * 60)
       RUNWAY_HOOK_SWEEP_SECS    = tostring(max(var.hook_sweep_minutes, var.cleanup_every_minutes) * 60)
+      # Each app's newest releases kept; cleanup prunes older finished ones.
+      RUNWAY_KEEP_RELEASES = tostring(var.release_keep_count)
     })
   }
 

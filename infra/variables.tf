@@ -268,6 +268,28 @@ variable "runway_image_keep_count" {
   default     = 10
 }
 
+variable "delivery_retention_days" {
+  description = "Days a GitHub webhook delivery is kept (an app's page shows what each push did). Firestore's TTL policy on deliveries.expire_at deletes older ones, and cleanup those recorded before documents carried expire_at."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.delivery_retention_days >= 1 && var.delivery_retention_days == floor(var.delivery_retention_days)
+    error_message = "delivery_retention_days must be a whole number of days, at least 1."
+  }
+}
+
+variable "release_keep_count" {
+  description = "Releases kept per app (newest first); cleanup deletes older finished ones, never the one serving nor one still on its way."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.release_keep_count >= 1 && var.release_keep_count == floor(var.release_keep_count)
+    error_message = "release_keep_count must be a whole number, at least 1."
+  }
+}
+
 # ---------------------------------------------------------------------------------------------
 # Queues and schedules
 # ---------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ async fn firestore() -> Subject {
         project: emulators::unique_project(),
         database: "(default)".into(),
         emulator: Some(emulators::firestore()),
+        keep_deliveries_for: Retention::DEFAULT.deliveries_for,
     };
     let mut instances: Vec<Arc<dyn Store>> = Vec::new();
     for _ in 0..INSTANCES {
@@ -1113,7 +1114,7 @@ async fn releases_still_on_their_way_are_never_pruned(subject: &Subject) {
     );
 }
 
-/// What is Firestore's own: records written before a change of their documents' shape.
+/// What is Firestore's own: the shape of its documents, and records written before it changed.
 mod firestore_only {
     use super::*;
 
@@ -1126,6 +1127,7 @@ mod firestore_only {
             project: project.clone(),
             database: "(default)".into(),
             emulator: Some(emulators::firestore()),
+            keep_deliveries_for: Retention::DEFAULT.deliveries_for,
         };
         let store = FirestoreStore::connect(&config).await.unwrap();
         store.put_deployment(&deployment("old", 7)).await.unwrap();
@@ -1148,5 +1150,76 @@ mod firestore_only {
         let found = store.newest_and_live(&[deployment]).await.unwrap();
 
         assert_eq!(found[0].newest.as_ref().map(|r| &r.id), Some(&release.id));
+    }
+
+    /// Every delivery document carries `expire_at`, a Firestore timestamp the configured
+    /// retention after it was received, for the TTL policy on `deliveries.expire_at`
+    /// (infra/firestore.tf) to delete it: recorded alone or with the release it queued.
+    #[tokio::test]
+    async fn a_delivery_document_expires_its_retention_after_it_was_received() {
+        let project = emulators::unique_project();
+        let keep_for = chrono::Duration::days(7);
+        let config = FirestoreConfig {
+            project: project.clone(),
+            database: "(default)".into(),
+            emulator: Some(emulators::firestore()),
+            keep_deliveries_for: keep_for,
+        };
+        let store = FirestoreStore::connect(&config).await.unwrap();
+        let received = Utc::now().trunc_subsecs(6) - chrono::Duration::hours(5);
+        let alone = delivery_at("d-alone", Some("demo"), received, chrono::Duration::zero());
+        let push = delivery_at(
+            "d-push",
+            Some("demo"),
+            received,
+            chrono::Duration::seconds(1),
+        );
+        assert!(store.record_delivery(&alone).await.unwrap());
+        assert!(
+            store
+                .accept_push(&push, new_release("demo"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        // The documents as the emulator's REST API (as its admin) shows them.
+        let listed: serde_json::Value = reqwest::Client::new()
+            .get(format!(
+                "http://{}/v1/projects/{project}/databases/(default)/documents/deliveries",
+                emulators::firestore()
+            ))
+            .bearer_auth("owner")
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let time = |fields: &serde_json::Value, name: &str| {
+            let text = fields[name]["timestampValue"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} is not a timestamp: {fields}"));
+            chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+        };
+        let mut stamped: Vec<_> = listed["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|doc| {
+                let fields = &doc["fields"];
+                (time(fields, "received_at"), time(fields, "expire_at"))
+            })
+            .collect();
+        stamped.sort();
+        assert_eq!(
+            stamped,
+            [
+                (push.received_at, push.received_at + keep_for),
+                (alone.received_at, alone.received_at + keep_for),
+            ]
+        );
     }
 }

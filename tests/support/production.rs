@@ -217,6 +217,8 @@ impl Production {
             ("RUNWAY_WEBHOOK_SOURCE_PER_MINUTE", "3000".to_owned()),
             ("RUNWAY_TRUSTED_XFF_ENTRIES", "2".to_owned()),
             ("RUNWAY_WEBHOOK_SOURCES", "github".to_owned()),
+            ("RUNWAY_KEEP_DELIVERIES_DAYS", "30".to_owned()),
+            ("RUNWAY_KEEP_RELEASES", "100".to_owned()),
             (
                 "RUNWAY_LOG_VIEW",
                 format!("projects/{project}/locations/global/buckets/_Default/views/runway-apps"),

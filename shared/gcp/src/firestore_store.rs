@@ -78,6 +78,12 @@ pub struct FirestoreConfig {
     /// `host:port` of the Firestore emulator; `None` talks to Google with the default
     /// credentials (the function's service account on Cloud Run).
     pub emulator: Option<String>,
+    /// `RUNWAY_KEEP_DELIVERIES_DAYS`: how long a webhook delivery is kept. Each delivery's
+    /// document carries `expire_at`, received_at plus this, so that Firestore's TTL policy
+    /// (infra/firestore.tf) deletes it without Runway reading it. Give `prune` the same: with
+    /// a shorter one it deletes deliveries before they expire, with a longer one TTL deletes
+    /// them before it would.
+    pub keep_deliveries_for: chrono::Duration,
 }
 
 #[derive(Clone)]
@@ -89,6 +95,8 @@ pub struct FirestoreStore {
     /// them here first leaves the transactions to fence off other instances only.
     app_locks: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     clock: Arc<dyn Clock>,
+    /// How long after it was received a delivery's document expires (`expire_at`).
+    keep_deliveries_for: chrono::Duration,
 }
 
 impl FirestoreStore {
@@ -114,6 +122,7 @@ impl FirestoreStore {
             db,
             app_locks: Arc::default(),
             clock: clock::system(),
+            keep_deliveries_for: config.keep_deliveries_for,
         })
     }
 
@@ -288,7 +297,9 @@ impl FirestoreStore {
         docs.into_iter().map(ReleaseDoc::into_record).collect()
     }
 
-    /// Deletes up to `Pruned::AT_MOST` deliveries received before `cut`, oldest first.
+    /// Deletes up to `Pruned::AT_MOST` deliveries received before `cut`, oldest first. TTL
+    /// deletes those with an `expire_at` on its own, within a day of it; this deletes the
+    /// deliveries recorded before documents carried one, and on the emulator, which has no TTL.
     async fn prune_deliveries(&self, cut: Timestamp) -> Result<usize, StoreError> {
         let old: Vec<DocId> = self
             .db
@@ -576,11 +587,16 @@ struct SequenceDoc {
 }
 
 impl DeliveryDoc {
-    fn of(delivery: &Delivery) -> Result<Self, StoreError> {
+    /// The document of `delivery`, expiring `keep_for` after it was received.
+    fn of(delivery: &Delivery, keep_for: chrono::Duration) -> Result<Self, StoreError> {
         Ok(Self {
             app: delivery.app.as_ref().map(AppName::to_string),
             repo_id: delivery.repo_id.map(|id| id as i64),
             received_at: timestamp(delivery.received_at),
+            expire_at: delivery
+                .received_at
+                .checked_add_signed(keep_for)
+                .map(timestamp),
             record: encode(delivery)?,
         })
     }
@@ -593,6 +609,10 @@ struct DeliveryDoc {
     app: Option<String>,
     repo_id: Option<i64>,
     received_at: FirestoreTimestamp,
+    /// When Firestore's TTL policy on `deliveries.expire_at` (infra/firestore.tf) may delete
+    /// it (absent on deliveries recorded before, which `prune` deletes itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expire_at: Option<FirestoreTimestamp>,
     record: String,
 }
 
@@ -982,7 +1002,7 @@ impl Store for FirestoreStore {
     }
 
     async fn record_delivery(&self, delivery: &Delivery) -> Result<bool, StoreError> {
-        let doc = DeliveryDoc::of(delivery)?;
+        let doc = DeliveryDoc::of(delivery, self.keep_deliveries_for)?;
         // Keyed by the app and GitHub's delivery GUID (one per event, the same for every
         // hook), so a replay to the same hook finds it.
         self.create_if_absent(DELIVERIES, &delivery_doc_id(delivery), &doc)
@@ -996,7 +1016,7 @@ impl Store for FirestoreStore {
     ) -> Result<Option<Release>, StoreError> {
         let _app = self.lock_app(new.app.as_str()).await;
         let id = delivery_doc_id(delivery);
-        let doc = DeliveryDoc::of(delivery)?;
+        let doc = DeliveryDoc::of(delivery, self.keep_deliveries_for)?;
         self.transact(|db| {
             let (id, doc, new, clock) = (id.clone(), doc.clone(), new.clone(), self.clock.clone());
             let outside = self.db.clone();

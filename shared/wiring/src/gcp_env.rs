@@ -21,8 +21,8 @@ use runway_core::adapters::{Adapters, HookSweep, Need, Timeouts};
 use runway_core::config::{Env, Policy};
 use runway_core::domain::{Access, Branch, CommitSha, HookId, RepoAllowlist, RepoUrl};
 use runway_core::limits::{HookSources, RateLimits};
-use runway_core::ports::Topic;
 use runway_core::ports::{Forge, ForgeError, Repository, SourceArchive, Webhook};
+use runway_core::ports::{Retention, Topic};
 use runway_github::{GitHubAuth, GitHubConfig, GitHubForge, GitHubMeta};
 use runway_http::health::Probe;
 
@@ -65,6 +65,21 @@ fn allowed_repos(env: &mut Env) -> RepoAllowlist {
             RepoAllowlist::parse([]).expect("an empty list")
         },
     )
+}
+
+/// `RUNWAY_KEEP_DELIVERIES_DAYS` (default 30): how long webhook deliveries are kept. Every
+/// function with a store reads it, so that whichever records a delivery stamps it with the same
+/// expiry (infra: `delivery_retention_days`).
+fn keep_deliveries_for(env: &mut Env) -> chrono::Duration {
+    let default = Retention::DEFAULT.deliveries_for.num_days();
+    let days: u32 = env.parse_or("RUNWAY_KEEP_DELIVERIES_DAYS", default as u32);
+    if days == 0 {
+        env.problem(
+            "RUNWAY_KEEP_DELIVERIES_DAYS is 0; it must be at least 1 (a delivery kept no time \
+             could not say what a push did)",
+        );
+    }
+    chrono::Duration::days(i64::from(days.max(1)))
 }
 
 /// `RUNWAY_GITHUB_API`, when set: GitHub Enterprise Server's API, or the tests' fake.
@@ -130,6 +145,7 @@ impl GcpEnv {
             project: self.project.clone(),
             database: env.or("RUNWAY_FIRESTORE_DATABASE", "(default)"),
             emulator: env.optional("FIRESTORE_EMULATOR_HOST"),
+            keep_deliveries_for: keep_deliveries_for(env),
         }
     }
 
