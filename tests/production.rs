@@ -72,6 +72,18 @@ pub(crate) async fn push(
     repo_id: u64,
     commit: &str,
 ) -> anyhow::Result<u16> {
+    let delivery = uuid::Uuid::new_v4().to_string();
+    deliver_push(production, repo_id, commit, &delivery).await
+}
+
+/// The push of `commit` as GitHub delivers it, under the delivery id `delivery` (GitHub's
+/// Redeliver sends the same one again).
+pub(crate) async fn deliver_push(
+    production: &Production,
+    repo_id: u64,
+    commit: &str,
+    delivery: &str,
+) -> anyhow::Result<u16> {
     let body =
         runway_tests::github_push_payload(repo_id, "ada/demo", "main", &"0".repeat(40), commit)
             .to_string();
@@ -82,7 +94,7 @@ pub(crate) async fn push(
         .post(format!("{}/github/webhook/demo", production.lb.url))
         .header("user-agent", "GitHub-Hookshot/5b2c1a4")
         .header("x-github-event", "push")
-        .header("x-github-delivery", uuid::Uuid::new_v4().to_string())
+        .header("x-github-delivery", delivery)
         .header("x-github-hook-id", "512003764")
         .header("x-github-hook-installation-target-id", repo_id.to_string())
         .header("x-github-hook-installation-target-type", "repository")

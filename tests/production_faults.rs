@@ -15,9 +15,12 @@ use runway_tests::production::Production;
 use runway_tests::{GitRepo, streamlit_app};
 use serde_json::{Value, json};
 
-use crate::production::{OWNER, push, status, wait_for};
+use crate::production::{OWNER, deliver_push, push, status, wait_for};
 
-const WAIT: Duration = Duration::from_secs(90);
+/// How long a push may take to go live through a fault. Firestore keeps the locks of a
+/// transaction whose connection died until the transaction expires (about a minute here): a
+/// release whose write was cut mid-transaction waits that out, then goes on.
+const WAIT: Duration = Duration::from_secs(150);
 
 /// The app `demo` live from the fake GitHub's `ada/demo`, and what the case did to it.
 struct Flow {
@@ -310,4 +313,68 @@ async fn github_failing_while_the_worker_reads_only_delays_the_push() -> anyhow:
         "the worker never met GitHub's failures"
     );
     flow.invariants().await
+}
+
+/// Firestore and Pub/Sub go away mid-flow (every open connection reset, new ones refused), as
+/// when Google's front ends restart, and come back with their data. A build that ends during
+/// the outage still goes live: its end is pushed to a worker that cannot read its release, is
+/// refused, and Pub/Sub pushes it again. A push delivered during the outage is answered 5xx and
+/// nothing of it is kept, so GitHub's Redeliver, with the same delivery id, is taken as new.
+/// A write cut mid-transaction holds its locks until Firestore expires the transaction: the
+/// release then waits about a minute (or is built again by cleanup), and still goes live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn firestore_and_pubsub_going_away_mid_flow_lose_no_push() -> anyhow::Result<()> {
+    let mut flow = Flow::start().await?;
+
+    let builds = flow.production.cloud_build.build_ids().len();
+    flow.production
+        .cloud_build
+        .set_build_duration(Duration::from_secs(2));
+    let two = flow.push("Version two").await?;
+    let deadline = Instant::now() + WAIT;
+    while flow.production.cloud_build.build_ids().len() == builds {
+        ensure!(Instant::now() < deadline, "{}", flow.production.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    outage(&flow.production, true);
+    // The build ends, and its end reaches the worker, while the outage lasts.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    ensure!(
+        flow.production.firestore_link.refused() > 0,
+        "nothing met the outage: it tested nothing"
+    );
+    outage(&flow.production, false);
+    flow.until_live(&two).await?;
+
+    let three = flow
+        .repo
+        .commit(&[("app.py", &streamlit_app("Version three"))], "three")?;
+    flow.repo.push("main")?;
+    let delivery = uuid::Uuid::new_v4().to_string();
+    outage(&flow.production, true);
+    let during = deliver_push(&flow.production, flow.repo_id, &three, &delivery).await?;
+    outage(&flow.production, false);
+    ensure!(
+        during >= 500,
+        "a push Runway could not record was answered {during}"
+    );
+    let redelivered = deliver_push(&flow.production, flow.repo_id, &three, &delivery).await?;
+    ensure!(
+        redelivered == 202,
+        "GitHub's Redeliver answered {redelivered}"
+    );
+    flow.pushed.push(three);
+    flow.accepted += 1;
+    flow.invariants().await
+}
+
+/// Cuts (or restores) the functions' links to Firestore and Pub/Sub.
+fn outage(production: &Production, cut: bool) {
+    for link in [&production.firestore_link, &production.pubsub_link] {
+        if cut {
+            link.cut();
+        } else {
+            link.restore();
+        }
+    }
 }

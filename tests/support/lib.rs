@@ -17,6 +17,7 @@ pub mod google_keys;
 pub mod google_rest;
 pub mod image_builder_contract;
 pub mod load_balancer;
+pub mod outage;
 pub mod platform_contract;
 pub mod production;
 pub mod push_receiver;
@@ -69,6 +70,7 @@ pub fn uv_builder(
             uv_cache_dir: std::env::temp_dir().join("runway-test-uv-cache"),
             public_url: "http://127.0.0.1:1".into(),
             timeout,
+            keep_logs: Duration::from_secs(90 * 86_400),
         },
         std::sync::Arc::new(runway_embedded::GitForge::new("/usr/bin/true".into())),
         notifications,

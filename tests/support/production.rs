@@ -28,6 +28,7 @@ use crate::fake_cloud_run::{FakeCloudRun, PROJECT_NUMBER};
 use crate::fake_github::FakeGitHub;
 use crate::google_keys::{GoogleKeys, PushRelay};
 use crate::load_balancer::LoadBalancer;
+use crate::outage::Relay;
 
 pub const REGION: &str = "europe-west1";
 /// The other region apps may run in (`RUNWAY_REGIONS`).
@@ -88,6 +89,9 @@ pub struct Production {
     pub env: BTreeMap<String, String>,
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
+    /// The functions reach Firestore and Pub/Sub through these, which a test may cut.
+    pub firestore_link: Relay,
+    pub pubsub_link: Relay,
     _relays: Vec<PushRelay>,
 }
 
@@ -250,9 +254,16 @@ impl Production {
             }
         };
         // Where the clients go instead of Google: never part of a Cloud Run service's env.
+        // Firestore and Pub/Sub through links a test can cut (an outage of either).
+        let firestore_link = Relay::start(&emulators::firestore()).await?;
+        let pubsub = emulators::pubsub();
+        let pubsub_link = Relay::start(pubsub.trim_start_matches("http://")).await?;
         let overrides: BTreeMap<&str, String> = BTreeMap::from([
-            ("FIRESTORE_EMULATOR_HOST", emulators::firestore()),
-            ("PUBSUB_EMULATOR_HOST", emulators::pubsub()),
+            ("FIRESTORE_EMULATOR_HOST", firestore_link.host()),
+            (
+                "PUBSUB_EMULATOR_HOST",
+                format!("http://{}", pubsub_link.host()),
+            ),
             ("STORAGE_EMULATOR_HOST", emulators::gcs()),
             ("RUNWAY_SECRETMANAGER_ENDPOINT", cloud_run.endpoint()),
             ("RUNWAY_IAM_ENDPOINT", cloud_run.endpoint()),
@@ -357,6 +368,8 @@ impl Production {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
+            firestore_link,
+            pubsub_link,
             _relays: vec![relay],
         };
         for function in production.functions.values() {
