@@ -145,6 +145,97 @@ async fn deleting_an_app_forgets_its_builds_and_no_others(s: &Subject) {
 
 mod uv_builder_only {
     use super::*;
+    use runway_core::domain::BuildId;
+    use runway_core::ports::{BuildError, IdleBuild};
+    use std::time::SystemTime;
+
+    /// Makes a build look as if it ended `ago`.
+    fn ended(s: &Subject, build: &BuildId, ago: Duration) {
+        let result = s
+            .dir
+            .path()
+            .join("builds")
+            .join(build.as_str())
+            .join("result.json");
+        std::fs::File::options()
+            .write(true)
+            .open(&result)
+            .and_then(|file| file.set_modified(SystemTime::now() - ago))
+            .unwrap_or_else(|error| panic!("aging {}: {error}", result.display()));
+    }
+
+    /// A build loses its checkout and environment an hour after it ended, and its log once the
+    /// log's days are over; what is left of it is never offered twice.
+    #[tokio::test]
+    async fn idle_builds_are_offered_and_freed() {
+        let s = uv_builder().await;
+        let (good, bad) = (s.repo("good", GOOD_APP), s.broken_repo("bad"));
+        let builder = s.builder.as_ref();
+        let (built, image) =
+            contract::builds_a_commit(builder, contract::request("good", &good), s.timeout).await;
+        let (failed, _, _) =
+            contract::reports_a_failed_build(builder, contract::request("bad", &bad), s.timeout)
+                .await;
+        let folder = |build: &BuildId, part: &str| {
+            s.dir.path().join("builds").join(build.as_str()).join(part)
+        };
+        let idle = || async { builder.idle_builds().await.unwrap() };
+
+        assert_eq!(idle().await, [], "builds that just ended are offered");
+        assert!(
+            !builder.free(&failed.build_id).await.unwrap(),
+            "freed at once"
+        );
+        assert!(folder(&failed.build_id, "venv").exists());
+
+        ended(&s, &built.build_id, Duration::from_secs(7200));
+        ended(&s, &failed.build_id, Duration::from_secs(7200));
+        let mut offered = idle().await;
+        offered.sort_by(|a, b| a.app.as_str().cmp(b.app.as_str()));
+        let app = |name: &str| AppName::parse(name).unwrap();
+        assert_eq!(
+            offered,
+            [
+                IdleBuild {
+                    id: failed.build_id.clone(),
+                    app: app("bad")
+                },
+                IdleBuild {
+                    id: built.build_id.clone(),
+                    app: app("good")
+                },
+            ]
+        );
+        assert!(builder.free(&failed.build_id).await.unwrap());
+        assert!(!folder(&failed.build_id, "src").exists());
+        assert!(!folder(&failed.build_id, "venv").exists());
+        let log = builder.log(&failed.build_id).await.unwrap();
+        assert!(
+            log.contains("runway-missing-package"),
+            "the failed build's log went: {log}"
+        );
+        assert!(
+            std::path::Path::new(&image)
+                .join("venv/bin/streamlit")
+                .exists(),
+            "a build not freed lost its environment"
+        );
+        let offered: Vec<BuildId> = idle().await.into_iter().map(|idle| idle.id).collect();
+        assert_eq!(
+            offered,
+            std::slice::from_ref(&built.build_id),
+            "a freed build is offered again"
+        );
+
+        ended(&s, &failed.build_id, Duration::from_secs(100 * 86_400));
+        assert!(idle().await.iter().any(|idle| idle.id == failed.build_id));
+        assert!(builder.free(&failed.build_id).await.unwrap());
+        assert!(!folder(&failed.build_id, "").exists());
+        assert!(matches!(
+            builder.log(&failed.build_id).await,
+            Err(BuildError::NotFound(_))
+        ));
+    }
 
     /// The embedded builder publishes each build's end on the build events topic, in Cloud
     /// Build's notification format, as Cloud Build does on `cloud-builds`.

@@ -7,17 +7,20 @@
 //!   is queued again, and the worker fails it after `Release::MAX_BUILD_ATTEMPTS` claims.
 //! - Releases stuck deploying (the worker died mid-way) fail with a reason.
 //! - Webhooks whose removal failed when their app was deleted are removed.
+//! - What is past keeping goes (`State::retention`): old deliveries, each app's finished
+//!   releases beyond its newest ones, dead letters, and the builds no release needs.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use runway_core::adapters::{Adapters, HookSweep, Need, Unwired};
+use runway_core::adapters::{Adapters, HookSweep, Keeping, Need, Unwired};
 use runway_core::clock::Clock;
 use std::time::Duration;
 
 use axum::extract::State as Shared;
 use axum::routing::post;
 use http::StatusCode;
-use runway_core::domain::{BuildId, Release, ReleaseState, ReleaseUpdate, RepoUrl};
+use runway_core::domain::{AppName, BuildId, Release, ReleaseState, ReleaseUpdate, RepoUrl};
 use runway_core::messages::{
     BuildNotification, BuildResults, BuiltImage, CloudBuildStatus, FailureInfo,
 };
@@ -47,6 +50,8 @@ pub struct State {
     pub webhook_url: String,
     /// Which repositories' hooks a run lists.
     pub hook_sweep: HookSweep,
+    /// What is kept, and for how long; the rest each run prunes.
+    pub retention: Keeping,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -76,6 +81,7 @@ impl State {
             deploy_timeout: timeouts.deploy,
             webhook_url: adapters.webhook_url()?,
             hook_sweep: timeouts.hook_sweep,
+            retention: timeouts.keep,
         })
     }
 }
@@ -106,6 +112,10 @@ pub struct Report {
     pub builds_polled: usize,
     pub interrupted: usize,
     pub hooks_removed: usize,
+    pub deliveries_pruned: usize,
+    pub releases_pruned: usize,
+    pub builds_freed: usize,
+    pub dead_letters_pruned: usize,
     pub errors: Vec<String>,
 }
 
@@ -141,6 +151,26 @@ pub async fn run(state: &State) -> Report {
     }
     if let Err(error) = remove_stale_hooks(state, before, &mut report).await {
         report.errors.push(format!("stale webhooks: {error}"));
+    }
+    // At most `Pruned::AT_MOST` of each a run: a backlog goes over the next runs.
+    match state
+        .store
+        .prune(&state.retention.store, state.clock.now())
+        .await
+    {
+        Ok(pruned) => {
+            report.deliveries_pruned += pruned.deliveries;
+            report.releases_pruned += pruned.releases;
+        }
+        Err(error) => report.errors.push(format!("pruning the store: {error}")),
+    }
+    if let Err(error) = free_builds(state, &mut report).await {
+        report.errors.push(format!("idle builds: {error}"));
+    }
+    let dead_before = ago(state.retention.dead_letters_for);
+    match state.queue.prune_dead_letters(dead_before).await {
+        Ok(pruned) => report.dead_letters_pruned += pruned,
+        Err(error) => report.errors.push(format!("dead letters: {error}")),
     }
     if report != Report::default() {
         tracing::info!(?report, "cleanup acted");
@@ -382,6 +412,71 @@ async fn remove_stale_hooks(
     Ok(())
 }
 
+/// Frees the builds no release needs. The builder offers those idle for an hour (none on Cloud
+/// Build, whose bucket and registry prune themselves); only their apps' releases are read.
+async fn free_builds(state: &State, report: &mut Report) -> Result<(), StoreError> {
+    let idle = match state.builder.idle_builds().await {
+        Ok(idle) => idle,
+        Err(error) => {
+            report.errors.push(format!("listing idle builds: {error}"));
+            return Ok(());
+        }
+    };
+    let mut by_app: HashMap<AppName, Vec<BuildId>> = HashMap::new();
+    for build in idle {
+        by_app.entry(build.app).or_default().push(build.id);
+    }
+    for (app, builds) in by_app {
+        let needed = match state.store.deployment(&app).await? {
+            // Deleted: deleting it removed its builds; one it left behind is nobody's.
+            None => HashSet::new(),
+            Some(deployment) => {
+                let releases = state.store.releases(&app, RELEASES_READ).await?;
+                let live = match &deployment.live_release {
+                    Some(id) => state.store.release(id).await?,
+                    None => None,
+                };
+                needed_builds(live.as_ref(), &releases, state.retention.images)
+            }
+        };
+        for build in builds.iter().filter(|build| !needed.contains(build)) {
+            match state.builder.free(build).await {
+                Ok(freed) => report.builds_freed += usize::from(freed),
+                Err(error) => report
+                    .errors
+                    .push(format!("freeing build {build}: {error}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many of an app's newest releases are read to learn which builds it needs.
+const RELEASES_READ: usize = 200;
+
+/// The builds an app still needs, from its newest releases (newest first): those of releases in
+/// flight, the one serving (`live`, read apart: it may be older than every release read), and
+/// those of its newest `images_kept` releases that went live, which a rollback may bring back
+/// (as Artifact Registry keeps `app_image_keep_count` images on Google Cloud).
+pub fn needed_builds(
+    live: Option<&Release>,
+    releases: &[Release],
+    images_kept: usize,
+) -> HashSet<BuildId> {
+    let went_live = releases
+        .iter()
+        .filter(|release| release.state == ReleaseState::Live)
+        .take(images_kept);
+    let in_flight = releases
+        .iter()
+        .filter(|release| !release.state.is_terminal());
+    live.into_iter()
+        .chain(went_live)
+        .chain(in_flight)
+        .filter_map(|release| release.build_id.clone())
+        .collect()
+}
+
 async fn remove_orphan_hooks(
     state: &State,
     before: chrono::DateTime<chrono::Utc>,
@@ -419,4 +514,48 @@ async fn remove_orphan_hooks(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runway_core::testing::release;
+
+    fn built(id: &str, seq: u64, state: ReleaseState) -> Release {
+        let mut release = release(id, seq, state, chrono::Utc::now());
+        release.build_id = Some(BuildId::new(format!("build-{id}")));
+        release
+    }
+
+    fn ids(needed: &HashSet<BuildId>) -> Vec<String> {
+        let mut ids: Vec<String> = needed.iter().map(ToString::to_string).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn an_app_needs_its_builds_in_flight_serving_and_newest_live() {
+        use ReleaseState::*;
+        // Newest first, as the store lists them.
+        let releases = [
+            built("r9", 9, Building),
+            built("r8", 8, Failed),
+            built("r7", 7, Live),
+            built("r6", 6, Superseded),
+            built("r5", 5, Live),
+            built("r4", 4, Live),
+            built("r3", 3, Deploying),
+        ];
+        let serving = built("r1", 1, Live);
+        let needed = needed_builds(Some(&serving), &releases, 2);
+        assert_eq!(
+            ids(&needed),
+            ["build-r1", "build-r3", "build-r5", "build-r7", "build-r9"]
+        );
+        assert_eq!(
+            ids(&needed_builds(None, &releases, 0)),
+            ["build-r3", "build-r9"],
+            "with nothing kept for rollbacks, only what is in flight"
+        );
+    }
 }

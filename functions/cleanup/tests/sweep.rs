@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use runway_cleanup::{State, run};
-use runway_core::HookSweep;
-use runway_core::clock::ManualClock;
+use runway_core::clock::{Clock, ManualClock};
 use runway_core::domain::CommitSha;
 use runway_core::domain::{
     AppName, Deployment, HookId, NewRelease, Release, ReleaseState, ReleaseUpdate, RepoUrl, Trigger,
 };
 use runway_core::messages::DeployRequest;
 use runway_core::ports::{Forge, ForgeError, Repository, SourceArchive, Store, Webhook};
+use runway_core::{HookSweep, Keeping};
 use runway_embedded::{GitForge, PushToken, SqliteQueue, SqliteStore, UvBuilder, UvBuilderConfig};
 
 const INGRESS: &str = "http://127.0.0.1:1/github/webhook";
@@ -53,6 +53,7 @@ fn fixture() -> Fixture {
             uv_cache_dir: dir.path().join("cache"),
             public_url: "http://127.0.0.1:1".into(),
             timeout: Duration::from_secs(60),
+            keep_logs: Duration::from_secs(90 * 86_400),
         },
         forge.clone(),
         Arc::new(queue.clone()),
@@ -74,6 +75,7 @@ fn fixture() -> Fixture {
         deploy_timeout: STALE,
         webhook_url: INGRESS.into(),
         hook_sweep: HookSweep::every_run(STALE),
+        retention: Keeping::default(),
         clock: Arc::new(clock.clone()),
     };
     Fixture {
@@ -452,4 +454,36 @@ async fn each_repository_s_hooks_are_listed_once_per_period_spread_over_the_runs
     for repo in &repos {
         assert_eq!(f.forge.webhooks(repo).await.unwrap(), []);
     }
+}
+
+/// A run prunes what is past keeping: a month-old delivery goes, a recent one stays.
+#[tokio::test]
+async fn deliveries_past_keeping_are_pruned_on_the_runs() {
+    use runway_core::domain::{Delivery, DeliveryId};
+    let f = fixture();
+    let delivery = |id: &str| Delivery {
+        id: DeliveryId::new(id.to_owned()),
+        app: Some(AppName::parse("demo").unwrap()),
+        event: "push".into(),
+        repo_id: Some(1),
+        git_ref: Some("refs/heads/main".into()),
+        commit: None,
+        received_at: f.clock.now(),
+        outcome: "ignored: a test".into(),
+    };
+    assert!(f.store.record_delivery(&delivery("old")).await.unwrap());
+    f.clock.advance(Duration::from_secs(31 * 86_400));
+    assert!(f.store.record_delivery(&delivery("new")).await.unwrap());
+
+    let report = run(&f.state).await;
+
+    assert_eq!(report.deliveries_pruned, 1, "{report:?}");
+    let kept = f
+        .store
+        .deliveries_of_app(&AppName::parse("demo").unwrap(), 10)
+        .await
+        .unwrap();
+    let kept: Vec<&str> = kept.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(kept, ["new"]);
+    assert_eq!(run(&f.state).await.deliveries_pruned, 0);
 }

@@ -61,6 +61,33 @@ pub struct Timeouts {
     /// How often cleanup runs, and how often it lists each deployed repository's hooks: the
     /// repositories are spread over the runs in between, so one run costs GitHub a slice.
     pub hook_sweep: HookSweep,
+    /// What cleanup keeps, and for how long.
+    pub keep: Keeping,
+}
+
+/// What cleanup keeps of what Runway recorded and made, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keeping {
+    /// Deliveries and each app's release history (`Store::prune`).
+    pub store: crate::ports::Retention,
+    /// The builds of each app's newest releases that went live, which a rollback may bring
+    /// back (the embedded builder; on Google Cloud, Artifact Registry's cleanup policy keeps
+    /// `app_image_keep_count` images).
+    pub images: usize,
+    /// Dead letters (the embedded queue; on Google Cloud, the keeping subscription's
+    /// retention, `dead_letter_retention`).
+    pub dead_letters_for: Duration,
+}
+
+impl Default for Keeping {
+    /// As `infra/` keeps them on Google Cloud: 10 images an app, dead letters for 7 days.
+    fn default() -> Self {
+        Self {
+            store: crate::ports::Retention::DEFAULT,
+            images: 10,
+            dead_letters_for: Duration::from_secs(7 * 86_400),
+        }
+    }
 }
 
 /// How the stale-hook sweep is spread over cleanup's runs.

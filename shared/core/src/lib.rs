@@ -19,4 +19,4 @@ pub mod text;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use adapters::{Adapters, HookSweep, Need, Timeouts, Unwired};
+pub use adapters::{Adapters, HookSweep, Keeping, Need, Timeouts, Unwired};

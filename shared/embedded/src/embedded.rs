@@ -15,10 +15,11 @@ use super::{
     FileSecretStore, GitForge, LocalIdentity, ProcessPlatform, PushToken, SqliteQueue, SqliteStore,
     UvBuilder, UvBuilderConfig, write_private,
 };
-use runway_core::adapters::{Adapters, HookSweep, Timeouts};
+use runway_core::adapters::{Adapters, HookSweep, Keeping, Timeouts};
 use runway_core::clock::{self, Clock};
 use runway_core::config::{self, ConfigError, Env, Policy};
 use runway_core::limits::{HookSources, RateLimits};
+use runway_core::ports::Retention;
 
 /// In the data dir: the address `runway` listens on now, for the local hooks to find it.
 const ADDRESS_FILE: &str = "runway.addr";
@@ -53,6 +54,9 @@ pub struct EmbeddedConfig {
     pub drain: Duration,
     /// `RUNWAY_BUILD_TIMEOUT_SECS` (default 900).
     pub build_timeout: Duration,
+    /// `RUNWAY_KEEP_BUILD_LOGS_DAYS`: how long a build no release needs keeps its log (default
+    /// 90, as the logs bucket on Google Cloud); its checkout and environment go after an hour.
+    pub keep_build_logs: Duration,
     /// `RUNWAY_CLEANUP_INTERVAL_SECS`: how often `runway` runs cleanup (default 60).
     pub cleanup_interval: Duration,
     /// `RUNWAY_STALE_SECS`: how long a release may sit queued, building or deploying before
@@ -60,6 +64,10 @@ pub struct EmbeddedConfig {
     pub stale_after: Duration,
     /// The rate limits and where a request's source address is read (`RateLimits::from_env`).
     pub rate_limits: RateLimits,
+    /// What cleanup keeps: `RUNWAY_KEEP_DELIVERIES_DAYS` (30), `RUNWAY_KEEP_RELEASES` (an app's
+    /// newest 100), `RUNWAY_KEEP_IMAGES` (the builds of an app's newest 10 live releases) and
+    /// `RUNWAY_KEEP_DEAD_LETTERS_DAYS` (7).
+    pub keep: Keeping,
 }
 
 impl EmbeddedConfig {
@@ -105,12 +113,27 @@ impl EmbeddedConfig {
             ),
             drain: Duration::from_secs(config::parse_or("RUNWAY_DRAIN_SECS", 30)?),
             build_timeout: Duration::from_secs(config::parse_or("RUNWAY_BUILD_TIMEOUT_SECS", 900)?),
+            keep_build_logs: Duration::from_secs(
+                config::parse_or("RUNWAY_KEEP_BUILD_LOGS_DAYS", 90u64)? * 86_400,
+            ),
             cleanup_interval: Duration::from_secs(config::parse_or(
                 "RUNWAY_CLEANUP_INTERVAL_SECS",
                 60,
             )?),
             stale_after: Duration::from_secs(config::parse_or("RUNWAY_STALE_SECS", 120)?),
             rate_limits,
+            keep: Keeping {
+                store: Retention::new(
+                    chrono::Duration::days(
+                        config::parse_or("RUNWAY_KEEP_DELIVERIES_DAYS", 30i64)?.max(1),
+                    ),
+                    config::parse_or("RUNWAY_KEEP_RELEASES", Retention::DEFAULT.releases_kept)?,
+                ),
+                images: config::parse_or("RUNWAY_KEEP_IMAGES", Keeping::default().images)?,
+                dead_letters_for: Duration::from_secs(
+                    config::parse_or("RUNWAY_KEEP_DEAD_LETTERS_DAYS", 7u64)? * 86_400,
+                ),
+            },
             data_dir,
         })
     }
@@ -164,6 +187,7 @@ impl Embedded {
                 uv_cache_dir: config.uv_cache_dir.clone(),
                 public_url: public_url.clone(),
                 timeout: config.build_timeout,
+                keep_logs: config.keep_build_logs,
             },
             forge.clone(),
             Arc::new(queue.clone()),
@@ -249,6 +273,7 @@ impl Embedded {
                 deploy: self.config.deploy_timeout(),
                 // Local hooks cost nothing to list.
                 hook_sweep: HookSweep::every_run(self.config.cleanup_interval),
+                keep: self.config.keep,
             }),
             rate_limits: Some(self.config.rate_limits),
             hook_sources: None,

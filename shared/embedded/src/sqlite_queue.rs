@@ -394,6 +394,21 @@ impl Queue for SqliteQueue {
         self.wake.notify_one();
         Ok(id.to_string())
     }
+
+    /// Dead letters are kept for reading (`dead_letters`, the `runway_queue_dead_letters`
+    /// gauge) until they are older than the retention, as Pub/Sub's keeping subscription does.
+    async fn prune_dead_letters(&self, before: chrono::DateTime<Utc>) -> Result<usize, QueueError> {
+        let before = before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let pruned = self
+            .with(move |c| {
+                c.execute(
+                    "DELETE FROM queue_messages WHERE dead = 1 AND publish_time < ?1",
+                    [before],
+                )
+            })
+            .await?;
+        Ok(pruned)
+    }
 }
 
 #[cfg(test)]
@@ -535,6 +550,15 @@ mod tests {
                 }
             ]
         );
+        let day = chrono::Duration::days(1);
+        assert_eq!(queue.prune_dead_letters(Utc::now() - day).await.unwrap(), 0);
+        assert_eq!(
+            queue.dead_letters().await.unwrap().len(),
+            1,
+            "a recent one went"
+        );
+        assert_eq!(queue.prune_dead_letters(Utc::now() + day).await.unwrap(), 1);
+        assert_eq!(queue.dead_letters().await.unwrap(), []);
     }
 
     #[tokio::test]

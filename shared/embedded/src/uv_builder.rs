@@ -23,8 +23,8 @@ use runway_core::messages::{
     BuildNotification, BuildResults, BuiltImage, CloudBuildStatus, FailureInfo,
 };
 use runway_core::ports::{
-    BuildError, BuildOrigin, BuildRequest, BuildStatus, Forge, ImageBuilder, Queue, StartedBuild,
-    Topic,
+    BuildError, BuildOrigin, BuildRequest, BuildStatus, Forge, IdleBuild, ImageBuilder, Queue,
+    StartedBuild, Topic,
 };
 
 #[derive(Clone, Debug)]
@@ -39,7 +39,13 @@ pub struct UvBuilderConfig {
     /// Log URLs are `<base>/api/builds/<id>/log`.
     pub public_url: String,
     pub timeout: Duration,
+    /// How long a build's log is kept once no release needs the build
+    /// (`RUNWAY_KEEP_BUILD_LOGS_DAYS`, as the logs bucket's lifecycle on Google Cloud).
+    pub keep_logs: Duration,
 }
+
+/// A build younger than this is never pruned: its end may not be recorded on its release yet.
+const PRUNE_GRACE: Duration = Duration::from_secs(3600);
 
 #[derive(Clone)]
 pub struct UvBuilder {
@@ -304,8 +310,28 @@ impl UvBuilder {
         }
     }
 
+    /// How long ago the build in `dir` ended (or, with no result, began), if that is longer
+    /// than `PRUNE_GRACE`: a build younger than that may not have its end recorded yet.
+    fn idle_for(&self, dir: &Path) -> Option<Duration> {
+        let changed = ["result.json", "meta.json"]
+            .iter()
+            .find_map(|file| std::fs::metadata(dir.join(file)).ok()?.modified().ok())?;
+        changed.elapsed().ok().filter(|age| *age >= PRUNE_GRACE)
+    }
+
     fn log_url(&self, build_id: &str) -> String {
         format!("{}/api/builds/{build_id}/log", self.config.public_url)
+    }
+}
+
+/// Removes the folder `path` and all in it; `false` if there was none.
+fn remove(path: &Path) -> Result<bool, BuildError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(BuildError::Other(
+            anyhow::Error::from(error).context(format!("removing {}", path.display())),
+        )),
     }
 }
 
@@ -442,6 +468,62 @@ impl ImageBuilder for UvBuilder {
                 release_id: meta.release_id.into(),
                 commit,
             }))
+    }
+
+    /// A build loses its checkout and its environment (nearly all of its size) once it is an
+    /// hour old and no release needs it; its log and records stay until `keep_logs` has passed,
+    /// so a failed release's log can still be read, and then its folder goes.
+    async fn idle_builds(&self) -> Result<Vec<IdleBuild>, BuildError> {
+        let Ok(entries) = std::fs::read_dir(&self.config.dir) else {
+            return Ok(Vec::new());
+        };
+        let running = self.running.lock().expect("running builds").clone();
+        let mut idle = Vec::new();
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if running.contains(&name) || self.build_dir(&name).is_err() {
+                continue;
+            }
+            let dir = entry.path();
+            let Some(age) = self.idle_for(&dir) else {
+                continue;
+            };
+            let holds_more = dir.join("src").exists() || dir.join("venv").exists();
+            if !holds_more && age < self.config.keep_logs {
+                continue;
+            }
+            let meta: Option<BuildMeta> = std::fs::read(dir.join("meta.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            // A folder with no app is no build of Runway's to judge: left alone.
+            if let Some(app) = meta.and_then(|meta| AppName::parse(&meta.app).ok()) {
+                idle.push(IdleBuild {
+                    id: BuildId::new(name),
+                    app,
+                });
+            }
+        }
+        Ok(idle)
+    }
+
+    async fn free(&self, build: &BuildId) -> Result<bool, BuildError> {
+        let dir = self.build_dir(build.as_str())?;
+        if self
+            .running
+            .lock()
+            .expect("running builds")
+            .contains(build.as_str())
+        {
+            return Ok(false);
+        }
+        match self.idle_for(&dir) {
+            None => Ok(false),
+            Some(age) if age >= self.config.keep_logs => remove(&dir),
+            // Both, whatever the first says.
+            Some(_) => Ok(remove(&dir.join("src"))? | remove(&dir.join("venv"))?),
+        }
     }
 
     async fn delete_app(&self, app: &AppName) -> Result<(), BuildError> {

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use url::Url;
 
-use runway_core::adapters::{Adapters, HookSweep, Need, Timeouts};
+use runway_core::adapters::{Adapters, HookSweep, Keeping, Need, Timeouts};
 use runway_core::config::{Env, Policy};
 use runway_core::domain::{Access, Branch, CommitSha, HookId, RepoAllowlist, RepoUrl};
 use runway_core::limits::{HookSources, RateLimits};
@@ -402,6 +402,14 @@ impl GcpEnv {
             hook_sweep: HookSweep {
                 run_every: Duration::from_secs(env.parse_or("RUNWAY_CLEANUP_EVERY_SECS", 600)),
                 repo_every: Duration::from_secs(env.parse_or("RUNWAY_HOOK_SWEEP_SECS", 3600)),
+            },
+            // The builds and dead letters are Google's to prune (infra/); the store is ours.
+            keep: Keeping {
+                store: Retention::new(
+                    keep_deliveries_for(env),
+                    env.parse_or("RUNWAY_KEEP_RELEASES", Retention::DEFAULT.releases_kept),
+                ),
+                ..Keeping::default()
             },
         }
     }

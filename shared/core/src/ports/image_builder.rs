@@ -56,6 +56,13 @@ pub struct BuildOrigin {
     pub commit: CommitSha,
 }
 
+/// A build that may be freed, and the app it was made for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdleBuild {
+    pub id: BuildId,
+    pub app: AppName,
+}
+
 /// Turns a commit into something the platform can run. `start` returns at once; the build's end
 /// is announced on `Topic::BuildEvents` (with `status` as the poll fallback).
 #[async_trait]
@@ -84,6 +91,18 @@ pub trait ImageBuilder: Send + Sync {
     }
     /// Removes every image and log of the app.
     async fn delete_app(&self, app: &AppName) -> Result<(), BuildError>;
+    /// Builds that ended over an hour ago and still hold something to free: what `free` may
+    /// take, once the store says no release needs them. Cloud Build keeps nothing on Runway's
+    /// side (the logs bucket's lifecycle rule and Artifact Registry's cleanup policies in
+    /// `infra/` prune there), so this default has none, and cleanup reads nothing for it.
+    async fn idle_builds(&self) -> Result<Vec<IdleBuild>, BuildError> {
+        Ok(Vec::new())
+    }
+    /// Frees `build`, one of `idle_builds` that no release needs; `false` if nothing was left
+    /// to free.
+    async fn free(&self, _build: &BuildId) -> Result<bool, BuildError> {
+        Ok(false)
+    }
     /// What `build_id` was started for, if the builder can vouch for it: a worker that dies
     /// between starting a build and recording it on the release leaves the release with no
     /// build, and this lets the build's end be taken as the release's own. `None`: not one the

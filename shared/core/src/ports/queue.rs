@@ -44,4 +44,12 @@ pub struct OutboundMessage {
 pub trait Queue: Send + Sync {
     /// Returns the message id.
     async fn publish(&self, topic: Topic, message: OutboundMessage) -> Result<String, QueueError>;
+    /// Forgets dead letters published before `before`; returns how many. Pub/Sub keeps them
+    /// in a subscription whose retention `infra/pubsub.tf` sets, so this default does nothing.
+    async fn prune_dead_letters(
+        &self,
+        _before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, QueueError> {
+        Ok(0)
+    }
 }
