@@ -487,3 +487,77 @@ async fn deliveries_past_keeping_are_pruned_on_the_runs() {
     assert_eq!(kept, ["new"]);
     assert_eq!(run(&f.state).await.deliveries_pruned, 0);
 }
+
+/// A build folder as the embedded builder leaves one: its records, log, checkout and
+/// environment, ended `ago`.
+fn build_folder(f: &Fixture, id: &str, release: &Release, ago: Duration) -> std::path::PathBuf {
+    let dir = f._dir.path().join("builds").join(id);
+    for part in ["src", "venv/bin"] {
+        std::fs::create_dir_all(dir.join(part)).unwrap();
+    }
+    let meta = serde_json::json!({
+        "app": release.app.as_str(), "release_id": release.id.as_str(), "commit": "0".repeat(40),
+    });
+    std::fs::write(dir.join("meta.json"), meta.to_string()).unwrap();
+    std::fs::write(dir.join("log.txt"), "==> build finished\n").unwrap();
+    let result = dir.join("result.json");
+    std::fs::write(&result, r#"{"status":"SUCCESS","detail":""}"#).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&result)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now() - ago))
+        .unwrap();
+    dir
+}
+
+/// A run frees the builds no release needs (the failed release's) and keeps the one serving,
+/// whose folder a restart of `runway` runs the app from.
+#[tokio::test]
+async fn builds_no_release_needs_are_freed_and_the_serving_one_kept() {
+    let f = fixture();
+    f.store
+        .put_deployment(&deployment(&f, "demo", None))
+        .await
+        .unwrap();
+    let to = |id: &str, image: Option<&str>| ReleaseUpdate {
+        build_id: Some(id.into()),
+        image: image.map(str::to_owned),
+        ..Default::default()
+    };
+    let live = f.store.queue_release(release()).await.unwrap();
+    for (from, next) in [
+        (ReleaseState::Queued, ReleaseState::Building),
+        (ReleaseState::Building, ReleaseState::Deploying),
+        (ReleaseState::Deploying, ReleaseState::Live),
+    ] {
+        f.store
+            .transition(&live.id, from, next, to("demo-live", Some("img")))
+            .await
+            .unwrap();
+    }
+    let failed = f.store.queue_release(release()).await.unwrap();
+    for (from, next) in [
+        (ReleaseState::Queued, ReleaseState::Building),
+        (ReleaseState::Building, ReleaseState::Failed),
+    ] {
+        f.store
+            .transition(&failed.id, from, next, to("demo-failed", None))
+            .await
+            .unwrap();
+    }
+    let hours = Duration::from_secs(7200);
+    let serving = build_folder(&f, "demo-live", &live, hours);
+    let unneeded = build_folder(&f, "demo-failed", &failed, hours);
+
+    let report = run(&f.state).await;
+
+    assert_eq!(report.builds_freed, 1, "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(serving.join("venv/bin").exists() && serving.join("src").exists());
+    assert!(!unneeded.join("venv").exists() && !unneeded.join("src").exists());
+    assert!(
+        unneeded.join("log.txt").exists(),
+        "the failed build's log went"
+    );
+    assert_eq!(run(&f.state).await.builds_freed, 0);
+}
