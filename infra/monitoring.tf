@@ -106,29 +106,6 @@ resource "google_monitoring_alert_policy" "dead_letters" {
   depends_on            = [google_project_service.api]
 }
 
-resource "google_monitoring_alert_policy" "failed_deploys" {
-  project      = var.project_id
-  display_name = "Runway: releases failing"
-  combiner     = "OR"
-
-  conditions {
-    display_name = "releases failed in the last 15 minutes"
-    condition_prometheus_query_language {
-      query               = "sum(increase(runway_releases_total{state=\"failed\"}[15m])) >= ${var.alert_failed_releases}"
-      duration            = "0s"
-      evaluation_interval = "60s"
-    }
-  }
-
-  documentation {
-    mime_type = "text/markdown"
-    content   = "Releases failed: each app's page says why (a build error in the app's repository is the app owner's to fix; many at once point at Runway, Cloud Build or Cloud Run)."
-  }
-
-  notification_channels = var.alert_notification_channels
-  depends_on            = [google_project_service.api]
-}
-
 resource "google_monitoring_alert_policy" "stuck_queue" {
   project      = var.project_id
   display_name = "Runway: deploy requests waiting"
@@ -161,15 +138,31 @@ resource "google_monitoring_alert_policy" "stuck_queue" {
   depends_on            = [google_project_service.api]
 }
 
-resource "google_monitoring_alert_policy" "unrecorded_pushes" {
+# The alerts on Runway's own series (PromQL over what the sidecar writes).
+resource "google_monitoring_alert_policy" "prometheus" {
+  for_each = {
+    failed_deploys = {
+      name      = "Runway: releases failing"
+      condition = "releases failed in the last 15 minutes"
+      query     = "sum(increase(runway_releases_total{state=\"failed\"}[15m])) >= ${var.alert_failed_releases}"
+      what_now  = "Releases failed: each app's page says why (a build error in the app's repository is the app owner's to fix; many at once point at Runway, Cloud Build or Cloud Run)."
+    }
+    unrecorded_pushes = {
+      name      = "Runway: pushes not recorded"
+      condition = "webhook deliveries Runway could not record"
+      query     = "sum(increase(runway_deliveries_total{outcome=\"failed\"}[5m])) > 0"
+      what_now  = "The webhook answered GitHub 5xx: the pushes were not recorded and will not deploy until someone presses Redeliver on the hook's Recent Deliveries page. Check Firestore and the github-webhook service's log."
+    }
+  }
+
   project      = var.project_id
-  display_name = "Runway: pushes not recorded"
+  display_name = each.value.name
   combiner     = "OR"
 
   conditions {
-    display_name = "webhook deliveries Runway could not record"
+    display_name = each.value.condition
     condition_prometheus_query_language {
-      query               = "sum(increase(runway_deliveries_total{outcome=\"failed\"}[5m])) > 0"
+      query               = each.value.query
       duration            = "0s"
       evaluation_interval = "60s"
     }
@@ -177,7 +170,7 @@ resource "google_monitoring_alert_policy" "unrecorded_pushes" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "The webhook answered GitHub 5xx: the pushes were not recorded and will not deploy until someone presses Redeliver on the hook's Recent Deliveries page. Check Firestore and the github-webhook service's log."
+    content   = each.value.what_now
   }
 
   notification_channels = var.alert_notification_channels

@@ -518,13 +518,6 @@ async fn a_replayed_push_builds_the_branch_head_not_the_commit_it_named() -> any
     Ok(())
 }
 
-/// The number on the line of `/metrics` that starts with `series` (a name and its labels).
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_count_what_runway_did() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -566,7 +559,7 @@ async fn metrics_count_what_runway_did() -> anyhow::Result<()> {
     let metrics = response.text().await?;
     let expect = |series: &str, value: f64| {
         assert_eq!(
-            sample(&metrics, series),
+            runway_tests::metric(&metrics, series),
             Some(value),
             "{series} in:\n{metrics}"
         );
@@ -586,7 +579,7 @@ async fn metrics_count_what_runway_did() -> anyhow::Result<()> {
         2.0,
     );
     expect("runway_release_duration_seconds_count", 2.0);
-    let built = sample(
+    let built = runway_tests::metric(
         &metrics,
         "runway_build_duration_seconds_sum{outcome=\"succeeded\"}",
     );

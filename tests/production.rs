@@ -276,7 +276,7 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
         ("runway_release_duration_seconds_count", 2.0),
     ] {
         assert_eq!(
-            sample(&worker, series),
+            runway_tests::metric(&worker, series),
             Some(value),
             "{series} in:\n{worker}"
         );
@@ -287,7 +287,7 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
         ("runway_deliveries_total{outcome=\"ping\"}", 1.0),
     ] {
         assert_eq!(
-            sample(&webhook, series),
+            runway_tests::metric(&webhook, series),
             Some(value),
             "{series} in:\n{webhook}"
         );
@@ -639,13 +639,6 @@ async fn callers_without_googles_tokens_are_refused() -> anyhow::Result<()> {
 }
 
 /// The ping GitHub sent hook `hook_id`, once its receiver has answered (GitHub waits 10 s).
-/// The number on the line of a `/metrics` text that starts with `series`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 async fn pinged(production: &Production, hook_id: u64) -> anyhow::Result<FakeDelivery> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

@@ -76,6 +76,24 @@ impl Flow {
         Ok(commit)
     }
 
+    /// Pushes version `title` with builds that take `lasting`, and returns once Cloud Build has
+    /// made its build: the push is mid-build.
+    async fn push_while_building(
+        &mut self,
+        title: &str,
+        lasting: Duration,
+    ) -> anyhow::Result<String> {
+        let builds = self.production.cloud_build.build_ids().len();
+        self.production.cloud_build.set_build_duration(lasting);
+        let commit = self.push(title).await?;
+        let deadline = Instant::now() + WAIT;
+        while self.production.cloud_build.build_ids().len() == builds {
+            ensure!(Instant::now() < deadline, "{}", self.production.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(commit)
+    }
+
     fn service_name(&self) -> String {
         format!(
             "projects/{}/locations/europe-west1/services/demo",
@@ -208,17 +226,10 @@ impl Flow {
 async fn a_worker_killed_mid_build_or_mid_deploy_leaves_the_newest_push_live() -> anyhow::Result<()>
 {
     let mut flow = Flow::start().await?;
-    let builds = flow.production.cloud_build.build_ids().len();
-
-    flow.production
-        .cloud_build
-        .set_build_duration(Duration::from_secs(3));
-    let two = flow.push("Version two").await?;
+    let two = flow
+        .push_while_building("Version two", Duration::from_secs(3))
+        .await?;
     let deadline = Instant::now() + WAIT;
-    while flow.production.cloud_build.build_ids().len() == builds {
-        ensure!(Instant::now() < deadline, "{}", flow.production.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     flow.production.kill("worker");
     let build = flow
         .production
@@ -325,17 +336,9 @@ async fn github_failing_while_the_worker_reads_only_delays_the_push() -> anyhow:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn firestore_and_pubsub_going_away_mid_flow_lose_no_push() -> anyhow::Result<()> {
     let mut flow = Flow::start().await?;
-
-    let builds = flow.production.cloud_build.build_ids().len();
-    flow.production
-        .cloud_build
-        .set_build_duration(Duration::from_secs(2));
-    let two = flow.push("Version two").await?;
-    let deadline = Instant::now() + WAIT;
-    while flow.production.cloud_build.build_ids().len() == builds {
-        ensure!(Instant::now() < deadline, "{}", flow.production.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let two = flow
+        .push_while_building("Version two", Duration::from_secs(2))
+        .await?;
     outage(&flow.production, true);
     // The build ends, and its end reaches the worker, while the outage lasts.
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -595,3 +595,11 @@ where
     ));
     stop
 }
+
+/// The value on the line of a `/metrics` text that starts with `series` (a name and its
+/// labels, as the text writes them).
+pub fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
