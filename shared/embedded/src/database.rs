@@ -220,28 +220,10 @@ impl Database {
     /// ends, closing the connection, when the last clone is dropped.
     pub(crate) fn open(path: &Path) -> anyhow::Result<Self> {
         let connection = open_database(path)?;
-        // Checkpoints move off the commit path: a commit that crossed the WAL's threshold ran
-        // the checkpoint itself, and every job of the batches behind it waited (the ingress's
-        // p99). A thread of its own checkpoints, passively, on a connection of its own.
-        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // When the WAL starts over it is cut back, so it holds no more room than it needs.
-        connection.pragma_update(None, "journal_size_limit", 0)?;
-        let checkpoints = Connection::open(path)
-            .with_context(|| format!("opening {} to checkpoint it", path.display()))?;
-        checkpoints.busy_timeout(std::time::Duration::from_secs(5))?;
-        let serving = std::sync::Arc::new(());
-        let alive = std::sync::Arc::downgrade(&serving);
-        std::thread::Builder::new()
-            .name("runway-sqlite-checkpoint".into())
-            .spawn(move || checkpoint(&checkpoints, &alive))
-            .context("starting the database's checkpoint thread")?;
         let (jobs, work) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("runway-sqlite".into())
-            .spawn(move || {
-                serve(connection, &work);
-                drop(serving);
-            })
+            .spawn(move || serve(connection, &work))
             .context("starting the database's thread")?;
         Ok(Self { jobs })
     }
@@ -296,18 +278,6 @@ impl Database {
         answer
             .await
             .map_err(|_| Unavailable::new("a database task failed"))?
-    }
-}
-
-/// Copies the WAL's pages back into the database a few times a second, while the connection's
-/// thread runs. PASSIVE: it never waits for (or makes wait) the writer or a reader, and what it
-/// cannot copy yet it copies next time; the WAL starts over once all of it was copied.
-fn checkpoint(connection: &Connection, alive: &std::sync::Weak<()>) {
-    while alive.strong_count() > 0 {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        if let Err(error) = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(%error, "checkpointing the database");
-        }
     }
 }
 
@@ -401,38 +371,6 @@ mod tests {
                     .unwrap()
             })
             .unwrap()
-    }
-
-    /// Commits never checkpoint (a commit that did held every batch behind it): the thread
-    /// beside them copies what the WAL holds into the database file, while it stays open.
-    #[tokio::test]
-    async fn the_wal_is_checkpointed_beside_the_commits() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("runway.db");
-        let database = Database::open(&path).unwrap();
-        let before = std::fs::metadata(&path).unwrap().len();
-        database
-            .with(|c| {
-                for n in 0..2000 {
-                    c.execute(
-                        "INSERT INTO deliveries (app, id, repo_id, received_at, doc) \
-                         VALUES ('demo', ?1, 1, 'now', ?2)",
-                        rusqlite::params![n.to_string(), "x".repeat(500)],
-                    )?;
-                }
-                Ok::<(), TestError>(())
-            })
-            .await
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::fs::metadata(&path).unwrap().len() < before + 1_000_000 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the database file never took the WAL's pages"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert_eq!(ids(&database).len(), 2000);
     }
 
     /// Work waiting together runs in one transaction: a job that fails or panics after writing
