@@ -2,8 +2,9 @@
 //! and Pub/Sub emulators, the fakes): the worker killed mid-build and mid-deploy, and Cloud
 //! Build and Cloud Run refusing calls or losing their answers. Each case ends as the embedded
 //! ones do (`faults.rs`): the newest push live, recorded live and the revision serving; one
-//! release per accepted delivery; no release outside a final state. Where a deploy is on its
-//! way, every poll checks that a revision of the app serves.
+//! release per accepted delivery; no release outside a final state; every message Pub/Sub
+//! pushed to the worker acknowledged in the end (none left for the dead-letter topic). Where a
+//! deploy is on its way, every poll checks that a revision of the app serves.
 
 use std::time::{Duration, Instant};
 
@@ -77,21 +78,30 @@ impl Flow {
     }
 
     /// Pushes version `title` with builds that take `lasting`, and returns once Cloud Build has
-    /// made its build: the push is mid-build.
+    /// made its build: the push is mid-build. Its commit, and the build's id.
     async fn push_while_building(
         &mut self,
         title: &str,
         lasting: Duration,
-    ) -> anyhow::Result<String> {
-        let builds = self.production.cloud_build.build_ids().len();
+    ) -> anyhow::Result<(String, String)> {
+        let before = self.production.cloud_build.build_ids();
         self.production.cloud_build.set_build_duration(lasting);
         let commit = self.push(title).await?;
         let deadline = Instant::now() + WAIT;
-        while self.production.cloud_build.build_ids().len() == builds {
+        loop {
+            // Build ids are not made in order: the new one is the one not there before.
+            let new = self
+                .production
+                .cloud_build
+                .build_ids()
+                .into_iter()
+                .find(|id| !before.contains(id));
+            if let Some(build) = new {
+                return Ok((commit, build));
+            }
             ensure!(Instant::now() < deadline, "{}", self.production.logs());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(commit)
     }
 
     fn service_name(&self) -> String {
@@ -212,6 +222,21 @@ impl Flow {
             "the serving revision runs another release: {:#}",
             revision.template
         );
+        // Every message pushed to the worker was acknowledged in the end: nothing that
+        // Google's Pub/Sub would give up on, after its last attempt, to the dead-letter topic.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let unacknowledged = self.production.unacknowledged();
+            if unacknowledged.is_empty() {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "never acknowledged: {unacknowledged:?}\n{}",
+                self.production.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         Ok(())
     }
 }
@@ -226,17 +251,11 @@ impl Flow {
 async fn a_worker_killed_mid_build_or_mid_deploy_leaves_the_newest_push_live() -> anyhow::Result<()>
 {
     let mut flow = Flow::start().await?;
-    let two = flow
+    let (two, build) = flow
         .push_while_building("Version two", Duration::from_secs(3))
         .await?;
     let deadline = Instant::now() + WAIT;
     flow.production.kill("worker");
-    let build = flow
-        .production
-        .cloud_build
-        .build_ids()
-        .pop()
-        .unwrap_or_default();
     loop {
         let state = flow.production.cloud_build.build(&build);
         if state.is_some_and(|b| !matches!(b["status"].as_str(), Some("QUEUED" | "WORKING"))) {
@@ -245,8 +264,13 @@ async fn a_worker_killed_mid_build_or_mid_deploy_leaves_the_newest_push_live() -
         ensure!(Instant::now() < deadline, "the build never ended");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Its end is pushed to no worker for a while.
+    // Its end is pushed to no worker for a while, and not acknowledged.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = flow.production.unacknowledged();
+    ensure!(
+        !refused.is_empty(),
+        "no push met the stopped worker: the case tested nothing"
+    );
     flow.production.start_again("worker").await?;
     flow.until_live(&two).await?;
 
@@ -336,7 +360,7 @@ async fn github_failing_while_the_worker_reads_only_delays_the_push() -> anyhow:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn firestore_and_pubsub_going_away_mid_flow_lose_no_push() -> anyhow::Result<()> {
     let mut flow = Flow::start().await?;
-    let two = flow
+    let (two, _) = flow
         .push_while_building("Version two", Duration::from_secs(2))
         .await?;
     outage(&flow.production, true);

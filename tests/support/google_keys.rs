@@ -7,6 +7,7 @@
 //! sends none. The emulator pushes to the relay, which adds the token and forwards the request
 //! unchanged.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -135,9 +136,11 @@ impl GoogleKeys {
     }
 }
 
-/// Forwards every request to `target` (same path and body) with an OIDC token added.
+/// Forwards every request to `target` (same path and body) with an OIDC token added, as Pub/Sub
+/// pushes with the push service account's token, and keeps each message's last answer.
 pub struct PushRelay {
     pub url: String,
+    answers: Arc<std::sync::Mutex<BTreeMap<String, u16>>>,
 }
 
 impl PushRelay {
@@ -150,15 +153,24 @@ impl PushRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let client = reqwest::Client::new();
+        let answers = Arc::<std::sync::Mutex<BTreeMap<String, u16>>>::default();
         let context = Arc::new((target, keys, audience, service_account, client));
+        let kept = answers.clone();
         tokio::spawn(runway_http::serve(
             listener,
             move |request: Request, _| {
                 let context = context.clone();
+                let answers = kept.clone();
                 async move {
                     let (target, keys, audience, account, client) = &*context;
                     let path = request.uri().path().to_owned();
                     let body = request.into_body().collect().await.unwrap().to_bytes();
+                    let message =
+                        serde_json::from_slice::<Value>(&body)
+                            .ok()
+                            .and_then(|envelope| {
+                                Some(envelope["message"]["messageId"].as_str()?.to_owned())
+                            });
                     let token = keys.oidc_token(audience, account);
                     let forwarded = client
                         .post(format!("{target}{path}"))
@@ -171,12 +183,29 @@ impl PushRelay {
                         Ok(response) => response.status().as_u16(),
                         Err(_) => 502,
                     };
+                    if let Some(message) = message {
+                        let mut answers = answers.lock().expect("answers");
+                        answers.insert(format!("{path} {message}"), status);
+                    }
                     runway_http::json(::http::StatusCode::from_u16(status).unwrap(), &"")
                 }
             },
             std::future::pending(),
             runway_http::serve::ServeOptions::default(),
         ));
-        Self { url }
+        Self { url, answers }
+    }
+
+    /// The messages whose last push was not acknowledged (`path messageId`, and the answer):
+    /// Pub/Sub pushes them again, and on Google Cloud gives them up to the dead-letter topic
+    /// after `max_delivery_attempts`.
+    pub fn unacknowledged(&self) -> Vec<(String, u16)> {
+        self.answers
+            .lock()
+            .expect("answers")
+            .iter()
+            .filter(|(_, status)| !(200..300).contains(*status))
+            .map(|(message, status)| (message.clone(), *status))
+            .collect()
     }
 }

@@ -92,7 +92,7 @@ pub struct Production {
     /// The functions reach Firestore and Pub/Sub through these, which a test may cut.
     pub firestore_link: Relay,
     pub pubsub_link: Relay,
-    _relays: Vec<PushRelay>,
+    relays: Vec<PushRelay>,
 }
 
 fn free_port() -> u16 {
@@ -370,7 +370,7 @@ impl Production {
                 .build()?,
             firestore_link,
             pubsub_link,
-            _relays: vec![relay],
+            relays: vec![relay],
         };
         for function in production.functions.values() {
             production.wait_ready(function).await?;
@@ -445,6 +445,19 @@ impl Production {
 
     pub fn url(&self, function: &str) -> &str {
         &self.functions[function].url
+    }
+
+    /// The Pub/Sub messages whose last push to the worker was not acknowledged, and the answer
+    /// (`PushRelay::unacknowledged`). No dead-letter policy is set here: when the emulator gives
+    /// up on a message of an ordered subscription (the deploy requests) its push threads die and
+    /// it pushes nothing more, and on the others it backs off by its own rules, from half a
+    /// minute to several. A message Runway never acknowledged is what Google's Pub/Sub would
+    /// dead-letter.
+    pub fn unacknowledged(&self) -> Vec<(String, u16)> {
+        self.relays
+            .iter()
+            .flat_map(PushRelay::unacknowledged)
+            .collect()
     }
 
     /// Everything the five functions logged.
