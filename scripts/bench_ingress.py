@@ -21,6 +21,9 @@ PYTHON = os.environ["BENCH_PYTHON"]
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+# Which to measure, for quick A/B runs while profiling: "runway" (Runway's ingress alone),
+# "peers" (adnanh/webhook and Flask), "queue" (the queueing push); default all.
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "runway,peers,queue").split(",")))
 PAYLOAD_BYTES = 7_500
 APP = "bench"
 HOOK_SECRET = "peer-secret-" + uuid.uuid4().hex
@@ -359,57 +362,61 @@ def main():
             signature=sign(app_secret, payload), body=payload,
         )
 
-    before = count(database, "SELECT count(*) FROM deliveries")
-    results.append(measure(runway("verify, dedupe, record", "other-repo"), bodies["other-repo"]))
-    # Less the start's own probe, which was acknowledged and recorded too.
-    results[-1]["recorded"] = count(database, "SELECT count(*) FROM deliveries") - before - 1
+    if "runway" in ONLY:
+        before = count(database, "SELECT count(*) FROM deliveries")
+        results.append(measure(runway("verify, dedupe, record", "other-repo"), bodies["other-repo"]))
+        # Less the start's own probe, which was acknowledged and recorded too.
+        results[-1]["recorded"] = count(database, "SELECT count(*) FROM deliveries") - before - 1
 
-    for command, path in (("/nonexistent/command", "pure ingress"), ("/bin/true", "runs /bin/true")):
+    if "peers" in ONLY:
+        for command, path in (("/nonexistent/command", "pure ingress"), ("/bin/true", "runs /bin/true")):
+            port = free_port()
+            hooks = os.path.join(work, f"hooks-{port}.json")
+            with open(hooks, "w") as f:
+                json.dump([{
+                    "id": "push", "execute-command": command, "command-working-directory": work,
+                    "trigger-rule": {"match": {
+                        "type": "payload-hmac-sha256", "secret": HOOK_SECRET,
+                        "parameter": {"source": "header", "name": "X-Hub-Signature-256"},
+                    }},
+                }], f)
+            results.append(measure(Server(
+                "adnanh/webhook", path,
+                ["webhook", "-hooks", hooks, "-ip", "127.0.0.1", "-port", str(port)],
+                f"http://127.0.0.1:{port}/hooks/push",
+                signature=sign(HOOK_SECRET, body), body=body,
+            ), bodies["other-repo"]))
+
         port = free_port()
-        hooks = os.path.join(work, f"hooks-{port}.json")
-        with open(hooks, "w") as f:
-            json.dump([{
-                "id": "push", "execute-command": command, "command-working-directory": work,
-                "trigger-rule": {"match": {
-                    "type": "payload-hmac-sha256", "secret": HOOK_SECRET,
-                    "parameter": {"source": "header", "name": "X-Hub-Signature-256"},
-                }},
-            }], f)
+        flask_dir = os.path.join(work, "flask")
+        os.makedirs(flask_dir)
+        with open(os.path.join(flask_dir, "receiver.py"), "w") as f:
+            f.write(FLASK_APP)
+        flask_db = os.path.join(flask_dir, "deliveries.db")
         results.append(measure(Server(
-            "adnanh/webhook", path,
-            ["webhook", "-hooks", hooks, "-ip", "127.0.0.1", "-port", str(port)],
-            f"http://127.0.0.1:{port}/hooks/push",
+            "Flask on gunicorn (2 sync)", "verify, record", [
+                PYTHON, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning",
+                "receiver:app",
+            ],
+            f"http://127.0.0.1:{port}/hook", cwd=flask_dir,
+            env={"HOOK_SECRET": HOOK_SECRET, "HOOK_DB": flask_db},
             signature=sign(HOOK_SECRET, body), body=body,
         ), bodies["other-repo"]))
+        results[-1]["recorded"] = count(flask_db, "SELECT count(*) FROM deliveries") - 1
 
-    port = free_port()
-    flask_dir = os.path.join(work, "flask")
-    os.makedirs(flask_dir)
-    with open(os.path.join(flask_dir, "receiver.py"), "w") as f:
-        f.write(FLASK_APP)
-    flask_db = os.path.join(flask_dir, "deliveries.db")
-    results.append(measure(Server(
-        "Flask on gunicorn (2 sync)", "verify, record", [
-            PYTHON, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning",
-            "receiver:app",
-        ],
-        f"http://127.0.0.1:{port}/hook", cwd=flask_dir,
-        env={"HOOK_SECRET": HOOK_SECRET, "HOOK_DB": flask_db},
-        signature=sign(HOOK_SECRET, body), body=body,
-    ), bodies["other-repo"]))
-    results[-1]["recorded"] = count(flask_db, "SELECT count(*) FROM deliveries") - 1
-
-    before_releases = count(database, "SELECT count(*) FROM releases")
-    before = count(database, "SELECT count(*) FROM deliveries")
-    results.append(measure(runway("queues a release (consumer stopped)", "queues"), bodies["queues"]))
-    results[-1]["recorded"] = count(database, "SELECT count(*) FROM deliveries") - before - 1
-    results[-1]["releases"] = count(database, "SELECT count(*) FROM releases") - before_releases - 1
+    if "queue" in ONLY:
+        before_releases = count(database, "SELECT count(*) FROM releases")
+        before = count(database, "SELECT count(*) FROM deliveries")
+        results.append(measure(runway("queues a release (consumer stopped)", "queues"), bodies["queues"]))
+        results[-1]["recorded"] = count(database, "SELECT count(*) FROM deliveries") - before - 1
+        results[-1]["releases"] = count(database, "SELECT count(*) FROM releases") - before_releases - 1
 
     report(results)
 
 
 def report(results):
-    peer = next(r for r in results if r["name"] == "adnanh/webhook" and r["path"] == "pure ingress")
+    peer = next((r for r in results if r["name"] == "adnanh/webhook" and r["path"] == "pure ingress"),
+                None)
     cores = os.cpu_count()
     print(f"\nIngress, {RUNS} x {SECONDS} s of wrk at {CONNECTIONS} connections, 7.5 KB signed "
           f"pushes, {cores} cores, {time.strftime('%Y-%m-%d')}:\n")
@@ -422,12 +429,14 @@ def report(results):
             shown = "—"
         else:
             shown = f"{recorded:,}" + (" (all)" if recorded >= r["acked"] else " (LOST SOME)")
-        print(f"| {r['name']} | {r['path']} | {r['rate']:,.0f} | {r['rate'] / peer['rate']:.2f}x | "
+        ratio = f"{r['rate'] / peer['rate']:.2f}x" if peer else "—"
+        print(f"| {r['name']} | {r['path']} | {r['rate']:,.0f} | {ratio} | "
               f"{r['p50']:.2f} | {r['p99']:.2f} | {r['rss_mib']:.1f} | {r['idle_mib']:.1f} | "
               f"{r['cpu']:.0f} | {r['start_ms']:.0f} | {r['acked']:,} | {shown} |")
     queued = results[-1]
-    print(f"\nReleases queued by the last run: {queued['releases']:,} for "
-          f"{queued['acked']:,} acknowledged pushes (a newer one supersedes the queued one).")
+    if "releases" in queued:
+        print(f"\nReleases queued by the last run: {queued['releases']:,} for "
+              f"{queued['acked']:,} acknowledged pushes (a newer one supersedes the queued one).")
 
 
 if __name__ == "__main__":
