@@ -24,9 +24,17 @@ pub(super) async fn run(state: Arc<State>, id: String) {
     let outcome = execute(&state, &id, &working, &mut log, &logs_bucket).await;
     let duration = state.inner.lock().expect("fake state").duration;
     tokio::time::sleep(duration).await;
+    // The whole log is in the bucket before the build says it ended: a reader that sees the
+    // end reads every line (the status turned first once, and a reader got half the log).
+    match &outcome {
+        Ok(_) => log.push("DONE".to_owned()),
+        Err(failure) => log.extend(failure.log.iter().cloned()),
+    }
+    if !logs_bucket.is_empty() {
+        state.upload_log(&logs_bucket, &id, &log).await;
+    }
     let finished = match outcome {
         Ok(images) => {
-            log.extend(["DONE".to_owned()]);
             let mut inner = state.inner.lock().expect("fake state");
             for image in &images {
                 let (Some(name), Some(digest)) = (image["name"].as_str(), image["digest"].as_str())
@@ -46,12 +54,7 @@ pub(super) async fn run(state: Arc<State>, id: String) {
             record.build["finishTime"] = json!(now());
             record.build.clone()
         }
-        Err(StepFailure {
-            log: tail,
-            status,
-            kind,
-        }) => {
-            log.extend(tail);
+        Err(StepFailure { status, kind, .. }) => {
             let detail = log
                 .last()
                 .and_then(|line| line.strip_prefix("ERROR: "))
@@ -68,9 +71,6 @@ pub(super) async fn run(state: Arc<State>, id: String) {
             })
         }
     };
-    if !logs_bucket.is_empty() {
-        state.upload_log(&logs_bucket, &id, &log).await;
-    }
     let drop_it = state
         .inner
         .lock()
