@@ -92,7 +92,7 @@ pub struct Production {
     /// The functions reach Firestore and Pub/Sub through these, which a test may cut.
     pub firestore_link: Relay,
     pub pubsub_link: Relay,
-    relays: Vec<PushRelay>,
+    relay: PushRelay,
 }
 
 fn free_port() -> u16 {
@@ -370,7 +370,7 @@ impl Production {
                 .build()?,
             firestore_link,
             pubsub_link,
-            relays: vec![relay],
+            relay,
         };
         for function in production.functions.values() {
             production.wait_ready(function).await?;
@@ -454,10 +454,7 @@ impl Production {
     /// minute to several. A message Runway never acknowledged is what Google's Pub/Sub would
     /// dead-letter.
     pub fn unacknowledged(&self) -> Vec<(String, u16)> {
-        self.relays
-            .iter()
-            .flat_map(PushRelay::unacknowledged)
-            .collect()
+        self.relay.unacknowledged()
     }
 
     /// Everything the five functions logged.

@@ -125,13 +125,20 @@ impl EmbeddedConfig {
             keep: Keeping {
                 store: Retention::new(
                     chrono::Duration::days(
-                        config::parse_or("RUNWAY_KEEP_DELIVERIES_DAYS", 30i64)?.max(1),
+                        config::parse_or(
+                            "RUNWAY_KEEP_DELIVERIES_DAYS",
+                            Retention::DEFAULT.deliveries_for.num_days(),
+                        )?
+                        .max(1),
                     ),
                     config::parse_or("RUNWAY_KEEP_RELEASES", Retention::DEFAULT.releases_kept)?,
                 ),
                 images: config::parse_or("RUNWAY_KEEP_IMAGES", Keeping::default().images)?,
                 dead_letters_for: Duration::from_secs(
-                    config::parse_or("RUNWAY_KEEP_DEAD_LETTERS_DAYS", 7u64)? * 86_400,
+                    config::parse_or(
+                        "RUNWAY_KEEP_DEAD_LETTERS_DAYS",
+                        Keeping::default().dead_letters_for.as_secs() / 86_400,
+                    )? * 86_400,
                 ),
             },
             data_dir,

@@ -518,12 +518,22 @@ impl ImageBuilder for UvBuilder {
         {
             return Ok(false);
         }
-        match self.idle_for(&dir) {
-            None => Ok(false),
-            Some(age) if age >= self.config.keep_logs => remove(&dir),
-            // Both, whatever the first says.
-            Some(_) => Ok(remove(&dir.join("src"))? | remove(&dir.join("venv"))?),
-        }
+        let Some(age) = self.idle_for(&dir) else {
+            return Ok(false);
+        };
+        let whole = age >= self.config.keep_logs;
+        // A checkout and its environment are thousands of files: removed off the async threads
+        // (`runway` serves the apps' traffic on them).
+        tokio::task::spawn_blocking(move || {
+            if whole {
+                remove(&dir)
+            } else {
+                // Both, whatever the first says.
+                Ok(remove(&dir.join("src"))? | remove(&dir.join("venv"))?)
+            }
+        })
+        .await
+        .map_err(|error| BuildError::Other(anyhow::anyhow!("freeing a build: {error}")))?
     }
 
     async fn delete_app(&self, app: &AppName) -> Result<(), BuildError> {
