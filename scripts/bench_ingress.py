@@ -23,7 +23,11 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "20"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 # Which to measure, for quick A/B runs while profiling: "runway" (Runway's ingress alone),
 # "peers" (adnanh/webhook and Flask), "queue" (the queueing push); default all.
-ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "runway,peers,queue").split(",")))
+MEASURED = {"runway", "peers", "queue"}
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", ",".join(sorted(MEASURED))).split(",")))
+if not ONLY or not ONLY <= MEASURED:
+    sys.exit(f"BENCH_ONLY={os.environ.get('BENCH_ONLY')!r}: name one or more of "
+             f"{', '.join(sorted(MEASURED))}, separated by commas")
 PAYLOAD_BYTES = 7_500
 APP = "bench"
 HOOK_SECRET = "peer-secret-" + uuid.uuid4().hex
