@@ -42,8 +42,9 @@ locals {
     RUNWAY_METRICS_PORT = tostring(local.metrics_port)
   }
 
+  # RUNWAY_CONSOLE_URL: what the deployments and commit statuses Runway sets on GitHub link to.
   github_env = merge(
-    { RUNWAY_GITHUB_API = var.github_api },
+    { RUNWAY_GITHUB_API = var.github_api, RUNWAY_CONSOLE_URL = local.console_url },
     var.github_auth == "app" ? { RUNWAY_GITHUB_APP_ID = var.github_app_id } : {},
     var.github_auth == "app" && var.github_app_installation != "" ? {
       RUNWAY_GITHUB_APP_INSTALLATION = var.github_app_installation

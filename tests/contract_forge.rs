@@ -7,8 +7,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
-use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
-use runway_core::ports::{Forge, ForgeError};
+use runway_core::domain::{AppName, Branch, CommitSha, HookId, ReleaseId, RepoUrl};
+use runway_core::ports::{Forge, ForgeError, Progress, ReleaseReport};
 use runway_embedded::GitForge;
 use runway_github::{GitHubAuth, GitHubConfig, GitHubForge};
 use runway_tests::fake_github::FakeGitHub;
@@ -107,6 +107,91 @@ impl Subject {
                 Ok(hook["secret"].as_str().map(str::to_owned))
             }
         }
+    }
+}
+
+/// What the forge shows for one app on a commit: its newest release's state, and the app's
+/// address once live.
+#[derive(Debug, PartialEq, Eq)]
+struct Shown {
+    seq: u64,
+    state: String,
+    environment_url: Option<String>,
+    /// How many deployments (GitHub) or lines (the note) the app has on the commit.
+    copies: usize,
+}
+
+impl Subject {
+    /// What a person sees of `app` on `commit`: on GitHub the app's deployments of the commit
+    /// (the newest, with its last status); locally the commit's note.
+    fn shown(
+        &self,
+        repo: &GitRepo,
+        app: &str,
+        commit: &CommitSha,
+    ) -> anyhow::Result<Option<Shown>> {
+        match &self.github {
+            Some(github) => {
+                let mine: Vec<_> = github
+                    .deployments(OWNER, &repo_name(repo)?)
+                    .into_iter()
+                    .filter(|d| d.environment == app && d.sha == commit.as_str())
+                    .collect();
+                let Some(newest) = mine.last() else {
+                    return Ok(None);
+                };
+                let last = newest.statuses.last();
+                let release = newest.payload["runway_release"]
+                    .as_str()
+                    .unwrap_or_default();
+                Ok(Some(Shown {
+                    seq: release.trim_start_matches("r").parse().unwrap_or_default(),
+                    state: last.map(|s| s.state.clone()).unwrap_or_default(),
+                    environment_url: last.and_then(|s| s.environment_url.clone()),
+                    copies: mine.len(),
+                }))
+            }
+            None => {
+                let note = std::process::Command::new("git")
+                    .arg("-C")
+                    .arg(&repo.bare)
+                    .args(["notes", "--ref", "runway", "show", commit.as_str()])
+                    .output()?;
+                let note = String::from_utf8_lossy(&note.stdout).into_owned();
+                let prefix = format!("runway/{app} #");
+                let lines: Vec<&str> = note.lines().filter(|l| l.starts_with(&prefix)).collect();
+                let Some(line) = lines.last() else {
+                    return Ok(None);
+                };
+                // runway/APP #SEQ: STATE — description[ — environment URL][ — console link]
+                let (head, rest) = line.split_once(": ").context("a noted line")?;
+                let seq = head.rsplit('#').next().unwrap_or_default().parse()?;
+                let mut parts = rest.split(" — ");
+                let state = parts.next().unwrap_or_default().to_owned();
+                let environment_url = parts.nth(1).map(str::to_owned);
+                Ok(Some(Shown {
+                    seq,
+                    state,
+                    environment_url,
+                    copies: lines.len(),
+                }))
+            }
+        }
+    }
+}
+
+/// A report of release `rSEQ` of `app` on `commit`.
+fn step(app: &str, seq: u64, commit: &CommitSha, progress: Progress) -> ReleaseReport {
+    ReleaseReport {
+        app: AppName::parse(app).expect("a valid app name"),
+        release: ReleaseId::new(format!("r{seq}")),
+        seq,
+        commit: commit.clone(),
+        progress,
+        description: format!("{} step", progress.as_str()),
+        log_url: None,
+        environment_url: (progress == Progress::Success)
+            .then(|| format!("https://{app}.example.com")),
     }
 }
 
@@ -393,6 +478,85 @@ async fn tells_a_file_from_a_folder_or_nothing_on_a_branch(s: &Subject) -> anyho
     Ok(())
 }
 
+async fn a_release_shows_on_its_commit_as_it_moves(s: &Subject) -> anyhow::Result<()> {
+    let (url, repo) = s.repo("app", &[("app.py", "one")])?;
+    let commit = s.forge().resolve_commit(&url, &branch("main")).await?;
+
+    for progress in [Progress::Queued, Progress::InProgress] {
+        s.forge()
+            .report(&url, &step("sales", 3, &commit, progress))
+            .await?;
+        let shown = s.shown(&repo, "sales", &commit)?.context("shown")?;
+        ensure!(shown.state == progress.as_str(), "{shown:?}");
+    }
+    let live = step("sales", 3, &commit, Progress::Success);
+    s.forge().report(&url, &live).await?;
+    // A report repeated (a worker that died after reporting) shows nothing twice.
+    s.forge().report(&url, &live).await?;
+
+    let shown = s.shown(&repo, "sales", &commit)?;
+    let expected = Shown {
+        seq: 3,
+        state: "success".into(),
+        environment_url: Some("https://sales.example.com".into()),
+        copies: 1,
+    };
+    ensure!(shown.as_ref() == Some(&expected), "{shown:?}");
+    Ok(())
+}
+
+async fn apps_on_one_repository_show_apart_and_a_newer_release_takes_over(
+    s: &Subject,
+) -> anyhow::Result<()> {
+    let (url, repo) = s.repo("app", &[("app.py", "one")])?;
+    let commit = s.forge().resolve_commit(&url, &branch("main")).await?;
+    s.forge()
+        .report(&url, &step("sales", 1, &commit, Progress::Success))
+        .await?;
+    s.forge()
+        .report(&url, &step("finance", 1, &commit, Progress::Failure))
+        .await?;
+    // The same commit released again (a redeploy).
+    s.forge()
+        .report(&url, &step("sales", 2, &commit, Progress::InProgress))
+        .await?;
+
+    let finance = s.shown(&repo, "finance", &commit)?.context("finance")?;
+    ensure!(finance.state == "failure", "{finance:?}");
+    let sales = s.shown(&repo, "sales", &commit)?.context("sales")?;
+    ensure!(sales.seq == 2 && sales.state == "in_progress", "{sales:?}");
+    Ok(())
+}
+
+async fn an_inactive_report_of_a_release_never_shown_shows_nothing(
+    s: &Subject,
+) -> anyhow::Result<()> {
+    let (url, repo) = s.repo("app", &[("app.py", "one")])?;
+    let commit = s.forge().resolve_commit(&url, &branch("main")).await?;
+
+    s.forge()
+        .report(&url, &step("sales", 1, &commit, Progress::Inactive))
+        .await?;
+
+    let shown = s.shown(&repo, "sales", &commit)?;
+    ensure!(shown.is_none(), "{shown:?}");
+    Ok(())
+}
+
+async fn a_report_on_a_commit_the_repository_lacks_is_not_found(s: &Subject) -> anyhow::Result<()> {
+    let (url, _repo) = s.repo("app", &[("app.py", "one")])?;
+    let missing = sha("0123456789abcdef0123456789abcdef01234567")?;
+
+    let result = s
+        .forge()
+        .report(&url, &step("sales", 1, &missing, Progress::Queued))
+        .await;
+
+    let message = not_found(result)?;
+    ensure!(message.contains("0123456"), "{message}");
+    Ok(())
+}
+
 runway_tests::contract! {
     subjects: [
         git_forge => super::Subject::local().await.expect("a local forge"),
@@ -412,6 +576,10 @@ runway_tests::contract! {
         a_new_webhook_is_dated_when_it_was_made,
         lists_the_branches_by_name,
         tells_a_file_from_a_folder_or_nothing_on_a_branch,
+        a_release_shows_on_its_commit_as_it_moves,
+        apps_on_one_repository_show_apart_and_a_newer_release_takes_over,
+        an_inactive_report_of_a_release_never_shown_shows_nothing,
+        a_report_on_a_commit_the_repository_lacks_is_not_found,
     ]
 }
 
@@ -420,6 +588,115 @@ runway_tests::contract! {
 
 mod github {
     use super::*;
+
+    /// A release on GitHub: one deployment of its commit in the app's environment, moving
+    /// queued → in_progress → success with the console's link and the app's address, and a
+    /// commit status saying the same. The commit is older than main's head and a CI check on it
+    /// failed: GitHub's defaults (merge main in first; every status must pass) would refuse it.
+    #[tokio::test]
+    async fn a_release_is_a_deployment_whose_statuses_follow_it_and_a_commit_status_too()
+    -> anyhow::Result<()> {
+        let s = Subject::github_app().await?;
+        let (url, repo) = s.repo("app", &[("app.py", "one")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        let old = sha(&git(&repo.work, &["rev-parse", "HEAD"])?)?;
+        repo.commit(&[("app.py", "two")], "newer")?;
+        repo.push("main")?;
+        github.add_commit_status(OWNER, "app", old.as_str(), "ci/tests", "failure");
+
+        for progress in [Progress::Queued, Progress::InProgress, Progress::Success] {
+            let mut report = step("sales", 7, &old, progress);
+            report.log_url = Some("https://runway.example.com/apps/sales#release-7".into());
+            s.forge().report(&url, &report).await?;
+        }
+
+        let deployments = github.deployments(OWNER, "app");
+        ensure!(deployments.len() == 1, "{deployments:?}");
+        let deployment = &deployments[0];
+        ensure!(deployment.environment == "sales" && deployment.sha == old.as_str());
+        ensure!(!deployment.production_environment && !deployment.transient_environment);
+        ensure!(
+            deployment.states() == ["queued", "in_progress", "success"],
+            "{:?}",
+            deployment.states()
+        );
+        let live = deployment.statuses.last().context("a status")?;
+        ensure!(live.environment_url.as_deref() == Some("https://sales.example.com"));
+        ensure!(live.log_url.as_deref() == Some("https://runway.example.com/apps/sales#release-7"));
+        let ours: Vec<(String, Option<String>)> = github
+            .commit_statuses(OWNER, "app")
+            .into_iter()
+            .filter(|status| status.context == "runway/sales")
+            .map(|status| (status.state, status.target_url))
+            .collect();
+        let link = Some("https://runway.example.com/apps/sales#release-7".to_owned());
+        ensure!(
+            ours == [
+                ("pending".to_owned(), link.clone()),
+                ("pending".to_owned(), link.clone()),
+                ("success".to_owned(), link)
+            ],
+            "{ours:?}"
+        );
+        Ok(())
+    }
+
+    /// GitHub refuses a status description past 140 characters; a failed build's reason is
+    /// often longer, so it is cut, and still shown.
+    #[tokio::test]
+    async fn a_long_reason_is_cut_to_what_github_keeps() -> anyhow::Result<()> {
+        let s = Subject::github_token().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "one")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        let commit = s.forge().resolve_commit(&url, &branch("main")).await?;
+        let mut failed = step("sales", 1, &commit, Progress::Failure);
+        failed.description = format!(
+            "build failure ({}); the previous version keeps serving",
+            "x".repeat(200)
+        );
+
+        s.forge().report(&url, &failed).await?;
+
+        let deployment = github
+            .deployments(OWNER, "app")
+            .pop()
+            .context("a deployment")?;
+        let status = deployment.statuses.last().context("a status")?;
+        ensure!(status.state == "failure");
+        ensure!(
+            status.description.chars().count() == 140,
+            "{}",
+            status.description
+        );
+        ensure!(status.description.starts_with("build failure (xxx"));
+        Ok(())
+    }
+
+    /// Without the Deployments permission, the error says which permissions to grant.
+    #[tokio::test]
+    async fn without_the_permission_a_report_says_what_to_grant() -> anyhow::Result<()> {
+        let s = Subject::github_app().await?;
+        let (url, _repo) = s.repo("app", &[("app.py", "one")])?;
+        let github = s.github.as_ref().context("on GitHub")?;
+        github.forbid_deployments();
+        let commit = s.forge().resolve_commit(&url, &branch("main")).await?;
+
+        let result = s
+            .forge()
+            .report(&url, &step("sales", 1, &commit, Progress::Queued))
+            .await;
+
+        match result {
+            Err(ForgeError::Rejected(message)) => ensure!(
+                message.contains("Deployments: read and write")
+                    && message.contains("Commit statuses: read and write"),
+                "{message}"
+            ),
+            other => bail!("expected Rejected, got {other:?}"),
+        }
+        ensure!(github.deployments(OWNER, "app").is_empty());
+        Ok(())
+    }
 
     #[tokio::test]
     async fn listing_hooks_again_unchanged_costs_no_rate_limit_and_a_change_is_seen()

@@ -169,6 +169,24 @@ async fn an_app_follows_its_branch_from_submit_to_delete() -> anyhow::Result<()>
         second_id.as_str(),
         "the previous version must keep serving"
     );
+    // Each release is noted on its commit, as GitHub would show a deployment and a commit
+    // status: `git log --notes=runway` shows where it went, with the console's link.
+    let noted = |commit: &str| git(&repo.bare, &["notes", "--ref", "runway", "show", commit]);
+    let live_note = noted(&second_commit)?;
+    let expected = format!(
+        "runway/e2e #{}: success — Live: release #{} serves — {} — {}",
+        second["seq"],
+        second["seq"],
+        second["url"].as_str().unwrap_or_default(),
+        runway.url(&format!("/apps/e2e#release-{}", second["seq"]))
+    );
+    assert_eq!(live_note.trim(), expected);
+    let failed_note = noted(&broken)?;
+    let failed_line = format!(
+        "runway/e2e #{}: failure — build failure",
+        failed_release["seq"]
+    );
+    assert!(failed_note.starts_with(&failed_line), "{failed_note}");
     let log_url = failed_release["log_url"].as_str().expect("a build log URL");
     let build_log = runway.client.get(log_url).send().await?.text().await?;
     assert!(

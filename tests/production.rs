@@ -255,6 +255,63 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     let (_, shown) = status(&production, "demo").await?;
     assert_eq!(shown["live_release"], second["id"], "{shown:#}");
 
+    // Each release is a GitHub deployment of its commit in the app's environment, whose status
+    // followed it, linking to its row on the console; the first went inactive as the second
+    // went live. A commit status (runway/demo) says the same on each commit.
+    let deployments = production.github.deployments("ada", "demo");
+    let console =
+        |release: &Value| format!("{}/apps/demo#release-{}", production.lb.url, release["seq"]);
+    let expected = [
+        (
+            &first,
+            vec![
+                "queued",
+                "in_progress",
+                "in_progress",
+                "success",
+                "inactive",
+            ],
+        ),
+        (
+            &second,
+            vec!["queued", "in_progress", "in_progress", "success"],
+        ),
+        (&broken, vec!["queued", "in_progress", "failure"]),
+    ];
+    assert_eq!(deployments.len(), expected.len(), "{deployments:#?}");
+    for (deployment, (release, states)) in deployments.iter().zip(expected) {
+        assert_eq!(deployment.sha, release["commit"].as_str().unwrap());
+        assert_eq!(deployment.environment, "demo");
+        assert_eq!(deployment.payload["runway_release"], release["id"]);
+        assert_eq!(deployment.states(), states, "{deployment:#?}");
+        let reported = deployment
+            .statuses
+            .iter()
+            .filter(|status| status.state != "inactive");
+        for status in reported {
+            assert_eq!(status.log_url.as_deref(), Some(console(release).as_str()));
+        }
+        let commit_states: Vec<String> = production
+            .github
+            .commit_statuses("ada", "demo")
+            .into_iter()
+            .filter(|status| status.sha == deployment.sha && status.context == "runway/demo")
+            .map(|status| status.state)
+            .collect();
+        let last = match release["state"].as_str() {
+            Some("live") => "success",
+            _ => "failure",
+        };
+        assert_eq!(commit_states.last().map(String::as_str), Some(last));
+    }
+    let live = deployments[1].statuses.last().unwrap();
+    assert_eq!(live.environment_url.as_deref(), Some(url));
+    let failed = deployments[2].statuses.last().unwrap();
+    assert!(
+        failed.description.starts_with("build failure"),
+        "{failed:?}"
+    );
+
     // What happened so far, as the metrics sidecar scrapes it from each function's loopback
     // port: two releases built and live, one build failed; two pushes queued, one ping.
     let worker = production.metrics("worker").await?;

@@ -195,6 +195,7 @@ impl Production {
             ("RUNWAY_REGIONS", format!("{REGION},{OTHER_REGION}")),
             ("RUNWAY_ADMINS", ADMIN.to_owned()),
             ("RUNWAY_WEBHOOK_URL", format!("{lb_url}/github/webhook")),
+            ("RUNWAY_CONSOLE_URL", lb_url.clone()),
             ("RUNWAY_WEBHOOK_SECRET", uuid::Uuid::new_v4().to_string()),
             ("RUNWAY_DEPLOY_TOPIC", "runway-deploy-requests".to_owned()),
             ("RUNWAY_GITHUB_API", github.api_base().to_string()),

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use runway_core::adapters::{Adapters, HookSweep, Keeping, Need, Unwired};
 use runway_core::clock::Clock;
+use runway_core::feedback::Feedback;
 use std::time::Duration;
 
 use axum::extract::State as Shared;
@@ -25,7 +26,8 @@ use runway_core::messages::{
     BuildNotification, BuildResults, BuiltImage, CloudBuildStatus, FailureInfo,
 };
 use runway_core::ports::{
-    BuildStatus, Forge, ForgeError, Identity, ImageBuilder, Queue, Store, StoreError, Topic,
+    BuildStatus, Forge, ForgeError, Identity, ImageBuilder, Progress, Queue, Store, StoreError,
+    Topic,
 };
 use runway_core::releases::publish;
 use runway_http::{ApiResult, Authenticated, Authenticates, Limits, Router, json, limits};
@@ -53,6 +55,8 @@ pub struct State {
     /// What is kept, and for how long; the rest each run prunes.
     pub retention: Keeping,
     pub clock: Arc<dyn Clock>,
+    /// A release cleanup fails is shown failed on its commit too.
+    pub feedback: Feedback,
 }
 
 /// Firestore, Pub/Sub, Cloud Build (polled) and GitHub on Google Cloud; the caller is Cloud
@@ -70,12 +74,18 @@ pub const NEEDS: &[Need] = &[
 impl State {
     pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
         let timeouts = adapters.timeouts()?;
+        let (store, forge) = (adapters.store()?, adapters.forge()?);
         Ok(Self {
             clock: adapters.clock.clone(),
-            store: adapters.store()?,
+            feedback: Feedback {
+                forge: forge.clone(),
+                store: store.clone(),
+                console: adapters.console_url.clone(),
+            },
+            store,
             queue: adapters.queue()?,
             builder: adapters.builder()?,
-            forge: adapters.forge()?,
+            forge,
             caller: adapters.pushers()?,
             stale_after: timeouts.stale_after,
             deploy_timeout: timeouts.deploy,
@@ -354,6 +364,11 @@ async fn interrupt(
         Ok(_) => {
             report.interrupted += 1;
             runway_http::metrics::metrics().release(ReleaseState::Failed.as_str());
+            let reason = message.lines().next().unwrap_or_default();
+            state
+                .feedback
+                .report(release, Progress::Failure, reason, None)
+                .await;
         }
         Err(StoreError::Conflict(_)) => {} // It moved on by itself meanwhile.
         Err(error) => return Err(error),

@@ -77,6 +77,11 @@ fn fixture() -> Fixture {
         hook_sweep: HookSweep::every_run(STALE),
         retention: Keeping::default(),
         clock: Arc::new(clock.clone()),
+        feedback: runway_core::feedback::Feedback {
+            forge: forge.clone(),
+            store: store.clone(),
+            console: None,
+        },
     };
     Fixture {
         repo: RepoUrl::parse(bare.to_str().unwrap(), true).unwrap(),
@@ -397,6 +402,13 @@ impl Forge for CountingForge {
         path: &str,
     ) -> Result<bool, ForgeError> {
         self.inner.has_file(repo, branch, path).await
+    }
+    async fn report(
+        &self,
+        repo: &RepoUrl,
+        report: &runway_core::ports::ReleaseReport,
+    ) -> Result<(), ForgeError> {
+        self.inner.report(repo, report).await
     }
 }
 

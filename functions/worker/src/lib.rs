@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use runway_core::adapters::{Adapters, Need, Unwired};
 use runway_core::clock::Clock;
+use runway_core::feedback::Feedback;
 
 use axum::extract::State as Shared;
 use axum::routing::post;
@@ -25,7 +26,7 @@ use runway_core::domain::{
 use runway_core::messages::{BuildEnded, BuildNotification, CloudBuildStatus, DeployRequest};
 use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, DeploySpec, Forge, ForgeError, Identity, ImageBuilder,
-    Platform, PlatformError, Queue, SecretRef, SecretStore, Store, StoreError,
+    Platform, PlatformError, Progress, Queue, SecretRef, SecretStore, Store, StoreError,
 };
 use runway_core::releases::{audit, publish};
 use runway_http::metrics::{Ended, metrics};
@@ -57,6 +58,8 @@ pub struct State {
     /// Who may push to us: Pub/Sub's OIDC identity, or the local queue's token.
     pub pusher: Arc<dyn Identity>,
     pub clock: Arc<dyn Clock>,
+    /// Each release's steps, shown on its commit (a GitHub deployment and commit status).
+    pub feedback: Feedback,
 }
 
 /// Firestore, GitHub, Cloud Build, Cloud Run and Secret Manager on Google Cloud; callers are
@@ -73,11 +76,17 @@ pub const NEEDS: &[Need] = &[
 
 impl State {
     pub fn new(adapters: &Adapters) -> Result<Self, Unwired> {
+        let (store, forge) = (adapters.store()?, adapters.forge()?);
         Ok(Self {
             clock: adapters.clock.clone(),
-            store: adapters.store()?,
+            feedback: Feedback {
+                forge: forge.clone(),
+                store: store.clone(),
+                console: adapters.console_url.clone(),
+            },
+            store,
             queue: adapters.queue()?,
-            forge: adapters.forge()?,
+            forge,
             builder: adapters.builder()?,
             platform: adapters.platform()?,
             secrets: adapters.secrets()?,
@@ -222,6 +231,8 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
             ReleaseUpdate::default(),
         )
         .await?;
+        let rolling_back = "Rolling back: deploying an earlier release's build";
+        report(state, &release, Progress::InProgress, rolling_back).await;
         return Ok(go_live(state, release).await);
     }
     // A push builds what its branch points at now, not the commit it named: a replayed or late
@@ -290,6 +301,9 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
         },
     )
     .await?;
+    let short = commit.short().to_owned();
+    let fetching = format!("Fetching the source of {short}");
+    report(state, &release, Progress::Queued, &fetching).await;
     let started = state
         .builder
         .start(BuildRequest {
@@ -317,6 +331,8 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
                     },
                 )
                 .await?;
+            let building = format!("Building {short}");
+            report(state, &release, Progress::InProgress, &building).await;
             Ok(Outcome::Done(format!("build {} started", build.build_id)))
         }
         Err(BuildError::Unavailable(message)) => {
@@ -384,6 +400,8 @@ async fn supersede(state: &State, release: &Release, message: String) -> Outcome
     {
         Ok(_) => {
             metrics().release(ReleaseState::Superseded.as_str());
+            let description = format!("Not deployed: {message}");
+            report(state, release, Progress::Inactive, &description).await;
             Outcome::Done(message)
         }
         Err(StoreError::Conflict(_)) => Outcome::Done(message),
@@ -415,6 +433,7 @@ async fn fail(state: &State, release: &Release, from: ReleaseState, message: Str
                 format!("release {}: {}", release.id, first_line(&message)),
             )
             .await;
+            report(state, release, Progress::Failure, first_line(&message)).await;
             Outcome::Permanent(format!(
                 "release {} failed: {}",
                 release.id,
@@ -428,6 +447,14 @@ async fn fail(state: &State, release: &Release, from: ReleaseState, message: Str
 
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
+}
+
+/// Shows the release's step on its commit; never fails the step (see `Feedback`).
+async fn report(state: &State, release: &Release, progress: Progress, description: &str) {
+    state
+        .feedback
+        .report(release, progress, description, None)
+        .await;
 }
 
 #[tracing::instrument(skip_all, fields(build))]
@@ -613,6 +640,7 @@ async fn finish_build(state: &State, build: BuildNotification) -> Result<Outcome
     .await?;
     timed_build(&build, Ended::Succeeded);
     start_next(state, &release.app).await;
+    report(state, &release, Progress::InProgress, "Built; deploying").await;
     Ok(go_live(state, release).await)
 }
 
@@ -826,6 +854,11 @@ async fn go_live(state: &State, release: Release) -> Outcome {
                         format!("release {} at {}", release.id, deployed.url),
                     )
                     .await;
+                    let live = format!("Live: release #{} serves", release.seq);
+                    state
+                        .feedback
+                        .report(&release, Progress::Success, &live, Some(&deployed.url))
+                        .await;
                     retire_secrets(state, &release.app).await;
                     Outcome::Done(format!(
                         "release {} is live at {}",

@@ -141,6 +141,9 @@ pub struct Adapters {
     pub policy: Option<Policy>,
     /// Where GitHub (or the local hook) delivers push events: `…/github/webhook`.
     pub webhook_url: Option<String>,
+    /// Runway's console, which releases reported on GitHub link to; without it they link
+    /// nowhere.
+    pub console_url: Option<String>,
     /// The key each app's webhook secret is derived from.
     pub webhook_secret: Option<SecretString>,
     pub timeouts: Option<Timeouts>,
@@ -164,6 +167,7 @@ impl Default for Adapters {
             pushers: None,
             policy: None,
             webhook_url: None,
+            console_url: None,
             webhook_secret: None,
             timeouts: None,
             rate_limits: None,

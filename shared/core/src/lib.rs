@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod deployments;
 pub mod domain;
+pub mod feedback;
 pub mod install;
 pub mod limits;
 pub mod messages;

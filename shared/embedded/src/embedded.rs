@@ -274,6 +274,7 @@ impl Embedded {
             pushers: Some(Arc::new(self.push_token.clone())),
             policy: Some(self.policy.clone()),
             webhook_url: Some(self.webhook_url()),
+            console_url: Some(self.public_url.clone()),
             webhook_secret: Some(self.webhook_secret.clone()),
             timeouts: Some(Timeouts {
                 stale_after: self.config.stale_after,

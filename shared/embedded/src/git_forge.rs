@@ -1,6 +1,8 @@
 //! `Forge` for git repositories on this machine. A "webhook" is a JSON file in the repository's
 //! git dir plus a `post-receive` hook that runs `runway post-receive`, which sends each hook a
-//! GitHub-shaped `push` event signed with `X-Hub-Signature-256`, as GitHub would.
+//! GitHub-shaped `push` event signed with `X-Hub-Signature-256`, as GitHub would. Where GitHub
+//! shows a release as a deployment and a commit status, the local forge writes a git note on
+//! the commit (`git log --notes=runway`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +17,9 @@ use tokio::process::Command;
 
 use super::write_private;
 use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
-use runway_core::ports::{BRANCHES_LISTED, Forge, ForgeError, Repository, SourceArchive, Webhook};
+use runway_core::ports::{
+    BRANCHES_LISTED, Forge, ForgeError, Progress, ReleaseReport, Repository, SourceArchive, Webhook,
+};
 use runway_http::webhook;
 
 const HOOK_MARKER: &str = "Installed by Runway";
@@ -526,7 +530,85 @@ impl Forge for GitForge {
         .await;
         Ok(kind.is_ok_and(|kind| kind.trim() == "blob"))
     }
+
+    /// A git note on the commit, under `refs/notes/runway` (`git log --notes=runway` shows it):
+    /// one line per app, `runway/APP #SEQ: STATE — description — URL`, the newest release's.
+    async fn report(&self, repo: &RepoUrl, report: &ReleaseReport) -> Result<(), ForgeError> {
+        let git_dir = git_dir(repo).await?;
+        let commit = report.commit.as_str();
+        let object = format!("{commit}^{{commit}}");
+        if git(Some(&git_dir), &["cat-file", "-e", &object])
+            .await
+            .is_err()
+        {
+            return Err(ForgeError::NotFound(format!(
+                "commit {} is not in {}",
+                report.commit.short(),
+                git_dir.display()
+            )));
+        }
+        let _one_writer = NOTES.lock().await;
+        let note = git(
+            Some(&git_dir),
+            &["notes", "--ref", NOTES_REF, "show", commit],
+        )
+        .await
+        .unwrap_or_default();
+        let Some(note) = noted(&note, report) else {
+            return Ok(());
+        };
+        git(
+            Some(&git_dir),
+            &[
+                "-c",
+                "user.name=Runway",
+                "-c",
+                "user.email=runway@localhost",
+                "notes",
+                "--ref",
+                NOTES_REF,
+                "add",
+                "-f",
+                "-m",
+                &note,
+                commit,
+            ],
+        )
+        .await
+        .map(drop)
+    }
 }
+
+/// Where the local forge notes releases on their commits: `refs/notes/runway`.
+pub const NOTES_REF: &str = "runway";
+
+/// The commit's note with `report`'s line in place of the app's earlier one; `None` when there
+/// is nothing to write (an `Inactive` report of a release the note never showed).
+fn noted(note: &str, report: &ReleaseReport) -> Option<String> {
+    let app = format!("runway/{} #", report.app);
+    let this = format!("runway/{} #{}:", report.app, report.seq);
+    if report.progress == Progress::Inactive && !note.lines().any(|line| line.starts_with(&this)) {
+        return None;
+    }
+    let description = report.description.lines().next().unwrap_or_default().trim();
+    let mut line = format!("{this} {} — {description}", report.progress.as_str());
+    for url in [&report.environment_url, &report.log_url]
+        .into_iter()
+        .flatten()
+    {
+        line.push_str(" — ");
+        line.push_str(url);
+    }
+    let mut lines: Vec<&str> = note
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with(&app))
+        .collect();
+    lines.push(&line);
+    Some(lines.join("\n"))
+}
+
+/// Held while a release is noted on its commit: a note is read, changed and written whole.
+static NOTES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Held while a repository's hooks change (see `ensure_webhook`).
 static HOOKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -27,6 +27,8 @@ pub(super) struct Op {
 pub(super) enum Permission {
     Contents,
     Webhooks,
+    /// Deployments and their statuses, and commit statuses: how releases show on GitHub.
+    Deployments,
     /// Finding the App's installation and minting its tokens: the App's own key.
     App,
     /// GitHub's public API (`/meta`): no credential at all.
@@ -44,6 +46,11 @@ impl Permission {
                 "the GitHub App needs the repository permission \"Webhooks: read and write\" \
                  (a fine-grained token: Webhooks read and write; a classic token: the \
                  admin:repo_hook scope)"
+            }
+            Self::Deployments => {
+                "the GitHub App needs the repository permissions \"Deployments: read and write\" \
+                 and \"Commit statuses: read and write\" (a fine-grained token: the same; a \
+                 classic token: the repo_deployment and repo:status scopes)"
             }
             Self::App => "check the GitHub App's id and private key, and that it is installed",
             Self::Public => {

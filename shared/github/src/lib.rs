@@ -1,10 +1,12 @@
-//! `Forge` on GitHub's REST API: repositories, branch heads and source tarballs (Contents: read)
-//! and push webhooks (Webhooks: read and write), as a personal/fine-grained token or as a GitHub
+//! `Forge` on GitHub's REST API: repositories, branch heads and source tarballs (Contents: read),
+//! push webhooks (Webhooks: read and write), and each release as a deployment with a commit
+//! status (Deployments and Commit statuses: read and write), as a personal/fine-grained token or as a GitHub
 //! App installation, which is what Runway asks organisations to install; and `HookSources` on
 //! GitHub's public `meta` API (`GitHubMeta`).
 
 mod api;
 mod app;
+mod deployments;
 mod errors;
 mod meta;
 
@@ -24,7 +26,9 @@ use self::app::AppAuth;
 use self::errors::{Op, Permission, scrub};
 use runway_archive::{Limits, TooLarge, Unreadable};
 use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
-use runway_core::ports::{BRANCHES_LISTED, Forge, ForgeError, Repository, SourceArchive, Webhook};
+use runway_core::ports::{
+    BRANCHES_LISTED, Forge, ForgeError, ReleaseReport, Repository, SourceArchive, Webhook,
+};
 
 pub use self::meta::GitHubMeta;
 
@@ -619,5 +623,10 @@ impl Forge for GitHubForge {
             Err(ForgeError::NotFound(_)) => Ok(false),
             Err(error) => Err(error),
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %repo, release = %report.release, progress = report.progress.as_str()))]
+    async fn report(&self, repo: &RepoUrl, report: &ReleaseReport) -> Result<(), ForgeError> {
+        self.report_release(&github_repo(repo)?, report).await
     }
 }

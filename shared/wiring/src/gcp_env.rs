@@ -21,7 +21,7 @@ use runway_core::adapters::{Adapters, HookSweep, Keeping, Need, Timeouts};
 use runway_core::config::{Env, Policy};
 use runway_core::domain::{Access, Branch, CommitSha, HookId, RepoAllowlist, RepoUrl};
 use runway_core::limits::{HookSources, RateLimits};
-use runway_core::ports::{Forge, ForgeError, Repository, SourceArchive, Webhook};
+use runway_core::ports::{Forge, ForgeError, ReleaseReport, Repository, SourceArchive, Webhook};
 use runway_core::ports::{Retention, Topic};
 use runway_github::{GitHubAuth, GitHubConfig, GitHubForge, GitHubMeta};
 use runway_http::health::Probe;
@@ -425,6 +425,7 @@ impl GcpEnv {
         let mut adapters = Adapters::default();
         let mut probes = Vec::new();
         let needs_forge = needs.contains(&Need::Forge);
+        adapters.console_url = self.console_url()?;
         for need in needs {
             match need {
                 Need::Store => {
@@ -488,6 +489,26 @@ impl GcpEnv {
         read("the webhook URL", |env| env.required("RUNWAY_WEBHOOK_URL"))
     }
 
+    /// `RUNWAY_CONSOLE_URL`, when set: the console's address (`https://CONSOLE_DOMAIN`), which
+    /// the releases Runway reports on GitHub link to.
+    pub fn console_url(&self) -> anyhow::Result<Option<String>> {
+        read("the console URL", |env| {
+            let url = env.optional("RUNWAY_CONSOLE_URL")?;
+            match url::Url::parse(&url) {
+                Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => {
+                    Some(url.trim_end_matches('/').to_owned())
+                }
+                _ => {
+                    env.problem(format!(
+                        "RUNWAY_CONSOLE_URL is {url:?}, not an http(s) URL such as \
+                         https://runway.example.com"
+                    ));
+                    None
+                }
+            }
+        })
+    }
+
     /// `RUNWAY_WEBHOOK_SECRET`: the key GitHub signs pushes with.
     pub fn webhook_secret(&self) -> anyhow::Result<SecretString> {
         read("the webhook secret", |env| {
@@ -539,6 +560,9 @@ impl Forge for NoForge {
         Err(Self::refuse())
     }
     async fn has_file(&self, _: &RepoUrl, _: &Branch, _: &str) -> Result<bool, ForgeError> {
+        Err(Self::refuse())
+    }
+    async fn report(&self, _: &RepoUrl, _: &ReleaseReport) -> Result<(), ForgeError> {
         Err(Self::refuse())
     }
 }

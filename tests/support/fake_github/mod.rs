@@ -7,7 +7,8 @@
 //! GitHub's documented REST shapes field by field (API version 2022-11-28: "Get a repository",
 //! "Get a branch", "Download a repository archive (tar)", "List/Create/Get/Update/Delete a
 //! repository webhook", "Get a repository installation for the authenticated app", "Create an
-//! installation access token for an app", "Get GitHub meta information"), including errors
+//! installation access token for an app", "Get GitHub meta information", and the deployments,
+//! deployment statuses and commit statuses of `deployments`), including errors
 //! (`{"message", "documentation_url", "status"}`, 422 `errors`), rate-limit headers, `Link`
 //! pagination with `/repositories/{id}` URLs, 301/307 for renamed repositories and the 302 from
 //! `tarball` to codeload. And everything git is real: each repository is a bare git repository
@@ -87,6 +88,7 @@ struct State {
     /// Requests counted against the hour's primary rate limit (a 304 is not).
     rate_used: usize,
     hooks_forbidden: bool,
+    deployments_forbidden: bool,
     hooks_hidden: bool,
     page_cap: Option<usize>,
     downloads: HashMap<String, (u64, String)>,
@@ -129,6 +131,8 @@ struct Repo {
     name: String,
     bare: PathBuf,
     hooks: Vec<FakeHook>,
+    deployments: Vec<FakeDeployment>,
+    statuses: Vec<FakeCommitStatus>,
     /// Names it had before a rename; GitHub redirects them.
     former: Vec<(String, String)>,
 }
@@ -239,6 +243,8 @@ impl FakeGitHub {
             name: name.to_owned(),
             bare: bare.to_owned(),
             hooks: Vec::new(),
+            deployments: Vec::new(),
+            statuses: Vec::new(),
             former: Vec::new(),
         });
         id
@@ -377,10 +383,13 @@ impl State {
 // ---------------------------------------------------------------------------------------------
 // Responses in GitHub's shapes
 
+mod deployments;
 mod hookshot;
 mod repos;
 mod rest;
 
+use deployments::*;
+pub use deployments::{FakeCommitStatus, FakeDeployment, FakeDeploymentStatus};
 pub use hookshot::FakeDelivery;
 use hookshot::*;
 use repos::*;

@@ -393,7 +393,7 @@ pub(super) fn create_access_token(state: &mut State, id: &str) -> Response {
         Some(&json!({
             "token": token,
             "expires_at": expires_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            "permissions": { "contents": "read", "metadata": "read", "repository_hooks": "write" },
+            "permissions": { "contents": "read", "metadata": "read", "repository_hooks": "write", "deployments": "write", "statuses": "write" },
             "repository_selection": "all",
         })),
     )
@@ -413,7 +413,7 @@ pub(super) fn repo_installation(state: &mut State, owner: &str, name: &str) -> R
         "account": { "login": repo.owner, "type": "Organization" },
         "repository_selection": "all",
         "target_type": "Organization",
-        "permissions": { "contents": "read", "metadata": "read", "repository_hooks": "write" },
+        "permissions": { "contents": "read", "metadata": "read", "repository_hooks": "write", "deployments": "write", "statuses": "write" },
         "events": [],
     }))
 }
@@ -433,6 +433,9 @@ pub(super) async fn repo_route(
     }
     if rest.first() == Some(&"hooks") && lock(state).hooks_hidden {
         return not_found();
+    }
+    if is_deployments_path(rest) {
+        return deployments_route(state, id, rest, request).await;
     }
     match (rest, &method) {
         ([], &Method::GET) => get_repo(state, id).await,

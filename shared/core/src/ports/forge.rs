@@ -3,7 +3,7 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 
-use crate::domain::{Branch, CommitSha, HookId, RepoUrl};
+use crate::domain::{AppName, Branch, CommitSha, HookId, ReleaseId, RepoUrl};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForgeError {
@@ -84,6 +84,60 @@ pub trait Forge: Send + Sync {
         branch: &Branch,
         path: &str,
     ) -> Result<bool, ForgeError>;
+    /// Shows a release's step beside its commit, where people look: on GitHub a deployment for
+    /// the commit in the app's environment, moved to `report.progress`, and a commit status
+    /// that says the same. The release's first report makes its deployment; later ones find
+    /// it again (a report repeated after a crash makes no second one). An `Inactive` report
+    /// for a release that never made one does nothing. A commit the repository lacks is
+    /// `NotFound`. Callers treat every error as a lost message, never as a failed release.
+    async fn report(&self, repo: &RepoUrl, report: &ReleaseReport) -> Result<(), ForgeError>;
+}
+
+/// Where a release stands, as the forge shows it beside its commit: on GitHub a deployment's
+/// status (and the commit status that says the same), locally a note on the commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Runway has the release and is fetching its source.
+    Queued,
+    /// Building, or deploying.
+    InProgress,
+    /// Live: serving at `environment_url`.
+    Success,
+    Failure,
+    /// Never served, and never will: a newer release went live first.
+    Inactive,
+}
+
+impl Progress {
+    /// GitHub's deployment-status `state` for it, which the local notes use too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::InProgress => "in_progress",
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Inactive => "inactive",
+        }
+    }
+}
+
+/// One step of a release, told to the forge (`Forge::report`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseReport {
+    /// The environment, and the commit status's context (`runway/APP`): apps that share a
+    /// repository each have their own.
+    pub app: AppName,
+    /// Which deployment the step belongs to: one per release, made by its first report.
+    pub release: ReleaseId,
+    pub seq: u64,
+    pub commit: CommitSha,
+    pub progress: Progress,
+    /// One line; the forge may cut it short (GitHub keeps 140 characters).
+    pub description: String,
+    /// The release on Runway's console.
+    pub log_url: Option<String>,
+    /// The app's address, once it serves.
+    pub environment_url: Option<String>,
 }
 
 /// How many branches [`Forge::branches`] lists (one page of GitHub's).

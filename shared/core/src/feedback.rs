@@ -1,0 +1,79 @@
+//! Where a release stands, told where the data scientist already looks: on GitHub, a deployment
+//! of its commit in the app's environment and a commit status (`runway/APP`); locally, a note on
+//! the commit (`Forge::report`). Shared by the worker, which moves releases, and cleanup, which
+//! fails the ones left stuck.
+//!
+//! A report is feedback, never part of the deploy: it is bounded in time, and one the forge
+//! loses is logged and let go, so GitHub being down or refusing never holds a release up. The
+//! release's next report finds (or makes) its deployment again, so only that one step is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::{AppName, Release};
+use crate::ports::{Forge, Progress, ReleaseReport, Store};
+
+/// The longest a report may hold up the step that makes it.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Clone)]
+pub struct Feedback {
+    pub forge: Arc<dyn Forge>,
+    pub store: Arc<dyn Store>,
+    /// Runway's console (`https://runway.example.com`), whose app page each report links to.
+    pub console: Option<String>,
+}
+
+impl Feedback {
+    /// The release's row on its app's console page.
+    pub fn release_page(&self, app: &AppName, seq: u64) -> Option<String> {
+        self.console
+            .as_ref()
+            .map(|console| format!("{}/apps/{app}#release-{seq}", console.trim_end_matches('/')))
+    }
+
+    /// Tells the forge that `release` reached `progress`. Does nothing for a release with no
+    /// commit yet (a manual deploy whose branch could not be read): there is nothing to show
+    /// it on.
+    pub async fn report(
+        &self,
+        release: &Release,
+        progress: Progress,
+        description: &str,
+        environment_url: Option<&str>,
+    ) {
+        let Some(commit) = release.commit.clone() else {
+            return;
+        };
+        let repo = match self.store.deployment(&release.app).await {
+            Ok(Some(deployment)) => deployment.repo,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(release = %release.id, %error, "could not read the app to report the release on its commit");
+                return;
+            }
+        };
+        let report = ReleaseReport {
+            app: release.app.clone(),
+            release: release.id.clone(),
+            seq: release.seq,
+            commit,
+            progress,
+            description: description.to_owned(),
+            log_url: self.release_page(&release.app, release.seq),
+            environment_url: environment_url.map(str::to_owned),
+        };
+        let progress = progress.as_str();
+        match tokio::time::timeout(REPORT_TIMEOUT, self.forge.report(&repo, &report)).await {
+            Ok(Ok(())) => {
+                tracing::info!(release = %release.id, progress, "reported on the commit");
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(release = %release.id, progress, %error, "could not report the release on its commit");
+            }
+            Err(_) => {
+                tracing::warn!(release = %release.id, progress, "reporting the release on its commit took too long; let go");
+            }
+        }
+    }
+}
