@@ -25,6 +25,7 @@ runway_tests::contract! {
         a_broken_build_fails_with_its_reason_and_the_end_of_its_log,
         knows_nothing_of_builds_it_never_made,
         deleting_an_app_forgets_its_builds_and_no_others,
+        a_monorepo_app_installs_the_dependency_files_nearest_its_main_file,
     ],
 }
 
@@ -66,9 +67,11 @@ async fn uv_builder() -> Subject {
 async fn cloud_build() -> Subject {
     let cloud = OnEmulators::start().await;
     // The fake runs no installer: it is told which requirement cannot be satisfied.
-    cloud
-        .fake
-        .fail_when_file_contains("requirements.txt", MISSING_REQUIREMENT);
+    for path in ["requirements.txt", "apps/sales/requirements.txt"] {
+        cloud
+            .fake
+            .fail_when_file_contains(path, MISSING_REQUIREMENT);
+    }
     Subject {
         builder: Arc::new(cloud.builder.clone()),
         timeout: Duration::from_secs(30),
@@ -141,6 +144,40 @@ async fn deleting_an_app_forgets_its_builds_and_no_others(s: &Subject) {
         &kept_build.build_id,
     )
     .await;
+}
+
+/// A monorepo: the root's requirements cannot install, the sales app's own can. Built for
+/// `apps/sales/app.py`, the app's own win; when its own are the broken ones, the build fails
+/// on them, though the root's would install.
+async fn a_monorepo_app_installs_the_dependency_files_nearest_its_main_file(s: &Subject) {
+    let app = "import streamlit as st\n\nst.title('sales')\n";
+    let broken = format!("streamlit\n{MISSING_REQUIREMENT}\n");
+    let sales = runway_core::domain::MainFile::parse("apps/sales/app.py").unwrap();
+    let good = s.repo(
+        "mono-good",
+        &[
+            ("requirements.txt", broken.as_str()),
+            ("apps/sales/app.py", app),
+            ("apps/sales/requirements.txt", "streamlit\n"),
+        ],
+    );
+    let mut request = contract::request("sales", &good);
+    request.main_file = sales.clone();
+    contract::builds_a_commit(s.builder.as_ref(), request, s.timeout).await;
+
+    let bad = s.repo(
+        "mono-bad",
+        &[
+            ("requirements.txt", "streamlit\n"),
+            ("apps/sales/app.py", app),
+            ("apps/sales/requirements.txt", broken.as_str()),
+        ],
+    );
+    let mut request = contract::request("sales", &bad);
+    request.main_file = sales;
+    let (_, _, log) =
+        contract::reports_a_failed_build(s.builder.as_ref(), request, s.timeout).await;
+    assert!(log.contains("apps/sales/requirements.txt"), "{log}");
 }
 
 mod uv_builder_only {

@@ -94,7 +94,8 @@ impl<W: Write> Repacker<W> {
         }
     }
 
-    /// Keeps the text of these root files (when small and UTF-8), for [`text`](Self::text).
+    /// Keeps the text of these files, by their paths from the tree's root (when small and
+    /// UTF-8), for [`text`](Self::text).
     pub fn keep_text(mut self, names: &[&str]) -> Self {
         self.sink.keep = names.iter().map(|name| (*name).to_owned()).collect();
         self

@@ -1,9 +1,22 @@
 //! Which of an app's manifests wins: one decision, followed by the local `UvBuilder` and by the
 //! Dockerfile Runway generates for Cloud Build, so an app installs the same way on both.
+//!
+//! In a monorepo the files nearest the main file win: for `apps/sales/app.py`, the first of
+//! `apps/sales/`, `apps/` and the root that has a `requirements.txt` or a `pyproject.toml`
+//! gives the dependencies (all of them from that one folder), and the nearest `packages.txt`
+//! gives the Debian packages.
 
-/// What installing an app depends on, at the root of its checkout.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+use crate::domain::MainFile;
+
+/// What installing an app depends on: its dependency files, in the folder nearest its main
+/// file that has any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceFiles {
+    /// The folder the dependency files are in, relative to the checkout, with a final `/`;
+    /// empty for the root.
+    pub dir: String,
+    /// The folder `packages.txt` is in (as `dir`), when there is one.
+    pub packages_dir: String,
     pub uv_lock: bool,
     pub pyproject_toml: bool,
     pub requirements_txt: bool,
@@ -32,25 +45,76 @@ pub enum Install {
 }
 
 impl SourceFiles {
-    /// The root files `from_root` reads.
-    pub const ROOT_FILES: [&str; 4] = [
+    /// The files a folder's install is read from.
+    pub const MANIFESTS: [&str; 4] = [
         "uv.lock",
         "pyproject.toml",
         "requirements.txt",
         "packages.txt",
     ];
 
-    /// Looks at a checkout through `read`, which returns the text of a file at its root.
-    pub fn from_root(read: impl Fn(&str) -> Option<String>) -> Self {
-        let requirements = read("requirements.txt");
+    /// The folders whose manifests may count for `main_file`, nearest first: its own, each
+    /// parent, and the root (`""`), each with a final `/`.
+    pub fn folders(main_file: &MainFile) -> Vec<String> {
+        let mut folders = Vec::new();
+        let mut path = main_file.as_str();
+        while let Some((parent, _)) = path.rsplit_once('/') {
+            folders.push(format!("{parent}/"));
+            path = parent;
+        }
+        folders.push(String::new());
+        folders
+    }
+
+    /// Every file [`nearest`](Self::nearest) may read for `main_file`: what a builder that
+    /// streams the source keeps the text of.
+    pub fn candidates(main_file: &MainFile) -> Vec<String> {
+        Self::folders(main_file)
+            .iter()
+            .flat_map(|dir| Self::MANIFESTS.map(|name| format!("{dir}{name}")))
+            .collect()
+    }
+
+    /// Looks at a checkout through `read`, which returns the text of a file by its path from
+    /// the root: the dependency files of the folder nearest `main_file` that has a
+    /// `requirements.txt` or a `pyproject.toml`, and the nearest `packages.txt`.
+    pub fn nearest(main_file: &MainFile, read: impl Fn(&str) -> Option<String>) -> Self {
+        let folders = Self::folders(main_file);
+        let has = |dir: &str, name: &str| read(&format!("{dir}{name}")).is_some();
+        let dir = folders
+            .iter()
+            .find(|dir| has(dir, "requirements.txt") || has(dir, "pyproject.toml"))
+            .cloned()
+            .unwrap_or_default();
+        let packages_dir = folders.iter().find(|dir| has(dir, "packages.txt"));
+        let requirements = read(&format!("{dir}requirements.txt"));
         Self {
-            uv_lock: read("uv.lock").is_some(),
-            pyproject_toml: read("pyproject.toml").is_some(),
+            uv_lock: has(&dir, "uv.lock"),
+            pyproject_toml: has(&dir, "pyproject.toml"),
             requirements_txt: requirements.is_some(),
             requirements_use_source: requirements.as_deref().is_some_and(uses_source),
             requirements_name_streamlit: requirements.as_deref().is_some_and(names_streamlit),
-            packages_txt: read("packages.txt").is_some(),
+            packages_txt: packages_dir.is_some(),
+            packages_dir: packages_dir.cloned().unwrap_or_default(),
+            dir,
         }
+    }
+
+    /// The files at the checkout's root alone (an app whose main file is there).
+    pub fn from_root(read: impl Fn(&str) -> Option<String>) -> Self {
+        let root = MainFile::parse("app.py").expect("a valid main file");
+        Self::nearest(&root, read)
+    }
+
+    /// The path of the dependency file `name` this plan reads, from the checkout's root.
+    pub fn path(&self, name: &str) -> String {
+        format!("{}{name}", self.dir)
+    }
+
+    /// Where `packages.txt` is, from the checkout's root, when there is one.
+    pub fn packages_path(&self) -> Option<String> {
+        self.packages_txt
+            .then(|| format!("{}packages.txt", self.packages_dir))
     }
 
     /// A lock wins (with the `pyproject.toml` it locks), then `requirements.txt`, then the
@@ -175,6 +239,79 @@ mod tests {
                 needs_source: true
             }
         );
+    }
+
+    fn nearest(main: &str, present: &[(&str, &str)]) -> SourceFiles {
+        let main = MainFile::parse(main).unwrap();
+        SourceFiles::nearest(&main, |name| {
+            present
+                .iter()
+                .find(|(file, _)| *file == name)
+                .map(|(_, text)| (*text).to_owned())
+        })
+    }
+
+    #[test]
+    fn the_folders_of_a_main_file_run_from_its_own_to_the_root() {
+        let main = MainFile::parse("apps/sales/app.py").unwrap();
+        assert_eq!(SourceFiles::folders(&main), ["apps/sales/", "apps/", ""]);
+        let root = MainFile::parse("app.py").unwrap();
+        assert_eq!(SourceFiles::folders(&root), [""]);
+        let candidates = SourceFiles::candidates(&main);
+        assert_eq!(candidates.len(), 12);
+        assert!(candidates.contains(&"apps/sales/requirements.txt".to_owned()));
+        assert!(candidates.contains(&"packages.txt".to_owned()));
+    }
+
+    #[test]
+    fn in_a_monorepo_the_dependency_files_nearest_the_main_file_win_together() {
+        let found = nearest(
+            "apps/sales/app.py",
+            &[
+                ("uv.lock", ""),
+                ("pyproject.toml", ""),
+                ("apps/sales/requirements.txt", "-e .\n"),
+                ("apps/finance/requirements.txt", "pandas\n"),
+            ],
+        );
+        assert_eq!(found.dir, "apps/sales/");
+        assert_eq!(
+            found.path("requirements.txt"),
+            "apps/sales/requirements.txt"
+        );
+        // The root's lock is another folder's: it does not mix in.
+        assert!(!found.uv_lock && !found.pyproject_toml);
+        assert!(found.requirements_use_source);
+        assert_eq!(
+            found.install(),
+            Install::Requirements {
+                file: "requirements.txt",
+                needs_source: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_main_file_with_no_files_of_its_own_takes_the_nearest_parents() {
+        let found = nearest(
+            "apps/sales/pages/app.py",
+            &[
+                ("apps/uv.lock", ""),
+                ("apps/pyproject.toml", ""),
+                ("requirements.txt", ""),
+                ("apps/sales/packages.txt", "libgl1\n"),
+                ("packages.txt", "curl\n"),
+            ],
+        );
+        assert_eq!(found.dir, "apps/");
+        assert_eq!(found.install(), Install::Locked);
+        assert_eq!(
+            found.packages_path().as_deref(),
+            Some("apps/sales/packages.txt")
+        );
+        let root = nearest("apps/sales/app.py", &[("requirements.txt", "")]);
+        assert_eq!(root.dir, "");
+        assert_eq!(root.packages_path(), None);
     }
 
     #[test]

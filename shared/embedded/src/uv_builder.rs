@@ -154,21 +154,25 @@ impl UvBuilder {
         } else {
             &[]
         };
-        let files = SourceFiles::from_root(|name| std::fs::read_to_string(src.join(name)).ok());
+        let files = SourceFiles::nearest(&request.main_file, |name| {
+            std::fs::read_to_string(src.join(name)).ok()
+        });
         // The Dockerfile for Cloud Build follows the same plan; `packages.txt` is the one thing
-        // a local build cannot honour (it would need root and Debian).
+        // a local build cannot honour (it would need root and Debian). The dependency files are
+        // installed from their folder (a monorepo app's own), as the Dockerfile does.
+        let deps = src.join(&files.dir);
         let mut wants_streamlit = false;
         match files.install() {
             Install::Locked => {
-                note(log, "installing from uv.lock").await;
+                note(log, &format!("installing from {}", files.path("uv.lock"))).await;
                 let args = ["sync", "--frozen", "--no-dev", "--no-install-project"];
-                self.uv(log, &src, &[&args[..], refresh].concat()).await?;
+                self.uv(log, &deps, &[&args[..], refresh].concat()).await?;
             }
             Install::Requirements { file, .. } => {
                 wants_streamlit = file == "requirements.txt" && !files.requirements_name_streamlit;
-                note(log, &format!("installing from {file}")).await;
+                note(log, &format!("installing from {}", files.path(file))).await;
                 let args = ["pip", "install", "--python", &python, "-r", file];
-                self.uv(log, &src, &[&args[..], refresh].concat()).await?;
+                self.uv(log, &deps, &[&args[..], refresh].concat()).await?;
             }
             Install::Nothing => {
                 note(
@@ -192,6 +196,14 @@ impl UvBuilder {
         Ok(())
     }
 
+    /// The build's own folder (`BUILDS/ID`), which holds `src/`, `venv/` and `uv.pid`, for a
+    /// `cwd` anywhere in its checkout.
+    fn build_root<'a>(&self, cwd: &'a Path) -> &'a Path {
+        cwd.ancestors()
+            .find(|dir| dir.parent() == Some(self.config.dir.as_path()))
+            .unwrap_or(cwd)
+    }
+
     async fn uv(&self, log: &mut tokio::fs::File, cwd: &Path, args: &[&str]) -> Result<(), String> {
         log.flush().await.ok();
         let stdout = log
@@ -206,7 +218,7 @@ impl UvBuilder {
             .map_err(|e| e.to_string())?
             .into_std()
             .await;
-        let venv = cwd.parent().unwrap_or(cwd).join("venv");
+        let venv = self.build_root(cwd).join("venv");
         let mut command = Command::new(&self.config.uv);
         crate::clean_env(&mut command, crate::BUILD_ENV);
         let mut child = command
@@ -224,7 +236,7 @@ impl UvBuilder {
             .spawn()
             .map_err(|e| format!("could not run uv ({}): {e}", self.config.uv.display()))?;
         // A runway killed mid-build cannot stop it: the next one does, by this file.
-        let pid_file = cwd.parent().unwrap_or(cwd).join("uv.pid");
+        let pid_file = self.build_root(cwd).join("uv.pid");
         if let Some(pid) = child.id() {
             record_pid(&pid_file, pid);
         }

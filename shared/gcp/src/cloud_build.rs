@@ -500,7 +500,9 @@ fn pack(
     main_file: &MainFile,
     commit: &CommitSha,
 ) -> Result<(), BuildError> {
-    let mut repacker = Repacker::new(out).keep_text(&SourceFiles::ROOT_FILES);
+    let manifests = SourceFiles::candidates(main_file);
+    let manifests: Vec<&str> = manifests.iter().map(String::as_str).collect();
+    let mut repacker = Repacker::new(out).keep_text(&manifests);
     if let Err(error) = repacker.copy(gz, limits) {
         return Err(archive_error(error, commit, limits));
     }
@@ -512,7 +514,7 @@ fn pack(
                 commit.short()
             )));
         }
-        let files = SourceFiles::from_root(|name| repacker.text(name).map(str::to_owned));
+        let files = SourceFiles::nearest(main_file, |name| repacker.text(name).map(str::to_owned));
         let dockerfile = generated_dockerfile(main_file, &files);
         repacker
             .add("Dockerfile", dockerfile.as_bytes())

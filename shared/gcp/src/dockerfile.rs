@@ -35,21 +35,98 @@ venv
 struct GeneratedDockerfile<'a> {
     python_base: &'a str,
     uv_image: &'a str,
-    packages_txt: bool,
-    locked: bool,
-    requirements: Option<&'static str>,
-    needs_source: bool,
+    /// `packages.txt`, copied in before anything else (its folder's name is plain).
+    packages_early: Option<String>,
+    /// The `RUN` that installs `packages.txt` from the copied source (a folder whose name a
+    /// `COPY` would read as a pattern or a variable).
+    packages_late: Option<String>,
+    /// What the install reads, as a comment.
+    comment: String,
+    /// Install before the code is copied, so a commit that changes only code reuses the
+    /// dependency layer; not when the install needs the whole source.
+    install_first: bool,
+    /// The `COPY` of the dependency files alone, ahead of the install.
+    early_copy: Option<String>,
+    /// The `RUN` that installs the dependencies.
+    install: String,
     command: String,
+}
+
+/// A folder name a Dockerfile's `COPY` takes as it is: no pattern (`*?[`), no variable (`$`),
+/// no space, nothing to quote.
+fn plain(path: &str) -> bool {
+    path.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+}
+
+/// A `RUN` in exec form: `script` run by `sh -c`, with `args` as `$1`, `$2`…, so no character in
+/// them reaches the shell as syntax.
+fn exec_run(script: &str, args: &[&str]) -> String {
+    let mut argv = vec!["sh", "-c", script, "runway"];
+    argv.extend_from_slice(args);
+    serde_json::to_string(&argv).expect("strings serialize")
 }
 
 /// The Dockerfile for a repository without one. `main_file` is already known to be a relative
 /// `.py` path inside the checkout; it reaches the shell only as a positional argument, never as
-/// part of the command text, so no character in it needs quoting.
+/// part of the command text, so no character in it needs quoting. The dependency files come
+/// from the folder `files.dir` (a monorepo's `apps/sales/`), where they are installed.
 pub fn generated_dockerfile(main_file: &MainFile, files: &SourceFiles) -> String {
-    let (locked, requirements, needs_source) = match files.install() {
-        Install::Locked => (true, None, false),
-        Install::Requirements { file, needs_source } => (false, Some(file), needs_source),
-        Install::Nothing => (false, None, false),
+    let dir = files.dir.as_str();
+    let in_dir = !dir.is_empty();
+    let (comment, manifests, needs_source, install) = match files.install() {
+        Install::Locked => {
+            let sync = "uv sync --frozen --no-dev --no-install-project";
+            let install = match in_dir {
+                false => sync.to_owned(),
+                true => exec_run(&format!("cd \"$1\" && {sync}"), &[dir]),
+            };
+            let comment = format!("Exactly the versions in {}.", files.path("uv.lock"));
+            (comment, vec!["pyproject.toml", "uv.lock"], false, install)
+        }
+        Install::Requirements { file, needs_source } => {
+            let pip = "uv venv /opt/venv && uv pip install --requirement";
+            let install = match in_dir {
+                false => format!("{pip} {file}"),
+                true => exec_run(
+                    "uv venv /opt/venv && cd \"$1\" && uv pip install --requirement \"$2\"",
+                    &[dir, file],
+                ),
+            };
+            let comment = match (needs_source, file) {
+                (true, _) => format!(
+                    "{} refers to other files of the repository, so it needs all of them.",
+                    files.path(file)
+                ),
+                (false, "pyproject.toml") => format!(
+                    "The dependencies listed in {} (no lock file to pin them).",
+                    files.path(file)
+                ),
+                (false, _) => format!("The dependencies in {}.", files.path(file)),
+            };
+            (comment, vec![file], needs_source, install)
+        }
+        Install::Nothing => (
+            "No uv.lock, requirements.txt or pyproject.toml: Streamlit alone.".to_owned(),
+            Vec::new(),
+            false,
+            "uv venv /opt/venv".to_owned(),
+        ),
+    };
+    let install_first = !needs_source && plain(dir);
+    let early_copy = (install_first && !manifests.is_empty()).then(|| {
+        let sources: Vec<String> = manifests.iter().map(|name| files.path(name)).collect();
+        format!("{} ./{dir}", sources.join(" "))
+    });
+    let (packages_early, packages_late) = match files.packages_path() {
+        Some(path) if plain(&path) => (Some(path), None),
+        Some(path) => {
+            let script = "apt-get update && sed -e 's/#.*//' -e 's/\\r$//' \"$1\" | xargs \
+                          --no-run-if-empty apt-get install --yes --no-install-recommends && \
+                          rm -rf /var/lib/apt/lists/*";
+            (None, Some(exec_run(script, &[&path])))
+        }
+        None => (None, None),
     };
     let command = serde_json::to_string(&[
         "sh",
@@ -63,10 +140,12 @@ pub fn generated_dockerfile(main_file: &MainFile, files: &SourceFiles) -> String
     let template = GeneratedDockerfile {
         python_base: PYTHON_BASE,
         uv_image: UV_IMAGE,
-        packages_txt: files.packages_txt,
-        locked,
-        requirements,
-        needs_source,
+        packages_early,
+        packages_late,
+        comment,
+        install_first,
+        early_copy,
+        install,
         command,
     };
     let mut text = askama::Template::render(&template).expect("the Dockerfile template renders");
@@ -247,6 +326,109 @@ mod tests {
         let cmd = text.lines().find(|l| l.starts_with("CMD ")).unwrap();
         let argv: Vec<String> = serde_json::from_str(cmd.trim_start_matches("CMD ")).unwrap();
         assert_eq!(argv[4], "a \"b\".py");
+    }
+
+    /// The exec-form `RUN` that installs the dependencies, as argv.
+    fn install_argv(text: &str) -> Vec<String> {
+        let run = text
+            .lines()
+            .find(|line| line.starts_with("RUN [\"sh\""))
+            .unwrap_or_else(|| panic!("no exec-form RUN in:\n{text}"));
+        serde_json::from_str(run.trim_start_matches("RUN ")).unwrap()
+    }
+
+    #[test]
+    fn a_monorepo_app_installs_its_folders_requirements_there_before_its_code() {
+        let text = generated_dockerfile(
+            &main_file("apps/sales/app.py"),
+            &SourceFiles {
+                dir: "apps/sales/".into(),
+                requirements_txt: true,
+                ..Default::default()
+            },
+        );
+
+        assert!(
+            text.contains("\nCOPY apps/sales/requirements.txt ./apps/sales/\n"),
+            "{text}"
+        );
+        let argv = install_argv(&text);
+        assert!(argv[2].contains("cd \"$1\" && uv pip install --requirement \"$2\""));
+        assert_eq!(argv[4..], ["apps/sales/", "requirements.txt"]);
+        let install = text.find("RUN [\"sh\"").unwrap();
+        assert!(install < text.find("COPY . .").unwrap());
+        assert!(text.contains("# The dependencies in apps/sales/requirements.txt."));
+    }
+
+    #[test]
+    fn a_monorepo_app_with_a_lock_syncs_it_in_its_folder() {
+        let text = generated_dockerfile(
+            &main_file("apps/sales/app.py"),
+            &SourceFiles {
+                dir: "apps/sales/".into(),
+                uv_lock: true,
+                pyproject_toml: true,
+                ..Default::default()
+            },
+        );
+
+        assert!(
+            text.contains("\nCOPY apps/sales/pyproject.toml apps/sales/uv.lock ./apps/sales/\n")
+        );
+        let argv = install_argv(&text);
+        assert_eq!(
+            argv[2],
+            "cd \"$1\" && uv sync --frozen --no-dev --no-install-project"
+        );
+        assert_eq!(argv[4..], ["apps/sales/"]);
+    }
+
+    /// A folder name COPY would read as a pattern or a variable is never written into a COPY:
+    /// the whole source is copied first, and the folder reaches the shell as an argument only.
+    #[test]
+    fn a_folder_with_unusual_characters_is_only_ever_an_argument() {
+        let dir = "my apps/[$HOME] \"x\"/";
+        let text = generated_dockerfile(
+            &main_file("my apps/[$HOME] \"x\"/app.py"),
+            &SourceFiles {
+                dir: dir.into(),
+                requirements_txt: true,
+                packages_txt: true,
+                packages_dir: dir.into(),
+                ..Default::default()
+            },
+        );
+
+        let copies: Vec<&str> = text.lines().filter(|l| l.starts_with("COPY ")).collect();
+        assert!(
+            copies.iter().all(|copy| !copy.contains("HOME")),
+            "{copies:?}"
+        );
+        let runs: Vec<Vec<String>> = text
+            .lines()
+            .filter(|line| line.starts_with("RUN [\"sh\""))
+            .map(|run| serde_json::from_str(run.trim_start_matches("RUN ")).unwrap())
+            .collect();
+        assert_eq!(runs.len(), 2, "{text}");
+        assert_eq!(runs[0][4..], [dir, "requirements.txt"]);
+        assert!(runs[1][2].contains("apt-get install"), "{:?}", runs[1]);
+        assert_eq!(runs[1][4..], [format!("{dir}packages.txt")]);
+        assert!(text.find("COPY . .").unwrap() < text.find("RUN [\"sh\"").unwrap());
+        assert!(text.find("apt-get install").unwrap() < text.find("USER app").unwrap());
+    }
+
+    #[test]
+    fn packages_come_from_the_folder_nearest_the_main_file() {
+        let text = generated_dockerfile(
+            &main_file("apps/sales/app.py"),
+            &SourceFiles {
+                packages_txt: true,
+                packages_dir: "apps/sales/".into(),
+                ..Default::default()
+            },
+        );
+
+        assert!(text.contains("COPY apps/sales/packages.txt /tmp/packages.txt\n"));
     }
 
     #[test]

@@ -16,9 +16,9 @@ ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PORT=8080
-{% if packages_txt %}
+{% if let Some(path) = packages_early %}
 # Debian packages the app asks for, one per line (as Streamlit Community Cloud reads them).
-COPY packages.txt /tmp/packages.txt
+COPY {{ path }} /tmp/packages.txt
 RUN apt-get update \
  && sed -e 's/#.*//' -e 's/\r$//' /tmp/packages.txt \
     | xargs --no-run-if-empty apt-get install --yes --no-install-recommends \
@@ -28,24 +28,15 @@ RUN useradd --create-home --uid 10001 app
 WORKDIR /app
 {#- Manifests are copied before the code so a commit that changes only code reuses the
     dependency layer from the previous image (--cache-from). #}
-{% if locked %}
-# Exactly the versions in uv.lock.
-COPY pyproject.toml uv.lock ./
-RUN uv sync --frozen --no-dev --no-install-project
+# {{ comment }}
+{% if install_first %}{% if let Some(copy) = early_copy %}COPY {{ copy }}
+{% endif %}RUN {{ install }}
 COPY . .
-{% else if let Some(file) = requirements %}{% if needs_source %}
-# {{ file }} refers to other files of the repository, so it needs all of them.
-COPY . .
-RUN uv venv /opt/venv && uv pip install --requirement {{ file }}
-{% else %}{% if *file == "pyproject.toml" %}
-# The dependencies listed in pyproject.toml (no lock file to pin them).{% endif %}
-COPY {{ file }} ./
-RUN uv venv /opt/venv && uv pip install --requirement {{ file }}
-COPY . .
-{% endif %}{% else %}
-# No uv.lock, requirements.txt or pyproject.toml: Streamlit alone.
-RUN uv venv /opt/venv
-COPY . .
+{% else %}COPY . .
+RUN {{ install }}
+{% endif %}{% if let Some(run) = packages_late %}
+# Debian packages the app asks for, from a folder whose name COPY would misread.
+RUN {{ run }}
 {% endif %}
 # Streamlit itself, unless the app's dependencies already brought it.
 RUN test -x /opt/venv/bin/streamlit || uv pip install streamlit

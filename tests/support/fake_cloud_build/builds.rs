@@ -312,11 +312,18 @@ pub(super) fn run_step(
         );
         return Err((lines, exited(1)));
     }
-    let knob = failures.iter().find_map(|(path, needle)| {
-        let text = String::from_utf8_lossy(files.get(path)?);
-        let line = text.lines().find(|line| line.contains(needle.as_str()))?;
-        Some((path.clone(), line.trim().to_owned()))
-    });
+    // Every file a knob fails, with the line it fails on.
+    let knobs: Vec<(String, String)> = failures
+        .iter()
+        .filter_map(|(path, needle)| {
+            let text = String::from_utf8_lossy(files.get(path)?);
+            let line = text.lines().find(|line| line.contains(needle.as_str()))?;
+            Some((path.clone(), line.trim().to_owned()))
+        })
+        .collect();
+    // Whether some RUN installs from a file the fake recognises; if none does, it cannot tell
+    // what the Dockerfile installs, and a knob fails the build at its end.
+    let mut installs_known = false;
     let copies_context = instructions
         .iter()
         .any(|(keyword, rest)| keyword == "COPY" && matches!(rest.as_str(), ". ." | ". ./"));
@@ -340,13 +347,16 @@ pub(super) fn run_step(
             }
         }
         // A knob's failure surfaces in the first RUN that reads its file (or `uv sync`, which
-        // reads the lock); failing that, at the end of the step.
-        if keyword == "RUN"
-            && let Some((path, line)) = &knob
-            && (rest.contains(path.as_str()) || rest.contains("uv sync"))
-        {
-            lines.extend(knob_failure(path, line, rest));
-            return Err((lines, exited(1)));
+        // reads the lock); failing that, at the end of the build.
+        if keyword == "RUN" {
+            installs_known |= rest.contains("--requirement") || rest.contains("uv sync");
+            let failing = knobs
+                .iter()
+                .find(|(path, _)| reads(rest, path) || rest.contains("uv sync"));
+            if let Some((path, line)) = failing {
+                lines.extend(knob_failure(path, line, rest));
+                return Err((lines, exited(1)));
+            }
         }
         // The main file is only known relative to the context when the whole context is the
         // working directory (Runway's Dockerfile, and the usual `COPY . .`).
@@ -361,7 +371,7 @@ pub(super) fn run_step(
             return Err((lines, exited(1)));
         }
     }
-    if let Some((path, line)) = &knob {
+    if let Some((path, line)) = knobs.first().filter(|_| !installs_known) {
         lines.extend(knob_failure(path, line, "the last step"));
         return Err((lines, exited(1)));
     }
@@ -371,6 +381,19 @@ pub(super) fn run_step(
         lines.push(format!("Successfully tagged {}", pair[1]));
     }
     Ok(lines)
+}
+
+/// Whether a `RUN` reads the context file `path`, as far as the fake can tell: a word of a shell
+/// form, or an argument of an exec form; the generated Dockerfile's exec form for a monorepo
+/// app (`["sh", "-c", "cd \"$1\" && … \"$2\"", NAME, FOLDER/, FILE]`) reads FOLDER/FILE.
+fn reads(run: &str, path: &str) -> bool {
+    match serde_json::from_str::<Vec<String>>(run) {
+        Ok(argv) if argv.len() > 4 && argv[2].contains("cd \"$1\"") => argv[5..]
+            .iter()
+            .any(|file| format!("{}{file}", argv[4]) == path),
+        Ok(argv) => argv.iter().any(|arg| arg == path),
+        Err(_) => run.split_whitespace().any(|word| word == path),
+    }
 }
 
 pub(super) fn knob_failure(path: &str, line: &str, command: &str) -> [String; 2] {
