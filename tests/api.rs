@@ -136,6 +136,46 @@ async fn every_bad_field_gets_a_4xx_naming_it_and_leaves_nothing_behind() -> any
             "secrets",
             "string",
         ),
+        (
+            with(base.clone(), "env", json!("MODEL=small\nnot a pair")),
+            400,
+            "env",
+            "line 2 is not NAME=value",
+        ),
+        (
+            with(
+                base.clone(),
+                "env",
+                json!({ "OPENAI_API_KEY": "sk-live-77ab" }),
+            ),
+            400,
+            "env",
+            "st.secrets",
+        ),
+        (
+            with(base.clone(), "env", json!({ "PORT": "9000" })),
+            400,
+            "env",
+            "set by Cloud Run or Runway",
+        ),
+        (
+            with(base.clone(), "env", json!({ "MODE": 3 })),
+            400,
+            "env",
+            "must be a string",
+        ),
+        (
+            with(base.clone(), "min_instances", json!(4)),
+            400,
+            "min_instances",
+            "0 to 3",
+        ),
+        (
+            with(base.clone(), "min_instances", json!("-1")),
+            400,
+            "min_instances",
+            "whole number",
+        ),
     ];
     for (body, status, field, hint) in cases {
         let (code, answer) = runway.post_json("/api/deployments", &body).await?;
@@ -444,6 +484,7 @@ async fn an_update_keeps_every_setting_it_does_not_name() -> anyhow::Result<()> 
                 "repo_url": repo.url(), "main_file": "streamlit_app.py", "app_name": "kept",
                 "branch": "dev", "memory": "2Gi", "cpu": "2",
                 "secrets": "api_key = \"k-93f1\"\n[db]\nurl = \"postgres://kept\"\n",
+                "env": "MODEL_NAME=small\nREGION_LABEL=eu west\n", "min_instances": "1",
             }),
         )
         .await?;
@@ -463,6 +504,26 @@ async fn an_update_keeps_every_setting_it_does_not_name() -> anyhow::Result<()> 
     assert_eq!(app["memory"], "2Gi", "{app:#}");
     assert_eq!(app["cpu"], "2", "{app:#}");
     assert_eq!(app["region"], "local", "{app:#}");
+    assert_eq!(
+        app["env"],
+        json!({ "MODEL_NAME": "small", "REGION_LABEL": "eu west" }),
+        "{app:#}"
+    );
+    assert_eq!(app["min_instances"], 1, "{app:#}");
+    // Emptied, the variables are gone; the warm instance stays.
+    let (code, cleared) = runway
+        .post_json(
+            "/api/deployments",
+            &json!({ "repo_url": repo.url(), "main_file": "app.py", "app_name": "kept", "env": "" }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{cleared}");
+    let (_, app) = runway.get_json("/api/apps/kept").await?;
+    assert!(
+        app["env"].as_object().is_some_and(|env| env.is_empty()),
+        "{app:#}"
+    );
+    assert_eq!(app["min_instances"], 1, "{app:#}");
     // The secrets were kept too: their names show, never their values.
     assert_eq!(app["secret_keys"], json!(["api_key", "db"]), "{app:#}");
     let shown = app.to_string()

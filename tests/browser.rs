@@ -52,6 +52,24 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         wait_for_value(&browser, "main_file", "streamlit_app.py").await?;
         fill(&browser, "app_name", "Browser_App").await?;
         fill(&browser, "secrets", &format!("greeting = \"{SECRET}\"")).await?;
+        // Plain variables, and two warm instances on two CPUs: the form says what they cost as
+        // the choices change, in the words and numbers the server uses.
+        fill(&browser, "env", "MODEL_NAME=small").await?;
+        let warm = runway_core::domain::MinInstances::new(2)?;
+        let cpus = runway_core::domain::Resources::new(
+            runway_core::domain::Resources::default().memory(),
+            runway_core::domain::Cpu::Two,
+        )?;
+        let cost = warm.describe_cost(cpus);
+        for (id, value) in [("cpu", "2"), ("min_instances", "2")] {
+            browser
+                .find(Locator::Id(id))
+                .await?
+                .select_by_label(value)
+                .await?;
+        }
+        let said = browser.find(Locator::Id("warm-cost")).await?.text().await?;
+        assert_eq!(said, cost);
         let submit = Locator::Css("button[type=submit]");
         browser.find(submit).await?.click().await?;
         let error = browser
@@ -77,6 +95,15 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         assert_eq!(live.text().await?, "live");
         assert_eq!(live.attr("class").await?.as_deref(), Some("state live"));
         assert_accessible(&browser).await?;
+        // The settings hold what the form sent, and the page says the same cost.
+        let env = browser
+            .find(Locator::Id("env"))
+            .await?
+            .prop("value")
+            .await?;
+        assert_eq!(env.as_deref(), Some("MODEL_NAME=small\n"));
+        let said = browser.find(Locator::Id("warm-cost")).await?.text().await?;
+        assert_eq!(said, cost);
         let releases = browser
             .find(Locator::Css("table[aria-labelledby=releases]"))
             .await?;

@@ -78,6 +78,7 @@ fn spec(release: &str, image: &str, secrets: Option<&str>) -> DeploySpec {
         main_file: MainFile::parse("streamlit_app.py").expect("a valid main file"),
         region: runway_tests::region(REGION),
         resources: Resources::new(Memory::Gi2, Cpu::One).expect("allowed resources"),
+        runtime: Default::default(),
         secrets: secrets.map(|name| SecretRef(name.to_owned())),
         access: Access::Public,
     }

@@ -118,6 +118,7 @@ fn deployment(name: &str, repo_id: u64) -> Deployment {
         main_file: MainFile::parse("app.py").unwrap(),
         region: runway_tests::region("europe-west1"),
         resources: Resources::default(),
+        runtime: Default::default(),
         access: Default::default(),
         owner: "ada@example.com".into(),
         secret_keys: None,

@@ -621,3 +621,98 @@ async fn metrics_count_what_runway_did() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The environment of the app's process: its plain variables, and nothing of runway's own.
+fn environ_of(main_file: &str) -> anyhow::Result<Vec<String>> {
+    let pids = processes_mentioning(main_file, 0);
+    anyhow::ensure!(
+        pids.len() == 1,
+        "expected one process running {main_file}: {pids:?}"
+    );
+    let environ = std::fs::read(format!("/proc/{}/environ", pids[0]))?;
+    Ok(environ
+        .split(|byte| *byte == 0)
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_apps_plain_variables_reach_its_process_and_go_when_emptied() -> anyhow::Result<()> {
+    // A main file no other test runs, so its process is found by name.
+    const MAIN: &str = "plain_variables_app.py";
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[(MAIN, &streamlit_app("Variables"))])?;
+    let runway = Runway::start(dir.path())?;
+    let submit = |env: Value| {
+        json!({
+            "repo_url": repo.url(), "main_file": MAIN, "app_name": "plain-vars",
+            "env": env, "min_instances": 1,
+        })
+    };
+
+    let (code, first) = runway
+        .post_json(
+            "/api/deployments",
+            &submit(json!("MODEL_NAME=small\nGREETING=hello there\n")),
+        )
+        .await?;
+    assert_eq!(code, 202, "{first}");
+    let id = first["release_id"].as_str().unwrap_or_default();
+    let live = runway
+        .wait_for_release("plain-vars", id, LIVE_TIMEOUT)
+        .await?;
+    assert_eq!(live["state"], "live", "{live:#}");
+
+    let environ = environ_of(MAIN)?;
+    assert!(
+        environ.contains(&"MODEL_NAME=small".to_owned()),
+        "{environ:?}"
+    );
+    assert!(
+        environ.contains(&"GREETING=hello there".to_owned()),
+        "{environ:?}"
+    );
+    assert!(
+        !environ.iter().any(|entry| entry.starts_with("RUNWAY_")),
+        "{environ:?}"
+    );
+    // The app's page shows them, and the warm instance's cost.
+    let page = runway
+        .client
+        .get(runway.url("/apps/plain-vars"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(page.contains("MODEL_NAME=small"), "{page}");
+    assert!(
+        page.contains("Keeping 1 instance warm costs about $"),
+        "{page}"
+    );
+
+    let (code, second) = runway
+        .post_json("/api/deployments", &submit(json!("")))
+        .await?;
+    assert_eq!(code, 202, "{second}");
+    let id = second["release_id"].as_str().unwrap_or_default();
+    let live = runway
+        .wait_for_release("plain-vars", id, LIVE_TIMEOUT)
+        .await?;
+    assert_eq!(live["state"], "live", "{live:#}");
+    // The old revision stops a moment after the new one serves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let environ = loop {
+        match environ_of(MAIN) {
+            Ok(environ) => break environ,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    assert!(
+        !environ.iter().any(|entry| entry.starts_with("MODEL_NAME=")),
+        "{environ:?}"
+    );
+    Ok(())
+}

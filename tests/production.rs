@@ -121,6 +121,8 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
             "app_name": "demo",
             "region": "europe-west1",
             "secrets": format!("greeting = \"{SECRET}\"\n"),
+            "env": { "MODEL_NAME": "small" },
+            "min_instances": 1,
         }))
         .send()
         .await?;
@@ -172,6 +174,18 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     );
     assert_eq!(as_teammate("/apps/demo").send().await?.status(), 404);
     // The secret reached Cloud Run only as a Secret Manager version, mounted as a file.
+    // Its plain variables beside the secrets file's, and one instance kept warm under the cap.
+    let env = &service["template"]["containers"][0]["env"];
+    assert_eq!(
+        env,
+        &json!([
+            { "name": "STREAMLIT_SECRETS_FILES", "value": "/secrets/secrets.toml" },
+            { "name": "MODEL_NAME", "value": "small" },
+        ]),
+        "{service:#}"
+    );
+    assert_eq!(service["template"]["scaling"]["minInstanceCount"], 1);
+    assert_eq!(service["template"]["scaling"]["maxInstanceCount"], 2);
     let template = service["template"].to_string();
     assert!(template.contains("runway-app-demo"), "{template}");
     assert!(template.contains("STREAMLIT_SECRETS_FILES"), "{template}");

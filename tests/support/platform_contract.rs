@@ -34,6 +34,7 @@ impl Fixture {
             main_file: MainFile::parse("streamlit_app.py").expect("a valid main file"),
             region: self.region.clone(),
             resources: Resources::default(),
+            runtime: Default::default(),
             secrets: None,
             access: Access::Public,
         }

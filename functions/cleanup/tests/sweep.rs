@@ -214,6 +214,7 @@ fn deployment_on(repo: &RepoUrl, name: &str, webhook_id: Option<HookId>) -> Depl
         main_file: runway_core::domain::MainFile::parse("app.py").unwrap(),
         region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
         resources: Default::default(),
+        runtime: Default::default(),
         access: Default::default(),
         owner: "ada".into(),
         secret_keys: None,

@@ -99,6 +99,8 @@ fn deployment_json(deployment: &Deployment, latest: Option<&Release>) -> Value {
         "region": deployment.region,
         "memory": deployment.resources.memory().as_str(),
         "cpu": deployment.resources.cpu().as_str(),
+        "env": deployment.runtime.env,
+        "min_instances": deployment.runtime.min_instances,
         "access": deployment.access,
         "secret_keys": deployment.secret_keys,
         "owner": deployment.owner,

@@ -10,13 +10,13 @@ use axum::extract::Query;
 use axum::extract::State as Shared;
 use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode};
-use runway_console::{Nav, NewAppPage};
+use runway_console::{Nav, NewAppPage, RuntimeFields};
 use runway_core::config::Policy;
 use runway_core::deployments::{Settings, SubmitRefused, may_submit, submitted};
 use runway_core::domain::{
-    Access, AppName, AuditAction, Branch, Caller, CommitSha, Cpu, Deployment, HookId, MainFile,
-    Memory, NewRelease, Region, Release, ReleaseId, RepoUrl, Resources, SecretsToml, Trigger,
-    Viewer,
+    Access, AppName, AuditAction, Branch, Caller, CommitSha, Cpu, Deployment, EnvVars, HookId,
+    MainFile, Memory, MinInstances, NewRelease, Region, Release, ReleaseId, RepoUrl, Resources,
+    Runtime, SecretsToml, Trigger, Viewer,
 };
 use runway_core::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
 use runway_core::releases::{RollbackRefused, audit, enqueue, rollback_target};
@@ -253,6 +253,7 @@ async fn form(
         default_cpu: Resources::default().cpu().as_str(),
         default_access: state.policy.default_access.mode(),
         default_viewers: viewer_list(&state.policy.default_access),
+        runtime: RuntimeFields::of(&Runtime::default(), Resources::default()),
         csrf,
     };
     let html = askama::Template::render(&page).map_err(|e| ApiError::Internal(e.into()))?;
@@ -283,6 +284,59 @@ struct DeploymentForm {
     /// Omitted on an update: the app keeps the secrets it has. Any JSON type is read here, so
     /// a wrong one is refused by us without serde quoting the value back.
     secrets: Option<serde_json::Value>,
+    /// Plain environment variables: `NAME=value` lines, or an object of strings. Omitted on an
+    /// update, the app keeps its own.
+    env: Option<serde_json::Value>,
+    /// Instances kept warm on Cloud Run: a number, or the form's text. Omitted, kept.
+    min_instances: Option<serde_json::Value>,
+}
+
+/// `env` as sent: lines (the form) or an object (an API client).
+fn env_vars(value: Option<serde_json::Value>) -> Result<Option<EnvVars>, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(lines)) => Ok(Some(EnvVars::parse_lines(&lines)?)),
+        Some(serde_json::Value::Object(vars)) => {
+            let vars = vars
+                .into_iter()
+                .map(|(name, value)| match value {
+                    serde_json::Value::String(value) => Ok((name, value)),
+                    _ => Err(ApiError::bad_request(
+                        "env",
+                        format!("the value of {name} must be a string"),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some(EnvVars::new(vars)?))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "env",
+            "env must be NAME=value lines or an object of strings",
+        )),
+    }
+}
+
+/// `min_instances` as sent: a number, or the form's text (empty keeps the app's).
+fn min_instances(value: Option<serde_json::Value>) -> Result<Option<MinInstances>, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(text)) if text.trim().is_empty() => Ok(None),
+        Some(serde_json::Value::String(text)) => Ok(Some(MinInstances::parse(&text)?)),
+        Some(serde_json::Value::Number(number)) => {
+            let count = number.as_u64().and_then(|n| u32::try_from(n).ok());
+            match count {
+                Some(count) => Ok(Some(MinInstances::new(count)?)),
+                None => Err(ApiError::bad_request(
+                    "min_instances",
+                    format!("must be 0 to {}", MinInstances::MAX),
+                )),
+            }
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "min_instances",
+            "min_instances must be a number",
+        )),
+    }
 }
 
 fn required<'a>(value: &'a Option<String>, field: &'static str) -> Result<&'a str, ApiError> {
@@ -309,6 +363,9 @@ struct Validated {
     /// `None`: the app keeps its access (a new one gets the installation's default).
     access: Option<Access>,
     secrets: Option<SecretsToml>,
+    /// `None` (each of these two): the app keeps its own; a new app has none.
+    env: Option<EnvVars>,
+    min_instances: Option<MinInstances>,
 }
 
 /// The viewers as one line, the way the form shows them.
@@ -377,6 +434,15 @@ impl Validated {
         )?;
         Ok((region, resources))
     }
+
+    /// What the app runs with: what the form names, else what the app has.
+    fn runtime(&self, existing: Option<&Deployment>) -> Runtime {
+        let current = existing.map(|app| app.runtime.clone()).unwrap_or_default();
+        Runtime {
+            env: self.env.clone().unwrap_or(current.env),
+            min_instances: self.min_instances.unwrap_or(current.min_instances),
+        }
+    }
 }
 
 impl DeploymentForm {
@@ -401,7 +467,11 @@ impl DeploymentForm {
         let memory = present(&self.memory).map(Memory::parse).transpose()?;
         let cpu = present(&self.cpu).map(Cpu::parse).transpose()?;
         let access = access(present(&self.access), self.viewers)?;
+        let env = env_vars(self.env)?;
+        let min_instances = min_instances(self.min_instances)?;
         Ok(Validated {
+            env,
+            min_instances,
             app,
             repo,
             branch,
@@ -528,6 +598,7 @@ async fn create_or_update(
         main_file: form.main_file.clone(),
         region: region.clone(),
         resources,
+        runtime: form.runtime(existing.as_ref()),
         access: form.access.clone().unwrap_or_else(|| {
             existing.as_ref().map_or_else(
                 || state.policy.default_access.clone(),
@@ -849,6 +920,7 @@ mod tests {
             default_cpu: "1",
             default_access: access.mode(),
             default_viewers: viewer_list(access),
+            runtime: RuntimeFields::of(&Runtime::default(), Resources::default()),
             csrf: "t0k3n".into(),
         })
         .unwrap()

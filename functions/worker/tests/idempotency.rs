@@ -82,6 +82,7 @@ async fn queued_release() -> (tempfile::TempDir, Embedded, Release) {
             main_file: MainFile::parse("app.py").unwrap(),
             region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
             resources: Resources::default(),
+            runtime: Default::default(),
             access: Default::default(),
             owner: "t@t".into(),
             secret_keys: None,

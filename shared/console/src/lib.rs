@@ -5,9 +5,38 @@
 
 use askama::Template;
 use runway_core::domain::{
-    AuditEntry, Caller, CommitSha, Cpu, Delivery, Deployment, Memory, Release, ReleaseId,
-    ReleaseState, RepoUrl, Timestamp, Trigger,
+    AuditEntry, Caller, CommitSha, Cpu, Delivery, Deployment, Memory, MinInstances, Release,
+    ReleaseId, ReleaseState, RepoUrl, Resources, Runtime, Timestamp, Trigger,
 };
+
+/// The forms' plain variables and warm instances (`runtime_fields.html`).
+pub struct RuntimeFields {
+    /// The variables as `NAME=value` lines.
+    pub env_lines: String,
+    pub min_instances: u32,
+    pub min_choices: Vec<u32>,
+    /// What the warm instances cost a month, said.
+    pub warm_cost: String,
+    /// A warm instance's vCPU-second and GiB-second in dollars, and a month's seconds: the
+    /// forms' script says the cost again as the choices change.
+    pub idle_rates: (f64, f64, f64),
+}
+
+impl RuntimeFields {
+    pub fn of(runtime: &Runtime, resources: Resources) -> Self {
+        Self {
+            env_lines: runtime.env.to_lines(),
+            min_instances: runtime.min_instances.count(),
+            min_choices: (0..=MinInstances::MAX).collect(),
+            warm_cost: runtime.min_instances.describe_cost(resources),
+            idle_rates: (
+                MinInstances::IDLE_VCPU_SECOND,
+                MinInstances::IDLE_GIB_SECOND,
+                MinInstances::MONTH_SECONDS,
+            ),
+        }
+    }
+}
 
 /// The console's stylesheet, served at `/assets/console.css`.
 pub const STYLESHEET: &str = include_str!("../assets/console.css");
@@ -319,6 +348,8 @@ pub struct AppPage {
     pub cpus: Vec<&'static str>,
     pub access_mode: &'static str,
     pub viewers: String,
+    /// The app's plain variables, its warm instances and their cost.
+    pub runtime: RuntimeFields,
     /// The names of the app's secrets (never a value); `None` when Runway has not kept them.
     pub secret_keys: Option<Vec<String>>,
     pub releases: Vec<ReleaseRow>,
@@ -368,6 +399,7 @@ impl AppPage {
                 .map(|viewer| viewer.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
+            runtime: RuntimeFields::of(&deployment.runtime, deployment.resources),
             secret_keys: deployment.secret_keys.clone(),
             releases: releases
                 .iter()
@@ -444,6 +476,8 @@ pub struct NewAppPage<'a> {
     pub default_cpu: &'static str,
     pub default_access: &'static str,
     pub default_viewers: String,
+    /// A new app starts with no variables and no warm instance.
+    pub runtime: RuntimeFields,
     /// The form's token; its cookie goes with the page.
     pub csrf: String,
 }
@@ -464,6 +498,7 @@ mod tests {
             main_file: MainFile::parse("app.py").unwrap(),
             region: Region::try_from("local".to_owned()).unwrap(),
             resources: Resources::default(),
+            runtime: Default::default(),
             access: Default::default(),
             owner: "ada@example.com".into(),
             secret_keys: None,

@@ -3,7 +3,7 @@
 
 use crate::domain::{
     Access, AppName, Branch, Caller, Deployment, HookId, MainFile, Region, RepoUrl, Resources,
-    Timestamp,
+    Runtime, Timestamp,
 };
 
 /// Why a submit is refused before anything is done.
@@ -52,6 +52,7 @@ pub struct Settings {
     pub main_file: MainFile,
     pub region: Region,
     pub resources: Resources,
+    pub runtime: Runtime,
     pub access: Access,
     /// The names of the secrets the submit sets; `None` when it keeps the app's.
     pub secret_keys: Option<Vec<String>>,
@@ -76,6 +77,7 @@ pub fn submitted(
         main_file: settings.main_file,
         region: settings.region,
         resources: settings.resources,
+        runtime: settings.runtime,
         access: settings.access,
         owner: existing.map_or_else(|| caller.email.clone(), |d| d.owner.clone()),
         secret_keys: settings
@@ -118,6 +120,7 @@ mod tests {
             main_file: MainFile::parse(main_file).unwrap(),
             region: Region::try_from("europe-west1".to_owned()).unwrap(),
             resources: Resources::default(),
+            runtime: Runtime::default(),
             access: Access::default(),
             secret_keys: Some(vec!["token".into()]),
             webhook_id: Some(HookId::new("11")),

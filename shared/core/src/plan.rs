@@ -148,6 +148,7 @@ mod tests {
             main_file: crate::domain::MainFile::parse("app.py").unwrap(),
             region: crate::domain::Region::try_from("local".to_owned()).unwrap(),
             resources: Default::default(),
+            runtime: Default::default(),
             access: Default::default(),
             owner: "ada".into(),
             secret_keys: None,

@@ -17,6 +17,7 @@ pub fn deployment(app: &str, repo: RepoUrl, repo_id: u64, owner: &str) -> Deploy
         main_file: MainFile::parse("app.py").expect("a main file"),
         region: Region::try_from("local".to_owned()).expect("a region"),
         resources: Default::default(),
+        runtime: Default::default(),
         access: Default::default(),
         owner: owner.into(),
         secret_keys: None,

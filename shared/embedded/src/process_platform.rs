@@ -69,6 +69,8 @@ struct Launch {
     image: PathBuf,
     main_file: String,
     secrets: Option<String>,
+    /// The app's plain environment variables.
+    env: Vec<(String, String)>,
     /// The app's folder: its runtime log and the revision's pid file.
     dir: PathBuf,
     pid_file: PathBuf,
@@ -162,6 +164,7 @@ impl ProcessPlatform {
         let mut command = Command::new(launch.image.join("venv/bin/streamlit"));
         crate::clean_env(&mut command, &[]);
         command
+            .envs(launch.env.iter().map(|(name, value)| (name, value)))
             // Each print in the log as it happens, not 8 KB at a time.
             .env("PYTHONUNBUFFERED", "1")
             .args(["run", &launch.main_file])
@@ -509,6 +512,12 @@ impl Platform for ProcessPlatform {
             image: PathBuf::from(&spec.image),
             main_file: spec.main_file.to_string(),
             secrets: spec.secrets.map(|secret| secret.0),
+            env: spec
+                .runtime
+                .env
+                .iter()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
             dir: app_dir.clone(),
             pid_file: app_dir.join(format!("{revision}.pid")),
         };
@@ -609,6 +618,7 @@ http.server.HTTPServer(("127.0.0.1", port), App).serve_forever()
             main_file: runway_core::domain::MainFile::parse("streamlit_app.py").unwrap(),
             region: runway_core::domain::Region::try_from("local".to_owned()).unwrap(),
             resources: Default::default(),
+            runtime: Default::default(),
             secrets: None,
             access: runway_core::domain::Access::Public,
         }

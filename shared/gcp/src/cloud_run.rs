@@ -645,25 +645,45 @@ fn template(
         .set_labels(managed_labels())
         .set_annotations([(RELEASE_ANNOTATION, spec.release_id.as_str())])
         .set_service_account(account)
-        .set_scaling(RevisionScaling::new().set_max_instance_count(config.max_instances))
+        .set_scaling(scaling(config, spec))
         // Streamlit keeps one websocket per browser session, and its state lives in the
         // instance that holds it: reconnects must land on the same instance.
         .set_session_affinity(true)
         // A websocket is one long request; Cloud Run cuts requests at the timeout (at most
         // an hour), so take the maximum.
         .set_timeout(google_cloud_wkt::Duration::clamp(3600, 0));
+    let mut env: Vec<EnvVar> = spec
+        .runtime
+        .env
+        .iter()
+        .map(|(name, value)| EnvVar::new().set_name(name).set_value(value))
+        .collect();
     if let Some(secrets) = &spec.secrets {
         let version = SecretVersion::parse(secrets)?;
         template = template.set_volumes([version.volume(&config.project)]);
-        container = container
-            .set_volume_mounts([VolumeMount::new()
-                .set_name(SECRETS_VOLUME)
-                .set_mount_path(SECRETS_DIR)])
-            .set_env([EnvVar::new()
+        container = container.set_volume_mounts([VolumeMount::new()
+            .set_name(SECRETS_VOLUME)
+            .set_mount_path(SECRETS_DIR)]);
+        env.insert(
+            0,
+            EnvVar::new()
                 .set_name(SECRETS_ENV)
-                .set_value(format!("{SECRETS_DIR}/{SECRETS_FILE}"))]);
+                .set_value(format!("{SECRETS_DIR}/{SECRETS_FILE}")),
+        );
+    }
+    if !env.is_empty() {
+        container = container.set_env(env);
     }
     Ok(template.set_containers([container]))
+}
+
+/// The app's warm instances, and the installation's cap on instances (raised to the warm
+/// count, which Cloud Run requires to be at most the cap).
+fn scaling(config: &CloudRunConfig, spec: &DeploySpec) -> RevisionScaling {
+    let min = i32::try_from(spec.runtime.min_instances.count()).unwrap_or(i32::MAX);
+    RevisionScaling::new()
+        .set_min_instance_count(min)
+        .set_max_instance_count(config.max_instances.max(min))
 }
 
 const SECRETS_VOLUME: &str = "secrets";
@@ -847,6 +867,7 @@ mod tests {
             main_file: MainFile::parse("app.py").unwrap(),
             region: Region::try_from("europe-west1".to_owned()).unwrap(),
             resources: Resources::new(Memory::Gi2, Cpu::Two).unwrap(),
+            runtime: Default::default(),
             secrets: secrets.map(|s| SecretRef(s.into())),
             access: Default::default(),
         }
@@ -951,6 +972,41 @@ mod tests {
         );
         assert_eq!(template["annotations"][RELEASE_ANNOTATION], "rel-1");
         assert_eq!(template["labels"][MANAGED_BY_LABEL], "runway");
+    }
+
+    #[test]
+    fn plain_variables_follow_the_secrets_file_and_warm_instances_raise_the_cap() {
+        let mut spec = spec(Some("projects/proj/secrets/s/versions/2"));
+        spec.runtime = runway_core::domain::Runtime {
+            env: runway_core::domain::EnvVars::parse_lines("MODEL=small\nLABEL=a b\n").unwrap(),
+            min_instances: runway_core::domain::MinInstances::new(3).unwrap(),
+        };
+        let mut low = config();
+        low.max_instances = 2;
+
+        let template = template_for(&low, &spec);
+
+        let env: Vec<(&str, &str)> = template["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|var| {
+                (
+                    var["name"].as_str().unwrap(),
+                    var["value"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("STREAMLIT_SECRETS_FILES", "/secrets/secrets.toml"),
+                ("LABEL", "a b"),
+                ("MODEL", "small")
+            ]
+        );
+        assert_eq!(template["scaling"]["minInstanceCount"], 3);
+        assert_eq!(template["scaling"]["maxInstanceCount"], 3);
     }
 
     fn template_for(config: &CloudRunConfig, spec: &DeploySpec) -> serde_json::Value {

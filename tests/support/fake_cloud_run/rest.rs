@@ -230,6 +230,43 @@ pub(super) fn flag(request: &SeenRequest, name: &str) -> bool {
     request.param(name) == Some("true")
 }
 
+/// What Cloud Run refuses in a revision template before it makes anything: more warm instances
+/// than the cap allows, and an environment variable named twice or named as one Cloud Run sets.
+fn check_template(template: Option<&Value>) -> Result<(), GoogleError> {
+    let Some(template) = template else {
+        return Ok(());
+    };
+    let scaling = &template["scaling"];
+    if let (Some(min), Some(max)) = (
+        scaling["minInstanceCount"].as_i64(),
+        scaling["maxInstanceCount"].as_i64(),
+    ) && min > max
+    {
+        return Err(GoogleError::invalid(format!(
+            "template.scaling: min_instance_count ({min}) must be less than or equal to \
+             max_instance_count ({max})"
+        )));
+    }
+    for container in template["containers"].as_array().into_iter().flatten() {
+        let mut seen = std::collections::HashSet::new();
+        for var in container["env"].as_array().into_iter().flatten() {
+            let name = var["name"].as_str().unwrap_or_default();
+            if ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"].contains(&name) {
+                return Err(GoogleError::invalid(format!(
+                    "The following reserved env names were provided: {name}. These values are \
+                     automatically set by the system."
+                )));
+            }
+            if !seen.insert(name) {
+                return Err(GoogleError::invalid(format!(
+                    "Duplicate env var names: {name}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The fake carries out every write; a dry run it would report as done is refused instead.
 fn refuse_validate_only(request: &SeenRequest) -> Result<(), GoogleError> {
     if flag(request, "validateOnly") {
@@ -257,6 +294,7 @@ pub(super) fn patch_service(
     if body.get("name").and_then(Value::as_str) != Some(name) {
         return Err(GoogleError::invalid("service.name must match the URL"));
     }
+    check_template(body.get("template"))?;
     let mask = request.param("updateMask").map(|mask| {
         mask.split(',')
             .map(str::trim)

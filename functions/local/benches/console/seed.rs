@@ -124,6 +124,7 @@ fn deployment(index: usize, at: runway_core::domain::Timestamp) -> Deployment {
         main_file: MainFile::parse("streamlit_app.py").expect("a main file"),
         region: Region::try_from("europe-west1".to_owned()).expect("a region"),
         resources: Resources::default(),
+        runtime: Default::default(),
         access: Default::default(),
         owner: OWNERS[index % OWNERS.len()].to_owned(),
         secret_keys: None,

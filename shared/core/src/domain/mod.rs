@@ -4,10 +4,12 @@ mod access;
 mod allowlist;
 mod ids;
 mod records;
+mod runtime;
 mod values;
 
 pub use access::*;
 pub use allowlist::*;
 pub use ids::*;
 pub use records::*;
+pub use runtime::*;
 pub use values::*;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Access, AppName, Branch, BuildId, CommitSha, DeliveryId, HookId, MainFile, Region, ReleaseId,
-    RepoUrl, Resources,
+    RepoUrl, Resources, Runtime,
 };
 
 pub type Timestamp = DateTime<Utc>;
@@ -22,6 +22,9 @@ pub struct Deployment {
     pub main_file: MainFile,
     pub region: Region,
     pub resources: Resources,
+    /// Plain environment variables and warm instances; apps from before have none.
+    #[serde(default)]
+    pub runtime: Runtime,
     /// Who may open the app. Records from before access was a setting are public.
     #[serde(default)]
     pub access: Access,

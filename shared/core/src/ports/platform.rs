@@ -1,6 +1,8 @@
 use async_trait::async_trait;
 
-use crate::domain::{Access, AppName, Deployment, MainFile, Region, Release, ReleaseId, Resources};
+use crate::domain::{
+    Access, AppName, Deployment, MainFile, Region, Release, ReleaseId, Resources, Runtime,
+};
 use crate::ports::SecretRef;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,8 @@ pub struct DeploySpec {
     pub main_file: MainFile,
     pub region: Region,
     pub resources: Resources,
+    /// Plain environment variables and warm instances.
+    pub runtime: Runtime,
     pub secrets: Option<SecretRef>,
     /// Who may open the app.
     pub access: Access,
@@ -52,6 +56,7 @@ impl DeploySpec {
             main_file: deployment.main_file.clone(),
             region: deployment.region.clone(),
             resources: deployment.resources,
+            runtime: deployment.runtime.clone(),
             secrets,
             access: deployment.access.clone(),
         }
