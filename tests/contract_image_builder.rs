@@ -186,6 +186,69 @@ mod uv_builder_only {
     use runway_core::ports::{BuildError, IdleBuild};
     use std::time::SystemTime;
 
+    /// `packages.txt` is never passed over in silence: a package this machine has is noted in
+    /// the log; one it lacks fails the build, named, with the command that installs it (this
+    /// runway may not install packages).
+    #[tokio::test]
+    async fn packages_txt_is_noted_when_installed_and_fails_naming_what_is_missing() {
+        let s = uv_builder().await;
+        let builder = s.builder.as_ref();
+        let mut files = GOOD_APP.to_vec();
+        files.push(("packages.txt", "# dpkg itself is on every Debian\ndpkg\n"));
+        let has = s.repo("has", &files);
+        let (built, _) =
+            contract::builds_a_commit(builder, contract::request("has", &has), s.timeout).await;
+        let log = builder.log(&built.build_id).await.unwrap();
+        assert!(
+            log.contains("packages.txt: dpkg installed on this machine"),
+            "{log}"
+        );
+
+        let mut files = GOOD_APP.to_vec();
+        files.push(("packages.txt", "dpkg\nrunway-no-such-package-3b7e\n"));
+        let lacks = s.repo("lacks", &files);
+        let started = builder
+            .start(contract::request("lacks", &lacks))
+            .await
+            .unwrap();
+        let status = contract::wait_for_end(builder, &started.build_id, s.timeout).await;
+        let runway_core::ports::BuildStatus::Failed { detail, .. } = status else {
+            panic!("expected a failure, got {status:?}");
+        };
+        assert!(
+            detail.contains(
+                "packages.txt asks for runway-no-such-package-3b7e, which this machine lacks"
+            ) && detail.contains("sudo apt-get install runway-no-such-package-3b7e"),
+            "{detail}"
+        );
+    }
+
+    /// A repository's own Dockerfile cannot run here (no container engine): the log says what
+    /// that means, and the app is built from its dependency files.
+    #[tokio::test]
+    async fn a_repositorys_own_dockerfile_is_named_in_the_log() {
+        let s = uv_builder().await;
+        let mut files = GOOD_APP.to_vec();
+        files.push((
+            "Dockerfile",
+            "FROM python:3.12-slim\nRUN pip install streamlit\n",
+        ));
+        let repo = s.repo("own", &files);
+
+        let (built, _) = contract::builds_a_commit(
+            s.builder.as_ref(),
+            contract::request("own", &repo),
+            s.timeout,
+        )
+        .await;
+
+        let log = s.builder.log(&built.build_id).await.unwrap();
+        assert!(
+            log.contains("this repository has its own Dockerfile"),
+            "{log}"
+        );
+    }
+
     /// Makes a build look as if it ended `ago`.
     fn ended(s: &Subject, build: &BuildId, ago: Duration) {
         let result = s

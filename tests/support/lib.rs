@@ -71,6 +71,7 @@ pub fn uv_builder(
             public_url: "http://127.0.0.1:1".into(),
             timeout,
             keep_logs: Duration::from_secs(90 * 86_400),
+            install_packages: false,
         },
         std::sync::Arc::new(runway_embedded::GitForge::new("/usr/bin/true".into())),
         notifications,

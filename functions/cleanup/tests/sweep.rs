@@ -54,6 +54,7 @@ fn fixture() -> Fixture {
             public_url: "http://127.0.0.1:1".into(),
             timeout: Duration::from_secs(60),
             keep_logs: Duration::from_secs(90 * 86_400),
+            install_packages: false,
         },
         forge.clone(),
         Arc::new(queue.clone()),

@@ -57,6 +57,9 @@ pub struct EmbeddedConfig {
     /// `RUNWAY_KEEP_BUILD_LOGS_DAYS`: how long a build no release needs keeps its log (default
     /// 90, as the logs bucket on Google Cloud); its checkout and environment go after an hour.
     pub keep_build_logs: Duration,
+    /// `RUNWAY_INSTALL_PACKAGES=1`: a build installs the `packages.txt` packages this machine
+    /// lacks with apt-get, when runway runs as root (default off: the build fails naming them).
+    pub install_packages: bool,
     /// `RUNWAY_CLEANUP_INTERVAL_SECS`: how often `runway` runs cleanup (default 60).
     pub cleanup_interval: Duration,
     /// `RUNWAY_STALE_SECS`: how long a release may sit queued, building or deploying before
@@ -116,6 +119,7 @@ impl EmbeddedConfig {
             keep_build_logs: Duration::from_secs(
                 config::parse_or("RUNWAY_KEEP_BUILD_LOGS_DAYS", 90u64)? * 86_400,
             ),
+            install_packages: config::parse_or("RUNWAY_INSTALL_PACKAGES", 0u8)? == 1,
             cleanup_interval: Duration::from_secs(config::parse_or(
                 "RUNWAY_CLEANUP_INTERVAL_SECS",
                 60,
@@ -195,6 +199,7 @@ impl Embedded {
                 public_url: public_url.clone(),
                 timeout: config.build_timeout,
                 keep_logs: config.keep_build_logs,
+                install_packages: config.install_packages,
             },
             forge.clone(),
             Arc::new(queue.clone()),

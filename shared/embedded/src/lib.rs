@@ -7,6 +7,7 @@ mod embedded;
 mod file_secret_store;
 mod git_forge;
 mod local_identity;
+mod packages;
 mod pid_file;
 pub mod process_platform;
 pub mod proxy;

@@ -42,6 +42,9 @@ pub struct UvBuilderConfig {
     /// How long a build's log is kept once no release needs the build
     /// (`RUNWAY_KEEP_BUILD_LOGS_DAYS`, as the logs bucket's lifecycle on Google Cloud).
     pub keep_logs: Duration,
+    /// Whether missing `packages.txt` packages are installed with apt-get (when runway runs as
+    /// root): `RUNWAY_INSTALL_PACKAGES`.
+    pub install_packages: bool,
 }
 
 /// A build younger than this is never pruned: its end may not be recorded on its release yet.
@@ -160,6 +163,17 @@ impl UvBuilder {
         // The Dockerfile for Cloud Build follows the same plan; `packages.txt` is the one thing
         // a local build cannot honour (it would need root and Debian). The dependency files are
         // installed from their folder (a monorepo app's own), as the Dockerfile does.
+        self.system_packages(log, &src, &files).await?;
+        if src.join("Dockerfile").is_file() {
+            note(
+                log,
+                "NOTE: this repository has its own Dockerfile. Cloud Build builds with it; this \
+                 machine has no container engine Runway uses, so the app is built with uv from \
+                 its Python dependency files instead, and what the Dockerfile adds (system \
+                 packages, another command) is not here",
+            )
+            .await;
+        }
         let deps = src.join(&files.dir);
         let mut wants_streamlit = false;
         match files.install() {
@@ -194,6 +208,60 @@ impl UvBuilder {
         )
         .await;
         Ok(())
+    }
+
+    /// The Debian packages `packages.txt` asks for: noted when installed, installed when
+    /// allowed, else the build fails naming them.
+    async fn system_packages(
+        &self,
+        log: &mut tokio::fs::File,
+        src: &Path,
+        files: &SourceFiles,
+    ) -> Result<(), String> {
+        let Some(path) = files.packages_path() else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(src.join(&path)).unwrap_or_default();
+        let names = crate::packages::names(&text)?;
+        if names.is_empty() {
+            return Ok(());
+        }
+        let listed = names.join(", ");
+        let missing = match crate::packages::missing(&names).await {
+            crate::packages::Found::Missing(missing) => missing,
+            crate::packages::Found::Unknown => {
+                note(
+                    log,
+                    &format!(
+                        "NOTE: {path} asks for the Debian packages {listed}; this machine has no \
+                         dpkg, so Runway can neither check nor install them. If the app needs \
+                         them, install their equivalents yourself"
+                    ),
+                )
+                .await;
+                return Ok(());
+            }
+        };
+        if missing.is_empty() {
+            note(log, &format!("{path}: {listed} installed on this machine")).await;
+            return Ok(());
+        }
+        let wanting = missing.join(" ");
+        if !crate::packages::may_install(self.config.install_packages) {
+            return Err(format!(
+                "{path} asks for {}, which this machine lacks. Install them (sudo apt-get \
+                 install {wanting}) and redeploy, or let runway install them: run it as root \
+                 with RUNWAY_INSTALL_PACKAGES=1",
+                missing.join(", ")
+            ));
+        }
+        note(
+            log,
+            &format!("installing {wanting} from {path} with apt-get"),
+        )
+        .await;
+        log.flush().await.ok();
+        crate::packages::install(&missing, log).await
     }
 
     /// The build's own folder (`BUILDS/ID`), which holds `src/`, `venv/` and `uv.pid`, for a
