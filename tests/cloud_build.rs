@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use runway_core::domain::{AppName, BuildId, MainFile};
 use runway_core::messages::{BuildNotification, CloudBuildStatus};
 use runway_core::ports::{BuildError, BuildOrigin, BuildStatus, ImageBuilder};
-use runway_gcp::{CloudBuildBuilder, SourceFiles, SourceLimits, generated_dockerfile};
+use runway_gcp::{CloudBuildBuilder, PYTHON_BASE, SourceFiles, SourceLimits, generated_dockerfile};
 use runway_tests::fake_cloud_build::{FakeCloudBuild, OnEmulators};
 use runway_tests::image_builder_contract::{self as contract, GOOD_APP, MISSING_REQUIREMENT};
 use runway_tests::{GitRepo, emulators};
@@ -473,6 +473,45 @@ async fn a_missing_main_file_stops_the_build_before_it_starts() {
     // The source streamed out was aborted, not committed half-way.
     let sources = cloud.objects(&cloud.source_bucket, "sources/").await;
     assert!(sources.is_empty(), "{sources:?}");
+}
+
+/// The Python an app asks for picks the generated Dockerfile's pinned base image; a version with
+/// no pinned image stops the build before anything is uploaded, saying which versions there are.
+#[tokio::test]
+async fn the_python_an_app_asks_for_picks_its_pinned_base_image_or_stops_the_build() {
+    let cloud = cloud().await;
+    let mut files = GOOD_APP.to_vec();
+    files.push(("runtime.txt", "python-3.12.4\n"));
+    let pinned = cloud.repo("pinned", &files);
+    let (started, _) =
+        contract::builds_a_commit(&cloud.builder, contract::request("pinned", &pinned), WAIT).await;
+    let dockerfile = cloud
+        .fake
+        .source_file(&started.build_id, "Dockerfile")
+        .expect("a Dockerfile");
+    let dockerfile = String::from_utf8(dockerfile).unwrap();
+    assert!(
+        dockerfile.contains(&format!("\nFROM {PYTHON_BASE}\n")),
+        "{dockerfile}"
+    );
+
+    let mut files = GOOD_APP.to_vec();
+    files.push((".python-version", "3.11\n"));
+    let other = cloud.repo("other", &files);
+    let builds_before = cloud.fake.build_ids().len();
+    let error = cloud
+        .builder
+        .start(contract::request("other", &other))
+        .await
+        .unwrap_err();
+
+    let message = error.to_string();
+    assert!(
+        message.contains("asks for Python 3.11 (.python-version)")
+            && message.contains("pin Python 3.12"),
+        "{message}"
+    );
+    assert_eq!(cloud.fake.build_ids().len(), builds_before);
 }
 
 /// Text that does not compress much: a repository's data files, as far as gzip can tell.

@@ -223,6 +223,112 @@ mod uv_builder_only {
         );
     }
 
+    /// The minor version of this machine's `python3`, the one interpreter sure to be here.
+    fn machine_python() -> u8 {
+        let output = std::process::Command::new("python3")
+            .args(["-c", "import sys; print(sys.version_info[1])"])
+            .output()
+            .expect("python3 runs");
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .expect("a minor version")
+    }
+
+    /// A supported Python uv cannot find here, if there is one.
+    fn absent_python() -> Option<u8> {
+        runway_core::python::SUPPORTED
+            .into_iter()
+            .find(|minor| !uv_finds(*minor))
+    }
+
+    /// A supported Python here other than `python3`'s, if there is one: asking for it proves
+    /// the ask is what picks the interpreter.
+    fn other_python() -> Option<u8> {
+        let own = machine_python();
+        runway_core::python::SUPPORTED
+            .into_iter()
+            .find(|minor| *minor != own && uv_finds(*minor))
+    }
+
+    /// Whether uv finds Python 3.`minor`, looked for as the builder looks: from a checkout whose
+    /// `.python-version` asks for it (pyenv's shims read that file).
+    fn uv_finds(minor: u8) -> bool {
+        let checkout = tempfile::tempdir().expect("a folder");
+        std::fs::write(
+            checkout.path().join(".python-version"),
+            format!("3.{minor}\n"),
+        )
+        .expect("writing .python-version");
+        std::process::Command::new(runway_tests::uv_bin())
+            .current_dir(checkout.path())
+            .args(["python", "find", &format!("3.{minor}")])
+            .env("UV_PYTHON_DOWNLOADS", "never")
+            .output()
+            .expect("uv runs")
+            .status
+            .success()
+    }
+
+    /// Builds the good app with `file` holding `text`, which must fail: the failure's detail.
+    async fn fails_asking(s: &Subject, name: &str, file: &str, text: &str) -> String {
+        let mut files = GOOD_APP.to_vec();
+        files.push((file, text));
+        let repo = s.repo(name, &files);
+        let builder = s.builder.as_ref();
+        let started = builder.start(contract::request(name, &repo)).await.unwrap();
+        match contract::wait_for_end(builder, &started.build_id, s.timeout).await {
+            runway_core::ports::BuildStatus::Failed { detail, .. } => detail,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    /// The Python a repository asks for is the one its environment gets; one Runway does not
+    /// run, or one this machine lacks (and may not download), fails the build saying so.
+    #[tokio::test]
+    async fn the_python_a_repository_asks_for_is_the_one_it_gets() {
+        let s = uv_builder().await;
+        let builder = s.builder.as_ref();
+        let minor = other_python().unwrap_or_else(machine_python);
+        let mut files = GOOD_APP.to_vec();
+        let asked = format!("3.{minor}\n");
+        files.push((".python-version", asked.as_str()));
+        let repo = s.repo("asks", &files);
+        let (built, _) =
+            contract::builds_a_commit(builder, contract::request("asks", &repo), s.timeout).await;
+        let log = builder.log(&built.build_id).await.unwrap();
+        assert!(
+            log.contains(&format!("Python 3.{minor}, as .python-version asks")),
+            "{log}"
+        );
+        let config = s
+            .dir
+            .path()
+            .join("builds")
+            .join(built.build_id.as_str())
+            .join("venv/pyvenv.cfg");
+        let config = std::fs::read_to_string(&config).unwrap();
+        assert!(config.contains(&format!("3.{minor}.")), "{config}");
+
+        let old = fails_asking(&s, "old", "runtime.txt", "python-3.8.10\n").await;
+        assert!(
+            old.contains("runtime.txt asks for Python 3.8.10, which Runway does not run apps on"),
+            "{old}"
+        );
+        // Every supported version may be on a machine (pyenv's, say); then there is none to
+        // miss, and only the other cases are checked.
+        if let Some(absent) = absent_python() {
+            let asked = format!("3.{absent}\n");
+            let missing = fails_asking(&s, "missing", ".python-version", &asked).await;
+            assert!(
+                missing.contains(&format!(
+                    "asks for Python 3.{absent} (.python-version), which is not on this machine"
+                )) && missing.contains("RUNWAY_PYTHON_DOWNLOADS=1"),
+                "{missing}"
+            );
+        }
+    }
+
     /// A repository's own Dockerfile cannot run here (no container engine): the log says what
     /// that means, and the app is built from its dependency files.
     #[tokio::test]

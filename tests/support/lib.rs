@@ -72,6 +72,7 @@ pub fn uv_builder(
             timeout,
             keep_logs: Duration::from_secs(90 * 86_400),
             install_packages: false,
+            python_downloads: false,
         },
         std::sync::Arc::new(runway_embedded::GitForge::new("/usr/bin/true".into())),
         notifications,

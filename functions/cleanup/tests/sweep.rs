@@ -55,6 +55,7 @@ fn fixture() -> Fixture {
             timeout: Duration::from_secs(60),
             keep_logs: Duration::from_secs(90 * 86_400),
             install_packages: false,
+            python_downloads: false,
         },
         forge.clone(),
         Arc::new(queue.clone()),

@@ -7,6 +7,7 @@
 //! gives the Debian packages.
 
 use crate::domain::MainFile;
+use crate::python::PythonRequest;
 
 /// What installing an app depends on: its dependency files, in the folder nearest its main
 /// file that has any.
@@ -27,6 +28,8 @@ pub struct SourceFiles {
     pub requirements_name_streamlit: bool,
     /// Debian packages, one per line (as Streamlit Community Cloud reads them).
     pub packages_txt: bool,
+    /// The Python the app asks for (`.python-version`, `runtime.txt`, `requires-python`).
+    pub python: PythonRequest,
 }
 
 /// How the app's Python dependencies are installed.
@@ -46,11 +49,13 @@ pub enum Install {
 
 impl SourceFiles {
     /// The files a folder's install is read from.
-    pub const MANIFESTS: [&str; 4] = [
+    pub const MANIFESTS: [&str; 6] = [
         "uv.lock",
         "pyproject.toml",
         "requirements.txt",
         "packages.txt",
+        ".python-version",
+        "runtime.txt",
     ];
 
     /// The folders whose manifests may count for `main_file`, nearest first: its own, each
@@ -88,6 +93,23 @@ impl SourceFiles {
             .unwrap_or_default();
         let packages_dir = folders.iter().find(|dir| has(dir, "packages.txt"));
         let requirements = read(&format!("{dir}requirements.txt"));
+        let nearest_text = |name: &str| {
+            folders.iter().find_map(|folder| {
+                let path = format!("{folder}{name}");
+                read(&path).map(|text| (path, text))
+            })
+        };
+        let (python_version, runtime_txt) =
+            (nearest_text(".python-version"), nearest_text("runtime.txt"));
+        let pyproject_path = format!("{dir}pyproject.toml");
+        let pyproject = read(&pyproject_path);
+        let python = PythonRequest::from_files(
+            python_version
+                .as_ref()
+                .map(|(p, t)| (p.as_str(), t.as_str())),
+            runtime_txt.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+            pyproject.as_deref().map(|t| (pyproject_path.as_str(), t)),
+        );
         Self {
             uv_lock: has(&dir, "uv.lock"),
             pyproject_toml: has(&dir, "pyproject.toml"),
@@ -96,6 +118,7 @@ impl SourceFiles {
             requirements_name_streamlit: requirements.as_deref().is_some_and(names_streamlit),
             packages_txt: packages_dir.is_some(),
             packages_dir: packages_dir.cloned().unwrap_or_default(),
+            python,
             dir,
         }
     }
@@ -258,7 +281,8 @@ mod tests {
         let root = MainFile::parse("app.py").unwrap();
         assert_eq!(SourceFiles::folders(&root), [""]);
         let candidates = SourceFiles::candidates(&main);
-        assert_eq!(candidates.len(), 12);
+        assert_eq!(candidates.len(), 18);
+        assert!(candidates.contains(&"apps/.python-version".to_owned()));
         assert!(candidates.contains(&"apps/sales/requirements.txt".to_owned()));
         assert!(candidates.contains(&"packages.txt".to_owned()));
     }

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod messages;
 pub mod plan;
 pub mod ports;
+pub mod python;
 pub mod releases;
 pub mod text;
 

@@ -60,6 +60,10 @@ pub struct EmbeddedConfig {
     /// `RUNWAY_INSTALL_PACKAGES=1`: a build installs the `packages.txt` packages this machine
     /// lacks with apt-get, when runway runs as root (default off: the build fails naming them).
     pub install_packages: bool,
+    /// `RUNWAY_PYTHON_DOWNLOADS=1`: uv may download the Python an app asks for
+    /// (`.python-version`, `runtime.txt`, `requires-python`) when this machine lacks it (default
+    /// off: such a build fails naming the version).
+    pub python_downloads: bool,
     /// `RUNWAY_CLEANUP_INTERVAL_SECS`: how often `runway` runs cleanup (default 60).
     pub cleanup_interval: Duration,
     /// `RUNWAY_STALE_SECS`: how long a release may sit queued, building or deploying before
@@ -120,6 +124,7 @@ impl EmbeddedConfig {
                 config::parse_or("RUNWAY_KEEP_BUILD_LOGS_DAYS", 90u64)? * 86_400,
             ),
             install_packages: config::parse_or("RUNWAY_INSTALL_PACKAGES", 0u8)? == 1,
+            python_downloads: config::parse_or("RUNWAY_PYTHON_DOWNLOADS", 0u8)? == 1,
             cleanup_interval: Duration::from_secs(config::parse_or(
                 "RUNWAY_CLEANUP_INTERVAL_SECS",
                 60,
@@ -200,6 +205,7 @@ impl Embedded {
                 timeout: config.build_timeout,
                 keep_logs: config.keep_build_logs,
                 install_packages: config.install_packages,
+                python_downloads: config.python_downloads,
             },
             forge.clone(),
             Arc::new(queue.clone()),

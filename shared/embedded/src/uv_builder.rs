@@ -26,6 +26,7 @@ use runway_core::ports::{
     BuildError, BuildOrigin, BuildRequest, BuildStatus, Forge, IdleBuild, ImageBuilder, Queue,
     StartedBuild, Topic,
 };
+use runway_core::python::PythonRequest;
 
 #[derive(Clone, Debug)]
 pub struct UvBuilderConfig {
@@ -45,6 +46,9 @@ pub struct UvBuilderConfig {
     /// Whether missing `packages.txt` packages are installed with apt-get (when runway runs as
     /// root): `RUNWAY_INSTALL_PACKAGES`.
     pub install_packages: bool,
+    /// Whether uv may download the Python an app asks for when this machine lacks it:
+    /// `RUNWAY_PYTHON_DOWNLOADS`.
+    pub python_downloads: bool,
 }
 
 /// A build younger than this is never pruned: its end may not be recorded on its release yet.
@@ -127,23 +131,43 @@ impl UvBuilder {
                 request.commit.short()
             ));
         }
-        note(
-            log,
-            &format!("creating a virtualenv with {}", self.config.python),
-        )
-        .await;
-        self.uv(
-            log,
-            &src,
-            &[
-                "venv",
-                "--quiet",
-                "--python",
-                &self.config.python,
-                &venv.display().to_string(),
-            ],
-        )
-        .await?;
+        let files = SourceFiles::nearest(&request.main_file, |name| {
+            std::fs::read_to_string(src.join(name)).ok()
+        });
+        // The Python the app asks for, found on this machine by uv (or fetched, where allowed);
+        // else the configured interpreter.
+        let minor = files.python.minor()?;
+        let interpreter = match &files.python {
+            PythonRequest::Version { from, .. } => {
+                note(log, &format!("Python 3.{minor}, as {from} asks")).await;
+                format!("3.{minor}")
+            }
+            _ => self.config.python.clone(),
+        };
+        note(log, &format!("creating a virtualenv with {interpreter}")).await;
+        let created = self
+            .uv(
+                log,
+                &src,
+                &[
+                    "venv",
+                    "--quiet",
+                    "--python",
+                    &interpreter,
+                    &venv.display().to_string(),
+                ],
+            )
+            .await;
+        if let (Err(_), PythonRequest::Version { from, .. }) = (&created, &files.python)
+            && !self.config.python_downloads
+        {
+            return Err(format!(
+                "the app asks for Python 3.{minor} ({from}), which is not on this machine, and \
+                 runway does not download interpreters: install it (uv python install 3.{minor}, \
+                 or your system's package), or set RUNWAY_PYTHON_DOWNLOADS=1, then redeploy"
+            ));
+        }
+        created?;
         let python = venv.join("bin/python").display().to_string();
         // Each build has its own virtualenv; the cache is uv's downloads. Cleared, uv checks
         // every package with the index again instead of trusting what it has.
@@ -157,9 +181,6 @@ impl UvBuilder {
         } else {
             &[]
         };
-        let files = SourceFiles::nearest(&request.main_file, |name| {
-            std::fs::read_to_string(src.join(name)).ok()
-        });
         // The Dockerfile for Cloud Build follows the same plan; `packages.txt` is the one thing
         // a local build cannot honour (it would need root and Debian). The dependency files are
         // installed from their folder (a monorepo app's own), as the Dockerfile does.
@@ -293,7 +314,14 @@ impl UvBuilder {
             .args(args)
             .current_dir(cwd)
             .env("UV_CACHE_DIR", &self.config.uv_cache_dir)
-            .env("UV_PYTHON_DOWNLOADS", "never")
+            .env(
+                "UV_PYTHON_DOWNLOADS",
+                if self.config.python_downloads {
+                    "automatic"
+                } else {
+                    "never"
+                },
+            )
             .env("UV_PROJECT_ENVIRONMENT", &venv)
             .env("UV_NO_PROGRESS", "1")
             .env("NO_COLOR", "1")

@@ -515,6 +515,8 @@ fn pack(
             )));
         }
         let files = SourceFiles::nearest(main_file, |name| repacker.text(name).map(str::to_owned));
+        super::dockerfile::python_base(&files.python)
+            .map_err(|why| BuildError::Other(anyhow!(why)))?;
         let dockerfile = generated_dockerfile(main_file, &files);
         repacker
             .add("Dockerfile", dockerfile.as_bytes())

@@ -6,11 +6,40 @@
 
 use runway_core::domain::MainFile;
 pub use runway_core::install::{Install, SourceFiles};
+pub use runway_core::python::PythonRequest;
 
 /// Pinned by digest so an app's Python (and the system libraries under it) never change between
 /// two deploys of the same commit. Runway bumps it deliberately, in a release of its own.
 pub const PYTHON_BASE: &str =
     "python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea";
+
+/// The pinned base image of each Python version the generated Dockerfile offers. Only 3.12's
+/// digest is known to Runway so far: the others need theirs read from Docker Hub, which the
+/// machines Runway is built on cannot reach.
+const PYTHON_BASES: [(u8, &str); 1] = [(12, PYTHON_BASE)];
+
+/// The pinned base image for the Python the app asks for, or why there is none.
+pub fn python_base(python: &PythonRequest) -> Result<&'static str, String> {
+    let minor = python.minor()?;
+    let from = match python {
+        PythonRequest::Version { from, .. } => format!(" ({from})"),
+        _ => String::new(),
+    };
+    PYTHON_BASES
+        .iter()
+        .find(|(offered, _)| *offered == minor)
+        .map(|(_, image)| *image)
+        .ok_or_else(|| {
+            format!(
+                "the app asks for Python 3.{minor}{from}, and Runway's Cloud Build images pin \
+                 Python {} only so far; ask for that version, or give the repository its own \
+                 Dockerfile",
+                PYTHON_BASES
+                    .map(|(minor, _)| format!("3.{minor}"))
+                    .join(", ")
+            )
+        })
+}
 
 /// uv, pinned the same way (version for people, digest for the builder).
 pub const UV_IMAGE: &str = "ghcr.io/astral-sh/uv:0.13.0@sha256:cdc6093146eb3ff6a40107b38f008b789e050e77ad87865e381d9917da55a168";
@@ -138,7 +167,8 @@ pub fn generated_dockerfile(main_file: &MainFile, files: &SourceFiles) -> String
     ])
     .expect("strings serialize");
     let template = GeneratedDockerfile {
-        python_base: PYTHON_BASE,
+        // `pack` refuses a version with no pinned image before it gets here.
+        python_base: python_base(&files.python).unwrap_or(PYTHON_BASE),
         uv_image: UV_IMAGE,
         packages_early,
         packages_late,
@@ -429,6 +459,31 @@ mod tests {
         );
 
         assert!(text.contains("COPY apps/sales/packages.txt /tmp/packages.txt\n"));
+    }
+
+    #[test]
+    fn the_base_image_is_the_pinned_one_of_the_python_asked_for() {
+        let asked = |minor: u8| PythonRequest::Version {
+            minor,
+            from: ".python-version".into(),
+        };
+        assert_eq!(python_base(&PythonRequest::Default), Ok(PYTHON_BASE));
+        assert_eq!(python_base(&asked(12)), Ok(PYTHON_BASE));
+        let refused = python_base(&asked(11)).unwrap_err();
+        assert!(
+            refused.contains("Python 3.11 (.python-version)")
+                && refused.contains("pin Python 3.12"),
+            "{refused}"
+        );
+        let unsupported = PythonRequest::Unsupported {
+            asked: "2.7".into(),
+            from: "runtime.txt".into(),
+        };
+        assert!(
+            python_base(&unsupported)
+                .unwrap_err()
+                .contains("runtime.txt asks for Python 2.7")
+        );
     }
 
     #[test]
