@@ -80,6 +80,17 @@ pub(crate) fn clean_env(command: &mut tokio::process::Command, extra: &[&str]) {
     }
 }
 
+/// A child's standard output and error, both appended to the build's `log`.
+pub(crate) async fn into_log(
+    log: &tokio::fs::File,
+) -> Result<(std::fs::File, std::fs::File), String> {
+    let handle = || async {
+        let file = log.try_clone().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(file.into_std().await)
+    };
+    Ok((handle().await?, handle().await?))
+}
+
 /// Writes `contents` to `path` with mode 0600 from the first byte (never briefly world-readable),
 /// replacing any previous file atomically.
 pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {

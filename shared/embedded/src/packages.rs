@@ -86,18 +86,7 @@ pub(crate) fn may_install(allowed: bool) -> bool {
 
 /// `apt-get install` of `names`, its output appended to `log`.
 pub(crate) async fn install(names: &[String], log: &tokio::fs::File) -> Result<(), String> {
-    let stdout = log
-        .try_clone()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_std()
-        .await;
-    let stderr = log
-        .try_clone()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_std()
-        .await;
+    let (stdout, stderr) = crate::into_log(log).await?;
     let status = Command::new("apt-get")
         .args(["install", "--yes", "--no-install-recommends", "--"])
         .args(names)

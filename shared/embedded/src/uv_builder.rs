@@ -295,18 +295,7 @@ impl UvBuilder {
 
     async fn uv(&self, log: &mut tokio::fs::File, cwd: &Path, args: &[&str]) -> Result<(), String> {
         log.flush().await.ok();
-        let stdout = log
-            .try_clone()
-            .await
-            .map_err(|e| e.to_string())?
-            .into_std()
-            .await;
-        let stderr = log
-            .try_clone()
-            .await
-            .map_err(|e| e.to_string())?
-            .into_std()
-            .await;
+        let (stdout, stderr) = crate::into_log(log).await?;
         let venv = self.build_root(cwd).join("venv");
         let mut command = Command::new(&self.config.uv);
         crate::clean_env(&mut command, crate::BUILD_ENV);
