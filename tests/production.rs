@@ -185,6 +185,12 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
         "{service:#}"
     );
     assert_eq!(service["template"]["scaling"]["minInstanceCount"], 1);
+    // Cloud Run restarts an instance whose Streamlit stops answering.
+    let liveness = &service["template"]["containers"][0]["livenessProbe"];
+    assert_eq!(
+        liveness["httpGet"]["path"], "/_stcore/health",
+        "{service:#}"
+    );
     assert_eq!(service["template"]["scaling"]["maxInstanceCount"], 2);
     let template = service["template"].to_string();
     assert!(template.contains("runway-app-demo"), "{template}");

@@ -70,6 +70,11 @@ pub const DEPLOY_WAIT: Duration = Duration::from_secs(540);
 const PROBE_PERIOD_SECS: i32 = 3;
 const PROBE_TIMEOUT_SECS: i32 = 2;
 const PROBE_FAILURES: i32 = 40;
+/// The liveness probe: three missed answers 30 s apart restart the instance (as the local
+/// platform's health checks do).
+const LIVENESS_PERIOD_SECS: i32 = 30;
+const LIVENESS_TIMEOUT_SECS: i32 = 5;
+const LIVENESS_FAILURES: i32 = 3;
 /// Streamlit answers `ok` here once it can serve.
 pub const HEALTH_PATH: &str = "/_stcore/health";
 
@@ -725,6 +730,19 @@ fn container(spec: &DeploySpec) -> Container {
                 // an app that imports heavy libraries.
                 .set_failure_threshold(PROBE_FAILURES),
         )
+        // Once serving, an instance whose Streamlit stops answering (a hung script holding the
+        // server, a deadlock) is restarted by Cloud Run, as the local platform restarts one.
+        .set_liveness_probe(
+            Probe::new()
+                .set_http_get(
+                    HTTPGetAction::new()
+                        .set_path(HEALTH_PATH)
+                        .set_port(CONTAINER_PORT),
+                )
+                .set_timeout_seconds(LIVENESS_TIMEOUT_SECS)
+                .set_period_seconds(LIVENESS_PERIOD_SECS)
+                .set_failure_threshold(LIVENESS_FAILURES),
+        )
 }
 
 /// A Secret Manager secret version, `projects/P/secrets/S/versions/N`, as a [`SecretRef`]
@@ -964,6 +982,12 @@ mod tests {
             container["startupProbe"]["httpGet"]["path"],
             "/_stcore/health"
         );
+        let liveness = &container["livenessProbe"];
+        assert_eq!(liveness["httpGet"]["path"], "/_stcore/health");
+        assert_eq!(liveness["httpGet"]["port"], 8080);
+        assert_eq!(liveness["periodSeconds"], 30);
+        assert_eq!(liveness["timeoutSeconds"], 5);
+        assert_eq!(liveness["failureThreshold"], 3);
         assert_eq!(template["sessionAffinity"], true);
         assert_eq!(template["scaling"]["maxInstanceCount"], 3);
         assert_eq!(

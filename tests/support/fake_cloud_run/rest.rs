@@ -248,6 +248,19 @@ fn check_template(template: Option<&Value>) -> Result<(), GoogleError> {
         )));
     }
     for container in template["containers"].as_array().into_iter().flatten() {
+        for probe in ["startupProbe", "livenessProbe"] {
+            let probe = &container[probe];
+            let (period, timeout) = (
+                probe["periodSeconds"].as_i64().unwrap_or(10),
+                probe["timeoutSeconds"].as_i64().unwrap_or(1),
+            );
+            if probe.is_object() && timeout > period {
+                return Err(GoogleError::invalid(format!(
+                    "probe timeout_seconds ({timeout}) must be less than or equal to \
+                     period_seconds ({period})"
+                )));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for var in container["env"].as_array().into_iter().flatten() {
             let name = var["name"].as_str().unwrap_or_default();
