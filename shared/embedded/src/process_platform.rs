@@ -70,7 +70,7 @@ struct Launch {
     main_file: String,
     secrets: Option<String>,
     /// The app's plain environment variables.
-    env: Vec<(String, String)>,
+    env: runway_core::domain::EnvVars,
     /// The app's folder: its runtime log and the revision's pid file.
     dir: PathBuf,
     pid_file: PathBuf,
@@ -164,7 +164,7 @@ impl ProcessPlatform {
         let mut command = Command::new(launch.image.join("venv/bin/streamlit"));
         crate::clean_env(&mut command, &[]);
         command
-            .envs(launch.env.iter().map(|(name, value)| (name, value)))
+            .envs(launch.env.iter())
             // Each print in the log as it happens, not 8 KB at a time.
             .env("PYTHONUNBUFFERED", "1")
             .args(["run", &launch.main_file])
@@ -512,12 +512,7 @@ impl Platform for ProcessPlatform {
             image: PathBuf::from(&spec.image),
             main_file: spec.main_file.to_string(),
             secrets: spec.secrets.map(|secret| secret.0),
-            env: spec
-                .runtime
-                .env
-                .iter()
-                .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                .collect(),
+            env: spec.runtime.env.clone(),
             dir: app_dir.clone(),
             pid_file: app_dir.join(format!("{revision}.pid")),
         };
