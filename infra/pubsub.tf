@@ -1,4 +1,4 @@
-# Pub/Sub: two flows into the worker, each a push subscription with an OIDC token, a retry
+# Pub/Sub: three flows into the worker, each a push subscription with an OIDC token, a retry
 # policy with exponential backoff, and a dead-letter topic whose messages are kept in a pull
 # subscription nobody consumes, so a human can look at them (README: "Dead letters").
 #
@@ -7,7 +7,11 @@
 #     (ordering key = app name) so an app's requests arrive in the order they were queued;
 #   cloud-builds           --push--> worker /pubsub/build-events
 #     Cloud Build publishes every build's status changes to a topic of exactly this name in the
-#     project, when it exists (base64 Build JSON, attributes buildId and status).
+#     project, when it exists (base64 Build JSON, attributes buildId and status);
+#   runway-notifications   --push--> worker /pubsub/notifications
+#     one release announcement for one of an app's targets (Slack, Chat, Teams, a signed
+#     webhook), published by the worker and cleanup; a target that is down is retried with the
+#     backoff below, and one still down after max_delivery_attempts becomes a dead letter.
 #
 # The push request timeout is the ack deadline, local.worker_deadline (run.tf): the worker never
 # holds a push for a build, but it deploys (a finished build, a rollback) inside one. Any non-2xx
@@ -15,12 +19,23 @@
 
 locals {
   deploy_topic = "${var.name_prefix}-deploy-requests"
+  notify_topic = "${var.name_prefix}-notifications"
 }
 
 resource "google_pubsub_topic" "deploy_requests" {
   #checkov:skip=CKV_GCP_83:Google-managed keys; a message is an app name and a release id, no secret
   project = var.project_id
   name    = local.deploy_topic
+
+  message_retention_duration = "86400s"
+
+  depends_on = [google_project_service.api]
+}
+
+resource "google_pubsub_topic" "notifications" {
+  #checkov:skip=CKV_GCP_83:Google-managed keys; a message names its target by id, never its URL
+  project = var.project_id
+  name    = local.notify_topic
 
   message_retention_duration = "86400s"
 
@@ -37,8 +52,8 @@ resource "google_pubsub_topic" "cloud_builds" {
 }
 
 resource "google_pubsub_topic" "dead_letter" {
-  #checkov:skip=CKV_GCP_83:Google-managed keys; dead letters are the two topics' messages, no secret
-  for_each = toset(["deploy-requests", "build-events"])
+  #checkov:skip=CKV_GCP_83:Google-managed keys; dead letters are the three topics' messages, no secret
+  for_each = toset(["deploy-requests", "build-events", "notifications"])
 
   project = var.project_id
   name    = "${var.name_prefix}-${each.key}-dead-letter"
@@ -135,6 +150,39 @@ resource "google_pubsub_subscription" "build_events" {
   depends_on = [google_cloud_run_v2_service_iam_member.worker_invoker]
 }
 
+resource "google_pubsub_subscription" "notifications" {
+  project = var.project_id
+  name    = "${local.notify_topic}-worker"
+  topic   = google_pubsub_topic.notifications.id
+
+  # One post, bounded at 10 s by the worker; the deadline is the worker's, as for every push.
+  ack_deadline_seconds = local.worker_deadline
+
+  push_config {
+    push_endpoint = "${local.service_url["worker"]}/pubsub/notifications"
+    oidc_token {
+      service_account_email = local.sa_email["pubsub-push"]
+      audience              = local.service_url["worker"]
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter["notifications"].id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [google_cloud_run_v2_service_iam_member.worker_invoker]
+}
+
 # --- who may publish ----------------------------------------------------------------------------
 
 # submit (new deployment, redeploy, rollback), github-webhook (push events), cleanup (the
@@ -145,6 +193,16 @@ resource "google_pubsub_topic_iam_member" "deploy_publisher" {
 
   project = var.project_id
   topic   = google_pubsub_topic.deploy_requests.name
+  role    = "roles/pubsub.publisher"
+  member  = local.sa[each.value]
+}
+
+# The worker (a release went live or failed) and cleanup (it failed a stuck deploy) announce.
+resource "google_pubsub_topic_iam_member" "notify_publisher" {
+  for_each = toset(["worker", "cleanup"])
+
+  project = var.project_id
+  topic   = google_pubsub_topic.notifications.name
   role    = "roles/pubsub.publisher"
   member  = local.sa[each.value]
 }
@@ -175,6 +233,7 @@ resource "google_pubsub_subscription_iam_member" "pubsub_agent_subscriber" {
   for_each = {
     "deploy-requests" = google_pubsub_subscription.deploy_requests.name
     "build-events"    = google_pubsub_subscription.build_events.name
+    "notifications"   = google_pubsub_subscription.notifications.name
   }
 
   project      = var.project_id

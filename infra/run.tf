@@ -88,6 +88,8 @@ locals {
       RUNWAY_APP_VIEWERS = join(",", var.app_viewers)
       # Each signed-in person's changes a minute, per instance.
       RUNWAY_SUBMIT_CALLER_PER_MINUTE = tostring(var.submit_caller_per_minute)
+      # Whether a notification target may be on a private network.
+      RUNWAY_NOTIFY_PRIVATE_TARGETS = var.notify_private_targets ? "allow" : "refuse"
     })
     status = merge(local.common_env, local.store_env, local.build_env, {
       RUNWAY_IAP_AUDIENCE = local.iap_audience["status"]
@@ -119,12 +121,15 @@ locals {
       RUNWAY_DEPLOY_WAIT_SECS        = tostring(local.deploy_wait)
       RUNWAY_MAX_SOURCE_MB           = tostring(var.max_source_mb)
       RUNWAY_DEPLOY_TOPIC            = local.deploy_topic
+      RUNWAY_NOTIFY_TOPIC            = local.notify_topic
+      RUNWAY_NOTIFY_PRIVATE_TARGETS  = var.notify_private_targets ? "allow" : "refuse"
     })
     cleanup = merge(local.common_env, local.store_env, local.github_env, local.build_env, {
       RUNWAY_OIDC_AUDIENCE           = local.service_url["cleanup"]
       RUNWAY_INVOKER_SERVICE_ACCOUNT = local.sa_email["scheduler"]
       RUNWAY_WEBHOOK_URL             = local.webhook_url
       RUNWAY_DEPLOY_TOPIC            = local.deploy_topic
+      RUNWAY_NOTIFY_TOPIC            = local.notify_topic
       # Queued or building this long: publish again / poll the build (notification lost).
       RUNWAY_STALE_SECS = "600"
       # Deploying this long: interrupted (Cloud Run's operation wait is 10 minutes).

@@ -8,6 +8,8 @@
 #   runway-github-webhook-secret  HMAC key of the push webhooks Runway creates
 #   runway-app-{app}              an app's secrets.toml; created, versioned and deleted by Runway
 #                                 at run time, never by Terraform
+#   runway-notify-{app}           an app's notification targets (hook URLs, signing keys), the
+#                                 same way; the worker reads them back to post
 #
 # Cloud Run reads the first three as secret environment variables ("latest" version, resolved
 # when an instance starts: restart the services after rotating one).
@@ -25,6 +27,8 @@ locals {
   # Secret Manager resource names in IAM conditions use the project *number*.
   app_secret_prefix      = "runway-app-"
   app_secret_name_prefix = "projects/${local.project_number}/secrets/${local.app_secret_prefix}"
+  # An app's notification targets: runway-notify-{app}, also fixed by the Rust SecretStore.
+  notify_secret_name_prefix = "projects/${local.project_number}/secrets/runway-notify-"
 }
 
 resource "google_secret_manager_secret" "github" {
@@ -94,7 +98,21 @@ resource "google_project_iam_member" "app_secrets_manager" {
 
   condition {
     title       = "runway-app-secrets-only"
-    description = "Secrets named ${local.app_secret_prefix}*; create is evaluated on the project."
-    expression  = "resource.name.startsWith(\"${local.app_secret_name_prefix}\") || resource.type == \"cloudresourcemanager.googleapis.com/Project\""
+    description = "Secrets named ${local.app_secret_prefix}* or runway-notify-*; create is evaluated on the project."
+    expression  = "resource.name.startsWith(\"${local.app_secret_name_prefix}\") || resource.name.startsWith(\"${local.notify_secret_name_prefix}\") || resource.type == \"cloudresourcemanager.googleapis.com/Project\""
+  }
+}
+
+# The one secret Runway reads back: the worker posts each announcement to the target it holds.
+# Nothing else may read an app's targets: not submit (which writes them), not the apps.
+resource "google_project_iam_member" "notify_reader" {
+  project = var.project_id
+  role    = "roles/secretmanager.secretAccessor"
+  member  = local.sa["worker"]
+
+  condition {
+    title       = "runway-notify-secrets-only"
+    description = "The notification targets of Runway's apps, runway-notify-*."
+    expression  = "resource.name.startsWith(\"${local.notify_secret_name_prefix}\")"
   }
 }

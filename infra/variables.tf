@@ -305,6 +305,12 @@ variable "max_source_mb" {
   }
 }
 
+variable "notify_private_targets" {
+  description = "Whether apps' notification targets may be on private networks (a chat server inside the VPC). Off: anyone who may deploy could otherwise make Runway post inside the network."
+  type        = bool
+  default     = false
+}
+
 variable "max_delivery_attempts" {
   description = "Pub/Sub deliveries to the worker before a message goes to its dead-letter topic (5-100)."
   type        = number

@@ -1,7 +1,9 @@
 //! The API against bad input: every mistake gets a 4xx that names the field and says what is
 //! allowed, and a refused submit leaves nothing behind (no record, no hook, no secret file).
 
-use runway_tests::{GitRepo, Runway, streamlit_app};
+use std::os::unix::fs::PermissionsExt;
+
+use runway_tests::{GitRepo, Runway, files_containing, streamlit_app};
 use serde_json::{Value, json};
 
 fn valid(repo: &GitRepo) -> Value {
@@ -175,6 +177,62 @@ async fn every_bad_field_gets_a_4xx_naming_it_and_leaves_nothing_behind() -> any
             400,
             "min_instances",
             "whole number",
+        ),
+        (
+            with(
+                base.clone(),
+                "notify",
+                json!("slack http://hooks.slack.com/services/T/B/98765432123"),
+            ),
+            400,
+            "notify",
+            "https://",
+        ),
+        (
+            with(
+                base.clone(),
+                "notify",
+                json!("teams https://hooks.slack.com/services/T/B/98765432123"),
+            ),
+            400,
+            "notify",
+            "Microsoft Teams hook is on",
+        ),
+        (
+            with(
+                base.clone(),
+                "notify",
+                json!([{ "kind": "discord", "url": "https://discord.com/api/webhooks/98765432123" }]),
+            ),
+            400,
+            "notify",
+            "not a kind",
+        ),
+        (
+            with(
+                base.clone(),
+                "notify",
+                json!([{ "kind": "webhook", "url": "https://ops.example.com/98765432123", "key": "x" }]),
+            ),
+            400,
+            "notify",
+            "a list of {kind, url, secret, on_success}",
+        ),
+        (
+            with(
+                base.clone(),
+                "notify",
+                json!("webhook https://ops.example.com/98765432123"),
+            ),
+            400,
+            "notify",
+            "needs its key",
+        ),
+        (
+            with(base.clone(), "notify", json!(42)),
+            400,
+            "notify",
+            "KIND URL lines",
         ),
     ];
     for (body, status, field, hint) in cases {
@@ -656,5 +714,130 @@ async fn the_form_learns_a_repositorys_branches_and_main_file() -> anyhow::Resul
     assert_eq!(refused["field"], "repo_url");
     let (code, refused) = runway.get_json("/new/repository").await?;
     assert_eq!((code, &refused["field"]), (400, &json!("repo_url")));
+    Ok(())
+}
+
+/// Where an app's releases are announced is replaced on its own, without a redeploy; the
+/// targets' URLs and keys are kept only in the secret store (a 0600 file here), never shown by
+/// the API, the audit trail or an error, and go with the app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notification_targets_are_replaced_without_a_redeploy_and_never_shown() -> anyhow::Result<()>
+{
+    const HOOK_PATH: &str = "XOXB0SLACKPATH7731";
+    const KEY: &str = "whkey-0123456789-abcdef";
+    let dir = tempfile::tempdir()?;
+    let repo = failing_repo(dir.path())?;
+    let runway = Runway::start(dir.path())?;
+    let (code, created) = runway
+        .post_json(
+            "/api/deployments",
+            &json!({ "repo_url": repo.url(), "main_file": "streamlit_app.py", "app_name": "told" }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{created}");
+    let releases = || async {
+        let (_, app) = runway.get_json("/api/apps/told").await.unwrap();
+        app["releases"].as_array().map_or(0, Vec::len)
+    };
+    let before = releases().await;
+
+    let lines = format!(
+        "# the team\nslack https://hooks.slack.com/services/T0/B0/{HOOK_PATH}\n\
+         webhook http://127.0.0.1:9/hooks/runway secret={KEY} success\n"
+    );
+    let put = |body: Value| {
+        runway
+            .client
+            .put(runway.url("/api/deployments/told/notifications"))
+            .json(&body)
+            .send()
+    };
+    let answer = put(json!({ "notify": lines })).await?;
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await?;
+    assert_eq!(
+        answer["notify"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (
+                t["kind"].as_str().unwrap(),
+                t["host"].as_str().unwrap(),
+                t["on_success"].as_bool().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("slack", "hooks.slack.com", false),
+            ("webhook", "127.0.0.1", true)
+        ]
+    );
+    let (_, app) = runway.get_json("/api/apps/told").await?;
+    assert_eq!(app["notify"], answer["notify"]);
+    assert_eq!(
+        releases().await,
+        before,
+        "saving targets redeployed the app"
+    );
+
+    // The targets are in the secret store and nowhere else Runway writes.
+    let kept = runway.data_dir.join("secrets/told/notify.json");
+    assert_eq!(
+        std::fs::metadata(&kept)?.permissions().mode() & 0o777,
+        0o600
+    );
+    for needle in [HOOK_PATH, KEY] {
+        assert_eq!(
+            files_containing(&runway.data_dir, needle),
+            std::slice::from_ref(&kept),
+            "{needle} is kept outside the secret store"
+        );
+    }
+    let (_, audit) = runway.get_json("/api/audit?app=told").await?;
+    let entry = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "notifications")
+        .unwrap_or_else(|| panic!("no audit entry: {audit}"))
+        .clone();
+    let detail = entry["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("slack on hooks.slack.com"), "{entry}");
+    assert!(!detail.contains(HOOK_PATH), "{entry}");
+
+    // A refusal names the target, not its URL; what was kept stays.
+    let refused =
+        put(json!({ "notify": format!("slack https://hooks.slack.com.evil.example/{HOOK_PATH}") }))
+            .await?;
+    assert_eq!(refused.status(), 400);
+    let refused: Value = refused.json().await?;
+    assert_eq!(refused["field"], "notify");
+    assert!(!refused.to_string().contains(HOOK_PATH), "{refused}");
+    let (_, app) = runway.get_json("/api/apps/told").await?;
+    assert_eq!(app["notify"], answer["notify"]);
+    let not_json = runway
+        .client
+        .put(runway.url("/api/deployments/told/notifications"))
+        .header("content-type", "application/json")
+        .body("slack https://x")
+        .send()
+        .await?;
+    assert_eq!(not_json.status(), 400);
+
+    // Emptied, they are gone from the store too.
+    let emptied = put(json!({ "notify": "" })).await?;
+    assert_eq!(emptied.status(), 200);
+    assert!(!kept.exists());
+    let (_, app) = runway.get_json("/api/apps/told").await?;
+    assert_eq!(app["notify"], json!([]));
+
+    // Set again, they go with the app.
+    assert_eq!(put(json!({ "notify": lines })).await?.status(), 200);
+    let deleted = runway
+        .client
+        .delete(runway.url("/api/deployments/told"))
+        .send()
+        .await?;
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    assert!(files_containing(&runway.data_dir, HOOK_PATH).is_empty());
     Ok(())
 }

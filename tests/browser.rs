@@ -10,9 +10,13 @@ use fantoccini::Locator;
 use runway_tests::browser::{
     Browser, assert_accessible, fill, wait_for_log, wait_for_text, wait_for_value,
 };
+use runway_tests::fake_chat::{FakeChat, Service};
 use runway_tests::{GitRepo, Runway, streamlit_app};
 
 const SECRET: &str = "browser-sees-9c2d";
+/// What makes the app's hook URLs and webhook key secret.
+const HOOK_PATH: &str = "HOOKPATH5190";
+const HOOK_KEY: &str = "browser-hook-key-0123456789";
 const NEW_SECRET: &str = "browser-sees-too-41ab";
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -25,6 +29,7 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         &[("streamlit_app.py", &streamlit_app("Version one"))],
     )?;
     let runway = Runway::start(dir.path())?;
+    let chat = FakeChat::start().await;
     let session = Browser::start(&dir.path().join("chromium-profile")).await?;
     let browser = session.client.clone();
     let url = format!("{}/", runway.app_url("browser"));
@@ -55,6 +60,16 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         // Plain variables, and two warm instances on two CPUs: the form says what they cost as
         // the choices change, in the words and numbers the server uses.
         fill(&browser, "env", "MODEL_NAME=small").await?;
+        // Its releases announced to a signed webhook, successes too.
+        fill(
+            &browser,
+            "notify",
+            &format!(
+                "webhook {} secret={HOOK_KEY} success",
+                chat.webhook_url(HOOK_PATH)
+            ),
+        )
+        .await?;
         let warm = runway_core::domain::MinInstances::new(2)?;
         let cpus = runway_core::domain::Resources::new(
             runway_core::domain::Resources::default().memory(),
@@ -115,6 +130,65 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         assert!(
             !browser.source().await?.contains(SECRET),
             "the app page shows the secret"
+        );
+        // The webhook heard it go live; the page names the target by kind and host only.
+        let hooks = chat
+            .wait_for(Service::Webhook, 1, Duration::from_secs(30))
+            .await;
+        assert_eq!(hooks[0].json()["event"], "release.live");
+        let targets = browser
+            .find(Locator::Id("notifications"))
+            .await?
+            .text()
+            .await?;
+        assert!(
+            targets.contains("Signed webhook on 127.0.0.1, and releases that go live"),
+            "{targets}"
+        );
+        // Replaced from the page, without a redeploy; a mistake is named on the field first.
+        fill(
+            &browser,
+            "notify",
+            &format!("slack http://hooks.slack.com/services/{HOOK_PATH}"),
+        )
+        .await?;
+        let replace = Locator::Css("#notifications button[type=submit]");
+        browser.find(replace).await?.click().await?;
+        let refused = browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css("#outcome.error"))
+            .await?
+            .text()
+            .await?;
+        assert!(refused.contains("https://"), "{refused}");
+        assert!(!refused.contains(HOOK_PATH), "{refused}");
+        browser.find(Locator::Css("#notify.field-error")).await?;
+        fill(
+            &browser,
+            "notify",
+            &format!("slack {}", chat.slack_url(HOOK_PATH)),
+        )
+        .await?;
+        browser.find(replace).await?.click().await?;
+        browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::XPath(
+                "//ul[@class='targets']/li[starts-with(., 'Slack on 127.0.0.1')]",
+            ))
+            .await?;
+        assert_accessible(&browser).await?;
+        let (_, shown) = runway.get_json("/api/apps/browser").await?;
+        assert_eq!(
+            shown["releases"].as_array().map(Vec::len),
+            Some(1),
+            "{shown:#}"
+        );
+        let page = browser.source().await?;
+        assert!(
+            !page.contains(HOOK_PATH) && !page.contains(HOOK_KEY),
+            "the page shows a hook"
         );
 
         browser.goto(&url).await?;

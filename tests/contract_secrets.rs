@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use runway_core::domain::{AppName, SecretsToml};
+use runway_core::domain::{AppName, NotifyTargets, PrivateTargets, SecretsToml};
 use runway_core::ports::{SecretRef, SecretStore, SecretStoreError};
 use runway_embedded::FileSecretStore;
 use runway_gcp::{SecretManagerConfig, SecretManagerStore};
@@ -141,7 +141,8 @@ runway_tests::contract! {
     an_unknown_app_has_no_reference,
     delete_forgets_the_secret_and_may_be_repeated,
     apps_do_not_see_each_others_secrets,
-    errors_never_carry_the_value
+    errors_never_carry_the_value,
+    notification_targets_read_back_whole_and_go_with_the_app
     ],
 }
 
@@ -281,6 +282,117 @@ async fn errors_never_carry_the_value(subject: &Subject) {
 
     let reference = subject.store.put(&hello, &secrets).await.unwrap();
     assert!(!format!("{reference:?}").contains(&token));
+}
+
+/// An app's notification targets: read back whole (the worker posts to them), replaced as a
+/// whole, removed when emptied and with the app, and apart from its secrets TOML.
+async fn notification_targets_read_back_whole_and_go_with_the_app(subject: &Subject) {
+    use secrecy::ExposeSecret;
+    let (hello, other) = (app("hello"), app("other"));
+    assert!(
+        subject
+            .store
+            .notifications(&hello)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let targets = |text: &str| NotifyTargets::parse_lines(text, PrivateTargets::Refused).unwrap();
+    let first = targets(
+        "slack https://hooks.slack.com/services/T/B/FIRSTPATH\n\
+         webhook https://ops.example.com/h secret=0123456789abcdef success",
+    );
+    subject.store.put(&hello, &toml("v = 1")).await.unwrap();
+    subject
+        .store
+        .put_notifications(&hello, &first)
+        .await
+        .unwrap();
+    let read = subject.store.notifications(&hello).await.unwrap();
+    assert_eq!(read.summaries(), first.summaries());
+    let urls: Vec<_> = read
+        .iter()
+        .map(|t| t.url.expose_secret().to_owned())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "https://hooks.slack.com/services/T/B/FIRSTPATH",
+            "https://ops.example.com/h"
+        ]
+    );
+    let key = read
+        .iter()
+        .nth(1)
+        .and_then(|t| t.key.as_ref())
+        .map(|k| k.expose_secret().to_owned());
+    assert_eq!(key.as_deref(), Some("0123456789abcdef"));
+    // Kept apart from the secrets the app reads.
+    assert_eq!(subject.current("hello").await.as_deref(), Some("v = 1"));
+    assert!(
+        subject
+            .store
+            .notifications(&other)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let second =
+        targets("chat https://chat.googleapis.com/v1/spaces/S/messages?key=k&token=SECONDTOKEN");
+    subject
+        .store
+        .put_notifications(&hello, &second)
+        .await
+        .unwrap();
+    let read = subject.store.notifications(&hello).await.unwrap();
+    assert_eq!(read.summaries(), second.summaries());
+    if let Backend::SecretManager { project } = &subject.backend {
+        // The replaced targets are not readable any more.
+        let versions = get(&format!(
+            "projects/{project}/secrets/runway-notify-hello/versions"
+        ))
+        .await;
+        let mut readable = Vec::new();
+        for version in versions["versions"].as_array().into_iter().flatten() {
+            readable.extend(access(version["name"].as_str().unwrap()).await);
+        }
+        assert_eq!(readable.len(), 1, "{versions}");
+        assert!(readable[0].contains("SECONDTOKEN") && !readable[0].contains("FIRSTPATH"));
+    }
+
+    subject
+        .store
+        .put_notifications(&hello, &NotifyTargets::default())
+        .await
+        .unwrap();
+    assert!(
+        subject
+            .store
+            .notifications(&hello)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(subject.current("hello").await.as_deref(), Some("v = 1"));
+
+    subject
+        .store
+        .put_notifications(&hello, &first)
+        .await
+        .unwrap();
+    subject.store.delete(&hello).await.unwrap();
+    assert!(
+        subject
+            .store
+            .notifications(&hello)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    if let Backend::Files(dir) = &subject.backend {
+        assert!(runway_tests::files_containing(dir.path(), "FIRSTPATH").is_empty());
+    }
 }
 
 // --- Secret Manager only ------------------------------------------------------------------------

@@ -121,6 +121,7 @@ fn deployment(name: &str, repo_id: u64) -> Deployment {
         runtime: Default::default(),
         access: Default::default(),
         owner: "ada@example.com".into(),
+        notify: Vec::new(),
         secret_keys: None,
         webhook_id: Some("17".into()),
         live_release: None,

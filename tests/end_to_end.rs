@@ -716,3 +716,218 @@ async fn an_apps_plain_variables_reach_its_process_and_go_when_emptied() -> anyh
     );
     Ok(())
 }
+
+/// A release's outcome reaches the team where it looks: Slack, Google Chat, a Teams workflow
+/// and a signed webhook, each in its own shape, with who deployed which commit, why it failed
+/// and the links. A target that is down is tried again, the same delivery each time; one whose
+/// hook was removed is given up on and named in the audit trail. Successes go only to the
+/// targets that asked, and no secret rides along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_releases_outcome_is_announced_where_the_team_looks() -> anyhow::Result<()> {
+    use runway_tests::fake_chat::{FakeChat, Service};
+    const MAIN: &str = "announced_app.py";
+    const KEY: &str = "whkey-announce-0123456789";
+    const SLACK_PATH: &str = "SLACKPATH4471";
+    const WAIT: Duration = Duration::from_secs(60);
+    let chat = FakeChat::start().await;
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            (MAIN, &streamlit_app("Announced")),
+            ("requirements.txt", "./no-such-package-here\n"),
+        ],
+    )?;
+    let runway = Runway::start(dir.path())?;
+    let slack = chat.slack_url(SLACK_PATH);
+    // The webhook is down for its first two tries.
+    chat.answer_next(Service::Webhook, &[503, 500]);
+    let (code, created) = runway
+        .post_json(
+            "/api/deployments",
+            &json!({
+                "repo_url": repo.url(), "main_file": MAIN, "app_name": "announced",
+                "secrets": format!("token = \"{SECRET}\""),
+                "notify": [
+                    { "kind": "slack", "url": slack },
+                    { "kind": "chat", "url": chat.chat_url("AAAA", "CHATTOKEN") },
+                    { "kind": "teams", "url": chat.teams_url(Some("TEAMSSIG")), "on_success": true },
+                    { "kind": "webhook", "url": chat.webhook_url("ops"), "secret": KEY, "on_success": true },
+                ],
+            }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{created}");
+    let id = created["release_id"].as_str().unwrap_or_default();
+    let failed = runway
+        .wait_for_release("announced", id, LIVE_TIMEOUT)
+        .await?;
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    let reason = failed["message"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default();
+    assert!(!reason.is_empty(), "{failed:#}");
+    let commit = failed["commit"].as_str().unwrap_or_default().to_owned();
+    let actor = failed["actor"].as_str().unwrap_or_default().to_owned();
+
+    // Slack and Google Chat: one text with the reason, the commit and who deployed it.
+    let slack_says = chat.wait_for(Service::Slack, 1, WAIT).await[0].text();
+    let chat_says = chat.wait_for(Service::Chat, 1, WAIT).await[0].text();
+    assert_eq!(slack_says, chat_says);
+    assert!(
+        slack_says.starts_with("❌ *announced release #1 failed*"),
+        "{slack_says}"
+    );
+    let reason_shown = reason
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    assert!(
+        slack_says.contains(&reason_shown),
+        "{slack_says}\nreason: {reason}"
+    );
+    assert!(
+        slack_says.contains(&format!(
+            "Commit {}, deployed by {actor} from main",
+            &commit[..7]
+        )),
+        "{slack_says}"
+    );
+    assert!(
+        slack_says.contains(&format!(
+            "<{}|Release on Runway>",
+            runway.url("/apps/announced#release-1")
+        )),
+        "{slack_says}"
+    );
+    // Teams: a card the workflow posts.
+    let teams = chat.wait_for(Service::Teams, 1, WAIT).await;
+    assert_eq!(teams[0].status, 202);
+    assert!(
+        teams[0].text().contains("announced release #1 failed"),
+        "{}",
+        teams[0].text()
+    );
+    assert_eq!(chat.failed_runs(), Vec::<String>::new());
+
+    // The webhook: tried until it answered, one delivery id throughout, signed with its key.
+    let hooks = chat.wait_for(Service::Webhook, 1, WAIT).await;
+    let tries: Vec<_> = chat
+        .received()
+        .into_iter()
+        .filter(|r| r.service == Service::Webhook)
+        .collect();
+    assert_eq!(
+        tries.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [503, 500, 204]
+    );
+    let delivery = tries[0]
+        .header("x-runway-delivery")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!delivery.is_empty());
+    for attempt in &tries {
+        assert_eq!(attempt.header("x-runway-delivery"), Some(delivery.as_str()));
+        assert_eq!(attempt.header("x-runway-event"), Some("release.failed"));
+        assert_eq!(
+            attempt.header("x-runway-signature-256"),
+            Some(sign(KEY, &attempt.body).as_str())
+        );
+        assert_eq!(attempt.body, tries[0].body);
+    }
+    let event = hooks[0].json();
+    assert_eq!(event["event"], "release.failed");
+    assert_eq!(event["app"], "announced");
+    assert_eq!(event["seq"], 1);
+    assert_eq!(event["commit"], commit.as_str());
+    assert_eq!(event["actor"], actor.as_str());
+    assert_eq!(event["trigger"], "manual");
+    assert_eq!(event["reason"], reason);
+    assert_eq!(
+        event["console_url"],
+        runway.url("/apps/announced#release-1")
+    );
+
+    // Fixed and pushed: only the targets that asked hear it went live.
+    let fixed = repo.commit(&[("requirements.txt", "")], "Drop the missing package")?;
+    repo.push("main")?;
+    let live = runway
+        .wait_for_push("announced", &fixed, LIVE_TIMEOUT)
+        .await?;
+    assert_eq!(live["state"], "live", "{live:#}");
+    let hooks = chat.wait_for(Service::Webhook, 2, WAIT).await;
+    let event = hooks[1].json();
+    assert_eq!(event["event"], "release.live");
+    assert_eq!(event["trigger"], "push");
+    assert_eq!(event["commit"], fixed.as_str());
+    assert_eq!(event["app_url"], live["url"]);
+    assert_eq!(
+        hooks[1].header("x-runway-signature-256"),
+        Some(sign(KEY, &hooks[1].body).as_str())
+    );
+    let teams = chat.wait_for(Service::Teams, 2, WAIT).await;
+    assert!(
+        teams[1].text().contains("announced release #2 is live"),
+        "{}",
+        teams[1].text()
+    );
+
+    // The Slack hook is removed; the next failure is given up on there, and the audit trail
+    // says so without the hook's URL. The other targets still hear it.
+    chat.remove(&slack);
+    let broken = repo.commit(
+        &[("requirements.txt", "./no-such-package-here\n")],
+        "Break it",
+    )?;
+    repo.push("main")?;
+    let failed = runway
+        .wait_for_push("announced", &broken, LIVE_TIMEOUT)
+        .await?;
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    chat.wait_for(Service::Chat, 2, WAIT).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    let refused = loop {
+        let (_, audit) = runway.get_json("/api/audit?app=announced").await?;
+        let found = audit["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["action"] == "notify-refused")
+            .cloned();
+        match found {
+            Some(entry) => break entry,
+            None if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            None => anyhow::bail!("no notify-refused entry: {audit:#}"),
+        }
+    };
+    let detail = refused["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("Slack target on 127.0.0.1"), "{detail}");
+    assert!(
+        detail.contains("404") && detail.contains("no_service"),
+        "{detail}"
+    );
+    assert!(!detail.contains(SLACK_PATH), "{detail}");
+    let slack_tries: Vec<_> = chat
+        .received()
+        .into_iter()
+        .filter(|r| r.service == Service::Slack)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(slack_tries, [200, 404], "a refused post was tried again");
+
+    // Nothing any target was sent holds the app's secret.
+    for received in chat.received() {
+        let body = String::from_utf8_lossy(&received.body);
+        assert!(
+            !body.contains(SECRET),
+            "{:?} was sent the secret: {body}",
+            received.service
+        );
+    }
+    Ok(())
+}

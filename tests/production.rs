@@ -10,6 +10,7 @@ use anyhow::bail;
 use http::StatusCode;
 use reqwest::Method;
 use runway_http::webhook;
+use runway_tests::fake_chat::{FakeChat, Service};
 use runway_tests::fake_cloud_run::{SECRET_ACCESSOR, served, status_for};
 use runway_tests::fake_github::FakeDelivery;
 use runway_tests::load_balancer::IAP_CLIENT_ID;
@@ -19,6 +20,9 @@ use serde_json::{Value, json};
 
 pub(crate) const OWNER: &str = "ada@example.com";
 const SECRET: &str = "prod-greeting-5c2e9a";
+/// What makes the demo's Slack hook URL and its webhook's key secrets.
+const SLACK_PATH: &str = "SLACKPROD8812";
+const HOOK_KEY: &str = "hook-key-prod-31337-abcdef";
 const WAIT: Duration = Duration::from_secs(90);
 
 /// The app's status as `status` shows it to `OWNER`.
@@ -111,6 +115,7 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     let production = Production::start().await?;
     let dir = tempfile::tempdir()?;
     let (repo, repo_id) = production.demo_repo(dir.path())?;
+    let chat = FakeChat::start().await;
 
     // Submit through IAP: 202 with the status URL.
     let submitted = production
@@ -123,6 +128,11 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
             "secrets": format!("greeting = \"{SECRET}\"\n"),
             "env": { "MODEL_NAME": "small" },
             "min_instances": 1,
+            "notify": format!(
+                "slack {}\nwebhook {} secret={HOOK_KEY} success",
+                chat.slack_url(SLACK_PATH),
+                chat.webhook_url("ops")
+            ),
         }))
         .send()
         .await?;
@@ -274,6 +284,79 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     assert_eq!(served(url).await?["revision"], second["revision"]);
     let (_, shown) = status(&production, "demo").await?;
     assert_eq!(shown["live_release"], second["id"], "{shown:#}");
+
+    // Announced through the notifications topic: the signed webhook heard both releases go
+    // live and the failure; Slack, which asked for failures only, heard the failure, with who
+    // pushed and the console's link.
+    let hooks = chat.wait_for(Service::Webhook, 3, WAIT).await;
+    let events: Vec<(String, u64)> = hooks
+        .iter()
+        .map(|hook| {
+            assert_eq!(
+                hook.header("x-runway-signature-256"),
+                Some(runway_core::notify::signature(HOOK_KEY.as_bytes(), &hook.body).as_str())
+            );
+            let event = hook.json();
+            (
+                event["event"].as_str().unwrap_or_default().to_owned(),
+                event["seq"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let seq = |release: &Value| release["seq"].as_u64().unwrap_or_default();
+    for expected in [
+        ("release.live".to_owned(), seq(&first)),
+        ("release.live".to_owned(), seq(&second)),
+        ("release.failed".to_owned(), seq(&broken)),
+    ] {
+        assert!(events.contains(&expected), "{expected:?} not in {events:?}");
+    }
+    let slack = chat.wait_for(Service::Slack, 1, WAIT).await;
+    let said = slack[0].text();
+    assert!(
+        said.contains(&format!("demo release #{} failed", seq(&broken))),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "Commit <https://github.com/ada/demo/commit/{broken_commit}|{}>, pushed by",
+            &broken_commit[..7]
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "<{}/apps/demo#release-{}|Release on Runway>",
+            production.lb.url,
+            seq(&broken)
+        )),
+        "{said}"
+    );
+    assert_eq!(
+        chat.delivered(Service::Slack).len(),
+        1,
+        "Slack heard a success"
+    );
+    // The targets are replaced through the load balancer without a redeploy.
+    let replaced = production
+        .as_user(
+            Method::PUT,
+            "submit",
+            "/api/deployments/demo/notifications",
+            OWNER,
+        )
+        .json(&json!({ "notify": format!("slack {} success", chat.slack_url(SLACK_PATH)) }))
+        .send()
+        .await?;
+    assert_eq!(replaced.status(), 200, "{}", replaced.text().await?);
+    let (_, shown) = status(&production, "demo").await?;
+    assert_eq!(shown["notify"][0]["host"], "127.0.0.1", "{shown:#}");
+    assert_eq!(shown["notify"][0]["on_success"], true, "{shown:#}");
+    assert_eq!(
+        shown["notify"].as_array().map(Vec::len),
+        Some(1),
+        "{shown:#}"
+    );
 
     // Each release is a GitHub deployment of its commit in the app's environment, whose status
     // followed it, linking to its row on the console; the first went inactive as the second
@@ -576,6 +659,17 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     ))
     .await?;
     assert_eq!(secret.status(), 404, "the app's secret is deleted");
+    let targets = reqwest::get(format!(
+        "{}/v1/projects/{}/secrets/runway-notify-demo",
+        runway_tests::emulators::secret_manager(),
+        production.project
+    ))
+    .await?;
+    assert_eq!(
+        targets.status(),
+        404,
+        "the app's notification targets are deleted"
+    );
     let accounts = production.cloud_run.service_accounts();
     assert!(
         !accounts.contains_key(&account),
@@ -598,7 +692,10 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
         .collect();
     assert!(actions.contains(&"create"), "{audit:#}");
     assert!(actions.contains(&"delete"), "{audit:#}");
-    assert!(!production.logs().contains(SECRET));
+    let logs = production.logs();
+    for secret in [SECRET, SLACK_PATH, HOOK_KEY] {
+        assert!(!logs.contains(secret), "{secret} is in the logs");
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod emulators;
+pub mod fake_chat;
 pub mod fake_cloud_build;
 pub mod fake_cloud_logging;
 pub mod fake_cloud_run;

@@ -198,6 +198,9 @@ impl Production {
             ("RUNWAY_CONSOLE_URL", lb_url.clone()),
             ("RUNWAY_WEBHOOK_SECRET", uuid::Uuid::new_v4().to_string()),
             ("RUNWAY_DEPLOY_TOPIC", "runway-deploy-requests".to_owned()),
+            ("RUNWAY_NOTIFY_TOPIC", "runway-notifications".to_owned()),
+            // The tests' chat services listen on loopback.
+            ("RUNWAY_NOTIFY_PRIVATE_TARGETS", "allow".to_owned()),
             ("RUNWAY_GITHUB_API", github.api_base().to_string()),
             ("RUNWAY_GITHUB_TOKEN", GITHUB_TOKEN.to_owned()),
             ("RUNWAY_SOURCE_BUCKET", source_bucket),
@@ -280,9 +283,11 @@ impl Production {
             ("RUNWAY_OIDC_KEYS_URL", keys.oidc_keys_url.clone()),
         ]);
 
-        // Pub/Sub as infra/pubsub.tf sets it up: the deploy topic, and push subscriptions from
-        // it and from Cloud Build's topic to the worker, with the push service account's token.
+        // Pub/Sub as infra/pubsub.tf sets it up: the deploy and notification topics, and push
+        // subscriptions from them and from Cloud Build's topic to the worker, with the push
+        // service account's token.
         emulators::create_topic(&project, "runway-deploy-requests").await;
+        emulators::create_topic(&project, "runway-notifications").await;
         let relay = PushRelay::start(
             url("worker"),
             keys.clone(),
@@ -302,6 +307,13 @@ impl Production {
             "runway-build-events-worker",
             "cloud-builds",
             &format!("{}/pubsub/build-events", relay.url),
+        )
+        .await;
+        emulators::create_push_subscription(
+            &project,
+            "runway-notifications-worker",
+            "runway-notifications",
+            &format!("{}/pubsub/notifications", relay.url),
         )
         .await;
 

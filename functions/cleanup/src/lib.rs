@@ -16,6 +16,7 @@ use std::sync::Arc;
 use runway_core::adapters::{Adapters, HookSweep, Keeping, Need, Unwired};
 use runway_core::clock::Clock;
 use runway_core::feedback::Feedback;
+use runway_core::notify::EventKind;
 use std::time::Duration;
 
 use axum::extract::State as Shared;
@@ -81,6 +82,8 @@ impl State {
                 forge: forge.clone(),
                 store: store.clone(),
                 console: adapters.console_url.clone(),
+                queue: adapters.queue()?,
+                clock: adapters.clock.clone(),
             },
             store,
             queue: adapters.queue()?,
@@ -368,6 +371,10 @@ async fn interrupt(
             state
                 .feedback
                 .report(release, Progress::Failure, reason, None)
+                .await;
+            state
+                .feedback
+                .announce(release, EventKind::Failed, Some(reason))
                 .await;
         }
         Err(StoreError::Conflict(_)) => {} // It moved on by itself meanwhile.

@@ -83,6 +83,8 @@ fn fixture() -> Fixture {
             forge: forge.clone(),
             store: store.clone(),
             console: None,
+            queue: Arc::new(queue.clone()),
+            clock: Arc::new(clock.clone()),
         },
     };
     Fixture {
@@ -219,6 +221,7 @@ fn deployment_on(repo: &RepoUrl, name: &str, webhook_id: Option<HookId>) -> Depl
         runtime: Default::default(),
         access: Default::default(),
         owner: "ada".into(),
+        notify: Vec::new(),
         secret_keys: None,
         webhook_id,
         live_release: None,

@@ -69,6 +69,10 @@ pub async fn run(
             Topic::BuildEvents,
             subscription("worker-build-events", "/pubsub/build-events"),
         ),
+        (
+            Topic::Notifications,
+            subscription("worker-notifications", "/pubsub/notifications"),
+        ),
     ]);
     // Before any work is taken: what the last run left building is deployed or built again.
     let cleanup_state = runway_cleanup::State::new(&embedded.adapters())

@@ -103,6 +103,7 @@ fn deployment_json(deployment: &Deployment, latest: Option<&Release>) -> Value {
         "min_instances": deployment.runtime.min_instances,
         "access": deployment.access,
         "secret_keys": deployment.secret_keys,
+        "notify": deployment.notify,
         "owner": deployment.owner,
         "url": deployment.url,
         "live_release": deployment.live_release,

@@ -241,7 +241,7 @@ impl Sent {
 
 /// The body read as a submit of a new app reads it, up to where the store is first asked.
 fn read(headers: &HeaderMap, body: &[u8]) -> Result<Validated, ApiError> {
-    let form = read_form(headers, body)?.validate(&policy())?;
+    let form = read_form(headers, body)?.validate(&policy(), PrivateTargets::Refused)?;
     form.placement(None, &policy())?;
     Ok(form)
 }

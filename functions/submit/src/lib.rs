@@ -15,8 +15,9 @@ use runway_core::config::Policy;
 use runway_core::deployments::{Settings, SubmitRefused, may_submit, submitted};
 use runway_core::domain::{
     Access, AppName, AuditAction, Branch, Caller, CommitSha, Cpu, Deployment, EnvVars, HookId,
-    MainFile, Memory, MinInstances, NewRelease, Region, Release, ReleaseId, RepoUrl, Resources,
-    Runtime, SecretsToml, Trigger, Viewer,
+    MainFile, Memory, MinInstances, NewRelease, NotifyKind, NotifyTarget, NotifyTargets,
+    PrivateTargets, Region, Release, ReleaseId, RepoUrl, Resources, Runtime, SecretsToml, Trigger,
+    Viewer,
 };
 use runway_core::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
 use runway_core::releases::{RollbackRefused, audit, enqueue, rollback_target};
@@ -128,6 +129,8 @@ pub struct State {
     pub clock: Arc<dyn Clock>,
     /// Each caller's changes a minute (`Changer`).
     pub changes: Arc<KeyedLimit<String>>,
+    /// Whether notification targets may be on private networks.
+    pub private_targets: PrivateTargets,
 }
 
 /// Firestore, Pub/Sub, Secret Manager, GitHub, Cloud Build and Cloud Run on Google Cloud, and
@@ -164,6 +167,7 @@ impl State {
                 adapters.rate_limits()?.submit_per_caller,
                 adapters.clock.clone(),
             )),
+            private_targets: adapters.private_targets,
         })
     }
 }
@@ -179,6 +183,10 @@ pub fn router(state: State) -> Router {
         )
         .route("/api/deployments/{app}/redeploy", post(redeploy))
         .route("/api/deployments/{app}/rollback", post(rollback))
+        .route(
+            "/api/deployments/{app}/notifications",
+            axum::routing::put(replace_notifications),
+        )
         .route(
             "/api/deployments/{app}",
             axum::routing::delete(delete).get(moved_to_apps),
@@ -289,6 +297,57 @@ struct DeploymentForm {
     env: Option<serde_json::Value>,
     /// Instances kept warm on Cloud Run: a number, or the form's text. Omitted, kept.
     min_instances: Option<serde_json::Value>,
+    /// Where releases are announced: `KIND URL [success] [secret=KEY]` lines, or a list of
+    /// objects. Omitted on an update, the app keeps its own; empty, it has none.
+    notify: Option<serde_json::Value>,
+}
+
+/// A target as an API client sends it. No `Debug`: it holds the URL and key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetForm {
+    kind: String,
+    url: String,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    on_success: bool,
+}
+
+/// `notify` as sent: the form's lines, or a list of targets. A wrong type is refused by us,
+/// never by serde, whose message could quote a URL back.
+fn notify_targets(
+    value: Option<serde_json::Value>,
+    private: PrivateTargets,
+) -> Result<Option<NotifyTargets>, ApiError> {
+    let wrong = || {
+        ApiError::bad_request(
+            "notify",
+            "notify must be KIND URL lines or a list of {kind, url, secret, on_success}",
+        )
+    };
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(lines)) => {
+            Ok(Some(NotifyTargets::parse_lines(&lines, private)?))
+        }
+        Some(serde_json::Value::Array(items)) => {
+            let mut targets = Vec::new();
+            for (index, item) in items.into_iter().enumerate() {
+                let form: TargetForm = serde_json::from_value(item).map_err(|_| wrong())?;
+                targets.push(NotifyTarget::new(
+                    NotifyKind::parse(&form.kind)?,
+                    &form.url,
+                    form.secret.as_deref(),
+                    form.on_success,
+                    private,
+                    index + 1,
+                )?);
+            }
+            Ok(Some(NotifyTargets::new(targets)?))
+        }
+        Some(_) => Err(wrong()),
+    }
 }
 
 /// `env` as sent: lines (the form) or an object (an API client).
@@ -366,6 +425,8 @@ struct Validated {
     /// `None` (each of these two): the app keeps its own; a new app has none.
     env: Option<EnvVars>,
     min_instances: Option<MinInstances>,
+    /// `None`: the app keeps its targets (a new app has none).
+    notify: Option<NotifyTargets>,
 }
 
 /// The viewers as one line, the way the form shows them.
@@ -446,7 +507,7 @@ impl Validated {
 }
 
 impl DeploymentForm {
-    fn validate(self, policy: &Policy) -> Result<Validated, ApiError> {
+    fn validate(self, policy: &Policy, private: PrivateTargets) -> Result<Validated, ApiError> {
         let app = AppName::parse(required(&self.app_name, "app_name")?)?;
         app.check_not_reserved(&policy.reserved_prefix)?;
         let repo = RepoUrl::parse(
@@ -469,7 +530,9 @@ impl DeploymentForm {
         let access = access(present(&self.access), self.viewers)?;
         let env = env_vars(self.env)?;
         let min_instances = min_instances(self.min_instances)?;
+        let notify = notify_targets(self.notify, private)?;
         Ok(Validated {
+            notify,
             env,
             min_instances,
             app,
@@ -561,7 +624,7 @@ async fn create_or_update(
     headers: HeaderMap,
     Body(body): Body,
 ) -> ApiResult {
-    let form = read_form(&headers, &body)?.validate(&state.policy)?;
+    let form = read_form(&headers, &body)?.validate(&state.policy, state.private_targets)?;
     let existing = state.store.deployment(&form.app).await?;
     may_submit(existing.as_ref(), &caller, &form.app, &form.repo).map_err(
         |refused| match refused {
@@ -607,6 +670,7 @@ async fn create_or_update(
         }),
         // The names of the secrets it sets; a new app without any has none, an update
         // without them keeps the app's.
+        notify: form.notify.as_ref().map(NotifyTargets::summaries),
         secret_keys: match &form.secrets {
             Some(secrets) => Some(secrets.keys()),
             None => existing.is_none().then(Vec::new),
@@ -630,6 +694,9 @@ async fn create_or_update(
     let created = async {
         if let Some(secrets) = &form.secrets {
             state.secrets.put(&form.app, secrets).await?;
+        }
+        if let Some(targets) = &form.notify {
+            state.secrets.put_notifications(&form.app, targets).await?;
         }
         let webhook_id = state
             .forge
@@ -791,6 +858,68 @@ async fn redeploy(
     )
     .await;
     Ok(accepted(&release))
+}
+
+/// The body of `PUT /api/deployments/{app}/notifications`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotificationsForm {
+    notify: serde_json::Value,
+}
+
+/// `PUT /api/deployments/{app}/notifications`: replaces where the app's releases are announced,
+/// without a redeploy. The targets go to the secret store first and the app's record after, so
+/// the record never names a target the store lacks for longer than a failed request.
+async fn replace_notifications(
+    Shared(state): Shared<State>,
+    Changer(caller): Changer,
+    Path(app): Path<String>,
+    Body(body): Body,
+) -> ApiResult {
+    let mut deployment = managed(&state, &caller, &app).await?;
+    let form: NotificationsForm = parse_json(&body).map_err(|_| {
+        ApiError::bad_request(
+            "notify",
+            "send {\"notify\": KIND URL lines or a list of targets}",
+        )
+    })?;
+    let targets = notify_targets(Some(form.notify), state.private_targets)?.unwrap_or_default();
+    state
+        .secrets
+        .put_notifications(&deployment.app, &targets)
+        .await?;
+    deployment.notify = targets.summaries();
+    deployment.updated_at = state.clock.now();
+    state.store.put_deployment(&deployment).await?;
+    let described: Vec<String> = deployment
+        .notify
+        .iter()
+        .map(|target| {
+            let success = if target.on_success {
+                " (and successes)"
+            } else {
+                ""
+            };
+            format!("{} on {}{success}", target.kind, target.host)
+        })
+        .collect();
+    audit(
+        state.store.as_ref(),
+        state.clock.as_ref(),
+        &caller.email,
+        AuditAction::Notifications,
+        Some(deployment.app.as_str()),
+        if described.is_empty() {
+            "no targets".to_owned()
+        } else {
+            described.join(", ")
+        },
+    )
+    .await;
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "app": deployment.app, "notify": deployment.notify }),
+    ))
 }
 
 /// The body of a redeploy: optional, as is each field.

@@ -5,12 +5,18 @@
 //! - `/pubsub/build-events`: Cloud Build's notifications; a finished build's image goes to the
 //!   platform, and the release goes live or fails with a reason.
 //!
+//! - `/pubsub/notifications`: release announcements, each posted to its one target (`notify`).
+//!
 //! Every step is a compare-and-set on the release's state, so a redelivered or duplicated
 //! message never builds or deploys twice. Permanent failures are acknowledged (2xx) and recorded
 //! on the release; transient ones answer 503 so Pub/Sub redelivers.
 
+mod notify;
+
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use notify::{Notifier, SendError};
 
 use runway_core::adapters::{Adapters, Need, Unwired};
 use runway_core::clock::Clock;
@@ -24,6 +30,7 @@ use runway_core::domain::{
     Trigger,
 };
 use runway_core::messages::{BuildEnded, BuildNotification, CloudBuildStatus, DeployRequest};
+use runway_core::notify::{EventKind, NotifyMessage};
 use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, DeploySpec, Forge, ForgeError, Identity, ImageBuilder,
     Platform, PlatformError, Progress, Queue, SecretRef, SecretStore, Store, StoreError,
@@ -58,8 +65,11 @@ pub struct State {
     /// Who may push to us: Pub/Sub's OIDC identity, or the local queue's token.
     pub pusher: Arc<dyn Identity>,
     pub clock: Arc<dyn Clock>,
-    /// Each release's steps, shown on its commit (a GitHub deployment and commit status).
+    /// Each release's steps, shown on its commit (a GitHub deployment and commit status), and
+    /// its outcome announced to the app's notification targets.
     pub feedback: Feedback,
+    /// Posts the announcements.
+    pub notifier: Notifier,
 }
 
 /// Firestore, GitHub, Cloud Build, Cloud Run and Secret Manager on Google Cloud; callers are
@@ -83,6 +93,8 @@ impl State {
                 forge: forge.clone(),
                 store: store.clone(),
                 console: adapters.console_url.clone(),
+                queue: adapters.queue()?,
+                clock: adapters.clock.clone(),
             },
             store,
             queue: adapters.queue()?,
@@ -91,6 +103,7 @@ impl State {
             platform: adapters.platform()?,
             secrets: adapters.secrets()?,
             pusher: adapters.pushers()?,
+            notifier: Notifier::new(adapters.private_targets),
         })
     }
 }
@@ -99,6 +112,7 @@ pub fn router(state: State) -> Router {
     let routes = axum::Router::new()
         .route("/pubsub/deploy-requests", post(deploy_request))
         .route("/pubsub/build-events", post(build_event))
+        .route("/pubsub/notifications", post(notification))
         .with_state(state);
     limits(routes, LIMITS)
 }
@@ -434,6 +448,10 @@ async fn fail(state: &State, release: &Release, from: ReleaseState, message: Str
             )
             .await;
             report(state, release, Progress::Failure, first_line(&message)).await;
+            state
+                .feedback
+                .announce(release, EventKind::Failed, Some(first_line(&message)))
+                .await;
             Outcome::Permanent(format!(
                 "release {} failed: {}",
                 release.id,
@@ -478,6 +496,73 @@ async fn build_event(
         )),
     };
     Ok(outcome.into_response())
+}
+
+#[tracing::instrument(skip_all, fields(release, target))]
+async fn notification(
+    Shared(state): Shared<State>,
+    _: Authenticated,
+    Body(body): Body,
+) -> ApiResult {
+    let (envelope, payload) = match read_envelope(&body)? {
+        (envelope, Ok(payload)) => (envelope, payload),
+        (_, Err(outcome)) => return Ok(outcome.into_response()),
+    };
+    let outcome = match serde_json::from_slice::<NotifyMessage>(&payload) {
+        Ok(message) => {
+            let span = tracing::Span::current();
+            span.record("release", message.event.release.as_str());
+            span.record("target", message.target.as_str());
+            announce(&state, &message, &envelope.message.message_id).await
+        }
+        Err(error) => Outcome::Permanent(format!(
+            "message {} is not a notification: {error}",
+            envelope.message.message_id
+        )),
+    };
+    Ok(outcome.into_response())
+}
+
+/// Posts one announcement. A target removed since it was queued is skipped; one that refuses
+/// for good is recorded in the audit trail; one that is down is tried again (503).
+async fn announce(state: &State, message: &NotifyMessage, delivery: &str) -> Outcome {
+    let event = &message.event;
+    let Ok(app) = AppName::parse(&event.app) else {
+        return Outcome::Permanent(format!("{:?} is not an app name", event.app));
+    };
+    let targets = match state.secrets.notifications(&app).await {
+        Ok(targets) => targets,
+        Err(error) => return Outcome::Retry(format!("reading the targets of {app}: {error}")),
+    };
+    let Some(target) = targets.get(&message.target) else {
+        return Outcome::Done(format!(
+            "{app} no longer has target {}; not announced",
+            message.target
+        ));
+    };
+    let what = format!(
+        "{} of {app} release #{} to {} target on {}",
+        event.event.as_str(),
+        event.seq,
+        target.kind.label(),
+        target.host()
+    );
+    match state.notifier.send(target, delivery, event).await {
+        Ok(()) => Outcome::Done(format!("announced {what}")),
+        Err(SendError::Retry(why)) => Outcome::Retry(format!("announcing {what}: {why}")),
+        Err(SendError::Refused(why)) => {
+            audit(
+                state.store.as_ref(),
+                state.clock.as_ref(),
+                "runway",
+                AuditAction::NotifyRefused,
+                Some(app.as_str()),
+                format!("{what}: {why}"),
+            )
+            .await;
+            Outcome::Permanent(format!("announcing {what}: {why}"))
+        }
+    }
 }
 
 /// How many of an app's newest releases are looked through for one building: more than can be
@@ -858,6 +943,12 @@ async fn go_live(state: &State, release: Release) -> Outcome {
                     state
                         .feedback
                         .report(&release, Progress::Success, &live, Some(&deployed.url))
+                        .await;
+                    let mut serving = release.clone();
+                    serving.url = Some(deployed.url.clone());
+                    state
+                        .feedback
+                        .announce(&serving, EventKind::Live, None)
                         .await;
                     retire_secrets(state, &release.app).await;
                     Outcome::Done(format!(

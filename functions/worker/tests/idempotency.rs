@@ -85,6 +85,7 @@ async fn queued_release() -> (tempfile::TempDir, Embedded, Release) {
             runtime: Default::default(),
             access: Default::default(),
             owner: "t@t".into(),
+            notify: Vec::new(),
             secret_keys: None,
             webhook_id: None,
             live_release: None,

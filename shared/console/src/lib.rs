@@ -5,8 +5,8 @@
 
 use askama::Template;
 use runway_core::domain::{
-    AuditEntry, Caller, CommitSha, Cpu, Delivery, Deployment, Memory, MinInstances, Release,
-    ReleaseId, ReleaseState, RepoUrl, Resources, Runtime, Timestamp, Trigger,
+    AuditEntry, Caller, CommitSha, Cpu, Delivery, Deployment, Memory, MinInstances, NotifySummary,
+    Release, ReleaseId, ReleaseState, RepoUrl, Resources, Runtime, Timestamp, Trigger,
 };
 
 /// The forms' plain variables and warm instances (`runtime_fields.html`).
@@ -352,6 +352,8 @@ pub struct AppPage {
     pub runtime: RuntimeFields,
     /// The names of the app's secrets (never a value); `None` when Runway has not kept them.
     pub secret_keys: Option<Vec<String>>,
+    /// Where its releases are announced (kinds and hosts; never a URL).
+    pub notify: Vec<NotifySummary>,
     pub releases: Vec<ReleaseRow>,
     /// The app has more releases than the page shows: it shows the newest this many.
     pub newest_only: Option<usize>,
@@ -401,6 +403,7 @@ impl AppPage {
                 .join(", "),
             runtime: RuntimeFields::of(&deployment.runtime, deployment.resources),
             secret_keys: deployment.secret_keys.clone(),
+            notify: deployment.notify.clone(),
             releases: releases
                 .iter()
                 .map(|release| {
@@ -501,6 +504,7 @@ mod tests {
             runtime: Default::default(),
             access: Default::default(),
             owner: "ada@example.com".into(),
+            notify: Vec::new(),
             secret_keys: None,
             webhook_id: None,
             live_release: None,

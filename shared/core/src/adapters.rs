@@ -150,6 +150,8 @@ pub struct Adapters {
     pub rate_limits: Option<RateLimits>,
     /// Wired only when `rate_limits` takes deliveries from GitHub's addresses alone.
     pub hook_sources: Option<Arc<dyn HookSources>>,
+    /// Whether notification targets may be on private networks (a laptop's receivers).
+    pub private_targets: crate::domain::PrivateTargets,
 }
 
 impl Default for Adapters {
@@ -172,6 +174,7 @@ impl Default for Adapters {
             timeouts: None,
             rate_limits: None,
             hook_sources: None,
+            private_targets: Default::default(),
         }
     }
 }

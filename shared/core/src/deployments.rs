@@ -2,8 +2,8 @@
 //! its record becomes when it is created or updated.
 
 use crate::domain::{
-    Access, AppName, Branch, Caller, Deployment, HookId, MainFile, Region, RepoUrl, Resources,
-    Runtime, Timestamp,
+    Access, AppName, Branch, Caller, Deployment, HookId, MainFile, NotifySummary, Region, RepoUrl,
+    Resources, Runtime, Timestamp,
 };
 
 /// Why a submit is refused before anything is done.
@@ -54,6 +54,8 @@ pub struct Settings {
     pub resources: Resources,
     pub runtime: Runtime,
     pub access: Access,
+    /// Where its releases are announced; `None` when it keeps the app's.
+    pub notify: Option<Vec<NotifySummary>>,
     /// The names of the secrets the submit sets; `None` when it keeps the app's.
     pub secret_keys: Option<Vec<String>>,
     /// The push webhook; `None` while a new app's name is claimed and its hook not made yet.
@@ -80,6 +82,10 @@ pub fn submitted(
         runtime: settings.runtime,
         access: settings.access,
         owner: existing.map_or_else(|| caller.email.clone(), |d| d.owner.clone()),
+        notify: settings
+            .notify
+            .or_else(|| existing.map(|d| d.notify.clone()))
+            .unwrap_or_default(),
         secret_keys: settings
             .secret_keys
             .or_else(|| existing.and_then(|d| d.secret_keys.clone())),
@@ -122,6 +128,7 @@ mod tests {
             resources: Resources::default(),
             runtime: Runtime::default(),
             access: Access::default(),
+            notify: None,
             secret_keys: Some(vec!["token".into()]),
             webhook_id: Some(HookId::new("11")),
         }

@@ -3,6 +3,9 @@
 //! the commit (`Forge::report`). Shared by the worker, which moves releases, and cleanup, which
 //! fails the ones left stuck.
 //!
+//! A release that went live or failed is also announced to the app's notification targets
+//! (`announce`): one queued message per target, posted by the notifications subscription.
+//!
 //! A report is feedback, never part of the deploy: it is bounded in time, and one the forge
 //! loses is logged and let go, so GitHub being down or refusing never holds a release up. The
 //! release's next report finds (or makes) its deployment again, so only that one step is lost.
@@ -10,8 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::domain::{AppName, Release};
-use crate::ports::{Forge, Progress, ReleaseReport, Store};
+use crate::notify::{EventKind, NotifyMessage, ReleaseEvent};
+use crate::ports::{Forge, Progress, Queue, ReleaseReport, Store, Topic};
 
 /// The longest a report may hold up the step that makes it.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -22,6 +27,9 @@ pub struct Feedback {
     pub store: Arc<dyn Store>,
     /// Runway's console (`https://runway.example.com`), whose app page each report links to.
     pub console: Option<String>,
+    /// Where announcements are queued.
+    pub queue: Arc<dyn Queue>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Feedback {
@@ -73,6 +81,60 @@ impl Feedback {
             }
             Err(_) => {
                 tracing::warn!(release = %release.id, progress, "reporting the release on its commit took too long; let go");
+            }
+        }
+    }
+
+    /// Queues `release`'s outcome for each of its app's targets that hears it: every target a
+    /// failure, those that asked a release going live. Never fails the step: a message that
+    /// cannot be queued is logged and let go.
+    pub async fn announce(&self, release: &Release, event: EventKind, reason: Option<&str>) {
+        let deployment = match self.store.deployment(&release.app).await {
+            Ok(Some(deployment)) => deployment,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(release = %release.id, %error, "could not read the app to announce the release");
+                return;
+            }
+        };
+        let targets: Vec<_> = deployment
+            .notify
+            .iter()
+            .filter(|target| event == EventKind::Failed || target.on_success)
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let announced = ReleaseEvent::new(
+            event,
+            release,
+            &deployment,
+            reason,
+            self.release_page(&release.app, release.seq),
+            self.clock.now(),
+        );
+        for target in targets {
+            let message = NotifyMessage {
+                target: target.id.clone(),
+                event: announced.clone(),
+            };
+            let published = tokio::time::timeout(
+                REPORT_TIMEOUT,
+                self.queue
+                    .publish(Topic::Notifications, message.to_message()),
+            )
+            .await;
+            let event = event.as_str();
+            match published {
+                Ok(Ok(_)) => {
+                    tracing::info!(release = %release.id, event, target = %target.id, host = %target.host, "announcement queued");
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(release = %release.id, event, target = %target.id, %error, "could not queue the announcement");
+                }
+                Err(_) => {
+                    tracing::warn!(release = %release.id, event, target = %target.id, "queueing the announcement took too long; let go");
+                }
             }
         }
     }

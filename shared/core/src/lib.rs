@@ -12,6 +12,7 @@ pub mod feedback;
 pub mod install;
 pub mod limits;
 pub mod messages;
+pub mod notify;
 pub mod plan;
 pub mod ports;
 pub mod python;

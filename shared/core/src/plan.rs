@@ -151,6 +151,7 @@ mod tests {
             runtime: Default::default(),
             access: Default::default(),
             owner: "ada".into(),
+            notify: Vec::new(),
             secret_keys: None,
             webhook_id: None,
             live_release: live.map(ReleaseId::new),

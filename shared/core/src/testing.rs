@@ -20,6 +20,7 @@ pub fn deployment(app: &str, repo: RepoUrl, repo_id: u64, owner: &str) -> Deploy
         runtime: Default::default(),
         access: Default::default(),
         owner: owner.into(),
+        notify: Vec::new(),
         secret_keys: None,
         webhook_id: None,
         live_release: None,

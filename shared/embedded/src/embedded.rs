@@ -18,6 +18,7 @@ use super::{
 use runway_core::adapters::{Adapters, HookSweep, Keeping, Timeouts};
 use runway_core::clock::{self, Clock};
 use runway_core::config::{self, ConfigError, Env, Policy};
+use runway_core::domain::PrivateTargets;
 use runway_core::limits::{HookSources, RateLimits};
 use runway_core::ports::Retention;
 
@@ -296,6 +297,8 @@ impl Embedded {
             }),
             rate_limits: Some(self.config.rate_limits),
             hook_sources: None,
+            // The laptop's own receivers are what a local Runway posts to.
+            private_targets: PrivateTargets::Allowed,
         }
     }
 }

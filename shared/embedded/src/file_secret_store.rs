@@ -4,8 +4,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::write_private;
-use runway_core::domain::{AppName, SecretsToml};
+use runway_core::domain::{AppName, NotifyTargets, SecretsToml};
 use runway_core::ports::{SecretRef, SecretStore, SecretStoreError};
+use secrecy::ExposeSecret;
 
 /// One 0600 file per version of an app's secrets, `<data>/secrets/{app}/v{n}.toml`, outside
 /// every checkout, so the app reads it through `--secrets.files` and it never lands in a build.
@@ -31,6 +32,11 @@ impl FileSecretStore {
 
     fn app_dir(&self, app: &AppName) -> PathBuf {
         self.dir.join(app.as_str())
+    }
+
+    /// The app's notification targets, one 0600 JSON file beside its secrets.
+    fn notify_file(&self, app: &AppName) -> PathBuf {
+        self.app_dir(app).join("notify.json")
     }
 
     /// Where the store kept an app's one file before versions.
@@ -110,6 +116,41 @@ impl SecretStore for FileSecretStore {
             }
         }
         Ok(())
+    }
+
+    async fn put_notifications(
+        &self,
+        app: &AppName,
+        targets: &NotifyTargets,
+    ) -> Result<(), SecretStoreError> {
+        let _numbering = self.numbering.lock().await;
+        let path = self.notify_file(app);
+        if targets.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(io(error)),
+                _ => Ok(()),
+            };
+        }
+        let dir = self.app_dir(app);
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(io)?;
+        write_private(&path, targets.to_json().expose_secret().as_bytes()).map_err(io)
+    }
+
+    async fn notifications(&self, app: &AppName) -> Result<NotifyTargets, SecretStoreError> {
+        let json = match std::fs::read_to_string(self.notify_file(app)) {
+            Ok(json) => json,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(NotifyTargets::default());
+            }
+            Err(error) => return Err(io(error)),
+        };
+        NotifyTargets::from_json(&json).map_err(|error| {
+            SecretStoreError::Other(anyhow::anyhow!(
+                "the notification targets of {app} do not read: {error}"
+            ))
+        })
     }
 
     async fn delete(&self, app: &AppName) -> Result<(), SecretStoreError> {

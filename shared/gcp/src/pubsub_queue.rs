@@ -22,6 +22,8 @@ pub struct PubSubConfig {
     pub deploy_topic: String,
     /// The topic id Cloud Build publishes to (always `cloud-builds` on Google Cloud).
     pub build_topic: String,
+    /// The topic id release announcements go to (`runway-notifications`).
+    pub notify_topic: String,
     /// `http://host:port` of the Pub/Sub emulator; `None` talks to Google.
     pub emulator: Option<String>,
 }
@@ -32,6 +34,7 @@ impl PubSubConfig {
             project: project.into(),
             deploy_topic: Topic::DeployRequests.name().to_owned(),
             build_topic: Topic::BuildEvents.name().to_owned(),
+            notify_topic: Topic::Notifications.name().to_owned(),
             emulator: None,
         }
     }
@@ -41,6 +44,7 @@ impl PubSubConfig {
         let id = match topic {
             Topic::DeployRequests => &self.deploy_topic,
             Topic::BuildEvents => &self.build_topic,
+            Topic::Notifications => &self.notify_topic,
         };
         format!("projects/{}/topics/{id}", self.project)
     }
@@ -56,7 +60,7 @@ pub struct PubSubQueue {
 impl PubSubQueue {
     pub async fn connect(config: PubSubConfig) -> Result<Self, QueueError> {
         let mut publishers = HashMap::new();
-        for topic in [Topic::DeployRequests, Topic::BuildEvents] {
+        for topic in Topic::ALL {
             let mut builder = Publisher::builder(config.topic_path(topic))
                 // One message per request: waiting to fill a batch only adds latency.
                 .set_delay_threshold(Duration::from_millis(1));

@@ -26,11 +26,16 @@ use google_cloud_secretmanager_v1::model::secret_version::State;
 use google_cloud_secretmanager_v1::model::{Replication, Secret, SecretPayload};
 
 use super::{has_code, is_transient};
-use runway_core::domain::{AppName, SecretsToml};
+use runway_core::domain::{AppName, NotifyTargets, SecretsToml};
 use runway_core::ports::{SecretRef, SecretStore, SecretStoreError};
+use secrecy::ExposeSecret;
 
 /// Every app secret's id starts with this; IAM conditions in `infra/secrets.tf` match on it.
 pub const APP_SECRET_PREFIX: &str = "runway-app-";
+
+/// Each app's notification targets are one secret, `runway-notify-{app}`: hook URLs and
+/// signing keys, which the worker reads back to post (`infra/secrets.tf` lets only it).
+pub const NOTIFY_SECRET_PREFIX: &str = "runway-notify-";
 
 /// How long one operation keeps retrying transient failures before it reports `Unavailable`.
 /// The client's default is a minute; a submit waiting on its secrets should hear sooner.
@@ -137,23 +142,7 @@ impl SecretStore for SecretManagerStore {
         secrets: &SecretsToml,
     ) -> Result<SecretRef, SecretStoreError> {
         let id = secret_id(app);
-        let secret = Secret::new()
-            .set_replication(Replication::new().set_automatic(Automatic::new()))
-            .set_labels([("managed-by", "runway"), ("app", app.as_str())]);
-        let created = self
-            .client
-            .create_secret()
-            .set_parent(format!("projects/{}", self.project))
-            .set_secret_id(&id)
-            .set_secret(secret)
-            .send()
-            .await;
-        match created {
-            Err(error) if !has_code(&error, Code::AlreadyExists) => {
-                return Err(store_error(error, "creating", &id));
-            }
-            _ => {}
-        }
+        self.create_secret(app, &id).await?;
 
         let payload = SecretPayload::new().set_data(secrets.expose().as_bytes().to_vec());
         let added = self
@@ -202,21 +191,125 @@ impl SecretStore for SecretManagerStore {
         Ok(())
     }
 
-    async fn delete(&self, app: &AppName) -> Result<(), SecretStoreError> {
-        let id = secret_id(app);
-        match self
+    /// Adds the targets as the secret's newest version, then destroys the older ones: no
+    /// release ever goes back to old targets, and a hook URL someone replaced should not stay
+    /// readable. An empty list deletes the secret.
+    async fn put_notifications(
+        &self,
+        app: &AppName,
+        targets: &NotifyTargets,
+    ) -> Result<(), SecretStoreError> {
+        let id = notify_secret_id(app);
+        if targets.is_empty() {
+            return self.delete_secret(&id).await;
+        }
+        self.create_secret(app, &id).await?;
+        let payload =
+            SecretPayload::new().set_data(targets.to_json().expose_secret().as_bytes().to_vec());
+        let added = self
             .client
-            .delete_secret()
-            .set_name(self.secret_name(&id))
+            .add_secret_version()
+            .set_parent(self.secret_name(&id))
+            .set_payload(payload)
             .send()
             .await
-        {
-            Err(error) if !has_code(&error, Code::NotFound) => {
-                Err(store_error(error, "deleting", &id))
+            .map_err(|error| store_error(error, "adding a version to", &id))?;
+        for (_, name) in self.enabled_versions(&id).await?.unwrap_or_default() {
+            if name == added.name {
+                continue;
+            }
+            match self
+                .client
+                .destroy_secret_version()
+                .set_name(&name)
+                .send()
+                .await
+            {
+                Err(error) if !has_code(&error, Code::NotFound) => {
+                    return Err(store_error(error, "destroying an old version of", &id));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn notifications(&self, app: &AppName) -> Result<NotifyTargets, SecretStoreError> {
+        let id = notify_secret_id(app);
+        let accessed = self
+            .client
+            .access_secret_version()
+            .set_name(format!("{}/versions/latest", self.secret_name(&id)))
+            .send()
+            .await;
+        let data = match accessed {
+            Ok(response) => response
+                .payload
+                .map(|payload| payload.data)
+                .unwrap_or_default(),
+            // No secret yet, or every version destroyed: no targets.
+            Err(error)
+                if has_code(&error, Code::NotFound)
+                    || has_code(&error, Code::FailedPrecondition) =>
+            {
+                return Ok(NotifyTargets::default());
+            }
+            Err(error) => return Err(store_error(error, "reading", &id)),
+        };
+        let json = std::str::from_utf8(&data)
+            .map_err(|_| SecretStoreError::Other(anyhow!("secret {id} is not UTF-8")))?;
+        NotifyTargets::from_json(json).map_err(|error| {
+            SecretStoreError::Other(anyhow!("secret {id} does not hold targets: {error}"))
+        })
+    }
+
+    async fn delete(&self, app: &AppName) -> Result<(), SecretStoreError> {
+        self.delete_secret(&notify_secret_id(app)).await?;
+        self.delete_secret(&secret_id(app)).await
+    }
+}
+
+impl SecretManagerStore {
+    /// Creates the secret `id` of `app`; one that exists already is fine.
+    async fn create_secret(&self, app: &AppName, id: &str) -> Result<(), SecretStoreError> {
+        let secret = Secret::new()
+            .set_replication(Replication::new().set_automatic(Automatic::new()))
+            .set_labels([("managed-by", "runway"), ("app", app.as_str())]);
+        let created = self
+            .client
+            .create_secret()
+            .set_parent(format!("projects/{}", self.project))
+            .set_secret_id(id)
+            .set_secret(secret)
+            .send()
+            .await;
+        match created {
+            Err(error) if !has_code(&error, Code::AlreadyExists) => {
+                Err(store_error(error, "creating", id))
             }
             _ => Ok(()),
         }
     }
+
+    /// Deletes the secret `id`, versions and all; one already gone is fine.
+    async fn delete_secret(&self, id: &str) -> Result<(), SecretStoreError> {
+        match self
+            .client
+            .delete_secret()
+            .set_name(self.secret_name(id))
+            .send()
+            .await
+        {
+            Err(error) if !has_code(&error, Code::NotFound) => {
+                Err(store_error(error, "deleting", id))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn notify_secret_id(app: &AppName) -> String {
+    format!("{NOTIFY_SECRET_PREFIX}{}", app.as_str())
 }
 
 fn secret_id(app: &AppName) -> String {

@@ -19,7 +19,9 @@ use url::Url;
 
 use runway_core::adapters::{Adapters, HookSweep, Keeping, Need, Timeouts};
 use runway_core::config::{Env, Policy};
-use runway_core::domain::{Access, Branch, CommitSha, HookId, RepoAllowlist, RepoUrl};
+use runway_core::domain::{
+    Access, Branch, CommitSha, HookId, PrivateTargets, RepoAllowlist, RepoUrl,
+};
 use runway_core::limits::{HookSources, RateLimits};
 use runway_core::ports::{Forge, ForgeError, ReleaseReport, Repository, SourceArchive, Webhook};
 use runway_core::ports::{Retention, Topic};
@@ -158,6 +160,7 @@ impl GcpEnv {
         {
             let mut config = PubSubConfig::new(&self.project);
             config.deploy_topic = env.or("RUNWAY_DEPLOY_TOPIC", &config.deploy_topic);
+            config.notify_topic = env.or("RUNWAY_NOTIFY_TOPIC", &config.notify_topic);
             config.emulator = endpoint_from_host(env.optional("PUBSUB_EMULATOR_HOST"));
             config
         }
@@ -426,6 +429,7 @@ impl GcpEnv {
         let mut probes = Vec::new();
         let needs_forge = needs.contains(&Need::Forge);
         adapters.console_url = self.console_url()?;
+        adapters.private_targets = self.private_targets()?;
         for need in needs {
             match need {
                 Need::Store => {
@@ -504,6 +508,24 @@ impl GcpEnv {
                          https://runway.example.com"
                     ));
                     None
+                }
+            }
+        })
+    }
+
+    /// `RUNWAY_NOTIFY_PRIVATE_TARGETS=allow`: notification targets may be on private networks
+    /// (a chat server inside the VPC). Refused by default: anyone who may deploy could
+    /// otherwise make Runway post inside its network.
+    pub fn private_targets(&self) -> anyhow::Result<PrivateTargets> {
+        read("the notification targets", |env| {
+            match env.optional("RUNWAY_NOTIFY_PRIVATE_TARGETS").as_deref() {
+                None | Some("refuse") => PrivateTargets::Refused,
+                Some("allow") => PrivateTargets::Allowed,
+                Some(other) => {
+                    env.problem(format!(
+                        "RUNWAY_NOTIFY_PRIVATE_TARGETS is {other:?}: use allow or refuse"
+                    ));
+                    PrivateTargets::Refused
                 }
             }
         })

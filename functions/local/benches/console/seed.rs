@@ -127,6 +127,7 @@ fn deployment(index: usize, at: runway_core::domain::Timestamp) -> Deployment {
         runtime: Default::default(),
         access: Default::default(),
         owner: OWNERS[index % OWNERS.len()].to_owned(),
+        notify: Vec::new(),
         secret_keys: None,
         webhook_id: Some(format!("{}", 480_000_000 + index).into()),
         live_release: None,

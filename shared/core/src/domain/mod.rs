@@ -3,6 +3,7 @@
 mod access;
 mod allowlist;
 mod ids;
+mod notify;
 mod records;
 mod runtime;
 mod values;
@@ -10,6 +11,7 @@ mod values;
 pub use access::*;
 pub use allowlist::*;
 pub use ids::*;
+pub use notify::*;
 pub use records::*;
 pub use runtime::*;
 pub use values::*;

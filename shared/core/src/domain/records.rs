@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Access, AppName, Branch, BuildId, CommitSha, DeliveryId, HookId, MainFile, Region, ReleaseId,
-    RepoUrl, Resources, Runtime,
+    Access, AppName, Branch, BuildId, CommitSha, DeliveryId, HookId, MainFile, NotifySummary,
+    Region, ReleaseId, RepoUrl, Resources, Runtime,
 };
 
 pub type Timestamp = DateTime<Utc>;
@@ -33,6 +33,10 @@ pub struct Deployment {
     /// whose secrets were set before Runway kept their names.
     #[serde(default)]
     pub secret_keys: Option<Vec<String>>,
+    /// Where its releases are announced, as the page shows them: the targets themselves (hook
+    /// URLs, signing keys) are kept in the secret store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifySummary>,
     /// The push webhook on the repository, once created.
     pub webhook_id: Option<HookId>,
     /// The release currently serving, and where.
@@ -323,6 +327,10 @@ pub enum AuditAction {
     Push,
     ReleaseLive,
     ReleaseFailed,
+    /// The app's notification targets were replaced.
+    Notifications,
+    /// A target refused an announcement for good (its hook was removed, say).
+    NotifyRefused,
 }
 
 impl AuditAction {
@@ -336,6 +344,8 @@ impl AuditAction {
             Self::Push => "push",
             Self::ReleaseLive => "release-live",
             Self::ReleaseFailed => "release-failed",
+            Self::Notifications => "notifications",
+            Self::NotifyRefused => "notify-refused",
         }
     }
 }

@@ -17,15 +17,22 @@ pub enum Topic {
     DeployRequests,
     /// Build status notifications, in Cloud Build's `cloud-builds` format.
     BuildEvents,
+    /// Release announcements: one per release event and target (`notify::NotifyMessage`).
+    Notifications,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 2] = [Topic::DeployRequests, Topic::BuildEvents];
+    pub const ALL: [Topic; 3] = [
+        Topic::DeployRequests,
+        Topic::BuildEvents,
+        Topic::Notifications,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Topic::DeployRequests => "runway-deploy-requests",
             Topic::BuildEvents => "cloud-builds",
+            Topic::Notifications => "runway-notifications",
         }
     }
 }

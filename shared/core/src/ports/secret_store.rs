@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use crate::domain::{AppName, SecretsToml};
+use crate::domain::{AppName, NotifyTargets, SecretsToml};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretStoreError {
@@ -31,5 +31,16 @@ pub trait SecretStore: Send + Sync {
     async fn retire(&self, _app: &AppName, _keep: &[SecretRef]) -> Result<(), SecretStoreError> {
         Ok(())
     }
+    /// Replaces the app's notification targets (their URLs and keys are credentials, so they
+    /// are kept here and not with the app's record); an empty list removes them.
+    async fn put_notifications(
+        &self,
+        app: &AppName,
+        targets: &NotifyTargets,
+    ) -> Result<(), SecretStoreError>;
+    /// The app's notification targets; none when it has none. Unlike the secrets TOML these
+    /// are read back: the worker posts to them.
+    async fn notifications(&self, app: &AppName) -> Result<NotifyTargets, SecretStoreError>;
+    /// Removes everything the app kept here: its secrets and its notification targets.
     async fn delete(&self, app: &AppName) -> Result<(), SecretStoreError>;
 }
