@@ -841,3 +841,67 @@ async fn notification_targets_are_replaced_without_a_redeploy_and_never_shown() 
     assert!(files_containing(&runway.data_dir, HOOK_PATH).is_empty());
     Ok(())
 }
+
+/// An app deleted while its build runs is deleted whole: the build is stopped and its folder
+/// removed, not left half-removed behind a 500 because uv was still writing into it. Deletes
+/// come at several moments of the build (making the environment, installing, failing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_deleted_while_its_build_runs_is_deleted_whole() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("streamlit_app.py", &streamlit_app("x")),
+            ("requirements.txt", "streamlit\npandas\n"),
+        ],
+    )?;
+    let failing = failing_repo(&dir.path().join("failing"))?;
+    let runway = Runway::start(dir.path())?;
+    let builds = runway.data_dir.join("builds");
+    for (round, after_ms) in [0u64, 30, 60, 100, 150, 250, 400, 700]
+        .into_iter()
+        .enumerate()
+    {
+        for (kind, repo) in [("ok", &repo), ("bad", &failing)] {
+            let app = format!("doomed-{kind}-{round}");
+            let (code, created) = runway
+                .post_json(
+                    "/api/deployments",
+                    &json!({ "repo_url": repo.url(), "main_file": "streamlit_app.py", "app_name": app }),
+                )
+                .await?;
+            assert_eq!(code, 202, "{created}");
+            tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
+            let deleted = runway
+                .client
+                .delete(runway.url(&format!("/api/deployments/{app}")))
+                .send()
+                .await?;
+            let status = deleted.status();
+            assert!(
+                status.is_success(),
+                "{app} after {after_ms} ms: {status}: {}",
+                deleted.text().await?
+            );
+            let (code, _) = runway.get_json(&format!("/api/apps/{app}")).await?;
+            assert_eq!(code, 404);
+        }
+    }
+    // Whatever was building stops; nothing of the deleted apps stays.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&builds)?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "builds outlived their apps: {left:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}

@@ -1012,6 +1012,11 @@ async fn delete(
             .await?;
     }
     state.store.delete_deployment(app).await?;
+    // A build a worker started between the first removal and the records going (it claimed the
+    // release before): it is stopped here, or by the worker, which finds the release gone.
+    if let Err(error) = state.builder.delete_app(app).await {
+        tracing::warn!(%app, %error, "could not remove a build started as the app was deleted");
+    }
     audit(
         state.store.as_ref(),
         state.clock.as_ref(),

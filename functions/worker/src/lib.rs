@@ -332,7 +332,7 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
         .await;
     match started {
         Ok(build) => {
-            state
+            let recorded = state
                 .store
                 .transition(
                     &release.id,
@@ -344,7 +344,24 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
                         ..Default::default()
                     },
                 )
-                .await?;
+                .await;
+            match recorded {
+                Ok(_) => {}
+                // The app was deleted while its build started: the build goes with it.
+                Err(error @ (StoreError::NotFound(_) | StoreError::Conflict(_))) => {
+                    if let Ok(None) = state.store.deployment(&release.app).await {
+                        if let Err(error) = state.builder.delete_app(&release.app).await {
+                            tracing::warn!(app = %release.app, %error, "could not remove the build of a deleted app");
+                        }
+                        return Ok(Outcome::Done(format!(
+                            "the app {} was deleted as its build started; the build was stopped",
+                            release.app
+                        )));
+                    }
+                    return Err(error.into());
+                }
+                Err(error) => return Err(error.into()),
+            }
             let building = format!("Building {short}");
             report(state, &release, Progress::InProgress, &building).await;
             Ok(Outcome::Done(format!("build {} started", build.build_id)))

@@ -3,7 +3,7 @@
 //! at once and the build's end is published on `Topic::BuildEvents` in Cloud Build's own
 //! notification format.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -60,6 +60,8 @@ pub struct UvBuilder {
     forge: Arc<dyn Forge>,
     notifications: Arc<dyn Queue>,
     running: Arc<Mutex<HashSet<String>>>,
+    /// The task of each build started here, so deleting its app can stop it first.
+    tasks: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>>,
 }
 
 /// What a build folder says about itself.
@@ -91,6 +93,30 @@ impl UvBuilder {
             forge,
             notifications,
             running: Arc::default(),
+            tasks: Arc::default(),
+        }
+    }
+
+    /// Stops the app's builds that still run and waits until they have let go of their
+    /// folders: uv killed (its child is dropped), nothing more written by this process.
+    async fn stop_builds_of(&self, app: &AppName) {
+        let app = app.as_str();
+        // Build ids are `{app}-{12 hex}`; app names hold `-` too, so the length decides.
+        let of_app = |id: &str| {
+            id.len() == app.len() + 13 && id.starts_with(app) && id.as_bytes()[app.len()] == b'-'
+        };
+        let stopping: Vec<(String, tokio::task::JoinHandle<()>)> = {
+            let mut tasks = self.tasks.lock().expect("build tasks");
+            let ids: Vec<String> = tasks.keys().filter(|id| of_app(id)).cloned().collect();
+            ids.into_iter()
+                .filter_map(|id| tasks.remove(&id).map(|task| (id, task)))
+                .collect()
+        };
+        for (id, task) in stopping {
+            task.abort();
+            let _ = task.await;
+            self.running.lock().expect("running builds").remove(&id);
+            tracing::info!(build = %id, "stopped the build of a deleted app");
         }
     }
 
@@ -468,7 +494,7 @@ impl ImageBuilder for UvBuilder {
             build_id: BuildId::new(build_id.clone()),
         };
         let builder = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let began = Utc::now();
             let timeout = builder.config.timeout;
             let outcome =
@@ -484,6 +510,10 @@ impl ImageBuilder for UvBuilder {
                 .finish(&request, &build_id, &dir, began, outcome)
                 .await;
         });
+        let mut tasks = self.tasks.lock().expect("build tasks");
+        tasks.retain(|_, task| !task.is_finished());
+        tasks.insert(started.build_id.to_string(), task);
+        drop(tasks);
         Ok(started)
     }
 
@@ -633,19 +663,41 @@ impl ImageBuilder for UvBuilder {
         .map_err(|error| BuildError::Other(anyhow::anyhow!("freeing a build: {error}")))?
     }
 
+    /// Stops the app's running builds first, then removes every build folder of the app. A
+    /// process the build started may still be dying as removal begins (uv's own children are
+    /// not its process group's), so a folder that does not go at once is tried again for a
+    /// few seconds.
     async fn delete_app(&self, app: &AppName) -> Result<(), BuildError> {
+        self.stop_builds_of(app).await;
         let Ok(entries) = std::fs::read_dir(&self.config.dir) else {
             return Ok(());
         };
+        let mut doomed = Vec::new();
         for entry in entries.flatten() {
             let meta: Option<BuildMeta> = std::fs::read(entry.path().join("meta.json"))
                 .ok()
                 .and_then(|bytes| serde_json::from_slice(&bytes).ok());
             if meta.is_some_and(|meta| meta.app == app.as_str()) {
-                std::fs::remove_dir_all(entry.path())
-                    .with_context(|| format!("removing {}", entry.path().display()))?;
+                doomed.push(entry.path());
             }
         }
-        Ok(())
+        tokio::task::spawn_blocking(move || {
+            for dir in doomed {
+                let mut attempt = 0;
+                loop {
+                    match remove(&dir) {
+                        Ok(_) => break,
+                        Err(_) if attempt < 50 => {
+                            attempt += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|error| BuildError::Other(anyhow::anyhow!("removing builds: {error}")))?
     }
 }
