@@ -156,7 +156,8 @@ locals {
     status           = {}
     "github-webhook" = local.webhook_secret_env
     worker           = local.github_secret_env
-    cleanup          = local.github_secret_env
+    # cleanup gives a hook it sets right its secret again.
+    cleanup = merge(local.github_secret_env, local.webhook_secret_env)
   }
 
   # --- per-service settings --------------------------------------------------------------------

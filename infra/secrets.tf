@@ -67,10 +67,10 @@ resource "google_secret_manager_secret_iam_member" "github_accessor" {
   member    = local.sa[each.value]
 }
 
-# The webhook HMAC key: submit (puts it into the hooks it creates) and github-webhook (verifies
-# X-Hub-Signature-256 with it).
+# The webhook HMAC key: submit (puts it into the hooks it creates), cleanup (into the hooks it
+# sets right) and github-webhook (verifies X-Hub-Signature-256 with it).
 resource "google_secret_manager_secret_iam_member" "webhook_accessor" {
-  for_each = toset(["submit", "github-webhook"])
+  for_each = toset(["submit", "github-webhook", "cleanup"])
 
   project   = var.project_id
   secret_id = google_secret_manager_secret.webhook.secret_id

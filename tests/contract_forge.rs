@@ -414,6 +414,40 @@ async fn a_new_webhook_is_dated_when_it_was_made(s: &Subject) -> anyhow::Result<
     Ok(())
 }
 
+/// What cleanup checks a hook against: active, sent `push` as JSON; and its deliveries can be
+/// read (none yet, or GitHub's ping), while an unknown hook's cannot.
+async fn a_webhook_is_listed_as_runway_set_it_up_and_its_deliveries_read(
+    s: &Subject,
+) -> anyhow::Result<()> {
+    let (url, _repo) = s.repo("app", &[("app.py", "")])?;
+    let id = s
+        .forge()
+        .ensure_webhook(&url, HOOK_URL, &secret("a"))
+        .await?;
+    let hooks = s.forge().webhooks(&url).await?;
+    let hook = hooks
+        .iter()
+        .find(|hook| hook.id == id)
+        .context("the hook")?;
+    ensure!(hook.active && hook.events == ["push"], "{hook:?}");
+    ensure!(hook.content_type.as_deref() == Some("json"), "{hook:?}");
+    ensure!(hook.drift().is_none(), "{hook:?}");
+    let deliveries = s.forge().hook_deliveries(&url, &id).await?;
+    ensure!(
+        deliveries.iter().all(|delivery| delivery.event == "ping"),
+        "{deliveries:?}"
+    );
+    let unknown = s
+        .forge()
+        .hook_deliveries(&url, &HookId::new("999999"))
+        .await;
+    ensure!(
+        matches!(unknown, Err(ForgeError::NotFound(_))),
+        "{unknown:?}"
+    );
+    Ok(())
+}
+
 async fn lists_every_webhook_with_its_url(s: &Subject) -> anyhow::Result<()> {
     let (url, _repo) = s.repo("app", &[("app.py", "")])?;
     let other_url = "https://other.example.com/hook";
@@ -574,6 +608,7 @@ runway_tests::contract! {
         deleting_a_webhook_removes_it_and_deleting_it_again_is_fine,
         lists_every_webhook_with_its_url,
         a_new_webhook_is_dated_when_it_was_made,
+        a_webhook_is_listed_as_runway_set_it_up_and_its_deliveries_read,
         lists_the_branches_by_name,
         tells_a_file_from_a_folder_or_nothing_on_a_branch,
         a_release_shows_on_its_commit_as_it_moves,
@@ -1186,6 +1221,69 @@ async fn the_local_forge_refuses_hooks_that_are_symbolic_links() -> anyhow::Resu
     ensure!(
         repo.hook_files().is_empty(),
         "a hook that cannot run was kept"
+    );
+    Ok(())
+}
+
+/// The local forge logs each delivery `runway post-receive` makes, as GitHub logs a hook's
+/// recent deliveries: what the receiver answered, newest first, and a receiver that is not
+/// there as no status at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_forge_logs_what_each_delivery_was_answered() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[("app.py", "print(1)\n")])?;
+    let url = RepoUrl::parse(&repo.url(), true)?;
+    let forge = GitForge::new("/usr/bin/true".into());
+    // A receiver that refuses everything, as Runway refuses a wrong signature.
+    let refusing = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let refusing_url = format!("http://{}/github/webhook/demo", refusing.local_addr()?);
+    tokio::spawn(runway_http::serve(
+        refusing,
+        |_, _| async { runway_http::json(http::StatusCode::UNAUTHORIZED, &"bad signature") },
+        std::future::pending(),
+        runway_http::serve::ServeOptions::default(),
+    ));
+    let refused = forge
+        .ensure_webhook(&url, &refusing_url, &secret("a"))
+        .await?;
+    let gone = forge
+        .ensure_webhook(&url, "http://127.0.0.1:1/github/webhook/gone", &secret("b"))
+        .await?;
+    let git_dir = std::fs::canonicalize(&repo.bare)?;
+    let head = git(&repo.work, &["rev-parse", "HEAD"])?;
+    for _ in 0..2 {
+        runway_embedded::deliver_post_receive(
+            &git_dir,
+            &format!("{} {} refs/heads/main\n", "0".repeat(40), head.trim()),
+        )
+        .await?;
+    }
+    let deliveries = forge.hook_deliveries(&url, &refused).await?;
+    ensure!(deliveries.len() == 2, "{deliveries:?}");
+    ensure!(
+        deliveries[0].delivered_at >= deliveries[1].delivered_at,
+        "{deliveries:?}"
+    );
+    ensure!(
+        deliveries.iter().all(|d| d.status_code == Some(401)
+            && d.status == "Invalid HTTP Response: 401"
+            && d.event == "push"
+            && !d.succeeded()),
+        "{deliveries:?}"
+    );
+    let unreachable = forge.hook_deliveries(&url, &gone).await?;
+    ensure!(
+        unreachable.len() == 2 && unreachable.iter().all(|d| d.status_code.is_none()),
+        "{unreachable:?}"
+    );
+    // Deleted, its log goes with it.
+    forge.delete_webhook(&url, &refused).await?;
+    ensure!(
+        matches!(
+            forge.hook_deliveries(&url, &refused).await,
+            Err(ForgeError::NotFound(_))
+        ),
+        "a deleted hook's deliveries"
     );
     Ok(())
 }

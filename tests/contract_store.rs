@@ -76,6 +76,7 @@ runway_tests::contract! {
     deployments_round_trip_and_are_found_by_repo,
     of_two_creates_of_one_name_at_once_exactly_one_wins,
     deleting_a_deployment_removes_its_releases,
+    a_hooks_health_is_kept_replaced_and_deleted_with_its_app,
     sequence_numbers_grow_per_app_and_survive_deletion,
     a_newer_queued_release_supersedes_older_queued_ones,
     a_rollback_starts_with_its_targets_image,
@@ -226,6 +227,48 @@ async fn deleting_a_deployment_removes_its_releases(subject: &Subject) {
     assert_eq!(store.release(&kept.id).await.unwrap(), Some(kept));
     // Deleting what is gone is not an error.
     store.delete_deployment(&app("demo")).await.unwrap();
+}
+
+async fn a_hooks_health_is_kept_replaced_and_deleted_with_its_app(subject: &Subject) {
+    use runway_core::domain::{HookDelivery, HookHealth};
+    let store = subject.store();
+    store.put_deployment(&deployment("demo", 7)).await.unwrap();
+    assert_eq!(store.hook_health(&app("demo")).await.unwrap(), None);
+    let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let first = HookHealth {
+        checked_at: at,
+        problem: None,
+        repaired: Some((
+            at,
+            "the hook was gone from the repository; made again".into(),
+        )),
+        failed: vec![HookDelivery {
+            guid: "0b989ba4-242f-11e5-81e1-c7b6966d2516".into(),
+            delivered_at: at,
+            event: "push".into(),
+            status_code: Some(401),
+            status: "Invalid HTTP Response: 401".into(),
+            redelivery: false,
+        }],
+    };
+    store.put_hook_health(&app("demo"), &first).await.unwrap();
+    assert_eq!(
+        store.hook_health(&app("demo")).await.unwrap(),
+        Some(first.clone())
+    );
+    let second = HookHealth {
+        problem: Some("GitHub is down".into()),
+        failed: Vec::new(),
+        ..first
+    };
+    store.put_hook_health(&app("demo"), &second).await.unwrap();
+    assert_eq!(
+        store.hook_health(&app("demo")).await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(store.hook_health(&app("other")).await.unwrap(), None);
+    store.delete_deployment(&app("demo")).await.unwrap();
+    assert_eq!(store.hook_health(&app("demo")).await.unwrap(), None);
 }
 
 async fn sequence_numbers_grow_per_app_and_survive_deletion(subject: &Subject) {

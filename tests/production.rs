@@ -1425,3 +1425,168 @@ async fn moves_and_leaves_nothing_behind(legacy: bool) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Cloud Scheduler's call to cleanup, with its token; the sweep's report.
+async fn sweep(production: &Production) -> anyhow::Result<Value> {
+    let scheduler = format!(
+        "runway-scheduler@{}.iam.gserviceaccount.com",
+        production.project
+    );
+    let token = production
+        .keys
+        .oidc_token(production.url("cleanup"), &scheduler);
+    let response = production
+        .client
+        .post(format!("{}/cleanup/run", production.url("cleanup")))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    Ok(response.json().await?)
+}
+
+/// Someone edits the app's hook on GitHub, changes its secret, deletes it: each time the next
+/// sweep sets it right (the secret from the deliveries GitHub logged as refused), the app's
+/// status shows what was wrong and the failed deliveries, and pushes reach Runway again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_apps_hook_is_set_right_after_someone_edits_or_deletes_it() -> anyhow::Result<()> {
+    let production = Production::start().await?;
+    let dir = tempfile::tempdir()?;
+    let (repo, _) = production.demo_repo(dir.path())?;
+    let submitted = production
+        .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+        .json(&json!({ "repo_url": "https://github.com/ada/demo", "main_file": "app.py", "app_name": "demo" }))
+        .send()
+        .await?;
+    assert_eq!(submitted.status(), 202);
+    let hook = || {
+        production
+            .github
+            .hooks("ada", "demo")
+            .into_iter()
+            .next()
+            .expect("a hook")
+    };
+    let first = hook();
+    let head = repo.commit(&[("notes.md", "one")], "one")?;
+    repo.push("main")?;
+    let zero = "0".repeat(40);
+    // Past the grace period a new app's hook gets.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Switched off and sent other events: set back.
+    production
+        .github
+        .edit_hook("ada", "demo", first.id, |hook| {
+            hook.active = false;
+            hook.events = vec!["issues".into()];
+        });
+    let report = sweep(&production).await?;
+    assert_eq!(
+        report["hooks_repaired"],
+        1,
+        "{report:#}\n{}",
+        production.logs()
+    );
+    let set_back = hook();
+    assert_eq!(set_back.id, first.id);
+    assert!(set_back.active);
+    assert_eq!(set_back.events, ["push"]);
+    let (_, shown) = status(&production, "demo").await?;
+    let repaired = shown["hook"]["repaired"][1]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        repaired.contains("switched off") && repaired.contains("issues"),
+        "{shown:#}"
+    );
+    // Nothing wrong: nothing done.
+    let report = sweep(&production).await?;
+    assert_eq!(report["hooks_repaired"], 0, "{report:#}");
+
+    // Its secret changed: GitHub's push is refused (401) and logged so; the sweep reads that and
+    // sets the secret again, and the next push is taken.
+    production
+        .github
+        .edit_hook("ada", "demo", first.id, |hook| {
+            hook.secret = Some("someone-elses".into())
+        });
+    let refused = production
+        .github
+        .push("ada", "demo", "main", &zero, &head)
+        .await;
+    assert_eq!(refused[0].status, Some(401), "{refused:?}");
+    let report = sweep(&production).await?;
+    assert_eq!(report["hooks_repaired"], 1, "{report:#}");
+    let (_, shown) = status(&production, "demo").await?;
+    assert!(
+        shown["hook"]["repaired"][1]
+            .as_str()
+            .unwrap_or_default()
+            .contains("secret was changed"),
+        "{shown:#}"
+    );
+    let failed = shown["hook"]["failed"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(failed[0]["status_code"], 401, "{shown:#}");
+    assert_eq!(
+        failed[0]["status"], "Invalid HTTP Response: 401",
+        "{shown:#}"
+    );
+    assert_eq!(failed[0]["guid"], refused[0].guid.as_str());
+    let taken = production
+        .github
+        .push("ada", "demo", "main", &zero, &head)
+        .await;
+    assert!(
+        taken[0]
+            .status
+            .is_some_and(|code| (200..300).contains(&code)),
+        "{taken:?}"
+    );
+    // The refused delivery is older than the repair: the secret is not set again and again.
+    let report = sweep(&production).await?;
+    assert_eq!(report["hooks_repaired"], 0, "{report:#}");
+
+    // Deleted: made again, and the app's record points at the new one, so deleting the app
+    // removes it.
+    production.github.remove_hook("ada", "demo", first.id);
+    let report = sweep(&production).await?;
+    assert_eq!(report["hooks_repaired"], 1, "{report:#}");
+    let again = hook();
+    assert_ne!(again.id, first.id);
+    assert_eq!(again.url, first.url);
+    assert_eq!(again.events, ["push"]);
+    let taken = production
+        .github
+        .push("ada", "demo", "main", &zero, &head)
+        .await;
+    assert!(
+        taken[0]
+            .status
+            .is_some_and(|code| (200..300).contains(&code)),
+        "{taken:?}"
+    );
+    let audit: Value = production
+        .as_user(Method::GET, "status", "/api/audit?app=demo", ADMIN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let repairs = audit["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry["action"] == "hook-repaired")
+        .count();
+    assert_eq!(repairs, 3, "{audit:#}");
+    let deleted = production
+        .as_user(Method::DELETE, "submit", "/api/deployments/demo", OWNER)
+        .send()
+        .await?;
+    assert!(deleted.status().is_success(), "{}", deleted.text().await?);
+    assert!(production.github.hooks("ada", "demo").is_empty());
+    Ok(())
+}

@@ -218,6 +218,9 @@ impl Production {
             ("RUNWAY_ALLOWED_REPOS", "ada/*".to_owned()),
             // Cleanup polls a build whose notification is a second late, not ten minutes.
             ("RUNWAY_STALE_SECS", "1".to_owned()),
+            // Every run looks at every repository's hooks (Terraform spreads them over an hour).
+            ("RUNWAY_CLEANUP_EVERY_SECS", "600".to_owned()),
+            ("RUNWAY_HOOK_SWEEP_SECS", "600".to_owned()),
             ("RUNWAY_DEPLOY_TIMEOUT_SECS", "900".to_owned()),
             // Terraform's defaults, and the load balancer's two X-Forwarded-For entries.
             ("RUNWAY_SUBMIT_CALLER_PER_MINUTE", "120".to_owned()),

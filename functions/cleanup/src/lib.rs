@@ -6,7 +6,10 @@
 //!   lost notifications); a build the builder no longer knows (`runway` was killed under it)
 //!   is queued again, and the worker fails it after `Release::MAX_BUILD_ATTEMPTS` claims.
 //! - Releases stuck deploying (the worker died mid-way) fail with a reason.
-//! - Webhooks whose removal failed when their app was deleted are removed.
+//! - Webhooks whose removal failed when their app was deleted are removed, and so are Runway's
+//!   hooks no app stands behind. Each app's own hook is checked: made again when deleted, set
+//!   back when edited, given its secret again when Runway refuses its signature; its failed
+//!   deliveries, as GitHub logged them, are kept for the app's page.
 //! - What is past keeping goes (`State::retention`): old deliveries, each app's finished
 //!   releases beyond its newest ones, dead letters, and the builds no release needs.
 
@@ -22,16 +25,21 @@ use std::time::Duration;
 use axum::extract::State as Shared;
 use axum::routing::post;
 use http::StatusCode;
-use runway_core::domain::{AppName, BuildId, Release, ReleaseState, ReleaseUpdate, RepoUrl};
+use runway_core::domain::{
+    AppName, AuditAction, BuildId, Deployment, HookHealth, HookId, Release, ReleaseState,
+    ReleaseUpdate, RepoUrl,
+};
 use runway_core::messages::{
     BuildNotification, BuildResults, BuiltImage, CloudBuildStatus, FailureInfo,
 };
 use runway_core::ports::{
     BuildStatus, Forge, ForgeError, Identity, ImageBuilder, Progress, Queue, Store, StoreError,
-    Topic,
+    Topic, Webhook,
 };
-use runway_core::releases::publish;
+use runway_core::releases::{audit, publish};
+use runway_http::webhook;
 use runway_http::{ApiResult, Authenticated, Authenticates, Limits, Router, json, limits};
+use secrecy::SecretString;
 use serde::Serialize;
 
 #[derive(Clone)]
@@ -51,6 +59,8 @@ pub struct State {
     /// Where Runway's hooks deliver (`…/github/webhook`): a hook to `{webhook_url}/{app}` whose
     /// app no longer deploys that repository is stale.
     pub webhook_url: String,
+    /// The key each app's hook secret is derived from: a hook set right gets its secret again.
+    pub webhook_secret: SecretString,
     /// Which repositories' hooks a run lists.
     pub hook_sweep: HookSweep,
     /// What is kept, and for how long; the rest each run prunes.
@@ -70,6 +80,7 @@ pub const NEEDS: &[Need] = &[
     Need::Pushers,
     Need::Timeouts,
     Need::WebhookUrl,
+    Need::WebhookSecret,
 ];
 
 impl State {
@@ -93,6 +104,7 @@ impl State {
             stale_after: timeouts.stale_after,
             deploy_timeout: timeouts.deploy,
             webhook_url: adapters.webhook_url()?,
+            webhook_secret: adapters.webhook_secret()?,
             hook_sweep: timeouts.hook_sweep,
             retention: timeouts.keep,
         })
@@ -125,6 +137,7 @@ pub struct Report {
     pub builds_polled: usize,
     pub interrupted: usize,
     pub hooks_removed: usize,
+    pub hooks_repaired: usize,
     pub deliveries_pruned: usize,
     pub releases_pruned: usize,
     pub builds_freed: usize,
@@ -162,8 +175,10 @@ pub async fn run(state: &State) -> Report {
     if let Err(error) = remove_orphan_hooks(state, before, &mut report).await {
         report.errors.push(format!("webhooks: {error}"));
     }
-    if let Err(error) = remove_stale_hooks(state, before, &mut report).await {
-        report.errors.push(format!("stale webhooks: {error}"));
+    if let Err(error) = sweep_hooks(state, before, &mut report).await {
+        report
+            .errors
+            .push(format!("webhooks of the repositories: {error}"));
     }
     // At most `Pruned::AT_MOST` of each a run: a backlog goes over the next runs.
     match state
@@ -383,10 +398,10 @@ async fn interrupt(
     Ok(())
 }
 
-/// Removes Runway's hooks on the deployed repositories that no app stands behind: a hook to
-/// `{webhook_url}/{app}` where `app` is gone or deploys another repository (a submit that died
-/// between creating the hook and recording the app).
-async fn remove_stale_hooks(
+/// Goes over the hooks of the deployed repositories this run includes. Runway's hooks that no
+/// app stands behind are removed (a submit that died between making the hook and recording the
+/// app), and each app's own hook is checked (`check_hook`).
+async fn sweep_hooks(
     state: &State,
     before: chrono::DateTime<chrono::Utc>,
     report: &mut Report,
@@ -401,18 +416,24 @@ async fn remove_stale_hooks(
         .into_iter()
         .filter(|repo| state.hook_sweep.includes(&repo.to_string(), now))
     {
+        // An app made moments ago may not have its hook yet.
+        let apps = deployments
+            .iter()
+            .filter(|d| &d.repo == repo && d.created_at < before);
         let hooks = match state.forge.webhooks(repo).await {
             Ok(hooks) => hooks,
             Err(error) => {
-                report
-                    .errors
-                    .push(format!("listing the hooks of {repo}: {error}"));
+                let problem = format!("could not list the hooks of {repo}: {error}");
+                for deployment in apps {
+                    note_problem(state, &deployment.app, &problem).await;
+                }
+                report.errors.push(problem);
                 continue;
             }
         };
         // A hook made moments ago may belong to an app whose record submit is still writing.
         for hook in hooks
-            .into_iter()
+            .iter()
             .filter(|h| h.created_at.is_none_or(|at| at < before))
         {
             let stale = hook.url.strip_prefix(&ours).is_some_and(|app| {
@@ -430,8 +451,124 @@ async fn remove_stale_hooks(
                     .push(format!("stale hook {} on {repo}: {error}", hook.id)),
             }
         }
+        for deployment in apps {
+            check_hook(state, deployment, &hooks, report).await;
+        }
     }
     Ok(())
+}
+
+/// Checks an app's own hook and records what it found for the app's page. A hook someone
+/// deleted is made again; one someone edited (switched off, other events, another content
+/// type) is set back; one whose newest delivery Runway's ingress refused for its signature
+/// (401: someone changed the secret) gets its secret again. The hook's recent failed
+/// deliveries, as GitHub logged them, are kept.
+async fn check_hook(
+    state: &State,
+    deployment: &Deployment,
+    hooks: &[Webhook],
+    report: &mut Report,
+) {
+    let (app, repo) = (&deployment.app, &deployment.repo);
+    let url = webhook::app_hook_url(&state.webhook_url, app);
+    let now = state.clock.now();
+    let previous = state.store.hook_health(app).await.ok().flatten();
+    let mut health = HookHealth {
+        checked_at: now,
+        problem: None,
+        repaired: previous.as_ref().and_then(|p| p.repaired.clone()),
+        failed: Vec::new(),
+    };
+    let repaired_at = health.repaired.as_ref().map(|(at, _)| *at);
+    let wrong = match hooks.iter().find(|hook| hook.url == url) {
+        None => Some("the hook was gone from the repository; made again".to_owned()),
+        Some(hook) => match hook.drift() {
+            Some(drift) => Some(format!("{drift}; set back to push events, json, active")),
+            None => match state.forge.hook_deliveries(repo, &hook.id).await {
+                Ok(deliveries) => {
+                    health.failed = deliveries
+                        .iter()
+                        .filter(|delivery| !delivery.succeeded())
+                        .take(HookHealth::FAILED_KEPT)
+                        .cloned()
+                        .collect();
+                    deliveries
+                        .first()
+                        .filter(|newest| newest.status_code == Some(401))
+                        .filter(|newest| repaired_at.is_none_or(|at| at < newest.delivered_at))
+                        .map(|_| {
+                            "Runway refused the hook's newest delivery for its signature (401): \
+                             its secret was changed; set again"
+                                .to_owned()
+                        })
+                }
+                Err(error) => {
+                    health.problem = Some(format!("could not read the hook's deliveries: {error}"));
+                    health.failed = previous.map(|p| p.failed).unwrap_or_default();
+                    None
+                }
+            },
+        },
+    };
+    if let Some(wrong) = wrong {
+        let secret = webhook::app_secret(&state.webhook_secret, app);
+        match state.forge.ensure_webhook(repo, &url, &secret).await {
+            Ok(id) => {
+                report.hooks_repaired += 1;
+                health.repaired = Some((now, wrong.clone()));
+                audit(
+                    state.store.as_ref(),
+                    state.clock.as_ref(),
+                    "runway",
+                    AuditAction::HookRepaired,
+                    Some(app.as_str()),
+                    format!("hook {id} on {repo}: {wrong}"),
+                )
+                .await;
+                if deployment.webhook_id.as_ref() != Some(&id) {
+                    record_hook_id(state, app, id).await;
+                }
+            }
+            Err(error) => {
+                let problem = format!("could not set the hook right ({wrong}): {error}");
+                report.errors.push(format!("{app}: {problem}"));
+                health.problem = Some(problem);
+            }
+        }
+    }
+    if let Err(error) = state.store.put_hook_health(app, &health).await {
+        report
+            .errors
+            .push(format!("recording the hook of {app}: {error}"));
+    }
+}
+
+/// Points the app's record at the hook made again, so deleting the app removes that one.
+async fn record_hook_id(state: &State, app: &AppName, id: HookId) {
+    match state.store.deployment(app).await {
+        Ok(Some(mut current)) => {
+            current.webhook_id = Some(id);
+            if let Err(error) = state.store.put_deployment(&current).await {
+                tracing::warn!(%app, %error, "could not record the hook made again");
+            }
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%app, %error, "could not record the hook made again"),
+    }
+}
+
+/// Records that the app's hook could not be checked, keeping what the last check found.
+async fn note_problem(state: &State, app: &AppName, problem: &str) {
+    let previous = state.store.hook_health(app).await.ok().flatten();
+    let health = HookHealth {
+        checked_at: state.clock.now(),
+        problem: Some(problem.to_owned()),
+        repaired: previous.as_ref().and_then(|p| p.repaired.clone()),
+        failed: previous.map(|p| p.failed).unwrap_or_default(),
+    };
+    if let Err(error) = state.store.put_hook_health(app, &health).await {
+        tracing::warn!(%app, %error, "could not record the hook's problem");
+    }
 }
 
 /// Frees the builds no release needs. The builder offers those idle for an hour (none on Cloud

@@ -76,6 +76,7 @@ fn fixture() -> Fixture {
         stale_after: STALE,
         deploy_timeout: STALE,
         webhook_url: INGRESS.into(),
+        webhook_secret: secrecy::SecretString::from("sweep-test-key"),
         hook_sweep: HookSweep::every_run(STALE),
         retention: Keeping::default(),
         clock: Arc::new(clock.clone()),
@@ -395,6 +396,13 @@ impl Forge for CountingForge {
             .or_default() += 1;
         self.inner.webhooks(repo).await
     }
+    async fn hook_deliveries(
+        &self,
+        repo: &RepoUrl,
+        hook_id: &HookId,
+    ) -> Result<Vec<runway_core::ports::HookDelivery>, ForgeError> {
+        self.inner.hook_deliveries(repo, hook_id).await
+    }
     async fn branches(
         &self,
         repo: &RepoUrl,
@@ -469,8 +477,17 @@ async fn each_repository_s_hooks_are_listed_once_per_period_spread_over_the_runs
         assert_eq!(lists.get(&repo.to_string()), Some(&1), "{repo}: {lists:?}");
     }
     assert_eq!(removed, 12);
-    for repo in &repos {
-        assert_eq!(f.forge.webhooks(repo).await.unwrap(), []);
+    // What is left on each is its app's own hook, which the app lacked and was given.
+    for (i, repo) in repos.iter().enumerate() {
+        let urls: Vec<String> = f
+            .forge
+            .webhooks(repo)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|hook| hook.url)
+            .collect();
+        assert_eq!(urls, [format!("{INGRESS}/app-{i}")]);
     }
 }
 
@@ -578,4 +595,54 @@ async fn builds_no_release_needs_are_freed_and_the_serving_one_kept() {
         "the failed build's log went"
     );
     assert_eq!(run(&f.state).await.builds_freed, 0);
+}
+
+/// An app's hook that someone deleted from the repository is made again, with the app's own
+/// secret, once the app is past its grace period; its record points at the new hook, the
+/// repair is recorded for its page and in the audit trail, and a sound hook is left alone.
+#[tokio::test]
+async fn an_apps_deleted_hook_is_made_again_with_its_secret() {
+    let f = fixture();
+    let app = AppName::parse("demo").unwrap();
+    let url = runway_http::webhook::app_hook_url(INGRESS, &app);
+    let secret = runway_http::webhook::app_secret(&f.state.webhook_secret, &app);
+    let first = f
+        .forge
+        .ensure_webhook(&f.repo, &url, &secret)
+        .await
+        .unwrap();
+    f.store
+        .put_deployment(&deployment(&f, "demo", Some(first.clone())))
+        .await
+        .unwrap();
+    f.clock.advance(STALE + Duration::from_secs(30));
+
+    let report = run(&f.state).await;
+    assert_eq!(report.hooks_repaired, 0, "{report:?}");
+    let health = f.store.hook_health(&app).await.unwrap().expect("checked");
+    assert_eq!((health.problem, health.repaired), (None, None));
+
+    f.forge.delete_webhook(&f.repo, &first).await.unwrap();
+    let report = run(&f.state).await;
+    assert_eq!(report.hooks_repaired, 1, "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+    let hooks = f.forge.webhooks(&f.repo).await.unwrap();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0].url, url);
+    let record = f.store.deployment(&app).await.unwrap().unwrap();
+    assert_eq!(record.webhook_id.as_ref(), Some(&hooks[0].id));
+    let health = f.store.hook_health(&app).await.unwrap().expect("checked");
+    let (_, what) = health.repaired.expect("repaired");
+    assert!(what.contains("gone"), "{what}");
+    let audit = f.store.audit(Some(&app), 0, 10).await.unwrap();
+    assert!(
+        audit.iter().any(
+            |entry| entry.action == runway_core::domain::AuditAction::HookRepaired
+                && entry.detail.contains("made again")
+        ),
+        "{audit:?}"
+    );
+
+    let report = run(&f.state).await;
+    assert_eq!(report.hooks_repaired, 0, "{report:?}");
 }

@@ -61,6 +61,19 @@ impl Store for SometimesHanging {
     async fn delete_deployment(&self, app: &AppName) -> Result<(), StoreError> {
         self.inner.delete_deployment(app).await
     }
+    async fn put_hook_health(
+        &self,
+        app: &AppName,
+        health: &runway_core::domain::HookHealth,
+    ) -> Result<(), StoreError> {
+        self.inner.put_hook_health(app, health).await
+    }
+    async fn hook_health(
+        &self,
+        app: &AppName,
+    ) -> Result<Option<runway_core::domain::HookHealth>, StoreError> {
+        self.inner.hook_health(app).await
+    }
     async fn queue_release(&self, release: NewRelease) -> Result<Release, StoreError> {
         if self.fail_next_queue.swap(false, Ordering::SeqCst) {
             return Err(unreachable());

@@ -13,10 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::StatusCode;
 use runway_console::{
-    AppPage, AppSummary, AppsPage, AuditPage, AuditRow, Nav, Page, Pager, STYLESHEET,
+    AppPage, AppSummary, AppsPage, AuditPage, AuditRow, HookView, Nav, Page, Pager, STYLESHEET,
 };
 use runway_core::domain::{
-    AppName, AuditEntry, BuildId, Caller, Delivery, Deployment, Release, ReleaseId, ReleaseState,
+    AppName, AuditEntry, BuildId, Caller, Delivery, Deployment, HookHealth, Release, ReleaseId,
+    ReleaseState,
 };
 use runway_core::ports::{AppReleases, Identity, ImageBuilder, LogError, RuntimeLog, Store};
 use runway_http::{
@@ -316,6 +317,8 @@ struct OneApp {
     /// The page of older history asked for (`?before=N`), when one was.
     history: Option<History>,
     deliveries: Vec<Delivery>,
+    /// What cleanup last found of the app's hook on its repository.
+    hook: Option<HookHealth>,
 }
 
 /// A page of an app's older releases: those numbered below `before`, newest first.
@@ -381,12 +384,14 @@ async fn one_app(
         .store
         .deliveries_of_app(&deployment.app, DELIVERIES_SHOWN)
         .await?;
+    let hook = state.store.hook_health(&deployment.app).await?;
     Ok(OneApp {
         deployment,
         releases,
         older_before,
         history,
         deliveries,
+        hook,
     })
 }
 
@@ -409,6 +414,7 @@ async fn show(
     body["older_releases"] = next_before.is_some().into();
     body["next_before"] = next_before.into();
     body["deliveries"] = serde_json::to_value(one.deliveries).map_err(anyhow::Error::from)?;
+    body["hook"] = serde_json::to_value(one.hook).map_err(anyhow::Error::from)?;
     Ok(json(StatusCode::OK, &body))
 }
 
@@ -421,6 +427,7 @@ async fn app_page(
     let one = one_app(&state, &caller, &app, query.before).await?;
     let mut shown = AppPage::of(&caller, &one.deployment, &one.releases, &one.deliveries);
     shown.regions = state.regions.clone();
+    shown.hook = one.hook.as_ref().map(HookView::of);
     let older_link = |before: u64| format!("/apps/{}?before={before}", one.deployment.app);
     match &one.history {
         None => {

@@ -5,8 +5,9 @@
 
 use askama::Template;
 use runway_core::domain::{
-    AuditEntry, Caller, CommitSha, Cpu, Delivery, Deployment, Memory, MinInstances, NotifySummary,
-    Release, ReleaseId, ReleaseState, RepoUrl, Resources, Runtime, Timestamp, Trigger,
+    AuditEntry, Caller, CommitSha, Cpu, Delivery, Deployment, HookHealth, Memory, MinInstances,
+    NotifySummary, Release, ReleaseId, ReleaseState, RepoUrl, Resources, Runtime, Timestamp,
+    Trigger,
 };
 
 /// The forms' plain variables and warm instances (`runtime_fields.html`).
@@ -329,6 +330,50 @@ impl DeliveryRow {
     }
 }
 
+/// What cleanup last found of the app's hook on its repository, for its page.
+pub struct HookView {
+    pub checked_at: String,
+    pub problem: Option<String>,
+    /// When it was set right, and what was wrong.
+    pub repaired: Option<(String, String)>,
+    /// The deliveries the forge logged as failed, newest first.
+    pub failed: Vec<FailedDeliveryRow>,
+}
+
+/// A delivery the forge could not hand over, as it logged it.
+pub struct FailedDeliveryRow {
+    pub delivered_at: String,
+    pub event: String,
+    /// The receiver's status code, or `—` when it could not be reached.
+    pub code: String,
+    pub status: String,
+}
+
+impl HookView {
+    pub fn of(health: &HookHealth) -> Self {
+        Self {
+            checked_at: when(health.checked_at),
+            problem: health.problem.clone(),
+            repaired: health
+                .repaired
+                .as_ref()
+                .map(|(at, what)| (when(*at), what.clone())),
+            failed: health
+                .failed
+                .iter()
+                .map(|delivery| FailedDeliveryRow {
+                    delivered_at: when(delivery.delivered_at),
+                    event: delivery.event.clone(),
+                    code: delivery
+                        .status_code
+                        .map_or_else(|| "—".to_owned(), |code| code.to_string()),
+                    status: delivery.status.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// An app's page: what it runs, its releases and the pushes it received.
 #[derive(Template)]
 #[template(path = "app.html")]
@@ -362,6 +407,8 @@ pub struct AppPage {
     /// The address of the page of older releases, when there are any.
     pub older: Option<String>,
     pub deliveries: Vec<DeliveryRow>,
+    /// What cleanup last found of its hook; `None` until it looked.
+    pub hook: Option<HookView>,
     /// The newest release is still on its way: the page follows its events until it is done.
     pub follow: bool,
 }
@@ -414,6 +461,7 @@ impl AppPage {
             history_before: None,
             older: None,
             deliveries: deliveries.iter().map(DeliveryRow::of).collect(),
+            hook: None,
             follow,
         }
     }

@@ -93,6 +93,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX deliveries_oldest ON deliveries (received_at);
 "#,
+    // What cleanup last found of each app's hook.
+    r#"
+    CREATE TABLE hook_health (
+        app TEXT PRIMARY KEY,
+        doc TEXT NOT NULL
+    );
+"#,
 ];
 
 /// Opens (creating and migrating) the database at `path`, shared by the store and the queue.

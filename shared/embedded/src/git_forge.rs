@@ -18,7 +18,8 @@ use tokio::process::Command;
 use super::write_private;
 use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
 use runway_core::ports::{
-    BRANCHES_LISTED, Forge, ForgeError, Progress, ReleaseReport, Repository, SourceArchive, Webhook,
+    BRANCHES_LISTED, DELIVERIES_LISTED, Forge, ForgeError, HookDelivery, Progress, ReleaseReport,
+    Repository, SourceArchive, Webhook,
 };
 use runway_http::webhook;
 
@@ -463,11 +464,13 @@ impl Forge for GitForge {
             return Err(ForgeError::NotFound(format!("no webhook {hook_id:?}")));
         }
         let dir = hooks_dir(&git_dir);
-        match std::fs::remove_file(dir.join(format!("{hook_id}.json"))) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                return Err(ForgeError::Other(error.into()));
+        for file in [format!("{hook_id}.json"), format!("{hook_id}.deliveries")] {
+            match std::fs::remove_file(dir.join(file)) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(ForgeError::Other(error.into()));
+                }
+                _ => {}
             }
-            _ => {}
         }
         if read_hooks(&git_dir)?.is_empty() {
             // Only the hook Runway wrote, where it writes them: not one core.hooksPath or a
@@ -492,8 +495,40 @@ impl Forge for GitForge {
                 url: hook.target(),
                 id: HookId::new(hook.id),
                 created_at: hook.created_at,
+                events: hook.events,
+                active: true,
+                content_type: Some("json".into()),
             })
             .collect())
+    }
+
+    /// What `runway post-receive` logged of the hook's deliveries, newest first.
+    async fn hook_deliveries(
+        &self,
+        repo: &RepoUrl,
+        hook_id: &HookId,
+    ) -> Result<Vec<HookDelivery>, ForgeError> {
+        let hook_id = hook_id.as_str();
+        if hook_id.is_empty() || !hook_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(ForgeError::NotFound(format!("no webhook {hook_id:?}")));
+        }
+        let git_dir = git_dir(repo).await?;
+        let dir = hooks_dir(&git_dir);
+        if !dir.join(format!("{hook_id}.json")).exists() {
+            return Err(ForgeError::NotFound(format!("no webhook {hook_id}")));
+        }
+        let log = match std::fs::read_to_string(dir.join(format!("{hook_id}.deliveries"))) {
+            Ok(log) => log,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => return Err(ForgeError::Other(error.into())),
+        };
+        let mut deliveries: Vec<HookDelivery> = log
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        deliveries.reverse();
+        deliveries.truncate(DELIVERIES_LISTED);
+        Ok(deliveries)
     }
 
     async fn branches(&self, repo: &RepoUrl) -> Result<Vec<Branch>, ForgeError> {
@@ -613,6 +648,19 @@ static NOTES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Held while a repository's hooks change (see `ensure_webhook`).
 static HOOKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Appends `delivery` to the hook's log, `runway-webhooks/{id}.deliveries` (JSON lines),
+/// keeping the newest [`DELIVERIES_LISTED`] as GitHub keeps a hook's recent ones.
+fn log_delivery(git_dir: &Path, hook_id: &str, delivery: &HookDelivery) -> anyhow::Result<()> {
+    let path = hooks_dir(git_dir).join(format!("{hook_id}.deliveries"));
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut lines: Vec<String> = old.lines().map(str::to_owned).collect();
+    lines.push(serde_json::to_string(delivery)?);
+    let keep = lines.len().saturating_sub(DELIVERIES_LISTED);
+    let text = lines[keep..].join("\n") + "\n";
+    write_private(&path, text.as_bytes())?;
+    Ok(())
+}
+
 /// The body of `runway post-receive`: for each `old new ref` line git gives the hook, sends every
 /// webhook of the repository a signed push event. Reports each delivery on stderr, which git
 /// shows the pusher; a failed delivery never fails the push (it cannot: the refs are updated).
@@ -658,12 +706,40 @@ pub async fn deliver_post_receive(git_dir: &Path, updates: &str) -> anyhow::Resu
                 .body(body.clone())
                 .send()
                 .await;
-            match result {
-                Ok(response) => eprintln!(
-                    "runway: push of {git_ref} delivered to {target} ({})",
-                    response.status()
-                ),
-                Err(error) => eprintln!("runway: could not deliver the push of {git_ref}: {error}"),
+            let logged = match result {
+                Ok(response) => {
+                    eprintln!(
+                        "runway: push of {git_ref} delivered to {target} ({})",
+                        response.status()
+                    );
+                    let status = response.status();
+                    let word = if status.is_success() {
+                        "OK".to_owned()
+                    } else {
+                        format!("Invalid HTTP Response: {}", status.as_u16())
+                    };
+                    (Some(status.as_u16()), word)
+                }
+                Err(error) => {
+                    eprintln!("runway: could not deliver the push of {git_ref}: {error}");
+                    let word = if error.is_timeout() {
+                        "timed out"
+                    } else {
+                        "failed to connect to host"
+                    };
+                    (None, word.to_owned())
+                }
+            };
+            let delivery = HookDelivery {
+                guid: delivery.clone(),
+                delivered_at: chrono::Utc::now(),
+                event: "push".into(),
+                status_code: logged.0,
+                status: logged.1,
+                redelivery: false,
+            };
+            if let Err(error) = log_delivery(git_dir, &hook.id, &delivery) {
+                eprintln!("runway: could not log the delivery: {error:#}");
             }
         }
     }

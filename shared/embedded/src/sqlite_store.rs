@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::database::{Database, Unavailable};
 use runway_core::clock::{self, Clock};
 use runway_core::domain::{
-    AppName, AuditEntry, BuildId, Delivery, Deployment, HookId, NewRelease, Release, ReleaseId,
-    ReleaseState, ReleaseUpdate, Timestamp,
+    AppName, AuditEntry, BuildId, Delivery, Deployment, HookHealth, HookId, NewRelease, Release,
+    ReleaseId, ReleaseState, ReleaseUpdate, Timestamp,
 };
 use runway_core::plan::{self, Transition};
 use runway_core::ports::{AppReleases, Pruned, Retention, Store, StoreError};
@@ -289,8 +289,37 @@ impl Store for SqliteStore {
             let transaction = c.savepoint()?;
             transaction.execute("DELETE FROM releases WHERE app = ?1", [&app])?;
             transaction.execute("DELETE FROM deployments WHERE app = ?1", [&app])?;
+            transaction.execute("DELETE FROM hook_health WHERE app = ?1", [&app])?;
             transaction.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_hook_health(&self, app: &AppName, health: &HookHealth) -> Result<(), StoreError> {
+        let (app, doc) = (app.to_string(), to_doc(health));
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO hook_health (app, doc) VALUES (?1, ?2)
+                 ON CONFLICT (app) DO UPDATE SET doc = excluded.doc",
+                [&app, &doc?],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn hook_health(&self, app: &AppName) -> Result<Option<HookHealth>, StoreError> {
+        let app = app.to_string();
+        self.with(move |c| {
+            let doc: Option<String> = c
+                .query_row(
+                    "SELECT doc FROM hook_health WHERE app = ?1",
+                    [&app],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            doc.map(from_doc).transpose()
         })
         .await
     }

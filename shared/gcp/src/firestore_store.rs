@@ -30,8 +30,8 @@ use sha2::{Digest, Sha256};
 
 use runway_core::clock::{self, Clock};
 use runway_core::domain::{
-    AppName, AuditEntry, BuildId, Delivery, Deployment, HookId, NewRelease, Release, ReleaseId,
-    ReleaseState, ReleaseUpdate, Timestamp,
+    AppName, AuditEntry, BuildId, Delivery, Deployment, HookHealth, HookId, NewRelease, Release,
+    ReleaseId, ReleaseState, ReleaseUpdate, Timestamp,
 };
 use runway_core::plan::{self, Transition};
 use runway_core::ports::{AppReleases, Pruned, Retention, Store, StoreError};
@@ -42,6 +42,14 @@ const SEQUENCES: &str = "release_sequences";
 const DELIVERIES: &str = "deliveries";
 const AUDIT: &str = "audit";
 const ORPHAN_HOOKS: &str = "orphan_hooks";
+/// What cleanup last found of each app's hook, by app name.
+const HOOK_HEALTH: &str = "hook_health";
+
+/// A `hook_health` document: the record as JSON, like the other records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct HookHealthDoc {
+    record: String,
+}
 
 /// The composite indexes this store's queries need, as (collection, [(field, direction)]).
 /// Firestore refuses such a query without its index, but the emulator does not check: a test
@@ -826,6 +834,7 @@ impl Store for FirestoreStore {
                             .map(|release| Write::Delete(RELEASES, release.id))
                             .collect();
                         if last_chunk {
+                            writes.push(Write::Delete(HOOK_HEALTH, app.clone()));
                             writes.push(Write::Delete(DEPLOYMENTS, app));
                         }
                         Ok((last_chunk, writes))
@@ -1092,6 +1101,34 @@ impl Store for FirestoreStore {
             .await
             .map_err(store_error)?;
         docs.iter().map(|doc| decode(&doc.record)).collect()
+    }
+
+    async fn put_hook_health(&self, app: &AppName, health: &HookHealth) -> Result<(), StoreError> {
+        let doc = HookHealthDoc {
+            record: encode(health)?,
+        };
+        self.db
+            .fluent()
+            .update()
+            .in_col(HOOK_HEALTH)
+            .document_id(app.as_str())
+            .object(&doc)
+            .execute::<()>()
+            .await
+            .map_err(store_error)
+    }
+
+    async fn hook_health(&self, app: &AppName) -> Result<Option<HookHealth>, StoreError> {
+        let doc: Option<HookHealthDoc> = self
+            .db
+            .fluent()
+            .select()
+            .by_id_in(HOOK_HEALTH)
+            .obj()
+            .one(app.as_str())
+            .await
+            .map_err(store_error)?;
+        doc.map(|doc| decode(&doc.record)).transpose()
     }
 
     async fn add_orphan_hook(&self, repo: &str, hook_id: &HookId) -> Result<(), StoreError> {

@@ -27,7 +27,8 @@ use self::errors::{Op, Permission, scrub};
 use runway_archive::{Limits, TooLarge, Unreadable};
 use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
 use runway_core::ports::{
-    BRANCHES_LISTED, Forge, ForgeError, ReleaseReport, Repository, SourceArchive, Webhook,
+    BRANCHES_LISTED, DELIVERIES_LISTED, Forge, ForgeError, HookDelivery, ReleaseReport, Repository,
+    SourceArchive, Webhook,
 };
 
 pub use self::meta::GitHubMeta;
@@ -184,12 +185,38 @@ struct HookBody {
     config: HookConfig,
     #[serde(default)]
     created_at: Option<runway_core::domain::Timestamp>,
+    #[serde(default)]
+    events: Vec<String>,
+    #[serde(default = "yes")]
+    active: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Default, Deserialize)]
 struct HookConfig {
     #[serde(default)]
     url: Option<String>,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+/// One item of `GET /repos/{owner}/{repo}/hooks/{hook_id}/deliveries`.
+#[derive(Deserialize)]
+struct DeliveryBody {
+    guid: String,
+    delivered_at: runway_core::domain::Timestamp,
+    #[serde(default)]
+    redelivery: bool,
+    #[serde(default)]
+    status: String,
+    /// 0 when GitHub could not reach the receiver.
+    #[serde(default)]
+    status_code: u16,
+    #[serde(default)]
+    event: String,
 }
 
 impl GitHubForge {
@@ -574,7 +601,45 @@ impl Forge for GitHubForge {
                     id: HookId::new(hook.id.to_string()),
                     url: hook.config.url?,
                     created_at: hook.created_at,
+                    events: hook.events,
+                    active: hook.active,
+                    content_type: hook.config.content_type,
                 })
+            })
+            .collect())
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %repo, hook = %hook_id))]
+    async fn hook_deliveries(
+        &self,
+        repo: &RepoUrl,
+        hook_id: &HookId,
+    ) -> Result<Vec<HookDelivery>, ForgeError> {
+        let repo = github_repo(repo)?;
+        let hook_id = hook_id.as_str();
+        if hook_id.is_empty() || !hook_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ForgeError::NotFound(format!(
+                "no webhook {hook_id:?} on {repo}: GitHub's hook ids are numbers"
+            )));
+        }
+        let op = Op {
+            action: format!("list the deliveries of the webhook {hook_id} of {repo}"),
+            needs: Permission::Webhooks,
+            missing: format!("no webhook {hook_id} on {repo}, or Runway may not see it"),
+        };
+        let mut url = self.repo_url(&repo, &["hooks", hook_id, "deliveries"]);
+        url.query_pairs_mut()
+            .append_pair("per_page", &DELIVERIES_LISTED.to_string());
+        let listed: Vec<DeliveryBody> = self.get_json(&repo, url, &op).await?;
+        Ok(listed
+            .into_iter()
+            .map(|delivery| HookDelivery {
+                guid: delivery.guid,
+                delivered_at: delivery.delivered_at,
+                event: delivery.event,
+                status_code: (delivery.status_code != 0).then_some(delivery.status_code),
+                status: delivery.status,
+                redelivery: delivery.redelivery,
             })
             .collect())
     }

@@ -23,7 +23,9 @@ use runway_core::domain::{
     Access, Branch, CommitSha, HookId, PrivateTargets, RepoAllowlist, RepoUrl,
 };
 use runway_core::limits::{HookSources, RateLimits};
-use runway_core::ports::{Forge, ForgeError, ReleaseReport, Repository, SourceArchive, Webhook};
+use runway_core::ports::{
+    Forge, ForgeError, HookDelivery, ReleaseReport, Repository, SourceArchive, Webhook,
+};
 use runway_core::ports::{Retention, Topic};
 use runway_github::{GitHubAuth, GitHubConfig, GitHubForge, GitHubMeta};
 use runway_http::health::Probe;
@@ -576,6 +578,13 @@ impl Forge for NoForge {
         Err(Self::refuse())
     }
     async fn webhooks(&self, _: &RepoUrl) -> Result<Vec<Webhook>, ForgeError> {
+        Err(Self::refuse())
+    }
+    async fn hook_deliveries(
+        &self,
+        _: &RepoUrl,
+        _: &HookId,
+    ) -> Result<Vec<HookDelivery>, ForgeError> {
         Err(Self::refuse())
     }
     async fn branches(&self, _: &RepoUrl) -> Result<Vec<Branch>, ForgeError> {

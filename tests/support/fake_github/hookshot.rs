@@ -20,6 +20,36 @@ pub struct FakeDelivery {
     /// The receiver's status, or `None` when it could not be reached in time.
     pub status: Option<u16>,
     pub response: String,
+    pub delivered_at: DateTime<Utc>,
+    /// The repository it was for.
+    pub repo_id: u64,
+}
+
+impl FakeDelivery {
+    /// As `GET /repos/{owner}/{repo}/hooks/{hook_id}/deliveries` lists it: `status_code` 0 and
+    /// a word in `status` when the receiver could not be reached, "OK" for a 2xx, else
+    /// "Invalid HTTP Response: CODE".
+    pub(super) fn json(&self, id: usize) -> Value {
+        let (status, code) = match self.status {
+            Some(code) if (200..300).contains(&code) => ("OK".to_owned(), code),
+            Some(code) => (format!("Invalid HTTP Response: {code}"), code),
+            None => ("timed out".to_owned(), 0),
+        };
+        json!({
+            "id": id,
+            "guid": self.guid,
+            "delivered_at": self.delivered_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "redelivery": false,
+            "duration": 0.05,
+            "status": status,
+            "status_code": code,
+            "event": self.event,
+            "action": null,
+            "installation_id": null,
+            "repository_id": self.repo_id,
+            "throttled_at": null,
+        })
+    }
 }
 
 /// A delivery decided while the state was locked, sent after the API has answered.
@@ -141,5 +171,7 @@ async fn deliver(delivery: &Outgoing) -> FakeDelivery {
         hook_id: delivery.hook.id,
         status,
         response,
+        delivered_at: Utc::now(),
+        repo_id: delivery.repo_id,
     }
 }

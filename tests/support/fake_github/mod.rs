@@ -306,6 +306,38 @@ impl FakeGitHub {
         self.state().hook_sources = ranges.iter().map(|range| (*range).to_owned()).collect();
     }
 
+    /// Someone deletes the hook on GitHub's settings page.
+    pub fn remove_hook(&self, owner: &str, name: &str, hook_id: u64) {
+        let mut state = self.state();
+        if let Some(repo) = state
+            .repos
+            .iter_mut()
+            .find(|repo| repo.is_named(owner, name))
+        {
+            repo.hooks.retain(|hook| hook.id != hook_id);
+        }
+    }
+
+    /// Someone edits the hook on GitHub's settings page (events, active, content type, secret).
+    pub fn edit_hook(
+        &self,
+        owner: &str,
+        name: &str,
+        hook_id: u64,
+        edit: impl FnOnce(&mut FakeHook),
+    ) {
+        let mut state = self.state();
+        if let Some(hook) = state
+            .repos
+            .iter_mut()
+            .find(|repo| repo.is_named(owner, name))
+            .and_then(|repo| repo.hooks.iter_mut().find(|hook| hook.id == hook_id))
+        {
+            edit(hook);
+            hook.updated_at = Utc::now();
+        }
+    }
+
     /// The deliveries GitHub made so far (pings to new hooks), with what each receiver answered.
     pub fn deliveries(&self) -> Vec<FakeDelivery> {
         self.state().deliveries.clone()

@@ -464,6 +464,12 @@ pub(super) async fn repo_route(
             }
             Err(response) => response,
         },
+        (["hooks", hook, "deliveries"], &Method::GET) => {
+            let Some(hook) = hook.parse::<u64>().ok() else {
+                return not_found();
+            };
+            list_deliveries(&lock(state), id, hook, request.uri().query())
+        }
         (["hooks", hook], _) => {
             let Some(hook) = hook.parse::<u64>().ok() else {
                 return not_found();
@@ -480,6 +486,35 @@ pub(super) async fn repo_route(
         }
         _ => not_found(),
     }
+}
+
+/// A hook's recent deliveries, newest first, `per_page` of them (GitHub pages them by cursor;
+/// Runway reads the first page only). 404 for a hook the repository does not have.
+fn list_deliveries(state: &State, id: u64, hook: u64, query: Option<&str>) -> Response {
+    let Some(repo) = state.repo(id) else {
+        return not_found();
+    };
+    if !repo.hooks.iter().any(|h| h.id == hook) {
+        return not_found();
+    }
+    let per_page = query
+        .and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "per_page")
+                .and_then(|(_, value)| value.parse::<usize>().ok())
+        })
+        .unwrap_or(DEFAULT_PER_PAGE)
+        .clamp(1, MAX_PER_PAGE);
+    let items: Vec<Value> = state
+        .deliveries
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.hook_id == hook && d.repo_id == id)
+        .rev()
+        .take(per_page)
+        .map(|(index, delivery)| delivery.json(index + 1))
+        .collect();
+    runway_http::json(StatusCode::OK, &items)
 }
 
 pub(super) async fn json_body(request: Request) -> Result<Value, Response> {

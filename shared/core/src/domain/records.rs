@@ -331,6 +331,8 @@ pub enum AuditAction {
     Notifications,
     /// A target refused an announcement for good (its hook was removed, say).
     NotifyRefused,
+    /// Cleanup found an app's hook deleted or edited on the repository and set it right.
+    HookRepaired,
 }
 
 impl AuditAction {
@@ -346,6 +348,7 @@ impl AuditAction {
             Self::ReleaseFailed => "release-failed",
             Self::Notifications => "notifications",
             Self::NotifyRefused => "notify-refused",
+            Self::HookRepaired => "hook-repaired",
         }
     }
 }
@@ -354,6 +357,52 @@ impl std::fmt::Display for AuditAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// One of a hook's recent deliveries, as the forge logged it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookDelivery {
+    /// The event's id (`X-GitHub-Delivery`).
+    pub guid: String,
+    pub delivered_at: Timestamp,
+    /// `push`, `ping`, …
+    pub event: String,
+    /// What the receiver answered; `None` when it could not be reached in time.
+    pub status_code: Option<u16>,
+    /// The forge's own word on it (`OK`, `Invalid HTTP Response: 401`, `timed out`).
+    pub status: String,
+    /// Sent again from the forge's page (GitHub's "Redeliver").
+    #[serde(default)]
+    pub redelivery: bool,
+}
+
+impl HookDelivery {
+    pub fn succeeded(&self) -> bool {
+        self.status_code
+            .is_some_and(|code| (200..300).contains(&code))
+    }
+}
+
+/// What cleanup last found of an app's hook on its repository: whether it had to set it right,
+/// and the deliveries its receiver did not take, as the forge logged them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookHealth {
+    pub checked_at: Timestamp,
+    /// Why the hook could not be checked (the forge was down, or refused); the rest is then
+    /// what the check before found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// What was last found wrong and set right, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<(Timestamp, String)>,
+    /// The newest deliveries that failed (no 2xx), newest first, at most
+    /// [`HookHealth::FAILED_KEPT`].
+    #[serde(default)]
+    pub failed: Vec<HookDelivery>,
+}
+
+impl HookHealth {
+    pub const FAILED_KEPT: usize = 10;
 }
 
 /// The authenticated caller of an API.

@@ -3,6 +3,7 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 
+pub use crate::domain::HookDelivery;
 use crate::domain::{AppName, Branch, CommitSha, HookId, ReleaseId, RepoUrl};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,40 @@ pub struct Webhook {
     /// When the hook was made, where the forge says: a hook made moments ago may belong to an
     /// app whose record is still being written.
     pub created_at: Option<crate::domain::Timestamp>,
+    /// The events it is sent (GitHub's names); Runway's hooks hear `push`.
+    pub events: Vec<String>,
+    /// A hook someone switched off is sent nothing.
+    pub active: bool,
+    /// How the payload is sent: Runway's hooks send `json` (GitHub's `form` would not parse).
+    pub content_type: Option<String>,
+}
+
+impl Webhook {
+    /// What is wrong with the hook, as Runway set it up (`ensure_webhook`), in words; `None`
+    /// when nothing is. The secret cannot be seen: a changed one shows in the deliveries.
+    pub fn drift(&self) -> Option<String> {
+        let mut wrong = Vec::new();
+        if !self.active {
+            wrong.push("it was switched off".to_owned());
+        }
+        if self.events != ["push"] {
+            wrong.push(format!(
+                "it was sent {} instead of push",
+                self.events.join(", ")
+            ));
+        }
+        if self
+            .content_type
+            .as_deref()
+            .is_some_and(|kind| kind != "json")
+        {
+            wrong.push(format!(
+                "it sent {} instead of json",
+                self.content_type.as_deref().unwrap_or_default()
+            ));
+        }
+        (!wrong.is_empty()).then(|| wrong.join("; "))
+    }
 }
 
 /// A commit's tree as the forge serves it, read as it arrives: a gzipped tar whose entries all
@@ -74,6 +109,13 @@ pub trait Forge: Send + Sync {
     ) -> Result<HookId, ForgeError>;
     async fn delete_webhook(&self, repo: &RepoUrl, hook_id: &HookId) -> Result<(), ForgeError>;
     async fn webhooks(&self, repo: &RepoUrl) -> Result<Vec<Webhook>, ForgeError>;
+    /// The hook's recent deliveries, newest first (at most [`DELIVERIES_LISTED`]): what the
+    /// receiver answered each, as the forge saw it.
+    async fn hook_deliveries(
+        &self,
+        repo: &RepoUrl,
+        hook_id: &HookId,
+    ) -> Result<Vec<HookDelivery>, ForgeError>;
     /// The repository's branches by name, the first [`BRANCHES_LISTED`]: what the
     /// new-app form offers.
     async fn branches(&self, repo: &RepoUrl) -> Result<Vec<Branch>, ForgeError>;
@@ -139,6 +181,9 @@ pub struct ReleaseReport {
     /// The app's address, once it serves.
     pub environment_url: Option<String>,
 }
+
+/// How many deliveries [`Forge::hook_deliveries`] lists (one page of GitHub's).
+pub const DELIVERIES_LISTED: usize = 50;
 
 /// How many branches [`Forge::branches`] lists (one page of GitHub's).
 pub const BRANCHES_LISTED: usize = 100;

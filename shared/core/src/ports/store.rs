@@ -3,8 +3,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use crate::domain::{
-    AppName, AuditEntry, BuildId, Delivery, Deployment, HookId, NewRelease, Release, ReleaseId,
-    ReleaseState, ReleaseUpdate, Timestamp,
+    AppName, AuditEntry, BuildId, Delivery, Deployment, HookHealth, HookId, NewRelease, Release,
+    ReleaseId, ReleaseState, ReleaseUpdate, Timestamp,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -138,8 +138,13 @@ pub trait Store: Send + Sync {
     async fn deployments(&self) -> Result<Vec<Deployment>, StoreError>;
     /// The deployments built from this repository (any branch).
     async fn deployments_of_repo(&self, repo_id: u64) -> Result<Vec<Deployment>, StoreError>;
-    /// Removes the deployment and its releases. Deliveries and audit entries stay.
+    /// Removes the deployment, its releases and its hook's health. Deliveries and audit
+    /// entries stay.
     async fn delete_deployment(&self, app: &AppName) -> Result<(), StoreError>;
+    /// Records what cleanup found of the app's hook (kept apart from the app's record, which
+    /// submit writes whole).
+    async fn put_hook_health(&self, app: &AppName, health: &HookHealth) -> Result<(), StoreError>;
+    async fn hook_health(&self, app: &AppName) -> Result<Option<HookHealth>, StoreError>;
 
     /// Queues a release: assigns the next per-app sequence number and supersedes the app's
     /// older releases still queued, in one transaction.
