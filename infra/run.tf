@@ -124,12 +124,15 @@ locals {
       RUNWAY_NOTIFY_TOPIC            = local.notify_topic
       RUNWAY_NOTIFY_PRIVATE_TARGETS  = var.notify_private_targets ? "allow" : "refuse"
     })
-    cleanup = merge(local.common_env, local.store_env, local.github_env, local.build_env, {
+    # platform_env: an app whose repository is gone is removed after gone_repository_grace_hours.
+    cleanup = merge(local.common_env, local.store_env, local.github_env, local.build_env, local.platform_env, {
       RUNWAY_OIDC_AUDIENCE           = local.service_url["cleanup"]
       RUNWAY_INVOKER_SERVICE_ACCOUNT = local.sa_email["scheduler"]
       RUNWAY_WEBHOOK_URL             = local.webhook_url
       RUNWAY_DEPLOY_TOPIC            = local.deploy_topic
       RUNWAY_NOTIFY_TOPIC            = local.notify_topic
+      # How long an app whose repository is gone stays, flagged, before it is removed.
+      RUNWAY_GONE_REPO_GRACE_SECS = tostring(var.gone_repository_grace_hours * 3600)
       # Queued or building this long: publish again / poll the build (notification lost).
       RUNWAY_STALE_SECS = "600"
       # Deploying this long: interrupted (Cloud Run's operation wait is 10 minutes).

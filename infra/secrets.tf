@@ -90,7 +90,8 @@ resource "google_secret_manager_secret_iam_member" "webhook_accessor" {
 # limits them to runway-app-*. secretmanager.secrets.create is checked on the *project*, hence
 # the second clause: it lets them create secrets (any name), never read or change others.
 resource "google_project_iam_member" "app_secrets_manager" {
-  for_each = toset(["submit", "worker"])
+  # cleanup: deletes the secrets of an app whose repository has been gone past the grace period.
+  for_each = toset(["submit", "worker", "cleanup"])
 
   project = var.project_id
   role    = google_project_iam_custom_role.app_secrets.id

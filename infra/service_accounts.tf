@@ -297,7 +297,24 @@ resource "google_storage_bucket_iam_member" "cleanup_logs_reader" {
   member = local.sa["cleanup"]
 }
 
-# Publishing to runway-deploy-requests (outbox sweep): pubsub.tf. GitHub credential: secrets.tf.
+# An app whose repository has been gone past gone_repository_grace_hours is removed as submit's
+# DELETE removes it: its Cloud Run service and account, and its images.
+resource "google_project_iam_member" "cleanup_app_remover" {
+  project = var.project_id
+  role    = google_project_iam_custom_role.app_remover.id
+  member  = local.sa["cleanup"]
+}
+
+resource "google_artifact_registry_repository_iam_member" "cleanup_apps_repo_admin" {
+  project    = var.project_id
+  location   = google_artifact_registry_repository.apps.location
+  repository = google_artifact_registry_repository.apps.name
+  role       = "roles/artifactregistry.repoAdmin"
+  member     = local.sa["cleanup"]
+}
+
+# Publishing to runway-deploy-requests (outbox sweep): pubsub.tf. GitHub credential, webhook
+# secret, the apps' secrets (to delete a removed app's): secrets.tf.
 
 # ---------------------------------------------------------------------------------------------
 # pubsub-push and scheduler: identities only. Each may invoke exactly one service (run.tf);

@@ -305,6 +305,12 @@ variable "max_source_mb" {
   }
 }
 
+variable "gone_repository_grace_hours" {
+  description = "How long an app whose GitHub repository is gone (or no longer readable by Runway) stays, flagged on the console, before cleanup removes it with its service, hook, secrets and records."
+  type        = number
+  default     = 72
+}
+
 variable "notify_private_targets" {
   description = "Whether apps' notification targets may be on private networks (a chat server inside the VPC). Off: anyone who may deploy could otherwise make Runway post inside the network."
   type        = bool

@@ -250,6 +250,8 @@ async fn a_hooks_health_is_kept_replaced_and_deleted_with_its_app(subject: &Subj
             status: "Invalid HTTP Response: 401".into(),
             redelivery: false,
         }],
+        repo_gone_since: Some(at),
+        secret_reset_for: Some("0b989ba4-242f-11e5-81e1-c7b6966d2516".into()),
     };
     store.put_hook_health(&app("demo"), &first).await.unwrap();
     assert_eq!(

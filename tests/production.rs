@@ -1546,7 +1546,8 @@ async fn an_apps_hook_is_set_right_after_someone_edits_or_deletes_it() -> anyhow
             .is_some_and(|code| (200..300).contains(&code)),
         "{taken:?}"
     );
-    // The refused delivery is older than the repair: the secret is not set again and again.
+    // The same refused delivery is not answered twice (GitHub dates deliveries to the second,
+    // so a time would not tell a refusal just before a repair from one just after).
     let report = sweep(&production).await?;
     assert_eq!(report["hooks_repaired"], 0, "{report:#}");
 
@@ -1588,5 +1589,81 @@ async fn an_apps_hook_is_set_right_after_someone_edits_or_deletes_it() -> anyhow
         .await?;
     assert!(deleted.status().is_success(), "{}", deleted.text().await?);
     assert!(production.github.hooks("ada", "demo").is_empty());
+    Ok(())
+}
+
+/// The owner deletes the app's repository on GitHub: the next sweep flags the app on its page
+/// and in its JSON, and once the grace period has passed the next removes the app with its
+/// service, secrets, hook and records, and says so in the audit trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_app_whose_repository_was_deleted_is_flagged_then_removed() -> anyhow::Result<()> {
+    let production = Production::start().await?;
+    let dir = tempfile::tempdir()?;
+    production.demo_repo(dir.path())?;
+    let submitted = production
+        .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+        .json(&json!({
+            "repo_url": "https://github.com/ada/demo", "main_file": "app.py", "app_name": "demo",
+            "secrets": "token = \"t\"\n",
+        }))
+        .send()
+        .await?;
+    assert_eq!(submitted.status(), 202);
+    let live = wait_for(&production, "demo", "the first release", |_| true).await?;
+    assert_eq!(live["state"], "live", "{live:#}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let report = sweep(&production).await?;
+    assert_eq!(report["apps_removed"], 0, "{report:#}");
+
+    production.github.delete_repo("ada", "demo");
+    let report = sweep(&production).await?;
+    assert_eq!(report["apps_removed"], 0, "{report:#}");
+    let (_, shown) = status(&production, "demo").await?;
+    assert!(shown["hook"]["repo_gone_since"].is_string(), "{shown:#}");
+    let page = production
+        .as_user(Method::GET, "status", "/apps/demo", OWNER)
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(page.contains("id=\"repo-gone\""), "{page}");
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = sweep(&production).await?;
+    assert_eq!(
+        report["apps_removed"],
+        1,
+        "{report:#}\n{}",
+        production.logs()
+    );
+    assert_eq!(status(&production, "demo").await?.0, 404);
+    let service = format!(
+        "projects/{}/locations/europe-west1/services/demo",
+        production.project
+    );
+    assert!(production.cloud_run.service(&service).is_none());
+    let secret = reqwest::get(format!(
+        "{}/v1/projects/{}/secrets/runway-app-demo",
+        runway_tests::emulators::secret_manager(),
+        production.project
+    ))
+    .await?;
+    assert_eq!(secret.status(), 404, "the app's secret is deleted");
+    let audit: Value = production
+        .as_user(Method::GET, "status", "/api/audit?app=demo", ADMIN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let removed = audit["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry["action"] == "app-removed")
+        .cloned();
+    let detail = removed
+        .map(|entry| entry["detail"].to_string())
+        .unwrap_or_default();
+    assert!(detail.contains("github.com/ada/demo"), "{audit:#}");
     Ok(())
 }

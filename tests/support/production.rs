@@ -221,6 +221,8 @@ impl Production {
             // Every run looks at every repository's hooks (Terraform spreads them over an hour).
             ("RUNWAY_CLEANUP_EVERY_SECS", "600".to_owned()),
             ("RUNWAY_HOOK_SWEEP_SECS", "600".to_owned()),
+            // An app whose repository is gone is removed two seconds after it was first seen so.
+            ("RUNWAY_GONE_REPO_GRACE_SECS", "2".to_owned()),
             ("RUNWAY_DEPLOY_TIMEOUT_SECS", "900".to_owned()),
             // Terraform's defaults, and the load balancer's two X-Forwarded-For entries.
             ("RUNWAY_SUBMIT_CALLER_PER_MINUTE", "120".to_owned()),

@@ -33,10 +33,11 @@ use runway_core::messages::{
     BuildNotification, BuildResults, BuiltImage, CloudBuildStatus, FailureInfo,
 };
 use runway_core::ports::{
-    BuildStatus, Forge, ForgeError, Identity, ImageBuilder, Progress, Queue, Store, StoreError,
-    Topic, Webhook,
+    BuildStatus, Forge, ForgeError, Identity, ImageBuilder, Platform, Progress, Queue, SecretStore,
+    Store, StoreError, Topic, Webhook,
 };
-use runway_core::releases::{audit, publish};
+use runway_core::releases::{audit, flag_repo_gone, publish};
+use runway_core::removal::Remover;
 use runway_http::webhook;
 use runway_http::{ApiResult, Authenticated, Authenticates, Limits, Router, json, limits};
 use secrecy::SecretString;
@@ -48,6 +49,9 @@ pub struct State {
     pub queue: Arc<dyn Queue>,
     pub builder: Arc<dyn ImageBuilder>,
     pub forge: Arc<dyn Forge>,
+    /// Where an app whose repository is gone is stopped, and its secrets removed.
+    pub platform: Arc<dyn Platform>,
+    pub secrets: Arc<dyn SecretStore>,
     /// Who may call: Cloud Scheduler's OIDC identity, or `runway`'s timer.
     pub caller: Arc<dyn Identity>,
     /// How long a release may sit queued or building before cleanup acts on it (publishes it
@@ -81,6 +85,8 @@ pub const NEEDS: &[Need] = &[
     Need::Timeouts,
     Need::WebhookUrl,
     Need::WebhookSecret,
+    Need::Platform,
+    Need::Secrets,
 ];
 
 impl State {
@@ -100,6 +106,8 @@ impl State {
             queue: adapters.queue()?,
             builder: adapters.builder()?,
             forge,
+            platform: adapters.platform()?,
+            secrets: adapters.secrets()?,
             caller: adapters.pushers()?,
             stale_after: timeouts.stale_after,
             deploy_timeout: timeouts.deploy,
@@ -138,6 +146,8 @@ pub struct Report {
     pub interrupted: usize,
     pub hooks_removed: usize,
     pub hooks_repaired: usize,
+    /// Apps whose repository was gone past the grace period, removed.
+    pub apps_removed: usize,
     pub deliveries_pruned: usize,
     pub releases_pruned: usize,
     pub builds_freed: usize,
@@ -422,6 +432,12 @@ async fn sweep_hooks(
             .filter(|d| &d.repo == repo && d.created_at < before);
         let hooks = match state.forge.webhooks(repo).await {
             Ok(hooks) => hooks,
+            Err(ForgeError::NotFound(why)) => {
+                for deployment in apps {
+                    repo_gone(state, deployment, &why, report).await;
+                }
+                continue;
+            }
             Err(error) => {
                 let problem = format!("could not list the hooks of {repo}: {error}");
                 for deployment in apps {
@@ -473,13 +489,17 @@ async fn check_hook(
     let url = webhook::app_hook_url(&state.webhook_url, app);
     let now = state.clock.now();
     let previous = state.store.hook_health(app).await.ok().flatten();
+    // Its hooks could be listed: the repository is there (again).
     let mut health = HookHealth {
         checked_at: now,
         problem: None,
         repaired: previous.as_ref().and_then(|p| p.repaired.clone()),
         failed: Vec::new(),
+        repo_gone_since: None,
+        secret_reset_for: previous.as_ref().and_then(|p| p.secret_reset_for.clone()),
     };
-    let repaired_at = health.repaired.as_ref().map(|(at, _)| *at);
+    // The refused delivery a new secret answers, once it is set.
+    let mut reset_for = None;
     let wrong = match hooks.iter().find(|hook| hook.url == url) {
         None => Some("the hook was gone from the repository; made again".to_owned()),
         Some(hook) => match hook.drift() {
@@ -492,15 +512,18 @@ async fn check_hook(
                         .take(HookHealth::FAILED_KEPT)
                         .cloned()
                         .collect();
-                    deliveries
+                    let refused = deliveries
                         .first()
                         .filter(|newest| newest.status_code == Some(401))
-                        .filter(|newest| repaired_at.is_none_or(|at| at < newest.delivered_at))
-                        .map(|_| {
-                            "Runway refused the hook's newest delivery for its signature (401): \
-                             its secret was changed; set again"
-                                .to_owned()
-                        })
+                        .filter(|newest| {
+                            health.secret_reset_for.as_deref() != Some(newest.guid.as_str())
+                        });
+                    refused.map(|newest| {
+                        reset_for = Some(newest.guid.clone());
+                        "Runway refused the hook's newest delivery for its signature (401): \
+                         its secret was changed; set again"
+                            .to_owned()
+                    })
                 }
                 Err(error) => {
                     health.problem = Some(format!("could not read the hook's deliveries: {error}"));
@@ -516,6 +539,9 @@ async fn check_hook(
             Ok(id) => {
                 report.hooks_repaired += 1;
                 health.repaired = Some((now, wrong.clone()));
+                if reset_for.is_some() {
+                    health.secret_reset_for = reset_for;
+                }
                 audit(
                     state.store.as_ref(),
                     state.clock.as_ref(),
@@ -564,10 +590,57 @@ async fn note_problem(state: &State, app: &AppName, problem: &str) {
         checked_at: state.clock.now(),
         problem: Some(problem.to_owned()),
         repaired: previous.as_ref().and_then(|p| p.repaired.clone()),
+        repo_gone_since: previous.as_ref().and_then(|p| p.repo_gone_since),
+        secret_reset_for: previous.as_ref().and_then(|p| p.secret_reset_for.clone()),
         failed: previous.map(|p| p.failed).unwrap_or_default(),
     };
     if let Err(error) = state.store.put_hook_health(app, &health).await {
         tracing::warn!(%app, %error, "could not record the hook's problem");
+    }
+}
+
+/// The app's repository answers not found: gone, or no longer readable by Runway. Flagged the
+/// first time (the console shows it at once), and once it has been so for the grace period
+/// (`Keeping::gone_repos`), the app is removed with its service, hook, secrets and records.
+async fn repo_gone(state: &State, deployment: &Deployment, why: &str, report: &mut Report) {
+    let app = &deployment.app;
+    let now = state.clock.now();
+    let since = flag_repo_gone(state.store.as_ref(), app, why, now).await;
+    let grace =
+        chrono::Duration::from_std(state.retention.gone_repos).unwrap_or(chrono::Duration::MAX);
+    if since.is_none_or(|since| now - since < grace) {
+        return;
+    }
+    let removed = Remover {
+        store: state.store.as_ref(),
+        platform: state.platform.as_ref(),
+        builder: state.builder.as_ref(),
+        secrets: state.secrets.as_ref(),
+        forge: state.forge.as_ref(),
+    }
+    .remove(deployment)
+    .await;
+    match removed {
+        Ok(()) => {
+            report.apps_removed += 1;
+            let since = since.map(|at| at.to_rfc3339()).unwrap_or_default();
+            audit(
+                state.store.as_ref(),
+                state.clock.as_ref(),
+                "runway",
+                AuditAction::AppRemoved,
+                Some(app.as_str()),
+                format!(
+                    "its repository {} has been gone or unreadable since {since}: service, \
+                     images, secrets, hook and records removed",
+                    deployment.repo
+                ),
+            )
+            .await;
+        }
+        Err(error) => report
+            .errors
+            .push(format!("removing {app}, whose repository is gone: {error}")),
     }
 }
 

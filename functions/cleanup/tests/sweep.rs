@@ -67,11 +67,25 @@ fn fixture() -> Fixture {
         .status()
         .unwrap();
     assert!(status.success());
+    let platform = runway_embedded::ProcessPlatform::new(
+        runway_embedded::process_platform::ProcessPlatformConfig {
+            dir: dir.path().join("apps"),
+            public_port: 1,
+            health_timeout: Duration::from_secs(10),
+            health_check_every: Duration::from_secs(60),
+            drain: Duration::from_secs(1),
+        },
+        runway_embedded::proxy::Routes::default(),
+    )
+    .unwrap();
+    let secrets = runway_embedded::FileSecretStore::new(dir.path().join("secrets")).unwrap();
     let state = State {
         store: store.clone(),
         queue: Arc::new(queue.clone()),
         builder,
         forge: forge.clone(),
+        platform: Arc::new(platform),
+        secrets: Arc::new(secrets),
         caller: Arc::new(PushToken::random("test")),
         stale_after: STALE,
         deploy_timeout: STALE,
@@ -645,4 +659,115 @@ async fn an_apps_deleted_hook_is_made_again_with_its_secret() {
 
     let report = run(&f.state).await;
     assert_eq!(report.hooks_repaired, 0, "{report:?}");
+}
+
+/// An app whose repository is gone is flagged at once and removed, with its secrets and
+/// records, once the grace period has passed; one whose repository comes back in time is kept
+/// and its flag cleared.
+#[tokio::test]
+async fn an_app_whose_repository_is_gone_is_flagged_then_removed_after_the_grace_period() {
+    let f = fixture();
+    let grace = Duration::from_secs(3 * 86_400);
+    let state = State {
+        retention: Keeping {
+            gone_repos: grace,
+            ..Keeping::default()
+        },
+        ..f.state.clone()
+    };
+    let secret = secrecy::SecretString::from("s".to_owned());
+    let mut apps = Vec::new();
+    for name in ["gone", "back"] {
+        let bare = f._dir.path().join(format!("{name}.git"));
+        let status = Command::new("git")
+            .args(["init", "-q", "--bare", "-b", "main"])
+            .arg(&bare)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let repo = RepoUrl::parse(bare.to_str().unwrap(), true).unwrap();
+        let app = AppName::parse(name).unwrap();
+        let url = runway_http::webhook::app_hook_url(INGRESS, &app);
+        let hook = f.forge.ensure_webhook(&repo, &url, &secret).await.unwrap();
+        f.store
+            .put_deployment(&deployment_on(&repo, name, Some(hook)))
+            .await
+            .unwrap();
+        f.state
+            .secrets
+            .put(
+                &app,
+                &runway_core::domain::SecretsToml::parse("k = 1".into()).unwrap(),
+            )
+            .await
+            .unwrap();
+        apps.push((app, bare));
+    }
+    f.clock.advance(STALE + Duration::from_secs(30));
+    let report = run(&state).await;
+    assert_eq!(report.apps_removed, 0, "{report:?}");
+
+    // Both repositories disappear (deleted, or made unreadable to Runway).
+    let hidden: Vec<_> = apps
+        .iter()
+        .map(|(_, bare)| {
+            let away = bare.with_extension("away");
+            std::fs::rename(bare, &away).unwrap();
+            away
+        })
+        .collect();
+    let flagged_at = f.clock.now();
+    let report = run(&state).await;
+    assert_eq!(report.apps_removed, 0, "{report:?}");
+    for (app, _) in &apps {
+        let health = f.store.hook_health(app).await.unwrap().expect("checked");
+        assert_eq!(health.repo_gone_since, Some(flagged_at), "{health:?}");
+    }
+
+    // One comes back within the grace period: its flag goes.
+    std::fs::rename(&hidden[1], &apps[1].1).unwrap();
+    f.clock.advance(grace - Duration::from_secs(60));
+    let report = run(&state).await;
+    assert_eq!(report.apps_removed, 0, "{report:?}");
+    let back = f
+        .store
+        .hook_health(&apps[1].0)
+        .await
+        .unwrap()
+        .expect("checked");
+    assert_eq!(back.repo_gone_since, None, "{back:?}");
+    let gone = f
+        .store
+        .hook_health(&apps[0].0)
+        .await
+        .unwrap()
+        .expect("checked");
+    assert_eq!(
+        gone.repo_gone_since,
+        Some(flagged_at),
+        "the flag keeps its first day"
+    );
+
+    // Past the grace period the other is removed: records, secrets, audit entry.
+    f.clock.advance(Duration::from_secs(120));
+    let report = run(&state).await;
+    assert_eq!(report.apps_removed, 1, "{report:?}");
+    assert_eq!(f.store.deployment(&apps[0].0).await.unwrap(), None);
+    assert_eq!(f.state.secrets.reference(&apps[0].0).await.unwrap(), None);
+    assert!(f.store.deployment(&apps[1].0).await.unwrap().is_some());
+    assert!(
+        f.state
+            .secrets
+            .reference(&apps[1].0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let audit = f.store.audit(Some(&apps[0].0), 0, 10).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|entry| entry.action == runway_core::domain::AuditAction::AppRemoved),
+        "{audit:?}"
+    );
 }

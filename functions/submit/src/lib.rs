@@ -21,6 +21,7 @@ use runway_core::domain::{
 };
 use runway_core::ports::{Forge, Identity, ImageBuilder, Platform, Queue, SecretStore, Store};
 use runway_core::releases::{RollbackRefused, audit, enqueue, rollback_target};
+use runway_core::removal::Remover;
 use runway_http::limit::KeyedLimit;
 use runway_http::origin::{CSRF_FIELD, csrf_matches};
 use runway_http::webhook;
@@ -988,9 +989,7 @@ async fn rollback(
     Ok(accepted(&release))
 }
 
-/// Stops the app, then removes its images, secrets, webhook and records, in that order: a step
-/// that fails leaves the later ones undone and the request can be repeated. A hook that cannot be
-/// removed is handed to cleanup, so it is never orphaned.
+/// Removes the app and everything Runway made for it (`Remover::remove`), then records who did.
 #[tracing::instrument(skip_all, fields(app = %app))]
 async fn delete(
     Shared(state): Shared<State>,
@@ -999,24 +998,15 @@ async fn delete(
 ) -> ApiResult {
     let deployment = managed(&state, &caller, &app).await?;
     let app = &deployment.app;
-    state.platform.delete(app).await?;
-    state.builder.delete_app(app).await?;
-    state.secrets.delete(app).await?;
-    if let Some(hook_id) = &deployment.webhook_id
-        && let Err(error) = state.forge.delete_webhook(&deployment.repo, hook_id).await
-    {
-        tracing::warn!(%app, %error, "could not remove the webhook; cleanup will retry");
-        state
-            .store
-            .add_orphan_hook(&deployment.repo.to_string(), hook_id)
-            .await?;
+    Remover {
+        store: state.store.as_ref(),
+        platform: state.platform.as_ref(),
+        builder: state.builder.as_ref(),
+        secrets: state.secrets.as_ref(),
+        forge: state.forge.as_ref(),
     }
-    state.store.delete_deployment(app).await?;
-    // A build a worker started between the first removal and the records going (it claimed the
-    // release before): it is stopped here, or by the worker, which finds the release gone.
-    if let Err(error) = state.builder.delete_app(app).await {
-        tracing::warn!(%app, %error, "could not remove a build started as the app was deleted");
-    }
+    .remove(&deployment)
+    .await?;
     audit(
         state.store.as_ref(),
         state.clock.as_ref(),

@@ -35,7 +35,7 @@ use runway_core::ports::{
     BuildError, BuildRequest, BuildStatus, DeploySpec, Forge, ForgeError, Identity, ImageBuilder,
     Platform, PlatformError, Progress, Queue, SecretRef, SecretStore, Store, StoreError,
 };
-use runway_core::releases::{audit, publish};
+use runway_core::releases::{audit, flag_repo_gone, publish};
 use runway_http::metrics::{Ended, metrics};
 use runway_http::push::PushEnvelope;
 use runway_http::{
@@ -264,6 +264,14 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
         {
             Ok(commit) => commit,
             Err(ForgeError::NotFound(message) | ForgeError::Rejected(message)) => {
+                // The repository itself may be gone, or no longer readable: the app's page
+                // says so at once, and cleanup removes the app after the grace period.
+                if let Err(ForgeError::NotFound(why)) =
+                    state.forge.repository(&deployment.repo).await
+                {
+                    flag_repo_gone(state.store.as_ref(), &release.app, &why, state.clock.now())
+                        .await;
+                }
                 return Ok(fail(state, &release, ReleaseState::Queued, message).await);
             }
             Err(error) => return Err(Outcome::Retry(format!("resolving the commit: {error:#}"))),

@@ -359,3 +359,52 @@ async fn a_build_whose_worker_died_before_recording_it_still_finishes_its_releas
         );
     }
 }
+
+/// A release that finds its app's repository gone fails saying why, and flags the app at once
+/// (its page says so before cleanup's next sweep).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_whose_repository_is_gone_fails_and_flags_the_app() {
+    let (dir, embedded, queued) = queued_release().await;
+    // A push release builds the branch's head, which the worker asks the repository for.
+    let release = embedded
+        .store
+        .queue_release(NewRelease {
+            app: queued.app.clone(),
+            trigger: Trigger::Push,
+            actor: "t@t".into(),
+            commit: None,
+            rollback_of: None,
+            clear_cache: false,
+        })
+        .await
+        .unwrap();
+    std::fs::rename(dir.path().join("app.git"), dir.path().join("deleted.git")).unwrap();
+    let router = runway_worker::router(runway_worker::State::new(&embedded.adapters()).unwrap());
+    let request = DeployRequest {
+        release_id: release.id.clone(),
+        app: release.app.to_string(),
+    };
+    let body = envelope(&serde_json::to_vec(&request).unwrap());
+    let response =
+        tower::ServiceExt::oneshot(router, push_request(&body, embedded.push_token.token()))
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 200);
+    let stored = embedded.store.release(&release.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, ReleaseState::Failed, "{stored:?}");
+    let health = embedded
+        .store
+        .hook_health(&release.app)
+        .await
+        .unwrap()
+        .expect("flagged");
+    assert!(health.repo_gone_since.is_some(), "{health:?}");
+    assert!(
+        health
+            .problem
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cannot be read"),
+        "{health:?}"
+    );
+}

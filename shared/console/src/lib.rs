@@ -333,6 +333,8 @@ impl DeliveryRow {
 /// What cleanup last found of the app's hook on its repository, for its page.
 pub struct HookView {
     pub checked_at: String,
+    /// Since when the repository cannot be read.
+    pub repo_gone_since: Option<String>,
     pub problem: Option<String>,
     /// When it was set right, and what was wrong.
     pub repaired: Option<(String, String)>,
@@ -353,6 +355,7 @@ impl HookView {
     pub fn of(health: &HookHealth) -> Self {
         Self {
             checked_at: when(health.checked_at),
+            repo_gone_since: health.repo_gone_since.map(when),
             problem: health.problem.clone(),
             repaired: health
                 .repaired

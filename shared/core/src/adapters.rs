@@ -77,15 +77,20 @@ pub struct Keeping {
     /// Dead letters (the embedded queue; on Google Cloud, the keeping subscription's
     /// retention, `dead_letter_retention`).
     pub dead_letters_for: Duration,
+    /// How long an app whose repository is gone (or no longer readable) is kept, flagged on
+    /// the console, before cleanup removes it with its service, hook, secrets and records.
+    pub gone_repos: Duration,
 }
 
 impl Default for Keeping {
-    /// As `infra/` keeps them on Google Cloud: 10 images an app, dead letters for 7 days.
+    /// As `infra/` keeps them on Google Cloud: 10 images an app, dead letters for 7 days, apps
+    /// whose repository is gone for 3 days.
     fn default() -> Self {
         Self {
             store: crate::ports::Retention::DEFAULT,
             images: 10,
             dead_letters_for: Duration::from_secs(7 * 86_400),
+            gone_repos: Duration::from_secs(3 * 86_400),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod plan;
 pub mod ports;
 pub mod python;
 pub mod releases;
+pub mod removal;
 pub mod text;
 
 #[cfg(any(test, feature = "testing"))]

@@ -3,7 +3,8 @@
 
 use crate::clock::Clock;
 use crate::domain::{
-    AppName, AuditAction, AuditEntry, NewRelease, Release, ReleaseId, ReleaseState,
+    AppName, AuditAction, AuditEntry, HookHealth, NewRelease, Release, ReleaseId, ReleaseState,
+    Timestamp,
 };
 use crate::messages::DeployRequest;
 use crate::ports::{Queue, QueueError, Store, StoreError, Topic};
@@ -57,6 +58,46 @@ pub async fn audit(
     };
     if let Err(error) = store.append_audit(&entry).await {
         tracing::error!(%error, %action, "could not write the audit trail");
+    }
+}
+
+/// Records that `app`'s repository answers not found (gone, or no longer readable), from `now`
+/// unless it was already so; the app's page shows it from then on. Returns since when, or
+/// `None` when that could not be read or recorded (nothing is then removed on its account).
+pub async fn flag_repo_gone(
+    store: &dyn Store,
+    app: &AppName,
+    why: &str,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let previous = match store.hook_health(app).await {
+        Ok(previous) => previous,
+        Err(error) => {
+            tracing::warn!(%app, %error, "could not read whether the app's repository was gone");
+            return None;
+        }
+    };
+    let since = previous
+        .as_ref()
+        .and_then(|health| health.repo_gone_since)
+        .unwrap_or(now);
+    let health = HookHealth {
+        checked_at: now,
+        problem: Some(format!("the repository cannot be read: {why}")),
+        repaired: previous.as_ref().and_then(|p| p.repaired.clone()),
+        repo_gone_since: Some(since),
+        secret_reset_for: previous.as_ref().and_then(|p| p.secret_reset_for.clone()),
+        failed: previous.map(|p| p.failed).unwrap_or_default(),
+    };
+    match store.put_hook_health(app, &health).await {
+        Ok(()) => {
+            tracing::warn!(%app, %since, why, "the app's repository is gone or unreadable");
+            Some(since)
+        }
+        Err(error) => {
+            tracing::warn!(%app, %error, "could not record that the app's repository is gone");
+            None
+        }
     }
 }
 

@@ -150,6 +150,10 @@ impl EmbeddedConfig {
                         Keeping::default().dead_letters_for.as_secs() / 86_400,
                     )? * 86_400,
                 ),
+                gone_repos: Duration::from_secs(config::parse_or(
+                    "RUNWAY_GONE_REPO_GRACE_SECS",
+                    Keeping::default().gone_repos.as_secs(),
+                )?),
             },
             data_dir,
         })

@@ -241,6 +241,18 @@ impl From<runway_core::ports::BuildError> for ApiError {
     }
 }
 
+impl From<runway_core::removal::RemoveError> for ApiError {
+    fn from(error: runway_core::removal::RemoveError) -> Self {
+        use runway_core::removal::RemoveError;
+        match error {
+            RemoveError::Platform(error) => error.into(),
+            RemoveError::Builder(error) => error.into(),
+            RemoveError::Secrets(error) => error.into(),
+            RemoveError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl From<runway_core::releases::EnqueueError> for ApiError {
     fn from(error: runway_core::releases::EnqueueError) -> Self {
         match error {

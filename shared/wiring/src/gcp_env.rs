@@ -414,6 +414,10 @@ impl GcpEnv {
                     keep_deliveries_for(env),
                     env.parse_or("RUNWAY_KEEP_RELEASES", Retention::DEFAULT.releases_kept),
                 ),
+                gone_repos: Duration::from_secs(env.parse_or(
+                    "RUNWAY_GONE_REPO_GRACE_SECS",
+                    Keeping::default().gone_repos.as_secs(),
+                )),
                 ..Keeping::default()
             },
         }

@@ -262,6 +262,14 @@ impl FakeGitHub {
         repo.name = new_name.to_owned();
     }
 
+    /// The owner deletes the repository: every API path under it answers 404, hooks included
+    /// (they go with it), as does the name it had before a rename.
+    pub fn delete_repo(&self, owner: &str, name: &str) {
+        self.state()
+            .repos
+            .retain(|repo| !repo.is_named(owner, name));
+    }
+
     /// The hooks of `owner/name`, secrets included.
     pub fn hooks(&self, owner: &str, name: &str) -> Vec<FakeHook> {
         self.state()

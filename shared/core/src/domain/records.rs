@@ -333,6 +333,8 @@ pub enum AuditAction {
     NotifyRefused,
     /// Cleanup found an app's hook deleted or edited on the repository and set it right.
     HookRepaired,
+    /// Cleanup removed an app whose repository had been gone past the grace period.
+    AppRemoved,
 }
 
 impl AuditAction {
@@ -349,6 +351,7 @@ impl AuditAction {
             Self::Notifications => "notifications",
             Self::NotifyRefused => "notify-refused",
             Self::HookRepaired => "hook-repaired",
+            Self::AppRemoved => "app-removed",
         }
     }
 }
@@ -399,6 +402,16 @@ pub struct HookHealth {
     /// [`HookHealth::FAILED_KEPT`].
     #[serde(default)]
     pub failed: Vec<HookDelivery>,
+    /// Since when the app's repository is gone, or no longer readable by Runway (the forge
+    /// answers not found); cleared when it can be read again. Past the operator's grace
+    /// period, cleanup removes the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_gone_since: Option<Timestamp>,
+    /// The refused delivery (its GUID) the hook's secret was last set again for: the same
+    /// refusal is not answered twice. A GUID, not a time: GitHub dates deliveries to the
+    /// second, by its own clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_reset_for: Option<String>,
 }
 
 impl HookHealth {
