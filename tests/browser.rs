@@ -414,3 +414,103 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
     session.close().await?;
     outcome
 }
+
+/// What cleanup finds of an app's hook and repository, on the app's page in a real browser: the
+/// hook it checked, a push refused because someone changed the hook's secret (and the secret
+/// set again), then, once the repository is gone, the warning at the top. Each state passes axe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_page_shows_its_hook_and_a_repository_that_is_gone() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("streamlit_app.py", &streamlit_app("x")),
+            ("requirements.txt", "./no-such-package-here\n"),
+        ],
+    )?;
+    // A sweep every second, past a one-second grace for new apps.
+    let runway = Runway::start_with(
+        dir.path(),
+        &[
+            ("RUNWAY_CLEANUP_INTERVAL_SECS".to_owned(), "1".to_owned()),
+            ("RUNWAY_STALE_SECS".to_owned(), "1".to_owned()),
+        ],
+    )?;
+    let (code, created) = runway
+        .post_json(
+            "/api/deployments",
+            &serde_json::json!({
+                "repo_url": repo.url(), "main_file": "streamlit_app.py", "app_name": "watched",
+            }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{created}");
+    let until = |what: &'static str, test: fn(&serde_json::Value) -> bool| {
+        let runway = &runway;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let (_, app) = runway.get_json("/api/apps/watched").await?;
+                if test(&app) {
+                    return anyhow::Ok(app);
+                }
+                anyhow::ensure!(std::time::Instant::now() < deadline, "{what}: {app:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    until("the hook checked", |app| {
+        app["hook"]["checked_at"].is_string()
+    })
+    .await?;
+
+    // Someone changes the hook's secret on the repository; the next push is refused.
+    let hooks = repo.bare.join("runway-webhooks");
+    let file = std::fs::read_dir(&hooks)?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .expect("the app's hook file");
+    let mut hook: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
+    hook["secret"] = "someone-elses".into();
+    std::fs::write(&file, serde_json::to_vec(&hook)?)?;
+    repo.commit(&[("notes.md", "one")], "one")?;
+    let pushed = repo.push("main")?;
+    assert!(pushed.contains("401"), "{pushed}");
+    let app = until("the refused push seen and the secret set again", |app| {
+        app["hook"]["failed"][0]["status_code"] == 401
+            && app["hook"]["repaired"][1]
+                .as_str()
+                .is_some_and(|what| what.contains("secret"))
+    })
+    .await?;
+    assert_eq!(app["hook"]["failed"][0]["event"], "push", "{app:#}");
+
+    let session = Browser::start(&dir.path().join("chromium-profile")).await?;
+    let browser = session.client.clone();
+    let outcome = async {
+        browser.goto(&runway.url("/apps/watched")).await?;
+        let section = browser.find(Locator::Id("hook")).await?.text().await?;
+        assert!(section.contains("Set right"), "{section}");
+        assert!(section.contains("Invalid HTTP Response: 401"), "{section}");
+        assert_accessible(&browser).await?;
+
+        // The repository goes: the page says so at the top.
+        std::fs::rename(&repo.bare, dir.path().join("moved-away.git"))?;
+        until("the repository flagged", |app| {
+            app["hook"]["repo_gone_since"].is_string()
+        })
+        .await?;
+        browser.refresh().await?;
+        let warning = browser.find(Locator::Id("repo-gone")).await?.text().await?;
+        assert!(warning.contains("cannot read the repository"), "{warning}");
+        assert_accessible(&browser).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if outcome.is_err() {
+        eprintln!("runway's log:\n{}", runway.log_text());
+    }
+    session.close().await?;
+    outcome
+}
