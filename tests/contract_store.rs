@@ -252,6 +252,7 @@ async fn a_hooks_health_is_kept_replaced_and_deleted_with_its_app(subject: &Subj
         }],
         repo_gone_since: Some(at),
         secret_reset_for: Some("0b989ba4-242f-11e5-81e1-c7b6966d2516".into()),
+        incident: Some((at, "its process stopped (signal: 9); restarted".into())),
     };
     store.put_hook_health(&app("demo"), &first).await.unwrap();
     assert_eq!(

@@ -931,3 +931,88 @@ async fn a_releases_outcome_is_announced_where_the_team_looks() -> anyhow::Resul
     }
     Ok(())
 }
+
+/// A live app whose process dies is restarted by the platform; the app's page then says when
+/// and why, and its notification targets hear it once (not again on the next look).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_app_that_crashes_is_restarted_reported_and_announced() -> anyhow::Result<()> {
+    use runway_tests::fake_chat::{FakeChat, Service};
+    const MAIN: &str = "crashing_app.py";
+    const KEY: &str = "whkey-crash-0123456789";
+    let chat = FakeChat::start().await;
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(dir.path(), &[(MAIN, &streamlit_app("Crashes"))])?;
+    // Cleanup looks every second.
+    let runway = Runway::start_with(
+        dir.path(),
+        &[("RUNWAY_CLEANUP_INTERVAL_SECS".to_owned(), "1".to_owned())],
+    )?;
+    let (code, created) = runway
+        .post_json(
+            "/api/deployments",
+            &json!({
+                "repo_url": repo.url(), "main_file": MAIN, "app_name": "crashes",
+                "notify": format!("webhook {} secret={KEY}", chat.webhook_url("ops")),
+            }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{created}");
+    let id = created["release_id"].as_str().unwrap_or_default();
+    let live = runway.wait_for_release("crashes", id, LIVE_TIMEOUT).await?;
+    assert_eq!(live["state"], "live", "{live:#}");
+    // Two looks with nothing wrong: nothing said.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(chat.received().is_empty(), "{:?}", chat.received().len());
+
+    let pids = processes_mentioning(MAIN, 0);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    std::process::Command::new("kill")
+        .args(["-KILL", &pids[0].to_string()])
+        .status()?;
+    let told = chat
+        .wait_for(Service::Webhook, 1, Duration::from_secs(60))
+        .await;
+    let event = told[0].json();
+    assert_eq!(event["event"], "app.unhealthy", "{event:#}");
+    assert_eq!(event["app"], "crashes");
+    assert_eq!(event["seq"], live["seq"]);
+    let reason = event["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("process stopped") && reason.contains("restarted"),
+        "{reason}"
+    );
+    assert_eq!(
+        told[0].header("x-runway-signature-256"),
+        Some(sign(KEY, &told[0].body).as_str())
+    );
+    let (_, app) = runway.get_json("/api/apps/crashes").await?;
+    assert_eq!(app["hook"]["incident"][1], reason, "{app:#}");
+    let page = runway
+        .client
+        .get(runway.url("/apps/crashes"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(page.contains("id=\"incident\""), "{page}");
+    // It serves again, and the next looks do not announce the same restart again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while runway
+        .health("crashes")
+        .await
+        .map(|(code, _)| code)
+        .unwrap_or(0)
+        != 200
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "it did not come back: {:?}\n{}",
+            runway.health("crashes").await,
+            runway.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(chat.received().len(), 1, "announced twice");
+    Ok(())
+}

@@ -420,7 +420,9 @@ impl Drop for Runway {
 /// A client that sends `*.localhost` to loopback, as browsers and curl do by themselves.
 pub fn client(port: u16) -> reqwest::Client {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
-    for app in ["hello", "e2e", "browser", "errors", "bench", "other"] {
+    for app in [
+        "hello", "e2e", "browser", "errors", "bench", "other", "crashes",
+    ] {
         builder = builder.resolve(
             &format!("{app}.localhost"),
             SocketAddr::from(([127, 0, 0, 1], port)),

@@ -148,6 +148,8 @@ pub struct Report {
     pub hooks_repaired: usize,
     /// Apps whose repository was gone past the grace period, removed.
     pub apps_removed: usize,
+    /// Live apps the platform found unhealthy and restarted since the last look, announced.
+    pub apps_unhealthy: usize,
     pub deliveries_pruned: usize,
     pub releases_pruned: usize,
     pub builds_freed: usize,
@@ -189,6 +191,9 @@ pub async fn run(state: &State) -> Report {
         report
             .errors
             .push(format!("webhooks of the repositories: {error}"));
+    }
+    if let Err(error) = watch_live_apps(state, &mut report).await {
+        report.errors.push(format!("live apps: {error}"));
     }
     // At most `Pruned::AT_MOST` of each a run: a backlog goes over the next runs.
     match state
@@ -497,6 +502,7 @@ async fn check_hook(
         failed: Vec::new(),
         repo_gone_since: None,
         secret_reset_for: previous.as_ref().and_then(|p| p.secret_reset_for.clone()),
+        incident: previous.as_ref().and_then(|p| p.incident.clone()),
     };
     // The refused delivery a new secret answers, once it is set.
     let mut reset_for = None;
@@ -569,6 +575,60 @@ async fn check_hook(
     }
 }
 
+/// Asks the platform what happened to each live app since it last looked: an app whose
+/// process stopped, or stopped answering its health check, and was restarted is shown so on
+/// its page and announced to its notification targets, once per new restart.
+async fn watch_live_apps(state: &State, report: &mut Report) -> Result<(), StoreError> {
+    for deployment in state.store.deployments().await? {
+        let Some(live) = &deployment.live_release else {
+            continue;
+        };
+        let app = &deployment.app;
+        let incidents = match state.platform.incidents(app, deployment.updated_at).await {
+            Ok(incidents) if incidents.is_empty() => continue,
+            Ok(incidents) => incidents,
+            Err(error) => {
+                report
+                    .errors
+                    .push(format!("asking how {app} runs: {error}"));
+                continue;
+            }
+        };
+        let mut health = state
+            .store
+            .hook_health(app)
+            .await?
+            .unwrap_or_else(|| HookHealth::empty(state.clock.now()));
+        let seen = health.incident.as_ref().map(|(at, _)| *at);
+        let new: Vec<_> = incidents
+            .iter()
+            .filter(|incident| seen.is_none_or(|seen| incident.at > seen))
+            .collect();
+        let Some(newest) = new.last() else {
+            continue;
+        };
+        let what = if new.len() == 1 {
+            newest.what.clone()
+        } else {
+            format!(
+                "{} ({} restarts since the last look)",
+                newest.what,
+                new.len()
+            )
+        };
+        health.incident = Some((newest.at, what.clone()));
+        state.store.put_hook_health(app, &health).await?;
+        report.apps_unhealthy += 1;
+        if let Some(release) = state.store.release(live).await? {
+            state
+                .feedback
+                .announce(&release, EventKind::Unhealthy, Some(&what))
+                .await;
+        }
+    }
+    Ok(())
+}
+
 /// Points the app's record at the hook made again, so deleting the app removes that one.
 async fn record_hook_id(state: &State, app: &AppName, id: HookId) {
     match state.store.deployment(app).await {
@@ -592,6 +652,7 @@ async fn note_problem(state: &State, app: &AppName, problem: &str) {
         repaired: previous.as_ref().and_then(|p| p.repaired.clone()),
         repo_gone_since: previous.as_ref().and_then(|p| p.repo_gone_since),
         secret_reset_for: previous.as_ref().and_then(|p| p.secret_reset_for.clone()),
+        incident: previous.as_ref().and_then(|p| p.incident.clone()),
         failed: previous.map(|p| p.failed).unwrap_or_default(),
     };
     if let Err(error) = state.store.put_hook_health(app, &health).await {

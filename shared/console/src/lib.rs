@@ -335,6 +335,8 @@ pub struct HookView {
     pub checked_at: String,
     /// Since when the repository cannot be read.
     pub repo_gone_since: Option<String>,
+    /// The newest restart of the live app, and why.
+    pub incident: Option<(String, String)>,
     pub problem: Option<String>,
     /// When it was set right, and what was wrong.
     pub repaired: Option<(String, String)>,
@@ -356,6 +358,10 @@ impl HookView {
         Self {
             checked_at: when(health.checked_at),
             repo_gone_since: health.repo_gone_since.map(when),
+            incident: health
+                .incident
+                .as_ref()
+                .map(|(at, what)| (when(*at), what.clone())),
             problem: health.problem.clone(),
             repaired: health
                 .repaired

@@ -86,8 +86,8 @@ impl Feedback {
     }
 
     /// Queues `release`'s outcome for each of its app's targets that hears it: every target a
-    /// failure, those that asked a release going live. Never fails the step: a message that
-    /// cannot be queued is logged and let go.
+    /// failure (or the live release turning unhealthy), those that asked a release going live.
+    /// Never fails the step: a message that cannot be queued is logged and let go.
     pub async fn announce(&self, release: &Release, event: EventKind, reason: Option<&str>) {
         let deployment = match self.store.deployment(&release.app).await {
             Ok(Some(deployment)) => deployment,
@@ -100,7 +100,7 @@ impl Feedback {
         let targets: Vec<_> = deployment
             .notify
             .iter()
-            .filter(|target| event == EventKind::Failed || target.on_success)
+            .filter(|target| event != EventKind::Live || target.on_success)
             .collect();
         if targets.is_empty() {
             return;

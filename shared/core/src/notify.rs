@@ -26,6 +26,9 @@ pub enum EventKind {
     /// It failed; the one serving before keeps serving.
     #[serde(rename = "release.failed")]
     Failed,
+    /// The live app stopped or stopped answering, and the platform restarted it.
+    #[serde(rename = "app.unhealthy")]
+    Unhealthy,
 }
 
 impl EventKind {
@@ -33,6 +36,7 @@ impl EventKind {
         match self {
             Self::Live => "release.live",
             Self::Failed => "release.failed",
+            Self::Unhealthy => "app.unhealthy",
         }
     }
 }
@@ -97,7 +101,7 @@ impl ReleaseEvent {
             reason: reason.map(|reason| cut(reason.lines().next().unwrap_or_default(), 500)),
             app_url: match event {
                 EventKind::Live => release.url.clone().or_else(|| deployment.url.clone()),
-                EventKind::Failed => deployment.url.clone(),
+                EventKind::Failed | EventKind::Unhealthy => deployment.url.clone(),
             },
             console_url: console,
             at,
@@ -109,6 +113,7 @@ impl ReleaseEvent {
         match self.event {
             EventKind::Live => format!("{} release #{} is live", self.app, self.seq),
             EventKind::Failed => format!("{} release #{} failed", self.app, self.seq),
+            EventKind::Unhealthy => format!("{} turned unhealthy", self.app),
         }
     }
 
@@ -182,6 +187,7 @@ fn chat_lines(event: &ReleaseEvent) -> Vec<String> {
     let mark = match event.event {
         EventKind::Live => "✅",
         EventKind::Failed => "❌",
+        EventKind::Unhealthy => "⚠️",
     };
     let mut lines = vec![format!("{mark} *{}*", escaped(&event.headline()))];
     if let Some(reason) = &event.reason {
@@ -225,7 +231,11 @@ pub fn google_chat(event: &ReleaseEvent) -> Value {
 pub fn teams(event: &ReleaseEvent) -> Value {
     let mut body = vec![json!({
         "type": "TextBlock", "size": "Medium", "weight": "Bolder", "wrap": true,
-        "color": if event.event == EventKind::Failed { "Attention" } else { "Good" },
+        "color": match event.event {
+            EventKind::Live => "Good",
+            EventKind::Failed => "Attention",
+            EventKind::Unhealthy => "Warning",
+        },
         "text": event.headline(),
     })];
     if let Some(reason) = &event.reason {
@@ -347,6 +357,32 @@ mod tests {
         );
         assert_eq!(slack(&event)["blocks"][0]["text"]["text"], text);
         assert_eq!(google_chat(&event)["text"], text);
+    }
+
+    #[test]
+    fn an_unhealthy_app_is_announced_with_what_happened() {
+        let event = event(
+            EventKind::Unhealthy,
+            Some("its process stopped (signal: 9); restarted"),
+        );
+        assert_eq!(event.headline(), "sales turned unhealthy");
+        assert_eq!(
+            event.app_url.as_deref(),
+            Some("https://sales-abc.a.run.app")
+        );
+        let text = slack(&event)["text"].as_str().unwrap().to_owned();
+        assert!(
+            text.starts_with("⚠️ *sales turned unhealthy*\nits process stopped"),
+            "{text}"
+        );
+        assert_eq!(
+            teams(&event)["attachments"][0]["content"]["body"][0]["color"],
+            "Warning"
+        );
+        assert!(
+            String::from_utf8_lossy(&body(NotifyKind::Webhook, &event))
+                .contains(r#""event":"app.unhealthy""#)
+        );
     }
 
     #[test]

@@ -87,6 +87,7 @@ pub async fn flag_repo_gone(
         repaired: previous.as_ref().and_then(|p| p.repaired.clone()),
         repo_gone_since: Some(since),
         secret_reset_for: previous.as_ref().and_then(|p| p.secret_reset_for.clone()),
+        incident: previous.as_ref().and_then(|p| p.incident.clone()),
         failed: previous.map(|p| p.failed).unwrap_or_default(),
     };
     match store.put_hook_health(app, &health).await {

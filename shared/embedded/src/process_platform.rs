@@ -2,7 +2,7 @@
 //! must answer `/_stcore/health` before traffic moves to it; the old one is then drained and
 //! stopped. A process that dies unexpectedly is started again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -20,7 +20,7 @@ use super::pid_file::{reap_orphans, record_pid, stat_fields};
 use super::proxy::{Backend, InFlight, Routes};
 use super::runtime_log::{LogWriter, SharedWriter, copy_lines, note, revision_tail};
 use runway_core::domain::AppName;
-use runway_core::ports::{DeploySpec, Deployed, Platform, PlatformError};
+use runway_core::ports::{DeploySpec, Deployed, Incident, Platform, PlatformError};
 
 #[derive(Clone, Debug)]
 pub struct ProcessPlatformConfig {
@@ -48,7 +48,12 @@ pub struct ProcessPlatform {
     logs: Arc<std::sync::Mutex<HashMap<String, SharedWriter>>>,
     /// Picks the port an app process is told to listen on ([`free_port`]; a test's choice).
     ports: Arc<dyn Fn() -> std::io::Result<u16> + Send + Sync>,
+    /// Each app's latest restarts, newest last, at most [`INCIDENTS_KEPT`].
+    incidents: Arc<std::sync::Mutex<HashMap<String, VecDeque<Incident>>>>,
 }
+
+/// How many of an app's restarts are remembered (cleanup reads them every minute).
+const INCIDENTS_KEPT: usize = 20;
 
 type Slot = Arc<Mutex<Option<Supervised>>>;
 
@@ -124,7 +129,22 @@ impl ProcessPlatform {
                 .timeout(Duration::from_secs(2))
                 .build()?,
             ports: Arc::new(free_port),
+            incidents: Arc::default(),
         })
+    }
+
+    /// Remembers that the app's revision was restarted, and why.
+    fn incident(&self, launch: &Launch, what: String) {
+        let mut incidents = self.incidents.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = incidents.entry(launch.app.clone()).or_default();
+        kept.push_back(Incident {
+            at: chrono::Utc::now(),
+            revision: launch.revision.clone(),
+            what,
+        });
+        while kept.len() > INCIDENTS_KEPT {
+            kept.pop_front();
+        }
     }
 
     pub fn url(&self, app: &str) -> String {
@@ -313,6 +333,11 @@ impl ProcessPlatform {
                     }
                     status = started.child.wait() => {
                         tracing::warn!(app = %launch.app, revision = %launch.revision, ?status, "app process died; restarting it");
+                        let how = match status {
+                            Ok(status) => status.to_string(),
+                            Err(error) => error.to_string(),
+                        };
+                        platform.incident(&launch, format!("its process stopped ({how}); restarted"));
                     }
                     _ = checks.tick() => {
                         let url = format!("http://{}/_stcore/health", started.addr);
@@ -328,6 +353,13 @@ impl ProcessPlatform {
                         );
                         tracing::warn!(app = %launch.app, revision = %launch.revision, "{why}");
                         note(&platform.log_of(&launch), &launch.revision, &why);
+                        platform.incident(
+                            &launch,
+                            format!(
+                                "it did not answer its health check {UNHEALTHY_AFTER} times in \
+                                 a row; restarted"
+                            ),
+                        );
                         // SIGKILL: a stopped or hung process may not heed anything gentler.
                         let _ = started.child.kill().await;
                     }
@@ -559,11 +591,30 @@ impl Platform for ProcessPlatform {
         {
             stop(running).await;
         }
+        self.incidents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(app.as_str());
         let dir = self.config.dir.join(app.as_str());
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         Ok(())
+    }
+
+    async fn incidents(
+        &self,
+        app: &AppName,
+        after: runway_core::domain::Timestamp,
+    ) -> Result<Vec<Incident>, PlatformError> {
+        let incidents = self.incidents.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(incidents
+            .get(app.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|incident| incident.at > after)
+            .cloned()
+            .collect())
     }
 }
 

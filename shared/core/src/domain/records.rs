@@ -412,10 +412,27 @@ pub struct HookHealth {
     /// second, by its own clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_reset_for: Option<String>,
+    /// The newest time the live app stopped, or stopped answering, and was restarted, and what
+    /// happened: what the app's page shows, and where the next look starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<(Timestamp, String)>,
 }
 
 impl HookHealth {
     pub const FAILED_KEPT: usize = 10;
+
+    /// Nothing found yet, as of `checked_at`.
+    pub fn empty(checked_at: Timestamp) -> Self {
+        Self {
+            checked_at,
+            problem: None,
+            repaired: None,
+            failed: Vec::new(),
+            repo_gone_since: None,
+            secret_reset_for: None,
+            incident: None,
+        }
+    }
 }
 
 /// The authenticated caller of an API.

@@ -69,6 +69,16 @@ pub struct Deployed {
     pub revision: String,
 }
 
+/// Something that happened to a live app on its own: its process died, or it stopped
+/// answering its health check, and the platform restarted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incident {
+    pub at: crate::domain::Timestamp,
+    pub revision: String,
+    /// What happened and what the platform did, in words.
+    pub what: String,
+}
+
 /// Runs a build's output at a stable URL per app.
 #[async_trait]
 pub trait Platform: Send + Sync {
@@ -108,5 +118,16 @@ pub trait Platform: Send + Sync {
     async fn check_name(&self, app: &AppName, region: &Region) -> Result<(), PlatformError> {
         let _ = (app, region);
         Ok(())
+    }
+    /// What happened to the app's running revisions after `after`, oldest first. A platform
+    /// that restarts unhealthy instances without telling (Cloud Run's liveness probe, so far)
+    /// reports none.
+    async fn incidents(
+        &self,
+        app: &AppName,
+        after: crate::domain::Timestamp,
+    ) -> Result<Vec<Incident>, PlatformError> {
+        let _ = (app, after);
+        Ok(Vec::new())
     }
 }
