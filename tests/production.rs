@@ -678,20 +678,10 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
     assert_eq!(status(&production, "demo").await?.0, 404);
 
     // The admin sees the whole story in the audit trail; the secret is nowhere in the logs.
-    let audit: Value = production
-        .as_user(Method::GET, "status", "/api/audit?app=demo", ADMIN)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let actions: Vec<&str> = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["action"].as_str())
-        .collect();
-    assert!(actions.contains(&"create"), "{audit:#}");
-    assert!(actions.contains(&"delete"), "{audit:#}");
+    let audit = demo_audit(&production).await?;
+    let actions: Vec<&str> = audit.iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"create"), "{audit:#?}");
+    assert!(actions.contains(&"delete"), "{audit:#?}");
     let logs = production.logs();
     for secret in [SECRET, SLACK_PATH, HOOK_KEY] {
         assert!(!logs.contains(secret), "{secret} is in the logs");
@@ -1426,6 +1416,17 @@ async fn moves_and_leaves_nothing_behind(legacy: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The demo app's audit trail as the admin reads it, newest first.
+async fn demo_audit(production: &Production) -> anyhow::Result<Vec<Value>> {
+    let audit: Value = production
+        .as_user(Method::GET, "status", "/api/audit?app=demo", ADMIN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(audit["entries"].as_array().cloned().unwrap_or_default())
+}
+
 /// Cloud Scheduler's call to cleanup, with its token; the sweep's report.
 async fn sweep(production: &Production) -> anyhow::Result<Value> {
     let scheduler = format!(
@@ -1570,19 +1571,12 @@ async fn an_apps_hook_is_set_right_after_someone_edits_or_deletes_it() -> anyhow
             .is_some_and(|code| (200..300).contains(&code)),
         "{taken:?}"
     );
-    let audit: Value = production
-        .as_user(Method::GET, "status", "/api/audit?app=demo", ADMIN)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let repairs = audit["entries"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let audit = demo_audit(&production).await?;
+    let repairs = audit
+        .iter()
         .filter(|entry| entry["action"] == "hook-repaired")
         .count();
-    assert_eq!(repairs, 3, "{audit:#}");
+    assert_eq!(repairs, 3, "{audit:#?}");
     let deleted = production
         .as_user(Method::DELETE, "submit", "/api/deployments/demo", OWNER)
         .send()
@@ -1649,21 +1643,11 @@ async fn an_app_whose_repository_was_deleted_is_flagged_then_removed() -> anyhow
     ))
     .await?;
     assert_eq!(secret.status(), 404, "the app's secret is deleted");
-    let audit: Value = production
-        .as_user(Method::GET, "status", "/api/audit?app=demo", ADMIN)
-        .send()
-        .await?
-        .json()
-        .await?;
-    let removed = audit["entries"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|entry| entry["action"] == "app-removed")
-        .cloned();
+    let audit = demo_audit(&production).await?;
+    let removed = audit.iter().find(|entry| entry["action"] == "app-removed");
     let detail = removed
         .map(|entry| entry["detail"].to_string())
         .unwrap_or_default();
-    assert!(detail.contains("github.com/ada/demo"), "{audit:#}");
+    assert!(detail.contains("github.com/ada/demo"), "{audit:#?}");
     Ok(())
 }
