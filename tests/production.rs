@@ -1427,22 +1427,9 @@ async fn demo_audit(production: &Production) -> anyhow::Result<Vec<Value>> {
     Ok(audit["entries"].as_array().cloned().unwrap_or_default())
 }
 
-/// Cloud Scheduler's call to cleanup, with its token; the sweep's report.
+/// Cloud Scheduler's call to cleanup; the sweep's report.
 async fn sweep(production: &Production) -> anyhow::Result<Value> {
-    let scheduler = format!(
-        "runway-scheduler@{}.iam.gserviceaccount.com",
-        production.project
-    );
-    let token = production
-        .keys
-        .oidc_token(production.url("cleanup"), &scheduler);
-    let response = production
-        .client
-        .post(format!("{}/cleanup/run", production.url("cleanup")))
-        .bearer_auth(token)
-        .send()
-        .await?;
-    Ok(response.json().await?)
+    Ok(production.sweep().await?.1)
 }
 
 /// Someone edits the app's hook on GitHub, changes its secret, deletes it: each time the next

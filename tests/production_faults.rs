@@ -132,21 +132,8 @@ impl Flow {
     }
 
     async fn sweep(&self) -> anyhow::Result<()> {
-        let production = &self.production;
-        let scheduler = format!(
-            "runway-scheduler@{}.iam.gserviceaccount.com",
-            production.project
-        );
-        let token = production
-            .keys
-            .oidc_token(production.url("cleanup"), &scheduler);
-        let response = production
-            .client
-            .post(format!("{}/cleanup/run", production.url("cleanup")))
-            .bearer_auth(token)
-            .send()
-            .await?;
-        ensure!(response.status() == 200, "cleanup: {}", response.status());
+        let (status, _) = self.production.sweep().await?;
+        ensure!(status == 200, "cleanup: {status}");
         Ok(())
     }
 

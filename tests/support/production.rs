@@ -517,6 +517,20 @@ impl Production {
     }
 
     /// The secret GitHub signs `app`'s pushes with (derived from `RUNWAY_WEBHOOK_SECRET`).
+    /// Cloud Scheduler's call to cleanup, with its OIDC token: the sweep's status and report.
+    pub async fn sweep(&self) -> anyhow::Result<(u16, Value)> {
+        let scheduler = format!("runway-scheduler@{}.iam.gserviceaccount.com", self.project);
+        let token = self.keys.oidc_token(self.url("cleanup"), &scheduler);
+        let response = self
+            .client
+            .post(format!("{}/cleanup/run", self.url("cleanup")))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
     pub fn app_webhook_secret(&self, app: &str) -> String {
         let key = secrecy::SecretString::from(self.env["RUNWAY_WEBHOOK_SECRET"].clone());
         let app = runway_core::domain::AppName::parse(app).unwrap();

@@ -496,13 +496,9 @@ async fn check_hook(
     let previous = state.store.hook_health(app).await.ok().flatten();
     // Its hooks could be listed: the repository is there (again).
     let mut health = HookHealth {
-        checked_at: now,
-        problem: None,
-        repaired: previous.as_ref().and_then(|p| p.repaired.clone()),
         failed: Vec::new(),
         repo_gone_since: None,
-        secret_reset_for: previous.as_ref().and_then(|p| p.secret_reset_for.clone()),
-        incident: previous.as_ref().and_then(|p| p.incident.clone()),
+        ..HookHealth::after(previous.clone(), now)
     };
     // The refused delivery a new secret answers, once it is set.
     let mut reset_for = None;
@@ -647,13 +643,8 @@ async fn record_hook_id(state: &State, app: &AppName, id: HookId) {
 async fn note_problem(state: &State, app: &AppName, problem: &str) {
     let previous = state.store.hook_health(app).await.ok().flatten();
     let health = HookHealth {
-        checked_at: state.clock.now(),
         problem: Some(problem.to_owned()),
-        repaired: previous.as_ref().and_then(|p| p.repaired.clone()),
-        repo_gone_since: previous.as_ref().and_then(|p| p.repo_gone_since),
-        secret_reset_for: previous.as_ref().and_then(|p| p.secret_reset_for.clone()),
-        incident: previous.as_ref().and_then(|p| p.incident.clone()),
-        failed: previous.map(|p| p.failed).unwrap_or_default(),
+        ..HookHealth::after(previous, state.clock.now())
     };
     if let Err(error) = state.store.put_hook_health(app, &health).await {
         tracing::warn!(%app, %error, "could not record the hook's problem");

@@ -82,13 +82,9 @@ pub async fn flag_repo_gone(
         .and_then(|health| health.repo_gone_since)
         .unwrap_or(now);
     let health = HookHealth {
-        checked_at: now,
         problem: Some(format!("the repository cannot be read: {why}")),
-        repaired: previous.as_ref().and_then(|p| p.repaired.clone()),
         repo_gone_since: Some(since),
-        secret_reset_for: previous.as_ref().and_then(|p| p.secret_reset_for.clone()),
-        incident: previous.as_ref().and_then(|p| p.incident.clone()),
-        failed: previous.map(|p| p.failed).unwrap_or_default(),
+        ..HookHealth::after(previous, now)
     };
     match store.put_hook_health(app, &health).await {
         Ok(()) => {

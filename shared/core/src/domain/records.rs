@@ -421,6 +421,19 @@ pub struct HookHealth {
 impl HookHealth {
     pub const FAILED_KEPT: usize = 10;
 
+    /// A new look at `checked_at`, keeping all `previous` found but its problem: a look that
+    /// finds something else sets that field itself.
+    pub fn after(previous: Option<HookHealth>, checked_at: Timestamp) -> Self {
+        match previous {
+            Some(previous) => Self {
+                checked_at,
+                problem: None,
+                ..previous
+            },
+            None => Self::empty(checked_at),
+        }
+    }
+
     /// Nothing found yet, as of `checked_at`.
     pub fn empty(checked_at: Timestamp) -> Self {
         Self {
