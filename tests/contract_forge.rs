@@ -429,7 +429,10 @@ async fn a_webhook_is_listed_as_runway_set_it_up_and_its_deliveries_read(
         .iter()
         .find(|hook| hook.id == id)
         .context("the hook")?;
-    ensure!(hook.active && hook.events == ["push"], "{hook:?}");
+    ensure!(
+        hook.active && hook.events == ["pull_request", "push"],
+        "{hook:?}"
+    );
     ensure!(hook.content_type.as_deref() == Some("json"), "{hook:?}");
     ensure!(hook.drift().is_none(), "{hook:?}");
     let deliveries = s.forge().hook_deliveries(&url, &id).await?;
@@ -1101,7 +1104,10 @@ mod github {
         let hooks = github.hooks(OWNER, "app");
         ensure!(hooks.len() == 1, "{hooks:?}");
         let hook = &hooks[0];
-        ensure!(hook.events == ["push"] && hook.active, "{hook:?}");
+        ensure!(
+            hook.events == ["pull_request", "push"] && hook.active,
+            "{hook:?}"
+        );
         ensure!(
             hook.content_type == "json" && hook.insecure_ssl == "0",
             "{hook:?}"

@@ -123,6 +123,8 @@ fn deployment(name: &str, repo_id: u64) -> Deployment {
         access: Default::default(),
         owner: "ada@example.com".into(),
         notify: Vec::new(),
+        previews: Default::default(),
+        pull: None,
         secret_keys: None,
         webhook_id: Some("17".into()),
         live_release: None,

@@ -1016,3 +1016,203 @@ async fn a_live_app_that_crashes_is_restarted_reported_and_announced() -> anyhow
     assert_eq!(chat.received().len(), 1, "announced twice");
     Ok(())
 }
+
+/// Runs `runway pull-request ARGS…` as a person would, and returns what it printed.
+fn pull_request(args: &[&str]) -> anyhow::Result<String> {
+    let output = std::process::Command::new(runway_tests::runway_bin())
+        .arg("pull-request")
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "runway pull-request {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Waits until `app`'s newest release is of `commit` and finished, and returns it.
+async fn wait_for_commit(runway: &Runway, app: &str, commit: &str) -> anyhow::Result<Value> {
+    let deadline = std::time::Instant::now() + LIVE_TIMEOUT;
+    loop {
+        let (code, status) = runway.get_json(&format!("/api/apps/{app}")).await?;
+        let newest = status["releases"].get(0).cloned().unwrap_or_default();
+        if code == 200
+            && newest["commit"] == commit
+            && matches!(newest["state"].as_str(), Some("live" | "failed"))
+        {
+            return Ok(newest);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{app} did not finish a release of {commit}: {code} {status:#}\n{}",
+            runway.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The Streamlit process serving `app`'s preview, with the main file it runs.
+fn preview_process(app: &str) -> Option<(u32, String, String)> {
+    processes_mentioning("streamlit", 0)
+        .into_iter()
+        .find_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+            cwd.to_string_lossy().contains(app).then_some(())?;
+            let main = std::fs::read_to_string(cwd.join("app.py")).ok()?;
+            Some((pid, cmdline, main))
+        })
+}
+
+/// A pull request into an app's branch gets its own copy of the app, built from the pull
+/// request's head and served at `APP--prN.localhost`, with none of the app's secrets; each push
+/// to the pull request rebuilds it, the pull request hears where it stands, and closing the
+/// pull request removes it. The app itself keeps serving its branch throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_request_gets_a_preview_that_follows_it_until_it_is_closed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("app.py", &streamlit_app("Production")),
+            ("requirements.txt", "streamlit\n"),
+        ],
+    )?;
+    let runway = Runway::start(dir.path())?;
+    let (code, body) = runway
+        .post_json(
+            "/api/deployments",
+            &json!({
+                "repo_url": repo.url(), "main_file": "app.py", "app_name": "e2e",
+                "secrets": format!("token = \"{SECRET}\""), "previews": "on",
+            }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{body}");
+    let first = body["release_id"].as_str().unwrap_or_default().to_owned();
+    let live = runway.wait_for_release("e2e", &first, LIVE_TIMEOUT).await?;
+    assert_eq!(live["state"], "live", "{live:#}");
+    let main_head = live["commit"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(runway.status("e2e").await?["previews"]["enabled"], true);
+
+    // A branch, and a pull request from it into main.
+    git(&repo.work, &["checkout", "-q", "-b", "feature/chart"])?;
+    let head = repo.commit(&[("app.py", &streamlit_app("Preview one"))], "a chart")?;
+    repo.push("feature/chart")?;
+    let bare = repo.bare.to_str().unwrap();
+    let number = pull_request(&["open", bare, "feature/chart", "A new chart"])?;
+    assert_eq!(number, "1");
+
+    let preview = wait_for_commit(&runway, "e2e--pr1", &head).await?;
+    assert_eq!(preview["state"], "live", "{preview:#}");
+    assert_eq!(preview["trigger"], "preview", "{preview:#}");
+    let url = format!("{}/", runway.app_url("e2e--pr1"));
+    assert_eq!(preview["url"], url, "{preview:#}");
+    let (code, _) = runway.health("e2e--pr1").await?;
+    assert_eq!(code, 200, "the preview serves at {url}");
+    let (pid, cmdline, main) = preview_process("e2e--pr1").expect("the preview's process");
+    assert_eq!(
+        main,
+        streamlit_app("Preview one"),
+        "it runs the branch's code"
+    );
+    assert!(
+        !cmdline.contains("secrets"),
+        "a preview has none of the app's secrets: {cmdline}"
+    );
+
+    // The app's page lists it; the pull request's comment says where it is.
+    let app = runway.status("e2e").await?;
+    let listed = &app["open_previews"][0];
+    assert_eq!(listed["app"], "e2e--pr1", "{app:#}");
+    assert_eq!(listed["pull_request"]["number"], 1);
+    assert_eq!(listed["pull_request"]["title"], "A new chart");
+    assert_eq!(listed["pull_request"]["head_branch"], "feature/chart");
+    assert_eq!(listed["url"], url);
+    let (code, apps) = runway.get_json("/api/apps").await?;
+    assert_eq!(code, 200);
+    let names: Vec<&Value> = apps["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["app"])
+        .collect();
+    assert_eq!(names, ["e2e"], "a preview is not listed as an app");
+    let comments = runway_embedded::pull_comments(&repo.bare, 1);
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert_eq!(comments[0].0, "e2e--pr1");
+    assert!(
+        comments[0].1.contains(&format!("**live** at {url}")),
+        "{comments:?}"
+    );
+
+    // A preview is its pull request's: the API will not redeploy, change or delete it.
+    let (code, refused) = runway
+        .post_json("/api/deployments/e2e--pr1/redeploy", &json!({}))
+        .await?;
+    assert_eq!(code, 409, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("pull request #1")
+    );
+
+    // A push to the pull request rebuilds the preview; the app keeps serving main.
+    let second = repo.commit(
+        &[("app.py", &streamlit_app("Preview two"))],
+        "a better chart",
+    )?;
+    repo.push("feature/chart")?;
+    let updated = wait_for_commit(&runway, "e2e--pr1", &second).await?;
+    assert_eq!(updated["state"], "live", "{updated:#}");
+    // The old process stops once the new one serves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while preview_process("e2e--pr1").is_some_and(|(old, _, _)| old == pid) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the old preview still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, _, main) = preview_process("e2e--pr1").expect("the preview's process");
+    assert_eq!(main, streamlit_app("Preview two"));
+    let app = runway.status("e2e").await?;
+    let live_id = app["live_release"].clone();
+    let serving = app["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == live_id)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(serving["commit"], main_head, "{app:#}");
+
+    // Closing the pull request removes the preview, its process and its records.
+    pull_request(&["close", bare, "1", "--merged"])?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, _) = runway.get_json("/api/apps/e2e--pr1").await?;
+        if code == 404 && preview_process("e2e--pr1").is_none() {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the preview was not removed: {code}\n{}",
+            runway.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (code, _) = runway.health("e2e--pr1").await?;
+    assert_ne!(
+        code, 200,
+        "nothing serves the closed pull request's preview"
+    );
+    assert_eq!(runway.health("e2e").await?.0, 200, "the app still serves");
+    assert_eq!(runway.status("e2e").await?["open_previews"], json!([]));
+    let comments = runway_embedded::pull_comments(&repo.bare, 1);
+    assert!(comments[0].1.contains("was removed"), "{comments:?}");
+    Ok(())
+}

@@ -226,7 +226,7 @@ async fn an_app_goes_from_submit_to_delete_on_the_cloud_adapters() -> anyhow::Re
         hooks[0].url,
         format!("{}/github/webhook/demo", production.lb.url)
     );
-    assert_eq!(hooks[0].events, ["push"]);
+    assert_eq!(hooks[0].events, ["pull_request", "push"]);
     let secret = production.app_webhook_secret("demo");
     assert_eq!(hooks[0].secret.as_deref(), Some(secret.as_str()));
     assert_ne!(secret, production.app_webhook_secret("other"));
@@ -1478,7 +1478,7 @@ async fn an_apps_hook_is_set_right_after_someone_edits_or_deletes_it() -> anyhow
     let set_back = hook();
     assert_eq!(set_back.id, first.id);
     assert!(set_back.active);
-    assert_eq!(set_back.events, ["push"]);
+    assert_eq!(set_back.events, ["pull_request", "push"]);
     let (_, shown) = status(&production, "demo").await?;
     let repaired = shown["hook"]["repaired"][1]
         .as_str()
@@ -1547,7 +1547,7 @@ async fn an_apps_hook_is_set_right_after_someone_edits_or_deletes_it() -> anyhow
     let again = hook();
     assert_ne!(again.id, first.id);
     assert_eq!(again.url, first.url);
-    assert_eq!(again.events, ["push"]);
+    assert_eq!(again.events, ["pull_request", "push"]);
     let taken = production
         .github
         .push("ada", "demo", "main", &zero, &head)

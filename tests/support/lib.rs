@@ -421,7 +421,7 @@ impl Drop for Runway {
 pub fn client(port: u16) -> reqwest::Client {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
     for app in [
-        "hello", "e2e", "browser", "errors", "bench", "other", "crashes",
+        "hello", "e2e", "e2e--pr1", "browser", "errors", "bench", "other", "crashes",
     ] {
         builder = builder.resolve(
             &format!("{app}.localhost"),

@@ -431,10 +431,11 @@ async fn sweep_hooks(
         .into_iter()
         .filter(|repo| state.hook_sweep.includes(&repo.to_string(), now))
     {
-        // An app made moments ago may not have its hook yet.
+        // An app made moments ago may not have its hook yet. A preview has none: it is its
+        // app's, and goes with it.
         let apps = deployments
             .iter()
-            .filter(|d| &d.repo == repo && d.created_at < before);
+            .filter(|d| &d.repo == repo && d.created_at < before && d.pull.is_none());
         let hooks = match state.forge.webhooks(repo).await {
             Ok(hooks) => hooks,
             Err(ForgeError::NotFound(why)) => {

@@ -237,6 +237,8 @@ fn deployment_on(repo: &RepoUrl, name: &str, webhook_id: Option<HookId>) -> Depl
         access: Default::default(),
         owner: "ada".into(),
         notify: Vec::new(),
+        previews: Default::default(),
+        pull: None,
         secret_keys: None,
         webhook_id,
         live_release: None,
@@ -437,6 +439,17 @@ impl Forge for CountingForge {
         report: &runway_core::ports::ReleaseReport,
     ) -> Result<(), ForgeError> {
         self.inner.report(repo, report).await
+    }
+    async fn comment_on_pull(
+        &self,
+        repo: &RepoUrl,
+        number: u64,
+        preview: &runway_core::domain::AppName,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        self.inner
+            .comment_on_pull(repo, number, preview, body)
+            .await
     }
 }
 

@@ -5,6 +5,7 @@
 //! are limited per source address and per app (429), and, when the operator asks, taken from
 //! GitHub's published hook addresses only (`sources`).
 
+mod previews;
 pub mod sources;
 
 use std::collections::HashMap;
@@ -20,8 +21,8 @@ use axum::extract::{ConnectInfo, State as Shared};
 use axum::routing::post;
 use http::{HeaderMap, StatusCode};
 use runway_core::domain::{
-    AppName, AuditAction, CommitSha, Delivery, DeliveryId, Deployment, NewRelease, Timestamp,
-    Trigger,
+    AppName, AuditAction, CommitSha, Delivery, DeliveryId, Deployment, NewRelease, Release,
+    Timestamp, Trigger,
 };
 use runway_core::limits::{HookSources, RateLimits};
 use runway_core::ports::{Queue, Store};
@@ -38,6 +39,9 @@ use self::sources::HookRanges;
 
 /// GitHub caps a delivery's payload at 25 MB.
 const PUSH_BODY_LIMIT: usize = 25 * 1024 * 1024;
+/// A pull request's event carries its description (up to 65,536 characters) and three
+/// repositories: a few hundred kilobytes at most.
+const PULL_BODY_LIMIT: usize = 1024 * 1024;
 /// Any other event Runway reads (a ping is a few kilobytes).
 const OTHER_BODY_LIMIT: usize = 256 * 1024;
 
@@ -219,7 +223,10 @@ async fn handle(
     let forged = || ApiError::Unauthorized("X-Hub-Signature-256 does not match the body".into());
     // Unknown names are refused like bad signatures: the ingress is public, and says nothing
     // about which apps exist.
-    let app = AppName::parse(&app).map_err(|_| forged())?;
+    let app = AppName::parse(&app)
+        .ok()
+        .filter(|app| app.preview_of().is_none())
+        .ok_or_else(forged)?;
     let delivery_id = header(headers, "x-github-delivery")
         .unwrap_or_default()
         .to_owned();
@@ -243,13 +250,18 @@ async fn handle(
     }
     // A push is read only for an app that exists. Other events (GitHub's ping arrives while the
     // app is being created, before its record) are small: a ping is a few kilobytes.
-    let (deployment, limit) = if event == "push" {
+    let limit = match event.as_str() {
+        "push" => PUSH_BODY_LIMIT,
+        "pull_request" => PULL_BODY_LIMIT,
+        _ => OTHER_BODY_LIMIT,
+    };
+    let deployment = if limit == OTHER_BODY_LIMIT {
+        None
+    } else {
         let deployment = bounded(&state, "reading the app", state.store.deployment(&app))
             .await?
             .ok_or_else(forged)?;
-        (Some(deployment), PUSH_BODY_LIMIT)
-    } else {
-        (None, OTHER_BODY_LIMIT)
+        Some(deployment)
     };
     let body = axum::body::to_bytes(request.into_body(), limit)
         .await
@@ -270,11 +282,14 @@ async fn handle(
             json(StatusCode::OK, &json!({ "status": "pong" })),
         )),
         ("push", Some(deployment)) => push(state, deployment, delivery_id, &body).await,
+        ("pull_request", Some(deployment)) => {
+            previews::pull_request(state, deployment, delivery_id, &body).await
+        }
         (other, _) => Ok((
             DeliveryOutcome::Ignored,
             json(
                 StatusCode::ACCEPTED,
-                &json!({ "status": "ignored", "reason": format!("Runway acts on push events, not '{other}'") }),
+                &json!({ "status": "ignored", "reason": format!("Runway acts on push and pull_request events, not '{other}'") }),
             ),
         )),
     }
@@ -370,38 +385,9 @@ async fn push(
         Ok(d) => format!("queued a release of {}", d.app),
         Err(reason) => format!("ignored: {reason}"),
     };
-    let duplicate = || {
-        Ok((
-            DeliveryOutcome::Duplicate,
-            json(
-                StatusCode::OK,
-                &json!({ "status": "duplicate", "reason": format!("delivery {} was already received", delivery.id) }),
-            ),
-        ))
-    };
     let deployment = match deployment {
         Ok(deployment) => deployment,
-        Err(reason) => {
-            let recorded = bounded(
-                &state,
-                "recording the delivery",
-                state.store.record_delivery(&delivery),
-            )
-            .await?;
-            if !recorded {
-                return duplicate();
-            }
-            // The delivery's record says why, on the app's page: no log line per ignored push
-            // (under a flood of them, formatting the lines showed in the ingress's profile).
-            tracing::debug!(%reason, "push ignored");
-            return Ok((
-                DeliveryOutcome::Ignored,
-                json(
-                    StatusCode::ACCEPTED,
-                    &json!({ "status": "ignored", "reason": reason }),
-                ),
-            ));
-        }
+        Err(reason) => return ignored(&state, &delivery, reason).await,
     };
     let actor = event
         .pusher
@@ -415,16 +401,41 @@ async fn push(
         rollback_of: None,
         clear_cache: false,
     };
+    let detail = format!("delivery {} commit {}", delivery.id, event.after);
+    let accepted = accept(&state, &delivery, new, AuditAction::Push, detail).await?;
+    let Some(release) = accepted else {
+        return duplicate(&delivery);
+    };
+    Ok((
+        DeliveryOutcome::Queued,
+        json(
+            StatusCode::ACCEPTED,
+            &json!({ "status": "queued", "app": deployment.app, "release_id": release.id }),
+        ),
+    ))
+}
+
+/// Records the delivery and queues the release it asks for, publishes the release and audits
+/// it as `action`: `None`, and nothing done, for a delivery the hook received before.
+async fn accept(
+    state: &State,
+    delivery: &Delivery,
+    new: NewRelease,
+    action: AuditAction,
+    detail: String,
+) -> Result<Option<Release>, ApiError> {
+    let actor = new.actor.clone();
+    let app = new.app.clone();
     // The delivery and its release are written together: a failure writes neither, so GitHub's
     // "Redeliver" (the same id) queues the release then instead of being taken for a replay.
     let accepted = bounded(
-        &state,
+        state,
         "recording the delivery and queueing the release",
-        state.store.accept_push(&delivery, new),
+        state.store.accept_push(delivery, new),
     )
     .await?;
     let Some(release) = accepted else {
-        return duplicate();
+        return Ok(None);
     };
     // The release is durably queued: the answer need not wait for the queue. The record is the
     // outbox, so a publish that fails or hangs is published again by cleanup.
@@ -441,18 +452,50 @@ async fn push(
         state.store.as_ref(),
         state.clock.as_ref(),
         &actor,
-        AuditAction::Push,
-        Some(deployment.app.as_str()),
-        format!("delivery {} commit {}", delivery.id, event.after),
+        action,
+        Some(app.as_str()),
+        detail,
     );
     if tokio::time::timeout(state.step, audited).await.is_err() {
         tracing::warn!(release = %release.id, "the audit entry took too long; left out");
     }
+    Ok(Some(release))
+}
+
+/// 200 for a delivery the hook received before: nothing was done again.
+fn duplicate(delivery: &Delivery) -> ApiResult<(DeliveryOutcome, Response)> {
     Ok((
-        DeliveryOutcome::Queued,
+        DeliveryOutcome::Duplicate,
+        json(
+            StatusCode::OK,
+            &json!({ "status": "duplicate", "reason": format!("delivery {} was already received", delivery.id) }),
+        ),
+    ))
+}
+
+/// Records a delivery Runway does nothing with, and why (the app's page shows it): 202.
+async fn ignored(
+    state: &State,
+    delivery: &Delivery,
+    reason: String,
+) -> ApiResult<(DeliveryOutcome, Response)> {
+    let recorded = bounded(
+        state,
+        "recording the delivery",
+        state.store.record_delivery(delivery),
+    )
+    .await?;
+    if !recorded {
+        return duplicate(delivery);
+    }
+    // The delivery's record says why, on the app's page: no log line per ignored delivery
+    // (under a flood of them, formatting the lines showed in the ingress's profile).
+    tracing::debug!(%reason, "delivery ignored");
+    Ok((
+        DeliveryOutcome::Ignored,
         json(
             StatusCode::ACCEPTED,
-            &json!({ "status": "queued", "app": deployment.app, "release_id": release.id }),
+            &json!({ "status": "ignored", "reason": reason }),
         ),
     ))
 }

@@ -20,7 +20,7 @@ use runway_core::ports::{OutboundMessage, Queue, QueueError, Store, Topic};
 use runway_embedded::SqliteStore;
 use runway_fuzzing::{Corpus, OK_BAD};
 use runway_github_webhook::{Rates, STEP, State, router};
-use runway_http::webhook::{self, PushEvent};
+use runway_http::webhook::{self, PullRequestEvent, PushEvent};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -188,7 +188,15 @@ fn deliveries() -> impl Strategy<Value = Delivery> {
     ];
     (
         apps,
-        header_values(&["push", "push", "push", "ping", "issues", "Push"]),
+        header_values(&[
+            "push",
+            "push",
+            "push",
+            "ping",
+            "issues",
+            "Push",
+            "pull_request",
+        ]),
         header_values(&["d-1", "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "x"]),
         signature,
         bodies(),
@@ -227,11 +235,16 @@ fn expected(delivery: &Delivery) -> (StatusCode, bool) {
         return (StatusCode::BAD_REQUEST, false);
     }
     let signed = matches!(delivery.signature, Signature::Right) && app == "demo";
-    if (event == "push" && app != "demo") || !signed {
+    if (matches!(event, "push" | "pull_request") && app != "demo") || !signed {
         return (StatusCode::UNAUTHORIZED, false);
     }
     match event {
         "ping" => (StatusCode::OK, false),
+        // Previews are off for `demo`: a pull request's event is recorded and ignored.
+        "pull_request" => match serde_json::from_slice::<PullRequestEvent>(&delivery.body) {
+            Err(_) => (StatusCode::BAD_REQUEST, false),
+            Ok(_) => (StatusCode::ACCEPTED, false),
+        },
         "push" => match serde_json::from_slice::<PushEvent>(&delivery.body) {
             Err(_) => (StatusCode::BAD_REQUEST, false),
             Ok(push) => {

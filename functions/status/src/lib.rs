@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::StatusCode;
 use runway_console::{
-    AppPage, AppSummary, AppsPage, AuditPage, AuditRow, HookView, Nav, Page, Pager, STYLESHEET,
+    AppPage, AppSummary, AppsPage, AuditPage, AuditRow, HookView, Nav, Page, Pager, PreviewRow,
+    STYLESHEET,
 };
 use runway_core::domain::{
     AppName, AuditEntry, BuildId, Caller, Delivery, Deployment, HookHealth, Release, ReleaseId,
@@ -105,6 +106,8 @@ fn deployment_json(deployment: &Deployment, latest: Option<&Release>) -> Value {
         "access": deployment.access,
         "secret_keys": deployment.secret_keys,
         "notify": deployment.notify,
+        "previews": deployment.previews,
+        "pull_request": deployment.pull,
         "owner": deployment.owner,
         "url": deployment.url,
         "live_release": deployment.live_release,
@@ -174,6 +177,8 @@ async fn visible_apps(
         .deployments()
         .await?
         .into_iter()
+        // A preview is listed on its app's page, not among the apps.
+        .filter(|deployment| deployment.pull.is_none())
         .filter(|deployment| query.team() || caller.may_manage(deployment))
         .collect();
     let total = visible.len();
@@ -319,6 +324,8 @@ struct OneApp {
     deliveries: Vec<Delivery>,
     /// What cleanup last found of the app's hook on its repository.
     hook: Option<HookHealth>,
+    /// Its open pull requests' previews, with each one's newest and serving release.
+    previews: Vec<(Deployment, AppReleases)>,
 }
 
 /// A page of an app's older releases: those numbered below `before`, newest first.
@@ -385,13 +392,50 @@ async fn one_app(
         .deliveries_of_app(&deployment.app, DELIVERIES_SHOWN)
         .await?;
     let hook = state.store.hook_health(&deployment.app).await?;
+    let previews = previews_of(state, &deployment).await?;
     Ok(OneApp {
+        previews,
         deployment,
         releases,
         older_before,
         history,
         deliveries,
         hook,
+    })
+}
+
+/// The previews of `app`'s open pull requests, by number.
+async fn previews_of(
+    state: &State,
+    app: &Deployment,
+) -> Result<Vec<(Deployment, AppReleases)>, ApiError> {
+    if app.pull.is_some() {
+        return Ok(Vec::new());
+    }
+    let mut previews: Vec<Deployment> = state
+        .store
+        .deployments_of_repo(app.repo_id)
+        .await?
+        .into_iter()
+        .filter(|other| {
+            other
+                .app
+                .preview_of()
+                .is_some_and(|(parent, _)| parent == app.app)
+        })
+        .collect();
+    previews.sort_by_key(|preview| preview.pull.as_ref().map(|pull| pull.number));
+    let releases = state.store.newest_and_live(&previews).await?;
+    Ok(previews.into_iter().zip(releases).collect())
+}
+
+/// One preview as its app's JSON lists it.
+fn preview_json(preview: &Deployment, releases: &AppReleases) -> Value {
+    json!({
+        "app": preview.app,
+        "pull_request": preview.pull,
+        "url": preview.url,
+        "latest_release": releases.newest.as_ref().map(release_json),
     })
 }
 
@@ -415,6 +459,11 @@ async fn show(
     body["next_before"] = next_before.into();
     body["deliveries"] = serde_json::to_value(one.deliveries).map_err(anyhow::Error::from)?;
     body["hook"] = serde_json::to_value(one.hook).map_err(anyhow::Error::from)?;
+    body["open_previews"] = one
+        .previews
+        .iter()
+        .map(|(preview, releases)| preview_json(preview, releases))
+        .collect();
     Ok(json(StatusCode::OK, &body))
 }
 
@@ -428,6 +477,13 @@ async fn app_page(
     let mut shown = AppPage::of(&caller, &one.deployment, &one.releases, &one.deliveries);
     shown.regions = state.regions.clone();
     shown.hook = one.hook.as_ref().map(HookView::of);
+    shown.previews = one
+        .previews
+        .iter()
+        .filter_map(|(preview, releases)| {
+            PreviewRow::of(preview, releases.newest.as_ref(), releases.live.as_ref())
+        })
+        .collect();
     let older_link = |before: u64| format!("/apps/{}?before={before}", one.deployment.app);
     match &one.history {
         None => {

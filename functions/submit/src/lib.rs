@@ -15,7 +15,7 @@ use runway_core::config::Policy;
 use runway_core::deployments::{Settings, SubmitRefused, may_submit, submitted};
 use runway_core::domain::{
     Access, AppName, AuditAction, Branch, Caller, CommitSha, Cpu, Deployment, EnvVars, HookId,
-    MainFile, Memory, MinInstances, NewRelease, NotifyKind, NotifyTarget, NotifyTargets,
+    MainFile, Memory, MinInstances, NewRelease, NotifyKind, NotifyTarget, NotifyTargets, Previews,
     PrivateTargets, Region, Release, ReleaseId, RepoUrl, Resources, Runtime, SecretsToml, Trigger,
     Viewer,
 };
@@ -301,6 +301,32 @@ struct DeploymentForm {
     /// Where releases are announced: `KIND URL [success] [secret=KEY]` lines, or a list of
     /// objects. Omitted on an update, the app keeps its own; empty, it has none.
     notify: Option<serde_json::Value>,
+    /// Whether pull requests get previews: `off`, `on` (branches of the repository itself) or
+    /// `forks` (theirs too; an admin's to allow). Omitted on an update, the app keeps its own.
+    previews: Option<String>,
+}
+
+/// `previews` as sent.
+fn previews(value: Option<&str>) -> Result<Option<Previews>, ApiError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let (enabled, forks) = match value {
+        "off" => (false, false),
+        "on" => (true, false),
+        "forks" => (true, true),
+        other => {
+            return Err(ApiError::bad_request(
+                "previews",
+                format!(
+                    "previews must be off, on (pull requests from the repository's own \
+                     branches) or forks (from forks too); got {:?}",
+                    other.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+    };
+    Ok(Some(Previews { enabled, forks }))
 }
 
 /// A target as an API client sends it. No `Debug`: it holds the URL and key.
@@ -428,6 +454,8 @@ struct Validated {
     min_instances: Option<MinInstances>,
     /// `None`: the app keeps its targets (a new app has none).
     notify: Option<NotifyTargets>,
+    /// `None`: the app keeps its previews (a new app has none).
+    previews: Option<Previews>,
 }
 
 /// The viewers as one line, the way the form shows them.
@@ -511,6 +539,7 @@ impl DeploymentForm {
     fn validate(self, policy: &Policy, private: PrivateTargets) -> Result<Validated, ApiError> {
         let app = AppName::parse(required(&self.app_name, "app_name")?)?;
         app.check_not_reserved(&policy.reserved_prefix)?;
+        app.check_not_preview()?;
         let repo = RepoUrl::parse(
             required(&self.repo_url, "repo_url")?,
             policy.allow_local_repos,
@@ -532,8 +561,10 @@ impl DeploymentForm {
         let env = env_vars(self.env)?;
         let min_instances = min_instances(self.min_instances)?;
         let notify = notify_targets(self.notify, private)?;
+        let previews = previews(present(&self.previews))?;
         Ok(Validated {
             notify,
+            previews,
             env,
             min_instances,
             app,
@@ -559,7 +590,7 @@ impl DeploymentForm {
 }
 
 /// The fields of [`DeploymentForm`] that hold text (`viewers` and `secrets` take any JSON).
-const TEXT_FIELDS: [&str; 8] = [
+const TEXT_FIELDS: [&str; 9] = [
     "repo_url",
     "main_file",
     "branch",
@@ -568,6 +599,7 @@ const TEXT_FIELDS: [&str; 8] = [
     "memory",
     "cpu",
     "access",
+    "previews",
 ];
 
 /// A text field that is not text, refused by its name: serde's message says only where in the
@@ -633,6 +665,15 @@ async fn create_or_update(
             SubmitRefused::OtherRepository { .. } => ApiError::Conflict(refused.to_string()),
         },
     )?;
+    // A fork's code runs with whatever the preview may read: only an admin opens that door.
+    let forks_before = existing.as_ref().is_some_and(|app| app.previews.forks);
+    if form.previews.is_some_and(|p| p.forks) && !forks_before && !caller.admin {
+        return Err(ApiError::Forbidden(
+            "only an admin may allow previews of pull requests from forks (their code is \
+             anyone's); choose on for the repository's own branches"
+                .into(),
+        ));
+    }
     let (region, resources) = form.placement(existing.as_ref(), &state.policy)?;
     // A service Runway did not create may already have the name where the app would run.
     state.platform.check_name(&form.app, &region).await?;
@@ -672,6 +713,7 @@ async fn create_or_update(
         // The names of the secrets it sets; a new app without any has none, an update
         // without them keeps the app's.
         notify: form.notify.as_ref().map(NotifyTargets::summaries),
+        previews: form.previews,
         secret_keys: match &form.secrets {
             Some(secrets) => Some(secrets.keys()),
             None => existing.is_none().then(Vec::new),
@@ -817,6 +859,13 @@ async fn managed(state: &State, caller: &Caller, app: &str) -> Result<Deployment
         return Err(ApiError::Forbidden(format!(
             "only {} or an admin may change '{app}'",
             deployment.owner
+        )));
+    }
+    if let Some(pull) = &deployment.pull {
+        return Err(ApiError::Conflict(format!(
+            "'{app}' is the preview of pull request #{}: it follows the pull request, so push \
+             to {} to update it and close the pull request to remove it",
+            pull.number, pull.head_branch
         )));
     }
     Ok(deployment)

@@ -26,8 +26,8 @@ use axum::extract::State as Shared;
 use axum::routing::post;
 use http::StatusCode;
 use runway_core::domain::{
-    AppName, AuditAction, BuildId, Release, ReleaseId, ReleaseState, ReleaseUpdate, Timestamp,
-    Trigger,
+    AppName, AuditAction, BuildId, Deployment, Release, ReleaseId, ReleaseState, ReleaseUpdate,
+    Timestamp, Trigger,
 };
 use runway_core::messages::{BuildEnded, BuildNotification, CloudBuildStatus, DeployRequest};
 use runway_core::notify::{EventKind, NotifyMessage};
@@ -36,6 +36,7 @@ use runway_core::ports::{
     Platform, PlatformError, Progress, Queue, SecretRef, SecretStore, Store, StoreError,
 };
 use runway_core::releases::{audit, flag_repo_gone, publish};
+use runway_core::removal::Remover;
 use runway_http::metrics::{Ended, metrics};
 use runway_http::push::PushEnvelope;
 use runway_http::{
@@ -228,6 +229,9 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
             release.app
         )));
     };
+    if release.trigger == Trigger::Close {
+        return Ok(remove_preview(state, &deployment).await);
+    }
     if release.attempts >= Release::MAX_BUILD_ATTEMPTS {
         let message = format!(
             "Runway tried {} times to start this release's build, and each attempt ended before \
@@ -394,6 +398,41 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
             format!("the build could not start: {error}"),
         )
         .await),
+    }
+}
+
+/// A preview whose pull request was closed goes: its deployment on GitHub is marked inactive
+/// and its comment says so, then it is removed as an app is (the closing release goes with its
+/// records). A step that fails is tried again when the message comes back.
+async fn remove_preview(state: &State, preview: &Deployment) -> Outcome {
+    let Some(pull) = &preview.pull else {
+        return Outcome::Permanent(format!("{} is not a preview: not removed", preview.app));
+    };
+    let live = match &preview.live_release {
+        Some(live) => match state.store.release(live).await {
+            Ok(live) => live,
+            Err(error) => return error.into(),
+        },
+        None => None,
+    };
+    if let Some(live) = &live {
+        let closed = format!(
+            "Pull request #{} was closed; its preview is removed",
+            pull.number
+        );
+        report(state, live, Progress::Inactive, &closed).await;
+    }
+    state.feedback.preview_removed(preview).await;
+    let remover = Remover {
+        store: state.store.as_ref(),
+        platform: state.platform.as_ref(),
+        builder: state.builder.as_ref(),
+        secrets: state.secrets.as_ref(),
+        forge: state.forge.as_ref(),
+    };
+    match remover.remove(preview).await {
+        Ok(()) => Outcome::Done(format!("the preview {} was removed", preview.app)),
+        Err(error) => Outcome::Retry(format!("removing the preview {}: {error}", preview.app)),
     }
 }
 
@@ -975,7 +1014,10 @@ async fn go_live(state: &State, release: Release) -> Outcome {
                         .feedback
                         .announce(&serving, EventKind::Live, None)
                         .await;
-                    retire_secrets(state, &release.app).await;
+                    // A preview runs with none of the app's secrets: nothing of its own to retire.
+                    if release.app.preview_of().is_none() {
+                        retire_secrets(state, &release.app).await;
+                    }
                     Outcome::Done(format!(
                         "release {} is live at {}",
                         release.id, deployed.url

@@ -86,6 +86,8 @@ async fn queued_release() -> (tempfile::TempDir, Embedded, Release) {
             access: Default::default(),
             owner: "t@t".into(),
             notify: Vec::new(),
+            previews: Default::default(),
+            pull: None,
             secret_keys: None,
             webhook_id: None,
             live_release: None,

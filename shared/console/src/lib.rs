@@ -7,7 +7,6 @@ use askama::Template;
 use runway_core::domain::{
     AuditEntry, Caller, CommitSha, Cpu, Delivery, Deployment, HookHealth, Memory, MinInstances,
     NotifySummary, Release, ReleaseId, ReleaseState, RepoUrl, Resources, Runtime, Timestamp,
-    Trigger,
 };
 
 /// The forms' plain variables and warm instances (`runtime_fields.html`).
@@ -281,11 +280,7 @@ impl ReleaseRow {
                 .commit
                 .as_ref()
                 .map(|commit| CommitView::of(repo, commit)),
-            trigger: match release.trigger {
-                Trigger::Manual => "manual",
-                Trigger::Push => "push",
-                Trigger::Rollback => "rollback",
-            },
+            trigger: release.trigger.as_str(),
             cache_cleared: release.clear_cache,
             actor: release.actor.clone(),
             queued_at: when(release.queued_at),
@@ -420,6 +415,72 @@ pub struct AppPage {
     pub hook: Option<HookView>,
     /// The newest release is still on its way: the page follows its events until it is done.
     pub follow: bool,
+    /// `off`, `on` or `forks`: whether its pull requests get previews.
+    pub previews_mode: &'static str,
+    /// The caller may allow previews of forks (an admin), or they are allowed already.
+    pub forks_allowed: bool,
+    /// Its open pull requests' previews (an app's page); the status function fills them in.
+    pub previews: Vec<PreviewRow>,
+    /// For a preview's page: the pull request it deploys, and whose preview it is.
+    pub pull: Option<PullView>,
+}
+
+/// One preview on its app's page.
+pub struct PreviewRow {
+    pub name: String,
+    pub pull: PullView,
+    pub state: String,
+    pub state_class: &'static str,
+    pub url: Option<String>,
+    pub commit: Option<CommitView>,
+}
+
+impl PreviewRow {
+    /// `latest` is the preview's newest release; `live` the one that serves, if any.
+    pub fn of(
+        preview: &Deployment,
+        latest: Option<&Release>,
+        live: Option<&Release>,
+    ) -> Option<Self> {
+        let summary = AppSummary::of(preview, latest, live);
+        Some(Self {
+            name: summary.name,
+            pull: PullView::of(preview)?,
+            state: summary.state,
+            state_class: summary.state_class,
+            url: summary.url,
+            commit: summary.commit,
+        })
+    }
+}
+
+/// The pull request a preview deploys, as its pages show it.
+pub struct PullView {
+    pub number: u64,
+    pub title: String,
+    /// Its page on the forge, when that is a web address.
+    pub link: Option<String>,
+    pub author: String,
+    pub branch: String,
+    pub fork: Option<String>,
+    /// The app whose preview it is.
+    pub app: String,
+}
+
+impl PullView {
+    pub fn of(preview: &Deployment) -> Option<Self> {
+        let pull = preview.pull.as_ref()?;
+        let (app, _) = preview.app.preview_of()?;
+        Some(Self {
+            number: pull.number,
+            title: pull.title.clone(),
+            link: Some(pull.url.clone()).filter(|url| url.starts_with("https://")),
+            author: pull.author.clone(),
+            branch: pull.head_branch.clone(),
+            fork: pull.fork.clone(),
+            app: app.to_string(),
+        })
+    }
 }
 
 impl AppPage {
@@ -463,7 +524,11 @@ impl AppPage {
             releases: releases
                 .iter()
                 .map(|release| {
-                    ReleaseRow::of(&deployment.repo, release, deployment.live_release.as_ref())
+                    let mut row =
+                        ReleaseRow::of(&deployment.repo, release, deployment.live_release.as_ref());
+                    // A preview follows its pull request's head: nothing to roll back to.
+                    row.can_roll_back &= deployment.pull.is_none();
+                    row
                 })
                 .collect(),
             newest_only: None,
@@ -472,6 +537,14 @@ impl AppPage {
             deliveries: deliveries.iter().map(DeliveryRow::of).collect(),
             hook: None,
             follow,
+            previews_mode: match (deployment.previews.enabled, deployment.previews.forks) {
+                (false, _) => "off",
+                (true, false) => "on",
+                (true, true) => "forks",
+            },
+            forks_allowed: caller.admin || deployment.previews.forks,
+            previews: Vec::new(),
+            pull: PullView::of(deployment),
         }
     }
 
@@ -544,7 +617,7 @@ pub struct NewAppPage<'a> {
 
 #[cfg(test)]
 mod tests {
-    use runway_core::domain::{AppName, Branch, MainFile, NewRelease, Region, Resources};
+    use runway_core::domain::{AppName, Branch, MainFile, NewRelease, Region, Resources, Trigger};
 
     use super::*;
 
@@ -562,6 +635,8 @@ mod tests {
             access: Default::default(),
             owner: "ada@example.com".into(),
             notify: Vec::new(),
+            previews: Default::default(),
+            pull: None,
             secret_keys: None,
             webhook_id: None,
             live_release: None,

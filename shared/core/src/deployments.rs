@@ -2,8 +2,8 @@
 //! its record becomes when it is created or updated.
 
 use crate::domain::{
-    Access, AppName, Branch, Caller, Deployment, HookId, MainFile, NotifySummary, Region, RepoUrl,
-    Resources, Runtime, Timestamp,
+    Access, AppName, Branch, Caller, Deployment, HookId, MainFile, NotifySummary, Previews, Region,
+    RepoUrl, Resources, Runtime, Timestamp,
 };
 
 /// Why a submit is refused before anything is done.
@@ -58,6 +58,8 @@ pub struct Settings {
     pub notify: Option<Vec<NotifySummary>>,
     /// The names of the secrets the submit sets; `None` when it keeps the app's.
     pub secret_keys: Option<Vec<String>>,
+    /// Whether pull requests get previews; `None` when it keeps the app's.
+    pub previews: Option<Previews>,
     /// The push webhook; `None` while a new app's name is claimed and its hook not made yet.
     pub webhook_id: Option<HookId>,
 }
@@ -89,6 +91,11 @@ pub fn submitted(
         secret_keys: settings
             .secret_keys
             .or_else(|| existing.and_then(|d| d.secret_keys.clone())),
+        previews: settings
+            .previews
+            .or_else(|| existing.map(|d| d.previews))
+            .unwrap_or_default(),
+        pull: None,
         webhook_id: settings.webhook_id,
         live_release: existing.and_then(|d| d.live_release.clone()),
         url: existing.and_then(|d| d.url.clone()),
@@ -130,6 +137,7 @@ mod tests {
             access: Access::default(),
             notify: None,
             secret_keys: Some(vec!["token".into()]),
+            previews: None,
             webhook_id: Some(HookId::new("11")),
         }
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::domain::{AppName, Release};
+use crate::domain::{AppName, Deployment, Release};
 use crate::notify::{EventKind, NotifyMessage, ReleaseEvent};
 use crate::ports::{Forge, Progress, Queue, ReleaseReport, Store, Topic};
 
@@ -53,26 +53,27 @@ impl Feedback {
         let Some(commit) = release.commit.clone() else {
             return;
         };
-        let repo = match self.store.deployment(&release.app).await {
-            Ok(Some(deployment)) => deployment.repo,
+        let deployment = match self.store.deployment(&release.app).await {
+            Ok(Some(deployment)) => deployment,
             Ok(None) => return,
             Err(error) => {
                 tracing::warn!(release = %release.id, %error, "could not read the app to report the release on its commit");
                 return;
             }
         };
+        let repo = &deployment.repo;
         let report = ReleaseReport {
             app: release.app.clone(),
             release: release.id.clone(),
             seq: release.seq,
-            commit,
+            commit: commit.clone(),
             progress,
             description: description.to_owned(),
             log_url: self.release_page(&release.app, release.seq),
             environment_url: environment_url.map(str::to_owned),
         };
         let progress = progress.as_str();
-        match tokio::time::timeout(REPORT_TIMEOUT, self.forge.report(&repo, &report)).await {
+        match tokio::time::timeout(REPORT_TIMEOUT, self.forge.report(repo, &report)).await {
             Ok(Ok(())) => {
                 tracing::info!(release = %release.id, progress, "reported on the commit");
             }
@@ -82,6 +83,50 @@ impl Feedback {
             Err(_) => {
                 tracing::warn!(release = %release.id, progress, "reporting the release on its commit took too long; let go");
             }
+        }
+        // A preview's pull request hears where the preview stands once it is live or failed.
+        if let Some(pull) = &deployment.pull {
+            let page = self.release_page(&release.app, release.seq);
+            let details = page.map(|page| format!(" · [details]({page})"));
+            let details = details.unwrap_or_default();
+            let (short, seq) = (commit.short(), release.seq);
+            let text = match (report.progress, environment_url) {
+                (Progress::Success, Some(url)) => format!(
+                    "**Runway preview** of this pull request: **live** at {url}\n\nCommit \
+                     {short} · release #{seq}{details}"
+                ),
+                (Progress::Failure, _) => format!(
+                    "**Runway preview** of this pull request: **failed** for commit {short}: \
+                     {}\n\nRelease #{seq}{details}",
+                    escape_markdown(description.lines().next().unwrap_or_default())
+                ),
+                _ => return,
+            };
+            self.comment(&deployment, pull.number, &text).await;
+        }
+    }
+
+    /// Tells a preview's pull request that the preview was removed.
+    pub async fn preview_removed(&self, preview: &Deployment) {
+        if let Some(pull) = &preview.pull {
+            let text = format!(
+                "**Runway preview** of this pull request was removed: pull request #{} was \
+                 closed.",
+                pull.number
+            );
+            self.comment(preview, pull.number, &text).await;
+        }
+    }
+
+    async fn comment(&self, preview: &Deployment, number: u64, text: &str) {
+        let app = &preview.app;
+        let commented = self.forge.comment_on_pull(&preview.repo, number, app, text);
+        match tokio::time::timeout(REPORT_TIMEOUT, commented).await {
+            Ok(Ok(())) => tracing::info!(%app, number, "commented on the pull request"),
+            Ok(Err(error)) => {
+                tracing::warn!(%app, number, %error, "could not comment on the pull request");
+            }
+            Err(_) => tracing::warn!(%app, number, "commenting took too long; let go"),
         }
     }
 
@@ -137,5 +182,41 @@ impl Feedback {
                 }
             }
         }
+    }
+}
+
+/// `text` shown as itself in GitHub's Markdown: a failure's reason may hold markup.
+fn escape_markdown(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '&' => escaped.push_str("&amp;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '!' | '|' | '~' => {
+                escaped.push('\\');
+                escaped.push(c);
+            }
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_shows_as_text_in_a_pull_request_comment() {
+        // Act
+        let shown =
+            escape_markdown("<img src=x onerror=alert(1)> [click](https://evil.example) **b**");
+
+        // Assert
+        assert_eq!(
+            shown,
+            "&lt;img src=x onerror=alert\\(1\\)&gt; \\[click\\]\\(https://evil.example\\) \\*\\*b\\*\\*"
+        );
     }
 }

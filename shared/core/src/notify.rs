@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::domain::{Deployment, NotifyKind, Release, RepoUrl, Timestamp, Trigger};
+use crate::domain::{Deployment, NotifyKind, Release, RepoUrl, Timestamp};
 use crate::ports::OutboundMessage;
 
 /// What became of a release.
@@ -87,12 +87,7 @@ impl ReleaseEvent {
             app: release.app.to_string(),
             release: release.id.to_string(),
             seq: release.seq,
-            trigger: match release.trigger {
-                Trigger::Manual => "manual",
-                Trigger::Push => "push",
-                Trigger::Rollback => "rollback",
-            }
-            .to_owned(),
+            trigger: release.trigger.as_str().to_owned(),
             actor: release.actor.clone(),
             repository: deployment.repo.to_string(),
             branch: deployment.branch.to_string(),
@@ -302,6 +297,7 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Trigger;
     use crate::domain::{AppName, CommitSha, ReleaseState};
 
     fn release(trigger: Trigger) -> Release {

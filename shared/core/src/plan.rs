@@ -152,6 +152,8 @@ mod tests {
             access: Default::default(),
             owner: "ada".into(),
             notify: Vec::new(),
+            previews: Default::default(),
+            pull: None,
             secret_keys: None,
             webhook_id: None,
             live_release: live.map(ReleaseId::new),

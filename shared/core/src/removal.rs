@@ -35,7 +35,24 @@ impl Remover<'_> {
     /// step that fails leaves the later ones undone, and asking again goes on from there. A
     /// hook that cannot be removed (its repository is gone, say) is handed to cleanup's
     /// orphan list, so it is never left behind where it still exists.
+    ///
+    /// An app's previews go first, each the same way: none is left running without its app.
     pub async fn remove(&self, deployment: &Deployment) -> Result<(), RemoveError> {
+        if deployment.pull.is_none() {
+            let of_repo = self.store.deployments_of_repo(deployment.repo_id).await?;
+            for preview in of_repo.iter().filter(|other| {
+                other
+                    .app
+                    .preview_of()
+                    .is_some_and(|(parent, _)| parent == deployment.app)
+            }) {
+                self.remove_one(preview).await?;
+            }
+        }
+        self.remove_one(deployment).await
+    }
+
+    async fn remove_one(&self, deployment: &Deployment) -> Result<(), RemoveError> {
         let app = &deployment.app;
         self.platform.delete(app).await?;
         self.builder.delete_app(app).await?;

@@ -21,6 +21,8 @@ pub fn deployment(app: &str, repo: RepoUrl, repo_id: u64, owner: &str) -> Deploy
         access: Default::default(),
         owner: owner.into(),
         notify: Vec::new(),
+        previews: Default::default(),
+        pull: None,
         secret_keys: None,
         webhook_id: None,
         live_release: None,

@@ -16,12 +16,16 @@ use sha2::{Digest, Sha256};
 use tokio::process::Command;
 
 use super::write_private;
-use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
+use runway_core::domain::{AppName, Branch, CommitSha, HookId, RepoUrl};
 use runway_core::ports::{
-    BRANCHES_LISTED, DELIVERIES_LISTED, Forge, ForgeError, HookDelivery, Progress, ReleaseReport,
-    Repository, SourceArchive, Webhook,
+    BRANCHES_LISTED, DELIVERIES_LISTED, Forge, ForgeError, HOOK_EVENTS, HookDelivery, Progress,
+    ReleaseReport, Repository, SourceArchive, Webhook,
 };
 use runway_http::webhook;
+
+mod pulls;
+
+pub use pulls::{PullFile, close_pull, open_pull, pull_comments};
 
 const HOOK_MARKER: &str = "Installed by Runway";
 const HOOKS_DIR: &str = "runway-webhooks";
@@ -422,7 +426,7 @@ impl Forge for GitForge {
             id,
             url: url.to_owned(),
             secret: secret.expose_secret().to_owned(),
-            events: vec!["push".into()],
+            events: HOOK_EVENTS.map(str::to_owned).to_vec(),
             created_at,
             follows: self.follows(url),
         };
@@ -612,6 +616,18 @@ impl Forge for GitForge {
         .await
         .map(drop)
     }
+
+    /// Written to `runway-pulls/N.comments/PREVIEW.md` in the git dir, replaced whole each time.
+    async fn comment_on_pull(
+        &self,
+        repo: &RepoUrl,
+        number: u64,
+        preview: &AppName,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        let git_dir = git_dir(repo).await?;
+        pulls::comment(&git_dir, number, preview, body).map_err(ForgeError::Other)
+    }
 }
 
 /// Where the local forge notes releases on their commits: `refs/notes/runway`.
@@ -662,16 +678,14 @@ fn log_delivery(git_dir: &Path, hook_id: &str, delivery: &HookDelivery) -> anyho
 }
 
 /// The body of `runway post-receive`: for each `old new ref` line git gives the hook, sends every
-/// webhook of the repository a signed push event. Reports each delivery on stderr, which git
-/// shows the pusher; a failed delivery never fails the push (it cannot: the refs are updated).
+/// webhook of the repository a signed push event, and, for a branch an open pull request comes
+/// from, a `synchronize` of it. Reports each delivery on stderr, which git shows the pusher; a
+/// failed delivery never fails the push (it cannot: the refs are updated).
 pub async fn deliver_post_receive(git_dir: &Path, updates: &str) -> anyhow::Result<()> {
     let hooks = read_hooks(git_dir)?;
     if hooks.is_empty() {
         return Ok(());
     }
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
     let pusher = git(Some(git_dir), &["config", "user.name"])
         .await
         .map(|name| name.trim().to_owned())
@@ -687,60 +701,87 @@ pub async fn deliver_post_receive(git_dir: &Path, updates: &str) -> anyhow::Resu
             continue;
         };
         let payload = push_payload(git_dir, before, after, git_ref, &pusher).await?;
-        let body = serde_json::to_vec(&payload)?;
-        // One delivery id per event, the same for every hook, as GitHub sends it.
-        let delivery = uuid::Uuid::new_v4().to_string();
-        for hook in &hooks {
-            let target = hook.target();
-            let result = client
-                .post(&target)
-                .header("content-type", "application/json")
-                .header("user-agent", "Runway-Hookshot/local")
-                .header("x-github-event", "push")
-                .header("x-github-delivery", &delivery)
-                .header("x-github-hook-id", &hook.id)
-                .header(
-                    "x-hub-signature-256",
-                    webhook::sign(hook.secret.as_bytes(), &body),
-                )
-                .body(body.clone())
-                .send()
-                .await;
-            let logged = match result {
-                Ok(response) => {
-                    eprintln!(
-                        "runway: push of {git_ref} delivered to {target} ({})",
-                        response.status()
-                    );
-                    let status = response.status();
-                    let word = if status.is_success() {
-                        "OK".to_owned()
-                    } else {
-                        format!("Invalid HTTP Response: {}", status.as_u16())
-                    };
-                    (Some(status.as_u16()), word)
-                }
-                Err(error) => {
-                    eprintln!("runway: could not deliver the push of {git_ref}: {error}");
-                    let word = if error.is_timeout() {
-                        "timed out"
-                    } else {
-                        "failed to connect to host"
-                    };
-                    (None, word.to_owned())
-                }
-            };
-            let delivery = HookDelivery {
-                guid: delivery.clone(),
-                delivered_at: chrono::Utc::now(),
-                event: "push".into(),
-                status_code: logged.0,
-                status: logged.1,
-                redelivery: false,
-            };
-            if let Err(error) = log_delivery(git_dir, &hook.id, &delivery) {
-                eprintln!("runway: could not log the delivery: {error:#}");
+        deliver(
+            git_dir,
+            &hooks,
+            "push",
+            &payload,
+            &format!("push of {git_ref}"),
+        )
+        .await?;
+        if let Some(branch) = git_ref.strip_prefix("refs/heads/")
+            && after != ZERO_SHA
+        {
+            pulls::synchronize(git_dir, branch, &pusher).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends `payload` as `event` to every hook of the repository, signed with each hook's secret
+/// and under one delivery id (as GitHub sends an event), and logs what each answered.
+async fn deliver(
+    git_dir: &Path,
+    hooks: &[HookFile],
+    event: &str,
+    payload: &serde_json::Value,
+    what: &str,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let body = serde_json::to_vec(payload)?;
+    let delivery = uuid::Uuid::new_v4().to_string();
+    for hook in hooks {
+        let target = hook.target();
+        let result = client
+            .post(&target)
+            .header("content-type", "application/json")
+            .header("user-agent", "Runway-Hookshot/local")
+            .header("x-github-event", event)
+            .header("x-github-delivery", &delivery)
+            .header("x-github-hook-id", &hook.id)
+            .header(
+                "x-hub-signature-256",
+                webhook::sign(hook.secret.as_bytes(), &body),
+            )
+            .body(body.clone())
+            .send()
+            .await;
+        let logged = match result {
+            Ok(response) => {
+                eprintln!(
+                    "runway: {what} delivered to {target} ({})",
+                    response.status()
+                );
+                let status = response.status();
+                let word = if status.is_success() {
+                    "OK".to_owned()
+                } else {
+                    format!("Invalid HTTP Response: {}", status.as_u16())
+                };
+                (Some(status.as_u16()), word)
             }
+            Err(error) => {
+                eprintln!("runway: could not deliver the {what}: {error}");
+                let word = if error.is_timeout() {
+                    "timed out"
+                } else {
+                    "failed to connect to host"
+                };
+                (None, word.to_owned())
+            }
+        };
+        let delivery = HookDelivery {
+            guid: delivery.clone(),
+            delivered_at: chrono::Utc::now(),
+            event: event.into(),
+            status_code: logged.0,
+            status: logged.1,
+            redelivery: false,
+        };
+        if let Err(error) = log_delivery(git_dir, &hook.id, &delivery) {
+            eprintln!("runway: could not log the delivery: {error:#}");
         }
     }
     Ok(())
@@ -776,14 +817,6 @@ async fn push_payload(
             commits.push(commit_json(git_dir, sha).await?);
         }
     }
-    let default_branch = git(Some(git_dir), &["symbolic-ref", "--short", "HEAD"])
-        .await
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let name = git_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().trim_end_matches(".git").to_owned())
-        .unwrap_or_default();
     Ok(json!({
         "ref": git_ref,
         "before": before,
@@ -795,17 +828,33 @@ async fn push_payload(
         "compare": "",
         "commits": commits,
         "head_commit": head_commit,
-        "repository": {
-            "id": repo_id(git_dir),
-            "name": name,
-            "full_name": git_dir.display().to_string(),
-            "private": true,
-            "clone_url": file_url(git_dir),
-            "default_branch": default_branch,
-        },
+        "repository": repository_json(git_dir).await,
         "pusher": { "name": pusher, "email": null },
         "sender": { "login": pusher },
     }))
+}
+
+/// The repository as GitHub's events describe it.
+async fn repository_json(git_dir: &Path) -> serde_json::Value {
+    let default_branch = default_branch(git_dir).await.unwrap_or_default();
+    let name = git_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".git").to_owned())
+        .unwrap_or_default();
+    json!({
+        "id": repo_id(git_dir),
+        "name": name,
+        "full_name": git_dir.display().to_string(),
+        "private": true,
+        "clone_url": file_url(git_dir),
+        "default_branch": default_branch,
+    })
+}
+
+async fn default_branch(git_dir: &Path) -> Result<String, ForgeError> {
+    git(Some(git_dir), &["symbolic-ref", "--short", "HEAD"])
+        .await
+        .map(|s| s.trim().to_owned())
 }
 
 async fn commit_json(git_dir: &Path, sha: &str) -> anyhow::Result<serde_json::Value> {

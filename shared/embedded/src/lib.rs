@@ -18,7 +18,9 @@ mod uv_builder;
 
 pub use embedded::{Embedded, EmbeddedConfig};
 pub use file_secret_store::FileSecretStore;
-pub use git_forge::{GitForge, deliver_post_receive};
+pub use git_forge::{
+    GitForge, PullFile, close_pull, deliver_post_receive, open_pull, pull_comments,
+};
 pub use local_identity::{LocalIdentity, PushToken};
 pub use process_platform::ProcessPlatform;
 pub use runtime_log::LocalRuntimeLog;

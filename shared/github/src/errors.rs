@@ -29,6 +29,8 @@ pub(super) enum Permission {
     Webhooks,
     /// Deployments and their statuses, and commit statuses: how releases show on GitHub.
     Deployments,
+    /// Comments on pull requests: where a preview says where it is.
+    PullRequests,
     /// Finding the App's installation and minting its tokens: the App's own key.
     App,
     /// GitHub's public API (`/meta`): no credential at all.
@@ -51,6 +53,10 @@ impl Permission {
                 "the GitHub App needs the repository permissions \"Deployments: read and write\" \
                  and \"Commit statuses: read and write\" (a fine-grained token: the same; a \
                  classic token: the repo_deployment and repo:status scopes)"
+            }
+            Self::PullRequests => {
+                "the GitHub App needs the repository permission \"Pull requests: read and \
+                 write\" (a fine-grained token: the same; a classic token: the repo scope)"
             }
             Self::App => "check the GitHub App's id and private key, and that it is installed",
             Self::Public => {

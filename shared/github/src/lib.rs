@@ -6,6 +6,7 @@
 
 mod api;
 mod app;
+mod comments;
 mod deployments;
 mod errors;
 mod meta;
@@ -25,10 +26,10 @@ use self::api::{Api, Call, next_page};
 use self::app::AppAuth;
 use self::errors::{Op, Permission, scrub};
 use runway_archive::{Limits, TooLarge, Unreadable};
-use runway_core::domain::{Branch, CommitSha, HookId, RepoUrl};
+use runway_core::domain::{AppName, Branch, CommitSha, HookId, RepoUrl};
 use runway_core::ports::{
-    BRANCHES_LISTED, DELIVERIES_LISTED, Forge, ForgeError, HookDelivery, ReleaseReport, Repository,
-    SourceArchive, Webhook,
+    BRANCHES_LISTED, DELIVERIES_LISTED, Forge, ForgeError, HOOK_EVENTS, HookDelivery,
+    ReleaseReport, Repository, SourceArchive, Webhook,
 };
 
 pub use self::meta::GitHubMeta;
@@ -527,13 +528,13 @@ impl Forge for GitHubForge {
             Some(hook) => (
                 Method::PATCH,
                 self.repo_url(&repo, &["hooks", &hook.id.to_string()]),
-                json!({ "active": true, "events": ["push"], "config": config }),
+                json!({ "active": true, "events": HOOK_EVENTS, "config": config }),
                 format!("update the webhook {} of {repo}", hook.id),
             ),
             None => (
                 Method::POST,
                 self.repo_url(&repo, &["hooks"]),
-                json!({ "name": "web", "active": true, "events": ["push"], "config": config }),
+                json!({ "name": "web", "active": true, "events": HOOK_EVENTS, "config": config }),
                 format!("create a webhook on {repo}"),
             ),
         };
@@ -693,5 +694,17 @@ impl Forge for GitHubForge {
     #[tracing::instrument(skip_all, fields(repo = %repo, release = %report.release, progress = report.progress.as_str()))]
     async fn report(&self, repo: &RepoUrl, report: &ReleaseReport) -> Result<(), ForgeError> {
         self.report_release(&github_repo(repo)?, report).await
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %repo, number))]
+    async fn comment_on_pull(
+        &self,
+        repo: &RepoUrl,
+        number: u64,
+        preview: &AppName,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        self.upsert_comment(&github_repo(repo)?, number, preview, body)
+            .await
     }
 }

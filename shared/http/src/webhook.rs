@@ -83,6 +83,51 @@ pub struct Pusher {
     pub email: Option<String>,
 }
 
+/// The fields of a `pull_request` event Runway reads (GitHub's webhook payload).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PullRequestEvent {
+    pub action: String,
+    pub number: u64,
+    pub pull_request: PullRequestBody,
+    /// The base repository: the one the hook is on.
+    pub repository: PushRepository,
+    #[serde(default)]
+    pub sender: Option<Sender>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PullRequestBody {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub html_url: String,
+    /// `open` or `closed`.
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub merged: bool,
+    #[serde(default)]
+    pub user: Option<Sender>,
+    pub head: PullRequestEnd,
+    pub base: PullRequestEnd,
+}
+
+/// A pull request's head or base: a branch of a repository at a commit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PullRequestEnd {
+    #[serde(rename = "ref")]
+    pub branch: String,
+    pub sha: String,
+    /// `null` for the head of a pull request whose fork was deleted.
+    #[serde(default)]
+    pub repo: Option<PushRepository>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Sender {
+    pub login: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

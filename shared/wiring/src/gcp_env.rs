@@ -20,7 +20,7 @@ use url::Url;
 use runway_core::adapters::{Adapters, HookSweep, Keeping, Need, Timeouts};
 use runway_core::config::{Env, Policy};
 use runway_core::domain::{
-    Access, Branch, CommitSha, HookId, PrivateTargets, RepoAllowlist, RepoUrl,
+    Access, AppName, Branch, CommitSha, HookId, PrivateTargets, RepoAllowlist, RepoUrl,
 };
 use runway_core::limits::{HookSources, RateLimits};
 use runway_core::ports::{
@@ -598,6 +598,15 @@ impl Forge for NoForge {
         Err(Self::refuse())
     }
     async fn report(&self, _: &RepoUrl, _: &ReleaseReport) -> Result<(), ForgeError> {
+        Err(Self::refuse())
+    }
+    async fn comment_on_pull(
+        &self,
+        _: &RepoUrl,
+        _: u64,
+        _: &AppName,
+        _: &str,
+    ) -> Result<(), ForgeError> {
         Err(Self::refuse())
     }
 }

@@ -128,6 +128,8 @@ fn deployment(index: usize, at: runway_core::domain::Timestamp) -> Deployment {
         access: Default::default(),
         owner: OWNERS[index % OWNERS.len()].to_owned(),
         notify: Vec::new(),
+        previews: Default::default(),
+        pull: None,
         secret_keys: None,
         webhook_id: Some(format!("{}", 480_000_000 + index).into()),
         live_release: None,

@@ -37,6 +37,12 @@ pub struct Deployment {
     /// URLs, signing keys) are kept in the secret store.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifySummary>,
+    /// Whether the app's pull requests get previews. Off for apps from before.
+    #[serde(default, skip_serializing_if = "Previews::is_off")]
+    pub previews: Previews,
+    /// For a preview (`AppName::preview`): the pull request it deploys. `None` for an app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullRequest>,
     /// The push webhook on the repository, once created.
     pub webhook_id: Option<HookId>,
     /// The release currently serving, and where.
@@ -53,6 +59,40 @@ impl Deployment {
         self.url = url.or(self.url.take());
         self.updated_at = now;
     }
+}
+
+/// Whether an app's pull requests get a preview each: a copy of the app built from the pull
+/// request's head, at its own URL, removed when the pull request is closed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Previews {
+    pub enabled: bool,
+    /// Pull requests from forks too. A fork's code is anyone's: only an admin may allow it.
+    #[serde(default)]
+    pub forks: bool,
+}
+
+impl Previews {
+    pub fn is_off(&self) -> bool {
+        !self.enabled && !self.forks
+    }
+}
+
+/// The pull request a preview deploys, as its latest event described it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub number: u64,
+    pub title: String,
+    /// Its page on the forge.
+    pub url: String,
+    /// Who opened it (the forge's login).
+    pub author: String,
+    /// The branch it comes from.
+    pub head_branch: String,
+    /// The repository that branch is in (`owner/name`), when that is a fork.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<String>,
+    /// Its head when the latest event was sent.
+    pub head: CommitSha,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -128,6 +168,23 @@ pub enum Trigger {
     Manual,
     Push,
     Rollback,
+    /// A pull request's preview, of the head its event named (opened, reopened, pushed to).
+    Preview,
+    /// A pull request was closed or merged: its preview goes. Queued like a release, so a
+    /// closing that could not be done at once is done later, and after the preview's builds.
+    Close,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Push => "push",
+            Self::Rollback => "rollback",
+            Self::Preview => "preview",
+            Self::Close => "close",
+        }
+    }
 }
 
 /// One deploy attempt of an app.
@@ -335,6 +392,10 @@ pub enum AuditAction {
     HookRepaired,
     /// Cleanup removed an app whose repository had been gone past the grace period.
     AppRemoved,
+    /// A pull request was opened or pushed to, and its preview queued.
+    Preview,
+    /// A pull request was closed, and its preview removed.
+    PreviewRemoved,
 }
 
 impl AuditAction {
@@ -352,6 +413,8 @@ impl AuditAction {
             Self::NotifyRefused => "notify-refused",
             Self::HookRepaired => "hook-repaired",
             Self::AppRemoved => "app-removed",
+            Self::Preview => "preview",
+            Self::PreviewRemoved => "preview-removed",
         }
     }
 }

@@ -74,7 +74,17 @@ pub struct AppName(String);
 impl AppName {
     pub const MAX_LEN: usize = 30;
 
+    /// An app's name, or a preview's (`APP--prN`, see [`AppName::preview`]): stored records
+    /// and URLs name both. A name a person picks for a new app is also checked with
+    /// [`AppName::check_not_preview`].
     pub fn parse(input: &str) -> Result<Self, FieldError> {
+        if let Some((parent, number)) = input.rsplit_once(PREVIEW_MARK)
+            && let Some(number) = preview_number(number)
+            && let Ok(parent) = Self::parse(parent)
+            && parent.preview_of().is_none()
+        {
+            return Ok(Self::preview(&parent, number));
+        }
         let fail = |message: String| Err(FieldError::new("app_name", message));
         let valid_chars = input
             .bytes()
@@ -120,9 +130,47 @@ impl AppName {
         Ok(())
     }
 
+    /// The preview of pull request `number` of `parent`: `PARENT--prN`. No app a person names
+    /// contains `--`, so it is never someone's app, and it is a hostname label (at most 30 +
+    /// 4 + 20 characters) for the local proxy's `http://PARENT--prN.localhost:PORT/`.
+    pub fn preview(parent: &AppName, number: u64) -> Self {
+        Self(format!("{parent}{PREVIEW_MARK}{number}"))
+    }
+
+    /// The app and pull request whose preview this is; `None` for an app.
+    pub fn preview_of(&self) -> Option<(AppName, u64)> {
+        let (parent, number) = self.0.rsplit_once(PREVIEW_MARK)?;
+        Some((Self(parent.to_owned()), preview_number(number)?))
+    }
+
+    /// Refuses a preview's name for an app a person creates: previews are made by their pull
+    /// requests.
+    pub fn check_not_preview(&self) -> Result<(), FieldError> {
+        match self.preview_of() {
+            Some(_) => Err(FieldError::new(
+                "app_name",
+                format!(
+                    "must not contain \"--\" (got {}): names like that are pull-request previews",
+                    shown(&self.0)
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+const PREVIEW_MARK: &str = "--pr";
+
+/// A pull request's number as a preview's name carries it: digits, no leading zero.
+fn preview_number(digits: &str) -> Option<u64> {
+    let plain = !digits.is_empty()
+        && !digits.starts_with('0')
+        && digits.bytes().all(|b| b.is_ascii_digit());
+    plain.then(|| digits.parse().ok()).flatten()
 }
 
 string_value!(AppName, parse);
@@ -790,6 +838,39 @@ mod tests {
         let acme = |name: &str| AppName::parse(name).unwrap().check_not_reserved("acme-");
         assert!(acme("acme-submit").is_err());
         assert!(acme("runway-submit").is_ok());
+    }
+
+    #[test]
+    fn a_preview_is_named_after_its_app_and_pull_request_and_no_one_can_pick_its_name() {
+        // Arrange
+        let parent = AppName::parse("sales").unwrap();
+
+        // Act
+        let preview = AppName::preview(&parent, 42);
+        let parsed = AppName::parse("sales--pr42").unwrap();
+
+        // Assert
+        assert_eq!(preview.as_str(), "sales--pr42");
+        assert_eq!(parsed, preview);
+        assert_eq!(preview.preview_of(), Some((parent.clone(), 42)));
+        assert_eq!(parent.preview_of(), None);
+        assert!(parent.check_not_preview().is_ok());
+        let refused = preview.check_not_preview().unwrap_err();
+        assert!(
+            refused.message.contains("pull-request previews"),
+            "{refused}"
+        );
+        for not_a_preview in [
+            "sales--pr3--pr4",
+            "sales--pr",
+            "sales--pr0",
+            "sales--pr01",
+            "sales--prx",
+            "--pr3",
+        ] {
+            assert!(AppName::parse(not_a_preview).is_err(), "{not_a_preview}");
+        }
+        assert!(AppName::parse(&format!("{}--pr7", "a".repeat(31))).is_err());
     }
 
     #[test]

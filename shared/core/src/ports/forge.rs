@@ -35,7 +35,7 @@ pub struct Webhook {
     /// When the hook was made, where the forge says: a hook made moments ago may belong to an
     /// app whose record is still being written.
     pub created_at: Option<crate::domain::Timestamp>,
-    /// The events it is sent (GitHub's names); Runway's hooks hear `push`.
+    /// The events it is sent (GitHub's names); Runway's hooks hear [`HOOK_EVENTS`].
     pub events: Vec<String>,
     /// A hook someone switched off is sent nothing.
     pub active: bool,
@@ -51,10 +51,13 @@ impl Webhook {
         if !self.active {
             wrong.push("it was switched off".to_owned());
         }
-        if self.events != ["push"] {
+        let mut events: Vec<&str> = self.events.iter().map(String::as_str).collect();
+        events.sort_unstable();
+        if events != HOOK_EVENTS {
             wrong.push(format!(
-                "it was sent {} instead of push",
-                self.events.join(", ")
+                "it was sent {} instead of {}",
+                self.events.join(", "),
+                HOOK_EVENTS.join(" and ")
             ));
         }
         if self
@@ -70,6 +73,10 @@ impl Webhook {
         (!wrong.is_empty()).then(|| wrong.join("; "))
     }
 }
+
+/// The events Runway's hooks are sent (GitHub's names, in order): pushes redeploy, pull requests
+/// make and remove previews.
+pub const HOOK_EVENTS: [&str; 2] = ["pull_request", "push"];
 
 /// A commit's tree as the forge serves it, read as it arrives: a gzipped tar whose entries all
 /// sit in one top-level folder (GitHub's `OWNER-REPO-SHA7/`). `runway_archive` reads it.
@@ -133,6 +140,22 @@ pub trait Forge: Send + Sync {
     /// for a release that never made one does nothing. A commit the repository lacks is
     /// `NotFound`. Callers treat every error as a lost message, never as a failed release.
     async fn report(&self, repo: &RepoUrl, report: &ReleaseReport) -> Result<(), ForgeError>;
+    /// Writes Runway's comment about `preview` on its pull request `number`: the first call
+    /// makes it, later ones replace its text, so the pull request has one comment per preview
+    /// that always says where it stands. Callers treat every error as lost feedback.
+    async fn comment_on_pull(
+        &self,
+        repo: &RepoUrl,
+        number: u64,
+        preview: &AppName,
+        body: &str,
+    ) -> Result<(), ForgeError>;
+}
+
+/// The hidden line that marks Runway's comment about `preview` on a pull request, so the next
+/// one finds it again.
+pub fn comment_marker(preview: &AppName) -> String {
+    format!("<!-- runway-preview:{preview} -->")
 }
 
 /// Where a release stands, as the forge shows it beside its commit: on GitHub a deployment's
