@@ -514,3 +514,119 @@ async fn the_app_page_shows_its_hook_and_a_repository_that_is_gone() -> anyhow::
     session.close().await?;
     outcome
 }
+
+/// Previews on the console: the settings turn them on, the app's page lists each open pull
+/// request's preview with where it serves, and a preview's own page says whose it is and offers
+/// none of the app's actions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_turns_previews_on_and_lists_them() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = GitRepo::create(
+        dir.path(),
+        &[
+            ("streamlit_app.py", &streamlit_app("Main")),
+            ("requirements.txt", "streamlit\n"),
+        ],
+    )?;
+    let runway = Runway::start(dir.path())?;
+    let (code, created) = runway
+        .post_json(
+            "/api/deployments",
+            &serde_json::json!({
+                "repo_url": repo.url(), "main_file": "streamlit_app.py", "app_name": "browser",
+            }),
+        )
+        .await?;
+    assert_eq!(code, 202, "{created}");
+    let first = created["release_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    runway.wait_for_release("browser", &first, TIMEOUT).await?;
+
+    let session = Browser::start(&dir.path().join("chromium-profile")).await?;
+    let browser = session.client.clone();
+    let outcome = async {
+        browser.goto(&runway.url("/apps/browser")).await?;
+        let none = browser
+            .find(Locator::Id("previews-none"))
+            .await?
+            .text()
+            .await?;
+        assert!(none.contains("Previews are off"), "{none}");
+
+        // Turned on in the settings.
+        browser
+            .find(Locator::Css("#previews option[value='on']"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .find(Locator::Css("#settings button[type='submit']"))
+            .await?
+            .click()
+            .await?;
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while runway.status("browser").await?["previews"]["enabled"] != true {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "previews stayed off");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // A pull request: its preview is listed on the app's page.
+        runway_tests::git(&repo.work, &["checkout", "-q", "-b", "idea"])?;
+        let head = repo.commit(&[("streamlit_app.py", &streamlit_app("Idea"))], "idea")?;
+        repo.push("idea")?;
+        let bare = repo.bare.to_str().unwrap_or_default().to_owned();
+        runway_tests::pull_request(&["open", &bare, "idea", "An idea"])?;
+        loop {
+            let (_, preview) = runway.get_json("/api/apps/browser--pr1").await?;
+            if preview["releases"][0]["commit"] == head && preview["releases"][0]["state"] == "live"
+            {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no live preview: {preview:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        browser.goto(&runway.url("/apps/browser")).await?;
+        let row = browser.find(Locator::Id("preview-1")).await?.text().await?;
+        assert!(row.contains("#1 An idea"), "{row}");
+        assert!(row.contains("live"), "{row}");
+        assert!(row.contains("http://browser--pr1.localhost:"), "{row}");
+        let selected = browser
+            .find(Locator::Css("#previews option[selected]"))
+            .await?
+            .attr("value")
+            .await?;
+        assert_eq!(selected.as_deref(), Some("on"));
+        assert_accessible(&browser).await?;
+
+        // The preview's own page.
+        browser
+            .find(Locator::Css("#preview-1 a[href='/apps/browser--pr1']"))
+            .await?
+            .click()
+            .await?;
+        let note = browser
+            .find(Locator::Id("preview-of"))
+            .await?
+            .text()
+            .await?;
+        assert!(
+            note.contains("The preview of browser for pull request #1"),
+            "{note}"
+        );
+        assert!(browser.find(Locator::Id("settings")).await.is_err());
+        assert!(browser.find(Locator::Id("redeploy")).await.is_err());
+        assert_accessible(&browser).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if outcome.is_err() {
+        eprintln!("runway's log:\n{}", runway.log_text());
+    }
+    session.close().await?;
+    outcome
+}

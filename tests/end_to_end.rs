@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use runway_tests::{GitRepo, Runway, files_containing, git, processes_mentioning, streamlit_app};
+use runway_tests::{
+    GitRepo, Runway, files_containing, git, processes_mentioning, pull_request, streamlit_app,
+};
 use serde_json::{Value, json};
 
 const SECRET: &str = "s3cr3t-greeting-7f4e1b";
@@ -1015,20 +1017,6 @@ async fn a_live_app_that_crashes_is_restarted_reported_and_announced() -> anyhow
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(chat.received().len(), 1, "announced twice");
     Ok(())
-}
-
-/// Runs `runway pull-request ARGS…` as a person would, and returns what it printed.
-fn pull_request(args: &[&str]) -> anyhow::Result<String> {
-    let output = std::process::Command::new(runway_tests::runway_bin())
-        .arg("pull-request")
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "runway pull-request {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// Waits until `app`'s newest release is of `commit` and finished, and returns it.

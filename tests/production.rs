@@ -1638,3 +1638,154 @@ async fn an_app_whose_repository_was_deleted_is_flagged_then_removed() -> anyhow
     assert!(detail.contains("github.com/ada/demo"), "{audit:#?}");
     Ok(())
 }
+
+/// A pull request's preview in the production topology: GitHub delivers `pull_request` to the
+/// app's hook, the worker builds the pull request's head on Cloud Build and runs it on Cloud
+/// Run with none of the app's secrets, and GitHub shows it as a deployment in the preview's
+/// environment and in one comment on the pull request, edited as the preview moves. A fork's
+/// pull request is not previewed; closing the pull request removes the preview's service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_request_gets_a_preview_on_the_cloud_adapters() -> anyhow::Result<()> {
+    let production = Production::start().await?;
+    let dir = tempfile::tempdir()?;
+    let (repo, _) = production.demo_repo(dir.path())?;
+    let submitted = production
+        .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+        .json(&json!({
+            "repo_url": "https://github.com/ada/demo", "main_file": "app.py", "app_name": "demo",
+            "secrets": format!("token = \"{SECRET}\"\n"), "previews": "on",
+        }))
+        .send()
+        .await?;
+    assert_eq!(submitted.status(), 202);
+    let live = wait_for(&production, "demo", "the first release", |_| true).await?;
+    assert_eq!(live["state"], "live", "{live:#}");
+
+    runway_tests::git(&repo.work, &["checkout", "-q", "-b", "feature"])?;
+    let head = repo.commit(&[("app.py", &streamlit_app("Version two"))], "two")?;
+    repo.push("feature")?;
+    let number = production
+        .github
+        .open_pull("ada", "demo", "feature", "Try version two", None)
+        .await?;
+    let preview = format!("demo--pr{number}");
+    let built = wait_for(&production, &preview, "the preview", |r| {
+        r["commit"] == head
+    })
+    .await?;
+    assert_eq!(built["state"], "live", "{built:#}\n{}", production.logs());
+    assert_eq!(built["trigger"], "preview");
+    let url = built["url"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(served(&url).await?["revision"], built["revision"]);
+    let service = production.cloud_run.service(&format!(
+        "projects/{}/locations/{REGION}/services/{preview}",
+        production.project
+    ));
+    let service = service.expect("the preview's service");
+    assert!(
+        !service.to_string().contains("runway-app-demo"),
+        "a preview mounts none of the app's secrets: {service:#}"
+    );
+
+    // GitHub shows it: a deployment in its own environment, and a comment on the pull request.
+    let deployments = production.github.deployments("ada", "demo");
+    let shown = deployments
+        .iter()
+        .find(|d| d.environment == preview)
+        .expect("the preview's deployment");
+    assert_eq!(shown.sha, head);
+    assert_eq!(shown.states().last().map(String::as_str), Some("success"));
+    let comments = production.github.comments("ada", "demo", number);
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert!(
+        comments[0].body.contains(&format!("**live** at {url}")),
+        "{comments:#?}"
+    );
+
+    // A push to the pull request: rebuilt, and the same comment edited.
+    let second = repo.commit(&[("app.py", &streamlit_app("Version three"))], "three")?;
+    repo.push("feature")?;
+    production
+        .github
+        .push_to_pull("ada", "demo", number)
+        .await?;
+    let rebuilt = wait_for(&production, &preview, "the pushed preview", |r| {
+        r["commit"] == second
+    })
+    .await?;
+    assert_eq!(rebuilt["state"], "live", "{rebuilt:#}");
+    let comments = production.github.comments("ada", "demo", number);
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert!(comments[0].edits >= 1, "{comments:#?}");
+    // The app itself still serves its own branch.
+    let (_, app) = status(&production, "demo").await?;
+    assert_eq!(app["live_release"], live["id"], "{app:#}");
+    assert_eq!(app["open_previews"][0]["app"], preview, "{app:#}");
+
+    // A fork's pull request is not previewed: its code is anyone's.
+    let forked = production
+        .github
+        .open_pull(
+            "ada",
+            "demo",
+            "feature",
+            "From a fork",
+            Some(("mallory/demo", 4242)),
+        )
+        .await?;
+    assert_eq!(
+        status(&production, &format!("demo--pr{forked}")).await?.0,
+        404
+    );
+    let (_, app) = status(&production, "demo").await?;
+    let refused = app["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["git_ref"] == format!("refs/pull/{forked}/head"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        refused["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("comes from the fork mallory/demo"),
+        "{app:#}"
+    );
+
+    // Closing the pull request removes the preview: its service, its records.
+    production
+        .github
+        .close_pull("ada", "demo", number, true)
+        .await?;
+    let deadline = Instant::now() + WAIT;
+    let name = format!(
+        "projects/{}/locations/{REGION}/services/{preview}",
+        production.project
+    );
+    while status(&production, &preview).await?.0 != 404
+        || production.cloud_run.service(&name).is_some()
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the preview stays:\n{}",
+            production.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let comments = production.github.comments("ada", "demo", number);
+    assert!(comments[0].body.contains("was removed"), "{comments:#?}");
+    assert_eq!(
+        production
+            .github
+            .deployments("ada", "demo")
+            .iter()
+            .find(|d| d.environment == preview)
+            .and_then(|d| d.states().last().cloned())
+            .as_deref(),
+        Some("inactive")
+    );
+    let app_url = live["url"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(served(&app_url).await?["revision"], live["revision"]);
+    Ok(())
+}

@@ -417,11 +417,33 @@ impl Drop for Runway {
     }
 }
 
+/// Runs `runway pull-request ARGS…` as a person would, and returns what it printed.
+pub fn pull_request(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(runway_bin())
+        .arg("pull-request")
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "runway pull-request {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
 /// A client that sends `*.localhost` to loopback, as browsers and curl do by themselves.
 pub fn client(port: u16) -> reqwest::Client {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
     for app in [
-        "hello", "e2e", "e2e--pr1", "browser", "errors", "bench", "other", "crashes",
+        "hello",
+        "e2e",
+        "e2e--pr1",
+        "browser",
+        "browser--pr1",
+        "errors",
+        "bench",
+        "other",
+        "crashes",
     ] {
         builder = builder.resolve(
             &format!("{app}.localhost"),

@@ -54,10 +54,10 @@ impl FakeDelivery {
 
 /// A delivery decided while the state was locked, sent after the API has answered.
 pub(super) struct Outgoing {
-    hook: FakeHook,
-    repo_id: u64,
-    event: &'static str,
-    payload: Value,
+    pub(super) hook: FakeHook,
+    pub(super) repo_id: u64,
+    pub(super) event: &'static str,
+    pub(super) payload: Value,
 }
 
 /// Queues the `ping` GitHub sends a hook it has just created.
@@ -129,7 +129,7 @@ pub(super) fn send_outbox(state: &Arc<Mutex<State>>) {
     }
 }
 
-async fn deliver(delivery: &Outgoing) -> FakeDelivery {
+pub(super) async fn deliver(delivery: &Outgoing) -> FakeDelivery {
     let guid = uuid::Uuid::new_v4().to_string();
     let json_body = delivery.payload.to_string();
     // A hook made with `content_type: form` gets the JSON as the `payload` form field.

@@ -89,6 +89,8 @@ struct State {
     rate_used: usize,
     hooks_forbidden: bool,
     deployments_forbidden: bool,
+    /// The App may not write pull requests (no "Pull requests" permission).
+    pulls_forbidden: bool,
     hooks_hidden: bool,
     page_cap: Option<usize>,
     downloads: HashMap<String, (u64, String)>,
@@ -133,6 +135,8 @@ struct Repo {
     hooks: Vec<FakeHook>,
     deployments: Vec<FakeDeployment>,
     statuses: Vec<FakeCommitStatus>,
+    pulls: Vec<FakePull>,
+    comments: Vec<FakeComment>,
     /// Names it had before a rename; GitHub redirects them.
     former: Vec<(String, String)>,
 }
@@ -245,6 +249,8 @@ impl FakeGitHub {
             hooks: Vec::new(),
             deployments: Vec::new(),
             statuses: Vec::new(),
+            pulls: Vec::new(),
+            comments: Vec::new(),
             former: Vec::new(),
         });
         id
@@ -425,6 +431,7 @@ impl State {
 
 mod deployments;
 mod hookshot;
+mod pulls;
 mod repos;
 mod rest;
 
@@ -432,5 +439,7 @@ use deployments::*;
 pub use deployments::{FakeCommitStatus, FakeDeployment, FakeDeploymentStatus};
 pub use hookshot::FakeDelivery;
 use hookshot::*;
+use pulls::*;
+pub use pulls::{FakeComment, FakePull};
 use repos::*;
 use rest::*;

@@ -437,6 +437,9 @@ pub(super) async fn repo_route(
     if is_deployments_path(rest) {
         return deployments_route(state, id, rest, request).await;
     }
+    if is_comments_path(rest) {
+        return comments_route(state, id, rest, request).await;
+    }
     match (rest, &method) {
         ([], &Method::GET) => get_repo(state, id).await,
         (["branches", branch @ ..], &Method::GET) if !branch.is_empty() => {
