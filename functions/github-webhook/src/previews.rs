@@ -9,8 +9,8 @@
 
 use http::StatusCode;
 use runway_core::domain::{
-    AppName, AuditAction, Branch, CommitSha, Delivery, DeliveryId, Deployment, NewRelease,
-    PullRequest, Timestamp, Trigger,
+    AppName, AuditAction, Branch, CommitSha, Delivery, DeliveryId, Deployment, MinInstances,
+    NewRelease, PullRequest, Runtime, Timestamp, Trigger,
 };
 use runway_http::metrics::DeliveryOutcome;
 use runway_http::webhook::PullRequestEvent;
@@ -99,6 +99,11 @@ fn preview_of(
         app: AppName::preview(&app.app, event.number),
         branch: Branch::parse(&pull.head.branch).unwrap_or_else(|_| app.branch.clone()),
         owner: app.owner.clone(),
+        // No warm instance: a preview is looked at now and then, and each would be billed.
+        runtime: Runtime {
+            env: app.runtime.env.clone(),
+            min_instances: MinInstances::default(),
+        },
         secret_keys: Some(Vec::new()),
         notify: Vec::new(),
         previews: Default::default(),

@@ -50,6 +50,7 @@ async fn fixture(previews: Previews) -> Fixture {
         "ada@example.com",
     );
     app.previews = previews;
+    app.runtime.min_instances = runway_core::domain::MinInstances::parse("2").unwrap();
     store.put_deployment(&app).await.unwrap();
     let unlimited = RateLimits {
         webhook_per_app: PerMinute::new(0),
@@ -178,6 +179,11 @@ async fn an_opened_pull_request_into_the_apps_branch_queues_its_preview_and_reco
         "and none of the app's secrets"
     );
     assert!(record.notify.is_empty());
+    assert_eq!(
+        record.runtime.min_instances.count(),
+        0,
+        "no warm instance is billed for it"
+    );
     let releases = f.store.releases(&preview(), 10).await.unwrap();
     assert_eq!(releases.len(), 1);
     assert_eq!(releases[0].trigger, Trigger::Preview);

@@ -236,19 +236,19 @@ fn comment_json(state: &State, repo: &Repo, comment: &FakeComment) -> Value {
     })
 }
 
-/// The comment text GitHub takes, or its 422.
-fn comment_body(body: &Value) -> Result<String, Response> {
+/// The comment text GitHub takes, or the errors of its 422.
+fn comment_body(body: &Value) -> Result<String, Value> {
     match body["body"].as_str() {
         Some(text) if !text.trim().is_empty() && text.chars().count() <= MAX_COMMENT_CHARS => {
             Ok(text.to_owned())
         }
-        Some(text) if !text.trim().is_empty() => Err(validation_failed(json!([{
+        Some(text) if !text.trim().is_empty() => Err(json!([{
             "resource": "IssueComment", "code": "custom", "field": "body",
             "message": "body is too long (maximum is 65536 characters)",
-        }]))),
-        _ => Err(validation_failed(json!([{
+        }])),
+        _ => Err(json!([{
             "resource": "IssueComment", "code": "missing_field", "field": "body",
-        }]))),
+        }])),
     }
 }
 
@@ -275,9 +275,12 @@ pub(super) async fn comments_route(
             let Ok(comment) = comment.parse::<u64>() else {
                 return not_found();
             };
-            let text = match json_body(request).await.map(|body| comment_body(&body)) {
-                Ok(Ok(text)) => text,
-                Ok(Err(response)) | Err(response) => return response,
+            let text = match json_body(request).await {
+                Ok(body) => match comment_body(&body) {
+                    Ok(text) => text,
+                    Err(errors) => return validation_failed(errors),
+                },
+                Err(response) => return response,
             };
             let mut guard = lock(state);
             let Some(repo) = guard.repo_mut(id) else {
@@ -315,9 +318,12 @@ pub(super) async fn comments_route(
                     ok(Value::Array(listed))
                 }
                 Method::POST => {
-                    let text = match json_body(request).await.map(|body| comment_body(&body)) {
-                        Ok(Ok(text)) => text,
-                        Ok(Err(response)) | Err(response) => return response,
+                    let text = match json_body(request).await {
+                        Ok(body) => match comment_body(&body) {
+                            Ok(text) => text,
+                            Err(errors) => return validation_failed(errors),
+                        },
+                        Err(response) => return response,
                     };
                     let mut guard = lock(state);
                     let comment = FakeComment {
