@@ -1775,6 +1775,34 @@ async fn a_pull_request_gets_a_preview_on_the_cloud_adapters() -> anyhow::Result
     }
     let comments = production.github.comments("ada", "demo", number);
     assert!(comments[0].body.contains("was removed"), "{comments:#?}");
+
+    // A synchronize GitHub sent before the close arrives only now: the pull request is closed,
+    // so its preview is removed again rather than built.
+    production
+        .github
+        .deliver_late("ada", "demo", number, "synchronize")
+        .await?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, late) = status(&production, &preview).await?;
+        let settled = code == 404 && production.cloud_run.service(&name).is_none();
+        if settled && production.unacknowledged().is_empty() {
+            break;
+        }
+        let went_live = late["releases"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|r| r["state"] == "live"));
+        assert!(
+            !went_live,
+            "a closed pull request's preview went live: {late:#}"
+        );
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the late preview stays: {late:#}\n{}",
+            production.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(
         production
             .github

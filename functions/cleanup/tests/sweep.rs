@@ -440,6 +440,13 @@ impl Forge for CountingForge {
     ) -> Result<(), ForgeError> {
         self.inner.report(repo, report).await
     }
+    async fn pull_request(
+        &self,
+        repo: &RepoUrl,
+        number: u64,
+    ) -> Result<runway_core::ports::PullState, ForgeError> {
+        self.inner.pull_request(repo, number).await
+    }
     async fn comment_on_pull(
         &self,
         repo: &RepoUrl,

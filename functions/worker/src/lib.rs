@@ -26,8 +26,8 @@ use axum::extract::State as Shared;
 use axum::routing::post;
 use http::StatusCode;
 use runway_core::domain::{
-    AppName, AuditAction, BuildId, Deployment, Release, ReleaseId, ReleaseState, ReleaseUpdate,
-    Timestamp, Trigger,
+    AppName, AuditAction, BuildId, CommitSha, Deployment, Release, ReleaseId, ReleaseState,
+    ReleaseUpdate, Timestamp, Trigger,
 };
 use runway_core::messages::{BuildEnded, BuildNotification, CloudBuildStatus, DeployRequest};
 use runway_core::notify::{EventKind, NotifyMessage};
@@ -254,13 +254,19 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
         return Ok(go_live(state, release).await);
     }
     // A push builds what its branch points at now, not the commit it named: a replayed or late
-    // delivery then cannot bring back older code (its signature covers only the body).
+    // delivery then cannot bring back older code (its signature covers only the body). A
+    // preview likewise builds its pull request's head now, and a pull request closed meanwhile
+    // (its `closed` may have come before a late `synchronize`) has its preview removed.
     let pushed = release
         .commit
         .clone()
-        .filter(|_| release.trigger == Trigger::Push);
+        .filter(|_| matches!(release.trigger, Trigger::Push | Trigger::Preview));
     let commit = match release.commit.clone().filter(|_| pushed.is_none()) {
         Some(commit) => commit,
+        None if release.trigger == Trigger::Preview => match pull_head(state, &deployment).await? {
+            Some(head) => head,
+            None => return Ok(remove_preview(state, &deployment).await),
+        },
         None => match state
             .forge
             .resolve_commit(&deployment.repo, &deployment.branch)
@@ -398,6 +404,24 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
             format!("the build could not start: {error}"),
         )
         .await),
+    }
+}
+
+/// The head of the preview's pull request now, or `None` when it is closed (or gone).
+async fn pull_head(state: &State, preview: &Deployment) -> Result<Option<CommitSha>, Outcome> {
+    let Some(pull) = &preview.pull else {
+        return Err(Outcome::Permanent(format!(
+            "{} is not a preview",
+            preview.app
+        )));
+    };
+    match state.forge.pull_request(&preview.repo, pull.number).await {
+        Ok(now) if now.open => Ok(Some(now.head)),
+        Ok(_) | Err(ForgeError::NotFound(_)) => Ok(None),
+        Err(error) => Err(Outcome::Retry(format!(
+            "reading pull request #{}: {error:#}",
+            pull.number
+        ))),
     }
 }
 

@@ -19,7 +19,7 @@ use super::write_private;
 use runway_core::domain::{AppName, Branch, CommitSha, HookId, RepoUrl};
 use runway_core::ports::{
     BRANCHES_LISTED, DELIVERIES_LISTED, Forge, ForgeError, HOOK_EVENTS, HookDelivery, Progress,
-    ReleaseReport, Repository, SourceArchive, Webhook,
+    PullState, ReleaseReport, Repository, SourceArchive, Webhook,
 };
 use runway_http::webhook;
 
@@ -615,6 +615,12 @@ impl Forge for GitForge {
         )
         .await
         .map(drop)
+    }
+
+    /// From `runway-pulls/N.json`, its head the branch's now.
+    async fn pull_request(&self, repo: &RepoUrl, number: u64) -> Result<PullState, ForgeError> {
+        let git_dir = git_dir(repo).await?;
+        pulls::state(&git_dir, number).await
     }
 
     /// Written to `runway-pulls/N.comments/PREVIEW.md` in the git dir, replaced whole each time.

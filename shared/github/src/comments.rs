@@ -8,11 +8,22 @@ use serde_json::json;
 
 use super::errors::{Op, Permission};
 use super::{GitHubForge, MAX_PAGES, PAGE_SIZE, Repo, next_page};
-use runway_core::domain::AppName;
-use runway_core::ports::{ForgeError, comment_marker};
+use runway_core::domain::{AppName, CommitSha};
+use runway_core::ports::{ForgeError, PullState, comment_marker};
 
 /// GitHub refuses a comment body longer than this.
 pub(super) const MAX_COMMENT_CHARS: usize = 65_536;
+
+#[derive(Deserialize)]
+struct PullBody {
+    state: String,
+    head: PullHead,
+}
+
+#[derive(Deserialize)]
+struct PullHead {
+    sha: String,
+}
 
 #[derive(Deserialize)]
 struct CommentBody {
@@ -22,6 +33,30 @@ struct CommentBody {
 }
 
 impl GitHubForge {
+    /// `GET /repos/{owner}/{repo}/pulls/{number}`: its `state` and `head.sha`.
+    pub(super) async fn pull_state(
+        &self,
+        repo: &Repo<'_>,
+        number: u64,
+    ) -> Result<PullState, ForgeError> {
+        let op = Op {
+            action: format!("read pull request #{number} of {repo}"),
+            needs: Permission::PullRequests,
+            missing: format!("pull request #{number} is not on {repo}"),
+        };
+        let url = self.repo_url(repo, &["pulls", &number.to_string()]);
+        let body: PullBody = self.get_json(repo, url, &op).await?;
+        let head = CommitSha::parse(&body.head.sha).map_err(|error| {
+            ForgeError::Other(anyhow::anyhow!(
+                "the head of pull request #{number}: {error}"
+            ))
+        })?;
+        Ok(PullState {
+            open: body.state == "open",
+            head,
+        })
+    }
+
     pub(super) async fn upsert_comment(
         &self,
         repo: &Repo<'_>,

@@ -28,7 +28,7 @@ use self::errors::{Op, Permission, scrub};
 use runway_archive::{Limits, TooLarge, Unreadable};
 use runway_core::domain::{AppName, Branch, CommitSha, HookId, RepoUrl};
 use runway_core::ports::{
-    BRANCHES_LISTED, DELIVERIES_LISTED, Forge, ForgeError, HOOK_EVENTS, HookDelivery,
+    BRANCHES_LISTED, DELIVERIES_LISTED, Forge, ForgeError, HOOK_EVENTS, HookDelivery, PullState,
     ReleaseReport, Repository, SourceArchive, Webhook,
 };
 
@@ -694,6 +694,11 @@ impl Forge for GitHubForge {
     #[tracing::instrument(skip_all, fields(repo = %repo, release = %report.release, progress = report.progress.as_str()))]
     async fn report(&self, repo: &RepoUrl, report: &ReleaseReport) -> Result<(), ForgeError> {
         self.report_release(&github_repo(repo)?, report).await
+    }
+
+    #[tracing::instrument(skip_all, fields(repo = %repo, number))]
+    async fn pull_request(&self, repo: &RepoUrl, number: u64) -> Result<PullState, ForgeError> {
+        self.pull_state(&github_repo(repo)?, number).await
     }
 
     #[tracing::instrument(skip_all, fields(repo = %repo, number))]

@@ -24,7 +24,7 @@ use runway_core::domain::{
 };
 use runway_core::limits::{HookSources, RateLimits};
 use runway_core::ports::{
-    Forge, ForgeError, HookDelivery, ReleaseReport, Repository, SourceArchive, Webhook,
+    Forge, ForgeError, HookDelivery, PullState, ReleaseReport, Repository, SourceArchive, Webhook,
 };
 use runway_core::ports::{Retention, Topic};
 use runway_github::{GitHubAuth, GitHubConfig, GitHubForge, GitHubMeta};
@@ -598,6 +598,9 @@ impl Forge for NoForge {
         Err(Self::refuse())
     }
     async fn report(&self, _: &RepoUrl, _: &ReleaseReport) -> Result<(), ForgeError> {
+        Err(Self::refuse())
+    }
+    async fn pull_request(&self, _: &RepoUrl, _: u64) -> Result<PullState, ForgeError> {
         Err(Self::refuse())
     }
     async fn comment_on_pull(

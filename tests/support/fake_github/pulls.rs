@@ -4,7 +4,8 @@
 //! payload. Comments are issue comments (`/repos/{o}/{r}/issues/{n}/comments`, and
 //! `/repos/{o}/{r}/issues/comments/{id}` to edit one), refused as GitHub refuses them: 404
 //! for a pull request the repository does not have, 422 for an empty body or one over 65,536
-//! characters, 403 where the token may not write pull requests.
+//! characters, 403 where the token may not write pull requests. `GET
+//! /repos/{o}/{r}/pulls/{n}` answers a pull request's `state` and `head`.
 
 use super::*;
 
@@ -102,6 +103,21 @@ impl FakeGitHub {
         Ok(())
     }
 
+    /// An `action` GitHub sent while the pull request was open that arrives only now (GitHub
+    /// does not order deliveries): delivered as it was sent, open, whatever the pull request
+    /// is now.
+    pub async fn deliver_late(
+        &self,
+        owner: &str,
+        name: &str,
+        number: u64,
+        action: &str,
+    ) -> anyhow::Result<()> {
+        let (id, _) = self.repo_dir(owner, name)?;
+        self.send_pull(id, number, action, true).await;
+        Ok(())
+    }
+
     /// The comments on pull request `number`.
     pub fn comments(&self, owner: &str, name: &str, number: u64) -> Vec<FakeComment> {
         let state = self.state();
@@ -150,6 +166,11 @@ impl FakeGitHub {
 
     /// Sends `action` of pull request `number` to each active hook that hears `pull_request`.
     async fn deliver_pull(&self, id: u64, number: u64, action: &str) {
+        self.send_pull(id, number, action, false).await;
+    }
+
+    /// `deliver_pull`, describing the pull request as open when `as_open`.
+    async fn send_pull(&self, id: u64, number: u64, action: &str, as_open: bool) {
         let outgoing: Vec<Outgoing> = {
             let state = self.state();
             let Some(repo) = state.repo(id) else {
@@ -170,8 +191,8 @@ impl FakeGitHub {
                     "number": pull.number,
                     "title": pull.title,
                     "html_url": format!("https://github.com/{}/pull/{}", repo.full_name(), pull.number),
-                    "state": if pull.open { "open" } else { "closed" },
-                    "merged": pull.merged,
+                    "state": if pull.open || as_open { "open" } else { "closed" },
+                    "merged": pull.merged && !as_open,
                     "user": { "login": pull.author, "type": "User" },
                     "head": { "ref": pull.head_branch, "sha": pull.head_sha, "repo": head_repo },
                     "base": { "ref": pull.base, "sha": "", "repo": base_repo },
@@ -253,7 +274,7 @@ fn comment_body(body: &Value) -> Result<String, Value> {
 }
 
 pub(super) fn is_comments_path(rest: &[&str]) -> bool {
-    rest.first() == Some(&"issues")
+    matches!(rest.first(), Some(&"issues" | &"pulls"))
 }
 
 /// `issues/{n}/comments` (GET, POST) and `issues/comments/{id}` (PATCH).
@@ -271,6 +292,28 @@ pub(super) async fn comments_route(
     }
     let method = request.method().clone();
     match (rest, method) {
+        (["pulls", number], Method::GET) => {
+            let guard = lock(state);
+            let pull = number.parse::<u64>().ok().and_then(|number| {
+                guard
+                    .repo(id)?
+                    .pulls
+                    .iter()
+                    .find(|pull| pull.number == number)
+                    .cloned()
+            });
+            match pull {
+                Some(pull) => ok(json!({
+                    "number": pull.number,
+                    "state": if pull.open { "open" } else { "closed" },
+                    "merged": pull.merged,
+                    "title": pull.title,
+                    "head": { "ref": pull.head_branch, "sha": pull.head_sha },
+                    "base": { "ref": pull.base },
+                })),
+                None => not_found(),
+            }
+        }
         (["issues", "comments", comment], Method::PATCH) => {
             let Ok(comment) = comment.parse::<u64>() else {
                 return not_found();

@@ -140,6 +140,9 @@ pub trait Forge: Send + Sync {
     /// for a release that never made one does nothing. A commit the repository lacks is
     /// `NotFound`. Callers treat every error as a lost message, never as a failed release.
     async fn report(&self, repo: &RepoUrl, report: &ReleaseReport) -> Result<(), ForgeError>;
+    /// Pull request `number` as the forge has it now: whether it is still open, and its head.
+    /// `NotFound` when the repository has no pull request of that number.
+    async fn pull_request(&self, repo: &RepoUrl, number: u64) -> Result<PullState, ForgeError>;
     /// Writes Runway's comment about `preview` on its pull request `number`: the first call
     /// makes it, later ones replace its text, so the pull request has one comment per preview
     /// that always says where it stands. Callers treat every error as lost feedback.
@@ -150,6 +153,14 @@ pub trait Forge: Send + Sync {
         preview: &AppName,
         body: &str,
     ) -> Result<(), ForgeError>;
+}
+
+/// A pull request as it stands: a preview builds the head it has now (an event may come late,
+/// or again), and is removed rather than built once the pull request is closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullState {
+    pub open: bool,
+    pub head: CommitSha,
 }
 
 /// The hidden line that marks Runway's comment about `preview` on a pull request, so the next

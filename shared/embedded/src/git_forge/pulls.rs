@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{deliver, git, read_hooks, repository_json, write_private};
-use runway_core::domain::{AppName, Branch};
+use runway_core::domain::{AppName, Branch, CommitSha};
+use runway_core::ports::{ForgeError, PullState};
 
 const PULLS_DIR: &str = "runway-pulls";
 
@@ -175,6 +176,28 @@ async fn announce(
     let hooks = read_hooks(git_dir)?;
     let what = format!("pull request #{} {action}", pull.number);
     deliver(git_dir, &hooks, "pull_request", &payload, &what).await
+}
+
+/// Pull request `number` as it stands: open or not, and its branch's head now.
+pub(super) async fn state(git_dir: &Path, number: u64) -> Result<PullState, ForgeError> {
+    let missing = || {
+        ForgeError::NotFound(format!(
+            "{} has no pull request #{number}",
+            git_dir.display()
+        ))
+    };
+    let text = std::fs::read_to_string(pull_path(git_dir, number)).map_err(|_| missing())?;
+    let pull: PullFile =
+        serde_json::from_str(&text).map_err(|error| ForgeError::Other(error.into()))?;
+    let head = head_of(git_dir, &pull.head)
+        .await
+        .map_err(|error| ForgeError::NotFound(format!("{error:#}")))?;
+    let head =
+        CommitSha::parse(&head).map_err(|error| ForgeError::Other(anyhow::anyhow!("{error}")))?;
+    Ok(PullState {
+        open: pull.state == "open",
+        head,
+    })
 }
 
 fn comment_path(git_dir: &Path, number: u64, preview: &AppName) -> PathBuf {
