@@ -8,6 +8,8 @@
 #   runway-github-webhook-secret  HMAC key of the push webhooks Runway creates
 #   runway-app-{app}              an app's secrets.toml; created, versioned and deleted by Runway
 #                                 at run time, never by Terraform
+#   runway-app-{app}--previews    the secrets.toml its pull requests' previews run with, the same
+#                                 way (inside the runway-app- prefix, so the same grants cover it)
 #   runway-notify-{app}           an app's notification targets (hook URLs, signing keys), the
 #                                 same way; the worker reads them back to post
 #

@@ -359,12 +359,20 @@ async fn the_console_deploys_follows_rolls_back_and_deletes_an_app_in_a_real_bro
         assert!(refused.contains("Type the app's name"), "{refused}");
         confirm.send_keys("r").await?;
         browser.find(delete).await?.click().await?;
+        // The app's page has empty lists of its own (no previews): wait for the apps page.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while browser.current_url().await?.path() != "/" {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the delete did not open /"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         browser
             .wait()
             .at_most(Duration::from_secs(60))
             .for_element(Locator::Css("main .empty"))
             .await?;
-        assert_eq!(browser.current_url().await?.path(), "/");
 
         // The audit trail (the local user is an admin) tells the story, and narrows to an app.
         browser

@@ -1075,6 +1075,7 @@ async fn a_pull_request_gets_a_preview_that_follows_it_until_it_is_closed() -> a
             &json!({
                 "repo_url": repo.url(), "main_file": "app.py", "app_name": "e2e",
                 "secrets": format!("token = \"{SECRET}\""), "previews": "on",
+                "preview_secrets": "public_key = \"pk-preview-4c1\"",
             }),
         )
         .await?;
@@ -1083,7 +1084,9 @@ async fn a_pull_request_gets_a_preview_that_follows_it_until_it_is_closed() -> a
     let live = runway.wait_for_release("e2e", &first, LIVE_TIMEOUT).await?;
     assert_eq!(live["state"], "live", "{live:#}");
     let main_head = live["commit"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(runway.status("e2e").await?["previews"]["enabled"], true);
+    let previews = &runway.status("e2e").await?["previews"];
+    assert_eq!(previews["enabled"], true);
+    assert_eq!(previews["secret_keys"], json!(["public_key"]), "{previews}");
 
     // A branch, and a pull request from it into main.
     git(&repo.work, &["checkout", "-q", "-b", "feature/chart"])?;
@@ -1106,9 +1109,16 @@ async fn a_pull_request_gets_a_preview_that_follows_it_until_it_is_closed() -> a
         streamlit_app("Preview one"),
         "it runs the branch's code"
     );
+    // It reads the secrets the app names for previews, never the app's own.
+    let file = cmdline
+        .split_whitespace()
+        .find_map(|arg| arg.strip_prefix("--secrets.files="))
+        .expect("the preview's secrets file");
+    let read = std::fs::read_to_string(file)?;
+    assert!(read.contains("pk-preview-4c1"), "{read}");
     assert!(
-        !cmdline.contains("secrets"),
-        "a preview has none of the app's secrets: {cmdline}"
+        !read.contains(SECRET),
+        "a preview has none of the app's secrets"
     );
 
     // The app's page lists it; the pull request's comment says where it is.
@@ -1128,13 +1138,11 @@ async fn a_pull_request_gets_a_preview_that_follows_it_until_it_is_closed() -> a
         .map(|d| &d["app"])
         .collect();
     assert_eq!(names, ["e2e"], "a preview is not listed as an app");
-    let comments = runway_embedded::pull_comments(&repo.bare, 1);
+    // The comment is feedback, written once the release is live.
+    let live_comment = format!("**live** at {url}");
+    let comments = wait_for_comment(&repo, &live_comment).await?;
     assert_eq!(comments.len(), 1, "{comments:?}");
     assert_eq!(comments[0].0, "e2e--pr1");
-    assert!(
-        comments[0].1.contains(&format!("**live** at {url}")),
-        "{comments:?}"
-    );
 
     // A preview is its pull request's: the API will not redeploy, change or delete it.
     let (code, refused) = runway
@@ -1200,7 +1208,22 @@ async fn a_pull_request_gets_a_preview_that_follows_it_until_it_is_closed() -> a
     );
     assert_eq!(runway.health("e2e").await?.0, 200, "the app still serves");
     assert_eq!(runway.status("e2e").await?["open_previews"], json!([]));
-    let comments = runway_embedded::pull_comments(&repo.bare, 1);
-    assert!(comments[0].1.contains("was removed"), "{comments:?}");
+    wait_for_comment(&repo, "was removed").await?;
     Ok(())
+}
+
+/// Waits until pull request 1's comments say `what`, and returns them.
+async fn wait_for_comment(repo: &GitRepo, what: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let comments = runway_embedded::pull_comments(&repo.bare, 1);
+        if comments.iter().any(|(_, body)| body.contains(what)) {
+            return Ok(comments);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no comment says {what:?}: {comments:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

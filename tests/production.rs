@@ -1654,6 +1654,7 @@ async fn a_pull_request_gets_a_preview_on_the_cloud_adapters() -> anyhow::Result
         .json(&json!({
             "repo_url": "https://github.com/ada/demo", "main_file": "app.py", "app_name": "demo",
             "secrets": format!("token = \"{SECRET}\"\n"), "previews": "on",
+            "preview_secrets": "public_key = \"pk-preview\"\n",
         }))
         .send()
         .await?;
@@ -1682,25 +1683,32 @@ async fn a_pull_request_gets_a_preview_on_the_cloud_adapters() -> anyhow::Result
         production.project
     ));
     let service = service.expect("the preview's service");
-    assert!(
-        !service.to_string().contains("runway-app-demo"),
-        "a preview mounts none of the app's secrets: {service:#}"
+    let mounted = service["template"]["volumes"][0]["secret"]["secret"].clone();
+    assert_eq!(
+        mounted, "runway-app-demo--previews",
+        "a preview mounts its app's secrets for previews, never the app's own: {service:#}"
     );
 
-    // GitHub shows it: a deployment in its own environment, and a comment on the pull request.
-    let deployments = production.github.deployments("ada", "demo");
-    let shown = deployments
-        .iter()
-        .find(|d| d.environment == preview)
-        .expect("the preview's deployment");
+    // GitHub shows it (once the release is live: feedback follows the step): a deployment in
+    // its own environment, and a comment on the pull request.
+    let shown = eventually("the preview's deployment, succeeded", || {
+        let deployments = production.github.deployments("ada", "demo");
+        deployments.into_iter().find(|d| {
+            d.environment == preview && d.states().last().map(String::as_str) == Some("success")
+        })
+    })
+    .await?;
     assert_eq!(shown.sha, head);
-    assert_eq!(shown.states().last().map(String::as_str), Some("success"));
-    let comments = production.github.comments("ada", "demo", number);
+    let live_comment = format!("**live** at {url}");
+    let comments = eventually("the comment", || {
+        let comments = production.github.comments("ada", "demo", number);
+        comments
+            .iter()
+            .any(|c| c.body.contains(&live_comment))
+            .then_some(comments)
+    })
+    .await?;
     assert_eq!(comments.len(), 1, "{comments:#?}");
-    assert!(
-        comments[0].body.contains(&format!("**live** at {url}")),
-        "{comments:#?}"
-    );
 
     // A push to the pull request: rebuilt, and the same comment edited.
     let second = repo.commit(&[("app.py", &streamlit_app("Version three"))], "three")?;
@@ -1714,9 +1722,12 @@ async fn a_pull_request_gets_a_preview_on_the_cloud_adapters() -> anyhow::Result
     })
     .await?;
     assert_eq!(rebuilt["state"], "live", "{rebuilt:#}");
-    let comments = production.github.comments("ada", "demo", number);
+    let comments = eventually("the comment edited", || {
+        let comments = production.github.comments("ada", "demo", number);
+        comments.iter().any(|c| c.edits >= 1).then_some(comments)
+    })
+    .await?;
     assert_eq!(comments.len(), 1, "{comments:#?}");
-    assert!(comments[0].edits >= 1, "{comments:#?}");
     // The app itself still serves its own branch.
     let (_, app) = status(&production, "demo").await?;
     assert_eq!(app["live_release"], live["id"], "{app:#}");
@@ -1803,6 +1814,38 @@ async fn a_pull_request_gets_a_preview_on_the_cloud_adapters() -> anyhow::Result
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Through all of it the app served its own release.
+    let app_url = live["url"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(served(&app_url).await?["revision"], live["revision"]);
+
+    // Deleting the app takes its open pull requests' previews and their secrets with it.
+    let again = production
+        .github
+        .open_pull("ada", "demo", "feature", "Once more", None)
+        .await?;
+    let open = format!("demo--pr{again}");
+    let built = wait_for(&production, &open, "the second preview", |_| true).await?;
+    assert_eq!(built["state"], "live", "{built:#}");
+    let deleted = production
+        .as_user(Method::DELETE, "submit", "/api/deployments/demo", OWNER)
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 200);
+    for app in ["demo", open.as_str()] {
+        assert_eq!(status(&production, app).await?.0, 404, "{app}");
+        let service = format!(
+            "projects/{}/locations/{REGION}/services/{app}",
+            production.project
+        );
+        assert!(production.cloud_run.service(&service).is_none(), "{app}");
+    }
+    let secret = reqwest::get(format!(
+        "{}/v1/projects/{}/secrets/runway-app-demo--previews",
+        runway_tests::emulators::secret_manager(),
+        production.project
+    ))
+    .await?;
+    assert_eq!(secret.status(), 404, "the previews' secrets are deleted");
     assert_eq!(
         production
             .github
@@ -1813,7 +1856,18 @@ async fn a_pull_request_gets_a_preview_on_the_cloud_adapters() -> anyhow::Result
             .as_deref(),
         Some("inactive")
     );
-    let app_url = live["url"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(served(&app_url).await?["revision"], live["revision"]);
     Ok(())
+}
+
+/// Waits until `found` finds something, and returns it: what GitHub shows of a release (its
+/// deployment, a comment) follows the release's own step.
+async fn eventually<T>(what: &str, found: impl Fn() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(found) = found() {
+            return Ok(found);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{what}: not seen in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

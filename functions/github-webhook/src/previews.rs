@@ -104,7 +104,8 @@ fn preview_of(
             env: app.runtime.env.clone(),
             min_instances: MinInstances::default(),
         },
-        secret_keys: Some(Vec::new()),
+        // The names of the secrets its app gives previews, never the app's own.
+        secret_keys: Some(app.previews.secret_keys.clone()),
         notify: Vec::new(),
         previews: Default::default(),
         pull: Some(PullRequest {

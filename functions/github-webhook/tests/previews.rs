@@ -80,7 +80,7 @@ async fn fixture(previews: Previews) -> Fixture {
 fn on() -> Previews {
     Previews {
         enabled: true,
-        forks: false,
+        ..Previews::default()
     }
 }
 
@@ -344,6 +344,7 @@ async fn a_forks_pull_request_is_previewed_where_an_admin_allowed_it() {
     let f = fixture(Previews {
         enabled: true,
         forks: true,
+        ..Previews::default()
     })
     .await;
 

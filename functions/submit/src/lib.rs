@@ -304,6 +304,26 @@ struct DeploymentForm {
     /// Whether pull requests get previews: `off`, `on` (branches of the repository itself) or
     /// `forks` (theirs too; an admin's to allow). Omitted on an update, the app keeps its own.
     previews: Option<String>,
+    /// The secrets previews run with, a TOML of their own (never the app's). Omitted on an
+    /// update, previews keep theirs; empty, they have none.
+    preview_secrets: Option<serde_json::Value>,
+}
+
+/// A secrets field as sent: a TOML document in a string. `field` names it in the refusal.
+fn secrets_field(
+    value: Option<serde_json::Value>,
+    field: &'static str,
+) -> Result<Option<SecretsToml>, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(toml)) => SecretsToml::parse(toml)
+            .map(Some)
+            .map_err(|error| ApiError::bad_request(field, error.message)),
+        Some(_) => Err(ApiError::bad_request(
+            field,
+            format!("{field} must be a string holding a TOML document"),
+        )),
+    }
 }
 
 /// `previews` as sent.
@@ -326,7 +346,11 @@ fn previews(value: Option<&str>) -> Result<Option<Previews>, ApiError> {
             ));
         }
     };
-    Ok(Some(Previews { enabled, forks }))
+    Ok(Some(Previews {
+        enabled,
+        forks,
+        secret_keys: Vec::new(),
+    }))
 }
 
 /// A target as an API client sends it. No `Debug`: it holds the URL and key.
@@ -456,6 +480,8 @@ struct Validated {
     notify: Option<NotifyTargets>,
     /// `None`: the app keeps its previews (a new app has none).
     previews: Option<Previews>,
+    /// `None`: previews keep their secrets; an empty document removes them.
+    preview_secrets: Option<SecretsToml>,
 }
 
 /// The viewers as one line, the way the form shows them.
@@ -562,9 +588,11 @@ impl DeploymentForm {
         let min_instances = min_instances(self.min_instances)?;
         let notify = notify_targets(self.notify, private)?;
         let previews = previews(present(&self.previews))?;
+        let preview_secrets = secrets_field(self.preview_secrets, "preview_secrets")?;
         Ok(Validated {
             notify,
             previews,
+            preview_secrets,
             env,
             min_instances,
             app,
@@ -575,16 +603,7 @@ impl DeploymentForm {
             memory,
             cpu,
             access,
-            secrets: match self.secrets {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(toml)) => Some(SecretsToml::parse(toml)?),
-                Some(_) => {
-                    return Err(ApiError::bad_request(
-                        "secrets",
-                        "secrets must be a string holding a TOML document",
-                    ));
-                }
-            },
+            secrets: secrets_field(self.secrets, "secrets")?,
         })
     }
 }
@@ -667,7 +686,7 @@ async fn create_or_update(
     )?;
     // A fork's code runs with whatever the preview may read: only an admin opens that door.
     let forks_before = existing.as_ref().is_some_and(|app| app.previews.forks);
-    if form.previews.is_some_and(|p| p.forks) && !forks_before && !caller.admin {
+    if form.previews.as_ref().is_some_and(|p| p.forks) && !forks_before && !caller.admin {
         return Err(ApiError::Forbidden(
             "only an admin may allow previews of pull requests from forks (their code is \
              anyone's); choose on for the repository's own branches"
@@ -713,7 +732,23 @@ async fn create_or_update(
         // The names of the secrets it sets; a new app without any has none, an update
         // without them keeps the app's.
         notify: form.notify.as_ref().map(NotifyTargets::summaries),
-        previews: form.previews,
+        // The switches the form names, else the app's; the secrets' names those it sets, else
+        // the ones previews have.
+        previews: Some({
+            let current = existing.as_ref().map(|app| app.previews.clone());
+            let mut previews = form
+                .previews
+                .clone()
+                .or(current.clone())
+                .unwrap_or_default();
+            previews.secret_keys = match &form.preview_secrets {
+                Some(secrets) => secrets.keys(),
+                None => current
+                    .map(|previews| previews.secret_keys)
+                    .unwrap_or_default(),
+            };
+            previews
+        }),
         secret_keys: match &form.secrets {
             Some(secrets) => Some(secrets.keys()),
             None => existing.is_none().then(Vec::new),
@@ -740,6 +775,18 @@ async fn create_or_update(
         }
         if let Some(targets) = &form.notify {
             state.secrets.put_notifications(&form.app, targets).await?;
+        }
+        match &form.preview_secrets {
+            Some(secrets) if secrets.keys().is_empty() => {
+                state.secrets.delete(&form.app.previews_secrets()).await?;
+            }
+            Some(secrets) => {
+                state
+                    .secrets
+                    .put(&form.app.previews_secrets(), secrets)
+                    .await?;
+            }
+            None => {}
         }
         let webhook_id = state
             .forge
@@ -822,8 +869,10 @@ async fn undo_new_app(state: &State, app: &AppName, repo: &RepoUrl) {
     if let Err(error) = state.store.delete_deployment(app).await {
         tracing::error!(%app, %error, "could not remove the claim of a failed create");
     }
-    if let Err(error) = state.secrets.delete(app).await {
-        tracing::error!(%app, %error, "could not remove the secrets of a failed create");
+    for key in [app.clone(), app.previews_secrets()] {
+        if let Err(error) = state.secrets.delete(&key).await {
+            tracing::error!(%app, %error, "could not remove the secrets of a failed create");
+        }
     }
     let hook_url = webhook::app_hook_url(&state.webhook_url, app);
     if let Ok(hooks) = state.forge.webhooks(repo).await {

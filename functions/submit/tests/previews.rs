@@ -184,3 +184,22 @@ async fn a_preview_follows_its_pull_request_and_is_not_managed_through_the_api()
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn secrets_for_previews_are_checked_as_toml_and_named_by_their_field() {
+    // Arrange
+    let f = fixture().await;
+    let mut body = update("on");
+    body["preview_secrets"] = json!("key = \"unterminated");
+
+    // Act
+    let (status, answer) = f.send(ADA, "POST", "/api/deployments", body).await;
+
+    // Assert
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["field"], "preview_secrets");
+    assert!(
+        !answer.to_string().contains("unterminated"),
+        "the text is never quoted: {answer}"
+    );
+}

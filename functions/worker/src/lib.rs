@@ -908,6 +908,14 @@ async fn removed_if_deleted(state: &State, release: &Release, error: StoreError)
     }
 }
 
+/// Whose secrets `app` runs with: its own, or for a preview those its app names for previews.
+fn secrets_of(app: &AppName) -> AppName {
+    match app.preview_of() {
+        Some((parent, _)) => parent.previews_secrets(),
+        None => app.clone(),
+    }
+}
+
 /// Where the app ran before this release, when that was elsewhere.
 enum Moved {
     Not,
@@ -963,7 +971,8 @@ async fn go_live(state: &State, release: Release) -> Outcome {
     };
     let secrets = match target.as_ref().and_then(|target| target.secrets.clone()) {
         Some(kept) => Some(SecretRef(kept)),
-        None => match state.secrets.reference(&release.app).await {
+        // A preview runs with the secrets its app names for previews, never the app's own.
+        None => match state.secrets.reference(&secrets_of(&release.app)).await {
             Ok(secrets) => secrets,
             Err(error) => return Outcome::Retry(format!("reading the secret reference: {error}")),
         },

@@ -419,6 +419,8 @@ pub struct AppPage {
     pub previews_mode: &'static str,
     /// The caller may allow previews of forks (an admin), or they are allowed already.
     pub forks_allowed: bool,
+    /// The names of the secrets previews run with (never a value).
+    pub preview_secret_keys: Vec<String>,
     /// Its open pull requests' previews (an app's page); the status function fills them in.
     pub previews: Vec<PreviewRow>,
     /// For a preview's page: the pull request it deploys, and whose preview it is.
@@ -543,6 +545,7 @@ impl AppPage {
                 (true, true) => "forks",
             },
             forks_allowed: caller.admin || deployment.previews.forks,
+            preview_secret_keys: deployment.previews.secret_keys.clone(),
             previews: Vec::new(),
             pull: PullView::of(deployment),
         }

@@ -93,7 +93,7 @@ pub fn submitted(
             .or_else(|| existing.and_then(|d| d.secret_keys.clone())),
         previews: settings
             .previews
-            .or_else(|| existing.map(|d| d.previews))
+            .or_else(|| existing.map(|d| d.previews.clone()))
             .unwrap_or_default(),
         pull: None,
         webhook_id: settings.webhook_id,

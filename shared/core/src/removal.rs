@@ -48,6 +48,9 @@ impl Remover<'_> {
             }) {
                 self.remove_one(preview).await?;
             }
+            self.secrets
+                .delete(&deployment.app.previews_secrets())
+                .await?;
         }
         self.remove_one(deployment).await
     }

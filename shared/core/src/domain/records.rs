@@ -63,17 +63,21 @@ impl Deployment {
 
 /// Whether an app's pull requests get a preview each: a copy of the app built from the pull
 /// request's head, at its own URL, removed when the pull request is closed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Previews {
     pub enabled: bool,
     /// Pull requests from forks too. A fork's code is anyone's: only an admin may allow it.
     #[serde(default)]
     pub forks: bool,
+    /// The names (never the values) of the secrets previews run with: a TOML of their own,
+    /// which the app's owner gives apart from the app's (`AppName::previews_secrets`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_keys: Vec<String>,
 }
 
 impl Previews {
     pub fn is_off(&self) -> bool {
-        !self.enabled && !self.forks
+        !self.enabled && !self.forks && self.secret_keys.is_empty()
     }
 }
 

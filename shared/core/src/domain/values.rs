@@ -143,6 +143,14 @@ impl AppName {
         Some((Self(parent.to_owned()), preview_number(number)?))
     }
 
+    /// Where the secrets `self`'s previews run with are kept: the secret store's key
+    /// `APP--previews` (Secret Manager's `runway-app-APP--previews`, inside the prefix Runway's
+    /// grants cover). Not an app's name: no app or preview is named so, and it is only ever
+    /// handed to the secret store.
+    pub fn previews_secrets(&self) -> Self {
+        Self(format!("{}--previews", self.0))
+    }
+
     /// Refuses a preview's name for an app a person creates: previews are made by their pull
     /// requests.
     pub fn check_not_preview(&self) -> Result<(), FieldError> {
