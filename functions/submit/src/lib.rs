@@ -264,6 +264,9 @@ async fn form(
         default_viewers: viewer_list(&state.policy.default_access),
         runtime: RuntimeFields::of(&Runtime::default(), Resources::default()),
         csrf,
+        previews_mode: "off",
+        forks_allowed: caller.admin,
+        preview_secret_keys: Vec::new(),
     };
     let html = askama::Template::render(&page).map_err(|e| ApiError::Internal(e.into()))?;
     let mut response = with_type(StatusCode::OK, "text/html; charset=utf-8", html);
@@ -1144,6 +1147,9 @@ mod tests {
             default_viewers: viewer_list(access),
             runtime: RuntimeFields::of(&Runtime::default(), Resources::default()),
             csrf: "t0k3n".into(),
+            previews_mode: "off",
+            forks_allowed: false,
+            preview_secret_keys: Vec::new(),
         })
         .unwrap()
     }

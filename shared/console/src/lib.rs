@@ -616,6 +616,11 @@ pub struct NewAppPage<'a> {
     pub runtime: RuntimeFields,
     /// The form's token; its cookie goes with the page.
     pub csrf: String,
+    /// A new app's previews: off, and no secrets for them.
+    pub previews_mode: &'static str,
+    /// An admin may allow previews of forks from the start.
+    pub forks_allowed: bool,
+    pub preview_secret_keys: Vec<String>,
 }
 
 #[cfg(test)]

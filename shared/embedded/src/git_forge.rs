@@ -222,23 +222,28 @@ fn hooks_dir(git_dir: &Path) -> PathBuf {
 }
 
 fn read_hooks(git_dir: &Path) -> anyhow::Result<Vec<HookFile>> {
-    let dir = hooks_dir(git_dir);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    let mut hooks: Vec<HookFile> = read_json_files(&hooks_dir(git_dir))?;
+    hooks.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(hooks)
+}
+
+/// Every `*.json` file in `dir`, read as `T`, in no particular order; none when `dir` is not
+/// there.
+fn read_json_files<T: serde::de::DeserializeOwned>(dir: &Path) -> anyhow::Result<Vec<T>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
     };
-    let mut hooks = Vec::new();
+    let mut read = Vec::new();
     for entry in entries {
         let path = entry?.path();
         if path.extension().is_some_and(|ext| ext == "json") {
             let text = std::fs::read_to_string(&path)?;
-            hooks.push(serde_json::from_str(&text).with_context(|| path.display().to_string())?);
+            read.push(serde_json::from_str(&text).with_context(|| path.display().to_string())?);
         }
     }
-    hooks.sort_by(|a: &HookFile, b| a.id.cmp(&b.id));
-    Ok(hooks)
+    Ok(read)
 }
 
-/// `'…'` for sh, so any path is safe in the hook script.
 /// A child's output that keeps the child (killed on drop) for as long as it is read.
 struct ChildOutput {
     _child: tokio::process::Child,
@@ -255,6 +260,7 @@ impl tokio::io::AsyncRead for ChildOutput {
     }
 }
 
+/// `'…'` for sh, so any path is safe in the hook script.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }

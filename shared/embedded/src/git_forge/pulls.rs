@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{deliver, git, read_hooks, repository_json, write_private};
+use super::{deliver, git, read_hooks, read_json_files, repository_json, write_private};
 use runway_core::domain::{AppName, Branch, CommitSha};
 use runway_core::ports::{ForgeError, PullState};
 
@@ -41,18 +41,8 @@ fn pull_path(git_dir: &Path, number: u64) -> PathBuf {
 }
 
 fn read_pulls(git_dir: &Path) -> anyhow::Result<Vec<PullFile>> {
-    let Ok(entries) = std::fs::read_dir(pulls_dir(git_dir)) else {
-        return Ok(Vec::new());
-    };
-    let mut pulls = Vec::new();
-    for entry in entries {
-        let path = entry?.path();
-        if path.extension().is_some_and(|ext| ext == "json") {
-            let text = std::fs::read_to_string(&path)?;
-            pulls.push(serde_json::from_str(&text).with_context(|| path.display().to_string())?);
-        }
-    }
-    pulls.sort_by_key(|pull: &PullFile| pull.number);
+    let mut pulls: Vec<PullFile> = read_json_files(&pulls_dir(git_dir))?;
+    pulls.sort_by_key(|pull| pull.number);
     Ok(pulls)
 }
 
