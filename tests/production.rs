@@ -1871,3 +1871,49 @@ async fn eventually<T>(what: &str, found: impl Fn() -> Option<T>) -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Without the GitHub App's "Pull requests" permission a preview cannot learn its pull
+/// request's head: its release fails saying what to grant, rather than retrying forever or
+/// building a head that may be stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_preview_runway_may_not_read_fails_saying_which_permission_is_missing()
+-> anyhow::Result<()> {
+    let production = Production::start().await?;
+    let dir = tempfile::tempdir()?;
+    let (repo, _) = production.demo_repo(dir.path())?;
+    let submitted = production
+        .as_user(Method::POST, "submit", "/api/deployments", OWNER)
+        .json(&json!({
+            "repo_url": "https://github.com/ada/demo", "main_file": "app.py", "app_name": "demo",
+            "previews": "on",
+        }))
+        .send()
+        .await?;
+    assert_eq!(submitted.status(), 202);
+    wait_for(&production, "demo", "the first release", |_| true).await?;
+    runway_tests::git(&repo.work, &["checkout", "-q", "-b", "feature"])?;
+    repo.commit(&[("app.py", &streamlit_app("Version two"))], "two")?;
+    repo.push("feature")?;
+    production.github.forbid_pulls();
+
+    let number = production
+        .github
+        .open_pull("ada", "demo", "feature", "Try it", None)
+        .await?;
+
+    let preview = format!("demo--pr{number}");
+    let failed = wait_for(&production, &preview, "the preview", |_| true).await?;
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("pull request #{number}"))
+            && message.contains("Pull requests: read and write"),
+        "{message}"
+    );
+    assert!(
+        production.unacknowledged().is_empty(),
+        "{:?}",
+        production.unacknowledged()
+    );
+    Ok(())
+}

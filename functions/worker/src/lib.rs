@@ -264,8 +264,11 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
     let commit = match release.commit.clone().filter(|_| pushed.is_none()) {
         Some(commit) => commit,
         None if release.trigger == Trigger::Preview => match pull_head(state, &deployment).await? {
-            Some(head) => head,
-            None => return Ok(remove_preview(state, &deployment).await),
+            PullHead::Open(head) => head,
+            PullHead::Closed => return Ok(remove_preview(state, &deployment).await),
+            PullHead::Refused(message) => {
+                return Ok(fail(state, &release, ReleaseState::Queued, message).await);
+            }
         },
         None => match state
             .forge
@@ -407,8 +410,18 @@ async fn start_release(state: &State, release_id: &ReleaseId) -> Result<Outcome,
     }
 }
 
-/// The head of the preview's pull request now, or `None` when it is closed (or gone).
-async fn pull_head(state: &State, preview: &Deployment) -> Result<Option<CommitSha>, Outcome> {
+/// A preview's pull request as the forge has it when its build is about to start.
+enum PullHead {
+    /// Open, with this head: what the preview builds.
+    Open(CommitSha),
+    /// Closed, or gone: the preview goes.
+    Closed,
+    /// The forge will not say (Runway may not read pull requests): the release fails, saying
+    /// what to grant.
+    Refused(String),
+}
+
+async fn pull_head(state: &State, preview: &Deployment) -> Result<PullHead, Outcome> {
     let Some(pull) = &preview.pull else {
         return Err(Outcome::Permanent(format!(
             "{} is not a preview",
@@ -416,8 +429,12 @@ async fn pull_head(state: &State, preview: &Deployment) -> Result<Option<CommitS
         )));
     };
     match state.forge.pull_request(&preview.repo, pull.number).await {
-        Ok(now) if now.open => Ok(Some(now.head)),
-        Ok(_) | Err(ForgeError::NotFound(_)) => Ok(None),
+        Ok(now) if now.open => Ok(PullHead::Open(now.head)),
+        Ok(_) | Err(ForgeError::NotFound(_)) => Ok(PullHead::Closed),
+        Err(ForgeError::Rejected(message)) => Ok(PullHead::Refused(format!(
+            "could not read pull request #{} to build its head: {message}",
+            pull.number
+        ))),
         Err(error) => Err(Outcome::Retry(format!(
             "reading pull request #{}: {error:#}",
             pull.number

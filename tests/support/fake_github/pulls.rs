@@ -118,6 +118,12 @@ impl FakeGitHub {
         Ok(())
     }
 
+    /// The App loses its "Pull requests" permission: reading pull requests and commenting on
+    /// them answer 403, as GitHub does.
+    pub fn forbid_pulls(&self) {
+        self.state().pulls_forbidden = true;
+    }
+
     /// The comments on pull request `number`.
     pub fn comments(&self, owner: &str, name: &str, number: u64) -> Vec<FakeComment> {
         let state = self.state();
