@@ -1164,8 +1164,9 @@ async fn a_pull_request_gets_a_preview_that_follows_it_until_it_is_closed() -> a
     repo.push("feature/chart")?;
     let updated = wait_for_commit(&runway, "e2e--pr1", &second).await?;
     assert_eq!(updated["state"], "live", "{updated:#}");
-    // The old process stops once the new one serves.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // The old process stops once the new one serves (and what was open to it drained: at most
+    // RUNWAY_DRAIN_SECS, 30 s by default).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while preview_process("e2e--pr1").is_some_and(|(old, _, _)| old == pid) {
         anyhow::ensure!(
             std::time::Instant::now() < deadline,

@@ -221,3 +221,36 @@ pub const DELIVERIES_LISTED: usize = 50;
 
 /// How many branches [`Forge::branches`] lists (one page of GitHub's).
 pub const BRANCHES_LISTED: usize = 100;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(events: &[&str]) -> Webhook {
+        Webhook {
+            id: HookId::new("1"),
+            url: "https://runway.example.com/github/webhook/demo".into(),
+            created_at: None,
+            events: events.iter().map(|event| (*event).to_owned()).collect(),
+            active: true,
+            content_type: Some("json".into()),
+        }
+    }
+
+    #[test]
+    fn a_hook_hears_push_and_pull_request_in_any_order_and_an_older_push_only_hook_is_set_right() {
+        // Act
+        let both = hook(&["push", "pull_request"]).drift();
+        let sorted = hook(&["pull_request", "push"]).drift();
+        let older = hook(&["push"]).drift();
+        let more = hook(&["push", "pull_request", "issues"]).drift();
+
+        // Assert
+        assert_eq!((both, sorted), (None, None));
+        assert_eq!(
+            older.as_deref(),
+            Some("it was sent push instead of pull_request and push")
+        );
+        assert!(more.is_some_and(|why| why.contains("issues")));
+    }
+}
