@@ -1,6 +1,7 @@
 //! `pull_request` events: a pull request into an app's branch gets a preview of the app, built
 //! from its head and updated on every push to it (`opened`, `reopened`, `synchronize`), and
-//! removed when it is closed or merged (`closed`). A preview is an app of its own
+//! removed when it is closed or merged (`closed`) or made to go into another branch
+//! (`edited`, which otherwise only brings the preview's title up to date). A preview is an app of its own
 //! (`AppName::preview`, `APP--prN`) with the pull request on its record, so it is built, run and
 //! shown the way an app is; its releases are queued like a push's.
 //!
@@ -26,6 +27,8 @@ enum Asked {
     Deploy,
     /// Remove it.
     Remove,
+    /// Bring its record up to date (an edited title), with no build.
+    Refresh,
 }
 
 /// Whether `event` asks anything of `app`'s previews, and if not, why not (in words the app's
@@ -35,10 +38,13 @@ fn asked(app: &Deployment, event: &PullRequestEvent) -> Result<Asked, String> {
     let asked = match event.action.as_str() {
         "opened" | "reopened" | "synchronize" => Asked::Deploy,
         "closed" => Asked::Remove,
+        // Made to go into another branch: no longer a change to the app's.
+        "edited" if event.pull_request.base.branch != app.branch.as_str() => Asked::Remove,
+        "edited" => Asked::Refresh,
         other => {
             return Err(format!(
                 "pull request #{number} was {other}; previews follow opened, reopened, \
-                 synchronize and closed"
+                 synchronize, edited and closed"
             ));
         }
     };
@@ -74,6 +80,11 @@ fn asked(app: &Deployment, event: &PullRequestEvent) -> Result<Asked, String> {
         ));
     }
     Ok(asked)
+}
+
+/// The branch an `edited` pull request now goes into, when that is what the edit was.
+fn retargeted(event: &PullRequestEvent) -> Option<&str> {
+    (event.action == "edited").then_some(event.pull_request.base.branch.as_str())
 }
 
 /// The repository the pull request's head is in, when that is not the base repository (a
@@ -192,13 +203,56 @@ pub(super) async fn pull_request(
                 clear_cache: false,
             }
         }
-        Asked::Remove if existing.is_none() => {
-            let reason = format!("pull request #{number} was closed; it had no preview");
+        Asked::Remove | Asked::Refresh if existing.is_none() => {
+            let reason = match (&asked, retargeted(&event)) {
+                (Asked::Remove, Some(base)) => {
+                    format!("pull request #{number} now goes into {base}; it had no preview")
+                }
+                (Asked::Remove, None) => {
+                    format!("pull request #{number} was closed; it had no preview")
+                }
+                _ => format!("pull request #{number} was edited; it has no preview"),
+            };
             delivery.outcome = format!("ignored: {reason}");
             return ignored(&state, &delivery, reason).await;
         }
+        Asked::Refresh => {
+            delivery.outcome = format!("updated {name}, the preview of #{number}");
+            let recorded = bounded(
+                &state,
+                "recording the delivery",
+                state.store.record_delivery(&delivery),
+            )
+            .await?;
+            if !recorded {
+                return duplicate(&delivery);
+            }
+            if let Some(stored) = existing {
+                let mut fresh = preview_of(&app, &event, &head, state.clock.now());
+                fresh.created_at = stored.created_at;
+                bounded(
+                    &state,
+                    "updating the preview",
+                    state.store.put_deployment(&fresh),
+                )
+                .await?;
+            }
+            return Ok((
+                DeliveryOutcome::Ignored,
+                json(
+                    StatusCode::ACCEPTED,
+                    &json!({ "status": "updated", "app": name }),
+                ),
+            ));
+        }
         Asked::Remove => {
-            delivery.outcome = format!("queued the removal of {name}, the preview of #{number}");
+            delivery.outcome = match retargeted(&event) {
+                Some(base) => format!(
+                    "queued the removal of {name}, the preview of #{number}: it now goes into \
+                     {base}"
+                ),
+                None => format!("queued the removal of {name}, the preview of #{number}"),
+            };
             NewRelease {
                 app: name.clone(),
                 trigger: Trigger::Close,
@@ -213,7 +267,13 @@ pub(super) async fn pull_request(
     let (action, detail) = if closing {
         (
             AuditAction::PreviewRemoved,
-            format!("delivery {}: pull request #{number} closed", delivery.id),
+            match retargeted(&event) {
+                Some(base) => format!(
+                    "delivery {}: pull request #{number} now goes into {base}",
+                    delivery.id
+                ),
+                None => format!("delivery {}: pull request #{number} closed", delivery.id),
+            },
         )
     } else {
         (

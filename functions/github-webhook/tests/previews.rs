@@ -314,6 +314,11 @@ async fn pull_requests_an_app_does_not_preview_are_recorded_with_the_reason() {
         ),
         (
             on(),
+            event("edited", HEAD, "main", same_repo()),
+            "was edited; it has no preview",
+        ),
+        (
+            on(),
             event("opened", "not-a-sha", "main", same_repo()),
             "'not-a-sha' is not a commit id",
         ),
@@ -387,4 +392,66 @@ async fn a_previews_own_name_has_no_hook_to_deliver_to() {
     // Assert
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(f.store.releases(&preview(), 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_edited_title_updates_the_preview_and_builds_nothing() {
+    // Arrange
+    let f = fixture(on()).await;
+    send(
+        &f.state,
+        "demo",
+        "d-1",
+        &event("opened", HEAD, "main", same_repo()),
+    )
+    .await;
+    let mut edited = event("edited", HEAD, "main", same_repo());
+    edited["pull_request"]["title"] = "A better chart".into();
+
+    // Act
+    let (status, body) = send(&f.state, "demo", "d-2", &edited).await;
+
+    // Assert
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "updated");
+    let record = f.store.deployment(&preview()).await.unwrap().unwrap();
+    assert_eq!(record.pull.unwrap().title, "A better chart");
+    assert_eq!(
+        f.store.releases(&preview(), 10).await.unwrap().len(),
+        1,
+        "nothing rebuilt"
+    );
+}
+
+#[tokio::test]
+async fn a_pull_request_made_to_go_into_another_branch_loses_its_preview() {
+    // Arrange
+    let f = fixture(on()).await;
+    send(
+        &f.state,
+        "demo",
+        "d-1",
+        &event("opened", HEAD, "main", same_repo()),
+    )
+    .await;
+
+    // Act
+    let (status, body) = send(
+        &f.state,
+        "demo",
+        "d-2",
+        &event("edited", HEAD, "develop", same_repo()),
+    )
+    .await;
+
+    // Assert
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let releases = f.store.releases(&preview(), 10).await.unwrap();
+    assert_eq!(releases[0].trigger, Trigger::Close);
+    let app = AppName::parse("demo").unwrap();
+    let deliveries = f.store.deliveries_of_app(&app, 10).await.unwrap();
+    assert!(
+        deliveries[0].outcome.ends_with("it now goes into develop"),
+        "{deliveries:#?}"
+    );
 }
