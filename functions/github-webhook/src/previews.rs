@@ -15,7 +15,7 @@ use runway_core::domain::{
 };
 use runway_http::metrics::DeliveryOutcome;
 use runway_http::webhook::PullRequestEvent;
-use runway_http::{ApiResult, Response, json, parse_json};
+use runway_http::{ApiError, ApiResult, Response, json, parse_json};
 use serde_json::json;
 
 use super::{State, accept, bounded, duplicate, ignored};
@@ -140,6 +140,25 @@ fn preview_of(
     }
 }
 
+/// Rewrites the stored preview from the app's settings and the pull request as `event` saw it,
+/// keeping when it was made.
+async fn refresh(
+    state: &State,
+    app: &Deployment,
+    event: &PullRequestEvent,
+    head: &CommitSha,
+    stored: &Deployment,
+) -> Result<(), ApiError> {
+    let mut fresh = preview_of(app, event, head, state.clock.now());
+    fresh.created_at = stored.created_at;
+    bounded(
+        state,
+        "updating the preview",
+        state.store.put_deployment(&fresh),
+    )
+    .await
+}
+
 pub(super) async fn pull_request(
     state: State,
     app: Deployment,
@@ -227,15 +246,8 @@ pub(super) async fn pull_request(
             if !recorded {
                 return duplicate(&delivery);
             }
-            if let Some(stored) = existing {
-                let mut fresh = preview_of(&app, &event, &head, state.clock.now());
-                fresh.created_at = stored.created_at;
-                bounded(
-                    &state,
-                    "updating the preview",
-                    state.store.put_deployment(&fresh),
-                )
-                .await?;
+            if let Some(stored) = &existing {
+                refresh(&state, &app, &event, &head, stored).await?;
             }
             return Ok((
                 DeliveryOutcome::Ignored,
@@ -289,17 +301,11 @@ pub(super) async fn pull_request(
     };
     // An open preview follows the app's settings and the pull request as this event saw it
     // (title, head). A replayed delivery stopped above, so an old event puts nothing back.
-    if !closing && let Some(stored) = existing {
-        let mut fresh = preview_of(&app, &event, &head, state.clock.now());
-        fresh.created_at = stored.created_at;
-        let updated = bounded(
-            &state,
-            "updating the preview",
-            state.store.put_deployment(&fresh),
-        );
-        if let Err(error) = updated.await {
-            tracing::warn!(app = %name, %error, "the preview's record was not updated");
-        }
+    if !closing
+        && let Some(stored) = &existing
+        && let Err(error) = refresh(&state, &app, &event, &head, stored).await
+    {
+        tracing::warn!(app = %name, %error, "the preview's record was not updated");
     }
     Ok((
         DeliveryOutcome::Queued,

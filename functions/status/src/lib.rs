@@ -417,12 +417,7 @@ async fn previews_of(
         .deployments_of_repo(app.repo_id)
         .await?
         .into_iter()
-        .filter(|other| {
-            other
-                .app
-                .preview_of()
-                .is_some_and(|(parent, _)| parent == app.app)
-        })
+        .filter(|other| other.app.is_preview_of(&app.app))
         .collect();
     previews.sort_by_key(|preview| preview.pull.as_ref().map(|pull| pull.number));
     let releases = state.store.newest_and_live(&previews).await?;

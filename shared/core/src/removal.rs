@@ -40,12 +40,10 @@ impl Remover<'_> {
     pub async fn remove(&self, deployment: &Deployment) -> Result<(), RemoveError> {
         if deployment.pull.is_none() {
             let of_repo = self.store.deployments_of_repo(deployment.repo_id).await?;
-            for preview in of_repo.iter().filter(|other| {
-                other
-                    .app
-                    .preview_of()
-                    .is_some_and(|(parent, _)| parent == deployment.app)
-            }) {
+            for preview in of_repo
+                .iter()
+                .filter(|other| other.app.is_preview_of(&deployment.app))
+            {
                 self.remove_one(preview).await?;
             }
             self.secrets

@@ -79,9 +79,7 @@ impl FakeGitHub {
         let (id, bare) = self.repo_dir(owner, name)?;
         let branch = self.pull(id, number)?.head_branch;
         let sha = head(&bare, &branch).await?;
-        if let Some(mut pull) = self.pull_mut(id, number) {
-            pull.head_sha = sha;
-        }
+        self.update_pull(id, number, |pull| pull.head_sha = sha);
         self.deliver_pull(id, number, "synchronize").await;
         Ok(())
     }
@@ -95,10 +93,10 @@ impl FakeGitHub {
         merged: bool,
     ) -> anyhow::Result<()> {
         let (id, _) = self.repo_dir(owner, name)?;
-        if let Some(mut pull) = self.pull_mut(id, number) {
+        self.update_pull(id, number, |pull| {
             pull.open = false;
             pull.merged = merged;
-        }
+        });
         self.deliver_pull(id, number, "closed").await;
         Ok(())
     }
@@ -160,14 +158,15 @@ impl FakeGitHub {
             .context("no such pull request")
     }
 
-    fn pull_mut(&self, id: u64, number: u64) -> Option<MappedPull<'_>> {
-        let state = self.state();
-        let at = state
-            .repo(id)?
-            .pulls
-            .iter()
-            .position(|pull| pull.number == number)?;
-        Some(MappedPull { state, id, at })
+    /// Changes pull request `number` (if the repository has it) under the state's lock.
+    fn update_pull(&self, id: u64, number: u64, change: impl FnOnce(&mut FakePull)) {
+        let mut state = self.state();
+        let pull = state
+            .repo_mut(id)
+            .and_then(|repo| repo.pulls.iter_mut().find(|pull| pull.number == number));
+        if let Some(pull) = pull {
+            change(pull);
+        }
     }
 
     /// Sends `action` of pull request `number` to each active hook that hears `pull_request`.
@@ -220,27 +219,6 @@ impl FakeGitHub {
         };
         let records = futures_util::future::join_all(outgoing.iter().map(deliver)).await;
         self.state().deliveries.extend(records);
-    }
-}
-
-/// A pull request inside the locked state.
-struct MappedPull<'a> {
-    state: MutexGuard<'a, State>,
-    id: u64,
-    at: usize,
-}
-
-impl std::ops::Deref for MappedPull<'_> {
-    type Target = FakePull;
-    fn deref(&self) -> &FakePull {
-        &self.state.repo(self.id).expect("the repository").pulls[self.at]
-    }
-}
-
-impl std::ops::DerefMut for MappedPull<'_> {
-    fn deref_mut(&mut self) -> &mut FakePull {
-        let id = self.id;
-        &mut self.state.repo_mut(id).expect("the repository").pulls[self.at]
     }
 }
 

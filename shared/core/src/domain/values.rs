@@ -143,6 +143,11 @@ impl AppName {
         Some((Self(parent.to_owned()), preview_number(number)?))
     }
 
+    /// Whether this is a preview of `app`.
+    pub fn is_preview_of(&self, app: &AppName) -> bool {
+        self.preview_of().is_some_and(|(parent, _)| &parent == app)
+    }
+
     /// Where the secrets `self`'s previews run with are kept: the secret store's key
     /// `APP--previews` (Secret Manager's `runway-app-APP--previews`, inside the prefix Runway's
     /// grants cover). Not an app's name: no app or preview is named so, and it is only ever
